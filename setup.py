@@ -1,0 +1,47 @@
+"""
+Packaging for Artcast: a push server for live data over HTTP long polls.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="artcast",
+    version="0.1.0",
+    description="Push live data from multicast sources to anything that speaks HTTP.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"])
+    + ["twisted.plugins"],
+    package_data={
+        "artcast": ["static/*", "py.typed"],
+        "twisted": ["plugins/artcast_plugin.py"],
+    },
+    include_package_data=True,
+    install_requires=[
+        "twisted>=23.10.0",
+        "klein>=23.5.0",
+        "treq>=23.11.0",
+        "autobahn>=23.6.1",
+        "prometheus_client>=0.17.0",
+        "attrs>=22.2.0",
+    ],
+    extras_require={
+        "test": [
+            "hypothesis>=6.80.0",
+        ],
+        "bench": [
+            "tornado>=6.3",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "artcast-send = artcast.send:main",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+    ],
+)
