@@ -1,0 +1,224 @@
+# -*- test-case-name: tests.test_multicast -*-
+"""
+Receiving datums: one L{MulticastServerProtocol} per UDP group, and the
+handlers that turn datagrams into KeyStore updates.
+
+A datagram that is not valid is dropped, counted under its reason in
+L{Stats}, and logged at a bounded rate; it never stops the server.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Sequence
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from artcast.keystore import KeyStore
+from artcast.wire import (
+    BadDatagram,
+    DataMessage,
+    Fragment,
+    Reassembler,
+    SourceTracker,
+    parseData,
+    parseRegister,
+)
+
+#: The largest UDP payload over IPv4; Twisted's UDP port reads 8,192 bytes
+#: unless told otherwise.
+MAX_UDP_PAYLOAD = 65535
+
+
+class Stats:
+    """
+    Counters of what arrived and what was dropped, for C{/stats}.
+
+    @ivar dropped: datagrams dropped, by reason.
+    @ivar sources: what the source tracker said of stamped datums, by verdict.
+    """
+
+    def __init__(self) -> None:
+        self.datagrams = 0
+        self.datums = 0
+        self.registrations = 0
+        self.dropped: Counter[str] = Counter()
+        self.sources: Counter[str] = Counter()
+        self.missed = 0
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+
+
+class RateLimitedLog:
+    """
+    Log at most C{burst} messages per C{period} seconds, then one summary of
+    how many were suppressed: a flood of bad datagrams cannot flood the log.
+    """
+
+    def __init__(
+        self,
+        log: Logger,
+        clock: IReactorTime,
+        burst: int = 10,
+        period: float = 60.0,
+    ) -> None:
+        self.log = log
+        self.clock = clock
+        self.burst = burst
+        self.period = period
+        self._windowStart = -period
+        self._count = 0
+        self._suppressed = 0
+
+    def warn(self, format: str, **kw: object) -> None:
+        now = self.clock.seconds()
+        if now - self._windowStart >= self.period:
+            if self._suppressed:
+                self.log.warn(
+                    "{count} more bad datagrams were not logged",
+                    count=self._suppressed,
+                )
+            self._windowStart = now
+            self._count = 0
+            self._suppressed = 0
+        if self._count < self.burst:
+            self._count += 1
+            self.log.warn(format, **kw)
+        else:
+            self._suppressed += 1
+
+
+class MulticastServerProtocol(DatagramProtocol):
+    """
+    Join one multicast group and hand every datagram to a handler.
+
+    @param group: the group's address, e.g. C{"224.1.1.1"}.
+    @param interface: the local address whose interface joins the group.
+    @param handler: called with each datagram's bytes and sender address.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        interface: str,
+        handler: Callable[[bytes, tuple[str, int]], None],
+    ) -> None:
+        self.group = group
+        self.interface = interface
+        self.handler = handler
+
+    def startProtocol(self) -> None:
+        self.transport.setLoopbackMode(True)
+        self.transport.joinGroup(self.group, self.interface)
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.handler(data, addr)
+
+
+class DatagramHandler:
+    """
+    Parse datagrams of the data and register groups and update the KeyStore.
+
+    @param signingKeys: when not empty, only datagrams signed with one of
+        these keys are accepted.
+    @param maxValueSize: datums whose value is larger (as JSON, in bytes) are
+        dropped.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: KeyStore,
+        clock: IReactorTime,
+        stats: Stats | None = None,
+        signingKeys: Sequence[bytes] = (),
+        maxValueSize: int | None = None,
+        freshness: float | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.stats = stats if stats is not None else Stats()
+        self.signingKeys = tuple(signingKeys)
+        self.maxValueSize = maxValueSize
+        self.reassembler = Reassembler(clock)
+        self.tracker = SourceTracker(clock, window=freshness) if freshness else SourceTracker(clock)
+        self._badLog = RateLimitedLog(self.log, clock)
+
+    def _dropped(self, error: BadDatagram, addr: tuple[str, int], group: str) -> None:
+        self.stats.drop(error.reason)
+        self._badLog.warn(
+            "Dropped a {group} datagram from {host}:{port}: {reason}",
+            group=group,
+            host=addr[0],
+            port=addr[1],
+            reason=str(error),
+        )
+
+    def dataReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        """
+        Handle one datagram of the data group.
+        """
+        self.stats.datagrams += 1
+        try:
+            message = parseData(
+                data,
+                signingKeys=self.signingKeys,
+                requireSignature=bool(self.signingKeys),
+                maxValueSize=self.maxValueSize,
+            )
+            if isinstance(message, Fragment):
+                if not self._fresh(message.stamp, message.part == 0):
+                    return
+                whole = self.reassembler.feed(message)
+                if whole is None:
+                    return
+                message = whole
+            elif message.stamp is not None and not self._fresh(message.stamp, True):
+                return
+        except BadDatagram as error:
+            self._dropped(error, addr, "data")
+            return
+        self._publish(message)
+
+    def _fresh(self, stamp, first: bool) -> bool:
+        """
+        Ask the source tracker about a stamp; count gaps and restarts, drop
+        replayed and stale datagrams.  Fragments after the first share the
+        first's stamp, so only the first is checked.
+        """
+        if not first:
+            return True
+        verdict = self.tracker.check(stamp)
+        self.stats.sources[verdict] += 1
+        if verdict == "gap":
+            self.stats.missed += self.tracker.missed
+        if verdict in ("replayed", "stale"):
+            self.stats.drop(verdict)
+            return False
+        return True
+
+    def _publish(self, message: DataMessage) -> None:
+        if self.store.publish(message.key, message.value, message.stamp) is None:
+            self.stats.drop("keys-full")
+        else:
+            self.stats.datums += 1
+
+    def registerReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        """
+        Handle one datagram of the register group.
+        """
+        try:
+            message = parseRegister(
+                data,
+                signingKeys=self.signingKeys,
+                requireSignature=bool(self.signingKeys),
+            )
+        except BadDatagram as error:
+            self._dropped(error, addr, "register")
+            return
+        self.stats.registrations += 1
+        self.store.register(message.key, message.meta)

@@ -1,0 +1,161 @@
+# -*- test-case-name: tests.test_pages -*-
+"""
+The HTML pages: the list of artcasts and the live page of one key.
+
+They need nothing beyond the server (no CDN, no framework).  Every key, value
+and piece of metadata is escaped: a source's text never becomes markup.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+from urllib.parse import quote
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 50rem;
+       padding: 0 1rem; color: #222; background: #fdfdfc; }
+h1 { font-size: 1.4rem; } table { border-collapse: collapse; width: 100%; }
+td, th { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #ddd;
+         vertical-align: top; }
+code, pre { font-family: ui-monospace, monospace; }
+#value { font-size: 2.5rem; white-space: pre-wrap; word-break: break-all;
+         margin: 1rem 0; }
+#status { color: #777; font-size: .9rem; }
+"""
+
+_KEY_SAFE = "/!$&'()*+,;=:@-._~"
+
+
+def keyURL(key: str) -> str:
+    """
+    The path of a key's artcast.
+    """
+    return "/artcasts/" + quote(key, safe=_KEY_SAFE)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _script(value: object) -> str:
+    """
+    A JSON value safe to put inside a C{<script>} element.
+    """
+    return (
+        json.dumps(value)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
+
+
+def _license(meta: dict[str, Any]) -> str:
+    license = meta.get("license")
+    if not isinstance(license, dict):
+        return ""
+    title = html.escape(_text(license.get("title") or license.get("uri") or ""))
+    uri = license.get("uri")
+    if isinstance(uri, str) and uri.lower().startswith(("http://", "https://")):
+        return f'<a href="{html.escape(uri)}" rel="license">{title}</a>'
+    return title
+
+
+def listPage(artcasts: list[dict[str, Any]]) -> bytes:
+    """
+    The page listing every artcast, linking to each one's live page.
+    """
+    rows = []
+    for artcast in artcasts:
+        key = artcast["key"]
+        extra = {
+            name: value
+            for name, value in artcast.items()
+            if name not in ("key", "description", "provenance", "license")
+        }
+        rows.append(
+            "<tr>"
+            f'<td><a href="{html.escape(keyURL(key))}"><code>{html.escape(key)}</code></a></td>'
+            f"<td>{html.escape(_text(artcast.get('description', '')))}</td>"
+            f"<td>{html.escape(_text(artcast.get('provenance', '')))}</td>"
+            f"<td>{_license(artcast)}</td>"
+            f"<td>{html.escape(_text(extra)) if extra else ''}</td>"
+            "</tr>"
+        )
+    body = "\n".join(rows) or '<tr><td colspan="5">No artcasts yet.</td></tr>'
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Artcasts</title><style>{_STYLE}</style></head>
+<body><h1>Artcasts</h1>
+<table><thead><tr><th>Key</th><th>Description</th><th>Provenance</th><th>License</th><th>More</th></tr></thead>
+<tbody>
+{body}
+</tbody></table>
+<p id="status"><a href="/artcasts">JSON</a> with <code>Accept: application/json</code></p>
+</body></html>
+""".encode("utf-8")
+
+
+_LIVE_SCRIPT = """
+(function () {
+  var key = %(key)s, url = %(url)s;
+  var valueEl = document.getElementById("value");
+  var statusEl = document.getElementById("status");
+  var keyEl = document.getElementById("matched");
+  var since = "latest", delay = 1000;
+  function show(text, id, matched) {
+    valueEl.textContent = text;
+    keyEl.textContent = matched || key;
+    statusEl.textContent = "Updated " + new Date().toLocaleTimeString() + " (id " + id + ")";
+  }
+  function poll() {
+    fetch(url + "?timeout=30&since=" + encodeURIComponent(since),
+          {headers: {"Accept": "text/plain"}, cache: "no-store"})
+      .then(function (response) {
+        if (response.status === 200) {
+          return response.text().then(function (text) {
+            since = response.headers.get("Artcast-Id") || "latest";
+            show(text, since, response.headers.get("Artcast-Key"));
+            delay = 1000;
+            poll();
+          });
+        }
+        if (response.status === 204) {
+          since = response.headers.get("Artcast-Id") || since;
+          poll();
+          return;
+        }
+        throw new Error("HTTP " + response.status);
+      })
+      .catch(function (error) {
+        statusEl.textContent = "Reconnecting (" + error.message + ")";
+        setTimeout(poll, delay);
+        delay = Math.min(delay * 2, 30000);
+      });
+  }
+  poll();
+})();
+"""
+
+
+def livePage(key: str) -> bytes:
+    """
+    The live page of a key (or pattern): it shows the latest value and
+    updates itself as datums arrive.
+    """
+    script = _LIVE_SCRIPT % {"key": _script(key), "url": _script(keyURL(key))}
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(key)} — Artcast</title><style>{_STYLE}</style></head>
+<body><p><a href="/artcasts">All artcasts</a></p>
+<h1><code id="matched">{html.escape(key)}</code></h1>
+<div id="value">…</div>
+<p id="status">Waiting for the first value…</p>
+<script>{script}</script>
+</body></html>
+""".encode("utf-8")

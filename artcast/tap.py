@@ -1,0 +1,231 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd artcast}: the options and the service they build.
+
+Daemonizing, C{--pidfile}, C{--uid}/C{--gid} and C{--logfile} are twistd's.
+Every socket is bound in C{privilegedStartService}, before twistd drops
+privileges, so C{--client-port 80 --uid nobody} works.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import internet, service, strports
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+
+from artcast import keystore
+
+#: The original Artcast's groups and ports.
+DEFAULT_GROUP = "224.1.1.1"
+DEFAULT_DATA_PORT = 5007
+DEFAULT_REGISTER_PORT = 5008
+
+DEFAULT_LOG_SIZE = 10_000_000
+DEFAULT_LOG_COUNT = 100
+DEFAULT_MAX_VALUE_SIZE = 1_000_000
+
+
+def clientPort(description: str) -> str:
+    """
+    Turn C{--client-port} into an endpoint description: a bare port number,
+    as the original Artcast took, means TCP on every interface.
+    """
+    description = description.strip()
+    if description.isdigit():
+        number = int(description)
+        if not 0 <= number <= 65535:
+            raise ValueError(f"{number} is not a port number")
+        return f"tcp:{number}"
+    if not description:
+        raise ValueError("empty endpoint description")
+    return description
+
+
+def portNumber(text: str) -> int:
+    """
+    A UDP port number, 1-65535.
+    """
+    number = int(text)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"{number} is not a port number from 1 to 65535")
+    return number
+
+
+def positiveInt(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise ValueError(f"{number} is not a whole number of at least 1")
+    return number
+
+
+def seconds(text: str) -> float:
+    number = float(text)
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{text} is not a positive number of seconds")
+    return number
+
+
+def multicastGroup(text: str) -> str:
+    """
+    An IPv4 multicast group address (224.0.0.0/4).
+    """
+    from ipaddress import IPv4Address
+
+    address = IPv4Address(text)
+    if not address.is_multicast:
+        raise ValueError(f"{text} is not a multicast group (224.0.0.0/4)")
+    return str(address)
+
+
+def ipv4(text: str) -> str:
+    from ipaddress import IPv4Address
+
+    return str(IPv4Address(text))
+
+
+class Options(usage.Options):
+    """
+    The options of C{twistd artcast}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve artcasts: receive datums from multicast sources and answer HTTP "
+        "long polls with them.  See docs/running.md."
+    )
+
+    optFlags = [
+        ["demo", None, "Also run the test sources test/tick and test/now in the server."],
+    ]
+
+    optParameters = [
+        ["client-port", None, "tcp:8888",
+         "HTTP port: a port number or a Twisted endpoint description.", clientPort],
+        ["data-group", None, DEFAULT_GROUP, "Multicast group for datums.", multicastGroup],
+        ["data-port", None, DEFAULT_DATA_PORT, "UDP port for datums.", portNumber],
+        ["register-group", None, DEFAULT_GROUP,
+         "Multicast group for registrations.", multicastGroup],
+        ["register-port", None, DEFAULT_REGISTER_PORT,
+         "UDP port for registrations.", portNumber],
+        ["interface", None, "0.0.0.0",
+         "Local address whose interface joins the groups.", ipv4],
+        ["access-log", None, None, "Access log file (default: standard error)."],
+        ["access-log-size", None, DEFAULT_LOG_SIZE,
+         "Rotate the access log at this many bytes.", positiveInt],
+        ["access-log-count", None, DEFAULT_LOG_COUNT,
+         "Keep this many rotated access logs.", positiveInt],
+        ["error-log", None, None, "Error log file (default: standard error)."],
+        ["error-log-size", None, DEFAULT_LOG_SIZE,
+         "Rotate the error log at this many bytes.", positiveInt],
+        ["error-log-count", None, DEFAULT_LOG_COUNT,
+         "Keep this many rotated error logs.", positiveInt],
+        ["access-control-allow-origin", None, "*",
+         "Access-Control-Allow-Origin header value."],
+        ["templates", None, None, "Folder of per-artcast HTML pages (<key>.html)."],
+        ["poll-timeout", None, None,
+         "Answer a long poll with 204 after this many seconds (default: hold).",
+         seconds],
+        ["history", None, keystore.DEFAULT_HISTORY,
+         "Datums kept per key for since=.", positiveInt],
+        ["history-age", None, keystore.DEFAULT_HISTORY_AGE,
+         "Seconds a datum is kept in history.", seconds],
+        ["max-keys", None, keystore.DEFAULT_MAX_KEYS,
+         "Keys held at most.", positiveInt],
+        ["max-value-size", None, DEFAULT_MAX_VALUE_SIZE,
+         "Largest value accepted, in bytes of JSON.", positiveInt],
+    ]
+
+    def postOptions(self) -> None:
+        templates = self["templates"]
+        if templates is not None:
+            path = FilePath(templates)
+            if not path.isdir():
+                raise usage.UsageError(f"--templates {templates}: not a folder")
+            self["templates"] = path
+        origin = self["access-control-allow-origin"]
+        if any(c < " " or c == "\x7f" for c in origin):
+            raise usage.UsageError(
+                "--access-control-allow-origin must not hold control characters"
+            )
+        if (self["data-group"], self["data-port"]) == (
+            self["register-group"],
+            self["register-port"],
+        ):
+            raise usage.UsageError(
+                "the data and register groups must differ in group or port"
+            )
+
+
+def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiService:
+    """
+    Build the server: the HTTP port, the two multicast groups and, with
+    C{--demo}, the test sources.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+
+    from artcast.logs import ArtcastSite, ErrorLogService, errorLogObserver
+    from artcast.multicast import DatagramHandler, MulticastServerProtocol, Stats
+    from artcast.web import ArtcastApp
+
+    top = service.MultiService()
+
+    ErrorLogService(
+        errorLogObserver(
+            options["error-log"], options["error-log-size"], options["error-log-count"]
+        )
+    ).setServiceParent(top)
+
+    store = keystore.KeyStore(
+        reactor,
+        history=options["history"],
+        historyAge=options["history-age"],
+        maxKeys=options["max-keys"],
+    )
+    stats = Stats()
+    handler = DatagramHandler(
+        store, reactor, stats, maxValueSize=options["max-value-size"]
+    )
+    web = ArtcastApp(
+        store,
+        reactor,
+        allowOrigin=options["access-control-allow-origin"],
+        pollTimeout=options["poll-timeout"],
+        templates=options["templates"],
+        stats=stats,
+    )
+    site = ArtcastSite(
+        web.resource(),
+        options["access-log"],
+        options["access-log-size"],
+        options["access-log-count"],
+        reactor=reactor,
+    )
+    strports.service(options["client-port"], site, reactor=reactor).setServiceParent(top)
+
+    for group, port, receive in (
+        (options["data-group"], options["data-port"], handler.dataReceived),
+        (options["register-group"], options["register-port"], handler.registerReceived),
+    ):
+        udp = internet.MulticastServer(
+            port,
+            MulticastServerProtocol(group, options["interface"], receive),
+            interface=group,
+            maxPacketSize=65535,
+            listenMultiple=True,
+            reactor=reactor,
+        )
+        udp.setServiceParent(top)
+
+    if options["demo"]:
+        from artcast.demo import DemoService
+
+        DemoService(handler, reactor).setServiceParent(top)
+
+    top.store = store  # type: ignore[attr-defined]
+    top.stats = stats  # type: ignore[attr-defined]
+    return top

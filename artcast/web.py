@@ -1,0 +1,341 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+The HTTP face of Artcast: a Klein application over a L{KeyStore}.
+
+C{GET /artcasts/<key>} is a long poll: it is answered when the next datum
+for the key arrives, in the representation the client's C{Accept} header
+asks for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from klein import Klein
+from klein._resource import URLDecodeError
+from klein.resource import KleinResource
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.filepath import FilePath, InsecurePath
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
+
+from artcast import negotiate, pages
+from artcast.keystore import Datum, Found, KeyStore, encodeJSON
+from artcast.multicast import Stats
+from artcast.wire import BadKey, validateKey
+
+#: The headers a cross-origin script may read (CORS).
+ARTCAST_HEADERS = b"Artcast-Key, Artcast-Id, Artcast-Gap, ETag, Link"
+
+#: What C{GET /artcasts/<key>} can answer with, in the server's preference.
+VALUE_TYPES = (negotiate.JSON, negotiate.TEXT, negotiate.HTML)
+
+#: What C{GET /artcasts} can answer with.
+LIST_TYPES = (negotiate.JSON, negotiate.HTML)
+
+PREFIX = b"/artcasts/"
+
+#: Characters left as they are when a key is put in a header or a URL.
+KEY_SAFE = "/!$&'()*+,;=:@-._~"
+
+
+class BadRequest(Exception):
+    """
+    The request cannot be answered as asked; the message says why, and is
+    sent to the client as the body of a C{400}.
+    """
+
+
+def headerKey(key: str) -> bytes:
+    """
+    A key as it is sent in the C{Artcast-Key} header: ASCII, with anything
+    else percent-encoded as in the key's URL.
+    """
+    return quote(key, safe=KEY_SAFE).encode("ascii")
+
+
+def _quoted(text: str) -> str:
+    """
+    A quoted-string for a header parameter, with controls removed.
+    """
+    clean = "".join(c for c in text if c >= " " and c != "\x7f")
+    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def licenseLink(meta: dict[str, Any] | None) -> bytes | None:
+    """
+    The C{Link} header naming a registered license, if there is one.
+    """
+    if not meta:
+        return None
+    license = meta.get("license")
+    if not isinstance(license, dict) or not isinstance(license.get("uri"), str):
+        return None
+    uri = quote(license["uri"], safe=";/?:@&=+$,-_.!~*'()#%[]")
+    link = f'<{uri}>; rel="license"'
+    title = license.get("title")
+    if isinstance(title, str):
+        link += "; title=" + _quoted(title)
+    return link.encode("utf-8")
+
+
+class ArtcastApp:
+    """
+    The Klein application serving one L{KeyStore}.
+
+    @param allowOrigin: the C{Access-Control-Allow-Origin} value.
+    @param pollTimeout: the default long-poll timeout in seconds, or L{None}
+        to hold a request until a datum comes.
+    @param templates: a folder of per-key HTML pages, C{<key>.html}.
+    """
+
+    app = Klein()
+
+    def __init__(
+        self,
+        store: KeyStore,
+        clock: IReactorTime,
+        allowOrigin: str = "*",
+        pollTimeout: float | None = None,
+        templates: FilePath[str] | None = None,
+        stats: Stats | None = None,
+    ) -> None:
+        self.store = store
+        self.stats = stats if stats is not None else Stats()
+        self.started = clock.seconds()
+        self.clock = clock
+        self.allowOrigin = allowOrigin.encode("latin-1")
+        self.pollTimeout = pollTimeout
+        self.templates = templates
+
+    def resource(self) -> KleinResource:
+        """
+        The resource to serve.
+        """
+        return self.app.resource()
+
+    # Helpers
+
+    def _common(self, request: IRequest) -> None:
+        request.setHeader(b"Access-Control-Allow-Origin", self.allowOrigin)
+        request.setHeader(b"Access-Control-Expose-Headers", ARTCAST_HEADERS)
+
+    def _body(
+        self, request: IRequest, body: bytes, contentType: bytes, code: int = 200
+    ) -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", contentType)
+        request.setHeader(b"Content-Length", b"%d" % (len(body),))
+        return body
+
+    def _error(self, request: IRequest, code: int, message: str) -> bytes:
+        self._common(request)
+        return self._body(
+            request,
+            message.encode("utf-8") + b"\n",
+            b"text/plain; charset=utf-8",
+            code,
+        )
+
+    def _key(self, request: IRequest) -> str:
+        """
+        The key named by the request's path, percent-decoded and validated.
+
+        @raise BadRequest: if it is not a valid key or pattern.
+        """
+        path = request.path
+        try:
+            key = unquote_to_bytes(path[len(PREFIX):]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("The key is not UTF-8.")
+        try:
+            return validateKey(key, allowWildcards=True)
+        except BadKey as error:
+            raise BadRequest(str(error))
+
+    def _argument(self, request: IRequest, name: bytes) -> str | None:
+        values = request.args.get(name)
+        if not values:
+            return None
+        try:
+            return values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"The {name.decode()} parameter is not UTF-8.")
+
+    def _timeout(self, request: IRequest) -> float | None:
+        text = self._argument(request, b"timeout")
+        if text is None:
+            return self.pollTimeout
+        try:
+            timeout = float(text)
+        except ValueError:
+            timeout = -1.0
+        if not 0 <= timeout <= 86400:
+            raise BadRequest(
+                "timeout must be a number of seconds from 0 to 86400."
+            )
+        return timeout
+
+    def _since(self, request: IRequest, key: str) -> Found | None:
+        """
+        Where the client says it is: C{since=} or C{If-None-Match}.
+        """
+        since = self._argument(request, b"since")
+        if since is None:
+            match = request.getHeader(b"If-None-Match")
+            if match:
+                since = match.strip().removeprefix('W/').strip('"')
+        if since is None:
+            return None
+        if since == "latest":
+            return Found(self.store.latest(key))
+        try:
+            return self.store.since(key, since)
+        except ValueError:
+            raise BadRequest(f"{since!r} is not an Artcast id.")
+
+    def valueAnswer(
+        self, request: IRequest, datum: Datum, contentType: str, gap: bool = False
+    ) -> bytes:
+        """
+        Answer a request with a datum in the negotiated representation.
+        """
+        self._common(request)
+        request.setHeader(b"Artcast-Key", headerKey(datum.key))
+        request.setHeader(b"Artcast-Id", datum.id.encode("ascii"))
+        request.setHeader(b"ETag", b'W/"%s"' % (datum.id.encode("ascii"),))
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Vary", b"Accept")
+        if gap:
+            request.setHeader(b"Artcast-Gap", b"1")
+        link = licenseLink(self.store.metadata(datum.key))
+        if link is not None:
+            request.setHeader(b"Link", link)
+        if contentType == negotiate.TEXT:
+            return self._body(request, datum.text, b"text/plain; charset=utf-8")
+        return self._body(request, datum.json, b"application/json")
+
+    def _noContent(self, request: IRequest, key: str) -> bytes:
+        self._common(request)
+        request.setResponseCode(204)
+        request.setHeader(b"Cache-Control", b"no-store")
+        latest = self.store.latest(key)
+        if latest is not None:
+            request.setHeader(b"Artcast-Id", latest.id.encode("ascii"))
+            request.setHeader(b"ETag", b'W/"%s"' % (latest.id.encode("ascii"),))
+        return b""
+
+    # Routes
+
+    @app.route("/", methods=["GET", "HEAD"])
+    def root(self, request: IRequest) -> bytes:
+        request.redirect(b"/artcasts")
+        return self._body(request, b"", b"text/plain; charset=utf-8", 302)
+
+    @app.route("/artcasts", methods=["GET", "HEAD"])
+    def listing(self, request: IRequest) -> bytes:
+        chosen = negotiate.negotiate(request.getHeader(b"Accept"), LIST_TYPES)
+        if chosen is None:
+            return self._error(request, 406, "Only JSON and HTML are offered.")
+        self._common(request)
+        request.setHeader(b"Vary", b"Accept")
+        artcasts = []
+        for key, meta in self.store.keys():
+            entry = {"key": key}
+            if meta:
+                entry.update((k, v) for k, v in meta.items() if k != "key")
+            artcasts.append(entry)
+        if chosen == negotiate.HTML:
+            return self._body(
+                request, pages.listPage(artcasts), b"text/html; charset=utf-8"
+            )
+        return self._body(request, encodeJSON(artcasts), b"application/json")
+
+    @app.route("/artcasts/", branch=True, methods=["GET", "HEAD"])
+    def artcast(self, request: IRequest) -> bytes | Deferred[bytes]:
+        try:
+            key = self._key(request)
+            chosen = negotiate.negotiate(request.getHeader(b"Accept"), VALUE_TYPES)
+            if chosen is None:
+                return self._error(
+                    request, 406, "Offered: application/json, text/plain, text/html."
+                )
+            if chosen == negotiate.HTML:
+                return self.page(request, key)
+            timeout = self._timeout(request)
+            found = self._since(request, key)
+        except BadRequest as error:
+            return self._error(request, 400, str(error))
+        if found is not None and found.datum is not None:
+            return self.valueAnswer(request, found.datum, chosen, found.gap)
+        gap = found is not None and found.gap
+        waiting = self.store.next(key, found.skipThrough if found else None)
+        waiting.addCallback(
+            lambda datum: self.valueAnswer(request, datum, chosen, gap)
+        )
+        if timeout is not None:
+            waiting.addTimeout(
+                timeout,
+                self.clock,
+                onTimeoutCancel=lambda result, timeout: self._noContent(request, key),
+            )
+        return waiting
+
+    @app.route("/stats.json", methods=["GET", "HEAD"])
+    def statsJSON(self, request: IRequest) -> bytes:
+        self._common(request)
+        request.setHeader(b"Cache-Control", b"no-store")
+        return self._body(request, encodeJSON(self.statistics()), b"application/json")
+
+    def statistics(self) -> dict[str, Any]:
+        """
+        What C{/stats} shows.
+        """
+        stats = self.stats
+        return {
+            "uptime": self.clock.seconds() - self.started,
+            "waiting": self.store.listening,
+            "keys": len(self.store),
+            "datagrams": stats.datagrams,
+            "datums": stats.datums,
+            "registrations": stats.registrations,
+            "dropped": dict(stats.dropped),
+            "sources": dict(stats.sources),
+            "missed": stats.missed,
+        }
+
+    def page(self, request: IRequest, key: str) -> bytes:
+        """
+        The HTML page of a key: the template for it if there is one, else the
+        built-in live page.
+        """
+        self._common(request)
+        request.setHeader(b"Vary", b"Accept")
+        if self.templates is not None:
+            try:
+                template = self.templates.descendant(
+                    (key + ".html").split("/")
+                )
+            except InsecurePath:
+                return self._error(request, 400, "That key has no page.")
+            if template.isfile():
+                return self._body(
+                    request, template.getContent(), b"text/html; charset=utf-8"
+                )
+        return self._body(request, pages.livePage(key), b"text/html; charset=utf-8")
+
+    @app.handle_errors(BadRequest, URLDecodeError)
+    def badRequest(self, request: IRequest, failure: Any) -> bytes:
+        if failure.check(URLDecodeError):
+            return self._error(request, 400, "The path is not UTF-8.")
+        return self._error(request, 400, str(failure.value))
+
+    @app.handle_errors(HTTPException)
+    def httpError(self, request: IRequest, failure: Any) -> bytes:
+        error = failure.value
+        for name, value in error.get_headers():
+            if name.lower() == "allow":
+                request.setHeader(b"Allow", value.encode("latin-1"))
+        return self._error(request, error.code or 500, error.description or error.name)

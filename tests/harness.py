@@ -1,0 +1,247 @@
+"""
+Helpers for integration tests: start the real C{twistd artcast} process on
+free loopback ports, send it multicast datums, and stop it by its own PID.
+
+All traffic stays on this machine: HTTP on 127.0.0.1, multicast to a random
+group in 239.255.0.0/16 on a free port, sent with C{IP_MULTICAST_IF}
+127.0.0.1 and TTL 0, and servers joined with C{--interface 127.0.0.1}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import sys
+from typing import Any, Sequence
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: How long a server may take to start, and to stop, in seconds.
+START_LIMIT = 20.0
+STOP_LIMIT = 10.0
+
+
+def freePort(kind: int = socket.SOCK_STREAM) -> int:
+    """
+    A port number free on 127.0.0.1 right now.
+    """
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def randomGroup() -> str:
+    """
+    A random administratively scoped multicast group (239.255.0.0/16).
+    """
+    return "239.255.%d.%d" % (random.randint(0, 255), random.randint(1, 254))
+
+
+class Sender:
+    """
+    Send datagrams to a group over loopback only: C{IP_MULTICAST_IF}
+    127.0.0.1, TTL 0.
+    """
+
+    def __init__(self, group: str, port: int) -> None:
+        self.address = (group, port)
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.setsockopt(
+            socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1")
+        )
+        self.socket.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 0)
+        self.socket.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+
+    def send(self, datagram: bytes) -> None:
+        self.socket.sendto(datagram, self.address)
+
+    def sendDatum(self, key: str, value: Any) -> None:
+        """
+        Send a version 1 datum, as the original sources did.
+        """
+        self.send(json.dumps([key, value]).encode("utf-8"))
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class _Watcher(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.ended: Deferred[Any] = Deferred()
+        self.status: Any = None
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.status = reason.value
+        self.ended.callback(reason.value)
+
+
+class ArtcastProcess:
+    """
+    A real C{twistd -n artcast} process on free loopback ports.
+
+    @ivar url: the server's base URL, e.g. C{http://127.0.0.1:4321}.
+    @ivar data: a L{Sender} to the server's data group.
+    @ivar register: a L{Sender} to its register group.
+    """
+
+    def __init__(
+        self,
+        testCase: Any,
+        extra: Sequence[str] = (),
+        daemon: bool = False,
+        group: str | None = None,
+        dataPort: int | None = None,
+        registerPort: int | None = None,
+        httpPort: int | None = None,
+        twistdArgs: Sequence[str] = (),
+    ) -> None:
+        self.testCase = testCase
+        self.group = group or randomGroup()
+        self.dataPort = dataPort or freePort(socket.SOCK_DGRAM)
+        self.registerPort = registerPort or freePort(socket.SOCK_DGRAM)
+        self.httpPort = httpPort or freePort()
+        self.url = "http://127.0.0.1:%d" % (self.httpPort,)
+        self.directory = os.path.abspath(testCase.mktemp())
+        os.makedirs(self.directory)
+        self.pidfile = os.path.join(self.directory, "twistd.pid")
+        self.args = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            *(() if daemon else ("-n",)),
+            "--pidfile", self.pidfile, *twistdArgs,
+            "artcast",
+            "--client-port", "tcp:%d:interface=127.0.0.1" % (self.httpPort,),
+            "--data-group", self.group, "--data-port", str(self.dataPort),
+            "--register-group", self.group, "--register-port", str(self.registerPort),
+            "--interface", "127.0.0.1",
+            *extra,
+        ]
+        self.daemon = daemon
+        self.data = Sender(self.group, self.dataPort)
+        self.register = Sender(self.group, self.registerPort)
+        self.watcher = _Watcher()
+        self.pid: int | None = None
+
+    @property
+    def output(self) -> str:
+        return self.watcher.output.decode("utf-8", "replace")
+
+    def spawn(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
+        transport = reactor.spawnProcess(
+            self.watcher, sys.executable, self.args, env=env, path=self.directory
+        )
+        self.pid = transport.pid
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        """
+        Start the server and wait, a bounded time, until it answers HTTP.
+        The test stops it at cleanup.
+        """
+        self.testCase.addCleanup(self.stop)
+        self.spawn()
+        yield self.waitUntilServing()
+        if self.daemon:
+            yield self.watcher.ended
+            with open(self.pidfile) as f:
+                self.pid = int(f.read().strip())
+        returnValue(self)
+
+    @inlineCallbacks
+    def waitUntilServing(self) -> Any:
+        deadline = reactor.seconds() + START_LIMIT
+        while True:
+            if self.watcher.status is not None and not self.daemon:
+                raise RuntimeError("artcast exited at start:\n" + self.output)
+            try:
+                response = yield treq.get(self.url + "/stats.json", persistent=False)
+                yield response.content()
+                return
+            except Exception:
+                if reactor.seconds() > deadline:
+                    raise RuntimeError("artcast did not start:\n" + self.output)
+            yield deferLater(reactor, 0.05, lambda: None)
+
+    def alive(self) -> bool:
+        if self.pid is None:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """
+        Stop the server by its PID: SIGTERM, then SIGKILL past a bound.
+        """
+        self.data.close()
+        self.register.close()
+        if self.daemon:
+            yield self._stopDaemon()
+            return
+        if self.watcher.status is None and self.pid is not None:
+            os.kill(self.pid, signal.SIGTERM)
+            timer = reactor.callLater(
+                STOP_LIMIT, lambda: self.alive() and os.kill(self.pid, signal.SIGKILL)
+            )
+            yield self.watcher.ended
+            if timer.active():
+                timer.cancel()
+
+    @inlineCallbacks
+    def _stopDaemon(self) -> Any:
+        if not self.alive():
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = reactor.seconds() + STOP_LIMIT
+        while self.alive() and reactor.seconds() < deadline:
+            yield deferLater(reactor, 0.05, lambda: None)
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+
+    @inlineCallbacks
+    def stats(self) -> Any:
+        response = yield treq.get(self.url + "/stats.json", persistent=False)
+        body = yield response.json()
+        returnValue(body)
+
+    @inlineCallbacks
+    def waitFor(self, condition: Any, limit: float = 10.0) -> Any:
+        """
+        Poll C{/stats.json} until C{condition(stats)} is true, a bounded time.
+        """
+        deadline = reactor.seconds() + limit
+        while True:
+            stats = yield self.stats()
+            if condition(stats):
+                returnValue(stats)
+            if reactor.seconds() > deadline:
+                raise AssertionError("condition not met; stats: %r" % (stats,))
+            yield deferLater(reactor, 0.02, lambda: None)
+
+    def waitForWaiters(self, count: int) -> Deferred[Any]:
+        """
+        Wait until the server holds at least C{count} waiting requests.
+        """
+        return self.waitFor(lambda stats: stats["waiting"] >= count)

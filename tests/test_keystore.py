@@ -1,0 +1,321 @@
+"""
+Tests for L{artcast.keystore}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import CancelledError
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from artcast.keystore import KeyStore
+from artcast.wire import Stamp
+
+
+def stamp(seq: int, source: str = "src", boot: int = 1000) -> Stamp:
+    return Stamp(source, boot, seq, 1.0)
+
+
+class PublishTests(SynchronousTestCase):
+    """
+    Publishing datums and reading them back.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = KeyStore(self.clock, history=5, historyAge=60, instance="srv")
+
+    def test_latest(self) -> None:
+        """
+        The latest datum of a key is the last one published.
+        """
+        self.store.publish("a", 1)
+        self.store.publish("a", 2)
+        self.assertEqual(self.store.latest("a").value, 2)
+        self.assertIsNone(self.store.latest("b"))
+
+    def test_serverIds(self) -> None:
+        """
+        A datum without a stamp (wire version 1) gets an id from the server:
+        its instance name, its boot time and a counter shared by all keys.
+        """
+        self.clock.advance(12.5)
+        store = KeyStore(self.clock, instance="srv")
+        first = store.publish("a", 1)
+        second = store.publish("b", 2)
+        self.assertEqual(first.id, "srv.12500.1")
+        self.assertEqual(second.id, "srv.12500.2")
+
+    def test_sourceIds(self) -> None:
+        """
+        A stamped datum (wire version 2) takes its id from the stamp, so every
+        server gives it the same id.
+        """
+        datum = self.store.publish("a", 1, stamp(7))
+        self.assertEqual(datum.id, "src.1000.7")
+        self.assertEqual(datum.sent, 1.0)
+
+    def test_encodingsCached(self) -> None:
+        """
+        A datum's JSON and text encodings are made once and reused.
+        """
+        datum = self.store.publish("a", {"b": "ü"})
+        self.assertEqual(datum.json, '{"b":"ü"}'.encode())
+        self.assertIs(datum.json, datum.json)
+        self.assertIs(datum.text, datum.json)
+        self.assertEqual(self.store.publish("a", "plain").text, b"plain")
+
+    def test_historyBoundedByCount(self) -> None:
+        """
+        A key keeps at most C{history} datums.
+        """
+        for n in range(12):
+            self.store.publish("a", n)
+        self.assertEqual([d.value for d in self.store.held("a")], [7, 8, 9, 10, 11])
+
+    def test_historyBoundedByAge(self) -> None:
+        """
+        Datums older than C{historyAge} leave history, but the latest value of
+        a key stays however old it is.
+        """
+        self.store.publish("a", 1)
+        self.clock.advance(30)
+        self.store.publish("a", 2)
+        self.clock.advance(45)
+        self.assertEqual([d.value for d in self.store.held("a")], [2])
+        self.clock.advance(1000)
+        self.assertEqual([d.value for d in self.store.held("a")], [2])
+        self.assertEqual(self.store.latest("a").value, 2)
+
+    def test_keysAndMetadata(self) -> None:
+        """
+        Keys are listed sorted, registered ones with their metadata and ones
+        seen only in data without.
+        """
+        self.store.publish("b", 1)
+        self.store.register("a", {"description": "A"})
+        self.assertEqual(
+            list(self.store.keys()), [("a", {"description": "A"}), ("b", None)]
+        )
+        self.assertEqual(self.store.metadata("a"), {"description": "A"})
+
+    def test_maxKeysEvictsLeastRecentlyUpdated(self) -> None:
+        """
+        Past C{maxKeys}, the least recently updated key goes.
+        """
+        store = KeyStore(self.clock, maxKeys=2)
+        store.publish("a", 1)
+        store.publish("b", 1)
+        store.publish("a", 2)
+        store.publish("c", 1)
+        self.assertEqual([k for k, _ in store.keys()], ["a", "c"])
+        self.assertEqual(store.evicted, 1)
+
+    def test_maxKeysSparesWaitedKeys(self) -> None:
+        """
+        A key somebody waits for is not evicted; when every key is waited for,
+        a datum for a new key is refused and counted.
+        """
+        store = KeyStore(self.clock, maxKeys=2)
+        store.publish("a", 1)
+        store.publish("b", 1)
+        store.next("a")
+        store.publish("c", 1)
+        self.assertEqual([k for k, _ in store.keys()], ["a", "c"])
+        store.next("c")
+        self.assertIsNone(store.publish("d", 1))
+        self.assertEqual(store.refused, 1)
+
+
+class WaitTests(SynchronousTestCase):
+    """
+    Waiting for the next datum.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = KeyStore(self.clock, instance="srv")
+
+    def test_nextFires(self) -> None:
+        """
+        A waiter fires with the next datum of its key, and only its key.
+        """
+        d = self.store.next("a")
+        self.store.publish("b", 1)
+        self.assertNoResult(d)
+        self.store.publish("a", 2)
+        self.assertEqual(self.successResultOf(d).value, 2)
+        self.assertEqual(self.store.listening, 0)
+
+    def test_manyWaiters(self) -> None:
+        """
+        Every waiter of a key gets the same datum, once.
+        """
+        waiters = [self.store.next("a") for _ in range(3)]
+        datum = self.store.publish("a", 1)
+        self.assertEqual([self.successResultOf(d) for d in waiters], [datum] * 3)
+        self.store.publish("a", 2)
+        self.assertEqual(self.store.listening, 0)
+
+    def test_cancelUnregisters(self) -> None:
+        """
+        Cancelling a waiter (a client that went away) removes it at once.
+        """
+        d = self.store.next("a")
+        other = self.store.next("a")
+        self.assertEqual(self.store.listening, 2)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.store.listening, 1)
+        self.store.publish("a", 1)
+        self.successResultOf(other)
+        self.assertEqual(self.store.listening, 0)
+
+    def test_wildcardWaiter(self) -> None:
+        """
+        A waiter on a pattern fires with the first datum of any key it
+        matches.
+        """
+        star = self.store.next("test/*")
+        rest = self.store.next("sensors/...")
+        self.store.publish("test/a/b", 1)
+        self.store.publish("sensors/a/b", 2)
+        self.store.publish("test/tick", 3)
+        self.assertEqual(self.successResultOf(rest).key, "sensors/a/b")
+        self.assertEqual(self.successResultOf(star).key, "test/tick")
+
+    def test_subscription(self) -> None:
+        """
+        A subscription gets every datum until it is cancelled.
+        """
+        got = []
+        subscription = self.store.subscribe("a", got.append)
+        self.store.publish("a", 1)
+        self.store.publish("a", 2)
+        subscription.cancel()
+        subscription.cancel()
+        self.store.publish("a", 3)
+        self.assertEqual([d.value for d in got], [1, 2])
+        self.assertEqual(self.store.listening, 0)
+
+    def test_skipThrough(self) -> None:
+        """
+        A waiter told to skip through an id ignores datums of that source up to
+        it (the client already has them from another server).
+        """
+        d = self.store.next("a", skipThrough=("src", 1000, 5))
+        self.store.publish("a", "old", stamp(5))
+        self.assertNoResult(d)
+        self.store.publish("a", "new", stamp(6))
+        self.assertEqual(self.successResultOf(d).value, "new")
+
+
+class SinceTests(SynchronousTestCase):
+    """
+    Resuming from an id: L{KeyStore.since}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = KeyStore(self.clock, history=4, instance="srv")
+
+    def test_next(self) -> None:
+        """
+        The datum after a held id is answered at once, without a gap.
+        """
+        for n in range(1, 4):
+            self.store.publish("a", n, stamp(n))
+        found = self.store.since("a", "src.1000.1")
+        self.assertEqual((found.datum.value, found.gap), (2, False))
+
+    def test_latestWaits(self) -> None:
+        """
+        Since the latest id, there is nothing yet: wait, skipping through it.
+        """
+        self.store.publish("a", 1, stamp(1))
+        found = self.store.since("a", "src.1000.1")
+        self.assertIsNone(found.datum)
+        self.assertFalse(found.gap)
+        self.assertEqual(found.skipThrough, ("src", 1000, 1))
+
+    def test_tooOld(self) -> None:
+        """
+        An id older than anything held gives the oldest datum held, with a gap.
+        """
+        for n in range(1, 11):
+            self.store.publish("a", n, stamp(n))
+        found = self.store.since("a", "src.1000.2")
+        self.assertEqual((found.datum.value, found.gap), (7, True))
+
+    def test_unknownId(self) -> None:
+        """
+        An id of a source that never sent this key gives the oldest datum
+        held, with a gap.
+        """
+        self.store.publish("a", 1)
+        self.store.publish("a", 2)
+        found = self.store.since("a", "other.5.5")
+        self.assertEqual((found.datum.value, found.gap), (1, True))
+
+    def test_nothingHeld(self) -> None:
+        """
+        With nothing held, the client waits for the next datum and is told of a
+        gap.
+        """
+        found = self.store.since("a", "other.5.5")
+        self.assertEqual((found.datum, found.gap), (None, True))
+
+    def test_newerThanHeld(self) -> None:
+        """
+        An id newer than what this server holds of the source (it came from a
+        server that is ahead) waits, skipping through it.
+        """
+        self.store.publish("a", 1, stamp(1))
+        found = self.store.since("a", "src.1000.3")
+        self.assertEqual((found.datum, found.skipThrough), (None, ("src", 1000, 3)))
+
+    def test_missingInTheMiddle(self) -> None:
+        """
+        An id this server never received, between two it holds, gives the next
+        one without a gap: the client is in step.
+        """
+        self.store.publish("a", 1, stamp(1))
+        self.store.publish("a", 3, stamp(3))
+        found = self.store.since("a", "src.1000.2")
+        self.assertEqual((found.datum.value, found.gap), (3, False))
+
+    def test_contiguousAfterEviction(self) -> None:
+        """
+        An id just before the oldest held of its source is not a gap.
+        """
+        for n in range(1, 7):
+            self.store.publish("a", n, stamp(n))
+        found = self.store.since("a", "src.1000.2")
+        self.assertEqual((found.datum.value, found.gap), (3, False))
+
+    def test_restartedSource(self) -> None:
+        """
+        Ids of an earlier boot of the same source are older than a later boot.
+        """
+        self.store.publish("a", 1, stamp(9, boot=1000))
+        self.store.publish("a", 2, stamp(1, boot=2000))
+        found = self.store.since("a", "src.1000.9")
+        self.assertEqual((found.datum.value, found.gap), (2, False))
+
+    def test_wildcard(self) -> None:
+        """
+        Since an id on a pattern follows arrival order across the matching
+        keys.
+        """
+        self.store.publish("t/a", 1, stamp(1))
+        self.store.publish("x/b", 2, stamp(2))
+        self.store.publish("t/b", 3, stamp(3))
+        found = self.store.since("t/*", "src.1000.1")
+        self.assertEqual(found.datum.key, "t/b")
+        self.assertEqual(self.store.latest("t/*").value, 3)
+
+    def test_badId(self) -> None:
+        """
+        Something that is not an id is refused with L{ValueError}.
+        """
+        self.assertRaises(ValueError, self.store.since, "a", "nonsense")
