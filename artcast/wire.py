@@ -1,0 +1,966 @@
+# -*- test-case-name: tests.test_wire -*-
+"""
+The Artcast datagram formats: parsing, validation, signing and fragments.
+
+Two formats arrive on the multicast groups (C{docs/protocol.md} describes
+them byte by byte):
+
+  - B{version 1}, the original Artcast: a JSON array C{[key, value]} on the
+    data group and C{[key, meta]} on the register group;
+  - B{version 2}: one JSON object per datagram carrying the source's
+    identity (C{src}), its boot (C{boot}), a sequence number (C{seq}) and the
+    send time (C{t}), optionally split into fragments and optionally signed
+    with HMAC-SHA256.
+
+Everything here is pure: no sockets, no reactor, no global clock.  Every
+function that reads untrusted bytes raises only L{BadDatagram}, whose
+C{reason} is a short stable label for statistics (see L{REASONS}).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+from collections import OrderedDict
+from typing import Any, Protocol, Sequence
+
+import attr
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "MAX_KEY_LENGTH",
+    "MAX_DEPTH",
+    "MAX_PARTS",
+    "MAX_SOURCE_LENGTH",
+    "MAX_VALUE_SIZE",
+    "SIGNATURE_OVERHEAD",
+    "REASONS",
+    "BadDatagram",
+    "BadKey",
+    "Stamp",
+    "DataMessage",
+    "RegisterMessage",
+    "Fragment",
+    "parseData",
+    "parseRegister",
+    "validateKey",
+    "validateSource",
+    "parseDatumId",
+    "encodeData",
+    "encodeRegister",
+    "signDocument",
+    "parseKeyFile",
+    "Reassembler",
+    "SourceTracker",
+]
+
+MAX_DATAGRAM = 65507
+"""The largest UDP payload over IPv4 (65,535 - 20 - 8), in bytes."""
+
+MAX_KEY_LENGTH = 256
+"""The longest key, in characters."""
+
+MAX_SOURCE_LENGTH = 64
+"""The longest source name (C{src}), in characters."""
+
+MAX_DEPTH = 100
+"""The deepest nesting of arrays and objects accepted in a datagram."""
+
+MAX_PARTS = 64
+"""The most fragments one value may be split into."""
+
+MAX_VALUE_SIZE = 4 * 1024 * 1024
+"""The default bound on a re-assembled value's JSON text, in bytes."""
+
+MAX_COUNTER = 2**63 - 1
+"""The largest C{boot} or C{seq} (fits a signed 64-bit integer)."""
+
+REASONS = (
+    "too-large",
+    "not-utf8",
+    "not-json",
+    "too-deep",
+    "bad-shape",
+    "bad-version",
+    "bad-key",
+    "unsigned",
+    "bad-signature",
+    "bad-fragment",
+)
+"""Every L{BadDatagram.reason}, for pre-creating statistics labels."""
+
+_SIG_PREFIX = b',"sig":"'
+_SIG_SUFFIX_LENGTH = len(_SIG_PREFIX) + 64 + 2  # ,"sig":"<64 hex>"}  = 74
+SIGNATURE_OVERHEAD = _SIG_SUFFIX_LENGTH - 1
+"""How many bytes signing adds to a document (its final C{"}"} is replaced)."""
+
+_SOURCE_RE = re.compile(r"[A-Za-z0-9_-]{1,%d}" % (MAX_SOURCE_LENGTH,))
+_COUNTER_RE = re.compile(r"0|[1-9][0-9]{0,18}")
+_HEX_RE = re.compile(rb"[0-9a-f]{64}")
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+_BAD_KEY_CHAR_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_WILDCARDS = frozenset(["*", "..."])
+
+
+class BadDatagram(ValueError):
+    """
+    A datagram that is not a valid Artcast message.
+
+    @ivar reason: a short stable label naming what is wrong, one of
+        L{REASONS}; meant for statistics.  C{str(exc)} is a sentence for logs.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BadKey(ValueError):
+    """
+    A key that breaks the key rules of L{validateKey}.
+    """
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Stamp:
+    """
+    What a version 2 datagram says about where and when it was sent.
+
+    @ivar source: the source's name (C{src}).
+    @ivar boot: grows each time the source restarts (its start time in ms).
+    @ivar seq: the datum's sequence number within C{(source, boot)}, from 1;
+        always 0 on a L{RegisterMessage}, because registrations do not use
+        the counter.
+    @ivar sent: the send time the source claims, in Unix seconds (C{t}).
+    """
+
+    source: str
+    boot: int
+    seq: int
+    sent: float
+
+    def datumId(self) -> str:
+        """
+        @return: the datum id C{"<source>.<boot>.<seq>"}.
+        """
+        return f"{self.source}.{self.boot}.{self.seq}"
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class DataMessage:
+    """
+    A datum: a key and its value.
+
+    @ivar stamp: L{None} for a version 1 datagram.
+    """
+
+    key: str
+    value: object
+    stamp: Stamp | None
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class RegisterMessage:
+    """
+    Metadata about an artcast (C{description}, C{provenance}, C{license}
+    and any other members, all kept).
+
+    @ivar stamp: L{None} for a version 1 datagram; its C{seq} is 0.
+    """
+
+    key: str
+    meta: dict[str, Any]
+    stamp: Stamp | None
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Fragment:
+    """
+    One piece of a value too large for one datagram: C{chunk} is part
+    C{part} (from 0) of C{parts} pieces of the value's JSON text.
+    """
+
+    key: str
+    stamp: Stamp
+    part: int
+    parts: int
+    chunk: str
+
+
+# --- keys, sources and ids ---------------------------------------------------
+
+
+def validateKey(key: str, allowWildcards: bool = False) -> str:
+    """
+    Check a key against Artcast's key rules.
+
+    A key is 1 to 256 characters, with no control characters (C0, DEL, C1)
+    and no lone surrogates; its levels are separated by C{/} and none is
+    empty (so no leading or trailing C{/} and no C{//}), C{.} or C{..}.
+    The levels C{*} (exactly one level) and C{...} (one or more levels, last
+    only) are wildcards, allowed only when C{allowWildcards} is true: a
+    published key never contains them.
+
+    @param key: the key to check.
+    @param allowWildcards: whether C{key} is a pattern (from a request).
+    @return: C{key}, unchanged.
+    @raise BadKey: with a message saying which rule C{key} breaks.
+    """
+    if not isinstance(key, str):
+        raise BadKey(f"a key must be a string, not {type(key).__name__}")
+    if not key:
+        raise BadKey("a key must not be empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise BadKey(
+            f"a key must be at most {MAX_KEY_LENGTH} characters, "
+            f"this one has {len(key)}"
+        )
+    bad = _BAD_KEY_CHAR_RE.search(key)
+    if bad is not None:
+        raise BadKey(
+            f"a key must not contain the character U+{ord(bad.group()):04X} "
+            f"(at position {bad.start()})"
+        )
+    levels = key.split("/")
+    last = len(levels) - 1
+    for index, level in enumerate(levels):
+        if not level:
+            raise BadKey(
+                f"key {key!r} has an empty level "
+                "(a leading or trailing '/', or '//')"
+            )
+        if level in (".", ".."):
+            raise BadKey(f"key {key!r} has a {level!r} level")
+        if level in _WILDCARDS:
+            if not allowWildcards:
+                raise BadKey(
+                    f"key {key!r} has the wildcard level {level!r}, "
+                    "which a published key must not contain"
+                )
+            if level == "..." and index != last:
+                raise BadKey(f"key {key!r} has '...' before its last level")
+    return key
+
+
+def validateSource(source: str) -> str:
+    """
+    Check a source name: 1 to 64 characters of C{[A-Za-z0-9_-]}.
+
+    @return: C{source}, unchanged.
+    @raise ValueError: if it is not a valid source name.
+    """
+    if not isinstance(source, str) or _SOURCE_RE.fullmatch(source) is None:
+        raise ValueError(
+            f"a source name must be 1 to {MAX_SOURCE_LENGTH} characters "
+            f"of A-Z a-z 0-9 _ -, not {source!r}"
+        )
+    return source
+
+
+def parseDatumId(text: str) -> tuple[str, int, int]:
+    """
+    Split a datum id C{"<source>.<boot>.<seq>"} into its parts.
+
+    C{boot} and C{seq} are decimal without sign or leading zeros and below
+    2**63; C{seq} is at least 1.
+
+    @return: C{(source, boot, seq)}.
+    @raise ValueError: if C{text} is not a datum id.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"a datum id must be a string, not {type(text).__name__}")
+    pieces = text.split(".")
+    if len(pieces) != 3:
+        raise ValueError(f"{text[:100]!r} is not a datum id <source>.<boot>.<seq>")
+    source, bootText, seqText = pieces
+    validateSource(source)
+    if _COUNTER_RE.fullmatch(bootText) is None or _COUNTER_RE.fullmatch(seqText) is None:
+        raise ValueError(f"{text!r} is not a datum id: boot and seq must be decimal")
+    boot, seq = int(bootText), int(seqText)
+    if boot > MAX_COUNTER or not 1 <= seq <= MAX_COUNTER:
+        raise ValueError(f"{text!r} is not a datum id: boot or seq out of range")
+    return source, boot, seq
+
+
+def parseKeyFile(contents: bytes) -> bytes:
+    """
+    Turn the contents of a signing key file into the HMAC key.
+
+    The key is the file's bytes without trailing whitespace (so a file
+    written by C{echo} works); the server and C{artcast-send --key-file}
+    both read key files this way.
+
+    @raise ValueError: if nothing is left.
+    """
+    key = contents.rstrip(b" \t\r\n")
+    if not key:
+        raise ValueError("the signing key file is empty")
+    return key
+
+
+# --- strict JSON ---------------------------------------------------------------
+
+
+def _rejectConstant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finiteFloat(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:40]} is out of range")
+    return number
+
+
+_DECODER = json.JSONDecoder(parse_constant=_rejectConstant, parse_float=_finiteFloat)
+
+
+def _tooDeep(document: object, limit: int) -> bool:
+    """
+    Whether C{document} nests arrays and objects more than C{limit} deep.
+    """
+    stack: list[tuple[object, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values()
+                         if isinstance(child, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node
+                         if isinstance(child, (dict, list)))
+    return False
+
+
+def _loads(text: str, reason: str = "not-json") -> Any:
+    """
+    Parse strict JSON: no NaN or Infinity, no numbers that overflow, no
+    lone surrogates, at most L{MAX_DEPTH} levels of nesting.
+
+    @param reason: the L{BadDatagram.reason} for text that is not JSON.
+    @raise BadDatagram: if C{text} is not such a document.
+    """
+    try:
+        document = _DECODER.decode(text)
+    except RecursionError:
+        raise BadDatagram("too-deep", "JSON nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError and our hooks' errors
+        raise BadDatagram(reason, f"not JSON: {e}") from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _tooDeep(document, MAX_DEPTH):
+        raise BadDatagram("too-deep", f"JSON nested more than {MAX_DEPTH} levels deep")
+    if _SURROGATE_ESCAPE_RE.search(text) is not None:
+        try:
+            _dumps(document).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadDatagram(reason, "JSON string holds a lone surrogate") from None
+    return document
+
+
+def _dumps(value: object) -> str:
+    """
+    Compact JSON text, UTF-8 characters unescaped, no NaN.
+    """
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+# --- signatures ---------------------------------------------------------------
+
+
+def signDocument(document: bytes, signingKey: bytes) -> bytes:
+    """
+    Sign a JSON object: replace its final C{"}"} with
+    C{,"sig":"<HMAC-SHA256 of document, 64 lowercase hex digits>"}}.
+
+    @param document: an unsigned JSON object with at least one member,
+        ending with C{"}"} (no trailing whitespace).
+    """
+    if not document.endswith(b"}"):
+        raise ValueError("only a document that ends with '}' can be signed")
+    digest = hmac.new(signingKey, document, hashlib.sha256).hexdigest()
+    return document[:-1] + _SIG_PREFIX + digest.encode("ascii") + b'"}'
+
+
+def _checkSignature(
+    data: bytes, signingKeys: Sequence[bytes], requireSignature: bool
+) -> tuple[bytes, bool]:
+    """
+    Find and verify a signature at the end of C{data}.
+
+    @return: the bytes to parse (the unsigned document when the signature
+        was verified) and whether a signature was verified.
+    @raise BadDatagram: C{"bad-signature"} if a signature is present but
+        matches no key; C{"unsigned"} if none is present but one is required.
+    """
+    hasSuffix = (
+        len(data) > _SIG_SUFFIX_LENGTH
+        and data.endswith(b'"}')
+        and data[-_SIG_SUFFIX_LENGTH:-_SIG_SUFFIX_LENGTH + len(_SIG_PREFIX)] == _SIG_PREFIX
+    )
+    if not hasSuffix:
+        if requireSignature:
+            raise BadDatagram("unsigned", "datagram is not signed and a signature is required")
+        return data, False
+    if not signingKeys:
+        return data, False
+    signature = data[-66:-2]
+    if _HEX_RE.fullmatch(signature) is None:
+        raise BadDatagram("bad-signature", "signature is not 64 lowercase hex digits")
+    unsigned = data[:-_SIG_SUFFIX_LENGTH] + b"}"
+    for signingKey in signingKeys:
+        expected = hmac.new(signingKey, unsigned, hashlib.sha256).hexdigest()
+        if hmac.compare_digest(expected.encode("ascii"), signature):
+            return unsigned, True
+    raise BadDatagram("bad-signature", "signature matches no signing key")
+
+
+# --- parsing --------------------------------------------------------------------
+
+
+def _document(
+    data: bytes, signingKeys: Sequence[bytes], requireSignature: bool
+) -> tuple[Any, bool]:
+    """
+    The steps every datagram goes through: size, signature, UTF-8, JSON.
+
+    @return: the parsed document and whether its signature was verified.
+    """
+    if not isinstance(data, bytes):
+        raise BadDatagram("bad-shape", f"a datagram is bytes, not {type(data).__name__}")
+    if len(data) > MAX_DATAGRAM:
+        raise BadDatagram("too-large", f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+    data, verified = _checkSignature(data, signingKeys, requireSignature)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadDatagram("not-utf8", f"not UTF-8: {e}") from None
+    document = _loads(text)
+    if signingKeys and not verified and isinstance(document, dict) and "sig" in document:
+        raise BadDatagram("bad-signature", 'the "sig" member must be the last bytes of the datagram')
+    return document, verified
+
+
+def _shape(message: str) -> BadDatagram:
+    return BadDatagram("bad-shape", message)
+
+
+def _checkedKey(key: object) -> str:
+    if not isinstance(key, str):
+        raise _shape(f"the key must be a string, not {_jsonType(key)}")
+    try:
+        return validateKey(key)
+    except BadKey as e:
+        raise BadDatagram("bad-key", str(e)) from None
+
+
+def _jsonType(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _isInteger(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _counter(document: dict[str, Any], name: str, minimum: int) -> int:
+    value = document.get(name)
+    if not _isInteger(value) or not minimum <= value <= MAX_COUNTER:
+        raise _shape(f'"{name}" must be an integer from {minimum} to 2**63-1')
+    return value
+
+
+def _stamp(document: dict[str, Any], withSeq: bool) -> Stamp:
+    """
+    Read and check C{v}, C{src}, C{boot}, C{seq} and C{t}.
+    """
+    if "v" not in document:
+        raise _shape('an object datagram needs "v": 2')
+    version = document["v"]
+    if not _isInteger(version) or version != 2:
+        raise BadDatagram("bad-version", f"unsupported version {version!r:.40}")
+    source = document.get("src")
+    if not isinstance(source, str) or _SOURCE_RE.fullmatch(source) is None:
+        raise _shape(f'"src" must be 1 to {MAX_SOURCE_LENGTH} characters of A-Z a-z 0-9 _ -')
+    boot = _counter(document, "boot", 0)
+    seq = _counter(document, "seq", 1) if withSeq else 0
+    sent = document.get("t")
+    try:
+        if isinstance(sent, bool) or not math.isfinite(sent):
+            raise TypeError()
+    except (TypeError, OverflowError):
+        raise _shape('"t" must be a number (Unix seconds)') from None
+    return Stamp(source=source, boot=boot, seq=seq, sent=float(sent))
+
+
+def _tooLargeValue(value: object, maxValueSize: int) -> BadDatagram:
+    return BadDatagram("too-large", f"value of {len(_dumps(value).encode('utf-8'))} bytes "
+                       f"exceeds {maxValueSize}")
+
+
+def _fragment(document: dict[str, Any], key: str, stamp: Stamp,
+              maxValueSize: int | None) -> Fragment:
+    if "value" in document:
+        raise BadDatagram("bad-fragment", 'a fragment must not have "value"')
+    part, parts, chunk = document.get("part"), document.get("parts"), document.get("chunk")
+    if not _isInteger(parts) or not 1 <= parts <= MAX_PARTS:
+        raise BadDatagram("bad-fragment", f'"parts" must be an integer from 1 to {MAX_PARTS}')
+    if not _isInteger(part) or not 0 <= part < parts:
+        raise BadDatagram("bad-fragment", '"part" must be an integer from 0 to "parts" - 1')
+    if not isinstance(chunk, str):
+        raise BadDatagram("bad-fragment", '"chunk" must be a string')
+    if maxValueSize is not None and len(chunk) > maxValueSize:
+        raise BadDatagram("too-large", f"fragment chunk exceeds {maxValueSize} bytes")
+    return Fragment(key=key, stamp=stamp, part=part, parts=parts, chunk=chunk)
+
+
+def parseData(
+    data: bytes,
+    signingKeys: Sequence[bytes] = (),
+    requireSignature: bool = False,
+    maxValueSize: int | None = None,
+) -> DataMessage | Fragment:
+    """
+    Parse a datagram from the data group.
+
+    @param data: the datagram's bytes.
+    @param signingKeys: HMAC keys; a signed datagram must match one of them.
+        Without keys a signature is not checked.
+    @param requireSignature: drop datagrams that carry no signature
+        (including every version 1 datagram).
+    @param maxValueSize: drop values whose compact JSON text is larger than
+        this many bytes (for a fragment: whose chunk is).
+    @return: a L{DataMessage}, or a L{Fragment} to feed to a L{Reassembler}.
+    @raise BadDatagram: if C{data} is not a valid data datagram.
+    """
+    document, _ = _document(data, signingKeys, requireSignature)
+    if isinstance(document, list):
+        if len(document) != 2:
+            raise _shape(f"a version 1 datagram is [key, value], not {len(document)} elements")
+        key, value = document
+        message = DataMessage(key=_checkedKey(key), value=value, stamp=None)
+    elif isinstance(document, dict):
+        stamp = _stamp(document, withSeq=True)
+        key = _checkedKey(document.get("key"))
+        if "chunk" in document or "part" in document or "parts" in document:
+            return _fragment(document, key, stamp, maxValueSize)
+        if "value" not in document:
+            raise _shape('a data datagram needs "value"')
+        message = DataMessage(key=key, value=document["value"], stamp=stamp)
+    else:
+        raise _shape(f"a datagram is a JSON array or object, not {_jsonType(document)}")
+    # Re-encoding can make a value at most ~4.5 times longer (1e15 becomes
+    # 1000000000000000.0), so only a datagram this large can exceed the bound.
+    if (maxValueSize is not None and len(data) * 5 > maxValueSize
+            and len(_dumps(message.value).encode("utf-8")) > maxValueSize):
+        raise _tooLargeValue(message.value, maxValueSize)
+    return message
+
+
+def _checkedMeta(meta: object) -> dict[str, Any]:
+    """
+    Check registration metadata: an object whose C{description} and
+    C{provenance} are strings (or null) and whose C{license} is null or an
+    object whose C{uri} and C{title} are strings without control characters.
+    Other members are kept as they are.
+    """
+    if not isinstance(meta, dict):
+        raise _shape(f"registration metadata must be an object, not {_jsonType(meta)}")
+    for name in ("description", "provenance"):
+        if meta.get(name) is not None and not isinstance(meta[name], str):
+            raise _shape(f'"{name}" must be a string')
+    license = meta.get("license")
+    if license is not None:
+        if not isinstance(license, dict):
+            raise _shape('"license" must be null or an object {"uri", "title"}')
+        for name in ("uri", "title"):
+            text = license.get(name)
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise _shape(f'the license "{name}" must be a string')
+            if _CONTROL_RE.search(text) is not None:
+                raise _shape(f'the license "{name}" must not contain control characters')
+    return meta
+
+
+def parseRegister(
+    data: bytes, signingKeys: Sequence[bytes] = (), requireSignature: bool = False
+) -> RegisterMessage:
+    """
+    Parse a datagram from the register group.
+
+    A version 2 registration carries no C{seq} (one is ignored if present):
+    the returned stamp's C{seq} is 0 and it must not be given to a
+    L{SourceTracker}.
+
+    @param signingKeys: as for L{parseData}.
+    @param requireSignature: as for L{parseData}.
+    @raise BadDatagram: if C{data} is not a valid registration.
+    """
+    document, _ = _document(data, signingKeys, requireSignature)
+    if isinstance(document, list):
+        if len(document) != 2:
+            raise _shape(f"a version 1 registration is [key, meta], not {len(document)} elements")
+        key, meta = document
+        return RegisterMessage(key=_checkedKey(key), meta=_checkedMeta(meta), stamp=None)
+    if isinstance(document, dict):
+        stamp = _stamp(document, withSeq=False)
+        key = _checkedKey(document.get("key"))
+        if "meta" not in document:
+            raise _shape('a registration needs "meta"')
+        return RegisterMessage(key=key, meta=_checkedMeta(document["meta"]), stamp=stamp)
+    raise _shape(f"a registration is a JSON array or object, not {_jsonType(document)}")
+
+
+# --- encoding ----------------------------------------------------------------------
+
+
+def _envelope(stamp: Stamp, key: str, withSeq: bool) -> str:
+    """
+    The start of a version 2 document, up to and including the key member
+    and its trailing comma, in the documented member order.
+    """
+    validateSource(stamp.source)
+    if not (_isInteger(stamp.boot) and 0 <= stamp.boot <= MAX_COUNTER):
+        raise ValueError(f"boot must be an integer from 0 to 2**63-1, not {stamp.boot!r}")
+    if withSeq and not (_isInteger(stamp.seq) and 1 <= stamp.seq <= MAX_COUNTER):
+        raise ValueError(f"seq must be an integer from 1 to 2**63-1, not {stamp.seq!r}")
+    seq = f'"seq":{stamp.seq},' if withSeq else ""
+    return (
+        f'{{"v":2,"src":"{stamp.source}","boot":{stamp.boot},{seq}'
+        f'"t":{_dumps(float(stamp.sent))},"key":{_dumps(key)},'
+    )
+
+
+def _valueText(value: object) -> str:
+    """
+    The compact JSON text of a value a server would accept.
+
+    @raise ValueError: if C{value} is not JSON (NaN, a lone surrogate, a type
+        JSON does not have) or nests more than L{MAX_DEPTH} - 1 levels.
+    """
+    try:
+        text = _dumps(value)
+        text.encode("utf-8")
+    except (TypeError, RecursionError) as e:
+        raise ValueError(f"value is not JSON: {e}") from None
+    except UnicodeEncodeError:
+        raise ValueError("value is not JSON: a string holds a lone surrogate") from None
+    if text.count("[") + text.count("{") >= MAX_DEPTH and _tooDeep(value, MAX_DEPTH - 1):
+        raise ValueError(f"value nests more than {MAX_DEPTH - 1} levels deep")
+    return text
+
+
+def _finish(document: str, signingKey: bytes | None) -> bytes:
+    data = document.encode("utf-8")
+    return data if signingKey is None else signDocument(data, signingKey)
+
+
+def _chunks(text: str, budget: int) -> list[str]:
+    """
+    Split C{text} into pieces whose JSON string encodings (without the
+    quotes) are at most C{budget} bytes each.
+    """
+    pieces = []
+    position = 0
+    while position < len(text):
+        length = min(budget, len(text) - position)
+        while True:
+            size = len(_dumps(text[position:position + length]).encode("utf-8")) - 2
+            if size <= budget:
+                break
+            length = max(1, min(length - 1, length * budget // size))
+        pieces.append(text[position:position + length])
+        position += length
+    return pieces
+
+
+def encodeData(
+    key: str,
+    value: object,
+    stamp: Stamp | None = None,
+    signingKey: bytes | None = None,
+    maxDatagram: int = MAX_DATAGRAM,
+) -> list[bytes]:
+    """
+    Encode a datum as datagrams.
+
+    Without a stamp this is one version 1 datagram C{[key, value]}.  With a
+    stamp it is one version 2 datagram, or, when that would be larger than
+    C{maxDatagram}, up to L{MAX_PARTS} fragments that each fit.
+
+    @param signingKey: sign every datagram (version 2 only).
+    @return: the datagrams to send, in order.
+    @raise ValueError: (L{BadKey} among them) for a bad key, a value that is
+        not JSON (NaN, a lone surrogate, an unknown type), a signature
+        asked of version 1, or a value too large.
+    """
+    validateKey(key)
+    valueText = _valueText(value)
+    if stamp is None:
+        if signingKey is not None:
+            raise ValueError("version 1 datagrams cannot be signed; pass a stamp")
+        data = _dumps([key, value]).encode("utf-8")
+        if len(data) > maxDatagram:
+            raise ValueError(f"version 1 datagram of {len(data)} bytes exceeds {maxDatagram}")
+        return [data]
+    overhead = 0 if signingKey is None else SIGNATURE_OVERHEAD
+    head = _envelope(stamp, key, withSeq=True)
+    whole = _finish(f'{head}"value":{valueText}}}', signingKey)
+    if len(whole) <= maxDatagram:
+        return [whole]
+    # Fragment: each datagram is head + "part":P,"parts":N,"chunk":"..."}.
+    worst = f'"part":{MAX_PARTS},"parts":{MAX_PARTS},"chunk":""}}'
+    budget = maxDatagram - len(head.encode("utf-8")) - len(worst) - overhead
+    if budget < 16:
+        raise ValueError(f"maxDatagram {maxDatagram} is too small for a fragment")
+    if len(valueText.encode("utf-8")) > budget * MAX_PARTS:
+        raise ValueError(f"value too large: more than {MAX_PARTS} fragments")
+    pieces = _chunks(valueText, budget)
+    if len(pieces) > MAX_PARTS:
+        raise ValueError(f"value too large: {len(pieces)} fragments, at most {MAX_PARTS}")
+    return [
+        _finish(f'{head}"part":{index},"parts":{len(pieces)},"chunk":{_dumps(piece)}}}',
+                signingKey)
+        for index, piece in enumerate(pieces)
+    ]
+
+
+def encodeRegister(
+    key: str,
+    meta: dict[str, Any],
+    stamp: Stamp | None = None,
+    signingKey: bytes | None = None,
+) -> bytes:
+    """
+    Encode a registration: version 1 C{[key, meta]} without a stamp,
+    version 2 (no C{seq}) with one.
+
+    @raise ValueError: (L{BadKey} among them) for a bad key or metadata that
+        L{parseRegister} would refuse, a signature asked of version 1, or a
+        datagram larger than L{MAX_DATAGRAM}.
+    """
+    validateKey(key)
+    try:
+        _checkedMeta(meta)
+    except BadDatagram as e:
+        raise ValueError(f"bad registration metadata: {e}") from None
+    metaText = _valueText(meta)
+    if stamp is None:
+        if signingKey is not None:
+            raise ValueError("version 1 datagrams cannot be signed; pass a stamp")
+        data = _dumps([key, meta]).encode("utf-8")
+    else:
+        data = _finish(f'{_envelope(stamp, key, withSeq=False)}"meta":{metaText}}}', signingKey)
+    if len(data) > MAX_DATAGRAM:
+        raise ValueError(f"registration of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+    return data
+
+
+# --- fragments -----------------------------------------------------------------------
+
+
+class _Clock(Protocol):
+    def seconds(self) -> float: ...
+
+
+@attr.s(slots=True, auto_attribs=True)
+class _Partial:
+    key: str
+    stamp: Stamp
+    parts: int
+    started: float
+    chunks: dict[int, str] = attr.Factory(dict)
+    size: int = 0
+
+
+class Reassembler:
+    """
+    Puts fragmented values back together.
+
+    At most C{maxPending} values are in progress at once (when a new one
+    would exceed that, the oldest is dropped and counted in C{evicted}); a
+    value not complete C{timeout} seconds after its first fragment is
+    dropped and counted in C{expired}.  Expiry is checked on each
+    L{feed}, so no timer is needed.
+
+    @ivar expired: values dropped because their fragments did not all come
+        in time.
+    @ivar evicted: values dropped to make room for newer ones.
+    """
+
+    def __init__(
+        self,
+        clock: _Clock,
+        timeout: float = 5.0,
+        maxPending: int = 64,
+        maxValueSize: int = MAX_VALUE_SIZE,
+    ) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._maxPending = maxPending
+        self._maxValueSize = maxValueSize
+        self._pending: OrderedDict[tuple[str, int, int], _Partial] = OrderedDict()
+        self.expired = 0
+        self.evicted = 0
+
+    @property
+    def pending(self) -> int:
+        """
+        How many values are in progress.
+        """
+        return len(self._pending)
+
+    def _expire(self, now: float) -> None:
+        while self._pending:
+            oldest = next(iter(self._pending.values()))
+            if now - oldest.started < self._timeout:
+                break
+            self._pending.popitem(last=False)
+            self.expired += 1
+
+    def feed(self, fragment: Fragment) -> DataMessage | None:
+        """
+        Add a fragment.
+
+        A repeated fragment (same part, same chunk) is ignored.
+
+        @return: the whole datum when C{fragment} completes it, else L{None}.
+        @raise BadDatagram: C{"bad-fragment"} when C{fragment} contradicts
+            the fragments already received for its datum (a different key,
+            count of parts or chunk) or the joined text is not JSON;
+            C{"too-large"} when the value grows past C{maxValueSize};
+            C{"too-deep"} when it nests too deeply.  The value in progress
+            is dropped in each case.
+        """
+        now = self._clock.seconds()
+        self._expire(now)
+        stamp = fragment.stamp
+        ident = (stamp.source, stamp.boot, stamp.seq)
+        partial = self._pending.get(ident)
+        if partial is None:
+            if fragment.parts > MAX_PARTS:
+                raise BadDatagram("bad-fragment", f"more than {MAX_PARTS} parts")
+            partial = _Partial(key=fragment.key, stamp=stamp, parts=fragment.parts, started=now)
+            while len(self._pending) >= self._maxPending:
+                self._pending.popitem(last=False)
+                self.evicted += 1
+            self._pending[ident] = partial
+        elif fragment.key != partial.key or fragment.parts != partial.parts:
+            del self._pending[ident]
+            raise BadDatagram(
+                "bad-fragment",
+                f"fragment of {stamp.datumId()} disagrees with earlier ones on key or parts",
+            )
+        known = partial.chunks.get(fragment.part)
+        if known is not None:
+            if known != fragment.chunk:
+                del self._pending[ident]
+                raise BadDatagram(
+                    "bad-fragment", f"two different chunks for part {fragment.part} "
+                    f"of {stamp.datumId()}"
+                )
+            return None
+        partial.size += len(fragment.chunk.encode("utf-8", "surrogatepass"))
+        if partial.size > self._maxValueSize:
+            del self._pending[ident]
+            raise BadDatagram("too-large", f"value of {stamp.datumId()} exceeds "
+                              f"{self._maxValueSize} bytes")
+        partial.chunks[fragment.part] = fragment.chunk
+        if len(partial.chunks) < partial.parts:
+            return None
+        del self._pending[ident]
+        text = "".join(partial.chunks[index] for index in range(partial.parts))
+        value = _loads(text, reason="bad-fragment")
+        return DataMessage(key=partial.key, value=value, stamp=partial.stamp)
+
+
+# --- sources ----------------------------------------------------------------------------
+
+
+@attr.s(slots=True, auto_attribs=True)
+class _SourceState:
+    boot: int
+    seq: int
+
+
+class SourceTracker:
+    """
+    Remembers, per source, the latest boot and sequence number seen, to
+    tell new datums from repeated ones and to see gaps.
+
+    Feed it the stamp of every version 2 datum (a whole one, after
+    re-assembly), never a registration's.  At most C{maxSources} sources are
+    remembered; the one least recently heard from is forgotten first (and
+    counted in C{forgotten}).
+
+    @ivar missed: after L{check}, how many datums were lost: the size of the
+        gap for C{"gap"}, the datums of the new boot before this one for
+        C{"restart"}, otherwise 0.
+    @ivar forgotten: sources dropped to stay within C{maxSources}.
+    """
+
+    def __init__(
+        self, clock: _Clock, maxSources: int = 10_000, window: float | None = None
+    ) -> None:
+        """
+        @param clock: gives the time to compare C{t} with.
+        @param maxSources: how many sources to remember.
+        @param window: when set, a datum whose C{t} is more than this many
+            seconds away from now is C{"stale"}.
+        """
+        self._clock = clock
+        self._maxSources = maxSources
+        self._window = window
+        self._sources: OrderedDict[str, _SourceState] = OrderedDict()
+        self.missed = 0
+        self.forgotten = 0
+
+    def check(self, stamp: Stamp) -> str:
+        """
+        Judge a datum's stamp and remember it when it is news.
+
+        @return: one of
+            - C{"new"}: the first datum seen from this source;
+            - C{"ok"}: the next one after the last seen;
+            - C{"gap"}: later than the next one (C{missed} says by how many);
+            - C{"restart"}: the first seen from a newer boot;
+            - C{"replayed"}: not newer than the last seen (same boot and a
+              C{seq} not greater, or an older boot): a duplicate, a replay
+              or a datagram overtaken by a later one; the state is unchanged;
+            - C{"stale"}: C{t} is outside the window; the state is unchanged.
+        """
+        self.missed = 0
+        if self._window is not None and abs(stamp.sent - self._clock.seconds()) > self._window:
+            return "stale"
+        state = self._sources.get(stamp.source)
+        if state is None:
+            while len(self._sources) >= self._maxSources:
+                self._sources.popitem(last=False)
+                self.forgotten += 1
+            self._sources[stamp.source] = _SourceState(stamp.boot, stamp.seq)
+            return "new"
+        self._sources.move_to_end(stamp.source)
+        if stamp.boot < state.boot or (stamp.boot == state.boot and stamp.seq <= state.seq):
+            return "replayed"
+        if stamp.boot > state.boot:
+            state.boot, state.seq = stamp.boot, stamp.seq
+            self.missed = stamp.seq - 1
+            return "restart"
+        verdict = "ok" if stamp.seq == state.seq + 1 else "gap"
+        self.missed = stamp.seq - state.seq - 1
+        state.seq = stamp.seq
+        return verdict

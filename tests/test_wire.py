@@ -1,0 +1,893 @@
+"""
+Tests for L{artcast.wire}: the datagram formats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from artcast.wire import (
+    MAX_DATAGRAM,
+    MAX_DEPTH,
+    MAX_PARTS,
+    REASONS,
+    SIGNATURE_OVERHEAD,
+    BadDatagram,
+    BadKey,
+    DataMessage,
+    Fragment,
+    Reassembler,
+    RegisterMessage,
+    SourceTracker,
+    Stamp,
+    encodeData,
+    encodeRegister,
+    parseData,
+    parseDatumId,
+    parseKeyFile,
+    parseRegister,
+    signDocument,
+    validateKey,
+    validateSource,
+)
+
+STAMP = Stamp(source="oslo-station", boot=1795312345123, seq=42, sent=1795312399.123)
+KEY = b"correct horse battery staple"
+
+jsonScalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+)
+jsonValues = st.recursive(
+    jsonScalars,
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=20), children, max_size=5),
+    max_leaves=20,
+)
+
+
+def v2(**members: object) -> bytes:
+    """
+    A version 2 data document with the usual stamp, overridden by
+    C{members} (a member set to C{...} is left out).
+    """
+    document: dict[str, object] = {
+        "v": 2, "src": "oslo-station", "boot": 1795312345123, "seq": 42,
+        "t": 1795312399.123, "key": "weather/oslo/temp", "value": 21.5,
+    }
+    document.update(members)
+    return json.dumps({k: v for k, v in document.items() if v is not ...}).encode()
+
+
+class ReasonMixin:
+    """
+    Assert the reason of a refused datagram.
+    """
+
+    def assertReason(self, reason, function, *args, **kwargs):
+        """
+        Call C{function} and check it raises L{BadDatagram} with C{reason}.
+        """
+        exc = self.assertRaises(BadDatagram, function, *args, **kwargs)
+        self.assertEqual(exc.reason, reason, str(exc))
+        self.assertIn(reason, REASONS)
+        self.assertTrue(str(exc))
+        return exc
+
+
+class StampTests(SynchronousTestCase):
+    """
+    L{Stamp} and datum ids.
+    """
+
+    def test_datumId(self) -> None:
+        """
+        A stamp's datum id is C{<source>.<boot>.<seq>}.
+        """
+        self.assertEqual(STAMP.datumId(), "oslo-station.1795312345123.42")
+
+    def test_parseDatumId(self) -> None:
+        """
+        L{parseDatumId} splits an id back into source, boot and seq.
+        """
+        self.assertEqual(parseDatumId(STAMP.datumId()), ("oslo-station", 1795312345123, 42))
+        self.assertEqual(parseDatumId("a_b-C.0.1"), ("a_b-C", 0, 1))
+
+    def test_parseDatumIdRejects(self) -> None:
+        """
+        L{parseDatumId} raises L{ValueError} for anything that is not an id.
+        """
+        for text in [
+            "", "a.1", "a.1.2.3", ".1.2", "a b.1.2", "a.01.2", "a.1.02", "a.1.0",
+            "a.-1.2", "a.+1.2", "a.1.2 ", "a.1.x", "a.1.9223372036854775808",
+            "a." + "9" * 5000 + ".1", "é.1.2", "a" * 65 + ".1.2", "latest",
+            "a.١.2",
+        ]:
+            self.assertRaises(ValueError, parseDatumId, text)
+        self.assertRaises(ValueError, parseDatumId, None)
+
+    def test_validateSource(self) -> None:
+        """
+        A source name is 1 to 64 characters of C{[A-Za-z0-9_-]}.
+        """
+        self.assertEqual(validateSource("a" * 64), "a" * 64)
+        for bad in ["", "a" * 65, "a.b", "a b", "é", "a\n", 5]:
+            self.assertRaises(ValueError, validateSource, bad)
+
+    def test_parseKeyFile(self) -> None:
+        """
+        A key file's trailing whitespace is not part of the key; an empty
+        one is refused.
+        """
+        self.assertEqual(parseKeyFile(b"secret \r\n"), b"secret")
+        self.assertEqual(parseKeyFile(b" a\nb\n"), b" a\nb")
+        self.assertRaises(ValueError, parseKeyFile, b"\n\n")
+
+
+class ValidateKeyTests(SynchronousTestCase):
+    """
+    L{validateKey}: the key rules shared by datagrams and HTTP.
+    """
+
+    def test_valid(self) -> None:
+        """
+        Ordinary keys, including non-ASCII, spaces and dots, are returned.
+        """
+        for key in ["test/tick", "a", "x" * 256, "température/oslo", "a b/c.d",
+                    "a/..../b", "a/.x", "*a", "a*/b"]:
+            self.assertEqual(validateKey(key), key)
+
+    def test_bad(self) -> None:
+        """
+        Each rule is enforced with a L{BadKey} that names the problem.
+        """
+        cases = {
+            "": "empty",
+            "x" * 257: "257",
+            "a\x00b": "U+0000",
+            "a\nb": "U+000A",
+            "a\x7fb": "U+007F",
+            "a\x85b": "U+0085",
+            "a\x9fb": "U+009F",
+            "a\ud800b": "U+D800",
+            "/a": "empty level",
+            "a/": "empty level",
+            "a//b": "empty level",
+            "a/./b": "'.'",
+            "../a": "'..'",
+            "a/*": "wildcard",
+            "a/...": "wildcard",
+        }
+        for key, words in cases.items():
+            exc = self.assertRaises(BadKey, validateKey, key)
+            self.assertIsInstance(exc, ValueError)
+            self.assertIn(words, str(exc))
+        self.assertRaises(BadKey, validateKey, 42)
+
+    def test_wildcards(self) -> None:
+        """
+        With C{allowWildcards}, C{*} may be any level and C{...} only the last.
+        """
+        for key in ["*", "test/*", "*/tick", "a/*/b", "...", "a/...", "*/..."]:
+            self.assertEqual(validateKey(key, allowWildcards=True), key)
+        for key in [".../a", "a/.../b", "a//*", "a/\x01"]:
+            self.assertRaises(BadKey, validateKey, key, allowWildcards=True)
+
+
+class VersionOneTests(ReasonMixin, SynchronousTestCase):
+    """
+    Version 1 datagrams: C{[key, value]} and C{[key, meta]}.
+    """
+
+    def test_data(self) -> None:
+        """
+        C{["test/tick", 42]} is a datum without a stamp.
+        """
+        self.assertEqual(parseData(b'["test/tick", 42]'),
+                         DataMessage(key="test/tick", value=42, stamp=None))
+
+    @settings(max_examples=200, deadline=None)
+    @given(jsonValues)
+    def test_roundTrip(self, value: object) -> None:
+        """
+        Any JSON value survives L{encodeData} without a stamp and L{parseData}.
+        """
+        [datagram] = encodeData("a/b", value)
+        self.assertEqual(json.loads(datagram), ["a/b", value])
+        self.assertEqual(parseData(datagram), DataMessage("a/b", value, None))
+
+    def test_register(self) -> None:
+        """
+        C{[key, meta]} keeps every member of the metadata, license or not.
+        """
+        meta = {"description": "d", "provenance": "p",
+                "license": {"uri": "https://example.com/l", "title": "L"}, "extra": [1]}
+        datagram = json.dumps(["test/tick", meta]).encode()
+        self.assertEqual(parseRegister(datagram), RegisterMessage("test/tick", meta, None))
+        for meta in [{}, {"license": None}, {"description": None}, {"license": {}}]:
+            self.assertEqual(parseRegister(encodeRegister("a", meta)).meta, meta)
+
+    def test_shape(self) -> None:
+        """
+        Arrays of the wrong length, non-string keys and scalar documents are
+        C{bad-shape}; a bad key string is C{bad-key}.
+        """
+        for datagram in [b"[]", b'["a"]', b'["a", 1, 2]', b"[1, 2]", b"[null, 2]",
+                         b"42", b'"a"', b"null", b"true"]:
+            self.assertReason("bad-shape", parseData, datagram)
+            self.assertReason("bad-shape", parseRegister, datagram)
+        self.assertReason("bad-key", parseData, b'["a//b", 1]')
+        self.assertReason("bad-key", parseData, b'["test/*", 1]')
+        self.assertReason("bad-key", parseRegister, b'["", {}]')
+
+    def test_badMeta(self) -> None:
+        """
+        Metadata must be an object with string texts and a well-formed license.
+        """
+        for meta in ['1', '[]', 'null', '"x"', '{"description": 1}',
+                     '{"provenance": []}', '{"license": "CC0"}',
+                     '{"license": {"uri": 5}}', '{"license": {"title": false}}',
+                     '{"license": {"uri": "a\\r\\nSet-Cookie: x"}}',
+                     '{"license": {"title": "a\\u0085"}}']:
+            self.assertReason("bad-shape", parseRegister, b'["a", ' + meta.encode() + b"]")
+        self.assertRaises(ValueError, encodeRegister, "a", {"license": "CC0"})
+        self.assertRaises(ValueError, encodeRegister, "a", [])
+
+
+class VersionTwoTests(ReasonMixin, SynchronousTestCase):
+    """
+    Version 2 data and register datagrams.
+    """
+
+    def test_data(self) -> None:
+        """
+        A version 2 datagram gives the key, the value and the stamp.
+        """
+        self.assertEqual(
+            parseData(b'{"v":2,"src":"oslo-station","boot":1795312345123,"seq":42,'
+                      b'"t":1795312399.123,"key":"weather/oslo/temp","value":21.5}'),
+            DataMessage("weather/oslo/temp", 21.5, STAMP),
+        )
+
+    def test_encodeBytes(self) -> None:
+        """
+        L{encodeData} writes the members in the documented order, compactly.
+        """
+        self.assertEqual(
+            encodeData("weather/oslo/temp", 21.5, STAMP),
+            [b'{"v":2,"src":"oslo-station","boot":1795312345123,"seq":42,'
+             b'"t":1795312399.123,"key":"weather/oslo/temp","value":21.5}'],
+        )
+
+    @settings(max_examples=200, deadline=None)
+    @given(jsonValues)
+    def test_roundTrip(self, value: object) -> None:
+        """
+        Any JSON value survives L{encodeData} with a stamp and L{parseData}.
+        """
+        [datagram] = encodeData("a/b", value, STAMP)
+        self.assertEqual(parseData(datagram), DataMessage("a/b", value, STAMP))
+
+    def test_everyType(self) -> None:
+        """
+        Each JSON type, including null and non-ASCII text, round-trips.
+        """
+        for value in [None, True, False, 0, -1, 2**70, 1.5, -0.0, 1e300, "",
+                      "é\n\"\\\U0001F600", [], {}, [1, "a", None], {"a": {"b": [1]}}]:
+            [datagram] = encodeData("k", value, STAMP)
+            self.assertEqual(parseData(datagram).value, value)
+
+    def test_unknownMembers(self) -> None:
+        """
+        Unknown members are ignored, so later versions can add some.
+        """
+        message = parseData(v2(future={"x": 1}, unit="C"))
+        self.assertEqual(message, DataMessage("weather/oslo/temp", 21.5, STAMP))
+
+    def test_whitespace(self) -> None:
+        """
+        JSON whitespace around members and after the document is accepted.
+        """
+        self.assertEqual(parseData(b' { "v" : 2 , "src":"a","boot":0,"seq":1,"t":0,'
+                                   b'"key":"k", "value" : null }\r\n'),
+                         DataMessage("k", None, Stamp("a", 0, 1, 0.0)))
+
+    def test_badStamp(self) -> None:
+        """
+        Missing or malformed stamp members are C{bad-shape}.
+        """
+        for members in [
+            {"v": ...}, {"src": ...}, {"src": ""}, {"src": "a.b"}, {"src": "a" * 65},
+            {"src": 5}, {"boot": ...}, {"boot": -1}, {"boot": 1.0}, {"boot": "1"},
+            {"boot": True}, {"boot": 2**63}, {"seq": ...}, {"seq": 0}, {"seq": 2.5},
+            {"seq": False}, {"t": ...}, {"t": "now"}, {"t": True}, {"t": None},
+            {"t": 10**400}, {"value": ...}, {"key": ...}, {"key": 5},
+        ]:
+            self.assertReason("bad-shape", parseData, v2(**members))
+
+    def test_limits(self) -> None:
+        """
+        C{boot} 0 and 2**63-1 and C{seq} 1 are accepted.
+        """
+        self.assertEqual(parseData(v2(boot=0, seq=1)).stamp, Stamp("oslo-station", 0, 1,
+                                                                   1795312399.123))
+        self.assertEqual(parseData(v2(boot=2**63 - 1)).stamp.boot, 2**63 - 1)
+        self.assertEqual(parseData(v2(src="a" * 64)).stamp.source, "a" * 64)
+
+    def test_version(self) -> None:
+        """
+        An object with a C{v} other than the integer 2 is C{bad-version}.
+        """
+        for version in [1, 3, "2", 2.0, True, None]:
+            self.assertReason("bad-version", parseData, v2(v=version))
+            self.assertReason("bad-version", parseRegister, v2(v=version))
+
+    def test_badKey(self) -> None:
+        """
+        A version 2 key breaking the key rules is C{bad-key}.
+        """
+        for key in ["", "a//b", "sensors/...", "*", "a\x00"]:
+            self.assertReason("bad-key", parseData, v2(key=key))
+
+    def test_register(self) -> None:
+        """
+        A version 2 registration carries no C{seq}; its stamp's seq is 0.
+        """
+        meta = {"description": "d", "license": None, "x": 1}
+        datagram = encodeRegister("a/b", meta, STAMP)
+        self.assertNotIn(b'"seq"', datagram)
+        self.assertEqual(
+            datagram,
+            b'{"v":2,"src":"oslo-station","boot":1795312345123,"t":1795312399.123,'
+            b'"key":"a/b","meta":{"description":"d","license":null,"x":1}}',
+        )
+        message = parseRegister(datagram)
+        self.assertEqual(message, RegisterMessage("a/b", meta, Stamp(
+            "oslo-station", 1795312345123, 0, 1795312399.123)))
+
+    def test_registerIgnoresSeq(self) -> None:
+        """
+        A C{seq} member on a registration, even a bad one, is ignored.
+        """
+        datagram = v2(value=..., meta={}, seq="whatever")
+        self.assertEqual(parseRegister(datagram).stamp.seq, 0)
+
+    def test_registerShape(self) -> None:
+        """
+        A registration needs an object C{meta}.
+        """
+        self.assertReason("bad-shape", parseRegister, v2())
+        self.assertReason("bad-shape", parseRegister, v2(meta=[1]))
+        self.assertReason("bad-shape", parseRegister, v2(meta={"description": 5}))
+        self.assertReason("bad-key", parseRegister, v2(meta={}, key="a/"))
+
+    def test_encodeRejects(self) -> None:
+        """
+        L{encodeData} refuses what a server would refuse, with L{ValueError}.
+        """
+        self.assertRaises(BadKey, encodeData, "a//b", 1, STAMP)
+        self.assertRaises(BadKey, encodeData, "a/*", 1)
+        self.assertRaises(ValueError, encodeData, "a", float("nan"), STAMP)
+        self.assertRaises(ValueError, encodeData, "a", float("inf"))
+        self.assertRaises(ValueError, encodeData, "a", "\ud800", STAMP)
+        self.assertRaises(ValueError, encodeData, "a", object(), STAMP)
+        self.assertRaises(ValueError, encodeData, "a", 1, Stamp("a.b", 0, 1, 0.0))
+        self.assertRaises(ValueError, encodeData, "a", 1, Stamp("a", -1, 1, 0.0))
+        self.assertRaises(ValueError, encodeData, "a", 1, Stamp("a", 0, 0, 0.0))
+        self.assertRaises(ValueError, encodeData, "a", 1, Stamp("a", 0, 1, float("nan")))
+        self.assertRaises(ValueError, encodeData, "a", 1, None, KEY)
+        self.assertRaises(ValueError, encodeRegister, "a", {}, None, KEY)
+        self.assertRaises(ValueError, encodeData, "a", "x" * MAX_DATAGRAM)
+
+    def test_encodeDepth(self) -> None:
+        """
+        L{encodeData} refuses a value nested deeper than a server accepts and
+        accepts the deepest one it does.
+        """
+        deepest: object = 1
+        for _ in range(MAX_DEPTH - 1):
+            deepest = [deepest]
+        [datagram] = encodeData("a", deepest, STAMP)
+        self.assertEqual(parseData(datagram).value, deepest)
+        self.assertRaises(ValueError, encodeData, "a", [deepest], STAMP)
+        self.assertRaises(ValueError, encodeData, "a", [deepest])
+
+
+class BadBytesTests(ReasonMixin, SynchronousTestCase):
+    """
+    Datagrams that are not UTF-8, not strict JSON or too large.
+    """
+
+    def test_notUtf8(self) -> None:
+        """
+        Invalid UTF-8, including an encoded surrogate and overlong forms, is
+        C{not-utf8}.
+        """
+        for datagram in [b'["a", "\xff"]', b'["a", "\xed\xa0\x80"]',
+                         b'["a", "\xc0\xaf"]', b"\x80", b'["a", "\xe2\x82"]',
+                         b'\xff\xfe[\x00"\x00a\x00"\x00]\x00']:
+            self.assertReason("not-utf8", parseData, datagram)
+            self.assertReason("not-utf8", parseRegister, datagram)
+
+    def test_notJson(self) -> None:
+        """
+        Text that is not strict JSON is C{not-json}.
+        """
+        for datagram in [b"", b" ", b"[", b'["a", 1', b'["a", 1] x', b"['a', 1]",
+                         b'["a", NaN]', b'["a", Infinity]', b'["a", -Infinity]',
+                         b'["a", 1e400]', b'["a", -1e999]', b'["a", 01]',
+                         b'["a", "\\ud800"]', b'["a", "\\udc00x"]', b'["a\\udfff", 1]',
+                         b'["a", {"\\ud800": 1}]', b'\xef\xbb\xbf["a", 1]',
+                         b'["a", "\x01"]', b'["a", ' + b"9" * 5000 + b"]",
+                         b'{"v":2,"t":NaN}', b"[\"a\", 1,]"]:
+            self.assertReason("not-json", parseData, datagram)
+
+    def test_surrogatePairEscape(self) -> None:
+        """
+        A properly paired surrogate escape is a character and is accepted.
+        """
+        self.assertEqual(parseData(b'["a", "\\ud83d\\ude00"]').value, "\U0001F600")
+        self.assertEqual(parseData(b'["a", "\\\\ud800"]').value, "\\ud800")
+
+    def test_tooDeep(self) -> None:
+        """
+        Nesting beyond L{MAX_DEPTH} (counting the envelope) is C{too-deep},
+        however deep; L{MAX_DEPTH} itself is accepted.
+        """
+        def nested(depth: int) -> bytes:
+            return b'["a", ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"]"
+        self.assertEqual(parseData(nested(MAX_DEPTH)).key, "a")
+        for depth in [MAX_DEPTH + 1, 500, 30000]:
+            self.assertReason("too-deep", parseData, nested(depth))
+        self.assertReason("too-deep", parseRegister,
+                          b'["a", {"x":' + b"[" * 200 + b"]" * 200 + b"}]")
+        self.assertReason("too-deep", parseData, b'["a", ' + b'{"a":' * 12000 + b"1")
+
+    def test_tooLarge(self) -> None:
+        """
+        A datagram over L{MAX_DATAGRAM} bytes is C{too-large}; one of exactly
+        that size is parsed.
+        """
+        padding = MAX_DATAGRAM - len(b'["a", ""]')
+        exact = b'["a", "' + b"x" * padding + b'"]'
+        self.assertEqual(len(exact), MAX_DATAGRAM)
+        self.assertEqual(parseData(exact).key, "a")
+        self.assertReason("too-large", parseData, exact + b" ")
+        self.assertReason("too-large", parseRegister, exact + b" ")
+
+    def test_maxValueSize(self) -> None:
+        """
+        C{maxValueSize} bounds the value's compact JSON text, for whole
+        datagrams and fragment chunks.
+        """
+        self.assertEqual(parseData(b'["a", "12345678"]', maxValueSize=10).value, "12345678")
+        self.assertReason("too-large", parseData, b'["a", "123456789"]', maxValueSize=10)
+        self.assertReason("too-large", parseData, b'["a", [1e15]]', maxValueSize=15)
+        fragment = v2(value=..., part=0, parts=2, chunk="x" * 11)
+        self.assertReason("too-large", parseData, fragment, maxValueSize=10)
+
+    def test_notBytes(self) -> None:
+        """
+        Something other than bytes is C{bad-shape}, not a crash.
+        """
+        self.assertReason("bad-shape", parseData, "[\"a\", 1]")
+
+
+class SignatureTests(ReasonMixin, SynchronousTestCase):
+    """
+    HMAC-SHA256 signatures.
+    """
+
+    def test_format(self) -> None:
+        """
+        A signature replaces the final brace with C{,"sig":"<hex>"}} where hex
+        is the HMAC-SHA256 of the unsigned document.
+        """
+        unsigned = b'{"v":2,"src":"a","boot":0,"seq":1,"t":0,"key":"k","value":1}'
+        signed = signDocument(unsigned, KEY)
+        digest = hmac.new(KEY, unsigned, hashlib.sha256).hexdigest()
+        self.assertEqual(signed, unsigned[:-1] + b',"sig":"' + digest.encode() + b'"}')
+        self.assertEqual(len(signed) - len(unsigned), SIGNATURE_OVERHEAD)
+        self.assertEqual(json.loads(signed)["sig"], digest)
+        self.assertRaises(ValueError, signDocument, unsigned + b"\n", KEY)
+
+    def test_documentedExample(self) -> None:
+        """
+        The worked example in docs/protocol.md has these exact bytes.
+        """
+        stamp = Stamp("oslo-station", 1795312345123, 42, 1795312399.123)
+        [signed] = encodeData("weather/oslo/temp", 21.5, stamp, b"secret")
+        self.assertEqual(
+            signed,
+            b'{"v":2,"src":"oslo-station","boot":1795312345123,"seq":42,'
+            b'"t":1795312399.123,"key":"weather/oslo/temp","value":21.5,'
+            b'"sig":"ff8c7306bfdd271e93ecd95cd4ccd0515144a0af2603343659e755a43f967d25"}',
+        )
+
+    def test_verified(self) -> None:
+        """
+        A datagram signed with one of the keys is accepted, signature required
+        or not, and its C{sig} is not part of the message.
+        """
+        [signed] = encodeData("k", {"sig": 1}, STAMP, KEY)
+        for required in (False, True):
+            message = parseData(signed, [b"other", KEY], required)
+            self.assertEqual(message, DataMessage("k", {"sig": 1}, STAMP))
+        register = encodeRegister("k", {}, STAMP, KEY)
+        self.assertEqual(parseRegister(register, [KEY], True).meta, {})
+
+    def test_forged(self) -> None:
+        """
+        A changed byte, a wrong key, or a malformed signature is C{bad-signature}.
+        """
+        [signed] = encodeData("k", 1, STAMP, KEY)
+        self.assertReason("bad-signature", parseData, signed, [b"other"])
+        tampered = signed.replace(b'"value":1', b'"value":2')
+        self.assertReason("bad-signature", parseData, tampered, [KEY])
+        upper = signed[:-66] + signed[-66:-2].upper() + b'"}'
+        self.assertReason("bad-signature", parseData, upper, [KEY])
+        notHex = signed[:-66] + b"g" * 64 + b'"}'
+        self.assertReason("bad-signature", parseData, notHex, [KEY])
+        self.assertReason("bad-signature", parseRegister,
+                          encodeRegister("k", {}, STAMP, b"other"), [KEY], True)
+
+    def test_sigNotLast(self) -> None:
+        """
+        With keys configured, a C{sig} member anywhere but at the end is
+        C{bad-signature}, even when signatures are optional.
+        """
+        datagram = v2(sig="0" * 64, extra=1)
+        self.assertReason("bad-signature", parseData, datagram, [KEY])
+        self.assertReason("bad-signature", parseData, signDocument(b'{"sig":1}', KEY) + b" ",
+                          [KEY])
+
+    def test_unsigned(self) -> None:
+        """
+        Without a signature, a datagram is C{unsigned} when one is required
+        (version 1 always is) and accepted otherwise.
+        """
+        self.assertReason("unsigned", parseData, v2(), [KEY], True)
+        self.assertReason("unsigned", parseData, b'["a", 1]', [KEY], True)
+        self.assertReason("unsigned", parseRegister, b'["a", {}]', [KEY], True)
+        self.assertEqual(parseData(v2(), [KEY]).value, 21.5)
+        self.assertEqual(parseData(b'["a", 1]', [KEY]).value, 1)
+
+    def test_noKeys(self) -> None:
+        """
+        A server without keys accepts a signed datagram without checking it.
+        """
+        [signed] = encodeData("k", 1, STAMP, b"anything")
+        self.assertEqual(parseData(signed).value, 1)
+        self.assertEqual(parseData(v2(sig="nonsense")).value, 21.5)
+
+    def test_signaturesCheckedBeforeJson(self) -> None:
+        """
+        A forged datagram is refused for its signature before its JSON is read.
+        """
+        forged = b"\xff not json" + b',"sig":"' + b"0" * 64 + b'"}'
+        self.assertReason("bad-signature", parseData, forged, [KEY])
+
+
+class FragmentTests(ReasonMixin, SynchronousTestCase):
+    """
+    Values split across datagrams, and their re-assembly.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.reassembler = Reassembler(self.clock)
+
+    def fragments(self, value: object, maxDatagram: int = 400, **kwargs) -> list[bytes]:
+        """
+        Encode C{value} small enough to need several fragments.
+        """
+        datagrams = encodeData("big/value", value, STAMP, maxDatagram=maxDatagram, **kwargs)
+        self.assertGreater(len(datagrams), 1)
+        return datagrams
+
+    def test_split(self) -> None:
+        """
+        A value too large for one datagram becomes fragments that each fit and
+        carry the stamp, key, part, parts and a chunk of the JSON text.
+        """
+        value = {"text": 'quote " backslash \\ é \U0001F600 ' * 40, "n": list(range(100))}
+        datagrams = self.fragments(value)
+        parsed = [parseData(d) for d in datagrams]
+        for index, (datagram, fragment) in enumerate(zip(datagrams, parsed)):
+            self.assertLessEqual(len(datagram), 400)
+            self.assertIsInstance(fragment, Fragment)
+            self.assertEqual((fragment.key, fragment.stamp, fragment.part, fragment.parts),
+                             ("big/value", STAMP, index, len(datagrams)))
+            self.assertNotIn(b'"value"', datagram)
+        self.assertEqual(json.loads("".join(f.chunk for f in parsed)), value)
+
+    def test_exactFit(self) -> None:
+        """
+        A value whose datagram is exactly C{maxDatagram} bytes is not split.
+        """
+        [whole] = encodeData("k", "x" * 100, STAMP)
+        self.assertEqual(encodeData("k", "x" * 100, STAMP, maxDatagram=len(whole)), [whole])
+        self.assertEqual(len(encodeData("k", "x" * 100, STAMP, maxDatagram=len(whole) - 1)), 2)
+
+    @settings(max_examples=100, deadline=None)
+    @given(jsonValues, st.randoms(use_true_random=False), st.booleans())
+    def test_anyOrder(self, value, random, signed) -> None:
+        """
+        Fragments re-assemble into the value whatever order they arrive in,
+        and only the last one completes it.
+        """
+        signingKey = KEY if signed else None
+        datagrams = encodeData("k", ["pad" * 60, value], STAMP, signingKey, maxDatagram=250)
+        self.assertGreater(len(datagrams), 1)
+        random.shuffle(datagrams)
+        keys = [KEY] if signed else []
+        results = [self.reassembler.feed(parseData(d, keys, signed)) for d in datagrams]
+        self.assertEqual(results[:-1], [None] * (len(datagrams) - 1))
+        self.assertEqual(results[-1], DataMessage("k", ["pad" * 60, value], STAMP))
+        self.assertEqual(self.reassembler.pending, 0)
+
+    def test_eachSigned(self) -> None:
+        """
+        Every fragment carries its own signature and fits with it.
+        """
+        datagrams = self.fragments("é" * 1000, signingKey=KEY)
+        for datagram in datagrams:
+            self.assertLessEqual(len(datagram), 400)
+            self.assertIsInstance(parseData(datagram, [KEY], True), Fragment)
+        self.assertReason("bad-signature", parseData, datagrams[1], [b"other"])
+
+    def test_maxParts(self) -> None:
+        """
+        A value needing more than L{MAX_PARTS} fragments cannot be encoded;
+        one needing exactly that many can.
+        """
+        first = parseData(encodeData("k", [0] * 1000, STAMP, maxDatagram=200)[0])
+        budget = len(first.chunk)
+        most = [0] * ((budget * MAX_PARTS - 1) // 2)
+        self.assertEqual(len(encodeData("k", most, STAMP, maxDatagram=200)), MAX_PARTS)
+        self.assertRaises(ValueError, encodeData, "k", most + [0], STAMP, maxDatagram=200)
+        self.assertRaises(ValueError, encodeData, "k", "x" * 1000, STAMP, maxDatagram=50)
+
+    def test_duplicate(self) -> None:
+        """
+        A repeated fragment is ignored.
+        """
+        first, second = self.fragments("y" * 300, maxDatagram=300)
+        self.assertIsNone(self.reassembler.feed(parseData(first)))
+        self.assertIsNone(self.reassembler.feed(parseData(first)))
+        self.assertEqual(self.reassembler.feed(parseData(second)).value, "y" * 300)
+
+    def test_singlePart(self) -> None:
+        """
+        A datum sent as one fragment of one part is complete at once.
+        """
+        fragment = Fragment("k", STAMP, 0, 1, "[1,2]")
+        self.assertEqual(self.reassembler.feed(fragment), DataMessage("k", [1, 2], STAMP))
+
+    def test_badFragmentFields(self) -> None:
+        """
+        Out-of-range C{part} or C{parts}, a non-string chunk, or C{value} next
+        to C{chunk} are C{bad-fragment}.
+        """
+        for members in [
+            {"part": 0, "parts": 0, "chunk": ""}, {"part": 0, "parts": MAX_PARTS + 1, "chunk": ""},
+            {"part": 2, "parts": 2, "chunk": ""}, {"part": -1, "parts": 2, "chunk": ""},
+            {"part": 0, "parts": 2, "chunk": 5}, {"part": 0, "parts": 2},
+            {"part": "0", "parts": 2, "chunk": ""}, {"part": 0, "parts": 2.0, "chunk": ""},
+            {"part": True, "parts": 2, "chunk": ""}, {"chunk": ""},
+        ]:
+            self.assertReason("bad-fragment", parseData, v2(value=..., **members))
+        self.assertReason("bad-fragment", parseData, v2(part=0, parts=2, chunk="x"))
+
+    def test_inconsistent(self) -> None:
+        """
+        Fragments of one datum that disagree on key, parts or a chunk are
+        C{bad-fragment} and the datum is dropped.
+        """
+        base = Fragment("k", STAMP, 0, 3, "[1,")
+        for other in [Fragment("other", STAMP, 1, 3, "2"), Fragment("k", STAMP, 1, 2, "2"),
+                      Fragment("k", STAMP, 0, 3, "[2,")]:
+            self.assertIsNone(self.reassembler.feed(base))
+            self.assertReason("bad-fragment", self.reassembler.feed, other)
+            self.assertEqual(self.reassembler.pending, 0)
+
+    def test_notJsonWhenJoined(self) -> None:
+        """
+        Chunks that do not join into strict JSON are C{bad-fragment}.
+        """
+        for text in ["[1,", "NaN", "\"\\ud800\""]:
+            self.reassembler.feed(Fragment("k", STAMP, 0, 2, text[:1]))
+            self.assertReason("bad-fragment", self.reassembler.feed,
+                              Fragment("k", STAMP, 1, 2, text[1:]))
+        self.reassembler.feed(Fragment("k", STAMP, 0, 2, "[" * 60))
+        self.assertReason("too-deep", self.reassembler.feed,
+                          Fragment("k", STAMP, 1, 2, "[" * 60 + "]" * 120))
+
+    def test_distinctDatums(self) -> None:
+        """
+        Fragments of datums with different ids are kept apart.
+        """
+        other = Stamp("oslo-station", STAMP.boot, 43, 0.0)
+        self.assertIsNone(self.reassembler.feed(Fragment("k", STAMP, 0, 2, "[1")))
+        self.assertIsNone(self.reassembler.feed(Fragment("k", other, 0, 2, "[2")))
+        self.assertEqual(self.reassembler.feed(Fragment("k", other, 1, 2, "]")).value, [2])
+        self.assertEqual(self.reassembler.feed(Fragment("k", STAMP, 1, 2, "]")).value, [1])
+
+    def test_tooLarge(self) -> None:
+        """
+        A value growing past C{maxValueSize} bytes is C{too-large} and dropped.
+        """
+        reassembler = Reassembler(self.clock, maxValueSize=10)
+        reassembler.feed(Fragment("k", STAMP, 0, 3, '"éééé'))
+        self.assertReason("too-large", reassembler.feed, Fragment("k", STAMP, 1, 3, "xx"))
+        self.assertEqual(reassembler.pending, 0)
+
+    def test_expiry(self) -> None:
+        """
+        A datum incomplete after C{timeout} seconds is dropped and counted.
+        """
+        reassembler = Reassembler(self.clock, timeout=5.0)
+        reassembler.feed(Fragment("k", STAMP, 0, 2, "[1"))
+        self.clock.advance(4.9)
+        self.assertEqual(reassembler.feed(Fragment("k", STAMP, 1, 2, ",2]")).value, [1, 2])
+        reassembler.feed(Fragment("k", STAMP, 0, 2, "[1"))
+        self.clock.advance(5.0)
+        self.assertIsNone(reassembler.feed(Fragment("k", STAMP, 1, 2, ",2]")))
+        self.assertEqual(reassembler.expired, 1)
+        self.assertEqual(reassembler.evicted, 0)
+
+    def test_eviction(self) -> None:
+        """
+        Beyond C{maxPending} datums in progress, the oldest is dropped and counted.
+        """
+        reassembler = Reassembler(self.clock, maxPending=2)
+        stamps = [Stamp("s", 1, seq, 0.0) for seq in (1, 2, 3)]
+        for stamp in stamps:
+            reassembler.feed(Fragment("k", stamp, 0, 2, "[1"))
+        self.assertEqual((reassembler.pending, reassembler.evicted), (2, 1))
+        self.assertIsNone(reassembler.feed(Fragment("k", stamps[0], 1, 2, "]")))
+        self.assertEqual(reassembler.feed(Fragment("k", stamps[2], 1, 2, "]")).value, [1])
+
+
+class SourceTrackerTests(SynchronousTestCase):
+    """
+    L{SourceTracker}'s verdicts on stamps.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.tracker = SourceTracker(self.clock)
+
+    def check(self, boot: int, seq: int, source: str = "s", sent: float = 0.0) -> tuple[str, int]:
+        """
+        Check a stamp; return the verdict and C{missed}.
+        """
+        verdict = self.tracker.check(Stamp(source, boot, seq, sent))
+        return verdict, self.tracker.missed
+
+    def test_sequence(self) -> None:
+        """
+        The tracker tells new, ok, gap, replayed and restart apart and
+        counts what was missed.
+        """
+        self.assertEqual(self.check(10, 5), ("new", 0))
+        self.assertEqual(self.check(10, 6), ("ok", 0))
+        self.assertEqual(self.check(10, 9), ("gap", 2))
+        self.assertEqual(self.check(10, 9), ("replayed", 0))
+        self.assertEqual(self.check(10, 7), ("replayed", 0))
+        self.assertEqual(self.check(10, 10), ("ok", 0))
+        self.assertEqual(self.check(9, 100), ("replayed", 0))
+        self.assertEqual(self.check(11, 1), ("restart", 0))
+        self.assertEqual(self.check(10, 11), ("replayed", 0))
+        self.assertEqual(self.check(12, 4), ("restart", 3))
+        self.assertEqual(self.check(12, 5), ("ok", 0))
+
+    def test_sourcesApart(self) -> None:
+        """
+        Each source has its own counter.
+        """
+        self.assertEqual(self.check(1, 1, "a"), ("new", 0))
+        self.assertEqual(self.check(1, 1, "b"), ("new", 0))
+        self.assertEqual(self.check(1, 2, "a"), ("ok", 0))
+
+    def test_stale(self) -> None:
+        """
+        With a window, a stamp whose time is too far from now either way is
+        stale and does not move the counter.
+        """
+        tracker = SourceTracker(self.clock, window=10.0)
+        self.clock.advance(1000)
+        self.assertEqual(tracker.check(Stamp("s", 1, 1, 1010.0)), "new")
+        self.assertEqual(tracker.check(Stamp("s", 1, 2, 1010.5)), "stale")
+        self.assertEqual(tracker.check(Stamp("s", 1, 2, 989.0)), "stale")
+        self.assertEqual(tracker.check(Stamp("s", 1, 2, 990.0)), "ok")
+        self.assertEqual(self.check(1, 1, sent=-1e9), ("new", 0))
+
+    def test_bounded(self) -> None:
+        """
+        Beyond C{maxSources}, the source heard from least recently is forgotten.
+        """
+        tracker = SourceTracker(self.clock, maxSources=2)
+        tracker.check(Stamp("a", 1, 1, 0.0))
+        tracker.check(Stamp("b", 1, 1, 0.0))
+        tracker.check(Stamp("a", 1, 2, 0.0))
+        self.assertEqual(tracker.check(Stamp("c", 1, 1, 0.0)), "new")
+        self.assertEqual(tracker.forgotten, 1)
+        self.assertEqual(tracker.check(Stamp("a", 1, 3, 0.0)), "ok")
+        self.assertEqual(tracker.check(Stamp("b", 1, 1, 0.0)), "new")
+
+
+def _envelopes() -> st.SearchStrategy[dict[str, object]]:
+    """
+    Objects that look like version 2 datagrams, with any member possibly
+    missing or of any JSON type.
+    """
+    members = {
+        "v": st.just(2) | jsonScalars, "src": st.just("a") | jsonScalars,
+        "boot": st.integers(min_value=-1) | jsonScalars, "seq": st.integers() | jsonScalars,
+        "t": st.floats() | jsonScalars, "key": st.sampled_from(["k", "a/b", "a//b"]) | jsonScalars,
+        "value": jsonValues, "meta": jsonValues, "part": st.integers(-1, 70) | jsonScalars,
+        "parts": st.integers(-1, 70) | jsonScalars, "chunk": jsonValues,
+        "sig": st.text(max_size=70),
+    }
+    return st.fixed_dictionaries({}, optional=members)
+
+
+class FuzzTests(SynchronousTestCase):
+    """
+    Only L{BadDatagram} escapes the parsers, whatever arrives.
+    """
+
+    def survive(self, datagram: bytes) -> None:
+        """
+        Parse C{datagram} every way a server does; only L{BadDatagram} may
+        escape, and fragments go through a L{Reassembler}.
+        """
+        reassembler = Reassembler(Clock())
+        for keys, required in [((), False), ((KEY,), False), ((KEY,), True)]:
+            try:
+                message = parseData(datagram, keys, required, maxValueSize=1000)
+                if isinstance(message, Fragment):
+                    reassembler.feed(message)
+            except BadDatagram as e:
+                self.assertIn(e.reason, REASONS)
+            try:
+                parseRegister(datagram, keys, required)
+            except BadDatagram as e:
+                self.assertIn(e.reason, REASONS)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=300))
+    def test_bytes(self, datagram: bytes) -> None:
+        """
+        Arbitrary bytes never raise anything but L{BadDatagram}.
+        """
+        self.survive(datagram)
+
+    @settings(max_examples=200, deadline=None)
+    @given(jsonValues)
+    def test_json(self, document: object) -> None:
+        """
+        Arbitrary JSON documents never raise anything but L{BadDatagram}.
+        """
+        self.survive(json.dumps(document).encode())
+
+    @settings(max_examples=200, deadline=None)
+    @given(_envelopes(), st.booleans())
+    def test_envelopes(self, document: dict[str, object], sign: bool) -> None:
+        """
+        Near-valid version 2 objects, signed or not, never raise anything but
+        L{BadDatagram}.
+        """
+        data = json.dumps(document).encode()
+        self.survive(signDocument(data, KEY) if sign and len(document) else data)
