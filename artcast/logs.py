@@ -1,0 +1,499 @@
+# -*- test-case-name: tests.test_logs -*-
+"""
+Artcast's two logs: the access log and the error log.
+
+The access log is the NCSA combined log exactly as Apache writes it
+(C{LogFormat "%h %l %u %t \\"%r\\" %>s %b \\"%{Referer}i\\" \\"%{User-agent}i\\""}),
+so that any log analyser reads it.  L{twisted.web.http.combinedLogFormatter}
+is close but quotes the client address and escapes like Python's C{repr};
+L{apacheCombinedLogFormatter} does what Apache's C{ap_escape_logitem} does.
+
+The error log holds the events of level warn and above (and every failure),
+as the text lines twistd writes.
+
+Both go to standard error (C{None} or C{"-"}) or to a file that is rotated
+when it reaches a size, keeping a number of rotated files (C{name.1} is the
+newest).  A log file is created at its first write, not when the server is
+built: under C{twistd --uid} that is after privileges are dropped, so the
+file belongs to the server's user and it can be rotated (a file created by
+root could not be, and Twisted's L{LogFile} would then grow it for ever; see
+Twisted issues 4640 and 5296).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, TextIO
+
+from zope.interface import implementer, provider
+
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import (
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogPublisher,
+    formatEventAsClassicLogText,
+    formatTime,
+    globalLogPublisher,
+    timeFormatRFC3339,
+)
+from twisted.python.logfile import LogFile
+from twisted.web.iweb import IAccessLogFormatter, IRequest
+from twisted.web.server import Site
+
+__all__ = [
+    "ArtcastSite",
+    "ErrorLogObserver",
+    "ErrorLogService",
+    "apacheCombinedLogFormatter",
+    "errorLogObserver",
+    "escapeLogItem",
+]
+
+DEFAULT_LOG_SIZE = 10_000_000
+"""
+The default size in bytes at which a log file is rotated.
+"""
+
+DEFAULT_LOG_COUNT = 100
+"""
+The default number of rotated files kept for each log.
+"""
+
+
+# Apache's ap_escape_logitem: backslash, double quote and every byte that is
+# not printable ASCII (control characters, DEL and bytes >= 0x80) are escaped;
+# the usual C escapes have their short form, the rest are \xhh (lower case).
+_SHORT_ESCAPES = {
+    0x08: "\\b",
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0B: "\\v",
+    0x0D: "\\r",
+    0x22: '\\"',
+    0x5C: "\\\\",
+}
+_ESCAPES = {
+    byte: _SHORT_ESCAPES.get(byte, "\\x%02x" % (byte,))
+    for byte in range(256)
+    if byte in _SHORT_ESCAPES or byte < 0x20 or byte >= 0x7F
+}
+_PLAIN = bytes(byte for byte in range(256) if byte not in _ESCAPES)
+
+
+def escapeLogItem(item: bytes) -> str:
+    """
+    Escape one field of a log line the way Apache's C{ap_escape_logitem} does,
+    so that no field can contain a raw double quote, line break or
+    non-ASCII byte.
+
+    @param item: The raw bytes, as the client sent them.
+
+    @return: Printable ASCII: C{"} and C{\\} are preceded by C{\\}; backspace,
+        tab, line feed, vertical tab and carriage return become C{\\b},
+        C{\\t}, C{\\n}, C{\\v} and C{\\r}; any other byte outside 0x20-0x7e
+        becomes C{\\xhh}.
+    """
+    if not item.translate(None, _PLAIN):
+        # The common case: nothing to escape (bytes.translate runs in C).
+        return item.decode("ascii")
+    return item.decode("latin-1").translate(_ESCAPES)
+
+
+def _clientHost(request: IRequest) -> str:
+    """
+    The client address as Apache's C{%h} shows it (without host name
+    look-ups): the IP address, unquoted; an IPv6 address without brackets; an
+    IPv4-mapped IPv6 address (C{::ffff:192.0.2.1}, from a dual-stack socket)
+    as the plain IPv4 address, as APR prints it.  A peer with no IP address
+    (a UNIX socket) is C{-}, the NCSA mark of an unknown field.
+    """
+    address = request.getClientAddress()
+    if isinstance(address, IPv4Address):
+        return address.host
+    if isinstance(address, IPv6Address):
+        host = address.host
+        if host.startswith("::ffff:") and "." in host:
+            return host[7:]
+        return host
+    return "-"
+
+
+def _remoteUser(request: IRequest) -> str:
+    """
+    Apache's C{%u}: C{-} unless some code has looked at the request's
+    credentials (L{twisted.web.http.Request.getUser}), in which case the user
+    name, escaped.  Unlike Apache, a space is escaped too (C{\\x20}): this
+    field is not quoted, and a space in it would shift every later field.
+    """
+    user = getattr(request, "user", None)
+    if not user:
+        # Twisted records "no credentials" as b"".
+        return "-"
+    if isinstance(user, str):
+        user = user.encode("utf-8")
+    return escapeLogItem(user).replace(" ", "\\x20")
+
+
+def _header(request: IRequest, name: bytes) -> str:
+    """
+    Apache's C{%{Name}i}: the request header, escaped, or C{-} when absent.
+    Apache merges repeated header lines into one value joined by C{", "}; so
+    does this.
+    """
+    values = request.requestHeaders.getRawHeaders(name)
+    if values is None:
+        return "-"
+    if len(values) == 1:
+        return escapeLogItem(values[0])
+    return escapeLogItem(b", ".join(values))
+
+
+@provider(IAccessLogFormatter)
+def apacheCombinedLogFormatter(timestamp: str, request: IRequest) -> str:
+    """
+    Format a finished request as one line of Apache's combined log, e.g.::
+
+        127.0.0.1 - - [22/Nov/2026:03:16:18 +0000] "GET /artcasts/test/tick HTTP/1.1" 200 2 "-" "curl/8.0"
+
+    @param timestamp: The time, already formatted as C{[dd/Mon/yyyy:hh:mm:ss
+        +0000]} (L{twisted.web.http.HTTPFactory} keeps it cached, updated once
+        a second).
+    @param request: The finished request.
+
+    @return: The line, without its line feed; printable ASCII only.
+    """
+    requestLine = escapeLogItem(
+        b"%s %s %s" % (request.method, request.uri, request.clientproto)
+    )
+    sentLength = request.sentLength  # type: ignore[attr-defined]
+    return '%s - %s %s "%s" %d %s "%s" "%s"' % (
+        _clientHost(request),
+        _remoteUser(request),
+        timestamp,
+        requestLine,
+        request.code,  # type: ignore[attr-defined]
+        sentLength if sentLength else "-",
+        _header(request, b"referer"),
+        _header(request, b"user-agent"),
+    )
+
+
+class _StandardError:
+    """
+    A log destination that writes each line to a text stream at once, in one
+    C{write} and a C{flush}, and never closes the stream.
+
+    It is meant for the process's standard error, L{sys.__stderr__}.  Not
+    L{sys.stderr}: twistd replaces that with a file that turns every write
+    into a log event of level error, which would put each access line into
+    the error log, and each error log line back into the error log, for ever.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        """
+        @param stream: The text stream, or L{None} (a process with no standard
+            error) to write nothing.
+        """
+        self._stream = stream
+
+    def write(self, data: str) -> None:
+        """
+        Write C{data} and flush it.
+        """
+        stream = self._stream
+        if stream is not None:
+            stream.write(data)
+            stream.flush()
+
+    def flush(self) -> None:
+        """
+        Flush the stream.
+        """
+        if self._stream is not None:
+            self._stream.flush()
+
+    def close(self) -> None:
+        """
+        Flush the stream, leaving it open: it is not ours.
+        """
+        self.flush()
+
+
+class _RotatingFile:
+    """
+    A L{twisted.python.logfile.LogFile} created at the first write.
+
+    @ivar path: The absolute path of the log file.
+    @ivar size: The size in bytes at which the file is rotated.
+    @ivar count: How many rotated files are kept.
+    """
+
+    def __init__(self, path: str, size: int, count: int) -> None:
+        self.path = os.path.abspath(path)
+        self.size = size
+        self.count = count
+        self._logFile: LogFile | None = None
+
+    def open(self) -> LogFile:
+        """
+        Open (or create) the file now if it is not open yet.
+
+        @return: The open L{LogFile}.
+        """
+        logFile = self._logFile
+        if logFile is None:
+            logFile = self._logFile = LogFile.fromFullPath(
+                self.path, rotateLength=self.size, maxRotatedFiles=self.count
+            )
+        return logFile
+
+    def write(self, data: str) -> None:
+        """
+        Write C{data} (one or more whole lines), rotating first if the file
+        has reached its size.  A write is never split between two files.
+        """
+        logFile = self._logFile
+        if logFile is None:
+            logFile = self.open()
+        logFile.write(data)
+
+    def flush(self) -> None:
+        """
+        Flush the file if it is open (a L{LogFile} is unbuffered anyway).
+        """
+        if self._logFile is not None:
+            self._logFile.flush()
+
+    def close(self) -> None:
+        """
+        Close the file if it is open; a later write opens it again.
+        """
+        logFile, self._logFile = self._logFile, None
+        if logFile is not None:
+            logFile.close()
+
+
+def _destination(
+    path: str | None, size: int, count: int, stderr: TextIO | None
+) -> _StandardError | _RotatingFile:
+    """
+    Where a log goes: standard error for L{None} or C{"-"}, else a rotating
+    file.
+
+    @raise ValueError: If C{size} or C{count} is not positive, or the file's
+        folder does not exist (so that a mistyped path stops the server at
+        start-up, not at the first line).
+    """
+    if size < 1:
+        raise ValueError(f"a log size must be at least 1 byte, not {size!r}")
+    if count < 1:
+        raise ValueError(f"a log must keep at least 1 rotated file, not {count!r}")
+    if path is None or path == "-":
+        return _StandardError(sys.__stderr__ if stderr is None else stderr)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"the folder of the log file {path!r} does not exist")
+    return _RotatingFile(path, size, count)
+
+
+class ArtcastSite(Site):
+    """
+    A L{Site} whose access log is Apache's combined log, written to standard
+    error or to a file rotated by size.
+
+    Twisted writes a request's line when the request finishes
+    (L{twisted.web.http.Request.finish}), so a long poll is logged when it is
+    answered, with its final status and size; one that the client gave up on
+    is not logged.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        resource: Any,
+        accessLog: str | None,
+        accessLogSize: int = DEFAULT_LOG_SIZE,
+        accessLogCount: int = DEFAULT_LOG_COUNT,
+        reactor: IReactorTime | None = None,
+        *,
+        stderr: TextIO | None = None,
+        **kw: Any,
+    ) -> None:
+        """
+        @param resource: The root resource.
+        @param accessLog: A file path, or L{None} or C{"-"} for standard error.
+        @param accessLogSize: The size in bytes at which the file is rotated.
+        @param accessLogCount: How many rotated files are kept.
+        @param reactor: The reactor, for the cached log time (see
+            L{twisted.web.http.HTTPFactory}).
+        @param stderr: The stream used as standard error; default
+            L{sys.__stderr__}.  For tests.
+        @param kw: Passed on to L{Site} (C{logFormatter} may replace
+            L{apacheCombinedLogFormatter}, e.g. with one that reads
+            C{X-Forwarded-For}).
+
+        @raise ValueError: See L{_destination}.
+        """
+        kw.setdefault("logFormatter", apacheCombinedLogFormatter)
+        super().__init__(resource, reactor=reactor, **kw)
+        self._accessLog = _destination(
+            accessLog, accessLogSize, accessLogCount, stderr
+        )
+        # HTTPFactory.startFactory opens self.logPath with _openLogFile when it
+        # is true, and falls back to twisted.python.log otherwise.
+        if isinstance(self._accessLog, _RotatingFile):
+            self.logPath = self._accessLog.path
+        else:
+            self.logPath = "-"
+        self._accessLogFailing = False
+
+    def _openLogFile(self, path: str | bytes) -> _StandardError | _RotatingFile:
+        """
+        The access log, as built in L{__init__}: HTTPFactory calls this from
+        C{startFactory} and closes the result in C{stopFactory}.
+        """
+        return self._accessLog
+
+    def log(self, request: IRequest) -> None:  # type: ignore[override]
+        """
+        Write the access log line of a finished request.
+
+        A log that cannot be written (a full disk, a folder the server's user
+        may not write) must not break the answer: this is called from inside
+        C{request.finish()}.  The first failure is reported to the error log,
+        then none until a line is written again.
+        """
+        logFile = self._logFile
+        if logFile is None:
+            return
+        try:
+            logFile.write(self._logFormatter(self._logDateTime, request) + "\n")
+        except Exception:
+            if not self._accessLogFailing:
+                self._accessLogFailing = True
+                self._log.failure(
+                    "Cannot write the access log {logPath}", logPath=self.logPath
+                )
+        else:
+            self._accessLogFailing = False
+
+
+_ERROR_LEVELS = frozenset([LogLevel.warn, LogLevel.error, LogLevel.critical])
+
+
+@implementer(ILogObserver)
+class ErrorLogObserver:
+    """
+    A log observer that writes the events of level warn and above, and any
+    event carrying a failure, as twistd's text lines (a timestamp, the
+    system, the message and the traceback, continuation lines indented by a
+    tab), each event in one write.
+    """
+
+    def __init__(
+        self,
+        destination: _StandardError | _RotatingFile,
+        formatTimestamp: Callable[[float | None], str],
+    ) -> None:
+        """
+        @param destination: Where the text goes.
+        @param formatTimestamp: Formats an event's C{log_time}.
+        """
+        self._destination = destination
+        self._formatTimestamp = formatTimestamp
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """
+        Write C{event} if it is a warning, an error or a failure.
+        """
+        if event.get("log_level") not in _ERROR_LEVELS and "log_failure" not in event:
+            return
+        text = formatEventAsClassicLogText(event, formatTime=self._formatTimestamp)
+        if text:
+            self._destination.write(text)
+
+    def open(self) -> None:
+        """
+        Create the log file now, if the log goes to a file.
+        """
+        if isinstance(self._destination, _RotatingFile):
+            self._destination.open()
+
+    def close(self) -> None:
+        """
+        Close the log file, if any (a later event opens it again).
+        """
+        self._destination.close()
+
+
+def errorLogObserver(
+    path: str | None,
+    size: int = DEFAULT_LOG_SIZE,
+    count: int = DEFAULT_LOG_COUNT,
+    *,
+    timeFormat: str | None = timeFormatRFC3339,
+    stderr: TextIO | None = None,
+) -> ErrorLogObserver:
+    """
+    Make the error log's observer.
+
+    @param path: A file path, or L{None} or C{"-"} for standard error.
+    @param size: The size in bytes at which the file is rotated.
+    @param count: How many rotated files are kept.
+    @param timeFormat: The C{strftime} format of the timestamps (local time,
+        as twistd's own log), or L{None} for C{-}.
+    @param stderr: The stream used as standard error; default
+        L{sys.__stderr__}.  For tests.
+
+    @raise ValueError: See L{_destination}.
+    """
+    return ErrorLogObserver(
+        _destination(path, size, count, stderr),
+        lambda when: formatTime(when, timeFormat),
+    )
+
+
+class ErrorLogService(Service):
+    """
+    Publishes the error log while running: adds its observer to the log
+    publisher in L{startService} and removes it (and closes the file) in
+    L{stopService}.
+
+    twistd calls C{startService} after dropping privileges, so the file is
+    created by the server's user.
+    """
+
+    def __init__(
+        self,
+        observer: ErrorLogObserver,
+        publisher: LogPublisher = globalLogPublisher,
+    ) -> None:
+        """
+        @param observer: From L{errorLogObserver}.
+        @param publisher: The publisher to observe; twistd's global one by
+            default.
+        """
+        self.observer = observer
+        self._publisher = publisher
+
+    def startService(self) -> None:
+        """
+        Open the log and start observing.
+        """
+        self.observer.open()
+        self._publisher.addObserver(self.observer)
+        super().startService()
+
+    def stopService(self) -> None:
+        """
+        Stop observing and close the log.
+        """
+        super().stopService()
+        self._publisher.removeObserver(self.observer)
+        self.observer.close()
