@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from artcast.keystore import KeyStore
 from artcast.wire import (
@@ -110,9 +111,25 @@ class MulticastServerProtocol(DatagramProtocol):
         self.interface = interface
         self.handler = handler
 
+    log = Logger()
+
     def startProtocol(self) -> None:
         self.transport.setLoopbackMode(True)
-        self.transport.joinGroup(self.group, self.interface)
+        joined = self.transport.joinGroup(self.group, self.interface)
+        joined.addErrback(self._notJoined)
+
+    def _notJoined(self, failure: Failure) -> None:
+        """
+        The group could not be joined (no route for multicast on that
+        interface, say): keep serving, and say so loudly.
+        """
+        self.log.error(
+            "Could not join multicast group {group} on interface {interface}: "
+            "{error}; no datums will arrive on it",
+            group=self.group,
+            interface=self.interface,
+            error=failure.getErrorMessage(),
+        )
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         self.handler(data, addr)

@@ -22,6 +22,7 @@ DEFAULT_GROUP = "224.1.1.1"
 DEFAULT_DATA_PORT = 5007
 DEFAULT_REGISTER_PORT = 5008
 
+#: As in L{artcast.logs}, which is not imported until the service is made.
 DEFAULT_LOG_SIZE = 10_000_000
 DEFAULT_LOG_COUNT = 100
 DEFAULT_MAX_VALUE_SIZE = 1_000_000
@@ -144,6 +145,14 @@ class Options(usage.Options):
             if not path.isdir():
                 raise usage.UsageError(f"--templates {templates}: not a folder")
             self["templates"] = path
+        for name in ("access-log", "error-log"):
+            path = self[name]
+            if path not in (None, "-"):
+                folder = FilePath(path).parent()
+                if not folder.isdir():
+                    raise usage.UsageError(
+                        f"--{name} {path}: the folder {folder.path} does not exist"
+                    )
         origin = self["access-control-allow-origin"]
         if any(c < " " or c == "\x7f" for c in origin):
             raise usage.UsageError(

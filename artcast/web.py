@@ -9,11 +9,11 @@ asks for.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from klein import Klein
-from klein._resource import URLDecodeError
 from klein.resource import KleinResource
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -39,6 +39,9 @@ PREFIX = b"/artcasts/"
 
 #: Characters left as they are when a key is put in a header or a URL.
 KEY_SAFE = "/!$&'()*+,;=:@-._~"
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class BadRequest(Exception):
@@ -81,6 +84,27 @@ def licenseLink(meta: dict[str, Any] | None) -> bytes | None:
     return link.encode("utf-8")
 
 
+class ArtcastResource(KleinResource):
+    """
+    Klein's resource, but a path that is not UTF-8 or holds control
+    characters is a C{400} (Klein would give a C{500} or a C{404}).
+    """
+
+    def render(self, request: IRequest) -> Any:
+        try:
+            path = b"/".join(request.postpath).decode("utf-8")
+        except UnicodeDecodeError:
+            problem = b"The path is not UTF-8.\n"
+        else:
+            if not _CONTROL.search(path):
+                return super().render(request)
+            problem = b"The path holds control characters.\n"
+        request.setResponseCode(400)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Content-Length", b"%d" % (len(problem),))
+        return problem
+
+
 class ArtcastApp:
     """
     The Klein application serving one L{KeyStore}.
@@ -92,6 +116,9 @@ class ArtcastApp:
     """
 
     app = Klein()
+    # A key is a path with no empty level; a request for one gets a 400, not
+    # a redirect to a different key.
+    app.url_map.merge_slashes = False
 
     def __init__(
         self,
@@ -114,7 +141,7 @@ class ArtcastApp:
         """
         The resource to serve.
         """
-        return self.app.resource()
+        return ArtcastResource(self.app)
 
     # Helpers
 
@@ -186,7 +213,9 @@ class ArtcastApp:
         if since is None:
             match = request.getHeader(b"If-None-Match")
             if match:
-                since = match.strip().removeprefix('W/').strip('"')
+                since = (
+                    match.decode("latin-1").strip().removeprefix("W/").strip('"')
+                )
         if since is None:
             return None
         if since == "latest":
@@ -326,10 +355,8 @@ class ArtcastApp:
                 )
         return self._body(request, pages.livePage(key), b"text/html; charset=utf-8")
 
-    @app.handle_errors(BadRequest, URLDecodeError)
+    @app.handle_errors(BadRequest)
     def badRequest(self, request: IRequest, failure: Any) -> bytes:
-        if failure.check(URLDecodeError):
-            return self._error(request, 400, "The path is not UTF-8.")
         return self._error(request, 400, str(failure.value))
 
     @app.handle_errors(HTTPException)

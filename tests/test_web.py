@@ -1,0 +1,417 @@
+"""
+Tests for L{artcast.web}: the HTTP resources, driven through treq's
+L{StubTreq} with a L{Clock}.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from artcast.keystore import KeyStore
+from artcast.web import ArtcastApp, headerKey, licenseLink
+from artcast.wire import Stamp
+
+
+class AppMixin:
+    """
+    An L{ArtcastApp} over a fresh L{KeyStore} and a L{StubTreq} to ask it.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = KeyStore(self.clock, instance="srv")
+        self.app = ArtcastApp(self.store, self.clock, **self.options())
+        self.stub = StubTreq(self.app.resource())
+
+    def options(self) -> dict:
+        return {}
+
+    def get(self, path: str, headers: dict | None = None):
+        return self.stub.get(
+            "http://artcast.example" + path, headers=headers, allow_redirects=False
+        )
+
+    def answer(self, d):
+        self.stub.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(response.content())
+        return response, body
+
+
+class LongPollTests(AppMixin, SynchronousTestCase):
+    """
+    C{GET /artcasts/<key>}: the long poll.
+    """
+
+    def test_heldUntilDatum(self) -> None:
+        """
+        A request is held until the next datum for its key, then answered with
+        its JSON value.
+        """
+        d = self.get("/artcasts/weather/oslo/temp")
+        self.stub.flush()
+        self.assertNoResult(d)
+        self.store.publish("weather/oslo", 1)
+        self.stub.flush()
+        self.assertNoResult(d)
+        self.store.publish("weather/oslo/temp", {"c": 21.5})
+        response, body = self.answer(d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(json.loads(body), {"c": 21.5})
+
+    def test_valueHeaders(self) -> None:
+        """
+        A value answer carries Content-Length, CORS, Artcast-Key, Artcast-Id
+        and a weak ETag.
+        """
+        d = self.get("/artcasts/k")
+        self.stub.flush()
+        datum = self.store.publish("k", [1, 2])
+        response, body = self.answer(d)
+        headers = response.headers
+        self.assertEqual(response.length, len(body))
+        self.assertEqual(headers.getRawHeaders("Content-Type"), ["application/json"])
+        self.assertEqual(headers.getRawHeaders("Access-Control-Allow-Origin"), ["*"])
+        self.assertIn(
+            "Artcast-Id", headers.getRawHeaders("Access-Control-Expose-Headers")[0]
+        )
+        self.assertEqual(headers.getRawHeaders("Artcast-Key"), ["k"])
+        self.assertEqual(headers.getRawHeaders("Artcast-Id"), [datum.id])
+        self.assertEqual(headers.getRawHeaders("ETag"), ['W/"%s"' % (datum.id,)])
+        self.assertIsNone(headers.getRawHeaders("Transfer-Encoding"))
+
+    def test_licenseLink(self) -> None:
+        """
+        A key whose source registered a license is answered with a Link header
+        naming it.
+        """
+        self.store.register(
+            "k", {"license": {"uri": "https://example.org/l", "title": 'A "B"'}}
+        )
+        d = self.get("/artcasts/k")
+        self.stub.flush()
+        self.store.publish("k", 1)
+        response, _ = self.answer(d)
+        self.assertEqual(
+            response.headers.getRawHeaders("Link"),
+            ['<https://example.org/l>; rel="license"; title="A \\"B\\""'],
+        )
+
+    def test_cancelReleasesWaiter(self) -> None:
+        """
+        A client that goes away while waiting leaves no waiter behind.
+        """
+        d = self.get("/artcasts/k")
+        self.stub.flush()
+        self.assertEqual(self.store.listening, 1)
+        d.cancel()
+        self.stub.flush()
+        self.assertEqual(self.store.listening, 0)
+
+    def test_timeout(self) -> None:
+        """
+        With C{timeout=}, a request with no datum is answered with 204 and the
+        latest id.
+        """
+        datum = self.store.publish("k", 1)
+        d = self.get("/artcasts/k?timeout=30")
+        self.stub.flush()
+        self.clock.advance(29)
+        self.assertNoResult(d)
+        self.clock.advance(1)
+        response, body = self.answer(d)
+        self.assertEqual((response.code, body), (204, b""))
+        self.assertEqual(response.headers.getRawHeaders("Artcast-Id"), [datum.id])
+        self.assertEqual(self.store.listening, 0)
+
+    def test_datumBeforeTimeout(self) -> None:
+        """
+        A datum that comes before the timeout is answered, and the timer goes.
+        """
+        d = self.get("/artcasts/k?timeout=30")
+        self.stub.flush()
+        self.store.publish("k", 1)
+        response, _ = self.answer(d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_sinceLatest(self) -> None:
+        """
+        C{since=latest} answers the current value at once.
+        """
+        self.store.publish("k", "now")
+        response, body = self.answer(self.get("/artcasts/k?since=latest"))
+        self.assertEqual(body, b'"now"')
+
+    def test_sinceId(self) -> None:
+        """
+        C{since=<id>} answers the datum after that id at once from history,
+        and so does C{If-None-Match}.
+        """
+        first = self.store.publish("k", 1)
+        self.store.publish("k", 2)
+        _, body = self.answer(self.get("/artcasts/k?since=" + first.id))
+        self.assertEqual(body, b"2")
+        _, body = self.answer(
+            self.get("/artcasts/k", {"If-None-Match": 'W/"%s"' % (first.id,)})
+        )
+        self.assertEqual(body, b"2")
+
+    def test_sinceGap(self) -> None:
+        """
+        An id older than what is held gives the oldest datum held, with
+        C{Artcast-Gap: 1}.
+        """
+        store = self.store
+        for n in range(1, 150):
+            store.publish("k", n, Stamp("s", 1, n, 0.0))
+        response, body = self.answer(self.get("/artcasts/k?since=s.1.3"))
+        self.assertEqual(body, b"50")
+        self.assertEqual(response.headers.getRawHeaders("Artcast-Gap"), ["1"])
+
+    def test_wildcard(self) -> None:
+        """
+        A wildcard request is answered by the first matching datum, and
+        C{Artcast-Key} names the key that matched.
+        """
+        d = self.get("/artcasts/sensors/...")
+        self.stub.flush()
+        self.store.publish("sensors/a/b", 3)
+        response, body = self.answer(d)
+        self.assertEqual(response.headers.getRawHeaders("Artcast-Key"), ["sensors/a/b"])
+
+    def test_percentEncodedKey(self) -> None:
+        """
+        A key is percent-decoded from the path, and sent back encoded in
+        C{Artcast-Key}.
+        """
+        d = self.get("/artcasts/caf%C3%A9/temp%20now")
+        self.stub.flush()
+        self.store.publish("café/temp now", 1)
+        response, _ = self.answer(d)
+        self.assertEqual(
+            response.headers.getRawHeaders("Artcast-Key"), ["caf%C3%A9/temp%20now"]
+        )
+
+
+class NegotiationTests(AppMixin, SynchronousTestCase):
+    """
+    Content negotiation on C{GET /artcasts/<key>}.
+    """
+
+    def publishAndGet(self, value, accept):
+        self.store.publish("k", value)
+        return self.answer(
+            self.get("/artcasts/k?since=latest", {"Accept": accept} if accept else None)
+        )
+
+    def test_textString(self) -> None:
+        """
+        As text/plain, a string is sent without quotes.
+        """
+        response, body = self.publishAndGet("héllo", "text/plain")
+        self.assertEqual(body, "héllo".encode())
+        self.assertEqual(
+            response.headers.getRawHeaders("Content-Type"), ["text/plain; charset=utf-8"]
+        )
+
+    def test_textNumber(self) -> None:
+        """
+        As text/plain, anything but a string is sent as JSON text.
+        """
+        _, body = self.publishAndGet({"a": None}, "text/plain")
+        self.assertEqual(body, b'{"a":null}')
+
+    def test_qValues(self) -> None:
+        """
+        q-values are honoured.
+        """
+        response, body = self.publishAndGet(
+            "x", "text/plain;q=0.5, application/json;q=0.9"
+        )
+        self.assertEqual(body, b'"x"')
+
+    def test_notAcceptable(self) -> None:
+        """
+        Nothing acceptable is answered with 406.
+        """
+        response, _ = self.publishAndGet(1, "image/png")
+        self.assertEqual(response.code, 406)
+
+    def test_htmlPage(self) -> None:
+        """
+        text/html gets the live page at once, with the key escaped.
+        """
+        response, body = self.answer(
+            self.get("/artcasts/a%3Cb%3E", {"Accept": "text/html"})
+        )
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"a&lt;b&gt;", body)
+        self.assertNotIn(b"a<b>", body)
+
+
+class BadRequestTests(AppMixin, SynchronousTestCase):
+    """
+    Bad requests get a clear 4xx, never a traceback.
+    """
+
+    def code(self, path: str) -> int:
+        response, body = self.answer(self.get(path))
+        self.assertEqual(response.length, len(body))
+        return response.code
+
+    def test_badKeys(self) -> None:
+        """
+        Keys that are not UTF-8, have empty levels, control characters or are
+        too long are refused with 400.
+        """
+        for path in [
+            "/artcasts/%ff",
+            "/artcasts/a//b",
+            "/artcasts/a/",
+            "/artcasts/a%0d%0aSet-Cookie:%20x",
+            "/artcasts/" + "a" * 300,
+            "/artcasts/a/.../b",
+        ]:
+            self.assertEqual(self.code(path), 400, path)
+
+    def test_badParameters(self) -> None:
+        """
+        A timeout that is not a number of seconds, or a since that is not an
+        id, is refused with 400.
+        """
+        for query in ["timeout=abc", "timeout=-1", "timeout=nan", "since=%ff", "since=x"]:
+            self.assertEqual(self.code("/artcasts/k?" + query), 400, query)
+
+    def test_notFound(self) -> None:
+        """
+        An unknown path is a 404.
+        """
+        self.assertEqual(self.code("/nothing"), 404)
+
+    def test_methodNotAllowed(self) -> None:
+        """
+        Only GET and HEAD are served.
+        """
+        d = self.stub.post("http://artcast.example/artcasts/k", data=b"1")
+        response, _ = self.answer(d)
+        self.assertEqual(response.code, 405)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(max_size=40))
+    def test_anyPath(self, text: str) -> None:
+        """
+        Whatever follows C{/artcasts/}, the answer is never a server error.
+        """
+        from urllib.parse import quote
+
+        d = self.get("/artcasts/" + quote(text, safe="/*.") + "?timeout=0")
+        self.stub.flush()
+        self.clock.advance(0)
+        self.stub.flush()
+        response = self.successResultOf(d)
+        self.assertIn(response.code, (204, 400, 404))
+        self.assertEqual(self.store.listening, 0)
+
+
+class ListingTests(AppMixin, SynchronousTestCase):
+    """
+    C{GET /} and C{GET /artcasts}.
+    """
+
+    def test_root(self) -> None:
+        """
+        C{/} redirects to C{/artcasts}.
+        """
+        response, _ = self.answer(self.get("/"))
+        self.assertEqual(response.code, 302)
+        self.assertEqual(response.headers.getRawHeaders("Location"), ["/artcasts"])
+
+    def test_json(self) -> None:
+        """
+        The list is sorted by key and holds registered keys and keys seen only
+        in data.
+        """
+        self.store.publish("b", 1)
+        self.store.register("a", {"description": "A", "extra": 1})
+        _, body = self.answer(self.get("/artcasts"))
+        self.assertEqual(
+            json.loads(body),
+            [{"key": "a", "description": "A", "extra": 1}, {"key": "b"}],
+        )
+
+    def test_html(self) -> None:
+        """
+        Asked for HTML, the list is a page that links to each key and escapes
+        what sources sent.
+        """
+        self.store.register("a/b", {"description": "<script>alert(1)</script>"})
+        response, body = self.answer(self.get("/artcasts", {"Accept": "text/html"}))
+        self.assertIn(b'href="/artcasts/a/b"', body)
+        self.assertIn(b"&lt;script&gt;", body)
+        self.assertNotIn(b"<script>alert", body)
+
+
+class TemplatesTests(AppMixin, SynchronousTestCase):
+    """
+    C{--templates}: per-key HTML pages, confined to their folder.
+    """
+
+    def options(self) -> dict:
+        self.folder = FilePath(self.mktemp())
+        self.folder.child("weather").makedirs()
+        self.folder.child("weather").child("oslo.html").setContent(b"<p>Oslo</p>")
+        self.folder.sibling("secret.html").setContent(b"secret")
+        return {"templates": self.folder}
+
+    def test_template(self) -> None:
+        """
+        A key with a template is shown with it.
+        """
+        _, body = self.answer(self.get("/artcasts/weather/oslo", {"Accept": "text/html"}))
+        self.assertEqual(body, b"<p>Oslo</p>")
+
+    def test_confined(self) -> None:
+        """
+        A key cannot reach a file outside the templates folder.
+        """
+        for path in ["/artcasts/..%2Fsecret", "/artcasts/../secret", "/artcasts/%2E%2E/secret"]:
+            response, body = self.answer(self.get(path, {"Accept": "text/html"}))
+            self.assertNotEqual(body, b"secret", path)
+
+
+class HeaderTests(SynchronousTestCase):
+    """
+    Header values made from what sources send.
+    """
+
+    def test_headerKey(self) -> None:
+        """
+        A key in a header is ASCII: anything else is percent-encoded.
+        """
+        self.assertEqual(headerKey("a/b é"), b"a/b%20%C3%A9")
+
+    def test_licenseLinkClean(self) -> None:
+        """
+        A license's uri and title cannot break out of the Link header.
+        """
+        link = licenseLink(
+            {"license": {"uri": "http://x/\r\n>a", "title": "t\r\nX: y"}}
+        )
+        self.assertNotIn(b"\r", link)
+        self.assertNotIn(b"\n", link)
+        self.assertTrue(link.startswith(b"<http://x/%0D%0A%3Ea>"))
+
+    def test_noLicense(self) -> None:
+        """
+        No usable license, no Link.
+        """
+        for meta in [None, {}, {"license": None}, {"license": {"title": "x"}}]:
+            self.assertIsNone(licenseLink(meta))
