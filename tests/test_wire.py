@@ -514,6 +514,25 @@ class SignatureTests(ReasonMixin, SynchronousTestCase):
             b'"sig":"ff8c7306bfdd271e93ecd95cd4ccd0515144a0af2603343659e755a43f967d25"}',
         )
 
+    def test_documentedRegistration(self) -> None:
+        """
+        The registration example in docs/protocol.md has these exact bytes.
+        """
+        meta = {
+            "description": "Air temperature in Oslo, degrees Celsius",
+            "provenance": "Blindern weather station",
+            "license": {"uri": "https://creativecommons.org/licenses/by/4.0/",
+                        "title": "CC BY 4.0"},
+        }
+        stamp = Stamp("oslo-station", 1795312345123, 0, 1795312399.5)
+        self.assertEqual(
+            encodeRegister("weather/oslo/temp", meta, stamp),
+            b'{"v":2,"src":"oslo-station","boot":1795312345123,"t":1795312399.5,'
+            b'"key":"weather/oslo/temp","meta":{"description":"Air temperature in Oslo, '
+            b'degrees Celsius","provenance":"Blindern weather station","license":{"uri":'
+            b'"https://creativecommons.org/licenses/by/4.0/","title":"CC BY 4.0"}}}',
+        )
+
     def test_verified(self) -> None:
         """
         A datagram signed with one of the keys is accepted, signature required
@@ -610,6 +629,22 @@ class FragmentTests(ReasonMixin, SynchronousTestCase):
                              ("big/value", STAMP, index, len(datagrams)))
             self.assertNotIn(b'"value"', datagram)
         self.assertEqual(json.loads("".join(f.chunk for f in parsed)), value)
+
+    def test_documentedExample(self) -> None:
+        """
+        The three fragments in docs/protocol.md put back together give the value.
+        """
+        head = (b'{"v":2,"src":"cam-1","boot":1795312000000,"seq":7,"t":1795312400.25,'
+                b'"key":"air/pm25",')
+        datagrams = [
+            head + b'"part":0,"parts":3,"chunk":"{\\"pm25\\":[12,14,13,"}',
+            head + b'"part":1,"parts":3,"chunk":"15,11,16],\\"unit\\":"}',
+            head + b'"part":2,"parts":3,"chunk":"\\"ug/m3\\"}"}',
+        ]
+        results = [self.reassembler.feed(parseData(d)) for d in reversed(datagrams)]
+        self.assertEqual(results[-1], DataMessage(
+            "air/pm25", {"pm25": [12, 14, 13, 15, 11, 16], "unit": "ug/m3"},
+            Stamp("cam-1", 1795312000000, 7, 1795312400.25)))
 
     def test_exactFit(self) -> None:
         """
