@@ -1,0 +1,3 @@
+"""
+The Artcast benchmarks (not installed with Artcast).  See docs/performance.md.
+"""

@@ -1,0 +1,3 @@
+"""
+Re-implementations of other designs, measured against Artcast.
+"""

@@ -1,0 +1,699 @@
+/*
+ * loadgen: the long-poll load generator of the Artcast fan-out benchmark.
+ *
+ * Holds N keep-alive HTTP/1.1 long polls on one URL, re-polls on each
+ * connection as soon as its answer is complete, and records for every answer
+ * the latency from the datum's send time (the "t" member of the JSON value
+ * the emitter sends, seconds since the epoch) to its arrival, and for every
+ * datum (the "n" member) how many clients got it and when the last one did.
+ *
+ * One process, one thread, epoll, non-blocking sockets.  It is driven by the
+ * runner (bench/fanout.py) through one-line commands on stdin, and answers
+ * with one JSON object per line on stdout:
+ *
+ *   (on its own)   {"event":"ready",...}   all N polls connected and sent
+ *   STATUS         {"event":"status",...}  counters so far
+ *   MARK <first>   {"event":"mark",...}    start a phase: reset the counters;
+ *                                          answers with n < first are strays
+ *   REPORT <first> <last>
+ *                  {"event":"report",...}  the phase's figures for datums
+ *                                          first..last
+ *   QUIT (or EOF)  exit
+ *
+ * With --since, a client that got an Artcast-Id header re-polls with
+ * ?since=<that id>, so a server that keeps datums loses none.
+ *
+ * Every loop is bounded: the process exits after --max-seconds whatever
+ * happens.  Build: gcc -O2 -o bench/bin/loadgen bench/loadgen.c
+ */
+
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define IN_MAX 8192
+#define OUT_MAX 1024
+#define ID_MAX 200
+#define MAX_DATUMS 20000000L
+#define STDIN_TAG UINT32_MAX
+
+enum { ST_IDLE = 0, ST_CONNECTING, ST_SENDING, ST_WAITING };
+
+struct conn {
+    int fd;
+    int state;
+    int outlen, outoff;
+    int inlen;
+    int mask;            /* events registered with epoll */
+    char since[ID_MAX];  /* last Artcast-Id, "" if none */
+    char out[OUT_MAX];
+    char in[IN_MAX];
+};
+
+/* configuration */
+static const char *host = "127.0.0.1";
+static int port = 8888;
+static const char *path = "/artcasts/bench/fanout";
+static long nclients = 100;
+static int useSince = 0;
+static double connectRate = 4000.0;
+static int connectInFlight = 64;
+static double maxSeconds = 600.0;
+
+/* state */
+static struct conn *conns;
+static int epfd;
+static long *idleQueue; /* ring of connection indexes to (re)connect */
+static long idleHead, idleCount;
+static long nconnecting, nwaiting, nestablished;
+static int readySent;
+static struct sockaddr_in addr;
+
+/* phase counters */
+static long firstN;
+static long deliveries, strays, errors, reconnects, non200, idsSeen, gaps;
+static long badBodies;
+static uint32_t *lat;           /* per-answer latency in microseconds */
+static long latLen, latCap;
+static uint32_t *dCount;        /* per datum n - firstN: arrivals */
+static double *dLast, *dFirst, *dSent; /* per datum: last/first arrival, t */
+static long dCap;
+static double markReal, markMono, lastArrival;
+static struct rusage markUsage;
+
+static double nowReal(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double nowMono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double cpuSeconds(const struct rusage *ru) {
+    return ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6 +
+           ru->ru_stime.tv_sec + ru->ru_stime.tv_usec / 1e6;
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "loadgen: %s: %s\n", what, strerror(errno));
+    exit(2);
+}
+
+static void *xrealloc(void *p, size_t size) {
+    void *q = realloc(p, size);
+    if (q == NULL) {
+        fprintf(stderr, "loadgen: out of memory\n");
+        exit(2);
+    }
+    return q;
+}
+
+static void pushIdle(long i) {
+    idleQueue[(idleHead + idleCount) % nclients] = i;
+    idleCount++;
+}
+
+static long popIdle(void) {
+    long i = idleQueue[idleHead];
+    idleHead = (idleHead + 1) % nclients;
+    idleCount--;
+    return i;
+}
+
+static void setState(struct conn *c, int state) {
+    if (c->state == ST_CONNECTING) nconnecting--;
+    if (c->state == ST_WAITING) nwaiting--;
+    if (c->state == ST_SENDING || c->state == ST_WAITING) nestablished--;
+    c->state = state;
+    if (state == ST_CONNECTING) nconnecting++;
+    if (state == ST_WAITING) nwaiting++;
+    if (state == ST_SENDING || state == ST_WAITING) nestablished++;
+}
+
+static void closeConn(long i, int isError) {
+    struct conn *c = &conns[i];
+    if (c->fd >= 0) {
+        epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    c->fd = -1;
+    c->inlen = 0;
+    setState(c, ST_IDLE);
+    if (isError) errors++;
+    reconnects++;
+    pushIdle(i);
+}
+
+static void buildRequest(struct conn *c) {
+    int n;
+    if (useSince && c->since[0]) {
+        n = snprintf(c->out, OUT_MAX,
+                     "GET %s%ssince=%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path,
+                     strchr(path, '?') ? "&" : "?", c->since, host, port);
+    } else {
+        n = snprintf(c->out, OUT_MAX, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n",
+                     path, host, port);
+    }
+    c->outlen = n < OUT_MAX ? n : OUT_MAX - 1;
+    c->outoff = 0;
+}
+
+/* Watch connection i for `mask` (EPOLLIN or EPOLLOUT) if it is not already. */
+static void watch(long i, int mask) {
+    struct conn *c = &conns[i];
+    struct epoll_event ev;
+    if (c->mask == mask) return;
+    c->mask = mask;
+    ev.events = (uint32_t)mask;
+    ev.data.u64 = (uint64_t)i;
+    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Write what is left of the request; returns 0, or -1 on error. */
+static int flushRequest(long i) {
+    struct conn *c = &conns[i];
+    while (c->outoff < c->outlen) {
+        ssize_t w = write(c->fd, c->out + c->outoff, c->outlen - c->outoff);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                watch(i, EPOLLOUT);
+                setState(c, ST_SENDING);
+                return 0;
+            }
+            return -1;
+        }
+        c->outoff += (int)w;
+    }
+    watch(i, EPOLLIN);
+    setState(c, ST_WAITING);
+    return 0;
+}
+
+static void startConnect(long i) {
+    struct conn *c = &conns[i];
+    struct epoll_event ev;
+    int one = 1;
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) die("socket (raise the file limit?)");
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->inlen = 0;
+    c->mask = EPOLLOUT;
+    ev.events = EPOLLOUT;
+    ev.data.u64 = (uint64_t)i;
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");
+    if (connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 &&
+        errno != EINPROGRESS) {
+        closeConn(i, 1);
+        return;
+    }
+    setState(c, ST_CONNECTING);
+}
+
+/* Send the next request on connection i (which has no answer pending). */
+static void repoll(long i) {
+    setState(&conns[i], ST_SENDING);
+    buildRequest(&conns[i]);
+    if (flushRequest(i) < 0) closeConn(i, 1);
+}
+
+static void onConnected(long i) {
+    struct conn *c = &conns[i];
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+        closeConn(i, 1);
+        return;
+    }
+    repoll(i);
+}
+
+static int ensureDatum(long idx) {
+    if (idx < 0 || idx >= MAX_DATUMS) return 0;
+    if (idx >= dCap) {
+        long cap = dCap ? dCap : 1024;
+        while (cap <= idx) cap *= 2;
+        if (cap > MAX_DATUMS) cap = MAX_DATUMS;
+        dCount = xrealloc(dCount, cap * sizeof(*dCount));
+        dLast = xrealloc(dLast, cap * sizeof(*dLast));
+        dFirst = xrealloc(dFirst, cap * sizeof(*dFirst));
+        dSent = xrealloc(dSent, cap * sizeof(*dSent));
+        memset(dCount + dCap, 0, (cap - dCap) * sizeof(*dCount));
+        dCap = cap;
+    }
+    return 1;
+}
+
+/* Find `"name":` in body and return a pointer just past it, or NULL. */
+static const char *findMember(const char *body, const char *end,
+                              const char *name) {
+    size_t nl = strlen(name);
+    const char *p = body;
+    while (p + nl + 2 < end) {
+        const char *q = memchr(p, '"', end - p);
+        if (q == NULL || q + nl + 2 >= end) return NULL;
+        if (memcmp(q + 1, name, nl) == 0 && q[nl + 1] == '"') {
+            const char *r = q + nl + 2;
+            while (r < end && (*r == ' ' || *r == '\t')) r++;
+            if (r < end && *r == ':') {
+                r++;
+                while (r < end && (*r == ' ' || *r == '\t')) r++;
+                return r;
+            }
+        }
+        p = q + 1;
+    }
+    return NULL;
+}
+
+static void recordAnswer(const char *body, long blen) {
+    char tmp[512];
+    const char *end, *pt, *pn;
+    double t, arrival;
+    long n;
+    if (blen >= (long)sizeof(tmp)) blen = sizeof(tmp) - 1;
+    memcpy(tmp, body, blen);
+    tmp[blen] = 0;
+    end = tmp + blen;
+    pt = findMember(tmp, end, "t");
+    pn = findMember(tmp, end, "n");
+    if (pt == NULL || pn == NULL) {
+        badBodies++;
+        return;
+    }
+    t = strtod(pt, NULL);
+    n = strtol(pn, NULL, 10);
+    arrival = nowReal();
+    if (n < firstN) {
+        strays++;
+        return;
+    }
+    deliveries++;
+    lastArrival = arrival;
+    if (latLen == latCap) {
+        latCap = latCap ? latCap * 2 : 65536;
+        lat = xrealloc(lat, latCap * sizeof(*lat));
+    }
+    {
+        double us = (arrival - t) * 1e6;
+        if (us < 0) us = 0;
+        if (us > 4e9) us = 4e9;
+        lat[latLen++] = (uint32_t)us;
+    }
+    if (ensureDatum(n - firstN)) {
+        long k = n - firstN;
+        if (dCount[k] == 0) {
+            dFirst[k] = arrival;
+            dSent[k] = t;
+        }
+        dCount[k]++;
+        dLast[k] = arrival;
+    }
+}
+
+/*
+ * Parse a complete response at the start of c->in, if there is one.
+ * Returns 1 if one was consumed, 0 if more bytes are needed, -1 on error,
+ * 2 if it was consumed and the server will close.
+ */
+static int parseResponse(struct conn *c) {
+    char *hdrEnd, *line, *next;
+    long hlen, clen = -1, total;
+    int status, closeAfter = 0, haveId = 0;
+    c->in[c->inlen < IN_MAX ? c->inlen : IN_MAX - 1] = 0;
+    hdrEnd = memmem(c->in, c->inlen, "\r\n\r\n", 4);
+    if (hdrEnd == NULL) return c->inlen >= IN_MAX - 1 ? -1 : 0;
+    hlen = hdrEnd - c->in + 4;
+    if (sscanf(c->in, "HTTP/%*d.%*d %d", &status) != 1) return -1;
+    if (strncmp(c->in, "HTTP/1.0", 8) == 0) closeAfter = 1;
+    line = strstr(c->in, "\r\n");
+    while (line != NULL && line + 2 < hdrEnd) {
+        char *name = line + 2, *colon, *value;
+        next = strstr(name, "\r\n");
+        if (next == NULL) break;
+        colon = memchr(name, ':', next - name);
+        if (colon != NULL) {
+            size_t nlen = colon - name;
+            value = colon + 1;
+            while (value < next && (*value == ' ' || *value == '\t')) value++;
+            if (nlen == 14 && strncasecmp(name, "content-length", 14) == 0) {
+                clen = strtol(value, NULL, 10);
+            } else if (nlen == 10 && strncasecmp(name, "connection", 10) == 0) {
+                if (strncasecmp(value, "close", 5) == 0) closeAfter = 1;
+                if (strncasecmp(value, "keep-alive", 10) == 0) closeAfter = 0;
+            } else if (nlen == 10 && strncasecmp(name, "artcast-id", 10) == 0) {
+                size_t vlen = next - value, k, o = 0;
+                haveId = 1;
+                /* keep only URL-safe characters, percent-encode the rest */
+                for (k = 0; k < vlen && o + 4 < ID_MAX; k++) {
+                    unsigned char ch = (unsigned char)value[k];
+                    if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.' ||
+                        ch == '~') {
+                        c->since[o++] = (char)ch;
+                    } else if (ch != ' ' && ch != '\t') {
+                        o += snprintf(c->since + o, ID_MAX - o, "%%%02X", ch);
+                    }
+                }
+                c->since[o] = 0;
+            } else if (nlen == 11 && strncasecmp(name, "artcast-gap", 11) == 0) {
+                gaps++;
+            } else if (nlen == 17 &&
+                       strncasecmp(name, "transfer-encoding", 17) == 0) {
+                return -1; /* chunked answers are not expected */
+            }
+        }
+        line = next;
+    }
+    if (clen < 0) {
+        if (status == 204 || status == 304) clen = 0;
+        else return -1; /* body delimited by close: not supported */
+    }
+    total = hlen + clen;
+    if (total > IN_MAX - 1) return -1;
+    if (c->inlen < total) return 0;
+    if (status == 200) {
+        if (haveId) idsSeen++;
+        recordAnswer(c->in + hlen, clen);
+    } else {
+        non200++;
+    }
+    memmove(c->in, c->in + total, c->inlen - total);
+    c->inlen -= (int)total;
+    return closeAfter ? 2 : 1;
+}
+
+static void onReadable(long i) {
+    struct conn *c = &conns[i];
+    ssize_t r = read(c->fd, c->in + c->inlen, IN_MAX - 1 - c->inlen);
+    int p;
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        closeConn(i, 1);
+        return;
+    }
+    if (r == 0) {
+        closeConn(i, 0);
+        return;
+    }
+    c->inlen += (int)r;
+    p = parseResponse(c);
+    if (p == 0) return;
+    if (p < 0 || p == 2) {
+        closeConn(i, p < 0);
+        return;
+    }
+    repoll(i);
+}
+
+static void resetPhase(long first) {
+    firstN = first;
+    deliveries = strays = errors = reconnects = non200 = idsSeen = gaps = 0;
+    badBodies = 0;
+    latLen = 0;
+    if (dCap) memset(dCount, 0, dCap * sizeof(*dCount));
+    markReal = nowReal();
+    markMono = nowMono();
+    lastArrival = 0;
+    getrusage(RUSAGE_SELF, &markUsage);
+}
+
+static int cmpU32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmpDouble(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The index of the nearest-rank percentile p of n sorted values. */
+static long rankOf(long n, double p) {
+    long k = (long)ceil(p * n) - 1;
+    if (k < 0) k = 0;
+    if (k >= n) k = n - 1;
+    return k;
+}
+
+static double pctU32(const uint32_t *v, long n, double p) {
+    return n == 0 ? -1.0 : (double)v[rankOf(n, p)];
+}
+
+static double pctDouble(const double *v, long n, double p) {
+    return n == 0 ? -1.0 : (double)v[rankOf(n, p)];
+}
+
+static void printNumber(const char *name, double v, const char *sep) {
+    if (v < 0 || isnan(v)) printf("\"%s\":null%s", name, sep);
+    else printf("\"%s\":%.6g%s", name, v, sep);
+}
+
+static void report(long first, long last) {
+    struct rusage now;
+    double cpu, wall, window, sum = 0;
+    long sent = last - first + 1, k, seen = 0, complete = 0, pairs = 0;
+    double *comp = NULL, *compAny = NULL, firstSend = 0;
+    long ncomp = 0, nany = 0;
+    getrusage(RUSAGE_SELF, &now);
+    cpu = cpuSeconds(&now) - cpuSeconds(&markUsage);
+    wall = nowMono() - markMono;
+    if (sent < 0) sent = 0;
+    if (sent > 0) {
+        comp = xrealloc(NULL, sent * sizeof(double));
+        compAny = xrealloc(NULL, sent * sizeof(double));
+    }
+    for (k = 0; k < sent; k++) {
+        long idx = first + k - firstN;
+        if (idx < 0 || idx >= dCap || dCount[idx] == 0) continue;
+        seen++;
+        pairs += dCount[idx];
+        if (firstSend == 0 || dSent[idx] < firstSend) firstSend = dSent[idx];
+        compAny[nany++] = (dLast[idx] - dSent[idx]) * 1e3;
+        if (dCount[idx] >= (uint32_t)nclients) {
+            complete++;
+            comp[ncomp++] = (dLast[idx] - dSent[idx]) * 1e3;
+        }
+    }
+    /* the delivery window: first datum sent to last answer received */
+    window = (lastArrival > 0 && firstSend > 0) ? lastArrival - firstSend : 0;
+    qsort(lat, latLen, sizeof(*lat), cmpU32);
+    if (ncomp) qsort(comp, ncomp, sizeof(double), cmpDouble);
+    if (nany) qsort(compAny, nany, sizeof(double), cmpDouble);
+    for (k = 0; k < latLen; k++) sum += lat[k];
+
+    printf("{\"event\":\"report\",\"first\":%ld,\"last\":%ld,\"clients\":%ld,"
+           "\"established\":%ld,\"waiting\":%ld,",
+           first, last, nclients, nestablished, nwaiting);
+    printf("\"deliveries\":%ld,\"strays\":%ld,\"errors\":%ld,\"reconnects\":%ld,"
+           "\"non200\":%ld,\"bad_bodies\":%ld,\"ids_seen\":%ld,\"gaps\":%ld,",
+           deliveries, strays, errors, reconnects, non200, badBodies, idsSeen,
+           gaps);
+    printNumber("wall_s", wall, ",");
+    printNumber("window_s", window, ",");
+    printNumber("deliveries_per_s", window > 0 ? deliveries / window : -1, ",");
+    printf("\"latency_ms\":{");
+    printNumber("p50", pctU32(lat, latLen, 0.50) / 1e3, ",");
+    printNumber("p90", pctU32(lat, latLen, 0.90) / 1e3, ",");
+    printNumber("p99", pctU32(lat, latLen, 0.99) / 1e3, ",");
+    printNumber("max", latLen ? lat[latLen - 1] / 1e3 : -1, ",");
+    printNumber("mean", latLen ? sum / latLen / 1e3 : -1, "},");
+    printf("\"datums\":{\"sent\":%ld,\"seen\":%ld,\"complete\":%ld,"
+           "\"pairs\":%ld,",
+           sent, seen, complete, pairs);
+    printNumber("fraction_delivered",
+                sent > 0 ? (double)pairs / ((double)sent * nclients) : -1, ",");
+    printNumber("fraction_complete", sent > 0 ? (double)complete / sent : -1,
+                "},");
+    printf("\"completion_ms\":{");
+    printNumber("p50", pctDouble(comp, ncomp, 0.50), ",");
+    printNumber("p99", pctDouble(comp, ncomp, 0.99), ",");
+    printNumber("max", ncomp ? comp[ncomp - 1] : -1, "},");
+    printf("\"completion_any_ms\":{");
+    printNumber("p50", pctDouble(compAny, nany, 0.50), ",");
+    printNumber("p99", pctDouble(compAny, nany, 0.99), ",");
+    printNumber("max", nany ? compAny[nany - 1] : -1, "},");
+    printNumber("loadgen_cpu_s", cpu, ",");
+    printNumber("loadgen_cpu_frac", wall > 0 ? cpu / wall : -1, "}\n");
+    fflush(stdout);
+    free(comp);
+    free(compAny);
+}
+
+static void status(void) {
+    printf("{\"event\":\"status\",\"clients\":%ld,\"established\":%ld,"
+           "\"waiting\":%ld,\"connecting\":%ld,\"deliveries\":%ld,"
+           "\"errors\":%ld,\"reconnects\":%ld}\n",
+           nclients, nestablished, nwaiting, nconnecting, deliveries, errors,
+           reconnects);
+    fflush(stdout);
+}
+
+/* Handle complete command lines from stdin; returns 0 to quit. */
+static int onStdin(void) {
+    static char buf[4096];
+    static size_t len;
+    ssize_t r = read(0, buf + len, sizeof(buf) - 1 - len);
+    char *nl;
+    if (r <= 0) return 0;
+    len += (size_t)r;
+    buf[len] = 0;
+    while ((nl = memchr(buf, '\n', len)) != NULL) {
+        long a = 0, b = 0;
+        *nl = 0;
+        if (strncmp(buf, "QUIT", 4) == 0) return 0;
+        if (strncmp(buf, "STATUS", 6) == 0) status();
+        else if (sscanf(buf, "MARK %ld", &a) == 1) {
+            resetPhase(a);
+            printf("{\"event\":\"mark\",\"first\":%ld}\n", a);
+            fflush(stdout);
+        } else if (sscanf(buf, "REPORT %ld %ld", &a, &b) == 2) {
+            report(a, b);
+        } else {
+            fprintf(stderr, "loadgen: unknown command: %s\n", buf);
+        }
+        len -= (size_t)(nl + 1 - buf);
+        memmove(buf, nl + 1, len);
+    }
+    if (len >= sizeof(buf) - 1) len = 0;
+    return 1;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: loadgen --port P --clients N [--host 127.0.0.1]\n"
+            "               [--path /artcasts/bench/fanout] [--since]\n"
+            "               [--connect-rate 4000] [--connect-in-flight 64]\n"
+            "               [--max-seconds 600]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    struct rlimit rl;
+    struct epoll_event ev, *events;
+    double tokens = 0, lastTick, start;
+    int i, maxEvents = 1024;
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--since") == 0) { useSince = 1; continue; }
+        if (v == NULL) usage();
+        if (strcmp(a, "--host") == 0) host = v;
+        else if (strcmp(a, "--port") == 0) port = atoi(v);
+        else if (strcmp(a, "--path") == 0) path = v;
+        else if (strcmp(a, "--clients") == 0) nclients = atol(v);
+        else if (strcmp(a, "--connect-rate") == 0) connectRate = atof(v);
+        else if (strcmp(a, "--connect-in-flight") == 0) connectInFlight = atoi(v);
+        else if (strcmp(a, "--max-seconds") == 0) maxSeconds = atof(v);
+        else usage();
+        i++;
+    }
+    if (nclients < 1 || port < 1 || port > 65535) usage();
+
+    /* Raise the soft file limit to the hard one; say so if too low. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        if ((long)rl.rlim_cur < nclients + 16) {
+            fprintf(stderr, "loadgen: file limit %ld too low for %ld clients\n",
+                    (long)rl.rlim_cur, nclients);
+            return 2;
+        }
+    }
+
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+        fprintf(stderr, "loadgen: --host must be an IPv4 address\n");
+        return 2;
+    }
+
+    conns = calloc((size_t)nclients, sizeof(*conns));
+    idleQueue = calloc((size_t)nclients, sizeof(*idleQueue));
+    events = calloc((size_t)maxEvents, sizeof(*events));
+    if (conns == NULL || idleQueue == NULL || events == NULL) die("calloc");
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) die("epoll_create1");
+    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+    ev.events = EPOLLIN;
+    ev.data.u64 = STDIN_TAG;
+    epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &ev);
+
+    for (long k = 0; k < nclients; k++) {
+        conns[k].fd = -1;
+        pushIdle(k);
+    }
+    resetPhase(0);
+    start = lastTick = nowMono();
+
+    for (;;) {
+        double now = nowMono();
+        int n, timeout;
+        if (now - start > maxSeconds) {
+            fprintf(stderr, "loadgen: --max-seconds reached, exiting\n");
+            break;
+        }
+        /* Pace new connections: a token bucket and a cap on handshakes. */
+        tokens += (now - lastTick) * connectRate;
+        if (tokens > connectInFlight) tokens = connectInFlight;
+        lastTick = now;
+        while (idleCount > 0 && tokens >= 1 && nconnecting < connectInFlight) {
+            startConnect(popIdle());
+            tokens -= 1;
+        }
+        if (!readySent && nwaiting == nclients) {
+            readySent = 1;
+            printf("{\"event\":\"ready\",\"clients\":%ld,\"seconds\":%.3f,"
+                   "\"errors\":%ld}\n",
+                   nclients, nowMono() - start, errors);
+            fflush(stdout);
+        }
+        timeout = idleCount > 0 ? 2 : 100;
+        n = epoll_wait(epfd, events, maxEvents, timeout);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die("epoll_wait");
+        }
+        for (i = 0; i < n; i++) {
+            uint64_t tag = events[i].data.u64;
+            struct conn *c;
+            if (tag == STDIN_TAG) {
+                if (!onStdin()) goto done;
+                continue;
+            }
+            c = &conns[tag];
+            if (c->fd < 0) continue;
+            if (c->state == ST_CONNECTING) {
+                onConnected((long)tag);
+            } else if (c->state == ST_SENDING) {
+                if (events[i].events & (EPOLLERR | EPOLLHUP)) closeConn((long)tag, 1);
+                else if (flushRequest((long)tag) < 0) closeConn((long)tag, 1);
+            } else if (c->state == ST_WAITING) {
+                onReadable((long)tag);
+            }
+        }
+    }
+done:
+    return 0;
+}
