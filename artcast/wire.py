@@ -440,7 +440,8 @@ def _document(
         raise BadDatagram("not-utf8", f"not UTF-8: {e}") from None
     document = _loads(text)
     if signingKeys and not verified and isinstance(document, dict) and "sig" in document:
-        raise BadDatagram("bad-signature", 'the "sig" member must be the last bytes of the datagram')
+        raise BadDatagram("bad-signature",
+                          'the "sig" member must be the last bytes of the datagram')
     return document, verified
 
 

@@ -1,0 +1,175 @@
+# -*- test-case-name: tests.test_send -*-
+"""
+C{artcast-send KEY VALUE}: send one datum from a shell.
+
+    artcast-send test/greeting 'hello'          # the string "hello"
+    artcast-send sensors/door/open true         # the JSON value true
+    artcast-send weather/oslo '{"temp": 21.5}'  # a JSON object
+    artcast-send weather/oslo '"42"'            # the string "42"
+
+VALUE is parsed as JSON when it is valid (strict) JSON, otherwise sent as a
+string.  The datum goes out as a version 2 datagram (its id is printed) or,
+with C{--v1}, as an original Artcast datagram C{[key, value]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import socket
+import sys
+from typing import Any, Sequence, TextIO
+
+from artcast.source import DEFAULT_GROUPS, Source, multicastSocket, sendDatagrams
+from artcast.wire import BadKey, encodeData, parseKeyFile, validateKey, validateSource
+
+__all__ = ["main", "parseValue", "ipv4Argument", "portArgument", "ttlArgument"]
+
+DEFAULT_GROUP, DEFAULT_PORT = DEFAULT_GROUPS[0]
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(text)
+    return number
+
+
+def _notAConstant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def parseValue(text: str) -> object:
+    """
+    The value a command-line argument stands for: its JSON value when it is
+    strict JSON (no C{NaN}, no C{Infinity}, no number out of range),
+    otherwise the text itself.
+    """
+    try:
+        return json.loads(text, parse_constant=_notAConstant, parse_float=_finite)
+    except (ValueError, RecursionError):
+        return text
+
+
+def ipv4Argument(text: str) -> str:
+    try:
+        socket.inet_aton(text)
+    except OSError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
+    if text.count(".") != 3:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}")
+    return text
+
+
+def portArgument(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return int(text)
+
+
+def ttlArgument(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 255:
+        raise argparse.ArgumentTypeError(f"a TTL is from 0 to 255, not {text!r}")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="artcast-send",
+        description="Send one datum to Artcast servers over multicast.",
+        epilog="VALUE is parsed as JSON when it is valid JSON, else sent as a string.",
+    )
+    parser.add_argument("key", metavar="KEY", help="the artcast's key, e.g. test/greeting")
+    parser.add_argument("value", metavar="VALUE", help="the value: JSON, or any text")
+    parser.add_argument("--group", action="append", type=ipv4Argument, metavar="ADDRESS",
+                        help=f"multicast group to send to (default {DEFAULT_GROUP}); "
+                        "repeat to feed several groups")
+    parser.add_argument("--port", type=portArgument, default=DEFAULT_PORT,
+                        help=f"UDP port of the data group (default {DEFAULT_PORT})")
+    parser.add_argument("--ttl", type=ttlArgument, default=1,
+                        help="multicast TTL: 1 stays on the local network (default), "
+                        "0 on this host")
+    parser.add_argument("--interface", type=ipv4Argument, metavar="ADDRESS",
+                        help="local address of the interface to send from")
+    parser.add_argument("--key-file", metavar="PATH",
+                        help="sign the datagram with the key in this file")
+    parser.add_argument("--src", help="the source name (default: host name and random digits)")
+    parser.add_argument("--v1", action="store_true",
+                        help="send an original Artcast datagram [key, value] (cannot be signed)")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    sock: Any = None,
+) -> int:
+    """
+    Run C{artcast-send}.
+
+    @param argv: the arguments, without the program name; by default C{sys.argv[1:]}.
+    @param sock: a socket-like object to send with, for tests.
+    @return: the exit status: 0 when sent, 1 when the network refused,
+        2 for bad arguments (argparse's own errors exit with 2 too).
+    """
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    options = _parser().parse_args(argv)
+
+    def fail(message: str, status: int = 2) -> int:
+        print(f"artcast-send: {message}", file=err)
+        return status
+
+    try:
+        validateKey(options.key)
+    except BadKey as e:
+        return fail(f"bad key: {e}")
+    if options.src is not None:
+        try:
+            validateSource(options.src)
+        except ValueError as e:
+            return fail(str(e))
+    if options.v1 and options.key_file:
+        return fail("--v1 datagrams cannot be signed; leave out --key-file or --v1")
+    if options.v1 and options.src:
+        return fail("--v1 datagrams carry no source name; leave out --src or --v1")
+    signingKey = None
+    if options.key_file:
+        try:
+            with open(options.key_file, "rb") as keyFile:
+                signingKey = parseKeyFile(keyFile.read())
+        except (OSError, ValueError) as e:
+            return fail(f"cannot read the key file {options.key_file}: {e}")
+    value = parseValue(options.value)
+    groups = [(group, options.port) for group in (options.group or [DEFAULT_GROUP])]
+
+    try:
+        if options.v1:
+            try:
+                datagrams = encodeData(options.key, value)
+            except ValueError as e:
+                return fail(str(e))
+            sendSocket = multicastSocket(options.ttl, options.interface, sock)
+            try:
+                sendDatagrams(sendSocket, datagrams, groups)
+            finally:
+                sendSocket.close()
+        else:
+            with Source(options.src, groups, (), options.ttl, options.interface,
+                        signingKey, sock=sock) as source:
+                try:
+                    datumId = source.send(options.key, value)
+                except ValueError as e:
+                    return fail(str(e))
+            print(datumId, file=out)
+    except OSError as e:
+        where = ", ".join(f"{group}:{port}" for group, port in groups)
+        return fail(f"cannot send to {where}: {e}", 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,677 @@
+"""
+Tests for L{artcast.source} (L{Source}, L{SourceService}) and for
+C{sources/test-sources.py}.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import socket
+import struct
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from artcast.source import (
+    DEFAULT_GROUPS,
+    DEFAULT_REGISTER_GROUPS,
+    Source,
+    SourceService,
+    defaultSourceName,
+)
+from artcast.wire import (
+    BadKey,
+    DataMessage,
+    Fragment,
+    Reassembler,
+    RegisterMessage,
+    Stamp,
+    parseData,
+    parseRegister,
+    validateSource,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GROUP_A = ("239.255.1.1", 15007)
+GROUP_B = ("239.255.1.2", 15017)
+REGISTER = ("239.255.1.1", 15008)
+
+#: How long a test waits for a datagram on loopback, in seconds.
+RECEIVE_LIMIT = 5.0
+
+
+def randomGroup() -> str:
+    """
+    A random group in 239.255.0.0/16.
+    """
+    return "239.255.%d.%d" % (random.randint(0, 255), random.randint(1, 254))
+
+
+class MulticastReceiver:
+    """
+    A blocking socket joined to a random group on 127.0.0.1, on a free port,
+    that gives up after L{RECEIVE_LIMIT} seconds.
+    """
+
+    def __init__(self) -> None:
+        self.group = randomGroup()
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("0.0.0.0", 0))
+        self.port = self.socket.getsockname()[1]
+        self.socket.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                               socket.inet_aton(self.group) + socket.inet_aton("127.0.0.1"))
+        self.socket.settimeout(RECEIVE_LIMIT)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.group, self.port)
+
+    def receive(self, count: int = 1) -> list[bytes]:
+        """
+        The next C{count} datagrams (C{socket.timeout} if they do not come).
+        """
+        return [self.socket.recv(65536) for _ in range(count)]
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class FakeSocket:
+    """
+    Records what a L{Source} does to its socket.
+    """
+
+    def __init__(self, failFor: tuple[str, int] | None = None) -> None:
+        self.options: dict[tuple[int, int], bytes] = {}
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.failFor = failFor
+        self.closed = False
+
+    def setsockopt(self, level: int, option: int, value: bytes) -> None:
+        self.options[level, option] = value
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        if address == self.failFor:
+            raise OSError(101, "Network is unreachable")
+        self.sent.append((data, address))
+        return len(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def to(self, address: tuple[str, int]) -> list[bytes]:
+        """
+        The datagrams sent to C{address}, in order.
+        """
+        return [data for data, where in self.sent if where == address]
+
+
+class FakeTime:
+    """
+    A clock whose sleep moves it forward.
+    """
+
+    def __init__(self, now: float = 1795312345.123) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class SourceTests(SynchronousTestCase):
+    """
+    The blocking L{Source}.
+    """
+
+    def setUp(self) -> None:
+        self.socket = FakeSocket()
+        self.time = FakeTime()
+        self.source = self.makeSource()
+
+    def makeSource(self, **kwargs: Any) -> Source:
+        """
+        A source named C{oslo-station} sending to groups A and B, on fakes.
+        """
+        arguments: dict[str, Any] = dict(
+            src="oslo-station", groups=[GROUP_A, GROUP_B], registerGroups=[REGISTER],
+            now=self.time, sleep=self.time.sleep, sock=self.socket,
+        )
+        arguments.update(kwargs)
+        return Source(**arguments)
+
+    def test_socketOptions(self) -> None:
+        """
+        The socket gets the TTL, loopback on and, when given, the interface.
+        """
+        self.makeSource(ttl=0, interface="127.0.0.1")
+        self.assertEqual(self.socket.options, {
+            (socket.IPPROTO_IP, socket.IP_MULTICAST_TTL): struct.pack("B", 0),
+            (socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP): struct.pack("B", 1),
+            (socket.IPPROTO_IP, socket.IP_MULTICAST_IF): socket.inet_aton("127.0.0.1"),
+        })
+
+    def test_defaults(self) -> None:
+        """
+        By default a source sends with TTL 1, no chosen interface, to
+        224.1.1.1 ports 5007 and 5008.
+        """
+        sock = FakeSocket()
+        source = Source(now=self.time, sock=sock)
+        self.assertEqual(sock.options[socket.IPPROTO_IP, socket.IP_MULTICAST_TTL],
+                         struct.pack("B", 1))
+        self.assertNotIn((socket.IPPROTO_IP, socket.IP_MULTICAST_IF), sock.options)
+        source.register("a")
+        source.send("a", 1)
+        self.assertEqual([where for _, where in sock.sent],
+                         [DEFAULT_REGISTER_GROUPS[0], DEFAULT_GROUPS[0]])
+        self.assertEqual(DEFAULT_GROUPS, (("224.1.1.1", 5007),))
+        self.assertEqual(DEFAULT_REGISTER_GROUPS, (("224.1.1.1", 5008),))
+
+    def test_send(self) -> None:
+        """
+        Each datum goes to every group as a version 2 datagram; seq counts
+        datums across keys from 1 and boot is the start time in ms.
+        """
+        self.assertEqual(self.source.send("a/b", {"x": 1}), "oslo-station.1795312345123.1")
+        self.time.now += 1.5
+        self.assertEqual(self.source.send("c", [None]), "oslo-station.1795312345123.2")
+        for group in (GROUP_A, GROUP_B):
+            self.assertEqual([parseData(d) for d in self.socket.to(group)], [
+                DataMessage("a/b", {"x": 1}, Stamp("oslo-station", 1795312345123, 1,
+                                                   1795312345.123)),
+                DataMessage("c", [None], Stamp("oslo-station", 1795312345123, 2,
+                                               1795312346.623)),
+            ])
+        self.assertEqual(self.source.boot, 1795312345123)
+        self.assertEqual(self.source.src, "oslo-station")
+
+    def test_badDatum(self) -> None:
+        """
+        A bad key or value raises L{ValueError}, sends nothing and does not
+        use up a sequence number.
+        """
+        self.assertRaises(BadKey, self.source.send, "a//b", 1)
+        self.assertRaises(ValueError, self.source.send, "a", float("nan"))
+        self.assertEqual(self.socket.sent, [])
+        self.assertTrue(self.source.send("a", 1).endswith(".1"))
+
+    def test_register(self) -> None:
+        """
+        A registration is sent at once to the register groups, with the
+        metadata given; a license may be just a URI.
+        """
+        self.source.register("test/tick", description="d", provenance="p",
+                             license="https://example.com/l", unit="s")
+        self.source.register("test/now")
+        [first, second] = [parseRegister(d) for d in self.socket.to(REGISTER)]
+        self.assertEqual(first, RegisterMessage(
+            "test/tick",
+            {"description": "d", "provenance": "p", "license": {"uri": "https://example.com/l"},
+             "unit": "s"},
+            Stamp("oslo-station", 1795312345123, 0, 1795312345.123)))
+        self.assertEqual(second.meta, {})
+        self.assertEqual(self.socket.to(GROUP_A), [])
+        self.assertRaises(ValueError, self.source.register, "a", description=5)
+        self.assertRaises(BadKey, self.source.register, "a/*")
+
+    def test_reRegisterOnSend(self) -> None:
+        """
+        Sending re-sends every registration once 30 seconds have passed since
+        the first was sent, and again every 30 seconds.
+        """
+        self.source.register("a", description="A")
+        self.source.register("b", description="B")
+        self.time.now += 29.9
+        self.source.send("a", 1)
+        self.assertEqual(len(self.socket.to(REGISTER)), 2)
+        self.time.now += 0.1
+        self.source.send("a", 2)
+        self.assertEqual([parseRegister(d).key for d in self.socket.to(REGISTER)],
+                         ["a", "b", "a", "b"])
+        self.time.now += 20
+        self.source.send("a", 3)
+        self.assertEqual(len(self.socket.to(REGISTER)), 4)
+        self.time.now += 10
+        self.source.send("a", 4)
+        self.assertEqual(len(self.socket.to(REGISTER)), 6)
+
+    def test_sleepKeepsRegistrations(self) -> None:
+        """
+        L{Source.sleep} waits the whole time and re-sends the registrations
+        every 30 seconds meanwhile.
+        """
+        self.source.register("a")
+        start = self.time.now
+        self.source.sleep(95)
+        self.assertEqual(self.time.now, start + 95)
+        stamps = [parseRegister(d).stamp.sent - start for d in self.socket.to(REGISTER)]
+        self.assertEqual(stamps, [0, 30, 60, 90])
+        self.assertLessEqual(len(self.time.sleeps), 5)
+
+    def test_sleepWithoutRegistrations(self) -> None:
+        """
+        Without registrations, L{Source.sleep} is one plain sleep.
+        """
+        self.source.sleep(100)
+        self.assertEqual(self.time.sleeps, [100])
+        self.assertEqual(self.socket.sent, [])
+
+    def test_run(self) -> None:
+        """
+        L{Source.run} sends what the producer returns every interval, on a
+        schedule that does not drift, and sends nothing for L{None}.
+        """
+        start = self.time.now
+        calls = []
+
+        def produce() -> dict[str, object] | None:
+            calls.append(self.time.now - start)
+            self.time.now += 0.25  # the producer takes time
+            return None if len(calls) == 2 else {"n": len(calls), "m": "x"}
+
+        self.source.run(1.0, produce, count=4)
+        self.assertEqual(calls, [0, 1, 2, 3])
+        values = [parseData(d) for d in self.socket.to(GROUP_A)]
+        self.assertEqual([(m.key, m.value) for m in values],
+                         [("n", 1), ("m", "x"), ("n", 3), ("m", "x"), ("n", 4), ("m", "x")])
+        self.assertEqual([m.stamp.seq for m in values], [1, 2, 3, 4, 5, 6])
+
+    def test_runLate(self) -> None:
+        """
+        When the producer overruns the interval, L{Source.run} goes on at
+        once instead of sending a burst to catch up.
+        """
+        start = self.time.now
+        calls = []
+
+        def produce() -> None:
+            calls.append(self.time.now - start)
+            if len(calls) == 1:
+                self.time.now += 3.5
+
+        self.source.run(1.0, produce, count=3)
+        self.assertEqual(calls, [0, 3.5, 4.5])
+
+    def test_signed(self) -> None:
+        """
+        With a signing key, every datagram verifies with that key.
+        """
+        source = self.makeSource(signingKey=b"key")
+        source.register("a")
+        source.send("a", 1)
+        self.assertEqual(parseRegister(self.socket.to(REGISTER)[0], [b"key"], True).key, "a")
+        self.assertEqual(parseData(self.socket.to(GROUP_A)[0], [b"key"], True).value, 1)
+
+    def test_fragments(self) -> None:
+        """
+        A value larger than C{maxDatagram} goes out in fragments that re-assemble.
+        """
+        source = self.makeSource(maxDatagram=500)
+        value = {"long": "z" * 3000}
+        source.send("big", value)
+        datagrams = self.socket.to(GROUP_A)
+        self.assertGreater(len(datagrams), 1)
+        reassembler = Reassembler(Clock())
+        results = []
+        for datagram in datagrams:
+            self.assertLessEqual(len(datagram), 500)
+            fragment = parseData(datagram)
+            self.assertIsInstance(fragment, Fragment)
+            results.append(reassembler.feed(fragment))
+        self.assertEqual(results[-1].value, value)
+
+    def test_networkError(self) -> None:
+        """
+        When one group cannot be reached, the others still get the datum and
+        the error is raised afterwards.
+        """
+        self.socket.failFor = GROUP_A
+        error = self.assertRaises(OSError, self.source.send, "a", 1)
+        self.assertEqual(error.errno, 101)
+        self.assertEqual(len(self.socket.to(GROUP_B)), 1)
+
+    def test_names(self) -> None:
+        """
+        A bad source name is refused; the default one is valid and differs
+        between sources.
+        """
+        self.assertRaises(ValueError, self.makeSource, src="a.b")
+        self.assertRaises(ValueError, self.makeSource, src="")
+        names = {defaultSourceName() for _ in range(5)}
+        self.assertEqual(len(names), 5)
+        for name in names:
+            self.assertEqual(validateSource(name), name)
+            self.assertRegex(name, r"-[0-9a-f]{6}$")
+        self.assertRegex(Source(now=self.time, sock=FakeSocket()).src, r"-[0-9a-f]{6}$")
+
+    def test_close(self) -> None:
+        """
+        Leaving the C{with} block closes the socket.
+        """
+        with self.source as source:
+            self.assertIs(source, self.source)
+        self.assertTrue(self.socket.closed)
+
+    def test_badTtl(self) -> None:
+        """
+        A TTL outside 0-255 is refused.
+        """
+        self.assertRaises(OSError, self.makeSource, ttl=256)
+
+
+class SourceOverLoopbackTests(SynchronousTestCase):
+    """
+    L{Source} on a real socket, to a group joined on 127.0.0.1.
+    """
+
+    def test_sendAndRegister(self) -> None:
+        """
+        A registration and a datum sent with TTL 0 from 127.0.0.1 arrive.
+        """
+        receiver = MulticastReceiver()
+        self.addCleanup(receiver.close)
+        with Source("loop", groups=[receiver.address], registerGroups=[receiver.address],
+                    ttl=0, interface="127.0.0.1") as source:
+            source.register("test/x", description="X")
+            datumId = source.send("test/x", [1, "two"])
+        first, second = receiver.receive(2)
+        self.assertEqual(parseRegister(first).meta, {"description": "X"})
+        message = parseData(second)
+        self.assertEqual((message.key, message.value), ("test/x", [1, "two"]))
+        self.assertEqual(message.stamp.datumId(), datumId)
+
+
+class FakePort:
+    """
+    What L{FakeMulticastReactor.listenMulticast} returns: records settings
+    and writes.
+    """
+
+    def __init__(self) -> None:
+        self.ttl: int | None = None
+        self.loopback: bool | None = None
+        self.interface: str | None = None
+        self.written: list[tuple[bytes, tuple[str, int]]] = []
+        self.listening = True
+        self.failWrites = False
+
+    def setTTL(self, ttl: int) -> None:
+        self.ttl = ttl
+
+    def setLoopbackMode(self, mode: bool) -> None:
+        self.loopback = bool(mode)
+
+    def setOutgoingInterface(self, interface: str) -> defer.Deferred[int]:
+        self.interface = interface
+        return defer.succeed(1)
+
+    def write(self, datagram: bytes, address: tuple[str, int]) -> None:
+        if self.failWrites:
+            raise OSError(101, "Network is unreachable")
+        self.written.append((datagram, address))
+
+    def stopListening(self) -> defer.Deferred[None]:
+        self.listening = False
+        return defer.succeed(None)
+
+    def to(self, address: tuple[str, int]) -> list[bytes]:
+        return [data for data, where in self.written if where == address]
+
+
+class FakeMulticastReactor(Clock):
+    """
+    A clock that also hands out L{FakePort}s for C{listenMulticast}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ports: list[FakePort] = []
+
+    def listenMulticast(self, port: int, protocol: DatagramProtocol, interface: str = "",
+                        maxPacketSize: int = 8192, listenMultiple: bool = False) -> FakePort:
+        fake = FakePort()
+        self.ports.append(fake)
+        return fake
+
+
+class SourceServiceTests(SynchronousTestCase):
+    """
+    L{SourceService} on a fake reactor.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeMulticastReactor()
+        self.reactor.advance(1795312345.123)
+        self.service = SourceService(self.reactor, "svc", groups=[GROUP_A, GROUP_B],
+                                     registerGroups=[REGISTER], ttl=0, interface="127.0.0.1")
+
+    def test_start(self) -> None:
+        """
+        Starting opens a port with the TTL, loopback on and the interface,
+        and begins a boot at the current time in ms.
+        """
+        self.service.startService()
+        [port] = self.reactor.ports
+        self.assertEqual((port.ttl, port.loopback, port.interface), (0, True, "127.0.0.1"))
+        self.assertEqual(self.service.boot, 1795312345123)
+
+    def test_registerEvery30Seconds(self) -> None:
+        """
+        Registrations go out at start and every 30 seconds while running.
+        """
+        self.service.register("a", description="A", license={"uri": "u", "title": "t"})
+        self.service.startService()
+        port = self.reactor.ports[0]
+        self.assertEqual(len(port.to(REGISTER)), 1)
+        self.reactor.advance(29)
+        self.assertEqual(len(port.to(REGISTER)), 1)
+        self.reactor.advance(1)
+        self.reactor.advance(30)
+        messages = [parseRegister(d) for d in port.to(REGISTER)]
+        self.assertEqual(len(messages), 3)
+        self.assertEqual(messages[-1].meta,
+                         {"description": "A", "license": {"uri": "u", "title": "t"}})
+        self.assertEqual(messages[-1].stamp.sent, 1795312345.123 + 60)
+
+    def test_registerWhileRunning(self) -> None:
+        """
+        A registration made while running is sent at once.
+        """
+        self.service.startService()
+        self.service.register("b", provenance="P")
+        [datagram] = self.reactor.ports[0].to(REGISTER)
+        self.assertEqual(parseRegister(datagram).meta, {"provenance": "P"})
+
+    def test_publish(self) -> None:
+        """
+        L{SourceService.publish} sends a version 2 datum to every group and
+        returns its id.
+        """
+        self.service.startService()
+        self.assertEqual(self.service.publish("k", "v"), "svc.1795312345123.1")
+        self.assertEqual(self.service.publish("k", 2), "svc.1795312345123.2")
+        port = self.reactor.ports[0]
+        for group in (GROUP_A, GROUP_B):
+            self.assertEqual([parseData(d).value for d in port.to(group)], ["v", 2])
+
+    def test_publishStopped(self) -> None:
+        """
+        Publishing before start or after stop raises L{RuntimeError}.
+        """
+        self.assertRaises(RuntimeError, self.service.publish, "k", 1)
+        self.service.startService()
+        self.service.stopService()
+        self.assertRaises(RuntimeError, self.service.publish, "k", 1)
+
+    def test_stop(self) -> None:
+        """
+        Stopping closes the port and ends the registrations.
+        """
+        self.service.register("a")
+        self.service.startService()
+        port = self.reactor.ports[0]
+        self.successResultOf(defer.maybeDeferred(self.service.stopService))
+        self.assertFalse(port.listening)
+        self.reactor.advance(100)
+        self.assertEqual(len(port.to(REGISTER)), 1)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_restartIsNewBoot(self) -> None:
+        """
+        Each start is a new, larger boot, and seq starts again at 1.
+        """
+        self.service.startService()
+        self.service.publish("k", 1)
+        self.service.stopService()
+        self.service.startService()
+        self.assertEqual(self.service.boot, 1795312345124)
+        self.assertEqual(self.service.publish("k", 1), "svc.1795312345124.1")
+
+    def test_networkErrorLogged(self) -> None:
+        """
+        A failed write is logged, not raised, and the registrations go on.
+        """
+        self.service.register("a")
+        self.service.startService()
+        port = self.reactor.ports[0]
+        port.failWrites = True
+        self.service.publish("k", 1)
+        self.reactor.advance(30)
+        port.failWrites = False
+        self.reactor.advance(30)
+        self.assertEqual(len(port.to(REGISTER)), 2)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_signed(self) -> None:
+        """
+        With a signing key, the service signs datums and registrations.
+        """
+        service = SourceService(self.reactor, "svc", groups=[GROUP_A],
+                                registerGroups=[REGISTER], signingKey=b"k")
+        service.register("a")
+        service.startService()
+        port = self.reactor.ports[-1]
+        service.publish("a", 1)
+        self.assertEqual(parseData(port.to(GROUP_A)[0], [b"k"], True).value, 1)
+        self.assertEqual(parseRegister(port.to(REGISTER)[0], [b"k"], True).key, "a")
+
+
+class DatagramCollector(DatagramProtocol):
+    """
+    Fires C{self.arrived} with the first datagram received.
+    """
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.arrived: defer.Deferred[bytes] = defer.Deferred()
+
+    def startProtocol(self) -> None:
+        self.joined = self.transport.joinGroup(self.group, "127.0.0.1")
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.arrived.called:
+            self.arrived.callback(data)
+
+
+class SourceServiceOverLoopbackTests(TestCase):
+    """
+    L{SourceService} on the real reactor, over loopback.
+    """
+
+    timeout = 10
+
+    @defer.inlineCallbacks
+    def test_publish(self):
+        """
+        A datum published by a running service arrives at a group member.
+        """
+        group = randomGroup()
+        collector = DatagramCollector(group)
+        listening = reactor.listenMulticast(0, collector, listenMultiple=True)
+        self.addCleanup(listening.stopListening)
+        yield collector.joined
+        address = (group, listening.getHost().port)
+        service = SourceService(reactor, "loop", groups=[address], registerGroups=[],
+                                ttl=0, interface="127.0.0.1")
+        service.startService()
+        self.addCleanup(service.stopService)
+        datumId = service.publish("test/x", {"ok": True})
+        message = parseData((yield collector.arrived))
+        self.assertEqual((message.key, message.value), ("test/x", {"ok": True}))
+        self.assertEqual(message.stamp.datumId(), datumId)
+
+
+def loadTestSources() -> Any:
+    """
+    Import C{sources/test-sources.py} (its name is not a module name).
+    """
+    spec = importlib.util.spec_from_file_location(
+        "artcast_test_sources", os.path.join(ROOT, "sources", "test-sources.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestSourcesTests(SynchronousTestCase):
+    """
+    C{sources/test-sources.py}: C{test/tick} and C{test/now} over multicast.
+    """
+
+    def setUp(self) -> None:
+        self.module = loadTestSources()
+
+    def test_isoNow(self) -> None:
+        """
+        C{test/now} is ISO 8601 UTC to the second.
+        """
+        self.assertEqual(self.module.isoNow(1795312399.9), "2026-11-22T01:53:19Z")
+        self.assertEqual(self.module.isoNow(0), "1970-01-01T00:00:00Z")
+
+    def test_sends(self) -> None:
+        """
+        Over loopback with TTL 0, the script registers both artcasts with a
+        license, then sends an increasing tick and the time once a second.
+        """
+        data, register = MulticastReceiver(), MulticastReceiver()
+        self.addCleanup(data.close)
+        self.addCleanup(register.close)
+        clock = FakeTime(now=1795312399.25)
+        status = self.module.main(
+            ["--group", data.group, "--port", str(data.port),
+             "--register-group", register.group, "--register-port", str(register.port),
+             "--ttl", "0", "--interface", "127.0.0.1", "--count", "3", "--src", "test-src"],
+            now=clock, sleep=clock.sleep)
+        self.assertEqual(status, 0)
+        registrations = {m.key: m.meta for m in map(parseRegister, register.receive(2))}
+        self.assertEqual(sorted(registrations), ["test/now", "test/tick"])
+        for meta in registrations.values():
+            self.assertEqual(set(meta), {"description", "provenance", "license"})
+            self.assertEqual(meta["license"]["title"], "CC0 1.0 Universal")
+        messages = [parseData(d) for d in data.receive(6)]
+        self.assertEqual([m.value for m in messages if m.key == "test/tick"], [1, 2, 3])
+        self.assertEqual([m.value for m in messages if m.key == "test/now"],
+                         ["2026-11-22T01:53:20Z", "2026-11-22T01:53:21Z",
+                          "2026-11-22T01:53:22Z"])
+        self.assertEqual([m.stamp.seq for m in messages], [1, 2, 3, 4, 5, 6])
+        self.assertTrue(all(m.stamp.source == "test-src" for m in messages))
+        self.assertEqual(clock.sleeps, [0.75, 1.0, 1.0])
+
+    def test_defaults(self) -> None:
+        """
+        By default the script sends with TTL 1 to 224.1.1.1:5007 and :5008.
+        """
+        options = self.module.parseArguments([])
+        self.assertEqual((options.group, options.port, options.register_group,
+                          options.register_port, options.ttl, options.interface),
+                         ("224.1.1.1", 5007, None, 5008, 1, None))
