@@ -24,6 +24,7 @@ from artcast.wire import (
     Fragment,
     Reassembler,
     SourceTracker,
+    Stamp,
     parseData,
     parseRegister,
 )
@@ -161,7 +162,11 @@ class DatagramHandler:
         self.stats = stats if stats is not None else Stats()
         self.signingKeys = tuple(signingKeys)
         self.maxValueSize = maxValueSize
-        self.reassembler = Reassembler(clock)
+        self.reassembler = (
+            Reassembler(clock, maxValueSize=maxValueSize)
+            if maxValueSize is not None
+            else Reassembler(clock)
+        )
         self.tracker = SourceTracker(clock, window=freshness) if freshness else SourceTracker(clock)
         self._badLog = RateLimitedLog(self.log, clock)
 
@@ -188,27 +193,22 @@ class DatagramHandler:
                 maxValueSize=self.maxValueSize,
             )
             if isinstance(message, Fragment):
-                if not self._fresh(message.stamp, message.part == 0):
-                    return
                 whole = self.reassembler.feed(message)
                 if whole is None:
                     return
                 message = whole
-            elif message.stamp is not None and not self._fresh(message.stamp, True):
-                return
         except BadDatagram as error:
             self._dropped(error, addr, "data")
             return
+        if message.stamp is not None and not self._fresh(message.stamp):
+            return
         self._publish(message)
 
-    def _fresh(self, stamp, first: bool) -> bool:
+    def _fresh(self, stamp: Stamp) -> bool:
         """
-        Ask the source tracker about a stamp; count gaps and restarts, drop
-        replayed and stale datagrams.  Fragments after the first share the
-        first's stamp, so only the first is checked.
+        Ask the source tracker about a whole datum's stamp; count gaps and
+        restarts, drop replayed and stale datums.
         """
-        if not first:
-            return True
         verdict = self.tracker.check(stamp)
         self.stats.sources[verdict] += 1
         if verdict == "gap":
