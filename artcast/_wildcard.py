@@ -279,3 +279,21 @@ class PatternIndex(Generic[T]):
         @return: Each pattern that holds at least one item and matches C{key}.
         """
         return [pattern for pattern, _ in self._walk(key)]
+
+    def counts(self) -> dict[str, int]:
+        """
+        How many items each pattern holds (for statistics: it visits every
+        pattern, so it is not for the path of a datum).
+
+        @return: Each pattern holding items, mapped to how many.
+        """
+        counts = {pattern: len(entries) for pattern, entries in self._exact.items()}
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            if node.items:
+                counts[node.path] = len(node.items)
+            if node.rest:
+                counts[node.restPath] = len(node.rest)
+            stack.extend(node.children.values())
+        return counts

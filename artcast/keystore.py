@@ -389,6 +389,12 @@ class KeyStore:
         self._listeners.add(pattern, subscription)
         return subscription
 
+    def waitingByPattern(self) -> dict[str, int]:
+        """
+        How many waiters and subscriptions each key or pattern has.
+        """
+        return self._listeners.counts()
+
     @property
     def listening(self) -> int:
         """

@@ -136,9 +136,18 @@ class Options(usage.Options):
          "Keys held at most.", positiveInt],
         ["max-value-size", None, DEFAULT_MAX_VALUE_SIZE,
          "Largest value accepted, in bytes of JSON.", positiveInt],
+        ["stats-allow", None, None,
+         "Comma-separated networks allowed to see /stats and /metrics "
+         "(default: everyone)."],
     ]
 
     def postOptions(self) -> None:
+        from artcast.stats import EVERYONE, Networks
+
+        try:
+            self["stats-allow"] = Networks.parse(self["stats-allow"] or EVERYONE)
+        except ValueError as error:
+            raise usage.UsageError(f"--stats-allow: {error}")
         templates = self["templates"]
         if templates is not None:
             path = FilePath(templates)
@@ -206,6 +215,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         pollTimeout=options["poll-timeout"],
         templates=options["templates"],
         stats=stats,
+        statsNetworks=options["stats-allow"],
     )
     site = ArtcastSite(
         web.resource(),

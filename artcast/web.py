@@ -24,6 +24,14 @@ from werkzeug.exceptions import HTTPException
 from artcast import negotiate, pages
 from artcast.keystore import Datum, Found, KeyStore, encodeJSON
 from artcast.multicast import Stats
+from artcast.stats import (
+    EVERYONE,
+    Meter,
+    Networks,
+    metricsText,
+    residentMemory,
+    statsPage,
+)
 from artcast.wire import BadKey, validateKey
 
 #: The headers a cross-origin script may read (CORS).
@@ -128,10 +136,13 @@ class ArtcastApp:
         pollTimeout: float | None = None,
         templates: FilePath[str] | None = None,
         stats: Stats | None = None,
+        statsNetworks: Networks | None = None,
     ) -> None:
         self.store = store
         self.stats = stats if stats is not None else Stats()
+        self.statsNetworks = statsNetworks or Networks.parse(EVERYONE)
         self.started = clock.seconds()
+        self._datumRate = Meter(clock, lambda: self.stats.datums)
         self.clock = clock
         self.allowOrigin = allowOrigin.encode("latin-1")
         self.pollTimeout = pollTimeout
@@ -312,27 +323,63 @@ class ArtcastApp:
             )
         return waiting
 
+    def _statsAllowed(self, request: IRequest) -> bool:
+        peer = request.getClientAddress()
+        return self.statsNetworks.allows(getattr(peer, "host", ""))
+
+    @app.route("/stats", methods=["GET", "HEAD"])
+    def statsHTML(self, request: IRequest) -> bytes:
+        if not self._statsAllowed(request):
+            return self._error(request, 403, "Statistics are not shown to your network.")
+        chosen = negotiate.negotiate(request.getHeader(b"Accept"), LIST_TYPES)
+        if chosen is None:
+            return self._error(request, 406, "Only JSON and HTML are offered.")
+        self._common(request)
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Vary", b"Accept")
+        if chosen == negotiate.HTML:
+            return self._body(
+                request, statsPage(self.statistics()), b"text/html; charset=utf-8"
+            )
+        return self._body(request, encodeJSON(self.statistics()), b"application/json")
+
     @app.route("/stats.json", methods=["GET", "HEAD"])
     def statsJSON(self, request: IRequest) -> bytes:
+        if not self._statsAllowed(request):
+            return self._error(request, 403, "Statistics are not shown to your network.")
         self._common(request)
         request.setHeader(b"Cache-Control", b"no-store")
         return self._body(request, encodeJSON(self.statistics()), b"application/json")
+
+    @app.route("/metrics", methods=["GET", "HEAD"])
+    def metrics(self, request: IRequest) -> bytes:
+        if not self._statsAllowed(request):
+            return self._error(request, 403, "Metrics are not shown to your network.")
+        return self._body(
+            request,
+            metricsText(self.statistics),
+            b"text/plain; version=0.0.4; charset=utf-8",
+        )
 
     def statistics(self) -> dict[str, Any]:
         """
         What C{/stats} shows.
         """
-        stats = self.stats
+        counters = self.stats
         return {
             "uptime": self.clock.seconds() - self.started,
             "waiting": self.store.listening,
             "keys": len(self.store),
-            "datagrams": stats.datagrams,
-            "datums": stats.datums,
-            "registrations": stats.registrations,
-            "dropped": dict(stats.dropped),
-            "sources": dict(stats.sources),
-            "missed": stats.missed,
+            "datagrams": counters.datagrams,
+            "datums": counters.datums,
+            "datums_per_second": round(self._datumRate.rate(), 3),
+            "registrations": counters.registrations,
+            "missed": counters.missed,
+            "memory": residentMemory(),
+            "keys_evicted": self.store.evicted,
+            "dropped": dict(counters.dropped),
+            "sources": dict(counters.sources),
+            "waiting_per_key": self.store.waitingByPattern(),
         }
 
     def page(self, request: IRequest, key: str) -> bytes:

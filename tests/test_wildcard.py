@@ -440,3 +440,21 @@ class PatternIndexFuzzTests(SynchronousTestCase):
         for pattern, item in list(model):
             index.remove(pattern, item)
         assertEmpty(self, index)
+
+
+class CountsTests(SynchronousTestCase):
+    """
+    L{PatternIndex.counts} tells how many items each pattern holds.
+    """
+
+    def test_counts(self) -> None:
+        """
+        Exact and wildcard patterns are counted, and emptied ones vanish.
+        """
+        index: PatternIndex[str] = PatternIndex()
+        for pattern, item in [("a", "1"), ("a", "2"), ("t/*", "3"), ("s/...", "4"), ("...", "5")]:
+            index.add(pattern, item)
+        self.assertEqual(index.counts(), {"a": 2, "t/*": 1, "s/...": 1, "...": 1})
+        index.remove("t/*", "3")
+        index.remove("a", "1")
+        self.assertEqual(index.counts(), {"a": 1, "s/...": 1, "...": 1})

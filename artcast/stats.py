@@ -1,0 +1,216 @@
+# -*- test-case-name: tests.test_stats -*-
+"""
+What an operator sees: C{/stats} (HTML and JSON) and C{/metrics}
+(Prometheus text format).
+
+Nothing here is on the path of a datum: the figures are counters kept where
+things happen, read only when somebody asks.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import os
+import resource
+from collections import deque
+from typing import Any, Callable, Iterable
+
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+)
+from prometheus_client.exposition import generate_latest
+from twisted.internet.interfaces import IReactorTime
+
+
+class Meter:
+    """
+    A rate over the last minute, from a counter sampled when asked.
+
+    @param read: returns the counter's current value.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, read: Callable[[], int], window: float = 60.0
+    ) -> None:
+        self.clock = clock
+        self.read = read
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def sample(self) -> None:
+        now = self.clock.seconds()
+        self._samples.append((now, self.read()))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
+            self._samples.popleft()
+
+    def rate(self) -> float:
+        """
+        Events per second since the oldest sample in the window.
+        """
+        self.sample()
+        (start, first), (end, last) = self._samples[0], self._samples[-1]
+        if end <= start:
+            return 0.0
+        return (last - first) / (end - start)
+
+
+def residentMemory() -> int:
+    """
+    This process's resident memory in bytes (the peak where the current
+    figure cannot be read).
+    """
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Networks:
+    """
+    The networks allowed to see C{/stats} and C{/metrics}.
+    """
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    @classmethod
+    def parse(cls, text: str) -> Networks:
+        """
+        Parse a comma-separated list of networks, e.g.
+        C{127.0.0.0/8,10.0.0.0/8,::1}.
+
+        @raise ValueError: if one is not a network.
+        """
+        return cls(part.strip() for part in text.split(",") if part.strip())
+
+    def allows(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            # Not an IP peer: a UNIX socket, reached only from this machine.
+            return True
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+
+#: Everyone, the default.
+EVERYONE = "0.0.0.0/0,::/0"
+
+
+class ArtcastCollector:
+    """
+    A Prometheus collector reading the figures of C{/stats} at scrape time.
+
+    @param read: returns the dictionary C{/stats.json} shows.
+    """
+
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[Any]:
+        stats = self.read()
+        yield GaugeMetricFamily(
+            "artcast_uptime_seconds", "Seconds since the server started.",
+            value=stats["uptime"],
+        )
+        yield GaugeMetricFamily(
+            "artcast_waiting_requests", "Long polls and streams waiting for datums.",
+            value=stats["waiting"],
+        )
+        yield GaugeMetricFamily(
+            "artcast_keys", "Keys held.", value=stats["keys"]
+        )
+        yield GaugeMetricFamily(
+            "artcast_resident_memory_bytes", "Resident memory of the server process.",
+            value=stats["memory"],
+        )
+        for name, help in (
+            ("datagrams", "Datagrams received on the data group."),
+            ("datums", "Datums published."),
+            ("registrations", "Registrations received."),
+            ("missed", "Datums sources sent that never arrived (sequence gaps)."),
+        ):
+            yield CounterMetricFamily(
+                f"artcast_{name}", help, value=stats[name]
+            )
+        for name, help, label, values in (
+            ("dropped", "Datagrams dropped, by reason.", "reason", stats["dropped"]),
+            ("rejected", "Requests refused, by reason.", "reason", stats.get("rejected", {})),
+            ("sources", "Stamped datagrams by what the source tracker said.", "verdict",
+             stats["sources"]),
+        ):
+            family = CounterMetricFamily(f"artcast_{name}", help, labels=[label])
+            for value, count in sorted(values.items()):
+                family.add_metric([value], count)
+            yield family
+        for name, help in (
+            ("streams_open", "Streams (SSE, WebSocket, NDJSON) open."),
+        ):
+            if name in stats:
+                yield GaugeMetricFamily(f"artcast_{name}", help, value=stats[name])
+        if "streams_dropped" in stats:
+            yield CounterMetricFamily(
+                "artcast_streams_dropped", "Streams dropped for reading too slowly.",
+                value=stats["streams_dropped"],
+            )
+
+
+def metricsText(read: Callable[[], dict[str, Any]]) -> bytes:
+    """
+    The Prometheus text exposition of the server's figures.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ArtcastCollector(read))
+    return generate_latest(registry)
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 50rem;
+       padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin-bottom: 1.5rem; }
+td, th { text-align: left; padding: .25rem .8rem; border-bottom: 1px solid #ddd; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+
+def _rows(items: Iterable[tuple[str, Any]]) -> str:
+    rows = "".join(
+        f'<tr><th>{html.escape(str(name))}</th><td class="n">{html.escape(str(value))}</td></tr>'
+        for name, value in items
+    )
+    return rows or '<tr><td colspan="2">none</td></tr>'
+
+
+def statsPage(stats: dict[str, Any]) -> bytes:
+    """
+    C{/stats} as an HTML page.
+    """
+    scalars = [
+        (name, round(value, 2) if isinstance(value, float) else value)
+        for name, value in stats.items()
+        if not isinstance(value, (dict, list))
+    ]
+    sections = "".join(
+        f"<h2>{html.escape(name.replace('_', ' ').capitalize())}</h2><table>"
+        f"{_rows(sorted(value.items(), key=lambda item: (-item[1], item[0])) if all(isinstance(v, (int, float)) for v in value.values()) else sorted(value.items()))}</table>"
+        for name, value in stats.items()
+        if isinstance(value, dict)
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Artcast statistics</title><style>{_STYLE}</style></head>
+<body><h1>Artcast statistics</h1>
+<table>{_rows(scalars)}</table>
+{sections}
+<p><a href="/stats.json">JSON</a> · <a href="/metrics">Prometheus</a> · <a href="/artcasts">Artcasts</a></p>
+</body></html>
+""".encode("utf-8")
+
+
+__all__ = ["Meter", "Networks", "EVERYONE", "metricsText", "statsPage", "residentMemory"]
