@@ -9,6 +9,7 @@ asks for.
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401  werkzeug needs it per request; import it before twistd drops privileges
 import re
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
@@ -24,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from artcast import negotiate, pages
 from artcast.keystore import Datum, Found, KeyStore, encodeJSON
 from artcast.multicast import Stats
+from artcast.publish import HTTPPublisher, Refused
 from artcast.stats import (
     EVERYONE,
     Meter,
@@ -121,6 +123,8 @@ class ArtcastApp:
     @param pollTimeout: the default long-poll timeout in seconds, or L{None}
         to hold a request until a datum comes.
     @param templates: a folder of per-key HTML pages, C{<key>.html}.
+    @param publisher: takes C{POST}/C{PUT /artcasts/<key>}; without one
+        those methods are a C{405}.
     """
 
     app = Klein()
@@ -137,7 +141,9 @@ class ArtcastApp:
         templates: FilePath[str] | None = None,
         stats: Stats | None = None,
         statsNetworks: Networks | None = None,
+        publisher: HTTPPublisher | None = None,
     ) -> None:
+        self.publisher = publisher
         self.store = store
         self.stats = stats if stats is not None else Stats()
         self.statsNetworks = statsNetworks or Networks.parse(EVERYONE)
@@ -322,6 +328,42 @@ class ArtcastApp:
                 onTimeoutCancel=lambda result, timeout: self._noContent(request, key),
             )
         return waiting
+
+    @app.route("/artcasts/", branch=True, methods=["POST", "PUT"])
+    def publishing(self, request: IRequest) -> bytes:
+        """
+        C{POST} or C{PUT /artcasts/<key>}: publish the body as the key's next
+        datum (see L{artcast.publish}).  C{201} when the key was new on this
+        server, else C{200}, with the datum's id in C{Artcast-Id}.
+        """
+        if self.publisher is None:
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return self._error(
+                request, 405, "This server does not take datums over HTTP."
+            )
+        try:
+            grant = self.publisher.authorize(request)
+            key = self._key(request)
+            datum, created = self.publisher.publish(request, grant, key)
+        except BadRequest as error:
+            return self._error(request, 400, str(error))
+        except Refused as refusal:
+            for name, value in refusal.headers:
+                request.setHeader(name, value)
+            return self._error(request, refusal.code, refusal.message)
+        self._common(request)
+        request.setHeader(b"Artcast-Key", headerKey(datum.key))
+        request.setHeader(b"Artcast-Id", datum.id.encode("ascii"))
+        request.setHeader(b"ETag", b'W/"%s"' % (datum.id.encode("ascii"),))
+        request.setHeader(b"Cache-Control", b"no-store")
+        if created:
+            request.setHeader(b"Location", PREFIX + headerKey(datum.key))
+        return self._body(
+            request,
+            encodeJSON({"key": datum.key, "id": datum.id}),
+            b"application/json",
+            201 if created else 200,
+        )
 
     def _statsAllowed(self, request: IRequest) -> bool:
         peer = request.getClientAddress()

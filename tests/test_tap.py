@@ -13,6 +13,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from artcast import tap
 
 
+class FakePort:
+    def stopListening(self) -> None:
+        pass
+
+
 class MulticastMemoryReactor(MemoryReactorClock):
     """
     A memory reactor that also records multicast listens.
@@ -24,7 +29,7 @@ class MulticastMemoryReactor(MemoryReactorClock):
 
     def listenMulticast(self, port, protocol, interface="", maxPacketSize=8192, listenMultiple=False):
         self.multicast.append((port, protocol, interface, maxPacketSize, listenMultiple))
-        return object()
+        return FakePort()
 
 
 def parse(*args: str) -> tap.Options:

@@ -113,6 +113,7 @@ class LongPollTests(AppMixin, SynchronousTestCase):
         self.assertEqual(self.store.listening, 1)
         d.cancel()
         self.stub.flush()
+        self.failureResultOf(d)
         self.assertEqual(self.store.listening, 0)
 
     def test_timeout(self) -> None:
