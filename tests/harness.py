@@ -223,6 +223,12 @@ class ArtcastProcess:
     @inlineCallbacks
     def stats(self) -> Any:
         response = yield treq.get(self.url + "/stats.json", persistent=False)
+        if response.code != 200:
+            text = yield response.text("utf-8")
+            raise AssertionError(
+                "/stats.json answered %d: %s\nserver output:\n%s"
+                % (response.code, text[:500], self.output[-4000:])
+            )
         body = yield response.json()
         returnValue(body)
 
@@ -237,7 +243,9 @@ class ArtcastProcess:
             if condition(stats):
                 returnValue(stats)
             if reactor.seconds() > deadline:
-                raise AssertionError("condition not met; stats: %r" % (stats,))
+                raise self.testCase.failureException(
+                    "condition not met; stats: %r" % (stats,)
+                )
             yield deferLater(reactor, 0.02, lambda: None)
 
     def waitForWaiters(self, count: int) -> Deferred[Any]:
