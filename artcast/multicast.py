@@ -9,6 +9,7 @@ L{Stats}, and logged at a bounded rate; it never stops the server.
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from typing import Callable, Sequence
 
@@ -32,6 +33,9 @@ from artcast.wire import (
 #: The largest UDP payload over IPv4; Twisted's UDP port reads 8,192 bytes
 #: unless told otherwise.
 MAX_UDP_PAYLOAD = 65535
+
+#: The receive buffer asked of the kernel for each group's socket, in bytes.
+RECEIVE_BUFFER = 8 * 1024 * 1024
 
 
 class Stats:
@@ -116,8 +120,30 @@ class MulticastServerProtocol(DatagramProtocol):
 
     def startProtocol(self) -> None:
         self.transport.setLoopbackMode(True)
+        self._enlargeReceiveBuffer()
         joined = self.transport.joinGroup(self.group, self.interface)
         joined.addErrback(self._notJoined)
+
+    def _enlargeReceiveBuffer(self) -> None:
+        """
+        Ask for a receive buffer of L{RECEIVE_BUFFER} bytes, so that a burst
+        of datums is queued by the kernel rather than dropped while the
+        server answers clients.  C{SO_RCVBUFFORCE} passes the system's cap
+        when the server starts as root (ports are bound before twistd drops
+        privileges); otherwise the kernel gives what the cap allows.
+        """
+        handle = getattr(self.transport, "getHandle", None)
+        if handle is None:
+            return
+        sock = handle()
+        for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if option is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+            except OSError:
+                continue
+            return
 
     def _notJoined(self, failure: Failure) -> None:
         """
@@ -144,6 +170,13 @@ class DatagramHandler:
         these keys are accepted.
     @param maxValueSize: datums whose value is larger (as JSON, in bytes) are
         dropped.
+    @param freshness: when set, stamped datums and registrations whose C{t}
+        is further than this many seconds from the clock are dropped as
+        C{"stale"}.
+    @ivar ownSources: source names of this server's own HTTP publisher
+        (L{artcast.publish}); their datagrams, heard back through the
+        multicast loop, are ignored (counted in C{stats.sources["own"]}):
+        the publisher put them in the store already.
     """
 
     log = Logger()
@@ -168,6 +201,8 @@ class DatagramHandler:
             else Reassembler(clock)
         )
         self.tracker = SourceTracker(clock, window=freshness) if freshness else SourceTracker(clock)
+        self.freshness = freshness
+        self.ownSources: set[str] = set()
         self._badLog = RateLimitedLog(self.log, clock)
 
     def _dropped(self, error: BadDatagram, addr: tuple[str, int], group: str) -> None:
@@ -192,6 +227,11 @@ class DatagramHandler:
                 requireSignature=bool(self.signingKeys),
                 maxValueSize=self.maxValueSize,
             )
+            if message.stamp is not None and message.stamp.source in self.ownSources:
+                # This server's own HTTP publish, heard back through the
+                # multicast loop: it is in the store already.
+                self.stats.sources["own"] += 1
+                return
             if isinstance(message, Fragment):
                 whole = self.reassembler.feed(message)
                 if whole is None:
@@ -236,6 +276,16 @@ class DatagramHandler:
             )
         except BadDatagram as error:
             self._dropped(error, addr, "register")
+            return
+        stamp = message.stamp
+        if (
+            self.freshness
+            and stamp is not None
+            and abs(stamp.sent - self.clock.seconds()) > self.freshness
+        ):
+            # Registrations carry no seq, so only the window stops a copied
+            # signed registration from being replayed later.
+            self.stats.drop("stale")
             return
         self.stats.registrations += 1
         self.store.register(message.key, message.meta)
