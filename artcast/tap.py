@@ -68,6 +68,26 @@ def seconds(text: str) -> float:
     return number
 
 
+def skew(text: str) -> float:
+    """
+    A freshness window in seconds; C{0} turns the time check off.
+    """
+    number = float(text)
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"{text} is not a number of seconds (0 for no check)")
+    return number
+
+
+def ttl(text: str) -> int:
+    """
+    A multicast TTL, 0-255.
+    """
+    number = int(text)
+    if not 0 <= number <= 255:
+        raise ValueError(f"{number} is not a TTL from 0 to 255")
+    return number
+
+
 def multicastGroup(text: str) -> str:
     """
     An IPv4 multicast group address (224.0.0.0/4).
@@ -139,10 +159,42 @@ class Options(usage.Options):
         ["stats-allow", None, None,
          "Comma-separated networks allowed to see /stats and /metrics "
          "(default: everyone)."],
+        ["source-max-skew", None, 30.0,
+         "With --source-key-file: drop datums whose send time is further "
+         "than this many seconds from the server's clock (0: no check).", skew],
+        ["publish-token-file", None, None,
+         "Take POST/PUT /artcasts/<key> with the bearer tokens in this file."],
+        ["publish-ttl", None, 1,
+         "Multicast TTL of datums published over HTTP.", ttl],
     ]
 
+    def opt_source_key_file(self, path: str) -> None:
+        """
+        Accept only datagrams signed with the HMAC key in this file; repeat
+        for several keys (the first also signs datums published over HTTP).
+        """
+        from artcast.wire import parseKeyFile
+
+        try:
+            with open(path, "rb") as keyFile:
+                key = parseKeyFile(keyFile.read())
+        except (OSError, ValueError) as error:
+            raise usage.UsageError(f"--source-key-file {path}: {error}")
+        self.setdefault("source-keys", []).append(key)
+
     def postOptions(self) -> None:
+        from artcast.publish import parseTokenFile
         from artcast.stats import EVERYONE, Networks
+
+        self.setdefault("source-keys", [])
+        tokenFile = self["publish-token-file"]
+        self["publish-tokens"] = None
+        if tokenFile is not None:
+            try:
+                with open(tokenFile, "rb") as tokens:
+                    self["publish-tokens"] = parseTokenFile(tokens.read())
+            except (OSError, ValueError) as error:
+                raise usage.UsageError(f"--publish-token-file {tokenFile}: {error}")
 
         try:
             self["stats-allow"] = Networks.parse(self["stats-allow"] or EVERYONE)
@@ -205,9 +257,33 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         maxKeys=options["max-keys"],
     )
     stats = Stats()
+    signingKeys = options.get("source-keys", [])
     handler = DatagramHandler(
-        store, reactor, stats, maxValueSize=options["max-value-size"]
+        store,
+        reactor,
+        stats,
+        signingKeys=signingKeys,
+        maxValueSize=options["max-value-size"],
+        freshness=(options.get("source-max-skew") or None) if signingKeys else None,
     )
+    publisher = None
+    if options.get("publish-tokens") is not None:
+        from artcast.publish import HTTPPublisher, publishingSource
+
+        sender = publishingSource(
+            reactor,
+            store.instance + "-http",
+            (options["data-group"], options["data-port"]),
+            options["interface"],
+            options["publish-ttl"],
+            signingKeys[0] if signingKeys else None,
+        )
+        sender.setServiceParent(top)
+        handler.ownSources.add(sender.src)
+        publisher = HTTPPublisher(
+            store, reactor, options["publish-tokens"], sender,
+            options["max-value-size"], stats,
+        )
     web = ArtcastApp(
         store,
         reactor,
@@ -216,13 +292,17 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         templates=options["templates"],
         stats=stats,
         statsNetworks=options["stats-allow"],
+        publisher=publisher,
     )
+    from artcast.publish import boundedRequestFactory
+
     site = ArtcastSite(
         web.resource(),
         options["access-log"],
         options["access-log-size"],
         options["access-log-count"],
         reactor=reactor,
+        requestFactory=boundedRequestFactory(options["max-value-size"]),
     )
     strports.service(options["client-port"], site, reactor=reactor).setServiceParent(top)
 
