@@ -24,7 +24,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from artcast.client import (
     ArtcastClient,
@@ -118,17 +117,6 @@ class Failing(Resource):
                 request.setHeader(name, value)
             return b"Trouble.\n"
         return self.real.render(request)
-
-
-class Hanging(Resource):
-    """
-    A resource that never answers.
-    """
-
-    isLeaf = True
-
-    def render(self, request: Any) -> Any:
-        return NOT_DONE_YET
 
 
 class ClientMixin:
