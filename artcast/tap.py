@@ -170,8 +170,7 @@ class Options(usage.Options):
 
     def opt_source_key_file(self, path: str) -> None:
         """
-        Accept only datagrams signed with the HMAC key in this file; repeat
-        for several keys (the first also signs datums published over HTTP).
+        Accept only datagrams signed with the HMAC key in this file (repeat for more keys).
         """
         from artcast.wire import parseKeyFile
 
