@@ -37,6 +37,7 @@ setup(
     entry_points={
         "console_scripts": [
             "artcast-send = artcast.send:main",
+            "artcast-follow = artcast.client:main",
         ],
     },
     classifiers=[
