@@ -15,9 +15,8 @@ import treq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks, returnValue, succeed
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -42,6 +41,7 @@ from artcast.publish import (
 from artcast.web import ArtcastApp
 from artcast.wire import parseData
 from tests.harness import ArtcastProcess
+from tests.test_browser import linesOf
 
 TOKEN = "s3cr3t-t0ken-0123456789abcdef"
 SENSORS = "sens0rs-only-0123456789abcdef"
@@ -566,25 +566,6 @@ def _get(url: str) -> Any:
     returnValue((response, content))
 
 
-@inlineCallbacks
-def _waitForLines(path: str, condition: Any, limit: float = 10.0) -> Any:
-    """
-    The lines of a log file once C{condition(lines)} is true, a bounded
-    time.
-    """
-    deadline = reactor.seconds() + limit
-    while True:
-        lines: list[bytes] = []
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                lines = f.read().splitlines()
-        if condition(lines):
-            returnValue(lines)
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"{path}: condition not met: {lines!r}")
-        yield deferLater(reactor, 0.02, lambda: None)
-
-
 @implementer(IBodyProducer)
 class _Chunked:
     """
@@ -702,7 +683,7 @@ class PublishProcessTests(TestCase):
                                       **{"User-Agent": "publisher-test"})
             codes.append(response.code)
         self.assertEqual(codes, [201, 400, 403, 401])
-        lines = yield _waitForLines(
+        lines = yield linesOf(
             access, lambda lines: sum(b"POST /artcasts/k" in line for line in lines) >= 4)
         publishes = [line for line in lines if b"POST /artcasts/k" in line]
         self.assertEqual([line.split(b'"')[2].split()[0] for line in publishes],
