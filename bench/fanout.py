@@ -622,6 +622,77 @@ def runPhase(
 # One server at one N: idle memory, then every rate (and since mode)
 
 
+def runCell(
+    name: str,
+    useSince: bool,
+    clients: int,
+    rate: float,
+    duration: float,
+    pinning: Pinning,
+    outDir: Path,
+    rng: random.Random,
+    drainMax: float,
+) -> dict[str, Any]:
+    """
+    One figure set on a fresh server: start server C{name}, measure its RSS
+    with no client and with C{clients} idle polls, send C{rate} datums/s for
+    C{duration} s, collect, stop everything.
+
+    A fresh server per cell keeps the cells independent: an overloaded
+    server still works off its backlog (queued datagrams, datums kept for
+    C{since}) long after its emitter stopped.
+    """
+    label = name + ("+since" if useSince else "")
+    config = ServerConfig(rng)
+    argv = baselineArgv(config) if name == "baseline" else artcastArgv(config)
+    logPath = outDir / f"{label}-{clients}-{rate:g}.log"
+    server = Process(label, pinning.server(argv), logPath, cwd=ROOT, env=serverEnv())
+    loadgen: LoadGen | None = None
+    try:
+        waitForHttp(server, config.httpPort, timeout=60)
+        waitSettled(server.pid, timeout=10)
+        rssIdle = rssKiB(server.pid)
+        loadgen = LoadGen(
+            pinning,
+            config.httpPort,
+            clients,
+            useSince,
+            outDir / f"loadgen-{label}-{clients}-{rate:g}.log",
+            maxSeconds=300 + duration + drainMax,
+        )
+        ready = loadgen.wait("ready", 180)
+        settle = waitSettled(server.pid, timeout=30)
+        rssHeld = rssKiB(server.pid)
+        phase = runPhase(
+            server, loadgen, pinning, config, rate, duration, 1, drainMax, logPath
+        )
+        if not server.alive():
+            raise BenchError(f"{label} died during the run")
+    finally:
+        if loadgen is not None:
+            loadgen.stop()
+        server.stop()
+    phase.update(
+        server=label,
+        clients=clients,
+        ramp_s=ready["seconds"],
+        settle_s=settle,
+        rss_idle_kib=rssIdle,
+        rss_held_kib=rssHeld,
+        memory_per_client_kib=(rssHeld - rssIdle) / clients,
+    )
+    log(
+        f"{label} N={clients} rate={rate:g}: polls held in "
+        f"{ready['seconds']:.1f}+{settle:.1f} s, "
+        f"{fmt(phase['memory_per_client_kib'])} KiB/client; "
+        f"{fmt(phase['deliveries_per_s'])} deliveries/s, "
+        f"p50 {fmt(phase['latency_p50_ms'])} ms, "
+        f"delivered {fmt(phase['fraction_delivered'])}, "
+        f"server CPU {fmt(phase['server_cpu_pct'])}%"
+    )
+    return phase
+
+
 def runServer(
     name: str,
     clients: int,
@@ -634,85 +705,27 @@ def runServer(
     drainMax: float,
 ) -> list[dict[str, Any]]:
     """
-    Start server C{name}, measure memory per idle poll with C{clients}
-    polls, then run each rate; for Artcast also with C{?since=}.
+    Every rate for server C{name} with C{clients} polls; for Artcast also
+    with C{?since=} (with C{since="auto"}: if its answers carry
+    C{Artcast-Id}).
 
     @return: one result per (mode, rate).
     """
-    config = ServerConfig(rng)
-    argv = baselineArgv(config) if name == "baseline" else artcastArgv(config)
-    logPath = outDir / f"{name}-{clients}.log"
     results: list[dict[str, Any]] = []
-    server = Process(
-        name, pinning.server(argv), logPath, cwd=ROOT, env=serverEnv()
-    )
-    loadgen: LoadGen | None = None
-    try:
-        waitForHttp(server, config.httpPort, timeout=60)
-        waitSettled(server.pid, timeout=10)
-        rssIdle = rssKiB(server.pid)
-        maxSeconds = 120 + (len(rates) * (duration + drainMax + 30))
-        modes = [False]
-        if name == "artcast" and since in ("auto", "on"):
-            modes.append(True)
-        for useSince in modes:
-            label = name + ("+since" if useSince else "")
-            loadgen = LoadGen(
-                pinning,
-                config.httpPort,
-                clients,
-                useSince,
-                outDir / f"loadgen-{label}-{clients}.log",
-                maxSeconds,
+    modes = [False]
+    if name == "artcast" and since in ("auto", "on"):
+        modes.append(True)
+    for useSince in modes:
+        if useSince and since == "auto" and not any(r["ids_seen"] for r in results):
+            log(f"{name} sent no Artcast-Id: no since mode")
+            break
+        for rate in rates:
+            results.append(
+                runCell(
+                    name, useSince, clients, rate, duration, pinning, outDir,
+                    rng, drainMax,
+                )
             )
-            ready = loadgen.wait("ready", 120)
-            settle = waitSettled(server.pid, timeout=30)
-            if not useSince:
-                # Measured once, on the fresh server: the polls held by the
-                # since run are the same idle requests (no id yet), and by
-                # then the heap has grown and shrunk with the first run.
-                rssHeld = rssKiB(server.pid)
-                log(
-                    f"{label} N={clients}: {clients} polls held after "
-                    f"{ready['seconds']:.1f} s (+{settle:.1f} s settle); "
-                    f"RSS {rssIdle} -> {rssHeld} KiB"
-                )
-            firstN = 1
-            sawIds = False
-            for rate in rates:
-                phase = runPhase(
-                    server, loadgen, pinning, config, rate, duration,
-                    firstN, drainMax, logPath,
-                )
-                firstN = phase["emitter"]["last"] + 1
-                sawIds = sawIds or phase["ids_seen"] > 0
-                phase.update(
-                    server=label,
-                    clients=clients,
-                    rss_idle_kib=rssIdle,
-                    rss_held_kib=rssHeld,
-                    memory_per_client_kib=(rssHeld - rssIdle) / clients,
-                )
-                results.append(phase)
-                log(
-                    f"{label} N={clients} rate={rate:g}: "
-                    f"{fmt(phase['deliveries_per_s'])} deliveries/s, "
-                    f"p50 {fmt(phase['latency_p50_ms'])} ms, "
-                    f"delivered {fmt(phase['fraction_delivered'])}, "
-                    f"server CPU {fmt(phase['server_cpu_pct'])}%"
-                )
-                if not server.alive():
-                    raise BenchError(f"{name} died during the run")
-            loadgen.stop()
-            loadgen = None
-            if useSince is False and len(modes) > 1 and since == "auto" and not sawIds:
-                log(f"{name} sent no Artcast-Id: no since mode")
-                break
-            waitSettled(server.pid, timeout=30)
-    finally:
-        if loadgen is not None:
-            loadgen.stop()
-        server.stop()
     return results
 
 

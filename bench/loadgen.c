@@ -72,8 +72,8 @@ static int port = 8888;
 static const char *path = "/artcasts/bench/fanout";
 static long nclients = 100;
 static int useSince = 0;
-static double connectRate = 4000.0;
-static int connectInFlight = 64;
+static double connectRate = 3000.0;
+static int connectInFlight = 32;
 static double maxSeconds = 600.0;
 
 /* state */
@@ -582,7 +582,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --port P --clients N [--host 127.0.0.1]\n"
             "               [--path /artcasts/bench/fanout] [--since]\n"
-            "               [--connect-rate 4000] [--connect-in-flight 64]\n"
+            "               [--connect-rate 3000] [--connect-in-flight 32]\n"
             "               [--max-seconds 600]\n");
     exit(2);
 }
