@@ -296,7 +296,7 @@ def buildLoadgen(source: Path = LOADGEN_SOURCE, target: Path = LOADGEN) -> Path:
     if gcc is None:
         raise BenchError("gcc is needed to build bench/loadgen.c")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     result = subprocess.run(
         [gcc, "-O2", "-Wall", "-o", str(tmp), str(source), "-lm"],
         capture_output=True,
