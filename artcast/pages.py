@@ -106,38 +106,53 @@ _LIVE_SCRIPT = """
   var valueEl = document.getElementById("value");
   var statusEl = document.getElementById("status");
   var keyEl = document.getElementById("matched");
-  var since = "latest", delay = 1000;
-  function show(text, id, matched) {
-    valueEl.textContent = text;
-    keyEl.textContent = matched || key;
-    statusEl.textContent = "Updated " + new Date().toLocaleTimeString() + " (id " + id + ")";
+  var lastId = null, missed = false, delay = 1000;
+  function show(message) {
+    var value = message.value;
+    valueEl.textContent = typeof value === "string" ? value : JSON.stringify(value);
+    keyEl.textContent = message.key || key;
+    statusEl.textContent = "Updated " + new Date().toLocaleTimeString() +
+      " (id " + message.id + ")" + (missed ? "; some values were missed" : "");
+    missed = false;
   }
-  function poll() {
-    fetch(url + "?timeout=30&since=" + encodeURIComponent(since),
-          {headers: {"Accept": "text/plain"}, cache: "no-store"})
-      .then(function (response) {
-        if (response.status === 200) {
-          return response.text().then(function (text) {
-            since = response.headers.get("Artcast-Id") || "latest";
-            show(text, since, response.headers.get("Artcast-Key"));
-            delay = 1000;
-            poll();
-          });
-        }
-        if (response.status === 204) {
-          since = response.headers.get("Artcast-Id") || since;
-          poll();
-          return;
-        }
-        throw new Error("HTTP " + response.status);
-      })
-      .catch(function (error) {
-        statusEl.textContent = "Reconnecting (" + error.message + ")";
-        setTimeout(poll, delay);
+  function connect() {
+    if (!window.EventSource) {
+      statusEl.textContent = "This browser cannot follow live values.";
+      return;
+    }
+    // EventSource resumes by itself with Last-Event-ID; a new one (after it
+    // gave up, as on a proxy's error page) resumes with since=.
+    var source = new EventSource(
+      lastId === null ? url : url + "?since=" + encodeURIComponent(lastId));
+    source.onopen = function () {
+      delay = 1000;
+    };
+    source.onmessage = function (event) {
+      var message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (error) {
+        return;
+      }
+      lastId = message.id || event.lastEventId || lastId;
+      show(message);
+    };
+    source.addEventListener("gap", function () {
+      missed = true;
+    });
+    source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED) {
+        source.close();
+        statusEl.textContent = "Disconnected; trying again in " +
+          Math.round(delay / 1000) + " s";
+        setTimeout(connect, delay);
         delay = Math.min(delay * 2, 30000);
-      });
+      } else {
+        statusEl.textContent = "Reconnecting\u2026";
+      }
+    };
   }
-  poll();
+  connect();
 })();
 """
 

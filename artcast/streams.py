@@ -1,0 +1,824 @@
+# -*- test-case-name: tests.test_streams -*-
+"""
+Streams: the datums of a key (or pattern) over one lasting connection.
+
+C{GET /artcasts/<key>} can stream instead of answering once:
+
+  - Server-Sent Events (C{Accept: text/event-stream}), for a browser's
+    C{EventSource};
+  - newline-delimited JSON (C{Accept: application/x-ndjson}), for devices
+    and programs that keep one connection open;
+  - WebSocket (an C{Upgrade: websocket} request), through Autobahn.
+
+Each stream carries the same messages, the I{envelope}
+C{{"key": ..., "id": ..., "value": ...}} of each datum; a gap marker
+C{{"gap": true, "since": <id>}} says that datums after the id the client
+resumed from were no longer held.  In SSE a datum is an unnamed event
+(C{onmessage}) whose C{id:} is the datum id and whose C{data:} is the
+envelope; the gap marker is an event named C{gap}.
+
+Where a stream starts (L{startOf}): with C{?since=<id>} (or, for SSE, a
+C{Last-Event-ID} header, which wins because C{EventSource} sends it on its
+reconnects while keeping the URL of its first request) every held datum
+after that id, then the live ones; without it the current value (for a
+pattern, the current value of each matching key), then the live ones.  The
+subscription is made before the history is read, and no datum is sent twice
+or out of order across the switch from history to live.
+
+Flow control: each stream is an L{IPushProducer} registered on its request,
+so Twisted says when the socket's buffer is full.  While paused a stream
+queues datums instead of writing them; when the live datums queued pass
+C{maxQueued} bytes the client is not reading, and its connection is aborted
+and counted in L{StreamManager.streamsDropped}.  A slow reader costs at most
+the transport's own buffer plus C{maxQueued}.
+
+A comment (SSE), an empty line (NDJSON) or a ping (WebSocket) is sent to
+every stream each C{heartbeat} seconds, so that proxies do not cut idle
+connections and dead ones are found.
+
+At shutdown (through an L{artcast.shutdown.Closing}) an SSE stream ends with
+a C{retry:} field saying when to come back, an NDJSON stream just ends, and
+a WebSocket is closed with code 1001 ("going away").
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any, Callable, Protocol, Sequence, cast
+from urllib.parse import urlsplit
+
+import attr
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import (
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.http import Request
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from zope.interface import implementer
+
+from artcast import negotiate
+from artcast._wildcard import isPattern
+from artcast.keystore import Datum, KeyStore, encodeJSON
+from artcast.wire import parseDatumId
+
+__all__ = [
+    "NDJSON",
+    "STREAM_TYPES",
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_MAX_QUEUED",
+    "BadStart",
+    "Start",
+    "StreamManager",
+    "currentValues",
+    "envelope",
+    "gapMessage",
+    "isWebSocket",
+    "originPattern",
+    "requestedSince",
+    "startOf",
+]
+
+#: The media type of a newline-delimited JSON stream.
+NDJSON = "application/x-ndjson"
+
+#: The media types answered with a stream.
+STREAM_TYPES = (negotiate.EVENT_STREAM, NDJSON)
+
+#: Seconds between heartbeats.
+DEFAULT_HEARTBEAT = 15.0
+
+#: Bytes of live datums a stream may queue for a client that does not read.
+DEFAULT_MAX_QUEUED = 1 << 20
+
+#: What an SSE client waits before it reconnects, in milliseconds.
+DEFAULT_RETRY = 2000
+
+#: What a queued datum is counted as beyond its own bytes.
+_ITEM_OVERHEAD = 64
+
+#: The longest frame a WebSocket client may send (what it sends is ignored).
+_MAX_CLIENT_FRAME = 4096
+
+SSE = "sse"
+NDJSON_MODE = "ndjson"
+WEBSOCKET = "websocket"
+
+log = Logger()
+
+
+class BadStart(ValueError):
+    """
+    The place a stream is to start from is not an Artcast id; the message
+    says why and is sent as the body of a C{400}.
+    """
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Start:
+    """
+    Where a stream starts.
+
+    @ivar datums: what to send before the live datums, oldest first.
+    @ivar gap: whether datums after C{since} were no longer held.
+    @ivar since: the id the client resumed from, if any.
+    @ivar skipThrough: ignore live datums of this C{(source, boot, seq)} or
+        earlier: the client already has them.
+    """
+
+    datums: Sequence[Datum] = ()
+    gap: bool = False
+    since: str | None = None
+    skipThrough: tuple[str, int, int] | None = None
+
+
+def currentValues(store: KeyStore, pattern: str) -> list[Datum]:
+    """
+    The current value of a key, or of each key a pattern matches, in the
+    order they arrived.
+    """
+    if not isPattern(pattern):
+        latest = store.latest(pattern)
+        return [] if latest is None else [latest]
+    byKey: dict[str, Datum] = {}
+    for datum in store.held(pattern):
+        byKey[datum.key] = datum
+    return sorted(byKey.values(), key=lambda datum: datum.serial)
+
+
+def startOf(store: KeyStore, pattern: str, since: str | None) -> Start:
+    """
+    What a stream sends before the live datums.
+
+    @param since: the id of the last datum the client has, or L{None} to
+        start from the current value.
+    @raise ValueError: if C{since} is not an id.
+    """
+    if since is None:
+        return Start(currentValues(store, pattern))
+    found = store.since(pattern, since)
+    if found.datum is None:
+        return Start((), found.gap, since, found.skipThrough)
+    held = store.held(pattern)
+    for index, datum in enumerate(held):
+        if datum is found.datum:
+            return Start(held[index:], found.gap, since)
+    return Start([found.datum], found.gap, since)
+
+
+def requestedSince(request: IRequest) -> str | None:
+    """
+    The id a stream request resumes from: its C{Last-Event-ID} header, else
+    its C{since} parameter; L{None} for neither, an empty one or C{latest}.
+
+    @raise BadStart: if it is not an Artcast id.
+    """
+    header = request.getHeader(b"Last-Event-ID")
+    if header:
+        text = header.decode("latin-1").strip()
+    else:
+        values = request.args.get(b"since")
+        if not values:
+            return None
+        try:
+            text = values[-1].decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise BadStart("The since parameter is not UTF-8.")
+    if not text or text == "latest":
+        return None
+    try:
+        parseDatumId(text)
+    except ValueError:
+        raise BadStart(f"{text[:100]!r} is not an Artcast id.")
+    return text
+
+
+def isWebSocket(request: IRequest) -> bool:
+    """
+    Does the request ask to be upgraded to a WebSocket?
+    """
+    upgrade = request.getHeader(b"Upgrade")
+    if not upgrade:
+        return False
+    return b"websocket" in (token.strip().lower() for token in upgrade.split(b","))
+
+
+def originPattern(origin: str) -> str:
+    """
+    The Autobahn origin pattern for an C{Access-Control-Allow-Origin}
+    value: Autobahn compares patterns with C{scheme://host:port}, so a
+    default port is made explicit.
+    """
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin)
+    try:
+        explicit = parts.port
+    except ValueError:
+        return origin
+    if not parts.scheme or not parts.hostname:
+        return origin
+    port = explicit or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    return f"{parts.scheme.lower()}://{parts.hostname}:{port}"
+
+
+def envelope(datum: Datum) -> bytes:
+    """
+    A datum as a stream sends it: C{{"key":...,"id":...,"value":...}}, one
+    line of compact JSON.
+    """
+    return b'{"key":%s,"id":"%s","value":%s}' % (
+        encodeJSON(datum.key),
+        datum.id.encode("ascii"),
+        datum.json,
+    )
+
+
+def gapMessage(since: str | None) -> bytes:
+    """
+    The marker saying that datums after C{since} were no longer held.
+    """
+    return encodeJSON({"gap": True, "since": since})
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class _Format:
+    """
+    How an HTTP stream writes its messages.
+    """
+
+    mode: str
+    contentType: bytes
+    preamble: bytes
+    heartbeat: bytes
+    datumTemplate: bytes
+    gapTemplate: bytes
+
+    def datum(self, datum: Datum, body: bytes) -> bytes:
+        return self.datumTemplate % {b"id": datum.id.encode("ascii"), b"body": body}
+
+    def gap(self, since: str | None) -> bytes:
+        return self.gapTemplate % {b"body": gapMessage(since)}
+
+    def farewell(self, retryAfter: int | None) -> bytes:
+        """
+        What is written before the server ends a stream: for SSE, when to
+        reconnect.
+        """
+        if self.mode == SSE and retryAfter is not None:
+            return b"retry: %d\n\n" % (retryAfter * 1000,)
+        return b""
+
+
+def _sseFormat(retry: int) -> _Format:
+    return _Format(
+        SSE,
+        b"text/event-stream",
+        b"retry: %d\n\n" % (retry,),
+        b": keepalive\n\n",
+        b"id: %(id)s\ndata: %(body)s\n\n",
+        b"event: gap\ndata: %(body)s\n\n",
+    )
+
+
+_NDJSON_FORMAT = _Format(
+    NDJSON_MODE,
+    NDJSON.encode("ascii"),
+    b"",
+    b"\n",
+    b"%(body)s\n",
+    b"%(body)s\n",
+)
+
+
+class _Closing(Protocol):
+    """
+    Where streams register to hear of shutdown (L{artcast.shutdown.Closing}).
+    """
+
+    def onClose(self, callback: Callable[[int], Any]) -> Callable[[], None]:
+        ...
+
+
+@implementer(IPushProducer)
+class _Stream:
+    """
+    One client's stream: a subscription, a queue for when the client's
+    socket is full, and the order and de-duplication rules.
+
+    Subclasses say how to write a datum, a gap marker and a heartbeat, and
+    how to cut the connection.
+
+    @ivar paused: whether the transport asked us to stop writing.
+    @ivar queued: the bytes of live datums waiting while paused.
+    """
+
+    mode = ""
+
+    def __init__(self, manager: StreamManager, pattern: str) -> None:
+        self.manager = manager
+        self.pattern = pattern
+        self.paused = False
+        self.closed = False
+        self.queued = 0
+        self._queue: deque[tuple[Datum | Start, int]] = deque()
+        self._pending: list[Datum] | None = None
+        self._lastSerial = 0
+        self._skipThrough: tuple[str, int, int] | None = None
+        self._subscription: Any = None
+        self._pumping = False
+        self._forget: Callable[[], object] | None = None
+
+    # Subclasses
+
+    def _sendDatum(self, datum: Datum) -> None:
+        raise NotImplementedError()
+
+    def _sendGap(self, since: str | None) -> None:
+        raise NotImplementedError()
+
+    def _sendHeartbeat(self) -> None:
+        raise NotImplementedError()
+
+    def _abort(self) -> None:
+        raise NotImplementedError()
+
+    def end(self, retryAfter: int | None = None) -> None:
+        """
+        Close the stream in good order (the server is stopping).
+
+        @param retryAfter: in how many seconds the client should reconnect.
+        """
+        raise NotImplementedError()
+
+    # Delivery
+
+    def begin(self, since: str | None) -> None:
+        """
+        Subscribe, then queue the history (or the current value), then the
+        live datums that came meanwhile, and start writing.
+        """
+        self.manager._add(self)
+        self._pending = []
+        self._subscription = self.manager.store.subscribe(self.pattern, self._live)
+        start = startOf(self.manager.store, self.pattern, since)
+        self._skipThrough = start.skipThrough
+        if start.gap:
+            self._queue.append((start, 0))
+        for datum in start.datums:
+            self._queue.append((datum, 0))
+            self._lastSerial = datum.serial
+        pending, self._pending = self._pending, None
+        for datum in pending:
+            self._offer(datum)
+        self._pump()
+        closing = self.manager.closing
+        if closing is not None and not self.closed:
+            self._forget = closing.onClose(self.end)
+
+    def _live(self, datum: Datum) -> None:
+        if self._pending is not None:
+            self._pending.append(datum)
+            return
+        try:
+            self._offer(datum)
+        except Exception:
+            # One broken stream must not stop the datum reaching the others.
+            log.failure("Closing a {mode} stream of {pattern!r}", mode=self.mode,
+                        pattern=self.pattern)
+            self.close()
+            self._abort()
+
+    def _offer(self, datum: Datum) -> None:
+        if self.closed or datum.serial <= self._lastSerial:
+            return
+        skip = self._skipThrough
+        if (
+            skip is not None
+            and datum.source == skip[0]
+            and (datum.boot, datum.seq) <= (skip[1], skip[2])
+        ):
+            return
+        self._lastSerial = datum.serial
+        if not self.paused and not self._queue:
+            self._sendDatum(datum)
+            return
+        cost = datum.size + len(datum.key) + len(datum.id) + _ITEM_OVERHEAD
+        self._queue.append((datum, cost))
+        self.queued += cost
+        if self.queued > self.manager.maxQueued:
+            self.drop()
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._queue and not self.paused and not self.closed:
+                item, cost = self._queue.popleft()
+                self.queued -= cost
+                if isinstance(item, Start):
+                    self._sendGap(item.since)
+                else:
+                    self._sendDatum(item)
+        finally:
+            self._pumping = False
+
+    def heartbeat(self) -> None:
+        """
+        Show the connection is alive, unless the client is behind anyway.
+        """
+        if not self.paused and not self.closed and not self._queue:
+            self._sendHeartbeat()
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self.close()
+
+    # Ending
+
+    def drop(self) -> None:
+        """
+        Cut off a client that does not read.
+        """
+        if self.closed:
+            return
+        self.manager.streamsDropped[self.mode] += 1
+        log.info(
+            "Dropped a {mode} stream of {pattern!r}: the client does not read "
+            "({queued} bytes waiting)",
+            mode=self.mode,
+            pattern=self.pattern,
+            queued=self.queued,
+        )
+        self.close()
+        self._abort()
+
+    def close(self) -> None:
+        """
+        Stop delivering and forget the queue; calling it twice is harmless.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        if self._subscription is not None:
+            self._subscription.cancel()
+        self._queue.clear()
+        self.queued = 0
+        self.manager._remove(self)
+        if self._forget is not None:
+            self._forget()
+
+
+class _HTTPStream(_Stream):
+    """
+    A stream written to an HTTP response (SSE or NDJSON).
+    """
+
+    def __init__(
+        self, manager: StreamManager, pattern: str, request: Request, format: _Format
+    ) -> None:
+        super().__init__(manager, pattern)
+        self.request = request
+        self.format = format
+        self.mode = format.mode
+        self.done: Deferred[bytes] = Deferred(lambda d: self.close())
+
+    def _sendDatum(self, datum: Datum) -> None:
+        self.request.write(self.manager._frame(self.format, datum))
+
+    def _sendGap(self, since: str | None) -> None:
+        self.request.write(self.format.gap(since))
+
+    def _sendHeartbeat(self) -> None:
+        self.request.write(self.format.heartbeat)
+
+    def _abort(self) -> None:
+        transport = getattr(self.request, "transport", None)
+        if transport is None:
+            transport = getattr(self.request.channel, "transport", None)
+        if transport is None:
+            return
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.loseConnection()
+
+    def end(self, retryAfter: int | None = None) -> None:
+        if self.closed:
+            return
+        self.close()
+        self.request.unregisterProducer()
+        # Klein writes the last bytes and finishes the response.
+        self.done.callback(self.format.farewell(retryAfter))
+
+
+class _WebSocketStream(_Stream):
+    """
+    A stream of WebSocket text messages.
+    """
+
+    mode = WEBSOCKET
+
+    def __init__(
+        self, manager: StreamManager, pattern: str, protocol: StreamProtocol
+    ) -> None:
+        super().__init__(manager, pattern)
+        self.protocol = protocol
+
+    def _open(self) -> bool:
+        """
+        Can the protocol still send?  Once a closing handshake has begun it
+        cannot, and the stream ends.
+        """
+        if self.protocol.state == WebSocketServerProtocol.STATE_OPEN:
+            return True
+        self.close()
+        return False
+
+    def _sendDatum(self, datum: Datum) -> None:
+        if self._open():
+            self.protocol.sendMessage(envelope(datum))
+
+    def _sendGap(self, since: str | None) -> None:
+        if self._open():
+            self.protocol.sendMessage(gapMessage(since))
+
+    def _sendHeartbeat(self) -> None:
+        if self._open():
+            self.protocol.sendPing()
+
+    def _abort(self) -> None:
+        self.protocol.dropConnection(abort=True)
+
+    def end(self, retryAfter: int | None = None) -> None:
+        if self.closed:
+            return
+        self.close()
+        if self.protocol.state == WebSocketServerProtocol.STATE_OPEN:
+            # 1001, "going away", is what a server shutting down sends;
+            # sendClose only takes application codes.
+            self.protocol.sendCloseFrame(code=1001, reasonUtf8=b"shutting down")
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class _Opening:
+    """
+    What a WebSocket connection is to stream, known before the upgrade.
+    """
+
+    manager: StreamManager
+    request: Request
+    pattern: str
+    since: str | None
+
+
+class StreamProtocol(WebSocketServerProtocol):
+    """
+    The server side of a streaming WebSocket: it sends, and ignores what
+    the client sends.
+    """
+
+    opening: _Opening | None = None
+    stream: _WebSocketStream | None = None
+
+    def onOpen(self) -> None:
+        opening = self.opening
+        if opening is None:
+            self.dropConnection(abort=True)
+            return
+        self.stream = _WebSocketStream(opening.manager, opening.pattern, self)
+        # The HTTP channel is still the transport's producer: through the
+        # request it tells the stream when the socket is full.
+        opening.request.registerProducer(self.stream, True)
+        self.stream.begin(opening.since)
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        """
+        Drop what the client sends instead of gathering it into a message,
+        so that a long fragmented message costs no memory.
+        """
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        pass
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+class _OneConnection:
+    """
+    The factory L{WebSocketResource} asks for one connection's protocol:
+    the shared factory's, told what to stream.
+    """
+
+    def __init__(self, factory: WebSocketServerFactory, opening: _Opening) -> None:
+        self.factory = factory
+        self.opening = opening
+
+    def buildProtocol(self, addr: Any) -> StreamProtocol:
+        protocol = cast(StreamProtocol, self.factory.buildProtocol(addr))
+        protocol.opening = self.opening
+        return protocol
+
+
+class _ClockTimer:
+    """
+    What Autobahn's protocols schedule their timeouts with (txaio's
+    C{IBatchedTimer}), on a given clock.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+
+    def call_later(self, delay: float, function: Callable[..., object],
+                   *args: object, **kwargs: object) -> _Cancellable:
+        return _Cancellable(self.clock.callLater(delay, function, *args, **kwargs))
+
+
+class _Cancellable:
+    """
+    A delayed call whose cancellation is harmless once it ran, as txaio's.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    def cancel(self) -> None:
+        if self.call.active():
+            self.call.cancel()
+
+
+class StreamManager:
+    """
+    The streams of one server.
+
+    @param store: where datums come from.
+    @param clock: schedules the heartbeats.
+    @param heartbeat: seconds between heartbeats.
+    @param maxQueued: bytes of live datums a stream may hold for a client
+        that does not read before it is dropped.
+    @param retry: the reconnection delay an SSE client is told, in ms.
+    @param allowOrigin: the origin allowed to open WebSockets (C{*}: any).
+    @param closing: where each stream registers to be ended in good order
+        when the server shuts down (an L{artcast.shutdown.Closing}).
+
+    @ivar streamsOpen: the open streams by kind (C{sse}, C{ndjson},
+        C{websocket}): a gauge.
+    @ivar streamsOpened: the streams ever opened, by kind.
+    @ivar streamsDropped: the streams dropped because the client did not
+        read, by kind.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        clock: IReactorTime,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+        maxQueued: int = DEFAULT_MAX_QUEUED,
+        retry: int = DEFAULT_RETRY,
+        allowOrigin: str = "*",
+        closing: _Closing | None = None,
+    ) -> None:
+        self.store = store
+        self.closing = closing
+        self.clock = clock
+        self.heartbeatInterval = heartbeat
+        self.maxQueued = maxQueued
+        self.streamsOpen: Counter[str] = Counter()
+        self.streamsOpened: Counter[str] = Counter()
+        self.streamsDropped: Counter[str] = Counter()
+        self._streams: set[_Stream] = set()
+        self._beat = LoopingCall(self._heartbeat)
+        self._beat.clock = clock
+        self._formats = {
+            negotiate.EVENT_STREAM: _sseFormat(retry),
+            NDJSON: _NDJSON_FORMAT,
+        }
+        self._lastFrame: tuple[_Format | None, Datum | None, bytes] = (None, None, b"")
+        self.webSocketFactory = WebSocketServerFactory(server="Artcast", reactor=clock)
+        self.webSocketFactory.protocol = StreamProtocol
+        # Autobahn's own timeouts (the closing handshake) run on our clock,
+        # not on the global reactor txaio would pick.
+        self.webSocketFactory._batched_timer = _ClockTimer(clock)
+        self.webSocketFactory.setProtocolOptions(
+            # The handshake is answered as soon as Twisted parsed it.
+            openHandshakeTimeout=0,
+            # Bounds what a client frame may make us buffer (only incoming
+            # frames are checked; a message limit would bound ours too).
+            maxFramePayloadSize=_MAX_CLIENT_FRAME,
+            allowedOrigins=[originPattern(allowOrigin)],
+            allowNullOrigin=allowOrigin == "*",
+        )
+
+    # Opening
+
+    def stream(self, request: IRequest, pattern: str, mediaType: str) -> bytes | Deferred[bytes]:
+        """
+        Answer a request with an SSE or NDJSON stream.  The caller has set
+        the CORS headers.
+
+        @param mediaType: a member of L{STREAM_TYPES}.
+        @return: what Klein is to render: an empty body for C{HEAD}, else a
+            L{Deferred} that fires only if the server ends the stream, and
+            whose cancellation (the client went away) closes it.
+        @raise BadStart: if the request resumes from something not an id.
+        """
+        since = requestedSince(request)
+        format = self._formats[mediaType]
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", format.contentType)
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        request.setHeader(b"Vary", b"Accept")
+        if request.method == b"HEAD":
+            return b""
+        twistedRequest = cast(Request, request)
+        stream = _HTTPStream(self, pattern, twistedRequest, format)
+        # Sends the headers at once, even when the preamble is empty.
+        request.write(format.preamble)
+        twistedRequest.registerProducer(stream, True)
+        twistedRequest.notifyFinish().addBoth(lambda ignored: stream.close())
+        stream.begin(since)
+        return stream.done
+
+    def webSocket(self, request: IRequest, pattern: str) -> IResource:
+        """
+        The resource that upgrades a request to a WebSocket streaming the
+        datums of C{pattern}.
+
+        @raise BadStart: if C{since} is not an id.
+        """
+        since = requestedSince(request)
+        opening = _Opening(self, cast(Request, request), pattern, since)
+        return WebSocketResource(_OneConnection(self.webSocketFactory, opening))
+
+    # Book-keeping
+
+    def _add(self, stream: _Stream) -> None:
+        self._streams.add(stream)
+        self.streamsOpen[stream.mode] += 1
+        self.streamsOpened[stream.mode] += 1
+        if not self._beat.running:
+            self._beat.start(self.heartbeatInterval, now=False)
+
+    def _remove(self, stream: _Stream) -> None:
+        if stream in self._streams:
+            self._streams.remove(stream)
+            self.streamsOpen[stream.mode] -= 1
+        if not self._streams and self._beat.running:
+            self._beat.stop()
+
+    def _heartbeat(self) -> None:
+        for stream in list(self._streams):
+            stream.heartbeat()
+
+    def _frame(self, format: _Format, datum: Datum) -> bytes:
+        """
+        A datum's frame in a format, made once for all the streams a datum
+        goes to one after another.
+        """
+        lastFormat, lastDatum, frame = self._lastFrame
+        if lastFormat is not format or lastDatum is not datum:
+            frame = format.datum(datum, envelope(datum))
+            self._lastFrame = (format, datum, frame)
+        return frame
+
+    def closeAll(self, retryAfter: int | None = None) -> None:
+        """
+        End every stream in good order (for a server that is stopping).
+        """
+        for stream in list(self._streams):
+            stream.end(retryAfter)
+
+    def statistics(self) -> dict[str, Any]:
+        """
+        The figures for C{/stats}.
+        """
+        return {
+            "streams_open": dict(self.streamsOpen),
+            "streams_opened": dict(self.streamsOpened),
+            "streams_dropped": dict(self.streamsDropped),
+        }
+
+    @property
+    def open(self) -> int:
+        """
+        How many streams are open.
+        """
+        return len(self._streams)
