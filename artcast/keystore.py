@@ -395,6 +395,24 @@ class KeyStore:
         """
         return self._listeners.counts()
 
+    def cancelWaiters(self) -> int:
+        """
+        Cancel every one-shot waiter (a held long poll), as at shutdown once
+        their requests are answered: each waiter's L{Deferred} fails with
+        L{CancelledError} and is unregistered.  Subscriptions (streams) are
+        left to their owners.
+
+        @return: How many waiters were cancelled.
+        """
+        waiters: list[Waiter] = []
+        for pattern in self._listeners.counts():
+            entries = self._listeners._entries(pattern, create=False)
+            if entries:
+                waiters.extend(item for item in entries if isinstance(item, Waiter))
+        for waiter in waiters:
+            waiter.deferred.cancel()
+        return len(waiters)
+
     @property
     def listening(self) -> int:
         """

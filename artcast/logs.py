@@ -30,7 +30,7 @@ from zope.interface import implementer, provider
 
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import (
     ILogObserver,
     Logger,
@@ -47,6 +47,7 @@ from twisted.web.server import Site
 
 __all__ = [
     "ArtcastSite",
+    "addressHost",
     "ErrorLogObserver",
     "ErrorLogService",
     "apacheCombinedLogFormatter",
@@ -104,15 +105,14 @@ def escapeLogItem(item: bytes) -> str:
     return item.decode("latin-1").translate(_ESCAPES)
 
 
-def _clientHost(request: IRequest) -> str:
+def addressHost(address: IAddress | None) -> str | None:
     """
-    The client address as Apache's C{%h} shows it (without host name
-    look-ups): the IP address, unquoted; an IPv6 address without brackets; an
+    A peer's IP address as text: an IPv6 address without brackets, an
     IPv4-mapped IPv6 address (C{::ffff:192.0.2.1}, from a dual-stack socket)
-    as the plain IPv4 address, as APR prints it.  A peer with no IP address
-    (a UNIX socket) is C{-}, the NCSA mark of an unknown field.
+    as the plain IPv4 address, as APR prints it.
+
+    @return: L{None} for a peer with no IP address (a UNIX socket).
     """
-    address = request.getClientAddress()
     if isinstance(address, IPv4Address):
         return address.host
     if isinstance(address, IPv6Address):
@@ -120,7 +120,16 @@ def _clientHost(request: IRequest) -> str:
         if host.startswith("::ffff:") and "." in host:
             return host[7:]
         return host
-    return "-"
+    return None
+
+
+def _clientHost(request: IRequest) -> str:
+    """
+    The client address as Apache's C{%h} shows it (without host name
+    look-ups): see L{addressHost}, unquoted.  A peer with no IP address (a
+    UNIX socket) is C{-}, the NCSA mark of an unknown field.
+    """
+    return addressHost(request.getClientAddress()) or "-"
 
 
 def _remoteUser(request: IRequest) -> str:

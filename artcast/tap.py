@@ -27,6 +27,14 @@ DEFAULT_LOG_SIZE = 10_000_000
 DEFAULT_LOG_COUNT = 100
 DEFAULT_MAX_VALUE_SIZE = 1_000_000
 
+#: As in L{artcast.connections} and L{artcast.shutdown}, likewise.
+DEFAULT_MAX_CLIENTS = 10_000
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 75.0
+DEFAULT_TCP_KEEPALIVE = 60.0
+DEFAULT_RETRY_AFTER = 5
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+
 
 def clientPort(description: str) -> str:
     """
@@ -166,6 +174,26 @@ class Options(usage.Options):
          "Take POST/PUT /artcasts/<key> with the bearer tokens in this file."],
         ["publish-ttl", None, 1,
          "Multicast TTL of datums published over HTTP.", ttl],
+        ["max-clients", None, DEFAULT_MAX_CLIENTS,
+         "Open client connections at most; past it a request gets 503 with "
+         "Retry-After.", positiveInt],
+        ["max-clients-per-address", None, None,
+         "Open connections per client address at most (default: no cap).",
+         positiveInt],
+        ["header-timeout", None, DEFAULT_HEADER_TIMEOUT,
+         "Close a connection that has not sent a whole request head in this "
+         "many seconds.", seconds],
+        ["idle-timeout", None, DEFAULT_IDLE_TIMEOUT,
+         "Close a keep-alive connection idle between requests this many "
+         "seconds (a held request is never idle).", seconds],
+        ["tcp-keepalive", None, DEFAULT_TCP_KEEPALIVE,
+         "Seconds of silence before TCP keepalive probes a connection.", seconds],
+        ["retry-after", None, DEFAULT_RETRY_AFTER,
+         "503 answers carry a Retry-After spread over 1 to this many seconds.",
+         positiveInt],
+        ["shutdown-timeout", None, DEFAULT_SHUTDOWN_TIMEOUT,
+         "On SIGTERM/SIGINT, seconds to answer and close connections before "
+         "cutting the rest.", seconds],
     ]
 
     def opt_source_key_file(self, path: str) -> None:
@@ -237,7 +265,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
 
         reactor = globalReactor
 
-    from artcast.logs import ArtcastSite, ErrorLogService, errorLogObserver
+    from artcast.logs import ErrorLogService, errorLogObserver
     from artcast.multicast import DatagramHandler, MulticastServerProtocol, Stats
     from artcast.web import ArtcastApp
 
@@ -293,17 +321,44 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         statsNetworks=options["stats-allow"],
         publisher=publisher,
     )
+    from artcast.connections import ConnectionLimiter, LimitedSite, RetrySpread
     from artcast.publish import boundedRequestFactory
+    from artcast.shutdown import ServingService
 
-    site = ArtcastSite(
+    retryAfter = RetrySpread(options["retry-after"])
+    site = LimitedSite(
         web.resource(),
         options["access-log"],
         options["access-log-size"],
         options["access-log-count"],
         reactor=reactor,
         requestFactory=boundedRequestFactory(options["max-value-size"]),
+        headerTimeout=options["header-timeout"],
+        idleTimeout=options["idle-timeout"],
+        retryAfter=retryAfter,
+        allowOrigin=options["access-control-allow-origin"],
     )
-    strports.service(options["client-port"], site, reactor=reactor).setServiceParent(top)
+    limiter = ConnectionLimiter(
+        site,
+        maxClients=options["max-clients"],
+        maxPerAddress=options["max-clients-per-address"],
+        tcpKeepAlive=options["tcp-keepalive"],
+    )
+    web.connections = limiter
+    web.closing.retryAfter = retryAfter
+    # The port's service is the child of the one that shuts down gracefully:
+    # it stops accepting first, then held requests are answered with 503.
+    serving = ServingService(
+        limiter,
+        reactor,
+        options["shutdown-timeout"],
+        closing=web.closing,
+        afterAnswer=store.cancelWaiters,
+    )
+    strports.service(options["client-port"], limiter, reactor=reactor).setServiceParent(
+        serving
+    )
+    serving.setServiceParent(top)
 
     for group, port, receive in (
         (options["data-group"], options["data-port"], handler.dataReceived),
@@ -326,4 +381,5 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
 
     top.store = store  # type: ignore[attr-defined]
     top.stats = stats  # type: ignore[attr-defined]
+    top.connections = limiter  # type: ignore[attr-defined]
     return top

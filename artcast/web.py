@@ -23,6 +23,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
 from artcast import negotiate, pages
+from artcast.connections import ConnectionLimiter
 from artcast.keystore import Datum, Found, KeyStore, encodeJSON
 from artcast.multicast import Stats
 from artcast.publish import HTTPPublisher, Refused
@@ -34,6 +35,7 @@ from artcast.stats import (
     residentMemory,
     statsPage,
 )
+from artcast.shutdown import Closing
 from artcast.wire import BadKey, validateKey
 
 #: The headers a cross-origin script may read (CORS).
@@ -153,6 +155,11 @@ class ArtcastApp:
         self.allowOrigin = allowOrigin.encode("latin-1")
         self.pollTimeout = pollTimeout
         self.templates = templates
+        #: The HTTP connections, set by L{artcast.tap.makeService}; their
+        #: figures (open connections, refusals by reason) join C{/stats}.
+        self.connections: ConnectionLimiter | None = None
+        #: Where long-lived answers (streams) register to be told of shutdown.
+        self.closing = Closing()
 
     def resource(self) -> KleinResource:
         """
@@ -408,7 +415,7 @@ class ArtcastApp:
         What C{/stats} shows.
         """
         counters = self.stats
-        return {
+        figures = {
             "uptime": self.clock.seconds() - self.started,
             "waiting": self.store.listening,
             "keys": len(self.store),
@@ -423,6 +430,9 @@ class ArtcastApp:
             "sources": dict(counters.sources),
             "waiting_per_key": self.store.waitingByPattern(),
         }
+        if self.connections is not None:
+            figures.update(self.connections.statistics())
+        return figures
 
     def page(self, request: IRequest, key: str) -> bytes:
         """

@@ -1,0 +1,751 @@
+# -*- test-case-name: tests.test_connections -*-
+"""
+Holding up under abuse: connection limits, dead and slow clients.
+
+Three pieces, from the socket up:
+
+  - L{ConnectionLimiter}, a L{WrappingFactory} around the site: it counts
+    every open connection (and, when asked, the connections of each client
+    address), refuses connections past C{--max-clients} or
+    C{--max-clients-per-address}, and turns TCP keepalive on for each
+    accepted socket so that a client that vanished without a FIN is reaped
+    by the kernel.  It works on the wrapper (L{TrackedConnection}) rather
+    than on the HTTP channel, because a WebSocket upgrade replaces the
+    channel's C{connectionLost} (Twisted) or the transport's protocol
+    (Autobahn): the wrapper is told of every disconnection, so a client that
+    goes away always gives back its place at once.
+  - L{ArtcastChannel}, an L{HTTPChannel} with a deadline for the request
+    head (slowloris: a connection that has not sent a whole request head
+    within C{--header-timeout} seconds is closed), and that answers a
+    refused connection's request with a C{503} and C{Retry-After} instead of
+    passing it to the application.
+  - L{LimitedSite}, the access-logging L{ArtcastSite} whose channels are
+    L{ArtcastChannel}s, whose idle timeout (Twisted's C{timeOut}, suspended
+    while a request is in progress, so a held long poll is never cut by it)
+    is C{--idle-timeout}, and which counts refusals by reason.
+
+Refusals are counted by reason in L{LimitedSite.rejected}: C{max-clients},
+C{per-address}, C{header-timeout} and C{shutting-down}.
+"""
+
+from __future__ import annotations
+
+import random
+import resource as _resource
+import socket
+from collections import Counter
+from typing import Any, Callable, TextIO
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+
+from artcast.logs import DEFAULT_LOG_COUNT, DEFAULT_LOG_SIZE, ArtcastSite, addressHost
+
+__all__ = [
+    "ArtcastChannel",
+    "ConnectionLimiter",
+    "LimitedSite",
+    "RetrySpread",
+    "TrackedConnection",
+    "configureSocket",
+    "ensureFileLimit",
+    "peerKey",
+    "unavailable",
+]
+
+#: The defaults of the options; see docs/operations.md.
+DEFAULT_MAX_CLIENTS = 10_000
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: Longer than the 60 s idle timeout of most load balancers, so that the
+#: balancer, not the server, closes an idle keep-alive connection (a server
+#: closing first races with the balancer's next request on it).
+DEFAULT_IDLE_TIMEOUT = 75.0
+DEFAULT_RETRY_AFTER = 5
+DEFAULT_TCP_KEEPALIVE = 60.0
+
+#: Keepalive probes: one every C{KEEPALIVE_INTERVAL} seconds after the idle
+#: time, C{KEEPALIVE_COUNT} unanswered ones and the kernel drops the socket.
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 6
+
+#: After closing a connection for its header deadline, how long it may take
+#: to take our last bytes before it is aborted.
+ABORT_DELAY = 2.0
+
+#: File descriptors kept for everything that is not a client (logs,
+#: multicast sockets, the listening socket, Python's own).
+FILE_HEADROOM = 64
+
+#: The refusal reasons, as counted and as shown in C{/stats}.
+MAX_CLIENTS = "max-clients"
+PER_ADDRESS = "per-address"
+HEADER_TIMEOUT = "header-timeout"
+SHUTTING_DOWN = "shutting-down"
+
+_MESSAGES = {
+    MAX_CLIENTS: "The server has as many clients as it takes.",
+    PER_ADDRESS: "Your address has as many connections open as it may.",
+    SHUTTING_DOWN: "The server is shutting down.",
+}
+
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
+
+
+class RetrySpread:
+    """
+    C{Retry-After} values spread over C{1..maximum} seconds, round-robin
+    from a random start, so that clients turned away together do not all
+    come back in the same second.
+
+    @ivar maximum: The largest value, in seconds.
+    """
+
+    def __init__(self, maximum: int = DEFAULT_RETRY_AFTER, start: int | None = None) -> None:
+        """
+        @param maximum: The largest value, at least 1.
+        @param start: The first value (for tests); random by default.
+        """
+        if maximum < 1:
+            raise ValueError(f"Retry-After must be at least 1 second, not {maximum!r}")
+        self.maximum = maximum
+        if start is None:
+            start = random.randint(1, maximum)
+        self._next = (start - 1) % maximum
+
+    def next(self) -> int:
+        """
+        @return: The next value, from 1 to C{maximum}.
+        """
+        value = self._next + 1
+        self._next = value % self.maximum
+        return value
+
+    __call__ = next
+
+
+def unavailable(
+    request: IRequest, retryAfter: int, reason: str, allowOrigin: bytes | None
+) -> bytes:
+    """
+    Make C{request}'s answer a C{503 Service Unavailable} with
+    C{Retry-After}, closing the connection after it.
+
+    @param retryAfter: Seconds the client should wait before trying again.
+    @param reason: One of the refusal reasons; it picks the message.
+    @param allowOrigin: The C{Access-Control-Allow-Origin} value, so that a
+        script on another origin can see the answer (and, through
+        C{Access-Control-Expose-Headers}, its C{Retry-After}).
+
+    @return: The body, for the caller to write.
+    """
+    body = (
+        f"{_MESSAGES.get(reason, 'The server cannot answer now.')} "
+        f"Try again in {retryAfter} seconds.\n"
+    ).encode("utf-8")
+    request.setResponseCode(503)
+    request.setHeader(b"Retry-After", b"%d" % (retryAfter,))
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"Content-Length", b"%d" % (len(body),))
+    request.setHeader(b"Cache-Control", b"no-store")
+    request.setHeader(b"Connection", b"close")
+    if allowOrigin is not None:
+        request.setHeader(b"Access-Control-Allow-Origin", allowOrigin)
+        request.setHeader(b"Access-Control-Expose-Headers", b"Retry-After")
+    return body
+
+
+def peerKey(address: IAddress | None) -> str | None:
+    """
+    The client address that C{--max-clients-per-address} counts under: the
+    IP address as text, an IPv4-mapped IPv6 address as plain IPv4.
+
+    @return: L{None} for a peer with no IP address (a UNIX socket: local
+        clients are not capped per address).
+    """
+    return addressHost(address)
+
+
+def _socketOf(transport: Any) -> socket.socket | None:
+    """
+    The TCP socket under a transport, looking through wrappers such as TLS
+    (whose C{getHandle} is the TLS connection, not the socket).
+    """
+    for _ in range(4):
+        if transport is None:
+            return None
+        getHandle = getattr(transport, "getHandle", None)
+        if getHandle is not None:
+            try:
+                handle = getHandle()
+            except Exception:
+                handle = None
+            if isinstance(handle, socket.socket):
+                if handle.family in (socket.AF_INET, socket.AF_INET6) and (
+                    handle.type == socket.SOCK_STREAM
+                ):
+                    return handle
+                return None
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def configureSocket(transport: Any, keepAliveIdle: float | None) -> bool:
+    """
+    Set the options a server socket for long-held clients wants:
+    C{TCP_NODELAY} (an answer is one small write, send it now), and
+    C{SO_KEEPALIVE} with, where the platform has them, C{TCP_KEEPIDLE}
+    (C{TCP_KEEPALIVE} on macOS), C{TCP_KEEPINTVL} and C{TCP_KEEPCNT}, so that
+    the kernel finds a client that vanished (a phone that left the network,
+    a NAT that forgot the mapping) and the connection's C{connectionLost}
+    runs; and C{TCP_USER_TIMEOUT} (Linux) with the same bound, for a client
+    that vanished while data to it is unacknowledged, which keepalive does
+    not probe.
+
+    @param transport: The connection's transport; anything without a TCP
+        socket under it (a UNIX socket, a test transport) is left alone.
+    @param keepAliveIdle: Seconds of silence before the first probe, or
+        L{None} for no keepalive.
+
+    @return: Whether a TCP socket was found and configured.
+    """
+    sock = _socketOf(transport)
+    if sock is None:
+        return False
+    settings: list[tuple[int, int, int]] = [
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0 if keepAliveIdle is None else 1),
+    ]
+    if keepAliveIdle is not None:
+        idle = max(1, int(keepAliveIdle))
+        idleOption = getattr(socket, "TCP_KEEPIDLE", None)
+        if idleOption is None:
+            idleOption = getattr(socket, "TCP_KEEPALIVE", None)
+        for option, value in (
+            (idleOption, idle),
+            (getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL),
+            (getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_COUNT),
+            (
+                getattr(socket, "TCP_USER_TIMEOUT", None),
+                (idle + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT) * 1000,
+            ),
+        ):
+            if option is not None:
+                settings.append((socket.IPPROTO_TCP, option, value))
+    for level, option, value in settings:
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError:
+            # Not on this platform or this kind of socket: keep the others.
+            pass
+    return True
+
+
+def ensureFileLimit(
+    wanted: int,
+    getrlimit: Callable[[int], tuple[int, int]] = _resource.getrlimit,
+    setrlimit: Callable[[int, tuple[int, int]], None] = _resource.setrlimit,
+) -> int:
+    """
+    Raise the soft limit of open files towards C{wanted}, no further than the
+    hard limit (which needs no privilege).  Many systems start a process
+    with a soft limit of 1024 files, far below a long-poll server's clients.
+
+    @return: The soft limit now.
+    """
+    soft, hard = getrlimit(_resource.RLIMIT_NOFILE)
+    ceiling = wanted if hard == _resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != _resource.RLIM_INFINITY and soft < ceiling:
+        try:
+            setrlimit(_resource.RLIMIT_NOFILE, (ceiling, hard))
+        except (ValueError, OSError):
+            return soft
+        return ceiling
+    return soft
+
+
+class _Unavailable(Resource):
+    """
+    The resource a refused connection's request gets: a C{503} with
+    C{Retry-After}, counted under its reason.
+    """
+
+    isLeaf = True
+
+    def __init__(self, site: LimitedSite, reason: str) -> None:
+        super().__init__()
+        self.site = site
+        self.reason = reason
+
+    def render(self, request: IRequest) -> bytes:  # type: ignore[override]
+        self.site.rejected[self.reason] += 1
+        return unavailable(
+            request, self.site.retryAfter(), self.reason, self.site.allowOrigin
+        )
+
+
+class ArtcastChannel(HTTPChannel):
+    """
+    An L{HTTPChannel} with a deadline for each request head and a way to
+    turn a request away without the application seeing it.
+
+    The head deadline starts when the connection is made and, on a
+    keep-alive connection, with the first byte of each later request; it
+    ends when the last header line is in.  Between requests Twisted's idle
+    timeout applies, and while a request is being answered (a held long
+    poll, a stream) neither does.
+
+    @ivar site: The L{LimitedSite} (set by L{twisted.web.server.Site}).
+    @ivar refusal: Why the connection was refused (see L{ConnectionLimiter}),
+        or L{None}: its request is answered with a C{503} and it is closed.
+    @ivar closing: The server is shutting down: a request whose head
+        arrives now gets a C{503}, and the connection is closed after the
+        current answer.
+    """
+
+    site: LimitedSite
+    refusal: str | None = None
+    closing = False
+    _headerCall: IDelayedCall | None = None
+    _abortCall: IDelayedCall | None = None
+    _headBytes = False
+    _reading = False
+    _dispatched = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._startHeaderDeadline()
+
+    def _startHeaderDeadline(self) -> None:
+        self._headBytes = False
+        timeout = self.site.headerTimeout
+        if timeout is not None:
+            self._headerCall = self.callLater(timeout, self._headerTimedOut)
+
+    def _stopHeaderDeadline(self) -> None:
+        call, self._headerCall = self._headerCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _headerTimedOut(self) -> None:
+        """
+        The head did not come in time: say so if some of it came (a client
+        that sent nothing, like a browser's speculative connection, is just
+        closed), close the connection, and abort it if it will not take our
+        last bytes either.
+        """
+        self._headerCall = None
+        if self.transport is None or getattr(self.transport, "disconnecting", False):
+            return
+        self.site.rejected[HEADER_TIMEOUT] += 1
+        if self._headBytes:
+            self.transport.write(_REQUEST_TIMEOUT)
+        self.loseConnection()
+        self._abortCall = self.callLater(ABORT_DELAY, self._abort)
+
+    def _abort(self) -> None:
+        self._abortCall = None
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if data and not self._reading:
+            if self._headerCall is None and self._abortCall is None:
+                self._startHeaderDeadline()
+            self._headBytes = True
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._stopHeaderDeadline()
+        self._reading = True
+        super().allHeadersReceived()
+
+    def refusalReason(self) -> str | None:
+        """
+        @return: Why this connection's requests are turned away, or L{None}.
+        """
+        if self.refusal is not None:
+            return self.refusal
+        if self.closing:
+            return SHUTTING_DOWN
+        return None
+
+    def allContentReceived(self) -> None:
+        if self.refusalReason() is not None:
+            # Answered with a 503 by the site; close after it.
+            self.persistent = False
+        self._dispatched = True
+        super().allContentReceived()
+
+    def requestDone(self, request: IRequest) -> None:
+        self._reading = self._dispatched = False
+        self._headBytes = False
+        if self.closing:
+            self.persistent = False
+        super().requestDone(request)
+
+    def shutDown(self, retryAfter: Callable[[], int]) -> None:
+        """
+        The server is shutting down: answer a request held waiting (a long
+        poll that has not started its answer) with a C{503} and a
+        C{Retry-After} from C{retryAfter}; close an idle connection now; let
+        an answer being written (a stream, whose owner closes it) finish and
+        close after it; and let a request whose head is on its way arrive,
+        to answer it with a C{503} (the head deadline bounds the wait).
+        """
+        self.closing = True
+        transport = self.transport
+        if transport is None or getattr(transport, "disconnecting", False):
+            return
+        if self._dispatched:
+            self.persistent = False
+            request = self.requests[0] if self.requests else None
+            if (
+                request is not None
+                and not request.startedWriting
+                and not request.finished
+            ):
+                body = unavailable(
+                    request, retryAfter(), SHUTTING_DOWN, self.site.allowOrigin
+                )
+                request.write(body)
+                request.finish()
+        elif not (self._reading or self._headBytes):
+            self._stopHeaderDeadline()
+            self.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stopHeaderDeadline()
+        call, self._abortCall = self._abortCall, None
+        if call is not None and call.active():
+            call.cancel()
+        super().connectionLost(reason)
+
+
+class LimitedSite(ArtcastSite):
+    """
+    The access-logging site whose channels are L{ArtcastChannel}s.
+
+    @ivar headerTimeout: Seconds a connection has to send a request head.
+    @ivar retryAfter: Gives the C{Retry-After} of each C{503}.
+    @ivar allowOrigin: The C{Access-Control-Allow-Origin} of the C{503}s.
+    @ivar rejected: Refusals by reason.
+    @ivar closing: Set at shutdown: every new request is refused.
+    """
+
+    protocol = ArtcastChannel  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        resource: Any,
+        accessLog: str | None = None,
+        accessLogSize: int = DEFAULT_LOG_SIZE,
+        accessLogCount: int = DEFAULT_LOG_COUNT,
+        reactor: IReactorTime | None = None,
+        *,
+        headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        retryAfter: RetrySpread | None = None,
+        allowOrigin: str | bytes | None = "*",
+        stderr: TextIO | None = None,
+        **kw: Any,
+    ) -> None:
+        """
+        @param resource: The root resource.
+        @param accessLog: See L{ArtcastSite}.
+        @param accessLogSize: See L{ArtcastSite}.
+        @param accessLogCount: See L{ArtcastSite}.
+        @param reactor: The reactor (or a clock, in tests): the header
+            deadline and idle timeout run on it.
+        @param headerTimeout: Seconds to send a whole request head, or
+            L{None} for no deadline.
+        @param idleTimeout: Seconds an idle keep-alive connection is kept, or
+            L{None} to keep it.
+        @param retryAfter: The C{Retry-After} values; spread over 1 to 5
+            seconds by default.
+        @param allowOrigin: The C{Access-Control-Allow-Origin} of the
+            C{503}s, or L{None} for none.
+        @param stderr: See L{ArtcastSite}.
+        @param kw: Passed on to L{ArtcastSite}.
+        """
+        super().__init__(
+            resource,
+            accessLog,
+            accessLogSize,
+            accessLogCount,
+            reactor=reactor,
+            stderr=stderr,
+            timeout=idleTimeout,
+            **kw,
+        )
+        self.headerTimeout = headerTimeout
+        self.retryAfter = retryAfter if retryAfter is not None else RetrySpread()
+        if isinstance(allowOrigin, str):
+            allowOrigin = allowOrigin.encode("latin-1")
+        self.allowOrigin = allowOrigin
+        self.rejected: Counter[str] = Counter()
+        self.closing = False
+
+    def getResourceFor(self, request: IRequest) -> Any:
+        """
+        The application's resource, or for a refused connection (or any new
+        request while shutting down) the C{503}.
+        """
+        channel = request.channel  # type: ignore[attr-defined]
+        reason = channel.refusalReason() if isinstance(channel, ArtcastChannel) else None
+        if reason is None and self.closing:
+            reason = SHUTTING_DOWN
+        if reason is not None:
+            return _Unavailable(self, reason)
+        return super().getResourceFor(request)
+
+
+class TrackedConnection(ProtocolWrapper):
+    """
+    One client connection, as L{ConnectionLimiter} counts it.
+
+    @ivar peer: The address it is counted under (see L{peerKey}).
+    @ivar admitted: Counted as a client (else it is being refused).
+    """
+
+    factory: ConnectionLimiter
+    peer: str | None = None
+    admitted = False
+
+    def makeConnection(self, transport: Any) -> None:
+        configureSocket(transport, self.factory.tcpKeepAlive)
+        super().makeConnection(transport)
+
+    def shutDown(self, retryAfter: Callable[[], int]) -> None:
+        """
+        Tell the HTTP channel the server is shutting down (see
+        L{ArtcastChannel.shutDown}).  A connection upgraded to something
+        else (a WebSocket) is left to its owner's shutdown hook.
+        """
+        channel = self.wrappedProtocol
+        if isinstance(channel, ArtcastChannel):
+            channel.shutDown(retryAfter)
+
+    def abortConnection(self) -> None:
+        self.disconnecting = 1
+        transport: Any = self.transport
+        transport.abortConnection()
+
+
+class ConnectionLimiter(WrappingFactory[TrackedConnection]):
+    """
+    Counts the site's connections and refuses those past the limits.
+
+    A connection past C{maxClients} (or past C{maxPerAddress} for its
+    address) is still accepted, so that its request can be answered with a
+    C{503} and a C{Retry-After} (L{ArtcastChannel}); it does not count as a
+    client, and at most C{maxRefusing} such connections are open at once
+    (past that one is closed as soon as accepted), so refusals cannot eat
+    every file descriptor either.
+
+    @ivar admitted: Connections counted as clients.
+    @ivar refusing: Connections open only to be told C{503}.
+    """
+
+    protocol = TrackedConnection
+    _log = Logger()
+
+    def __init__(
+        self,
+        site: LimitedSite,
+        maxClients: int = DEFAULT_MAX_CLIENTS,
+        maxPerAddress: int | None = None,
+        tcpKeepAlive: float | None = DEFAULT_TCP_KEEPALIVE,
+        maxRefusing: int | None = None,
+    ) -> None:
+        """
+        @param site: The site whose connections these are.
+        @param maxClients: Open client connections at most.
+        @param maxPerAddress: Open connections per client address at most,
+            or L{None} for no such cap.
+        @param tcpKeepAlive: Seconds of silence before TCP keepalive probes a
+            connection, or L{None} for no keepalive.
+        @param maxRefusing: Connections being refused at once at most;
+            C{maxClients} by default.
+        """
+        super().__init__(site)
+        self.site = site
+        self.maxClients = maxClients
+        self.maxPerAddress = maxPerAddress
+        self.tcpKeepAlive = tcpKeepAlive
+        self.maxRefusing = maxClients if maxRefusing is None else maxRefusing
+        self.admitted = 0
+        self.refusing = 0
+        self._perAddress: dict[str, int] = {}
+        self._whenIdle: list[Deferred[None]] = []
+        self._stopPending = False
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """
+        Refusals by reason (the site's counter).
+        """
+        return self.site.rejected
+
+    def fileLimitWanted(self) -> int:
+        """
+        The open files this limiter may need: every client, every refusal
+        being answered, and some headroom.
+        """
+        return self.maxClients + self.maxRefusing + FILE_HEADROOM
+
+    def _refusal(self, peer: str | None) -> str | None:
+        if self.site.closing:
+            return SHUTTING_DOWN
+        if self.admitted >= self.maxClients:
+            return MAX_CLIENTS
+        if (
+            self.maxPerAddress is not None
+            and peer is not None
+            and self._perAddress.get(peer, 0) >= self.maxPerAddress
+        ):
+            return PER_ADDRESS
+        return None
+
+    def buildProtocol(self, addr: IAddress | None) -> TrackedConnection | None:  # type: ignore[override]
+        peer = peerKey(addr)
+        reason = self._refusal(peer)
+        if reason is not None and self.refusing >= self.maxRefusing:
+            # Too many being refused already: close this one at once.
+            self.rejected[reason] += 1
+            return None
+        connection = super().buildProtocol(addr)
+        connection.peer = peer
+        return connection
+
+    def registerProtocol(self, p: TrackedConnection) -> None:  # type: ignore[override]
+        """
+        Count a connection that has just been made, as a client or as one to
+        refuse.
+        """
+        super().registerProtocol(p)
+        reason = self._refusal(p.peer)
+        if reason is None:
+            p.admitted = True
+            self.admitted += 1
+            if self.maxPerAddress is not None and p.peer is not None:
+                self._perAddress[p.peer] = self._perAddress.get(p.peer, 0) + 1
+        else:
+            self.refusing += 1
+            channel = p.wrappedProtocol
+            if isinstance(channel, ArtcastChannel):
+                channel.refusal = reason
+
+    def unregisterProtocol(self, p: TrackedConnection) -> None:  # type: ignore[override]
+        """
+        A connection is gone: give its place back at once.
+        """
+        super().unregisterProtocol(p)
+        if p.admitted:
+            p.admitted = False
+            self.admitted -= 1
+            if self.maxPerAddress is not None and p.peer is not None:
+                left = self._perAddress.get(p.peer, 0) - 1
+                if left > 0:
+                    self._perAddress[p.peer] = left
+                else:
+                    self._perAddress.pop(p.peer, None)
+        else:
+            self.refusing -= 1
+        if not self.protocols:
+            waiting, self._whenIdle = self._whenIdle, []
+            for d in waiting:
+                d.callback(None)
+            if self._stopPending:
+                self._stopPending = False
+                super().doStop()
+
+    def addressCount(self, peer: str) -> int:
+        """
+        @return: The client connections counted under an address (only
+            counted with a per-address cap).
+        """
+        return self._perAddress.get(peer, 0)
+
+    @property
+    def addresses(self) -> int:
+        """
+        How many addresses have connections counted (0 without a per-address
+        cap).
+        """
+        return len(self._perAddress)
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        @return: A L{Deferred} that fires when no connection is open (at
+            once if none is).
+        """
+        if not self.protocols:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._whenIdle.append(d)
+        return d
+
+    def doStop(self) -> None:
+        """
+        The port stopped listening.  The site is stopped (its access log
+        closed) only when the last connection has gone, so that the answers
+        written while shutting down are logged.
+        """
+        if self.protocols:
+            self._stopPending = True
+        else:
+            super().doStop()
+
+    def shutDown(self, retryAfter: Callable[[], int] | None = None) -> None:
+        """
+        Start shutting down: refuse every new request, answer every held
+        request with a C{503}, close idle connections (see
+        L{ArtcastChannel.shutDown}).
+        """
+        self.site.closing = True
+        spread = retryAfter if retryAfter is not None else self.site.retryAfter
+        for connection in list(self.protocols):
+            if connection.wrappedProtocol is None:
+                continue
+            try:
+                connection.shutDown(spread)
+            except Exception:
+                self._log.failure("Cannot shut down a connection")
+
+    def abortAll(self) -> int:
+        """
+        Abort every connection still open.
+
+        @return: How many there were.
+        """
+        connections = list(self.protocols)
+        for connection in connections:
+            try:
+                connection.abortConnection()
+            except Exception:
+                self._log.failure("Cannot abort a connection")
+        return len(connections)
+
+    def statistics(self) -> dict[str, Any]:
+        """
+        The figures C{/stats} shows: open client connections, connections
+        being refused, and refusals by reason.
+        """
+        return {
+            "connections": self.admitted,
+            "connections_refusing": self.refusing,
+            "rejected": dict(self.rejected),
+        }

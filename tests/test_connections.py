@@ -1,0 +1,840 @@
+# -*- test-case-name: tests.test_connections -*-
+"""
+Tests for L{artcast.connections}: connection limits, the request-head
+deadline, the idle timeout and TCP keepalive.
+
+The unit tests drive the real site and limiter over L{StringTransport}s with
+a L{Clock}; the integration tests run the real C{twistd artcast}.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from artcast import tap
+from artcast.connections import (
+    ABORT_DELAY,
+    ConnectionLimiter,
+    LimitedSite,
+    RetrySpread,
+    TrackedConnection,
+    configureSocket,
+    ensureFileLimit,
+    peerKey,
+)
+from artcast.shutdown import ServingService
+from tests.harness import ArtcastProcess
+from tests.test_integration import RawHTTPClient, requestBytes
+
+HEADER_TIMEOUT = 10.0
+IDLE_TIMEOUT = 75.0
+
+
+class Held(Resource):
+    """
+    Answers C{/now} at once; holds any other request (a long poll), keeping
+    it in L{held}.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Any] = []
+
+    def render_GET(self, request: Any) -> Any:
+        if request.path == b"/now":
+            request.setHeader(b"Content-Length", b"3")
+            return b"now"
+        self.held.append(request)
+        return NOT_DONE_YET
+
+
+def makeLimiter(
+    clock: Clock, resource: Resource | None = None, **kw: Any
+) -> ConnectionLimiter:
+    """
+    A started limiter over a L{LimitedSite} with a 10 s head deadline, a
+    75 s idle timeout, C{Retry-After} values from 1 up, and its access log in
+    C{limiter.site.accessLog} (a L{io.StringIO}).
+    """
+    accessLog = io.StringIO()
+    site = LimitedSite(
+        resource if resource is not None else Held(),
+        None,
+        reactor=clock,
+        stderr=accessLog,
+        headerTimeout=HEADER_TIMEOUT,
+        idleTimeout=IDLE_TIMEOUT,
+        retryAfter=RetrySpread(5, start=1),
+    )
+    site.accessLog = accessLog  # type: ignore[attr-defined]
+    limiter = ConnectionLimiter(site, **kw)
+    limiter.doStart()
+    return limiter
+
+
+def connect(
+    limiter: ConnectionLimiter, host: str = "10.0.0.1", port: int = 40000
+) -> tuple[TrackedConnection, StringTransport]:
+    """
+    Accept a connection from C{host} as a port would.
+    """
+    address = IPv4Address("TCP", host, port)
+    connection = limiter.buildProtocol(address)
+    assert connection is not None
+    transport = StringTransport(peerAddress=address)
+    connection.makeConnection(transport)
+    return connection, transport
+
+
+def disconnect(connection: TrackedConnection) -> None:
+    """
+    Report the connection closed, as the reactor does.
+    """
+    connection.connectionLost(Failure(ConnectionDone()))
+
+
+def get(path: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+    return b"GET " + path + b" " + version + b"\r\nHost: example\r\n\r\n"
+
+
+class RetrySpreadTests(SynchronousTestCase):
+    """
+    L{RetrySpread} spreads C{Retry-After} values.
+    """
+
+    def test_roundRobin(self) -> None:
+        """
+        Values go round 1..maximum from the start given.
+        """
+        spread = RetrySpread(3, start=2)
+        self.assertEqual([spread.next() for _ in range(7)], [2, 3, 1, 2, 3, 1, 2])
+
+    def test_randomStartInRange(self) -> None:
+        """
+        Without a start, every value is still within 1..maximum and all of
+        them come round.
+        """
+        spread = RetrySpread(4)
+        values = [spread() for _ in range(8)]
+        self.assertEqual(sorted(set(values)), [1, 2, 3, 4])
+
+    def test_atLeastOne(self) -> None:
+        """
+        A maximum below one second is refused.
+        """
+        self.assertRaises(ValueError, RetrySpread, 0)
+
+
+class PeerKeyTests(SynchronousTestCase):
+    """
+    L{peerKey} names the address a connection is counted under.
+    """
+
+    def test_ipv4(self) -> None:
+        """
+        An IPv4 peer is counted under its address, whatever its port.
+        """
+        self.assertEqual(peerKey(IPv4Address("TCP", "192.0.2.7", 1)), "192.0.2.7")
+
+    def test_ipv4Mapped(self) -> None:
+        """
+        An IPv4-mapped IPv6 peer (a dual-stack socket) counts as the IPv4
+        address, so one client is one address on either socket.
+        """
+        self.assertEqual(
+            peerKey(IPv6Address("TCP", "::ffff:192.0.2.7", 1)), "192.0.2.7"
+        )
+
+    def test_ipv6(self) -> None:
+        """
+        An IPv6 peer is counted under its address.
+        """
+        self.assertEqual(peerKey(IPv6Address("TCP", "2001:db8::1", 1)), "2001:db8::1")
+
+    def test_unix(self) -> None:
+        """
+        A UNIX-socket peer has no address to cap.
+        """
+        self.assertIsNone(peerKey(UNIXAddress(b"/run/artcast.sock")))
+
+
+class MaxClientsTests(SynchronousTestCase):
+    """
+    C{--max-clients}: past it a request gets a C{503} with C{Retry-After}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = Held()
+        self.limiter = makeLimiter(self.clock, self.resource, maxClients=1)
+
+    def test_refusedWith503(self) -> None:
+        """
+        With one client held, a second connection's request is answered
+        with 503, Retry-After and Connection: close, is closed, and never
+        reaches the application.
+        """
+        first, _ = connect(self.limiter)
+        first.dataReceived(get(b"/poll"))
+        second, transport = connect(self.limiter, port=40001)
+        second.dataReceived(get(b"/now"))
+        answer = transport.value()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer)
+        self.assertIn(b"\r\nRetry-After: 1\r\n", answer)
+        self.assertIn(b"\r\nConnection: close\r\n", answer)
+        self.assertIn(b"\r\nAccess-Control-Allow-Origin: *\r\n", answer)
+        self.assertTrue(answer.endswith(b"Try again in 1 seconds.\n"), answer)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([r.path for r in self.resource.held], [b"/poll"])
+        self.assertEqual(self.limiter.rejected, {"max-clients": 1})
+
+    def test_refusalLogged(self) -> None:
+        """
+        The refused request has its line in the access log, with 503.
+        """
+        connect(self.limiter)
+        second, _ = connect(self.limiter, port=40001)
+        second.dataReceived(get(b"/now"))
+        self.assertIn('"GET /now HTTP/1.1" 503 ', self.limiter.site.accessLog.getvalue())
+
+    def test_refusedNotCounted(self) -> None:
+        """
+        A connection being refused is not a client, and is forgotten when it
+        closes.
+        """
+        connect(self.limiter)
+        second, _ = connect(self.limiter, port=40001)
+        self.assertEqual((self.limiter.admitted, self.limiter.refusing), (1, 1))
+        disconnect(second)
+        self.assertEqual((self.limiter.admitted, self.limiter.refusing), (1, 0))
+
+    def test_placeGivenBack(self) -> None:
+        """
+        A client that disconnects gives its place back at once: the next
+        connection is served.
+        """
+        first, _ = connect(self.limiter)
+        first.dataReceived(get(b"/poll"))
+        disconnect(first)
+        self.assertEqual(self.limiter.admitted, 0)
+        third, transport = connect(self.limiter, port=40002)
+        third.dataReceived(get(b"/now"))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+
+    def test_heldRequestReleased(self) -> None:
+        """
+        A held request whose client disconnects is told so (the application
+        can drop what it held for it).
+        """
+        first, _ = connect(self.limiter)
+        first.dataReceived(get(b"/poll"))
+        lost: list[Any] = []
+        self.resource.held[0].notifyFinish().addErrback(lost.append)
+        disconnect(first)
+        self.assertEqual(len(lost), 1)
+
+    def test_upgradedConnectionReleased(self) -> None:
+        """
+        A connection whose protocol was swapped (a WebSocket upgrade, as
+        Autobahn does it) still gives its place back when it closes.
+        """
+        first, _ = connect(self.limiter)
+        first.wrappedProtocol = Protocol()
+        disconnect(first)
+        self.assertEqual(self.limiter.admitted, 0)
+
+    def test_maxRefusing(self) -> None:
+        """
+        Past C{maxRefusing} connections being refused, one more is closed as
+        soon as accepted (no protocol), and counted.
+        """
+        limiter = makeLimiter(self.clock, maxClients=1, maxRefusing=1)
+        connect(limiter)
+        connect(limiter, port=40001)
+        self.assertIsNone(limiter.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40002)))
+        self.assertEqual(limiter.rejected, {"max-clients": 1})
+        self.assertEqual(limiter.refusing, 1)
+
+    def test_statistics(self) -> None:
+        """
+        The statistics name the open clients, those being refused and the
+        refusals by reason.
+        """
+        connect(self.limiter)
+        second, _ = connect(self.limiter, port=40001)
+        second.dataReceived(get(b"/now"))
+        self.assertEqual(
+            self.limiter.statistics(),
+            {"connections": 1, "connections_refusing": 1, "rejected": {"max-clients": 1}},
+        )
+
+    def test_fileLimitWanted(self) -> None:
+        """
+        The open files wanted cover the clients, the refusals and headroom.
+        """
+        limiter = makeLimiter(self.clock, maxClients=100, maxRefusing=10)
+        self.assertEqual(limiter.fileLimitWanted(), 100 + 10 + 64)
+
+
+class PerAddressTests(SynchronousTestCase):
+    """
+    C{--max-clients-per-address}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.limiter = makeLimiter(self.clock, maxPerAddress=2)
+
+    def test_capped(self) -> None:
+        """
+        A third connection from one address is refused with a 503 while
+        another address is served.
+        """
+        connect(self.limiter, "10.0.0.1", 1)
+        connect(self.limiter, "10.0.0.1", 2)
+        third, transport = connect(self.limiter, "10.0.0.1", 3)
+        third.dataReceived(get(b"/now"))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "))
+        self.assertIn(b"Your address has as many connections", transport.value())
+        other, otherTransport = connect(self.limiter, "10.0.0.2", 4)
+        other.dataReceived(get(b"/now"))
+        self.assertTrue(otherTransport.value().startswith(b"HTTP/1.1 200 "))
+        self.assertEqual(self.limiter.rejected, {"per-address": 1})
+
+    def test_forgotten(self) -> None:
+        """
+        An address whose connections all closed is forgotten, so the
+        per-address table does not grow with every client ever seen.
+        """
+        connections = [connect(self.limiter, f"10.0.{i}.1", i)[0] for i in range(50)]
+        self.assertEqual(self.limiter.addresses, 50)
+        for connection in connections:
+            disconnect(connection)
+        self.assertEqual(self.limiter.addresses, 0)
+
+    def test_offByDefault(self) -> None:
+        """
+        Without a cap, many connections from one address (a school behind
+        one NAT) are all served.
+        """
+        limiter = makeLimiter(self.clock)
+        for port in range(20):
+            connection, transport = connect(limiter, "10.0.0.1", port)
+            connection.dataReceived(get(b"/now"))
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "))
+        self.assertEqual(limiter.addresses, 0)
+
+
+class DeadlineTests(SynchronousTestCase):
+    """
+    The request-head deadline (C{--header-timeout}) and the idle timeout
+    (C{--idle-timeout}).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = Held()
+        self.limiter = makeLimiter(self.clock, self.resource)
+
+    def test_partialHead(self) -> None:
+        """
+        A connection that sent half a request line is answered 408 and
+        closed when the deadline passes, not before.
+        """
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(b"GET /poll HT")
+        self.clock.advance(HEADER_TIMEOUT - 0.1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.limiter.rejected, {"header-timeout": 1})
+
+    def test_silent(self) -> None:
+        """
+        A connection that sent nothing (like a browser's speculative
+        connection) is closed at the deadline without an answer.
+        """
+        _, transport = connect(self.limiter)
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+
+    def test_drip(self) -> None:
+        """
+        A slowloris sending a byte a second does not push the deadline back
+        (as it pushes the idle timeout back).
+        """
+        connection, transport = connect(self.limiter)
+        for byte in b"GET /poll HTTP/1.1\r\n"[:10]:
+            connection.dataReceived(bytes([byte]))
+            self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_abortIfStuck(self) -> None:
+        """
+        A connection closed for its deadline that does not go (its client
+        does not read) is aborted a little later.
+        """
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(b"GET")
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(ABORT_DELAY)
+        self.assertTrue(transport.disconnected)
+
+    def test_noAbortOnceGone(self) -> None:
+        """
+        A connection that closes after its deadline is not aborted later.
+        """
+        connection, transport = connect(self.limiter)
+        self.clock.advance(HEADER_TIMEOUT)
+        disconnect(connection)
+        self.clock.advance(ABORT_DELAY)
+        self.assertFalse(transport.disconnected)
+
+    def test_heldRequestKept(self) -> None:
+        """
+        A held long poll is closed neither by the head deadline nor by the
+        idle timeout, however long it waits.
+        """
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(get(b"/poll"))
+        for _ in range(100):
+            self.clock.advance(IDLE_TIMEOUT)
+        self.assertFalse(transport.disconnecting)
+        request = self.resource.held[0]
+        request.write(b"late")
+        request.finish()
+        self.assertIn(b"late", transport.value())
+
+    def test_idleKeepAlive(self) -> None:
+        """
+        A keep-alive connection idle between requests is closed by the idle
+        timeout, and not by the head deadline.
+        """
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(get(b"/now"))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "))
+        self.clock.advance(IDLE_TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.limiter.rejected, {})
+
+    def test_nextRequestDeadline(self) -> None:
+        """
+        On a keep-alive connection the deadline runs again from the first
+        byte of the next request.
+        """
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(get(b"/now"))
+        self.clock.advance(30)
+        connection.dataReceived(b"GET /n")
+        self.clock.advance(HEADER_TIMEOUT - 0.1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertIn(b"HTTP/1.1 408 ", transport.value())
+
+    def test_pipelined(self) -> None:
+        """
+        Requests sent together are all answered, each within the deadline.
+        """
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(get(b"/now") * 3)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3)
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertFalse(transport.disconnecting)
+
+    def test_noDeadline(self) -> None:
+        """
+        With no head deadline, a silent connection is left to the idle
+        timeout.
+        """
+        site = LimitedSite(
+            Held(), None, reactor=self.clock, stderr=io.StringIO(),
+            headerTimeout=None, idleTimeout=IDLE_TIMEOUT,
+        )
+        limiter = ConnectionLimiter(site)
+        _, transport = connect(limiter)
+        self.clock.advance(IDLE_TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+
+
+class _Wrapper:
+    """
+    A transport wrapping another (like TLS) whose handle is not a socket.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    def getHandle(self) -> object:
+        return object()
+
+
+class _SocketTransport:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def getHandle(self) -> socket.socket:
+        return self.sock
+
+
+class SocketOptionTests(SynchronousTestCase):
+    """
+    L{configureSocket} sets TCP keepalive and no-delay on accepted sockets.
+    """
+
+    def tcpSocket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        return sock
+
+    def test_keepAlive(self) -> None:
+        """
+        SO_KEEPALIVE and TCP_NODELAY are on, and where the platform has
+        them the probe idle time, interval and count are set.
+        """
+        sock = self.tcpSocket()
+        self.assertTrue(configureSocket(_SocketTransport(sock), 60))
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
+        self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 60)
+        if hasattr(socket, "TCP_KEEPINTVL"):
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL), 10)
+        if hasattr(socket, "TCP_KEEPCNT"):
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT), 6)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            self.assertEqual(
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), 120_000
+            )
+
+    def test_throughWrapper(self) -> None:
+        """
+        The socket is found under a wrapping transport such as TLS.
+        """
+        sock = self.tcpSocket()
+        self.assertTrue(configureSocket(_Wrapper(_SocketTransport(sock)), 30))
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
+
+    def test_noKeepAlive(self) -> None:
+        """
+        With keepalive off, SO_KEEPALIVE is off and no-delay still on.
+        """
+        sock = self.tcpSocket()
+        configureSocket(_SocketTransport(sock), None)
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 0)
+        self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+
+    def test_notTCP(self) -> None:
+        """
+        A UNIX socket or a transport with no socket is left alone.
+        """
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(unix.close)
+        self.assertFalse(configureSocket(_SocketTransport(unix), 60))
+        self.assertFalse(configureSocket(StringTransport(), 60))
+
+    def test_limiterConfigures(self) -> None:
+        """
+        The limiter configures each accepted connection's socket with its
+        keepalive time.
+        """
+        sock = self.tcpSocket()
+        limiter = makeLimiter(Clock(), tcpKeepAlive=42)
+        connection = limiter.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+        transport = StringTransport()
+        transport.getHandle = lambda: sock  # type: ignore[attr-defined]
+        connection.makeConnection(transport)
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 42)
+
+
+class FileLimitTests(SynchronousTestCase):
+    """
+    L{ensureFileLimit} raises the soft open-files limit as far as allowed.
+    """
+
+    def test_raised(self) -> None:
+        """
+        A low soft limit is raised to what is wanted.
+        """
+        calls: list[Any] = []
+        limit = ensureFileLimit(
+            5000, lambda which: (1024, 100_000), lambda which, pair: calls.append(pair)
+        )
+        self.assertEqual((limit, calls), (5000, [(5000, 100_000)]))
+
+    def test_hardCeiling(self) -> None:
+        """
+        It is not raised past the hard limit.
+        """
+        calls: list[Any] = []
+        limit = ensureFileLimit(
+            50_000, lambda which: (1024, 4096), lambda which, pair: calls.append(pair)
+        )
+        self.assertEqual((limit, calls), (4096, [(4096, 4096)]))
+
+    def test_neverLowered(self) -> None:
+        """
+        A soft limit above what is wanted is left as it is.
+        """
+        calls: list[Any] = []
+        limit = ensureFileLimit(
+            100, lambda which: (1024, 4096), lambda which, pair: calls.append(pair)
+        )
+        self.assertEqual((limit, calls), (1024, []))
+
+    def test_refused(self) -> None:
+        """
+        If the system refuses, the limit as it was is reported.
+        """
+
+        def refuse(which: int, pair: Any) -> None:
+            raise ValueError("not allowed")
+
+        self.assertEqual(ensureFileLimit(5000, lambda which: (1024, 8192), refuse), 1024)
+
+
+class OptionTests(SynchronousTestCase):
+    """
+    The limit options of C{twistd artcast} and their wiring.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        The defaults: 10,000 clients, no per-address cap, a 10 s head
+        deadline, a 75 s idle timeout, 60 s keepalive, Retry-After up to 5 s
+        and 5 s to shut down.
+        """
+        options = tap.Options()
+        options.parseOptions([])
+        self.assertEqual(
+            [options[name] for name in (
+                "max-clients", "max-clients-per-address", "header-timeout",
+                "idle-timeout", "tcp-keepalive", "retry-after", "shutdown-timeout",
+            )],
+            [10_000, None, 10.0, 75.0, 60.0, 5, 5.0],
+        )
+
+    def test_badValues(self) -> None:
+        """
+        A limit that is not a positive number is a usage error.
+        """
+        for args in (
+            ["--max-clients", "0"],
+            ["--max-clients-per-address", "-1"],
+            ["--header-timeout", "0"],
+            ["--idle-timeout", "forever"],
+            ["--tcp-keepalive", "-5"],
+            ["--retry-after", "0"],
+            ["--shutdown-timeout", "inf"],
+        ):
+            self.assertRaises(UsageError, tap.Options().parseOptions, args)
+
+    def test_wired(self) -> None:
+        """
+        The server's port serves a L{ConnectionLimiter} with the options'
+        limits, under the graceful L{ServingService}, which cancels the
+        store's waiters once it has answered them.
+        """
+        options = tap.Options()
+        options.parseOptions([
+            "--max-clients", "7", "--max-clients-per-address", "3",
+            "--header-timeout", "2", "--idle-timeout", "90", "--tcp-keepalive", "30",
+            "--retry-after", "9", "--shutdown-timeout", "4",
+        ])
+        top = tap.makeService(options, reactor=MemoryReactorClock())
+        limiter = top.connections
+        self.assertIsInstance(limiter, ConnectionLimiter)
+        self.assertEqual(
+            (limiter.maxClients, limiter.maxPerAddress, limiter.tcpKeepAlive), (7, 3, 30.0)
+        )
+        site = limiter.site
+        self.assertEqual((site.headerTimeout, site.timeOut), (2.0, 90.0))
+        self.assertEqual(site.retryAfter.maximum, 9)
+        [serving] = [s for s in top if isinstance(s, ServingService)]
+        self.assertEqual(serving.timeout, 4.0)
+        [port] = list(serving)
+        self.assertIs(port.factory, limiter)
+        self.assertEqual(serving.afterAnswer, top.store.cancelWaiters)
+
+
+# Integration tests against the real server.
+
+
+@inlineCallbacks
+def rawConnect(
+    testCase: TestCase, proc: ArtcastProcess, source: str = "127.0.0.1"
+) -> Any:
+    """
+    A raw HTTP connection to the server from C{source} (any 127/8 address on
+    Linux), aborted at the test's cleanup.
+    """
+    client = RawHTTPClient()
+    endpoint = TCP4ClientEndpoint(
+        reactor, "127.0.0.1", proc.httpPort, timeout=10, bindAddress=(source, 0)
+    )
+    yield connectProtocol(endpoint, client)
+
+    def close() -> Deferred[None]:
+        if not client.closed:
+            client.transport.abortConnection()
+        return client.lost
+
+    testCase.addCleanup(close)
+    returnValue(client)
+
+
+def pollRequest(key: str) -> bytes:
+    """
+    A long poll that asks the server to close the connection after the
+    answer (so the client's place is given back when it is answered).
+    """
+    return requestBytes(b"/artcasts/" + key.encode(), {b"Connection": b"close"})
+
+
+class LimitsIntegrationTests(TestCase):
+    """
+    The limits of the real C{twistd artcast}, over loopback.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def serve(self, *extra: str) -> Any:
+        proc = yield ArtcastProcess(self, extra=list(extra)).start()
+        returnValue(proc)
+
+    @inlineCallbacks
+    def test_maxClients(self) -> Any:
+        """
+        With --max-clients 2 and two long polls held, a third request is
+        answered 503 with Retry-After, and the two held ones still get their
+        datum.
+        """
+        proc = yield self.serve("--max-clients", "2", "--retry-after", "3")
+        first = yield rawConnect(self, proc)
+        first.send(pollRequest("limits/a"))
+        # /stats.json is the second client while it is asked.
+        yield proc.waitForWaiters(1)
+        second = yield rawConnect(self, proc)
+        second.send(pollRequest("limits/a"))
+        third = yield rawConnect(self, proc)
+        third.send(pollRequest("limits/a"))
+        refused = yield third.nextResponse()
+        self.assertEqual(refused.code, 503)
+        self.assertIn(refused.header(b"Retry-After"), (b"1", b"2", b"3"))
+        yield third.lost
+        proc.data.sendDatum("limits/a", 7)
+        for client in (first, second):
+            answer = yield client.nextResponse()
+            self.assertEqual((answer.code, answer.body), (200, b"7"))
+            yield client.lost
+        stats = yield proc.stats()
+        self.assertEqual(stats["rejected"], {"max-clients": 1})
+
+    @inlineCallbacks
+    def test_perAddress(self) -> Any:
+        """
+        With --max-clients-per-address 2, a third connection from one
+        address is refused with 503 while another address is served.
+        """
+        proc = yield self.serve("--max-clients-per-address", "2")
+        for _ in range(2):
+            client = yield rawConnect(self, proc, source="127.0.0.2")
+            client.send(pollRequest("limits/b"))
+        # Asked from 127.0.0.1: a different address.
+        yield proc.waitForWaiters(2)
+        third = yield rawConnect(self, proc, source="127.0.0.2")
+        third.send(pollRequest("limits/b"))
+        refused = yield third.nextResponse()
+        self.assertEqual(refused.code, 503)
+        self.assertIsNotNone(refused.header(b"Retry-After"))
+        stats = yield proc.stats()
+        self.assertEqual(stats["rejected"], {"per-address": 1})
+        self.assertEqual(stats["waiting"], 2)
+
+    @inlineCallbacks
+    def test_slowloris(self) -> Any:
+        """
+        With --header-timeout 1, a connection that sent half a request line
+        is answered 408 and closed by the server, and counted.
+        """
+        proc = yield self.serve("--header-timeout", "1")
+        client = yield rawConnect(self, proc)
+        client.send(b"GET /artcasts/limits/c HT")
+        yield client.lost
+        answer = yield client.nextResponse()
+        self.assertEqual(answer.code, 408)
+        stats = yield proc.stats()
+        self.assertEqual(stats["rejected"], {"header-timeout": 1})
+
+    @inlineCallbacks
+    def test_heldPollOutlivesIdleTimeout(self) -> Any:
+        """
+        With --idle-timeout 1 and --header-timeout 1, an idle keep-alive
+        connection is closed by the server, while a long poll held since
+        before it is not: it still gets its datum.
+        """
+        proc = yield self.serve("--idle-timeout", "1", "--header-timeout", "1")
+        poll = yield rawConnect(self, proc)
+        poll.send(pollRequest("limits/d"))
+        yield proc.waitForWaiters(1)
+        idle = yield rawConnect(self, proc)
+        idle.send(requestBytes(b"/artcasts"))
+        listing = yield idle.nextResponse()
+        self.assertEqual(listing.code, 200)
+        # The server closes the idle connection (the poll's connection has
+        # been open longer).
+        yield idle.lost
+        self.assertFalse(poll.closed)
+        proc.data.sendDatum("limits/d", "still here")
+        answer = yield poll.nextResponse()
+        self.assertEqual((answer.code, answer.body), (200, b'"still here"'))
+
+
+class ChurnBenchTests(SynchronousTestCase):
+    """
+    C{bench/churn.py} runs end to end (a short run, so it cannot rot).
+    """
+
+    def test_short(self) -> None:
+        """
+        A short churn run against the real server completes its cycles and
+        leaves the server holding no waiter and no client.
+        """
+        from bench import churn
+
+        figures = churn.run(churn.parseArgs(
+            ["--cycles", "300", "--batch", "60", "--warmup", "60", "--duration", "60"]
+        ))
+        self.assertEqual(figures["cycles"], 300)
+        self.assertEqual(figures["server_waiting"], 0)
+        self.assertLessEqual(figures["server_connections"], 1)
+        self.assertEqual(figures["server_rejected"], {})
+        self.assertGreater(figures["rss_after_kib"], 0)
