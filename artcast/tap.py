@@ -194,6 +194,9 @@ class Options(usage.Options):
         ["shutdown-timeout", None, DEFAULT_SHUTDOWN_TIMEOUT,
          "On SIGTERM/SIGINT, seconds to answer and close connections before "
          "cutting the rest.", seconds],
+        ["workers", None, 0,
+         "Serve HTTP from this many worker processes sharing the port "
+         "(0: serve in this process).", int],
     ]
 
     def opt_source_key_file(self, path: str) -> None:
@@ -253,6 +256,9 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "the data and register groups must differ in group or port"
             )
+        from artcast.workers import checkOptions
+
+        checkOptions(self)
 
 
 def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiService:
@@ -265,17 +271,25 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
 
         reactor = globalReactor
 
+    if options.get("workers"):
+        from artcast.workers import makeSupervisor
+
+        return makeSupervisor(options, reactor)
+    # Set in a worker process of --workers (artcast.workers).
+    worker = options.get("worker")
+
     from artcast.logs import ErrorLogService, errorLogObserver
     from artcast.multicast import DatagramHandler, MulticastServerProtocol, Stats
     from artcast.web import ArtcastApp
 
     top = service.MultiService()
 
-    ErrorLogService(
-        errorLogObserver(
-            options["error-log"], options["error-log-size"], options["error-log-count"]
-        )
-    ).setServiceParent(top)
+    if worker is None:  # a worker's events go to its supervisor's error log
+        ErrorLogService(
+            errorLogObserver(
+                options["error-log"], options["error-log-size"], options["error-log-count"]
+            )
+        ).setServiceParent(top)
 
     store = keystore.KeyStore(
         reactor,
@@ -355,9 +369,12 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         closing=web.closing,
         afterAnswer=store.cancelWaiters,
     )
-    strports.service(options["client-port"], limiter, reactor=reactor).setServiceParent(
-        serving
-    )
+    if worker is None:
+        portService = strports.service(options["client-port"], limiter, reactor=reactor)
+    else:
+        portService = worker.portService(limiter, reactor)
+        web.identity = worker.identity()
+    portService.setServiceParent(serving)
     serving.setServiceParent(top)
 
     for group, port, receive in (

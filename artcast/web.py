@@ -160,6 +160,9 @@ class ArtcastApp:
         self.connections: ConnectionLimiter | None = None
         #: Where long-lived answers (streams) register to be told of shutdown.
         self.closing = Closing()
+        #: Figures naming this process in C{/stats}: a worker's C{worker}
+        #: and C{pid} (set by L{artcast.tap.makeService}, L{artcast.workers}).
+        self.identity: dict[str, Any] = {}
 
     def resource(self) -> KleinResource:
         """
@@ -432,6 +435,7 @@ class ArtcastApp:
         }
         if self.connections is not None:
             figures.update(self.connections.statistics())
+        figures.update(self.identity)
         return figures
 
     def page(self, request: IRequest, key: str) -> bytes:
