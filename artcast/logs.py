@@ -23,6 +23,7 @@ Twisted issues 4640 and 5296).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from typing import Any, Callable, TextIO
 
@@ -287,9 +288,40 @@ class _RotatingFile:
             logFile.close()
 
 
+class _SpecialFile:
+    """
+    A path that is not a regular file (C{/dev/null}, a FIFO, a terminal):
+    written to as it is and never rotated, since rotating renames the path
+    itself.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+
+    def open(self) -> TextIO:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8", errors="replace")
+        return self._file
+
+    def write(self, data: str) -> None:
+        logFile = self.open()
+        logFile.write(data)
+        logFile.flush()
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        logFile, self._file = self._file, None
+        if logFile is not None:
+            logFile.close()
+
+
 def _destination(
     path: str | None, size: int, count: int, stderr: TextIO | None
-) -> _StandardError | _RotatingFile:
+) -> _StandardError | _RotatingFile | _SpecialFile:
     """
     Where a log goes: standard error for L{None} or C{"-"}, else a rotating
     file.
@@ -304,6 +336,8 @@ def _destination(
         raise ValueError(f"a log must keep at least 1 rotated file, not {count!r}")
     if path is None or path == "-":
         return _StandardError(sys.__stderr__ if stderr is None else stderr)
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        return _SpecialFile(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"the folder of the log file {path!r} does not exist")
@@ -356,13 +390,15 @@ class ArtcastSite(Site):
         )
         # HTTPFactory.startFactory opens self.logPath with _openLogFile when it
         # is true, and falls back to twisted.python.log otherwise.
-        if isinstance(self._accessLog, _RotatingFile):
+        if isinstance(self._accessLog, (_RotatingFile, _SpecialFile)):
             self.logPath = self._accessLog.path
         else:
             self.logPath = "-"
         self._accessLogFailing = False
 
-    def _openLogFile(self, path: str | bytes) -> _StandardError | _RotatingFile:
+    def _openLogFile(
+        self, path: str | bytes
+    ) -> _StandardError | _RotatingFile | _SpecialFile:
         """
         The access log, as built in L{__init__}: HTTPFactory calls this from
         C{startFactory} and closes the result in C{stopFactory}.
@@ -407,7 +443,7 @@ class ErrorLogObserver:
 
     def __init__(
         self,
-        destination: _StandardError | _RotatingFile,
+        destination: _StandardError | _RotatingFile | _SpecialFile,
         formatTimestamp: Callable[[float | None], str],
     ) -> None:
         """
@@ -431,7 +467,7 @@ class ErrorLogObserver:
         """
         Create the log file now, if the log goes to a file.
         """
-        if isinstance(self._destination, _RotatingFile):
+        if isinstance(self._destination, (_RotatingFile, _SpecialFile)):
             self._destination.open()
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from artcast.logs import (
     ArtcastSite,
+    _destination,
     ErrorLogService,
     apacheCombinedLogFormatter,
     errorLogObserver,
@@ -653,3 +654,29 @@ class ErrorLogTests(SynchronousTestCase):
         missing = os.path.join(self.mktemp(), "error.log")
         for args in [("-", 0, 1), ("-", 1, 0), (missing, 100, 1)]:
             self.assertRaises(ValueError, errorLogObserver, *args)
+
+
+class SpecialFileTests(SynchronousTestCase):
+    """
+    A log path that is not a regular file is written to, never rotated.
+    """
+
+    def test_fifoNotRotated(self) -> None:
+        """
+        A FIFO given as the access log receives the lines and is never renamed
+        by rotation, however small the size.
+        """
+        import os
+
+        folder = self.mktemp()
+        os.makedirs(folder)
+        fifo = os.path.join(folder, "log.fifo")
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        destination = _destination(fifo, 10, 1, None)
+        for _ in range(5):
+            destination.write("0123456789 line\n")
+        destination.close()
+        self.assertEqual(os.listdir(folder), ["log.fifo"])
+        self.assertEqual(os.read(reader, 1000), b"0123456789 line\n" * 5)
