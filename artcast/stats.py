@@ -149,15 +149,26 @@ class ArtcastCollector:
                 family.add_metric([value], count)
             yield family
         for name, help in (
-            ("streams_open", "Streams (SSE, WebSocket, NDJSON) open."),
+            ("connections", "Client connections open."),
+            ("connections_refusing", "Connections being answered 503."),
         ):
             if name in stats:
                 yield GaugeMetricFamily(f"artcast_{name}", help, value=stats[name])
-        if "streams_dropped" in stats:
+        if "published" in stats:
             yield CounterMetricFamily(
-                "artcast_streams_dropped", "Streams dropped for reading too slowly.",
-                value=stats["streams_dropped"],
+                "artcast_published", "Datums published over HTTP.",
+                value=stats["published"],
             )
+        for name, help, kind in (
+            ("streams_open", "Streams open, by kind.", GaugeMetricFamily),
+            ("streams_opened", "Streams opened, by kind.", CounterMetricFamily),
+            ("streams_dropped", "Streams dropped for reading too slowly, by kind.",
+             CounterMetricFamily),
+        ):
+            family = kind(f"artcast_{name}", help, labels=["kind"])
+            for value, count in sorted(stats.get(name, {}).items()):
+                family.add_metric([value], count)
+            yield family
 
 
 def metricsText(read: Callable[[], dict[str, Any]]) -> bytes:

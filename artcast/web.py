@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.filepath import FilePath, InsecurePath
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 from werkzeug.exceptions import HTTPException
 
 from artcast import negotiate, pages
@@ -36,13 +37,16 @@ from artcast.stats import (
     statsPage,
 )
 from artcast.shutdown import Closing
+from artcast.streams import NDJSON, STREAM_TYPES, BadStart, StreamManager, isWebSocket
 from artcast.wire import BadKey, validateKey
 
 #: The headers a cross-origin script may read (CORS).
 ARTCAST_HEADERS = b"Artcast-Key, Artcast-Id, Artcast-Gap, ETag, Link"
 
 #: What C{GET /artcasts/<key>} can answer with, in the server's preference.
-VALUE_TYPES = (negotiate.JSON, negotiate.TEXT, negotiate.HTML)
+VALUE_TYPES = (
+    negotiate.JSON, negotiate.TEXT, negotiate.HTML, negotiate.EVENT_STREAM, NDJSON,
+)
 
 #: What C{GET /artcasts} can answer with.
 LIST_TYPES = (negotiate.JSON, negotiate.HTML)
@@ -144,6 +148,8 @@ class ArtcastApp:
         stats: Stats | None = None,
         statsNetworks: Networks | None = None,
         publisher: HTTPPublisher | None = None,
+        heartbeat: float = 15.0,
+        maxQueued: int = 1 << 20,
     ) -> None:
         self.publisher = publisher
         self.store = store
@@ -163,6 +169,11 @@ class ArtcastApp:
         #: Figures naming this process in C{/stats}: a worker's C{worker}
         #: and C{pid} (set by L{artcast.tap.makeService}, L{artcast.workers}).
         self.identity: dict[str, Any] = {}
+        #: The SSE, NDJSON and WebSocket streams (see L{artcast.streams}).
+        self.streams = StreamManager(
+            store, clock, heartbeat=heartbeat, maxQueued=maxQueued,
+            allowOrigin=allowOrigin, closing=self.closing,
+        )
 
     def resource(self) -> KleinResource:
         """
@@ -310,19 +321,24 @@ class ArtcastApp:
         return self._body(request, encodeJSON(artcasts), b"application/json")
 
     @app.route("/artcasts/", branch=True, methods=["GET", "HEAD"])
-    def artcast(self, request: IRequest) -> bytes | Deferred[bytes]:
+    def artcast(self, request: IRequest) -> bytes | Deferred[bytes] | IResource:
         try:
             key = self._key(request)
+            if request.method == b"GET" and isWebSocket(request):
+                return self.streams.webSocket(request, key)
             chosen = negotiate.negotiate(request.getHeader(b"Accept"), VALUE_TYPES)
             if chosen is None:
                 return self._error(
-                    request, 406, "Offered: application/json, text/plain, text/html."
+                    request, 406, "Offered: " + ", ".join(VALUE_TYPES) + "."
                 )
             if chosen == negotiate.HTML:
                 return self.page(request, key)
+            if chosen in STREAM_TYPES:
+                self._common(request)
+                return self.streams.stream(request, key, chosen)
             timeout = self._timeout(request)
             found = self._since(request, key)
-        except BadRequest as error:
+        except (BadRequest, BadStart) as error:
             return self._error(request, 400, str(error))
         if found is not None and found.datum is not None:
             return self.valueAnswer(request, found.datum, chosen, found.gap)
@@ -435,6 +451,12 @@ class ArtcastApp:
         }
         if self.connections is not None:
             figures.update(self.connections.statistics())
+        figures.update(self.streams.statistics())
+        if self.publisher is not None:
+            figures["published"] = self.publisher.published
+            figures["publish_refused"] = {
+                str(code): count for code, count in self.publisher.refused.items()
+            }
         figures.update(self.identity)
         return figures
 

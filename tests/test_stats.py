@@ -115,6 +115,7 @@ class ResourceTests(SynchronousTestCase):
         self.assertEqual(stats["dropped"], {"not-json": 1})
         self.assertEqual(stats["waiting"], 3)
         self.assertEqual(stats["waiting_per_key"], {"k": 2, "a/*": 1})
+        self.assertEqual(stats["streams_open"], {})
         self.assertEqual(stats["uptime"], 10)
         self.assertGreater(stats["memory"], 0)
 
@@ -143,6 +144,7 @@ class ResourceTests(SynchronousTestCase):
         [dropped] = families["artcast_dropped"].samples
         self.assertEqual((dropped.labels, dropped.value), ({"reason": "not-utf8"}, 1))
         self.assertIn("artcast_waiting_requests", families)
+        self.assertIn("artcast_streams_dropped", families)
 
     def test_forbidden(self) -> None:
         """
