@@ -36,19 +36,29 @@ DEFAULT_RETRY_AFTER = 5
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 
+#: The listen backlog given to TCP ports that do not name one: Twisted's
+#: default of 50 overflows when hundreds of clients reconnect at once (a
+#: server restart, a load balancer moving clients).
+DEFAULT_BACKLOG = 1024
+
+
 def clientPort(description: str) -> str:
     """
     Turn C{--client-port} into an endpoint description: a bare port number,
-    as the original Artcast took, means TCP on every interface.
+    as the original Artcast took, means TCP on every interface; a TCP port
+    that names no C{backlog} gets L{DEFAULT_BACKLOG}.
     """
     description = description.strip()
     if description.isdigit():
         number = int(description)
         if not 0 <= number <= 65535:
             raise ValueError(f"{number} is not a port number")
-        return f"tcp:{number}"
+        description = f"tcp:{number}"
     if not description:
         raise ValueError("empty endpoint description")
+    kind = description.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6") and "backlog=" not in description:
+        description += f":backlog={DEFAULT_BACKLOG}"
     return description
 
 
@@ -213,6 +223,8 @@ class Options(usage.Options):
         self.setdefault("source-keys", []).append(key)
 
     def postOptions(self) -> None:
+        # The default is written as the original's; give it the backlog too.
+        self["client-port"] = clientPort(self["client-port"])
         from artcast.publish import parseTokenFile
         from artcast.stats import EVERYONE, Networks
 

@@ -48,7 +48,7 @@ class OptionsTests(SynchronousTestCase):
         The defaults are the original Artcast's.
         """
         options = parse()
-        self.assertEqual(options["client-port"], "tcp:8888")
+        self.assertEqual(options["client-port"], "tcp:8888:backlog=1024")
         self.assertEqual(
             (options["data-group"], options["data-port"]), ("224.1.1.1", 5007)
         )
@@ -65,9 +65,13 @@ class OptionsTests(SynchronousTestCase):
 
     def test_barePort(self) -> None:
         """
-        A bare port number, as the original took, is TCP on that port.
+        A bare port number, as the original took, is TCP on that port; TCP
+        ports get a listen backlog of 1024 unless they name one.
         """
-        self.assertEqual(parse("--client-port", "80")["client-port"], "tcp:80")
+        self.assertEqual(parse("--client-port", "80")["client-port"], "tcp:80:backlog=1024")
+        self.assertEqual(
+            parse("--client-port", "tcp:80:backlog=7")["client-port"], "tcp:80:backlog=7"
+        )
         self.assertEqual(
             parse("--client-port", "unix:/run/a.sock")["client-port"], "unix:/run/a.sock"
         )
