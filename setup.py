@@ -29,6 +29,9 @@ setup(
     extras_require={
         "test": [
             "hypothesis>=6.80.0",
+            # The benchmark's short mode runs in the test suite, against the
+            # Tornado baseline.
+            "tornado>=6.3",
         ],
         "bench": [
             "tornado>=6.3",

@@ -18,6 +18,7 @@ Set C{CI_SKIP_INSTALL} to skip these tests.
 from __future__ import annotations
 
 import atexit
+import glob
 import os
 import shutil
 import subprocess
@@ -200,7 +201,21 @@ class InstallTests(SynchronousTestCase):
         lines = done.stdout.splitlines()
         venv = os.path.realpath(made.venv) + os.sep
         self.assertTrue(os.path.realpath(lines[0]).startswith(venv), lines[0])
-        self.assertTrue(os.path.realpath(lines[1]).startswith(venv), lines[1])
+        # The plugin file is installed into the environment.  Where the
+        # dependencies' folder holds an installed Artcast too (CI runs these
+        # tests from an environment made by `pip install .`), Twisted may
+        # load the plugin module from there: either way it is an installed
+        # copy, never the checkout's.
+        installed = glob.glob(
+            os.path.join(made.venv, "lib", "python*", "site-packages",
+                         "twisted", "plugins", "artcast_plugin.py")
+        )
+        self.assertEqual(len(installed), 1, installed)
+        checkout = os.path.realpath(
+            os.path.join(ROOT, "twisted", "plugins", "artcast_plugin.py")
+        )
+        self.assertNotEqual(os.path.realpath(lines[1]), checkout)
+        self.assertIn(os.sep + "site-packages" + os.sep, lines[1])
         self.assertIn("twisted", [line.split()[0].lower() for line in lines[2:]])
 
     def test_getPlugins(self) -> None:
