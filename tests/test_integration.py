@@ -790,6 +790,22 @@ def freeLowPort() -> int | None:
     return None
 
 
+def unprivilegedIds() -> tuple[int, int]:
+    """
+    The uid of C{nobody} and the gid of C{nogroup}, for tests that start a
+    server as root and have it drop privileges.
+
+    @raise SkipTest: if this process is not root, or there is no such user
+        or group.
+    """
+    if os.geteuid() != 0:
+        raise SkipTest("binding a port below 1024 and changing uid need root")
+    try:
+        return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        raise SkipTest("this system has no nobody user or nogroup group")
+
+
 def effectiveUid(pid: int) -> int:
     """
     The effective uid of a process, from C{/proc/<pid>/status}.
@@ -854,13 +870,7 @@ class ProcessTests(ServerTestsMixin, TestCase):
         Started as root with C{--uid nobody} on a port below 1024, the server
         binds the port, then runs as nobody.
         """
-        if os.geteuid() != 0:
-            raise SkipTest("binding a port below 1024 and changing uid need root")
-        try:
-            uid = pwd.getpwnam("nobody").pw_uid
-            gid = grp.getgrnam("nogroup").gr_gid
-        except KeyError:
-            raise SkipTest("this system has no nobody user or nogroup group")
+        uid, gid = unprivilegedIds()
         port = freeLowPort()
         if port is None:
             raise SkipTest("no free port from 900 to 1000")

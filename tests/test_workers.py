@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pwd
-import grp
 import signal
 import socket
 import sys
@@ -57,6 +55,7 @@ from tests.harness import STOP_LIMIT, ArtcastProcess
 from tests.test_integration import (
     effectiveUid,
     freeLowPort,
+    unprivilegedIds,
     rawConnect,
     requestBytes,
 )
@@ -1063,13 +1062,7 @@ class WorkersIntegrationTests(TestCase):
         Started as root with C{--uid nobody} on a port below 1024, the
         supervisor binds the port and the workers run as nobody.
         """
-        if os.geteuid() != 0:
-            raise SkipTest("binding a port below 1024 and changing uid need root")
-        try:
-            uid = pwd.getpwnam("nobody").pw_uid
-            gid = grp.getgrnam("nogroup").gr_gid
-        except KeyError:
-            raise SkipTest("this system has no nobody user or nogroup group")
+        uid, gid = unprivilegedIds()
         if not runnableByOthers(os.path.realpath(sys.executable)):
             raise SkipTest(f"{sys.executable} cannot be run by other users here")
         port = freeLowPort()
