@@ -56,6 +56,10 @@ class Datum:
     serial: int
     _json: bytes | None = None
     _text: bytes | None = None
+    #: What the HTTP front end made of the datum for each representation (the
+    #: headers of an answer), made once however many clients it is sent to;
+    #: L{None} until it is first sent.
+    answers: dict[str, Any] | None = None
 
     @property
     def json(self) -> bytes:

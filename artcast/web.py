@@ -16,11 +16,14 @@ from urllib.parse import quote, unquote_to_bytes
 
 from klein import Klein
 from klein.resource import KleinResource
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath, InsecurePath
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, getChildForRequest
+from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import HTTPException
 
 from artcast import negotiate, pages
@@ -58,6 +61,12 @@ KEY_SAFE = "/!$&'()*+,;=:@-._~"
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+_log = Logger()
+
+#: How many paths' keys, and keys' license links, an L{ArtcastApp} keeps
+#: made; past it, it starts again.
+_CACHED = 4096
 
 
 class BadRequest(Exception):
@@ -103,8 +112,19 @@ def licenseLink(meta: dict[str, Any] | None) -> bytes | None:
 class ArtcastResource(KleinResource):
     """
     Klein's resource, but a path that is not UTF-8 or holds control
-    characters is a C{400} (Klein would give a C{500} or a C{404}).
+    characters is a C{400} (Klein would give a C{500} or a C{404}), and a
+    long poll, C{GET} or C{HEAD /artcasts/<key>}, goes straight to
+    L{ArtcastApp.artcast} without Klein's per-request routing (URL parts,
+    werkzeug's bind and match, several L{Deferred}s): it is most of the
+    requests a busy server takes.  Everything else is routed by Klein.
+
+    @param application: the L{ArtcastApp} whose long polls are dispatched
+        directly; without one, every request goes through Klein.
     """
+
+    def __init__(self, app: Klein, application: ArtcastApp | None = None) -> None:
+        super().__init__(app)
+        self.application = application
 
     def render(self, request: IRequest) -> Any:
         try:
@@ -113,12 +133,73 @@ class ArtcastResource(KleinResource):
             problem = b"The path is not UTF-8.\n"
         else:
             if not _CONTROL.search(path):
+                if (
+                    self.application is not None
+                    and request.method in _POLL_METHODS
+                    and path.startswith(_POLL_PATH)
+                ):
+                    return self._poll(request, self.application)
                 return super().render(request)
             problem = b"The path holds control characters.\n"
         request.setResponseCode(400)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"Content-Length", b"%d" % (len(problem),))
         return problem
+
+    def _poll(self, request: IRequest, application: ArtcastApp) -> Any:
+        """
+        Answer C{GET} or C{HEAD /artcasts/<key>} as Klein would: the answer
+        written when it is ready, the wait cancelled if the client goes away,
+        an unexpected error a C{500}.
+        """
+        request.prepath.append(request.postpath.pop(0))
+        try:
+            result = application.artcast(request)
+        except Exception:
+            request.processingFailed(Failure())
+            return NOT_DONE_YET
+        if isinstance(result, bytes):
+            request.write(result)
+            request.finish()
+        elif isinstance(result, Deferred):
+            gone = request.notifyFinish()
+            gone.addErrback(lambda _: result.cancel())
+            result.addCallbacks(
+                _writeAnswer, _answerFailed, (request, gone), None, (request, gone)
+            )
+        else:
+            request.render(getChildForRequest(result, request))
+        return NOT_DONE_YET
+
+
+#: The methods of a long poll, and the path its key follows: the requests
+#: L{ArtcastResource} dispatches itself.
+_POLL_METHODS = frozenset((b"GET", b"HEAD"))
+_POLL_PATH = "artcasts/"
+
+
+def _writeAnswer(body: bytes, request: IRequest, gone: Deferred[None]) -> None:
+    """
+    Send a long poll's answer, unless the request is over (C{gone}, from
+    C{notifyFinish}, has fired: the client went away).
+    """
+    if not gone.called:
+        request.write(body)
+        request.finish()
+
+
+def _answerFailed(
+    failure: Failure, request: IRequest, gone: Deferred[None]
+) -> None:
+    """
+    A long poll that failed: cancelled because its client went away (nothing
+    to say), or an error, answered with a C{500} and logged.
+    """
+    if gone.called:
+        if not failure.check(CancelledError):
+            _log.failure("Unhandled error answering a long poll.", failure)
+        return
+    request.processingFailed(failure)
 
 
 class ArtcastApp:
@@ -161,6 +242,8 @@ class ArtcastApp:
         self.allowOrigin = allowOrigin.encode("latin-1")
         self.pollTimeout = pollTimeout
         self.templates = templates
+        self._keys: dict[bytes, str] = {}
+        self._links: dict[str, tuple[dict[str, Any] | None, bytes | None]] = {}
         #: The HTTP connections, set by L{artcast.tap.makeService}; their
         #: figures (open connections, refusals by reason) join C{/stats}.
         self.connections: ConnectionLimiter | None = None
@@ -179,7 +262,7 @@ class ArtcastApp:
         """
         The resource to serve.
         """
-        return ArtcastResource(self.app)
+        return ArtcastResource(self.app, self)
 
     # Helpers
 
@@ -206,19 +289,42 @@ class ArtcastApp:
 
     def _key(self, request: IRequest) -> str:
         """
-        The key named by the request's path, percent-decoded and validated.
+        The key named by the request's path, percent-decoded and validated
+        (once per path: a busy key's polls all name the same one).
 
         @raise BadRequest: if it is not a valid key or pattern.
         """
         path = request.path
+        key = self._keys.get(path)
+        if key is not None:
+            return key
         try:
             key = unquote_to_bytes(path[len(PREFIX):]).decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("The key is not UTF-8.")
         try:
-            return validateKey(key, allowWildcards=True)
+            validateKey(key, allowWildcards=True)
         except BadKey as error:
             raise BadRequest(str(error))
+        if len(self._keys) >= _CACHED:
+            self._keys.clear()
+        self._keys[path] = key
+        return key
+
+    def _link(self, key: str) -> bytes | None:
+        """
+        The C{Link} header of a key's registered license, made once per
+        registration.
+        """
+        meta = self.store.metadata(key)
+        cached = self._links.get(key)
+        if cached is not None and cached[0] is meta:
+            return cached[1]
+        link = licenseLink(meta)
+        if len(self._links) >= _CACHED:
+            self._links.clear()
+        self._links[key] = (meta, link)
+        return link
 
     def _argument(self, request: IRequest, name: bytes) -> str | None:
         values = request.args.get(name)
@@ -268,21 +374,52 @@ class ArtcastApp:
     ) -> bytes:
         """
         Answer a request with a datum in the negotiated representation.
+
+        The headers and body are made once per datum and representation
+        (and kept with the datum), however many clients it is sent to.
         """
-        self._common(request)
-        request.setHeader(b"Artcast-Key", headerKey(datum.key))
-        request.setHeader(b"Artcast-Id", datum.id.encode("ascii"))
-        request.setHeader(b"ETag", b'W/"%s"' % (datum.id.encode("ascii"),))
-        request.setHeader(b"Cache-Control", b"no-store")
-        request.setHeader(b"Vary", b"Accept")
+        link = self._link(datum.key)
+        answers = datum.answers
+        if answers is None:
+            answers = datum.answers = {}
+        answer = answers.get(contentType)
+        if answer is None or answer[0] is not link or answer[1] is not self.allowOrigin:
+            answer = answers[contentType] = (
+                link, self.allowOrigin, self._answerHeaders(datum, contentType, link)
+            )
+        setHeader = request.setHeader
+        for name, value in answer[2]:
+            setHeader(name, value)
         if gap:
-            request.setHeader(b"Artcast-Gap", b"1")
-        link = licenseLink(self.store.metadata(datum.key))
-        if link is not None:
-            request.setHeader(b"Link", link)
+            setHeader(b"Artcast-Gap", b"1")
+        request.setResponseCode(200)
+        return datum.text if contentType == negotiate.TEXT else datum.json
+
+    def _answerHeaders(
+        self, datum: Datum, contentType: str, link: bytes | None
+    ) -> list[tuple[bytes, bytes]]:
+        """
+        The headers of an answer carrying C{datum}, but C{Artcast-Gap}.
+        """
+        datumId = datum.id.encode("ascii")
         if contentType == negotiate.TEXT:
-            return self._body(request, datum.text, b"text/plain; charset=utf-8")
-        return self._body(request, datum.json, b"application/json")
+            body, mediaType = datum.text, b"text/plain; charset=utf-8"
+        else:
+            body, mediaType = datum.json, b"application/json"
+        headers = [
+            (b"Access-Control-Allow-Origin", self.allowOrigin),
+            (b"Access-Control-Expose-Headers", ARTCAST_HEADERS),
+            (b"Artcast-Key", headerKey(datum.key)),
+            (b"Artcast-Id", datumId),
+            (b"ETag", b'W/"%s"' % (datumId,)),
+            (b"Cache-Control", b"no-store"),
+            (b"Vary", b"Accept"),
+            (b"Content-Type", mediaType),
+            (b"Content-Length", b"%d" % (len(body),)),
+        ]
+        if link is not None:
+            headers.append((b"Link", link))
+        return headers
 
     def _noContent(self, request: IRequest, key: str) -> bytes:
         self._common(request)

@@ -416,3 +416,199 @@ class HeaderTests(SynchronousTestCase):
         """
         for meta in [None, {}, {"license": None}, {"license": {"title": "x"}}]:
             self.assertIsNone(licenseLink(meta))
+
+
+class DirectDispatchTests(AppMixin, SynchronousTestCase):
+    """
+    C{GET} and C{HEAD /artcasts/<key>} are dispatched by L{ArtcastResource}
+    itself, not routed by Klein: the answers, errors and cancellation are
+    those Klein gave.
+    """
+
+    def channel(self, request: bytes):
+        """
+        A real HTTP channel of a L{Site} serving the app, fed C{request}.
+        """
+        from twisted.internet.testing import StringTransport
+        from twisted.web.server import Site
+
+        site = Site(self.app.resource(), reactor=self.clock)
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(request)
+        return channel, transport
+
+    def test_emptyFirstLevel(self) -> None:
+        """
+        A key with an empty first level is refused with 400, as any other
+        empty level.
+        """
+        response, body = self.answer(self.get("/artcasts//a"))
+        self.assertEqual(response.code, 400)
+        self.assertIn(b"empty level", body)
+
+    def test_connectionLostReleasesWaiter(self) -> None:
+        """
+        A held poll whose connection is lost leaves no waiter and logs no
+        error; a datum that comes later is sent to nobody.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        channel, transport = self.channel(
+            b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        self.assertEqual(self.store.listening, 1)
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.store.listening, 0)
+        self.store.publish("k", 1)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_http10(self) -> None:
+        """
+        An HTTP/1.0 poll is answered with the value and Content-Length, and
+        the connection closed.
+        """
+        channel, transport = self.channel(b"GET /artcasts/k HTTP/1.0\r\n\r\n")
+        datum = self.store.publish("k", {"a": 1})
+        answer = transport.value()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.0 200 OK\r\n"), head)
+        self.assertIn(b"\r\nContent-Length: 7\r\n", head + b"\r\n")
+        self.assertIn(b"\r\nArtcast-Id: " + datum.id.encode() + b"\r\n", head + b"\r\n")
+        self.assertEqual(body, b'{"a":1}')
+        self.assertTrue(transport.disconnecting)
+
+    def test_keepAlive(self) -> None:
+        """
+        Two polls on one HTTP/1.1 connection are each answered in turn.
+        """
+        channel, transport = self.channel(
+            b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        self.store.publish("k", 1)
+        channel.dataReceived(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.store.publish("k", 2)
+        answers = transport.value().split(b"HTTP/1.1 200 OK\r\n")
+        self.assertEqual(len(answers), 3)
+        self.assertTrue(answers[1].endswith(b"\r\n\r\n1"))
+        self.assertTrue(answers[2].endswith(b"\r\n\r\n2"))
+        self.assertFalse(transport.disconnecting)
+
+    def test_head(self) -> None:
+        """
+        C{HEAD} is answered with the headers of C{GET}, Content-Length
+        included, and no body.
+        """
+        self.store.publish("k", {"value": "x" * 20})
+        get, getBody = self.answer(self.get("/artcasts/k?since=latest"))
+        head, headBody = self.answer(
+            self.stub.head("http://artcast.example/artcasts/k?since=latest")
+        )
+        self.assertEqual(head.code, 200)
+        self.assertEqual(headBody, b"")
+        self.assertEqual(
+            head.headers.getRawHeaders("Content-Length"), [str(len(getBody))]
+        )
+        self.assertEqual(
+            head.headers.getRawHeaders("Artcast-Id"),
+            get.headers.getRawHeaders("Artcast-Id"),
+        )
+
+    def test_unexpectedError(self) -> None:
+        """
+        An unexpected error while taking the request is a 500, and logged.
+        """
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("broken")
+
+        self.store.next = broken  # type: ignore[method-assign]
+        response, _ = self.answer(self.get("/artcasts/k"))
+        self.assertEqual(response.code, 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_waitFailed(self) -> None:
+        """
+        A wait that fails with an error (not a cancellation) is a 500, and
+        logged.
+        """
+        from twisted.internet.defer import Deferred
+
+        waiting: Deferred[object] = Deferred()
+        self.store.next = lambda *args: waiting  # type: ignore[method-assign]
+        d = self.get("/artcasts/k")
+        self.stub.flush()
+        self.assertNoResult(d)
+        waiting.errback(RuntimeError("broken"))
+        response, _ = self.answer(d)
+        self.assertEqual(response.code, 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_answerPerRepresentation(self) -> None:
+        """
+        One datum answered as JSON and as text gets each its own
+        Content-Type and Content-Length.
+        """
+        self.store.publish("k", "héllo")
+        json_, jsonBody = self.answer(self.get("/artcasts/k?since=latest"))
+        text, textBody = self.answer(
+            self.get("/artcasts/k?since=latest", {"Accept": ["text/plain"]})
+        )
+        again, _ = self.answer(self.get("/artcasts/k?since=latest"))
+        self.assertEqual(jsonBody, '"héllo"'.encode())
+        self.assertEqual(textBody, "héllo".encode())
+        self.assertEqual(json_.headers.getRawHeaders("Content-Type"), ["application/json"])
+        self.assertEqual(
+            text.headers.getRawHeaders("Content-Type"), ["text/plain; charset=utf-8"]
+        )
+        self.assertEqual(text.length, len(textBody))
+        self.assertEqual(again.length, len(jsonBody))
+
+    def test_licenseRegisteredLater(self) -> None:
+        """
+        A license registered after a datum was first sent is named in the
+        Link header of its later answers.
+        """
+        self.store.publish("k", 1)
+        before, _ = self.answer(self.get("/artcasts/k?since=latest"))
+        self.store.register("k", {"license": {"uri": "https://example.org/l"}})
+        after, _ = self.answer(self.get("/artcasts/k?since=latest"))
+        self.assertIsNone(before.headers.getRawHeaders("Link"))
+        self.assertEqual(
+            after.headers.getRawHeaders("Link"), ['<https://example.org/l>; rel="license"']
+        )
+
+    def test_gapNotKept(self) -> None:
+        """
+        C{Artcast-Gap} is sent with the answer that has a gap, not with later
+        answers of the same datum.
+        """
+        first = self.store.publish("k", 1)
+        self.store.publish("k", 2)
+        for n in range(3, 200):
+            self.store.publish("k", n)
+        gapped, _ = self.answer(self.get("/artcasts/k?since=" + first.id))
+        latest, _ = self.answer(self.get("/artcasts/k?since=latest"))
+        self.assertEqual(gapped.headers.getRawHeaders("Artcast-Gap"), ["1"])
+        self.assertIsNone(latest.headers.getRawHeaders("Artcast-Gap"))
+
+    def test_keysCacheBounded(self) -> None:
+        """
+        The keys made of request paths are kept up to a bound, whatever the
+        number of different paths asked for.
+        """
+        from artcast import web
+
+        self.patch(web, "_CACHED", 5)
+        for n in range(20):
+            d = self.get(f"/artcasts/k{n}?timeout=0")
+            self.stub.flush()
+            self.clock.advance(0)
+            self.assertEqual(self.answer(d)[0].code, 204)
+            self.assertLessEqual(len(self.app._keys), 5)
+        self.store.publish("k19", 1)
+        response, body = self.answer(self.get("/artcasts/k19?since=latest"))
+        self.assertEqual((response.code, body), (200, b"1"))
