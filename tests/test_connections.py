@@ -455,6 +455,53 @@ class DeadlineTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertIn(b"HTTP/1.1 408 ", transport.value())
 
+    def test_nextRequestDeadlineReused(self) -> None:
+        """
+        A next request whose first byte comes before the earlier head's
+        deadline would have passed gets a whole deadline of its own, from
+        that byte.
+        """
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(get(b"/now"))
+        self.clock.advance(HEADER_TIMEOUT / 2)
+        connection.dataReceived(b"GET /n")
+        self.clock.advance(HEADER_TIMEOUT - 0.1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertIn(b"HTTP/1.1 408 ", transport.value())
+        self.assertEqual(self.limiter.rejected, {"header-timeout": 1})
+
+    def test_noTimerLeftWhenGone(self) -> None:
+        """
+        A connection that closes leaves no head-deadline timer behind, even
+        one whose head came in time.
+        """
+        before = set(self.clock.getDelayedCalls())
+        connection, _ = connect(self.limiter)
+        connection.dataReceived(get(b"/now"))
+        connection.dataReceived(get(b"/poll"))
+        disconnect(connection)
+        self.assertEqual(set(self.clock.getDelayedCalls()) - before, set())
+
+    def test_localAddressAskedOnce(self) -> None:
+        """
+        The connection's local address is asked of the transport once,
+        however many requests it carries.
+        """
+        connection, transport = connect(self.limiter)
+        asked = []
+        getHost = transport.getHost
+
+        def counting() -> Any:
+            asked.append(1)
+            return getHost()
+
+        transport.getHost = counting  # type: ignore[method-assign]
+        connection.dataReceived(get(b"/now") * 3)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3)
+        self.assertEqual(len(asked), 1)
+
     def test_pipelined(self) -> None:
         """
         Requests sent together are all answered, each within the deadline.
