@@ -39,6 +39,8 @@ class Meter:
         self.read = read
         self.window = window
         self._samples: deque[tuple[float, int]] = deque()
+        # The first look then gives the rate since the meter was made, not 0.
+        self.sample()
 
     def sample(self) -> None:
         now = self.clock.seconds()

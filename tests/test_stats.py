@@ -29,7 +29,6 @@ class MeterTests(SynchronousTestCase):
         clock = Clock()
         count = [0]
         meter = Meter(clock, lambda: count[0], window=60)
-        meter.sample()
         clock.advance(10)
         count[0] = 50
         self.assertEqual(meter.rate(), 5.0)
