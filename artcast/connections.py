@@ -318,7 +318,6 @@ class ArtcastChannel(HTTPChannel):
     refusal: str | None = None
     closing = False
     _headerCall: IDelayedCall | None = None
-    _headerArmed = False
     _abortCall: IDelayedCall | None = None
     _headBytes = False
     _reading = False
@@ -332,7 +331,7 @@ class ArtcastChannel(HTTPChannel):
     def getHost(self) -> IAddress:
         """
         The connection's local address, asked of the socket once: Twisted's
-        L{Request} asks for it with every request.
+        L{Request} asks for it with every request (a C{getsockname} each).
         """
         host = self._host
         if host is None:
@@ -340,32 +339,12 @@ class ArtcastChannel(HTTPChannel):
         return host
 
     def _startHeaderDeadline(self) -> None:
-        """
-        Start the head deadline.  One timer serves all the connection's
-        requests: a timer still pending from an earlier head is moved later
-        (cheap: the reactor re-sorts it only when its old time comes) rather
-        than cancelled and made again for every request.
-        """
         self._headBytes = False
         timeout = self.site.headerTimeout
-        if timeout is None:
-            return
-        self._headerArmed = True
-        call = self._headerCall
-        if call is not None and call.active():
-            call.reset(timeout)
-        else:
+        if timeout is not None:
             self._headerCall = self.callLater(timeout, self._headerTimedOut)
 
     def _stopHeaderDeadline(self) -> None:
-        """
-        End the head deadline: the timer is left pending, disarmed, for the
-        next head to reuse (or to fire and do nothing).
-        """
-        self._headerArmed = False
-
-    def _cancelHeaderTimer(self) -> None:
-        self._headerArmed = False
         call, self._headerCall = self._headerCall, None
         if call is not None and call.active():
             call.cancel()
@@ -378,9 +357,6 @@ class ArtcastChannel(HTTPChannel):
         last bytes either.
         """
         self._headerCall = None
-        if not self._headerArmed:
-            return
-        self._headerArmed = False
         if self.transport is None or getattr(self.transport, "disconnecting", False):
             return
         self.site.rejected[HEADER_TIMEOUT] += 1
@@ -397,7 +373,7 @@ class ArtcastChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if data and not self._reading:
-            if not self._headerArmed and self._abortCall is None:
+            if self._headerCall is None and self._abortCall is None:
                 self._startHeaderDeadline()
             self._headBytes = True
         super().dataReceived(data)
@@ -458,11 +434,11 @@ class ArtcastChannel(HTTPChannel):
                 request.write(body)
                 request.finish()
         elif not (self._reading or self._headBytes):
-            self._cancelHeaderTimer()
+            self._stopHeaderDeadline()
             self.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._cancelHeaderTimer()
+        self._stopHeaderDeadline()
         call, self._abortCall = self._abortCall, None
         if call is not None and call.active():
             call.cancel()

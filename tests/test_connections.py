@@ -455,7 +455,7 @@ class DeadlineTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertIn(b"HTTP/1.1 408 ", transport.value())
 
-    def test_nextRequestDeadlineReused(self) -> None:
+    def test_nextRequestSoon(self) -> None:
         """
         A next request whose first byte comes before the earlier head's
         deadline would have passed gets a whole deadline of its own, from
