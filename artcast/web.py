@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import encodings.idna  # noqa: F401  werkzeug needs it per request; import it before twistd drops privileges
 import re
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote_to_bytes
 
 from klein import Klein
@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath, InsecurePath
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, getChildForRequest
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import HTTPException
 
 from artcast import negotiate, pages
@@ -138,7 +138,7 @@ class ArtcastResource(KleinResource):
                     and request.method in _POLL_METHODS
                     and path.startswith(_POLL_PATH)
                 ):
-                    return self._poll(request, self.application)
+                    return self._poll(cast(Request, request), self.application)
                 return super().render(request)
             problem = b"The path holds control characters.\n"
         request.setResponseCode(400)
@@ -146,13 +146,15 @@ class ArtcastResource(KleinResource):
         request.setHeader(b"Content-Length", b"%d" % (len(problem),))
         return problem
 
-    def _poll(self, request: IRequest, application: ArtcastApp) -> Any:
+    def _poll(self, request: Request, application: ArtcastApp) -> Any:
         """
         Answer C{GET} or C{HEAD /artcasts/<key>} as Klein would: the answer
         written when it is ready, the wait cancelled if the client goes away,
         an unexpected error a C{500}.
         """
-        request.prepath.append(request.postpath.pop(0))
+        postpath = request.postpath or []
+        request.prepath = (request.prepath or []) + postpath[:1]
+        request.postpath = postpath[1:]
         try:
             result = application.artcast(request)
         except Exception:
@@ -165,7 +167,8 @@ class ArtcastResource(KleinResource):
             gone = request.notifyFinish()
             gone.addErrback(lambda _: result.cancel())
             result.addCallbacks(
-                _writeAnswer, _answerFailed, (request, gone), None, (request, gone)
+                _writeAnswer, _answerFailed,
+                callbackArgs=(request, gone), errbackArgs=(request, gone),
             )
         else:
             request.render(getChildForRequest(result, request))
@@ -178,7 +181,7 @@ _POLL_METHODS = frozenset((b"GET", b"HEAD"))
 _POLL_PATH = "artcasts/"
 
 
-def _writeAnswer(body: bytes, request: IRequest, gone: Deferred[None]) -> None:
+def _writeAnswer(body: bytes, request: Request, gone: Deferred[None]) -> None:
     """
     Send a long poll's answer, unless the request is over (C{gone}, from
     C{notifyFinish}, has fired: the client went away).
@@ -189,7 +192,7 @@ def _writeAnswer(body: bytes, request: IRequest, gone: Deferred[None]) -> None:
 
 
 def _answerFailed(
-    failure: Failure, request: IRequest, gone: Deferred[None]
+    failure: Failure, request: Request, gone: Deferred[None]
 ) -> None:
     """
     A long poll that failed: cancelled because its client went away (nothing
