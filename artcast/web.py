@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import encodings.idna  # noqa: F401  werkzeug needs it per request; import it before twistd drops privileges
 import re
-from typing import Any, cast
+from typing import Any, Callable, cast
 from urllib.parse import quote, unquote_to_bytes
 
 from klein import Klein
@@ -21,6 +21,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath, InsecurePath
+from twisted.web.http import HTTPChannel, datetimeToString
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
@@ -156,7 +158,7 @@ class ArtcastResource(KleinResource):
         request.prepath = (request.prepath or []) + postpath[:1]
         request.postpath = postpath[1:]
         try:
-            result = application.artcast(request)
+            result = application.artcast(request, application.prebuiltAnswer)
         except Exception:
             request.processingFailed(Failure())
             return NOT_DONE_YET
@@ -174,6 +176,12 @@ class ArtcastResource(KleinResource):
             request.render(getChildForRequest(result, request))
         return NOT_DONE_YET
 
+
+#: Where L{ArtcastApp.prebuiltAnswer} keeps a datum's prebuilt answers in
+#: L{Datum.answers}, and how many kinds (representation, HTTP version,
+#: C{Connection}, gap) it keeps at most.
+_PREBUILT = "prebuilt"
+_CACHED_ANSWERS = 16
 
 #: The methods of a long poll, and the path its key follows: the requests
 #: L{ArtcastResource} dispatches itself.
@@ -247,6 +255,8 @@ class ArtcastApp:
         self.templates = templates
         self._keys: dict[bytes, str] = {}
         self._links: dict[str, tuple[dict[str, Any] | None, bytes | None]] = {}
+        self._dateSecond = -1
+        self._dateLine = b""
         #: The HTTP connections, set by L{artcast.tap.makeService}; their
         #: figures (open connections, refusals by reason) join C{/stats}.
         self.connections: ConnectionLimiter | None = None
@@ -398,6 +408,109 @@ class ArtcastApp:
         request.setResponseCode(200)
         return datum.text if contentType == negotiate.TEXT else datum.json
 
+    def prebuiltAnswer(
+        self, request: IRequest, datum: Datum, contentType: str, gap: bool = False
+    ) -> bytes:
+        """
+        Answer a long poll with a datum in one transport write: the status
+        line, the headers and the body made once per datum, representation,
+        HTTP version and C{Connection} header, with a C{Date} made at most
+        once a second, instead of Twisted's per-request header building.
+
+        The request is left as Twisted's own write would leave it (code,
+        C{startedWriting}, C{sentLength}): C{finish}, persistence, the access
+        log and C{notifyFinish} work as for any answer.  A request this does
+        not fit (C{HEAD}, headers or a code already set, an encoder, not
+        HTTP/1.x) gets L{valueAnswer}.
+
+        @return: C{b""} when the answer is written, else the body to write.
+        """
+        req = cast(Request, request)
+        headers = req.responseHeaders
+        server = headers.getRawHeaders(b"Server")
+        connection = headers.getRawHeaders(b"Connection")
+        if (
+            req.method != b"GET"
+            or req.startedWriting
+            or req._disconnected
+            or req.code != 200
+            or req.code_message != b"OK"
+            or req._encoder is not None
+            or req._inFakeHead
+            or not isinstance(req.channel, HTTPChannel)
+            or server is None
+            or len(list(headers.getAllRawHeaders()))
+            != (3 if connection is not None else 2)
+            or not headers.hasHeader(b"Date")
+        ):
+            return self.valueAnswer(request, datum, contentType, gap)
+        link = self._link(datum.key)
+        answers = datum.answers
+        if answers is None:
+            answers = datum.answers = {}
+        prebuilt = answers.get(_PREBUILT)
+        if prebuilt is None:
+            prebuilt = answers[_PREBUILT] = {}
+        cacheKey = (
+            contentType, req.clientproto, server[0],
+            connection[0] if connection is not None else None, gap,
+        )
+        cached = prebuilt.get(cacheKey)
+        if cached is None or cached[0] is not link or cached[1] is not self.allowOrigin:
+            if len(prebuilt) >= _CACHED_ANSWERS:
+                prebuilt.clear()
+            cached = prebuilt[cacheKey] = (
+                link, self.allowOrigin,
+                self._prebuild(datum, contentType, link, req.clientproto,
+                               server, connection, gap),
+            )
+        head, rest, length = cached[2]
+        now = int(self.clock.seconds())
+        if now != self._dateSecond:
+            self._dateSecond = now
+            self._dateLine = b"Date: %s\r\n" % (datetimeToString(now),)
+        req.startedWriting = 1
+        req.sentLength = length
+        req.channel.write(head + self._dateLine + rest)
+        return b""
+
+    def _prebuild(
+        self,
+        datum: Datum,
+        contentType: str,
+        link: bytes | None,
+        version: bytes,
+        server: list[bytes],
+        connection: list[bytes] | None,
+        gap: bool,
+    ) -> tuple[bytes, bytes, int]:
+        """
+        A prebuilt answer: what comes before the C{Date} line (status line,
+        C{Connection} and C{Server}, set before it by Twisted), what comes after it (the other headers, the blank line,
+        the body), and the body's length; the headers in the order and
+        spelling Twisted's C{writeHeaders} gives them.
+        """
+        body = datum.text if contentType == negotiate.TEXT else datum.json
+        before = Headers()
+        if connection is not None:
+            before.setRawHeaders(b"Connection", connection)
+        before.setRawHeaders(b"Server", server)
+        after = Headers()
+        for name, value in self._answerHeaders(datum, contentType, link):
+            after.setRawHeaders(name, [value])
+        if gap:
+            after.setRawHeaders(b"Artcast-Gap", [b"1"])
+
+        def lines(headers: Headers) -> bytes:
+            return b"".join(
+                b"%s: %s\r\n" % (name, value)
+                for name, values in headers.getAllRawHeaders()
+                for value in values
+            )
+
+        head = b"%s 200 OK\r\n" % (version,) + lines(before)
+        return head, lines(after) + b"\r\n" + body, len(body)
+
     def _answerHeaders(
         self, datum: Datum, contentType: str, link: bytes | None
     ) -> list[tuple[bytes, bytes]]:
@@ -461,7 +574,19 @@ class ArtcastApp:
         return self._body(request, encodeJSON(artcasts), b"application/json")
 
     @app.route("/artcasts/", branch=True, methods=["GET", "HEAD"])
-    def artcast(self, request: IRequest) -> bytes | Deferred[bytes] | IResource:
+    def artcast(
+        self,
+        request: IRequest,
+        answer: Callable[[IRequest, Datum, str, bool], bytes] | None = None,
+    ) -> bytes | Deferred[bytes] | IResource:
+        """
+        A long poll (or a stream, a page) of one key.
+
+        @param answer: what answers the request with a datum (default:
+            L{valueAnswer}; L{ArtcastResource} passes L{prebuiltAnswer}).
+        """
+        if answer is None:
+            answer = self.valueAnswer
         try:
             key = self._key(request)
             if request.method == b"GET" and isWebSocket(request):
@@ -481,12 +606,10 @@ class ArtcastApp:
         except (BadRequest, BadStart) as error:
             return self._error(request, 400, str(error))
         if found is not None and found.datum is not None:
-            return self.valueAnswer(request, found.datum, chosen, found.gap)
+            return answer(request, found.datum, chosen, found.gap)
         gap = found is not None and found.gap
         waiting = self.store.next(key, found.skipThrough if found else None)
-        waiting.addCallback(
-            lambda datum: self.valueAnswer(request, datum, chosen, gap)
-        )
+        waiting.addCallback(lambda datum: answer(request, datum, chosen, gap))
         if timeout is not None:
             waiting.addTimeout(
                 timeout,

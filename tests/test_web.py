@@ -612,3 +612,146 @@ class DirectDispatchTests(AppMixin, SynchronousTestCase):
         self.store.publish("k19", 1)
         response, body = self.answer(self.get("/artcasts/k19?since=latest"))
         self.assertEqual((response.code, body), (200, b"1"))
+
+
+class PrebuiltAnswerTests(AppMixin, SynchronousTestCase):
+    """
+    A long poll dispatched by L{ArtcastResource} is answered with a prebuilt
+    answer (L{ArtcastApp.prebuiltAnswer}) written at once: the same status
+    line, headers and body as Twisted's own header writing gives, with a
+    current C{Date}.
+    """
+
+    def serve(self, request: bytes, direct: bool = True):
+        """
+        A real HTTP channel of a L{Site} serving the app, fed C{request}:
+        dispatched directly (the prebuilt answer) or routed by Klein (the
+        answer Twisted writes).  Returns the transport and the requests
+        the site logged.
+        """
+        from twisted.internet.testing import StringTransport
+        from twisted.web.server import Site
+
+        from artcast.web import ArtcastResource
+
+        resource = ArtcastResource(self.app.app, self.app if direct else None)
+        site = Site(resource, reactor=self.clock)
+        logged: list = []
+        site.log = logged.append  # type: ignore[method-assign]
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(request)
+        self.channels = getattr(self, "channels", []) + [channel]
+        return transport, logged
+
+    def withoutDate(self, answer: bytes) -> tuple[list[bytes], bytes]:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        dates = [line for line in lines if line.startswith(b"Date: ")]
+        self.assertEqual(len(dates), 1, lines)
+        return [line for line in lines if not line.startswith(b"Date: ")], body
+
+    def compare(self, request: bytes, path: str = "k") -> bytes:
+        """
+        Publish to C{path} while C{request} waits both ways; assert that the
+        answers are the same but for the C{Date} value, and return the
+        prebuilt one.
+        """
+        self.clock.advance(1_700_000_000)
+        fast, fastLog = self.serve(request, direct=True)
+        slow, slowLog = self.serve(request, direct=False)
+        self.store.publish(path, {"a": "é"})
+        self.assertEqual(self.withoutDate(fast.value()), self.withoutDate(slow.value()))
+        self.assertEqual(fast.disconnecting, slow.disconnecting)
+        self.assertEqual(
+            [(r.code, r.sentLength) for r in fastLog],
+            [(r.code, r.sentLength) for r in slowLog],
+        )
+        return fast.value()
+
+    def test_sameAsTwisted(self) -> None:
+        """
+        An HTTP/1.1 keep-alive answer has the status line, headers (CORS,
+        Artcast-*, ETag, Content-Length, Link) and body Twisted's header
+        writing gives, and keeps the connection.
+        """
+        self.store.register("k", {"license": {"uri": "https://example.org/l"}})
+        answer = self.compare(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        lines, body = self.withoutDate(answer)
+        self.assertEqual(lines[0], b"HTTP/1.1 200 OK")
+        for name in (
+            b"Access-Control-Allow-Origin: *", b"Content-Length: 10",
+            b"Artcast-Key: k", b'Link: <https://example.org/l>; rel="license"',
+        ):
+            self.assertIn(name, lines)
+        self.assertTrue(any(line.startswith(b"Etag: ") or line.startswith(b"ETag: ")
+                            for line in lines))
+        self.assertEqual(body, '{"a":"é"}'.encode())
+
+    def test_http10Closes(self) -> None:
+        """
+        An HTTP/1.0 poll gets the same answer as from Twisted, and the
+        connection is closed after it.
+        """
+        answer = self.compare(b"GET /artcasts/k HTTP/1.0\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.0 200 OK\r\n"))
+
+    def test_connectionClose(self) -> None:
+        """
+        An HTTP/1.1 poll asking C{Connection: close} is answered with
+        C{Connection: close}, as Twisted does, and the connection closed.
+        """
+        answer = self.compare(
+            b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertIn(b"\r\nConnection: close\r\n", answer)
+
+    def test_textAndGap(self) -> None:
+        """
+        The text representation and an answer with a gap are the same as
+        Twisted's too.
+        """
+        first = self.store.publish("k", 0)
+        for n in range(1, 200):
+            self.store.publish("k", n)
+        fast, _ = self.serve(
+            b"GET /artcasts/k?since=%s HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n"
+            % (first.id.encode(),)
+        )
+        slow, _ = self.serve(
+            b"GET /artcasts/k?since=%s HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n"
+            % (first.id.encode(),),
+            direct=False,
+        )
+        self.assertIn(b"\r\nArtcast-Gap: 1\r\n", fast.value())
+        self.assertEqual(self.withoutDate(fast.value()), self.withoutDate(slow.value()))
+
+    def test_date(self) -> None:
+        """
+        The C{Date} header is the time of the answer (RFC 7231 format), made
+        anew when the clock has moved to another second.
+        """
+        self.clock.advance(784111777)  # Sun, 06 Nov 1994 08:49:37 GMT
+        first, _ = self.serve(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(60)
+        second, _ = self.serve(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(1)
+        self.store.publish("k", 1)
+        self.assertIn(b"\r\nDate: Sun, 06 Nov 1994 08:50:38 GMT\r\n", first.value())
+        self.assertIn(b"\r\nDate: Sun, 06 Nov 1994 08:50:38 GMT\r\n", second.value())
+
+    def test_keepAliveAndLog(self) -> None:
+        """
+        Two prebuilt answers in turn on one connection are both sent, and each
+        is logged with status 200 and its body's size.
+        """
+        transport, logged = self.serve(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.store.publish("k", 1)
+        self.channels[-1].dataReceived(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.store.publish("k", 22)
+        answers = transport.value().split(b"HTTP/1.1 200 OK\r\n")
+        self.assertEqual(len(answers), 3)
+        self.assertTrue(answers[2].endswith(b"\r\n\r\n22"))
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual([(r.code, r.sentLength) for r in logged], [(200, 1), (200, 2)])
