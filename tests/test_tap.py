@@ -156,3 +156,39 @@ class PluginTests(SynchronousTestCase):
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertIn("artcast", makers)
         self.assertIs(makers["artcast"].options, tap.Options)
+
+
+class GarbageCollectorTuningTests(SynchronousTestCase):
+    """
+    L{tap.GarbageCollectorTuning} freezes what starting made and raises the
+    collector's first threshold once the reactor runs.
+    """
+
+    def test_inService(self) -> None:
+        """
+        The server made by L{tap.makeService} holds the tuning, which waits
+        for the reactor to run.
+        """
+        reactor = MulticastMemoryReactor()
+        service = tap.makeService(parse("--error-log", "-"), reactor=reactor)
+        tunings = [s for s in service if isinstance(s, tap.GarbageCollectorTuning)]
+        self.assertEqual(len(tunings), 1)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIn(
+            tunings[0].tune, [hook[0] for hook in reactor.whenRunningHooks]
+        )
+
+    def test_tune(self) -> None:
+        """
+        Tuning freezes the objects alive and sets the first generation's
+        threshold, keeping the others.
+        """
+        import gc
+
+        before = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *before)
+        self.addCleanup(gc.unfreeze)
+        tap.GarbageCollectorTuning(MulticastMemoryReactor(), threshold=12345).tune()
+        self.assertEqual(gc.get_threshold(), (12345,) + before[1:])
+        self.assertGreater(gc.get_freeze_count(), 0)
