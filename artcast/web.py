@@ -435,8 +435,8 @@ class ArtcastApp:
             or req._disconnected
             or req.code != 200
             or req.code_message != b"OK"
-            or req._encoder is not None
-            or req._inFakeHead
+            or getattr(req, "_encoder", None) is not None
+            or getattr(req, "_inFakeHead", False)
             or not isinstance(req.channel, HTTPChannel)
             or server is None
             or len(list(headers.getAllRawHeaders()))
