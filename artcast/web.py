@@ -9,7 +9,7 @@ asks for.
 
 from __future__ import annotations
 
-import encodings.idna  # noqa: F401  werkzeug needs it per request; import it before twistd drops privileges
+import codecs
 import re
 from typing import Any, Callable, cast
 from urllib.parse import quote, unquote_to_bytes
@@ -44,6 +44,11 @@ from artcast.stats import (
 from artcast.shutdown import Closing
 from artcast.streams import NDJSON, STREAM_TYPES, BadStart, StreamManager, isWebSocket
 from artcast.wire import BadKey, validateKey
+
+# werkzeug encodes host names with the idna codec on every request it routes;
+# load it now, before twistd drops privileges and the standard library may no
+# longer be readable.
+codecs.lookup("idna")
 
 #: The headers a cross-origin script may read (CORS).
 ARTCAST_HEADERS = b"Artcast-Key, Artcast-Id, Artcast-Gap, ETag, Link"
