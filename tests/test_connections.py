@@ -13,10 +13,8 @@ import io
 import socket
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.defer import inlineCallbacks, returnValue
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -40,7 +38,7 @@ from artcast.connections import (
 )
 from artcast.shutdown import ServingService
 from tests.harness import ArtcastProcess
-from tests.test_integration import RawHTTPClient, requestBytes
+from tests.test_integration import rawConnect, requestBytes
 
 HEADER_TIMEOUT = 10.0
 IDLE_TIMEOUT = 75.0
@@ -732,29 +730,6 @@ class OptionTests(SynchronousTestCase):
 
 
 # Integration tests against the real server.
-
-
-@inlineCallbacks
-def rawConnect(
-    testCase: TestCase, proc: ArtcastProcess, source: str = "127.0.0.1"
-) -> Any:
-    """
-    A raw HTTP connection to the server from C{source} (any 127/8 address on
-    Linux), aborted at the test's cleanup.
-    """
-    client = RawHTTPClient()
-    endpoint = TCP4ClientEndpoint(
-        reactor, "127.0.0.1", proc.httpPort, timeout=10, bindAddress=(source, 0)
-    )
-    yield connectProtocol(endpoint, client)
-
-    def close() -> Deferred[None]:
-        if not client.closed:
-            client.transport.abortConnection()
-        return client.lost
-
-    testCase.addCleanup(close)
-    returnValue(client)
 
 
 def pollRequest(key: str) -> bytes:

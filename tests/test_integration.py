@@ -171,12 +171,18 @@ class RawHTTPClient(Protocol):
 
 
 @inlineCallbacks
-def rawConnect(testCase: TestCase, proc: ArtcastProcess) -> Any:
+def rawConnect(
+    testCase: TestCase, proc: ArtcastProcess, source: str = "127.0.0.1"
+) -> Any:
     """
-    Open a raw connection to the server, closed at the test's cleanup.
+    Open a raw connection to the server from C{source} (any 127/8 address
+    on Linux), aborted at the test's cleanup.
     """
     client = RawHTTPClient()
-    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proc.httpPort), client)
+    endpoint = TCP4ClientEndpoint(
+        reactor, "127.0.0.1", proc.httpPort, timeout=10, bindAddress=(source, 0)
+    )
+    yield connectProtocol(endpoint, client)
 
     def close() -> Deferred[None]:
         if not client.closed:
