@@ -280,6 +280,21 @@ class PatternIndex(Generic[T]):
         """
         return [pattern for pattern, _ in self._walk(key)]
 
+    def _allEntries(self) -> Iterator[tuple[str, dict[T, int]]]:
+        """
+        Every pattern that holds items, with its entries: the exact patterns,
+        then a walk of the whole trie.
+        """
+        yield from self._exact.items()
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            if node.items:
+                yield node.path, node.items
+            if node.rest:
+                yield node.restPath, node.rest
+            stack.extend(node.children.values())
+
     def counts(self) -> dict[str, int]:
         """
         How many items each pattern holds (for statistics: it visits every
@@ -287,13 +302,17 @@ class PatternIndex(Generic[T]):
 
         @return: Each pattern holding items, mapped to how many.
         """
-        counts = {pattern: len(entries) for pattern, entries in self._exact.items()}
-        stack = [self._root]
-        while stack:
-            node = stack.pop()
-            if node.items:
-                counts[node.path] = len(node.items)
-            if node.rest:
-                counts[node.restPath] = len(node.rest)
-            stack.extend(node.children.values())
-        return counts
+        return {pattern: len(entries) for pattern, entries in self._allEntries()}
+
+    def items(self) -> list[tuple[str, T]]:
+        """
+        Every C{(pattern, item)} entry (it visits every pattern: for shutting
+        down, not for the path of a datum).
+
+        @return: A new list, so the caller may remove entries as it goes.
+        """
+        return [
+            (pattern, item)
+            for pattern, entries in self._allEntries()
+            for item in entries
+        ]

@@ -408,11 +408,9 @@ class KeyStore:
 
         @return: How many waiters were cancelled.
         """
-        waiters: list[Waiter] = []
-        for pattern in self._listeners.counts():
-            entries = self._listeners._entries(pattern, create=False)
-            if entries:
-                waiters.extend(item for item in entries if isinstance(item, Waiter))
+        waiters = [
+            item for _, item in self._listeners.items() if isinstance(item, Waiter)
+        ]
         for waiter in waiters:
             waiter.deferred.cancel()
         return len(waiters)

@@ -458,3 +458,4 @@ class CountsTests(SynchronousTestCase):
         index.remove("t/*", "3")
         index.remove("a", "1")
         self.assertEqual(index.counts(), {"a": 1, "s/...": 1, "...": 1})
+        self.assertEqual(sorted(index.items()), [("...", "5"), ("a", "2"), ("s/...", "4")])
