@@ -194,6 +194,16 @@ _POLL_METHODS = frozenset((b"GET", b"HEAD"))
 _POLL_PATH = "artcasts/"
 
 
+def _representation(datum: Datum, contentType: str) -> tuple[bytes, bytes]:
+    """
+    A datum's body and C{Content-Type} for a negotiated long-poll answer:
+    text for C{text/plain}, JSON otherwise.
+    """
+    if contentType == negotiate.TEXT:
+        return datum.text, b"text/plain; charset=utf-8"
+    return datum.json, b"application/json"
+
+
 def _writeAnswer(body: bytes, request: Request, gone: Deferred[None]) -> None:
     """
     Send a long poll's answer, unless the request is over (C{gone}, from
@@ -411,7 +421,7 @@ class ArtcastApp:
         if gap:
             setHeader(b"Artcast-Gap", b"1")
         request.setResponseCode(200)
-        return datum.text if contentType == negotiate.TEXT else datum.json
+        return _representation(datum, contentType)[0]
 
     def prebuiltAnswer(
         self, request: IRequest, datum: Datum, contentType: str, gap: bool = False
@@ -495,7 +505,7 @@ class ArtcastApp:
         the body), and the body's length; the headers in the order and
         spelling Twisted's C{writeHeaders} gives them.
         """
-        body = datum.text if contentType == negotiate.TEXT else datum.json
+        body = _representation(datum, contentType)[0]
         before = Headers()
         if connection is not None:
             before.setRawHeaders(b"Connection", connection)
@@ -523,10 +533,7 @@ class ArtcastApp:
         The headers of an answer carrying C{datum}, but C{Artcast-Gap}.
         """
         datumId = datum.id.encode("ascii")
-        if contentType == negotiate.TEXT:
-            body, mediaType = datum.text, b"text/plain; charset=utf-8"
-        else:
-            body, mediaType = datum.json, b"application/json"
+        body, mediaType = _representation(datum, contentType)
         headers = [
             (b"Access-Control-Allow-Origin", self.allowOrigin),
             (b"Access-Control-Expose-Headers", ARTCAST_HEADERS),
