@@ -208,19 +208,24 @@ def statsPage(stats: dict[str, Any]) -> bytes:
         for name, value in stats.items()
         if not isinstance(value, (dict, list))
     ]
-    sections = "".join(
-        f"<h2>{html.escape(name.replace('_', ' ').capitalize())}</h2><table>"
-        f"{_rows(sorted(value.items(), key=lambda item: (-item[1], item[0])) if all(isinstance(v, (int, float)) for v in value.values()) else sorted(value.items()))}</table>"
-        for name, value in stats.items()
-        if isinstance(value, dict)
-    )
+    sections = []
+    for name, table in stats.items():
+        if not isinstance(table, dict):
+            continue
+        if all(isinstance(count, (int, float)) for count in table.values()):
+            # Counts: the largest first.
+            rows = sorted(table.items(), key=lambda item: (-item[1], item[0]))
+        else:
+            rows = sorted(table.items())
+        title = html.escape(name.replace("_", " ").capitalize())
+        sections.append(f"<h2>{title}</h2><table>{_rows(rows)}</table>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Artcast statistics</title><style>{_STYLE}</style></head>
 <body><h1>Artcast statistics</h1>
 <table>{_rows(scalars)}</table>
-{sections}
+{"".join(sections)}
 <p><a href="/stats.json">JSON</a> · <a href="/metrics">Prometheus</a> · <a href="/artcasts">Artcasts</a></p>
 </body></html>
 """.encode("utf-8")
