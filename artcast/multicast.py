@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from artcast.keystore import KeyStore
 from artcast.wire import (
+    MAX_VALUE_SIZE,
     BadDatagram,
     DataMessage,
     Fragment,
@@ -195,12 +196,10 @@ class DatagramHandler:
         self.stats = stats if stats is not None else Stats()
         self.signingKeys = tuple(signingKeys)
         self.maxValueSize = maxValueSize
-        self.reassembler = (
-            Reassembler(clock, maxValueSize=maxValueSize)
-            if maxValueSize is not None
-            else Reassembler(clock)
+        self.reassembler = Reassembler(
+            clock, maxValueSize=MAX_VALUE_SIZE if maxValueSize is None else maxValueSize
         )
-        self.tracker = SourceTracker(clock, window=freshness) if freshness else SourceTracker(clock)
+        self.tracker = SourceTracker(clock, window=freshness or None)
         self.freshness = freshness
         self.ownSources: set[str] = set()
         self._badLog = RateLimitedLog(self.log, clock)
