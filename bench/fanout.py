@@ -18,13 +18,19 @@ the same core and with the same load, it measures both servers:
 
 The server runs on one core, the load generator (C{bench/loadgen.c},
 compiled here with gcc) and the emitter (C{bench/emitter.py}) on the other,
-pinned with taskset.  It prints a table with the ratio Artcast/baseline and
-can write every figure as JSON.
+pinned with taskset (C{--server-cpus}, C{--load-cpus} choose the CPUs).  It
+prints a table with the ratio Artcast/baseline and can write every figure as
+JSON.
+
+With C{--workers N}, Artcast is also run as C{twistd artcast --workers N}
+(column C{artcast-wN}, with its ratio to the single-process Artcast): its
+CPU and RSS are summed over the supervisor and its worker processes.
 
 Run from the repository root::
 
     python bench/fanout.py                 # full run, several minutes
     python bench/fanout.py --quick         # N=50, one rate, seconds
+    python bench/fanout.py --servers artcast --workers 2 --server-cpus 0,1
 
 See docs/performance.md.
 """
@@ -153,6 +159,143 @@ def rssKiB(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
+def cpuTimes() -> dict[str, tuple[int, int]]:
+    """
+    Busy and total clock ticks of each CPU since boot, from /proc/stat
+    (idle and iowait count as not busy); empty without /proc/stat.
+    """
+    times: dict[str, tuple[int, int]] = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    ticks = [int(x) for x in fields[:8]]
+                    idle = ticks[3] + ticks[4]
+                    times[name[3:]] = (sum(ticks) - idle, sum(ticks))
+    except (OSError, ValueError, IndexError):
+        return {}
+    return times
+
+
+def busyPercent(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> dict[str, float | None]:
+    """
+    Each CPU's busy share, in percent, between two L{cpuTimes} readings: all
+    that ran on it, this benchmark's processes and anyone else's.
+    """
+    shares: dict[str, float | None] = {}
+    for cpu, (busy1, total1) in after.items():
+        busy0, total0 = before.get(cpu, (busy1, total1))
+        shares[cpu] = 100 * (busy1 - busy0) / (total1 - total0) if total1 > total0 else None
+    return shares
+
+
+def parentPid(pid: int) -> int:
+    """
+    The parent of C{pid}, from /proc/<pid>/stat.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # After the command name: state, then ppid.
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def childPids(pid: int) -> list[int]:
+    """
+    The children of C{pid}: from /proc/<pid>/task/*/children when the kernel
+    has it, else by scanning /proc/*/stat for their parent.
+    """
+    children: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    readable = False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children.update(int(c) for c in f.read().split())
+            readable = True
+        except (OSError, ValueError):
+            pass
+    if not readable:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if parentPid(int(entry)) == pid:
+                        children.add(int(entry))
+                except (OSError, ValueError):
+                    pass
+    return sorted(children)
+
+
+def descendantPids(pid: int) -> list[int]:
+    """
+    The children of C{pid}, theirs, and so on (bounded: a process tree is
+    finite, and each PID is visited once).
+    """
+    found: list[int] = []
+    pending = [pid]
+    seen = {pid}
+    while pending and len(found) < 4096:
+        for child in childPids(pending.pop()):
+            if child not in seen:
+                seen.add(child)
+                found.append(child)
+                pending.append(child)
+    return sorted(found)
+
+
+class ServerTree:
+    """
+    The processes of one server: its own and its descendants (the workers of
+    C{--workers N}), fixed when the server is ready.  Its CPU time and RSS
+    are the sums over them.
+
+    @ivar pids: the server's PID first, then the others.
+    """
+
+    def __init__(self, pid: int, others: Iterable[int] = ()) -> None:
+        self.pid = pid
+        self.pids = [pid] + sorted(set(others) - {pid})
+
+    @classmethod
+    def of(cls, pid: int) -> ServerTree:
+        """
+        C{pid} and every process below it now.
+        """
+        return cls(pid, descendantPids(pid))
+
+    def _each(self, read: Any) -> dict[int, Any]:
+        values = {}
+        for pid in self.pids:
+            try:
+                values[pid] = read(pid)
+            except (OSError, ValueError) as e:
+                raise BenchError(f"server process {pid} is gone ({e})") from e
+        return values
+
+    def cpuByPid(self) -> dict[int, float]:
+        """
+        User plus system CPU seconds of each process.
+        """
+        return self._each(cpuSeconds)
+
+    def cpuSeconds(self) -> float:
+        """
+        User plus system CPU seconds, summed over the processes.
+        """
+        return sum(self.cpuByPid().values())
+
+    def rssKiB(self) -> int:
+        """
+        Resident set size in KiB, summed over the processes.
+        """
+        return sum(self._each(rssKiB).values())
+
+
 def percentile(values: Sequence[float], p: float) -> float | None:
     """
     The nearest-rank percentile (C{p} in 0..1) of C{values}, as loadgen.c
@@ -246,43 +389,119 @@ class Process:
                 log(f"could not stop {process.name} (pid {process.pid}): {e}")
 
 
+def parseCpuList(text: str) -> list[int]:
+    """
+    A CPU list as C{taskset -c} takes it: numbers and ranges separated by
+    commas (C{"0"}, C{"0,1"}, C{"0-3,6"}).
+
+    @return: the CPUs, sorted, each once.
+    @raise ValueError: if C{text} is not such a list.
+    """
+    cpus: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise ValueError(f"empty item in CPU list {text!r}")
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"bad CPU list item {part!r} in {text!r}")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise ValueError(f"bad CPU range {part!r} in {text!r}")
+        cpus.update(range(low, high + 1))
+    return sorted(cpus)
+
+
+def cpuListText(cpus: Sequence[int]) -> str:
+    """
+    CPUs as C{taskset -c} takes them: C{"0,1"}.
+    """
+    return ",".join(str(cpu) for cpu in cpus)
+
+
 class Pinning:
     """
-    Which CPUs the server and the load run on, and the taskset prefixes.
+    Which CPUs the server (with its worker processes, which inherit the
+    affinity) and the load (load generator, emitter and this runner) run on,
+    and the taskset prefixes.
+
+    By default the server gets the first CPU this runner may use and the
+    load the second; with fewer than two, nothing is pinned unless CPUs are
+    given.
     """
 
-    def __init__(self, enabled: bool = True) -> None:
-        cpus = sorted(os.sched_getaffinity(0))
-        self.taskset = shutil.which("taskset")
-        if enabled and len(cpus) >= 2 and self.taskset:
-            self.serverCpu: int | None = cpus[0]
-            self.loadCpu: int | None = cpus[1]
-            self.note = f"server on CPU {cpus[0]}, load on CPU {cpus[1]} (taskset)"
-        else:
-            self.serverCpu = self.loadCpu = None
+    def __init__(
+        self,
+        enabled: bool = True,
+        serverCpus: Sequence[int] | None = None,
+        loadCpus: Sequence[int] | None = None,
+        available: Iterable[int] | None = None,
+        taskset: str | None = None,
+    ) -> None:
+        cpus = sorted(os.sched_getaffinity(0) if available is None else available)
+        self.taskset = taskset if taskset is not None else shutil.which("taskset")
+        self.serverCpus: list[int] | None = None
+        self.loadCpus: list[int] | None = None
+        for given in (serverCpus, loadCpus):
+            unknown = sorted(set(given or ()) - set(cpus))
+            if unknown:
+                raise BenchError(
+                    f"CPU {cpuListText(unknown)} is not one this process may use "
+                    f"({cpuListText(cpus)})"
+                )
+        if enabled and self.taskset:
+            if serverCpus:
+                self.serverCpus = sorted(set(serverCpus))
+            elif len(cpus) >= 2:
+                self.serverCpus = [cpus[0]]
+            if loadCpus:
+                self.loadCpus = sorted(set(loadCpus))
+            elif len(cpus) >= 2:
+                self.loadCpus = [cpus[1]]
+        if self.serverCpus is None and self.loadCpus is None:
             why = (
                 "disabled"
                 if not enabled
                 else "no taskset" if not self.taskset else f"{len(cpus)} CPU"
             )
             self.note = f"not pinned ({why}): server and load share the CPUs"
+        else:
+            shared = sorted(set(self.serverCpus or ()) & set(self.loadCpus or ()))
+            self.note = (
+                f"server on {self._where(self.serverCpus)}, "
+                f"load on {self._where(self.loadCpus)} (taskset)"
+                + (f"; CPU {cpuListText(shared)} shared" if shared else "")
+            )
+
+    @staticmethod
+    def _where(cpus: Sequence[int] | None) -> str:
+        if cpus is None:
+            return "any CPU (not pinned)"
+        return ("CPU " if len(cpus) == 1 else "CPUs ") + cpuListText(cpus)
+
+    def describe(self) -> dict[str, Any]:
+        """
+        The pinning, for the JSON document.
+        """
+        return {"server_cpus": self.serverCpus, "load_cpus": self.loadCpus}
 
     def server(self, argv: list[str]) -> list[str]:
-        if self.serverCpu is None:
+        if self.serverCpus is None:
             return argv
-        return [str(self.taskset), "-c", str(self.serverCpu)] + argv
+        return [str(self.taskset), "-c", cpuListText(self.serverCpus)] + argv
 
     def load(self, argv: list[str]) -> list[str]:
-        if self.loadCpu is None:
+        if self.loadCpus is None:
             return argv
-        return [str(self.taskset), "-c", str(self.loadCpu)] + argv
+        return [str(self.taskset), "-c", cpuListText(self.loadCpus)] + argv
 
     def pinSelf(self) -> None:
         """
-        Keep this runner off the server's core.
+        Keep this runner with the load (off the server's core, unless they
+        share one).
         """
-        if self.loadCpu is not None:
-            os.sched_setaffinity(0, {self.loadCpu})
+        if self.loadCpus is not None:
+            os.sched_setaffinity(0, set(self.loadCpus))
 
 
 def buildLoadgen(source: Path = LOADGEN_SOURCE, target: Path = LOADGEN) -> Path:
@@ -446,14 +665,35 @@ def twistdPath() -> str:
     return found
 
 
-def artcastArgv(config: ServerConfig) -> list[str]:
+def artcastArgv(config: ServerConfig, workers: int = 0) -> list[str]:
+    """
+    The command line of Artcast, with C{--workers} when C{workers} is not 0.
+    """
     return [
         twistdPath(),
         "-n",
         "--pidfile=",
         "artcast",
         "--client-port", f"tcp:{config.httpPort}:interface=127.0.0.1",
-    ] + commonArgv(config)
+    ] + commonArgv(config) + (["--workers", str(workers)] if workers else [])
+
+
+def workersOf(name: str) -> int:
+    """
+    How many worker processes server C{name} runs: N for C{artcast-wN}, else
+    0 (one process).
+    """
+    prefix = "artcast-w"
+    if name.startswith(prefix) and name[len(prefix):].isdigit():
+        return int(name[len(prefix):])
+    return 0
+
+
+def workersName(workers: int) -> str:
+    """
+    The column of Artcast run with C{--workers N}: C{artcast-wN}.
+    """
+    return f"artcast-w{workers}"
 
 
 def serverEnv() -> dict[str, str]:
@@ -506,20 +746,93 @@ def waitForHttp(server: Process, port: int, timeout: float) -> None:
     raise BenchError(f"{server.name} did not answer HTTP within {timeout:.0f} s")
 
 
+def workerStats(
+    server: Process, port: int, count: int, timeout: float
+) -> dict[int, dict[str, Any]]:
+    """
+    Ask C{/stats.json} over fresh connections (the kernel gives each to one
+    worker) until C{count} workers have answered, as tests/test_workers.py
+    tells that workers are up.
+
+    @return: the latest figures of each worker, by index.
+    @raise BenchError: if fewer answered within C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/stats.json"
+    seen: dict[int, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise BenchError(f"{server.name} exited with {server.popen.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                stats = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            time.sleep(0.05)
+            continue
+        if isinstance(stats, dict) and isinstance(stats.get("worker"), int):
+            seen[stats["worker"]] = stats
+            if len(seen) >= count:
+                return seen
+        time.sleep(0.01)
+    raise BenchError(
+        f"{server.name}: only workers {sorted(seen)} of {count} answered "
+        f"within {timeout:.0f} s"
+    )
+
+
+def waitForWorkers(server: Process, port: int, count: int, timeout: float) -> ServerTree:
+    """
+    Wait until each of the C{count} workers of C{server} answers, and check
+    that they are its children.
+
+    @return: the supervisor and its workers.
+    """
+    seen = workerStats(server, port, count, timeout)
+    pids = {stats["pid"] for stats in seen.values()}
+    children = set(descendantPids(server.pid))
+    if not pids <= children:
+        raise BenchError(
+            f"{server.name}: workers {sorted(pids - children)} are not children "
+            f"of pid {server.pid}"
+        )
+    return ServerTree(server.pid, children)
+
+
+def heldByWorker(stats: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """
+    What each worker held, from its C{/stats.json}: its client connections
+    (less the one that asked), its waiting polls and its memory.
+    """
+    return {
+        str(index): {
+            "pid": figures.get("pid"),
+            "connections": max(0, int(figures.get("connections", 1)) - 1),
+            "waiting": figures.get("waiting"),
+            "memory_kib": (
+                figures["memory"] // 1024
+                if isinstance(figures.get("memory"), int)
+                else None
+            ),
+        }
+        for index, figures in sorted(stats.items())
+    }
+
+
 def waitSettled(
-    pid: int, quiet: float = 0.5, timeout: float = 30.0, step: float = 0.1
+    tree: ServerTree, quiet: float = 0.5, timeout: float = 30.0, step: float = 0.1
 ) -> float:
     """
-    Wait until C{pid} has used no CPU for C{quiet} seconds (or C{timeout}).
+    Wait until the server's processes have used no CPU for C{quiet} seconds
+    (or C{timeout}).
 
     @return: the seconds waited.
     """
     start = time.monotonic()
-    last = cpuSeconds(pid)
+    last = tree.cpuSeconds()
     quietSince = time.monotonic()
     while time.monotonic() - start < timeout:
         time.sleep(step)
-        now = cpuSeconds(pid)
+        now = tree.cpuSeconds()
         if now > last:
             last = now
             quietSince = time.monotonic()
@@ -533,7 +846,7 @@ def waitSettled(
 
 
 def runPhase(
-    server: Process,
+    tree: ServerTree,
     loadgen: LoadGen,
     pinning: Pinning,
     config: ServerConfig,
@@ -544,7 +857,8 @@ def runPhase(
     logPath: Path,
 ) -> dict[str, Any]:
     """
-    Send C{rate} datums/s for C{duration} s and collect the figures.
+    Send C{rate} datums/s for C{duration} s and collect the figures; the
+    server's CPU is summed over its processes (C{tree}).
     """
     loadgen.send(f"MARK {firstN}")
     loadgen.wait("mark", 10)
@@ -561,12 +875,16 @@ def runPhase(
             "--key", KEY,
         ]
     )
-    cpu0, t0 = cpuSeconds(server.pid), time.monotonic()
+    machine0 = cpuTimes()
+    byPid0 = tree.cpuByPid()
+    cpu0, t0 = sum(byPid0.values()), time.monotonic()
     with open(logPath, "ab") as errors:
         result = subprocess.run(
             argv, stdout=subprocess.PIPE, stderr=errors, timeout=duration + 30
         )
-    cpu1, t1 = cpuSeconds(server.pid), time.monotonic()
+    byPid1 = tree.cpuByPid()
+    cpu1, t1 = sum(byPid1.values()), time.monotonic()
+    machine1 = cpuTimes()
     if result.returncode != 0:
         raise BenchError(f"emitter failed with {result.returncode}")
     emitted = json.loads(result.stdout.decode().strip().splitlines()[-1])
@@ -575,16 +893,17 @@ def runPhase(
     # while (it may be busy reading re-polls, answering nothing), bounded by
     # drainMax.
     drainStart = time.monotonic()
-    last = (loadgen.status()["deliveries"], cpuSeconds(server.pid))
+    last = (loadgen.status()["deliveries"], tree.cpuSeconds())
     quietSince = time.monotonic()
     while time.monotonic() - drainStart < drainMax:
         time.sleep(0.2)
-        now = (loadgen.status()["deliveries"], cpuSeconds(server.pid))
+        now = (loadgen.status()["deliveries"], tree.cpuSeconds())
         if now != last:
             last, quietSince = now, time.monotonic()
         elif time.monotonic() - quietSince >= 0.6:
             break
-    cpu2, t2 = cpuSeconds(server.pid), time.monotonic()
+    byPid2 = tree.cpuByPid()
+    cpu2, t2 = sum(byPid2.values()), time.monotonic()
 
     loadgen.send(f"REPORT {emitted['first']} {emitted['last']}")
     report = loadgen.wait("report", 60)
@@ -604,6 +923,21 @@ def runPhase(
         "fraction_delivered": report["datums"]["fraction_delivered"],
         "fraction_complete": report["datums"]["fraction_complete"],
         "server_cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0) if t1 > t0 else None,
+        # Each process's share of a core while the emitter sent, and its CPU
+        # seconds from the emitter's start to the end of the drain.
+        "server_cpu_pct_by_pid": {
+            str(pid): (
+                100 * (byPid1[pid] - byPid0[pid]) / (t1 - t0) if t1 > t0 else None
+            )
+            for pid in tree.pids
+        },
+        # How busy each CPU was while the emitter sent, whoever ran on it: on
+        # a shared machine, more than the server and the load adds up to
+        # means someone else's work competed.
+        "cpu_busy_pct_by_cpu": busyPercent(machine0, machine1),
+        "server_cpu_s_by_pid": {
+            str(pid): byPid2[pid] - byPid0[pid] for pid in tree.pids
+        },
         "server_cpu_us_per_delivery": (
             (cpu2 - cpu0) * 1e6 / deliveries if deliveries else None
         ),
@@ -641,17 +975,28 @@ def runCell(
     A fresh server per cell keeps the cells independent: an overloaded
     server still works off its backlog (queued datagrams, datums kept for
     C{since}) long after its emitter stopped.
+
+    For C{artcast-wN} (C{--workers N}) the measuring starts once each of the
+    N workers has answered; CPU and RSS are summed over the supervisor and
+    its workers, and each worker's connections and waiting polls are read
+    from its C{/stats.json} once the polls are held.
     """
     label = name + ("+since" if useSince else "")
+    workers = workersOf(name)
     config = ServerConfig(rng)
-    argv = baselineArgv(config) if name == "baseline" else artcastArgv(config)
+    argv = baselineArgv(config) if name == "baseline" else artcastArgv(config, workers)
     logPath = outDir / f"{label}-{clients}-{rate:g}.log"
     server = Process(label, pinning.server(argv), logPath, cwd=ROOT, env=serverEnv())
     loadgen: LoadGen | None = None
+    held: dict[str, dict[str, Any]] | None = None
     try:
         waitForHttp(server, config.httpPort, timeout=60)
-        waitSettled(server.pid, timeout=10)
-        rssIdle = rssKiB(server.pid)
+        if workers:
+            tree = waitForWorkers(server, config.httpPort, workers, timeout=60)
+        else:
+            tree = ServerTree.of(server.pid)
+        waitSettled(tree, timeout=10)
+        rssIdle = tree.rssKiB()
         loadgen = LoadGen(
             pinning,
             config.httpPort,
@@ -661,26 +1006,44 @@ def runCell(
             maxSeconds=300 + duration + drainMax,
         )
         ready = loadgen.wait("ready", 180)
-        settle = waitSettled(server.pid, timeout=30)
-        rssHeld = rssKiB(server.pid)
+        settle = waitSettled(tree, timeout=30)
+        rssHeld = tree.rssKiB()
+        if workers:
+            held = heldByWorker(
+                workerStats(server, config.httpPort, workers, timeout=30)
+            )
+            log(
+                f"{label} N={clients}: connections per worker "
+                + ", ".join(
+                    f"w{index} {figures['connections']} ({figures['waiting']} waiting)"
+                    for index, figures in held.items()
+                )
+            )
+            waitSettled(tree, timeout=10)
         phase = runPhase(
-            server, loadgen, pinning, config, rate, duration, 1, drainMax, logPath
+            tree, loadgen, pinning, config, rate, duration, 1, drainMax, logPath
         )
         if not server.alive():
             raise BenchError(f"{label} died during the run")
+        if workers and set(descendantPids(server.pid)) != set(tree.pids[1:]):
+            raise BenchError(f"{label}: a worker was replaced during the run")
     finally:
         if loadgen is not None:
             loadgen.stop()
         server.stop()
     phase.update(
         server=label,
+        workers=workers,
         clients=clients,
+        server_pids=tree.pids,
         ramp_s=ready["seconds"],
         settle_s=settle,
         rss_idle_kib=rssIdle,
         rss_held_kib=rssHeld,
         memory_per_client_kib=(rssHeld - rssIdle) / clients,
     )
+    if held is not None:
+        phase["held_by_worker"] = held
     log(
         f"{label} N={clients} rate={rate:g}: polls held in "
         f"{ready['seconds']:.1f}+{settle:.1f} s, "
@@ -689,6 +1052,19 @@ def runCell(
         f"p50 {fmt(phase['latency_p50_ms'])} ms, "
         f"delivered {fmt(phase['fraction_delivered'])}, "
         f"server CPU {fmt(phase['server_cpu_pct'])}%"
+        + (
+            " ("
+            + ", ".join(
+                f"{fmt(pct)}%" for pct in phase["server_cpu_pct_by_pid"].values()
+            )
+            + " by process)"
+            if len(tree.pids) > 1
+            else ""
+        )
+        + "; CPUs busy "
+        + ", ".join(
+            f"{cpu}: {fmt(pct)}%" for cpu, pct in phase["cpu_busy_pct_by_cpu"].items()
+        )
     )
     return phase
 
@@ -705,15 +1081,15 @@ def runServer(
     drainMax: float,
 ) -> list[dict[str, Any]]:
     """
-    Every rate for server C{name} with C{clients} polls; for Artcast also
-    with C{?since=} (with C{since="auto"}: if its answers carry
-    C{Artcast-Id}).
+    Every rate for server C{name} with C{clients} polls; for Artcast (with
+    or without workers) also with C{?since=} (with C{since="auto"}: if its
+    answers carry C{Artcast-Id}).
 
     @return: one result per (mode, rate).
     """
     results: list[dict[str, Any]] = []
     modes = [False]
-    if name == "artcast" and since in ("auto", "on"):
+    if name.startswith("artcast") and since in ("auto", "on"):
         modes.append(True)
     for useSince in modes:
         if useSince and since == "auto" and not any(r["ids_seen"] for r in results):
@@ -779,34 +1155,79 @@ def ratio(numerator: float | None, denominator: float | None) -> str:
     return f"x{numerator / denominator:.2f}"
 
 
+def tableColumns(present: Iterable[str]) -> list[tuple[str, str, str | None]]:
+    """
+    The columns of the table for the servers that ran (result labels such
+    as C{"artcast+since"} or C{"artcast-w2"}), in order.
+
+    Each column is C{(header, server, denominator)}: the server's figure
+    when C{denominator} is L{None}, else the ratio of the server's figure to
+    the denominator's.  Every Artcast column is compared with the baseline;
+    a worker column (C{artcast-wN}) also with the single-process Artcast of
+    the same mode (C{wN/artcast}, C{wN+since/+since}), so that scaling is
+    read directly.
+    """
+    labels = set(present)
+    columns: list[tuple[str, str, str | None]] = []
+    if "baseline" in labels:
+        columns.append(("baseline", "baseline", None))
+    names = ["artcast"] + sorted(
+        {
+            label.removesuffix("+since")
+            for label in labels
+            if workersOf(label.removesuffix("+since"))
+        },
+        key=lambda name: workersOf(name),
+    )
+    for name in names:
+        short = "artcast" if name == "artcast" else name.removeprefix("artcast-")
+        for since in ("", "+since"):
+            label = name + since
+            if label not in labels:
+                continue
+            columns.append((label, label, None))
+            # artcast/baseline and +since/baseline, as before workers; wN...
+            mine = since if name == "artcast" and since else short + since
+            if "baseline" in labels:
+                columns.append((f"{mine}/baseline", label, "baseline"))
+            single = "artcast" + since
+            if name != "artcast" and single in labels:
+                columns.append(
+                    (f"{mine}/{since or 'artcast'}", label, single)
+                )
+    return columns
+
+
 def table(results: Iterable[dict[str, Any]]) -> str:
     """
-    Rows per N, rate and figure; columns baseline, artcast, the ratio
-    artcast/baseline, and artcast with since and its ratio.
+    Rows per N, rate and figure; a column per server that ran (baseline,
+    artcast, artcast+since, artcast-wN, artcast-wN+since), each Artcast
+    column followed by its ratio to the baseline, and each worker column
+    by its ratio to the single-process Artcast (L{tableColumns}).
     """
     byKey: dict[tuple[int, float], dict[str, dict[str, Any]]] = {}
     for result in results:
         key = (result["clients"], result["rate"])
         byKey.setdefault(key, {})[result["server"]] = result
-    header = [
-        "N", "rate/s", "figure", "baseline", "artcast", "artcast/baseline",
-        "artcast+since", "+since/baseline",
-    ]
+    columns = tableColumns(
+        {label for servers in byKey.values() for label in servers}
+    )
+    header = ["N", "rate/s", "figure"] + [column[0] for column in columns]
     rows = [header]
     for (clients, rate) in sorted(byKey):
         servers = byKey[(clients, rate)]
         for field, label in FIGURES:
-            base = servers.get("baseline", {}).get(field)
-            art = servers.get("artcast", {}).get(field)
-            sin = servers.get("artcast+since", {}).get(field)
-            rows.append([
-                str(clients), f"{rate:g}", label,
-                fmt(base) if "baseline" in servers else "-",
-                fmt(art) if "artcast" in servers else "-",
-                ratio(art, base),
-                fmt(sin) if "artcast+since" in servers else "-",
-                ratio(sin, base),
-            ])
+            row = [str(clients), f"{rate:g}", label]
+            for _, server, denominator in columns:
+                if server not in servers:
+                    row.append("-")
+                    continue
+                value = servers[server].get(field)
+                if denominator is None:
+                    row.append(fmt(value))
+                else:
+                    row.append(ratio(value, servers.get(denominator, {}).get(field)))
+            rows.append(row)
         rows.append([""] * len(header))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
@@ -864,9 +1285,18 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of sending per rate (default 10)")
     parser.add_argument("--servers", default="baseline,artcast",
                         help="which servers (artcast is skipped if it cannot start)")
+    parser.add_argument("--workers", default=None,
+                        help="comma-separated N: also run Artcast with --workers N, "
+                        "as column artcast-wN (default: none)")
     parser.add_argument("--since", choices=("auto", "on", "off"), default="auto",
                         help="also run Artcast with ?since= (auto: if it sends Artcast-Id)")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    parser.add_argument("--server-cpus", default=None,
+                        help="taskset list of CPUs for the server and its workers "
+                        "(default: the first CPU, 0)")
+    parser.add_argument("--load-cpus", default=None,
+                        help="taskset list of CPUs for the load generator, the "
+                        "emitter and this runner (default: the second CPU, 1)")
     parser.add_argument("--json", dest="jsonPath", default=None,
                         help="write all results to this file")
     parser.add_argument("--out-dir", default=str(BENCH / "out"),
@@ -884,6 +1314,23 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     for s in options.servers:
         if s not in SERVERS:
             parser.error(f"unknown server {s!r} (known: {', '.join(SERVERS)})")
+    try:
+        options.workers = sorted(
+            {int(x) for x in (options.workers or "").split(",") if x.strip()}
+        )
+    except ValueError:
+        parser.error(f"--workers takes comma-separated counts, not {options.workers!r}")
+    if any(not 1 <= n <= 64 for n in options.workers):
+        parser.error("--workers counts must be from 1 to 64")
+    if not options.servers and not options.workers:
+        parser.error("nothing to run: give --servers or --workers")
+    for option in ("server_cpus", "load_cpus"):
+        text = getattr(options, option)
+        if text is not None:
+            try:
+                setattr(options, option, parseCpuList(text))
+            except ValueError as e:
+                parser.error(f"--{option.replace('_', '-')}: {e}")
     if any(n < 1 for n in options.clients) or any(r <= 0 for r in options.rates):
         parser.error("clients and rates must be positive")
     return options
@@ -897,15 +1344,19 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     outDir.mkdir(parents=True, exist_ok=True)
     limit = raiseFileLimit(max(options.clients) + 256)
     buildLoadgen()
-    pinning = Pinning(enabled=not options.no_pin)
+    pinning = Pinning(
+        enabled=not options.no_pin,
+        serverCpus=options.server_cpus,
+        loadCpus=options.load_cpus,
+    )
     pinning.pinSelf()
     rng = random.Random(options.seed)
     notes = [pinning.note, f"file limit {limit}"]
-    servers = list(options.servers)
-    if "artcast" in servers:
+    servers = list(options.servers) + [workersName(n) for n in options.workers]
+    if any(name.startswith("artcast") for name in servers):
         ok, why = artcastAvailable()
         if not ok:
-            servers.remove("artcast")
+            servers = [name for name in servers if not name.startswith("artcast")]
             notes.append(f"artcast skipped: {why}")
             log(f"artcast skipped: {why}")
     drainMax = max(2.0, options.duration)
@@ -929,6 +1380,8 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             "rates": options.rates,
             "duration_s": options.duration,
             "servers": servers,
+            "workers": options.workers,
+            "pinning": pinning.describe(),
             "since": options.since,
             "quick": options.quick,
         },

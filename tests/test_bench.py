@@ -9,7 +9,9 @@ is well-formed and that deliveries happened.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -42,7 +44,47 @@ SKIP_QUICK = (
     + " missing"
 )
 
+SKIP_WORKERS = (
+    None
+    if HAVE_GCC and HAVE_PROC
+    else "the benchmark with workers needs gcc (for bench/loadgen.c) and /proc"
+)
+
 _quick: dict[str, Any] = {}
+_workers: dict[str, Any] = {}
+
+
+def runFanout(into: dict[str, Any], *arguments: str) -> dict[str, Any]:
+    """
+    Run C{bench/fanout.py --quick} with C{arguments} and a JSON output, and
+    keep its exit status, output and JSON document in C{into}.
+    """
+    outDir = tempfile.mkdtemp(prefix="artcast-bench-")
+    jsonPath = os.path.join(outDir, "results.json")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "fanout.py"),
+            "--quick",
+            *arguments,
+            "--json",
+            jsonPath,
+            "--out-dir",
+            outDir,
+        ],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    into["returncode"] = result.returncode
+    into["stdout"] = result.stdout
+    into["stderr"] = result.stderr
+    if result.returncode == 0:
+        with open(jsonPath) as f:
+            into["document"] = json.load(f)
+    shutil.rmtree(outDir, ignore_errors=True)
+    return into
 
 
 def quickRun() -> dict[str, Any]:
@@ -51,37 +93,26 @@ def quickRun() -> dict[str, Any]:
     starts) and return its JSON document and printed table.
     """
     if not _quick:
-        outDir = tempfile.mkdtemp(prefix="artcast-bench-")
-        jsonPath = os.path.join(outDir, "results.json")
         ok, why = fanout.artcastAvailable()
-        servers = "baseline,artcast" if ok else "baseline"
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "fanout.py"),
-                "--quick",
-                "--servers",
-                servers,
-                "--json",
-                jsonPath,
-                "--out-dir",
-                outDir,
-            ],
-            cwd=str(ROOT),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        _quick["returncode"] = result.returncode
-        _quick["stdout"] = result.stdout
-        _quick["stderr"] = result.stderr
         _quick["artcast"] = ok
         _quick["artcastWhy"] = why
-        if result.returncode == 0:
-            with open(jsonPath) as f:
-                _quick["document"] = json.load(f)
-        shutil.rmtree(outDir, ignore_errors=True)
+        runFanout(_quick, "--servers", "baseline,artcast" if ok else "baseline")
     return _quick
+
+
+def workersRun() -> dict[str, Any]:
+    """
+    Run C{bench/fanout.py --quick --servers "" --workers 2} once: Artcast
+    with two worker processes alone (with and without C{since}), and return
+    its JSON document and printed table.
+    """
+    if not _workers:
+        ok, why = fanout.artcastAvailable()
+        _workers["artcast"] = ok
+        _workers["artcastWhy"] = why
+        if ok:
+            runFanout(_workers, "--servers", "", "--workers", "2")
+    return _workers
 
 
 class QuickModeTests(SynchronousTestCase):
@@ -171,6 +202,85 @@ class QuickModeTests(SynchronousTestCase):
         self.assertIn("memory per held client (KiB)", stdout)
 
 
+class WorkersQuickModeTests(SynchronousTestCase):
+    """
+    The short mode with C{--workers 2}: Artcast run as a supervisor and two
+    worker processes sharing the port.
+    """
+
+    skip = SKIP_WORKERS
+
+    def document(self) -> dict[str, Any]:
+        run = workersRun()
+        if not run["artcast"]:
+            raise self.skipTest(f"twistd artcast does not start: {run['artcastWhy']}")
+        self.assertEqual(
+            run["returncode"], 0,
+            f"fanout.py --quick --workers 2 failed:\n{run['stderr']}",
+        )
+        return run["document"]
+
+    def result(self, server: str) -> dict[str, Any]:
+        [result] = [r for r in self.document()["results"] if r["server"] == server]
+        return result
+
+    def test_workersDeliver(self) -> None:
+        """
+        Artcast with two workers delivers datums to the load generator's
+        clients, every figure of the table is there, and its CPU and RSS were
+        read from the supervisor and both workers.
+        """
+        result = self.result("artcast-w2")
+        self.assertEqual(result["workers"], 2)
+        for field, _ in fanout.FIGURES:
+            self.assertIn(field, result)
+        self.assertGreater(result["emitter"]["sent"], 0)
+        self.assertGreater(result["loadgen"]["deliveries"], 0)
+        self.assertGreater(result["deliveries_per_s"], 0)
+        self.assertGreater(result["fraction_delivered"], 0)
+        self.assertEqual(len(result["server_pids"]), 3)
+        self.assertEqual(
+            set(result["server_cpu_pct_by_pid"]),
+            {str(pid) for pid in result["server_pids"]},
+        )
+
+    def test_heldByEachWorker(self) -> None:
+        """
+        Both workers answered before the measuring, and between them they
+        held every client's poll.
+        """
+        held = self.result("artcast-w2")["held_by_worker"]
+        self.assertEqual(set(held), {"1", "2"})
+        self.assertEqual(sum(w["waiting"] for w in held.values()), 50)
+        self.assertEqual(sum(w["connections"] for w in held.values()), 50)
+        pids = {w["pid"] for w in held.values()}
+        self.assertEqual(pids, set(self.result("artcast-w2")["server_pids"][1:]))
+
+    def test_workersSinceDelivers(self) -> None:
+        """
+        A keep-alive connection stays with its worker, so clients following
+        C{Artcast-Id} with C{?since=} get datums from the workers too.
+        """
+        result = self.result("artcast-w2+since")
+        self.assertGreater(result["loadgen"]["deliveries"], 0)
+        self.assertGreater(result["ids_seen"], 0)
+
+    def test_tablePrinted(self) -> None:
+        """
+        The table has the worker column; its ratio to the single-process
+        Artcast is left out when that did not run.
+        """
+        self.document()
+        [header] = [
+            line.split()
+            for line in workersRun()["stdout"].splitlines()
+            if line.startswith("N ")
+        ]
+        self.assertEqual(
+            header, ["N", "rate/s", "figure", "artcast-w2", "artcast-w2+since"]
+        )
+
+
 class FormattingTests(SynchronousTestCase):
     """
     The runner's figures and table.
@@ -209,8 +319,8 @@ class FormattingTests(SynchronousTestCase):
         The table puts baseline and artcast of the same N and rate on one
         row per figure, with their ratio.
         """
-        base = {f: 2.0 for f, _ in fanout.FIGURES}
-        art = {f: 1.0 for f, _ in fanout.FIGURES}
+        base: dict[str, Any] = {f: 2.0 for f, _ in fanout.FIGURES}
+        art: dict[str, Any] = {f: 1.0 for f, _ in fanout.FIGURES}
         base.update(server="baseline", clients=100, rate=10.0)
         art.update(server="artcast", clients=100, rate=10.0)
         text = fanout.table([base, art])
@@ -218,6 +328,189 @@ class FormattingTests(SynchronousTestCase):
         self.assertEqual(len(rows), len(fanout.FIGURES))
         for row in rows:
             self.assertIn("x0.50", row)
+
+
+    def test_workerColumns(self) -> None:
+        """
+        A worker server gets its own column, its ratio to the baseline and
+        its ratio to the single-process Artcast of the same mode, so that
+        scaling is read directly.
+        """
+        rows = []
+        for server, value in (
+            ("baseline", 1.0), ("artcast", 2.0), ("artcast+since", 4.0),
+            ("artcast-w2", 3.0), ("artcast-w2+since", 5.0),
+        ):
+            row: dict[str, Any] = {f: value for f, _ in fanout.FIGURES}
+            row.update(server=server, clients=100, rate=10.0)
+            rows.append(row)
+        header, _, first = fanout.table(rows).splitlines()[:3]
+        self.assertEqual(
+            header.split(),
+            ["N", "rate/s", "figure", "baseline", "artcast", "artcast/baseline",
+             "artcast+since", "+since/baseline", "artcast-w2", "w2/baseline",
+             "w2/artcast", "artcast-w2+since", "w2+since/baseline",
+             "w2+since/+since"],
+        )
+        self.assertEqual(
+            first.split()[-11:],
+            ["1.00", "2.00", "x2.00", "4.00", "x4.00", "3.00", "x3.00", "x1.50",
+             "5.00", "x5.00", "x1.25"],
+        )
+
+    def test_columnsOfServersThatRan(self) -> None:
+        """
+        Only the servers that ran have columns, and a ratio only when both
+        of its servers ran.
+        """
+        self.assertEqual(
+            [c[0] for c in fanout.tableColumns({"artcast", "artcast-w4", "artcast-w2"})],
+            ["artcast", "artcast-w2", "w2/artcast", "artcast-w4", "w4/artcast"],
+        )
+        self.assertEqual(
+            fanout.tableColumns({"baseline", "artcast"}),
+            [("baseline", "baseline", None), ("artcast", "artcast", None),
+             ("artcast/baseline", "artcast", "baseline")],
+        )
+
+
+class WorkersOptionTests(SynchronousTestCase):
+    """
+    C{--workers}, C{--server-cpus} and C{--load-cpus}, and the process tree
+    whose CPU and memory are summed.
+    """
+
+    def test_workersOption(self) -> None:
+        """
+        C{--workers} takes counts; by default none is run.
+        """
+        self.assertEqual(fanout.parseArgs([]).workers, [])
+        self.assertEqual(fanout.parseArgs(["--workers", "4,2"]).workers, [2, 4])
+        self.assertEqual(fanout.workersOf("artcast-w4"), 4)
+        self.assertEqual(fanout.workersOf("artcast"), 0)
+        self.assertEqual(fanout.workersOf("baseline"), 0)
+        self.assertEqual(fanout.workersName(3), "artcast-w3")
+        self.assertEqual(fanout.parseArgs(["--servers", "", "--workers", "2"]).servers, [])
+        for bad in (["--servers", ""], ["--workers", "0"], ["--workers", "two"]):
+            with contextlib.redirect_stderr(io.StringIO()):
+                self.assertRaises(SystemExit, fanout.parseArgs, bad)
+
+    def test_artcastArgv(self) -> None:
+        """
+        A worker server is started with C{--workers N}, a single one without.
+        """
+        config = fanout.ServerConfig(fanout.random.Random(1))
+        argv = fanout.artcastArgv(config, 2)
+        self.assertEqual(argv[-2:], ["--workers", "2"])
+        self.assertNotIn("--workers", fanout.artcastArgv(config))
+
+    def test_cpuList(self) -> None:
+        """
+        CPU lists are read as taskset reads them.
+        """
+        self.assertEqual(fanout.parseCpuList("0"), [0])
+        self.assertEqual(fanout.parseCpuList("1,0"), [0, 1])
+        self.assertEqual(fanout.parseCpuList("0-2,5"), [0, 1, 2, 5])
+        for bad in ("", "a", "1,", "3-1", "-1"):
+            self.assertRaises(ValueError, fanout.parseCpuList, bad)
+
+    def test_pinning(self) -> None:
+        """
+        By default the server is on the first CPU and the load on the
+        second; given lists replace them, and the note says where each runs
+        and which CPU they share.
+        """
+        default = fanout.Pinning(available=[0, 1], taskset="taskset")
+        self.assertEqual(default.server(["x"]), ["taskset", "-c", "0", "x"])
+        self.assertEqual(default.load(["x"]), ["taskset", "-c", "1", "x"])
+        self.assertEqual(default.note, "server on CPU 0, load on CPU 1 (taskset)")
+        both = fanout.Pinning(
+            serverCpus=[0, 1], loadCpus=[1], available=[0, 1], taskset="taskset"
+        )
+        self.assertEqual(both.server(["x"]), ["taskset", "-c", "0,1", "x"])
+        self.assertEqual(both.load(["x"]), ["taskset", "-c", "1", "x"])
+        self.assertEqual(
+            both.note, "server on CPUs 0,1, load on CPU 1 (taskset); CPU 1 shared"
+        )
+        self.assertEqual(both.describe(), {"server_cpus": [0, 1], "load_cpus": [1]})
+        off = fanout.Pinning(enabled=False, serverCpus=[0], available=[0, 1])
+        self.assertEqual(off.server(["x"]), ["x"])
+        self.assertIn("not pinned", off.note)
+        self.assertRaises(
+            fanout.BenchError, fanout.Pinning, serverCpus=[7], available=[0, 1],
+            taskset="taskset",
+        )
+
+    def test_pinningOptions(self) -> None:
+        """
+        C{--server-cpus} and C{--load-cpus} are parsed as CPU lists; a bad
+        one is refused.
+        """
+        options = fanout.parseArgs(["--server-cpus", "0,1", "--load-cpus", "1"])
+        self.assertEqual((options.server_cpus, options.load_cpus), ([0, 1], [1]))
+        self.assertEqual(fanout.parseArgs([]).server_cpus, None)
+        errors = io.StringIO()
+        with contextlib.redirect_stderr(errors):
+            self.assertRaises(SystemExit, fanout.parseArgs, ["--server-cpus", "x"])
+        self.assertIn("--server-cpus", errors.getvalue())
+
+    def test_heldByWorker(self) -> None:
+        """
+        A worker's connections are counted without the one that asked for
+        its figures.
+        """
+        held = fanout.heldByWorker(
+            {2: {"pid": 12, "connections": 31, "waiting": 30, "memory": 2048},
+             1: {"pid": 11, "connections": 21, "waiting": 20, "memory": 1024}}
+        )
+        self.assertEqual(list(held), ["1", "2"])
+        self.assertEqual(
+            held["2"], {"pid": 12, "connections": 30, "waiting": 30, "memory_kib": 2}
+        )
+
+    def test_busyPercent(self) -> None:
+        """
+        A CPU's busy share is its busy ticks over all its ticks between two
+        readings; the readings of this machine name its CPUs.
+        """
+        self.assertEqual(
+            fanout.busyPercent({"0": (10, 100), "1": (5, 100)},
+                               {"0": (60, 200), "1": (5, 100)}),
+            {"0": 50.0, "1": None},
+        )
+        if HAVE_PROC:
+            times = fanout.cpuTimes()
+            self.assertIn("0", times)
+            self.assertLessEqual(times["0"][0], times["0"][1])
+
+    def test_processTree(self) -> None:
+        """
+        The tree of a process holds its children, and its CPU and RSS are
+        the sums over them.
+        """
+        if not HAVE_PROC:
+            raise self.skipTest("needs /proc")
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdin.read()"],
+            stdin=subprocess.PIPE,
+        )
+        try:
+            self.assertIn(child.pid, fanout.childPids(os.getpid()))
+            self.assertIn(child.pid, fanout.descendantPids(os.getpid()))
+            self.assertEqual(fanout.parentPid(child.pid), os.getpid())
+            tree = fanout.ServerTree(os.getpid(), [child.pid])
+            self.assertEqual(tree.pids, [os.getpid(), child.pid])
+            # The child's RSS is part of the sum (the readings are not taken
+            # at one instant, so compared with a margin, not for equality).
+            self.assertGreater(
+                tree.rssKiB(), fanout.rssKiB(os.getpid()) + fanout.rssKiB(child.pid) // 2
+            )
+            self.assertEqual(set(tree.cpuByPid()), {os.getpid(), child.pid})
+        finally:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(timeout=30)
+        self.assertRaises(fanout.BenchError, tree.cpuSeconds)
 
 
 class EmitterTests(SynchronousTestCase):
@@ -294,7 +587,7 @@ class BaselineTests(SynchronousTestCase):
 
         a1, a2, b = Waiter(), Waiter(), Waiter()
         saved = ArtcastHandler.waiters
-        ArtcastHandler.waiters = {"a": [a1, a2], "b": [b]}  # type: ignore[dict-item]
+        ArtcastHandler.waiters = {"a": [a1, a2], "b": [b]}  # type: ignore[dict-item, list-item]
         try:
             ArtcastHandler.message("a", {"n": 1})
             ArtcastHandler.message("a", {"n": 2})
