@@ -45,11 +45,13 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import Request
 
 from artcast.logs import DEFAULT_LOG_COUNT, DEFAULT_LOG_SIZE, ArtcastSite, addressHost
 
 __all__ = [
     "ArtcastChannel",
+    "ArtcastRequest",
     "ConnectionLimiter",
     "LimitedSite",
     "RetrySpread",
@@ -295,6 +297,44 @@ class _Unavailable(Resource):
         )
 
 
+#: The phases of a request on an L{ArtcastChannel}: waiting for one; some of
+#: its head came; its head came (its body is being read); handed to the site.
+_IDLE, _HEAD, _READING, _DISPATCHED = range(4)
+
+
+#: The attributes Twisted's L{HTTPChannel} (and ours) set on a channel
+#: after it is made, but for the request line's (see
+#: L{ArtcastChannel.__init__}).
+_LATER_ATTRIBUTES = (
+    "_busyReceiving", "_buffer", "_receivedHeaderSize", "_HTTPChannel__first_line",
+    "_HTTPChannel__header", "_receivedHeaderCount", "persistent", "length",
+    "_savedTimeOut", "line_mode", "_phase", "_timer",
+)
+
+
+class ArtcastRequest(Request):
+    """
+    The server's request: it tells what it waits on when its client goes.
+
+    A held long poll is one object (L{artcast.web.LongPoll}) that the
+    request points to, instead of the L{Deferred} of C{notifyFinish} and the
+    callbacks on it, which would cost more memory than the rest of a waiting
+    request.
+
+    @ivar poll: What the request is waiting on, or L{None}: its C{cancel()}
+        is called if the connection is lost before the answer is finished.
+    """
+
+    poll: Any = None
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        poll = self.poll
+        if poll is not None:
+            self.poll = None
+            poll.cancel()
+
+
 class ArtcastChannel(HTTPChannel):
     """
     An L{HTTPChannel} with a deadline for each request head and a way to
@@ -317,35 +357,41 @@ class ArtcastChannel(HTTPChannel):
     site: LimitedSite
     refusal: str | None = None
     closing = False
-    _headerCall: IDelayedCall | None = None
-    _abortCall: IDelayedCall | None = None
-    _headBytes = False
-    _reading = False
-    _dispatched = False
-    _host: IAddress | None = None
+    #: Where the current request is (L{_IDLE}, L{_HEAD}, L{_READING},
+    #: L{_DISPATCHED}), and the timer of the head deadline, or once the head
+    #: is late, of the abort that follows the close.  Two attributes, not
+    #: five: CPython's shared table of attribute names (see L{__init__})
+    #: holds at most 30, and Twisted's L{HTTPChannel} already sets 26.
+    _phase = _IDLE
+    _timer: IDelayedCall | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        # CPython (3.11, 3.12) keeps the attribute names of a class's
+        # instances in one shared table, each instance holding only its
+        # values, but lets only the first few instances made add names to
+        # it.  Twisted sets many of a channel's attributes only when its
+        # first request comes: when many connections are opened at once,
+        # the table is closed by then, and every channel gets a whole dict
+        # of its own (832 bytes instead of about 300).  Setting them now, to
+        # the values they have anyway, puts their names in the table with
+        # the first channel.
+        for name in _LATER_ATTRIBUTES:
+            setattr(self, name, getattr(self, name))
+        self._command = self._path = self._version = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._startHeaderDeadline()
 
-    def getHost(self) -> IAddress:
-        """
-        The connection's local address, asked of the socket once: Twisted's
-        L{Request} asks for it with every request (a C{getsockname} each).
-        """
-        host = self._host
-        if host is None:
-            host = self._host = super().getHost()
-        return host
-
     def _startHeaderDeadline(self) -> None:
-        self._headBytes = False
+        self._phase = _IDLE
         timeout = self.site.headerTimeout
         if timeout is not None:
-            self._headerCall = self.callLater(timeout, self._headerTimedOut)
+            self._timer = self.callLater(timeout, self._headerTimedOut)
 
-    def _stopHeaderDeadline(self) -> None:
-        call, self._headerCall = self._headerCall, None
+    def _stopTimer(self) -> None:
+        call, self._timer = self._timer, None
         if call is not None and call.active():
             call.cancel()
 
@@ -356,31 +402,31 @@ class ArtcastChannel(HTTPChannel):
         closed), close the connection, and abort it if it will not take our
         last bytes either.
         """
-        self._headerCall = None
+        self._timer = None
         if self.transport is None or getattr(self.transport, "disconnecting", False):
             return
         self.site.rejected[HEADER_TIMEOUT] += 1
-        if self._headBytes:
+        if self._phase == _HEAD:
             self.transport.write(_REQUEST_TIMEOUT)
         self.loseConnection()
-        self._abortCall = self.callLater(ABORT_DELAY, self._abort)
+        self._timer = self.callLater(ABORT_DELAY, self._abort)
 
     def _abort(self) -> None:
-        self._abortCall = None
+        self._timer = None
         transport: Any = self.transport
         if transport is not None:
             transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        if data and not self._reading:
-            if self._headerCall is None and self._abortCall is None:
+        if data and self._phase < _READING:
+            if self._timer is None:
                 self._startHeaderDeadline()
-            self._headBytes = True
+            self._phase = _HEAD
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
-        self._stopHeaderDeadline()
-        self._reading = True
+        self._stopTimer()
+        self._phase = _READING
         super().allHeadersReceived()
 
     def refusalReason(self) -> str | None:
@@ -397,12 +443,11 @@ class ArtcastChannel(HTTPChannel):
         if self.refusalReason() is not None:
             # Answered with a 503 by the site; close after it.
             self.persistent = False
-        self._dispatched = True
+        self._phase = _DISPATCHED
         super().allContentReceived()
 
     def requestDone(self, request: IRequest) -> None:
-        self._reading = self._dispatched = False
-        self._headBytes = False
+        self._phase = _IDLE
         if self.closing:
             self.persistent = False
         super().requestDone(request)
@@ -420,7 +465,7 @@ class ArtcastChannel(HTTPChannel):
         transport = self.transport
         if transport is None or getattr(transport, "disconnecting", False):
             return
-        if self._dispatched:
+        if self._phase == _DISPATCHED:
             self.persistent = False
             request = self.requests[0] if self.requests else None
             if (
@@ -433,15 +478,12 @@ class ArtcastChannel(HTTPChannel):
                 )
                 request.write(body)
                 request.finish()
-        elif not (self._reading or self._headBytes):
-            self._stopHeaderDeadline()
+        elif self._phase == _IDLE:
+            self._stopTimer()
             self.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._stopHeaderDeadline()
-        call, self._abortCall = self._abortCall, None
-        if call is not None and call.active():
-            call.cancel()
+        self._stopTimer()
         super().connectionLost(reason)
 
 
@@ -534,10 +576,21 @@ class TrackedConnection(ProtocolWrapper):
     factory: ConnectionLimiter
     peer: str | None = None
     admitted = False
+    _host: IAddress | None = None
 
     def makeConnection(self, transport: Any) -> None:
         configureSocket(transport, self.factory.tcpKeepAlive)
         super().makeConnection(transport)
+
+    def getHost(self) -> IAddress:
+        """
+        The connection's local address, asked of the socket once: Twisted's
+        L{Request} asks for it with every request (a C{getsockname} each).
+        """
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
 
     def shutDown(self, retryAfter: Callable[[], int]) -> None:
         """

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from artcast._wildcard import PatternIndex, isPattern, matches
 from artcast.wire import Stamp, parseDatumId
@@ -28,6 +29,8 @@ from artcast.wire import Stamp, parseDatumId
 DEFAULT_HISTORY = 100
 DEFAULT_HISTORY_AGE = 3600.0
 DEFAULT_MAX_KEYS = 10_000
+
+_log = Logger()
 
 
 def encodeJSON(value: object) -> bytes:
@@ -115,11 +118,18 @@ class Found:
 
 class Waiter:
     """
-    A one-shot listener: a L{Deferred} fired with the next matching datum.
-    Cancelling the Deferred (a client that went away) unregisters it at once.
+    A one-shot listener: the next datum whose key matches C{pattern} (but a
+    datum of C{skipThrough} or earlier) is handed to L{arrived}, once.
+
+    A subclass says what arrival means; L{KeyStore.next} gives a waiter
+    whose L{Deferred} fires, and the HTTP front end's long poll is a waiter
+    that answers its request itself (one object per held request).
+
+    @ivar skipThrough: ignore datums of this C{(source, boot, seq)} or
+        earlier: the client already has them from another server.
     """
 
-    __slots__ = ("store", "pattern", "deferred", "skipThrough")
+    __slots__ = ("store", "pattern", "skipThrough")
 
     def __init__(
         self,
@@ -130,10 +140,27 @@ class Waiter:
         self.store = store
         self.pattern = pattern
         self.skipThrough = skipThrough
-        self.deferred: Deferred[Datum] = Deferred(self._cancel)
 
-    def _cancel(self, deferred: Deferred[Datum]) -> None:
+    def start(self) -> None:
+        """
+        Start waiting.
+        """
+        self.store._listeners.add(self.pattern, self)
+
+    def cancel(self) -> None:
+        """
+        Stop waiting, without a word to anyone; harmless when the waiter is
+        not (or no longer) waiting.
+        """
         self.store._listeners.remove(self.pattern, self)
+
+    def stop(self) -> None:
+        """
+        The store stops this wait (L{KeyStore.cancelWaiters}): cancel it and
+        tell L{stopped}.
+        """
+        self.cancel()
+        self.stopped()
 
     def notify(self, datum: Datum) -> None:
         if self.skipThrough is not None:
@@ -141,7 +168,43 @@ class Waiter:
             if datum.source == source and (datum.boot, datum.seq) <= (boot, seq):
                 return
         self.store._listeners.remove(self.pattern, self)
+        self.arrived(datum)
+
+    def arrived(self, datum: Datum) -> None:
+        """
+        The datum waited for; the waiter no longer waits.
+        """
+        raise NotImplementedError()
+
+    def stopped(self) -> None:
+        """
+        The wait was stopped by the store before a datum came.
+        """
+
+
+class DeferredWaiter(Waiter):
+    """
+    A L{Waiter} whose L{Deferred} fires with the datum; cancelling the
+    Deferred (a client that went away) stops the wait at once, and a wait
+    the store stops fails it with L{CancelledError}.
+    """
+
+    __slots__ = ("deferred",)
+
+    deferred: Deferred[Datum]
+
+    def start(self) -> None:
+        self.deferred = Deferred(self._cancelled)
+        super().start()
+
+    def _cancelled(self, deferred: Deferred[Datum]) -> None:
+        self.cancel()
+
+    def arrived(self, datum: Datum) -> None:
         self.deferred.callback(datum)
+
+    def stopped(self) -> None:
+        self.deferred.cancel()
 
 
 class Subscription:
@@ -250,7 +313,11 @@ class KeyStore:
         self._expire(history, now)
         self._keys.move_to_end(key)
         for listener in self._listeners.match(key):
-            listener.notify(datum)
+            try:
+                listener.notify(datum)
+            except Exception:
+                # One listener's failure must not cost the others the datum.
+                _log.failure("A listener of {key!r} failed.", key=key)
         return datum
 
     def register(self, key: str, meta: dict[str, Any]) -> None:
@@ -379,8 +446,8 @@ class KeyStore:
         @return: a L{Deferred} that fires with the L{Datum}; cancelling it
             removes the waiter.
         """
-        waiter = Waiter(self, pattern, skipThrough)
-        self._listeners.add(pattern, waiter)
+        waiter = DeferredWaiter(self, pattern, skipThrough)
+        waiter.start()
         return waiter.deferred
 
     def subscribe(
@@ -401,10 +468,10 @@ class KeyStore:
 
     def cancelWaiters(self) -> int:
         """
-        Cancel every one-shot waiter (a held long poll), as at shutdown once
-        their requests are answered: each waiter's L{Deferred} fails with
-        L{CancelledError} and is unregistered.  Subscriptions (streams) are
-        left to their owners.
+        Stop every one-shot waiter (a held long poll), as at shutdown once
+        their requests are answered: each is unregistered and told
+        (L{Waiter.stopped}: the L{Deferred} of L{next} fails with
+        L{CancelledError}).  Subscriptions (streams) are left to their owners.
 
         @return: How many waiters were cancelled.
         """
@@ -412,7 +479,7 @@ class KeyStore:
             item for _, item in self._listeners.items() if isinstance(item, Waiter)
         ]
         for waiter in waiters:
-            waiter.deferred.cancel()
+            waiter.stop()
         return len(waiters)
 
     @property

@@ -36,9 +36,9 @@ from typing import Any, Iterable, Protocol, Sequence
 import attr
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
-from twisted.web.server import Request
 
 from artcast._wildcard import matches
+from artcast.connections import ArtcastRequest
 from artcast.keystore import Datum, KeyStore, encodeJSON
 from artcast.wire import (
     MAX_DEPTH,
@@ -231,7 +231,7 @@ def bearerToken(request: IRequest) -> bytes | None:
 # --- bodies -----------------------------------------------------------------
 
 
-class BoundedRequest(Request):
+class BoundedRequest(ArtcastRequest):
     """
     A request that keeps at most C{maxBody} bytes of its body.
 

@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote_to_bytes
 from klein import Klein
 from klein.resource import KleinResource
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath, InsecurePath
@@ -29,8 +29,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import HTTPException
 
 from artcast import negotiate, pages
-from artcast.connections import ConnectionLimiter
-from artcast.keystore import Datum, Found, KeyStore, encodeJSON
+from artcast.connections import ArtcastRequest, ConnectionLimiter
+from artcast.keystore import Datum, Found, KeyStore, Waiter, encodeJSON
 from artcast.multicast import Stats
 from artcast.publish import HTTPPublisher, Refused
 from artcast.stats import (
@@ -163,7 +163,10 @@ class ArtcastResource(KleinResource):
         request.prepath = (request.prepath or []) + postpath[:1]
         request.postpath = postpath[1:]
         try:
-            result = application.artcast(request, application.prebuiltAnswer)
+            result = application.poll(request, application.prebuiltAnswer)
+            if isinstance(result, LongPoll):
+                result.hold()
+                return NOT_DONE_YET
         except Exception:
             request.processingFailed(Failure())
             return NOT_DONE_YET
@@ -171,6 +174,7 @@ class ArtcastResource(KleinResource):
             request.write(result)
             request.finish()
         elif isinstance(result, Deferred):
+            # A stream: its Deferred fires when it ends.
             gone = request.notifyFinish()
             gone.addErrback(lambda _: result.cancel())
             result.addCallbacks(
@@ -180,6 +184,125 @@ class ArtcastResource(KleinResource):
         else:
             request.render(getChildForRequest(result, request))
         return NOT_DONE_YET
+
+
+class LongPoll(Waiter):
+    """
+    A long poll waiting for the next datum of a key (or of the keys a
+    pattern matches): one object per held request, registered with the
+    L{KeyStore} as its L{Waiter}.
+
+    It answers its request itself (L{hold}, what L{ArtcastResource} does):
+    no L{Deferred}, no callbacks, no C{notifyFinish}; the request
+    (L{ArtcastRequest}) cancels it when the client goes away.  Through Klein,
+    L{wait} gives a L{Deferred} of the body instead.  Either way an answer is
+    made by C{answer} when the datum comes, a C{204} by
+    L{ArtcastApp._noContent} after C{timeout} seconds, and an unexpected error
+    is a logged C{500}.
+    """
+
+    __slots__ = (
+        "app", "request", "contentType", "gap", "answer", "timeout", "timer", "deferred",
+    )
+
+    def __init__(
+        self,
+        app: ArtcastApp,
+        request: IRequest,
+        key: str,
+        contentType: str,
+        gap: bool,
+        answer: Callable[[IRequest, Datum, str, bool], bytes],
+        skipThrough: tuple[str, int, int] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(app.store, key, skipThrough)
+        self.app = app
+        self.request = request
+        self.contentType = contentType
+        self.gap = gap
+        self.answer = answer
+        self.timeout = timeout
+        self.timer: IDelayedCall | None = None
+        self.deferred: Deferred[bytes] | None = None
+
+    def hold(self) -> None:
+        """
+        Wait, and answer the request when the datum comes.
+        """
+        request = self.request
+        if isinstance(request, ArtcastRequest):
+            request.poll = self
+        else:
+            request.notifyFinish().addErrback(lambda _: self.cancel())
+        self._begin()
+
+    def wait(self) -> Deferred[bytes]:
+        """
+        Wait, and fire the returned L{Deferred} with the body of the answer
+        (its headers set on the request); cancelling it stops the wait.
+        """
+        self.deferred = Deferred(lambda _: self.cancel())
+        self._begin()
+        return self.deferred
+
+    def _begin(self) -> None:
+        self.start()
+        if self.timeout is not None:
+            self.timer = self.app.clock.callLater(self.timeout, self._timedOut)
+
+    def cancel(self) -> None:
+        super().cancel()
+        timer, self.timer = self.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def arrived(self, datum: Datum) -> None:
+        self.cancel()
+        self._respond(self.answer, self.request, datum, self.contentType, self.gap)
+
+    def _timedOut(self) -> None:
+        self.timer = None
+        self.cancel()
+        self._respond(self.app._noContent, self.request, self.pattern)
+
+    def stopped(self) -> None:
+        self.cancel()
+        self._fail(Failure(CancelledError()))
+
+    def _respond(self, make: Callable[..., bytes], *args: Any) -> None:
+        """
+        Answer with what C{make(*args)} gives, unless the request is over.
+        """
+        request = cast(Request, self.request)
+        if self.deferred is None and (request.finished or request._disconnected):
+            return
+        try:
+            body = make(*args)
+        except Exception:
+            self._fail(Failure())
+            return
+        if self.deferred is not None:
+            self.deferred.callback(body)
+        else:
+            request.write(body)
+            request.finish()
+
+    def _fail(self, failure: Failure) -> None:
+        """
+        The wait failed: a C{500}, and logged (when stopped by the store, a
+        request already answered is left alone).
+        """
+        if self.deferred is not None:
+            if not self.deferred.called:
+                self.deferred.errback(failure)
+            return
+        request = cast(Request, self.request)
+        if request.finished or request._disconnected:
+            if not failure.check(CancelledError):
+                _log.failure("Unhandled error answering a long poll.", failure)
+            return
+        request.processingFailed(failure)
 
 
 #: Where L{ArtcastApp.prebuiltAnswer} keeps a datum's prebuilt answers in
@@ -586,19 +709,29 @@ class ArtcastApp:
         return self._body(request, encodeJSON(artcasts), b"application/json")
 
     @app.route("/artcasts/", branch=True, methods=["GET", "HEAD"])
-    def artcast(
+    def artcast(self, request: IRequest) -> bytes | Deferred[bytes] | IResource:
+        """
+        A long poll (or a stream, a page) of one key, routed by Klein.
+        """
+        result = self.poll(request, self.valueAnswer)
+        if isinstance(result, LongPoll):
+            return result.wait()
+        return result
+
+    def poll(
         self,
         request: IRequest,
-        answer: Callable[[IRequest, Datum, str, bool], bytes] | None = None,
-    ) -> bytes | Deferred[bytes] | IResource:
+        answer: Callable[[IRequest, Datum, str, bool], bytes],
+    ) -> bytes | Deferred[bytes] | IResource | LongPoll:
         """
-        A long poll (or a stream, a page) of one key.
+        Take C{GET} or C{HEAD /artcasts/<key>}: the answer at once (a datum
+        from history, an error), a stream's L{Deferred} (fired when it
+        ends), a resource that answers it (a page, a WebSocket), or a
+        L{LongPoll} to hold.
 
-        @param answer: what answers the request with a datum (default:
-            L{valueAnswer}; L{ArtcastResource} passes L{prebuiltAnswer}).
+        @param answer: what answers the request with a datum:
+            L{valueAnswer}, or L{prebuiltAnswer} from L{ArtcastResource}.
         """
-        if answer is None:
-            answer = self.valueAnswer
         try:
             key = self._key(request)
             if request.method == b"GET" and isWebSocket(request):
@@ -619,16 +752,10 @@ class ArtcastApp:
             return self._error(request, 400, str(error))
         if found is not None and found.datum is not None:
             return answer(request, found.datum, chosen, found.gap)
-        gap = found is not None and found.gap
-        waiting = self.store.next(key, found.skipThrough if found else None)
-        waiting.addCallback(lambda datum: answer(request, datum, chosen, gap))
-        if timeout is not None:
-            waiting.addTimeout(
-                timeout,
-                self.clock,
-                onTimeoutCancel=lambda result, timeout: self._noContent(request, key),
-            )
-        return waiting
+        return LongPoll(
+            self, request, key, chosen, found is not None and found.gap, answer,
+            found.skipThrough if found else None, timeout,
+        )
 
     @app.route("/artcasts/", branch=True, methods=["POST", "PUT"])
     def publishing(self, request: IRequest) -> bytes:

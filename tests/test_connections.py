@@ -341,6 +341,48 @@ class PerAddressTests(SynchronousTestCase):
         self.assertEqual(limiter.addresses, 0)
 
 
+class ChannelAttributeTests(SynchronousTestCase):
+    """
+    An L{ArtcastChannel} has, from the moment it is made, every attribute
+    it will have (so that CPython keeps their names in one table shared by
+    all channels, however many are opened before the first request).
+    """
+
+    def test_madeWithEveryAttribute(self) -> None:
+        """
+        Serving requests (a poll held and answered, a keep-alive request, a
+        request cut by the head deadline) adds no attribute to a channel that
+        it did not have when it was made and connected, and those it sets
+        early have the values of the class, so Twisted's behaviour is
+        unchanged.
+        """
+        from twisted.web.http import HTTPChannel
+
+        from artcast.connections import ArtcastChannel
+
+        fresh = ArtcastChannel()
+        for name in set(vars(fresh)) - {"_command", "_path", "_version"}:
+            if hasattr(HTTPChannel, name):
+                self.assertEqual(getattr(fresh, name), getattr(HTTPChannel, name), name)
+        clock = Clock()
+        resource = Held()
+        limiter = makeLimiter(clock, resource)
+        connection, transport = connect(limiter)
+        channel = connection.wrappedProtocol
+        self.assertIsInstance(channel, ArtcastChannel)
+        # What the site and the connection set as it is accepted, before
+        # another is.
+        made = set(vars(channel))
+        connection.dataReceived(get(b"/poll"))
+        resource.held[0].write(b"x")
+        resource.held[0].finish()
+        connection.dataReceived(get(b"/now"))
+        connection.dataReceived(b"GET /poll HT")
+        clock.advance(HEADER_TIMEOUT)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertEqual(set(vars(channel)) - made, set())
+
+
 class DeadlineTests(SynchronousTestCase):
     """
     The request-head deadline (C{--header-timeout}) and the idle timeout

@@ -198,6 +198,56 @@ class WaitTests(SynchronousTestCase):
         self.assertEqual([d.value for d in got], [1, 2])
         self.assertEqual(self.store.listening, 0)
 
+    def test_failingListener(self) -> None:
+        """
+        A listener that raises is logged, and the listeners after it still get
+        the datum.
+        """
+        got = []
+
+        def broken(datum: object) -> None:
+            raise RuntimeError("broken")
+
+        self.store.subscribe("a", broken)
+        self.store.subscribe("a", got.append)
+        d = self.store.next("a")
+        datum = self.store.publish("a", 1)
+        self.assertEqual(got, [datum])
+        self.assertIs(self.successResultOf(d), datum)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_waiterSubclass(self) -> None:
+        """
+        A L{Waiter} subclass is told of the first matching datum once, after
+        it stopped waiting; one the store stops (L{KeyStore.cancelWaiters}) is
+        told so instead, and a cancelled one is told nothing.
+        """
+        from artcast.keystore import Waiter
+
+        events = []
+
+        class Recorder(Waiter):
+            __slots__ = ()
+
+            def arrived(self, datum: object) -> None:
+                events.append((self.pattern, "arrived", self.store.listening))
+
+            def stopped(self) -> None:
+                events.append((self.pattern, "stopped", self.store.listening))
+
+        for pattern in ("a/*", "b", "c"):
+            Recorder(self.store, pattern).start()
+        self.store.publish("a/x", 1)
+        self.store.publish("a/y", 2)
+        cancelled = Recorder(self.store, "d")
+        cancelled.start()
+        cancelled.cancel()
+        self.assertEqual(self.store.cancelWaiters(), 2)
+        self.assertEqual(
+            sorted(events),
+            [("a/*", "arrived", 2), ("b", "stopped", 1), ("c", "stopped", 0)],
+        )
+
     def test_skipThrough(self) -> None:
         """
         A waiter told to skip through an id ignores datums of that source up to

@@ -525,27 +525,64 @@ class DirectDispatchTests(AppMixin, SynchronousTestCase):
         def broken(*args: object) -> None:
             raise RuntimeError("broken")
 
-        self.store.next = broken  # type: ignore[method-assign]
-        response, _ = self.answer(self.get("/artcasts/k"))
+        self.store.since = broken  # type: ignore[method-assign]
+        response, _ = self.answer(self.get("/artcasts/k?since=src.1.1"))
         self.assertEqual(response.code, 500)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
-    def test_waitFailed(self) -> None:
+    def test_answerFailed(self) -> None:
         """
-        A wait that fails with an error (not a cancellation) is a 500, and
-        logged.
+        A held poll whose answer fails when its datum comes is a 500, and
+        logged; another poll of the same key still gets the datum.
         """
-        from twisted.internet.defer import Deferred
 
-        waiting: Deferred[object] = Deferred()
-        self.store.next = lambda *args: waiting  # type: ignore[method-assign]
-        d = self.get("/artcasts/k")
+        def broken(*args: object) -> bytes:
+            raise RuntimeError("broken")
+
+        self.app.prebuiltAnswer = broken  # type: ignore[method-assign]
+        failing = self.get("/artcasts/k")
         self.stub.flush()
-        self.assertNoResult(d)
-        waiting.errback(RuntimeError("broken"))
-        response, _ = self.answer(d)
+        del self.app.prebuiltAnswer
+        other = self.get("/artcasts/k")
+        self.stub.flush()
+        self.assertNoResult(failing)
+        self.store.publish("k", 1)
+        response, _ = self.answer(failing)
         self.assertEqual(response.code, 500)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        response, body = self.answer(other)
+        self.assertEqual((response.code, body), (200, b"1"))
+
+    def test_artcastRequestHeldWithoutDeferreds(self) -> None:
+        """
+        With the server's own request class, a held poll is one L{LongPoll}
+        the request points to: no C{notifyFinish} L{Deferred}; when the
+        connection is lost the request cancels it and nothing waits.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.internet.testing import StringTransport
+        from twisted.python.failure import Failure
+        from twisted.web.http import HTTPChannel
+        from twisted.web.server import Site
+
+        from artcast.connections import ArtcastRequest
+        from artcast.web import LongPoll
+
+        site = Site(self.app.resource(), reactor=self.clock)
+        site.requestFactory = ArtcastRequest
+        site.protocol = HTTPChannel
+        channel = site.buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"GET /artcasts/k?timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        request = channel.requests[0]
+        self.assertIsInstance(request.poll, LongPoll)
+        self.assertEqual(request.notifications, [])
+        self.assertEqual((self.store.listening, len(self.clock.getDelayedCalls())), (1, 1))
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertIsNone(request.poll)
+        self.assertEqual((self.store.listening, len(self.clock.getDelayedCalls())), (0, 0))
+        self.store.publish("k", 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_answerPerRepresentation(self) -> None:
         """
