@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, LogLevel, LogPublisher, formatTime
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -27,6 +27,7 @@ from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
 from artcast.logs import (
+    ACCESS_LOG_BUFFER,
     ArtcastSite,
     _destination,
     ErrorLogService,
@@ -65,16 +66,71 @@ class _Answers(Resource):
 
 class _BrokenFile:
     """
-    An access log destination whose writes fail, as on a full disk.
+    An access log destination whose writes fail, as on a full disk, until
+    C{broken} is set to L{False}; then it keeps what it is given in
+    C{written}.
     """
 
     path = "/full/disk"
 
+    def __init__(self) -> None:
+        self.broken = True
+        self.written: list[str] = []
+
     def write(self, data: str) -> None:
-        raise OSError(28, "No space left on device")
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        self.written.append(data)
+
+    def writeLines(self, lines: list[str]) -> None:
+        self.write("".join(lines))
 
     def close(self) -> None:
         pass
+
+
+class _Writes(io.StringIO):
+    """
+    A text stream that also keeps each C{write} as it came, in C{writes}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, data: str) -> int:
+        self.writes.append(data)
+        return super().write(data)
+
+
+class _ShutdownReactor(MemoryReactorClock):
+    """
+    A L{MemoryReactorClock} whose system event triggers can be removed, and
+    whose shutdown runs its C{after shutdown} triggers, dropping them, as
+    Twisted's reactor does: removing one after that is a L{ValueError}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shutdownTriggers: dict[int, Any] = {}
+
+    def addSystemEventTrigger(  # type: ignore[override]
+        self, phase: str, eventType: str, f: Any, *args: Any, **kw: Any
+    ) -> int:
+        assert (phase, eventType) == ("after", "shutdown")
+        triggerID = len(self.shutdownTriggers) + 1
+        self.shutdownTriggers[triggerID] = lambda: f(*args, **kw)
+        return triggerID
+
+    def removeSystemEventTrigger(self, triggerID: Any) -> None:
+        if triggerID not in self.shutdownTriggers:
+            raise ValueError("list.remove(x): x not in list")
+        del self.shutdownTriggers[triggerID]
+
+    def shutDown(self) -> None:
+        triggers, self.shutdownTriggers = self.shutdownTriggers, {}
+        for trigger in triggers.values():
+            trigger()
 
 
 def _unescape(field: str) -> bytes:
@@ -116,32 +172,80 @@ class AccessLogTestsMixin:
         accessLog: str | None = None,
         size: int = 10_000_000,
         count: int = 100,
-    ) -> tuple[ArtcastSite, io.StringIO, Clock]:
+        clock: Clock | None = None,
+    ) -> tuple[ArtcastSite, _Writes, Clock]:
         """
-        Start a site on a clock pinned to L{PINNED}, its standard error a
-        L{io.StringIO}.
+        Start a site on a clock (a new L{Clock} by default) pinned to
+        L{PINNED}, its standard error a L{_Writes}.
         """
-        clock = Clock()
+        if clock is None:
+            clock = Clock()
         clock.advance(PINNED)
-        stderr = io.StringIO()
+        stderr = _Writes()
         site = ArtcastSite(_Answers(), accessLog, size, count, reactor=clock, stderr=stderr)
         site.startFactory()
         self.addCleanup(site.stopFactory)  # type: ignore[attr-defined]
         return site, stderr, clock
 
     def request(
-        self, site: ArtcastSite, raw: bytes, peer: Any = LOCALHOST
+        self,
+        site: ArtcastSite,
+        raw: bytes,
+        peer: Any = LOCALHOST,
+        endTurn: bool = True,
     ) -> bytes:
         """
         Send the raw bytes of a request from C{peer} and return what the
         server answered.
+
+        @param endTurn: Whether to end the reactor turn afterwards (advance
+            the site's clock by 0), which writes the access log lines.
         """
         channel = site.buildProtocol(peer)
         transport = StringTransport(peerAddress=peer)
         channel.makeConnection(transport)
         channel.dataReceived(raw)
         channel.connectionLost(Failure(ConnectionDone()))
+        if endTurn:
+            site.reactor.advance(0)  # type: ignore[attr-defined]
         return transport.value()
+
+    def logFolder(self) -> tuple[str, str]:
+        """
+        A new folder, and the path of an C{access.log} in it.
+        """
+        folder = os.path.abspath(self.mktemp())  # type: ignore[attr-defined]
+        os.mkdir(folder)
+        return folder, os.path.join(folder, "access.log")
+
+    def requestLines(
+        self, site: ArtcastSite, count: int, endTurn: bool = True
+    ) -> list[str]:
+        """
+        Request C{/line/0} to C{/line/<count - 1>}, each on its connection.
+
+        @param endTurn: Whether each request ends its reactor turn.
+        @return: The log lines expected, in order.
+        """
+        sent = []
+        for i in range(count):
+            self.request(
+                site, b"GET /line/%d HTTP/1.1\r\nHost: a\r\n\r\n" % (i,), endTurn=endTurn
+            )
+            sent.append(f'127.0.0.1 - - {STAMP} "GET /line/{i} HTTP/1.1" 200 2 "-" "-"\n')
+        return sent
+
+    def keptLines(self, folder: str, names: list[str]) -> list[str]:
+        """
+        The lines of the files C{names} in C{folder}, read in that order.
+        """
+        kept = []
+        for name in names:
+            with open(os.path.join(folder, name)) as f:
+                text = f.read()
+            self.assertTrue(text.endswith("\n"))  # type: ignore[attr-defined]
+            kept.extend(text.splitlines(keepends=True))
+        return kept
 
 
 def _request(**attributes: Any) -> Request:
@@ -451,26 +555,18 @@ class AccessLogDestinationTests(AccessLogTestsMixin, SynchronousTestCase):
         C{.2}, never keeps a C{.3}, and every file holds whole lines, the
         newest in the current file.
         """
-        folder = os.path.abspath(self.mktemp())
-        os.mkdir(folder)
-        path = os.path.join(folder, "access.log")
+        folder, path = self.logFolder()
         site, stderr, clock = self.makeSite(path, size=200, count=2)
         sent = []
         for i in range(30):
-            self.request(site, b"GET /line/%d HTTP/1.1\r\nHost: a\r\n\r\n" % (i,))
-            sent.append(f'127.0.0.1 - - {STAMP} "GET /line/{i} HTTP/1.1" 200 2 "-" "-"\n')
+            sent += self.requestLines(site, 1)
             self.assertLessEqual(
                 set(os.listdir(folder)), {"access.log", "access.log.1", "access.log.2"}
             )
         self.assertEqual(
             sorted(os.listdir(folder)), ["access.log", "access.log.1", "access.log.2"]
         )
-        kept = []
-        for name in ("access.log.2", "access.log.1", "access.log"):
-            with open(os.path.join(folder, name)) as f:
-                text = f.read()
-            self.assertTrue(text.endswith("\n"))
-            kept.extend(text.splitlines(keepends=True))
+        kept = self.keptLines(folder, ["access.log.2", "access.log.1", "access.log"])
         self.assertEqual(kept, sent[-len(kept) :])
         self.assertGreater(len(kept), 3)
 
@@ -478,16 +574,55 @@ class AccessLogDestinationTests(AccessLogTestsMixin, SynchronousTestCase):
         """
         A log that cannot be written does not stop the answer nor the next
         request on the connection; the failure is reported once, not per
-        request.
+        write, and again only after a write has succeeded in between.
         """
         site, stderr, clock = self.makeSite()
-        site._logFile = _BrokenFile()  # type: ignore[assignment]
+        broken = _BrokenFile()
+        site._logFile = broken  # type: ignore[assignment]
         response = self.request(
             site,
             b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
         )
         self.assertEqual(response.count(b"HTTP/1.1 200 OK\r\n"), 2)
+        self.request(site, b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        broken.broken = False
+        self.request(site, b"GET /d HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(
+            broken.written, [f'127.0.0.1 - - {STAMP} "GET /d HTTP/1.1" 200 2 "-" "-"\n']
+        )
+        broken.broken = True
+        self.request(site, b"GET /e HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_formatterFailureDoesNotBreakTheAnswer(self) -> None:
+        """
+        A log formatter that raises does not stop the answer; the failure is
+        reported, and the other lines of the turn are still written.
+        """
+        clock = Clock()
+        clock.advance(PINNED)
+        stderr = io.StringIO()
+
+        def formatter(timestamp: str, request: Any) -> str:
+            if request.path == b"/bad":
+                raise ZeroDivisionError()
+            return apacheCombinedLogFormatter(timestamp, request)
+
+        site = ArtcastSite(
+            _Answers(), None, reactor=clock, stderr=stderr, logFormatter=formatter
+        )
+        site.startFactory()
+        self.addCleanup(site.stopFactory)
+        response = self.request(
+            site,
+            b"GET /bad HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        self.assertEqual(response.count(b"HTTP/1.1 200 OK\r\n"), 2)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(
+            stderr.getvalue(), f'127.0.0.1 - - {STAMP} "GET /b HTTP/1.1" 200 2 "-" "-"\n'
+        )
 
     def test_badArguments(self) -> None:
         """
@@ -497,6 +632,192 @@ class AccessLogDestinationTests(AccessLogTestsMixin, SynchronousTestCase):
         missing = os.path.join(self.mktemp(), "access.log")
         for args in [("-", 0, 1), ("-", 1, 0), (missing, 100, 1)]:
             self.assertRaises(ValueError, ArtcastSite, _Answers(), *args, reactor=Clock())
+
+
+def _line(path: str, agent: str = "-") -> str:
+    """
+    The access log line of C{GET path} from L{LOCALHOST} at L{STAMP}.
+    """
+    return f'127.0.0.1 - - {STAMP} "GET {path} HTTP/1.1" 200 2 "-" "{agent}"\n'
+
+
+class AccessLogBatchingTests(AccessLogTestsMixin, SynchronousTestCase):
+    """
+    L{ArtcastSite} writes the access log lines of a reactor turn together,
+    at the end of the turn, at once past L{ACCESS_LOG_BUFFER}, and when it
+    stops.
+    """
+
+    def test_oneWritePerTurn(self) -> None:
+        """
+        Two requests answered in one turn are written in one write, holding
+        both lines in order, when the turn ends (the clock advances by 0),
+        and not before.
+        """
+        site, stderr, clock = self.makeSite()
+        self.request(site, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n", endTurn=False)
+        self.request(site, b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n", endTurn=False)
+        self.assertEqual(stderr.writes, [])
+        clock.advance(0)
+        self.assertEqual(stderr.writes, [_line("/a") + _line("/b")])
+        clock.advance(1)
+        self.assertEqual(len(stderr.writes), 1)
+
+    def test_eachTurnItsWrite(self) -> None:
+        """
+        The lines of a later turn are written at the end of that turn, in
+        their own write.
+        """
+        site, stderr, clock = self.makeSite()
+        self.request(site, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.request(site, b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n", endTurn=False)
+        self.assertEqual(stderr.writes, [_line("/a")])
+        clock.advance(0)
+        self.assertEqual(stderr.writes, [_line("/a"), _line("/b")])
+
+    def test_fileOneWritePerTurn(self) -> None:
+        """
+        With a file as the log, the lines of a turn reach the file when the
+        turn ends, not before.
+        """
+        path = self.mktemp()
+        site, stderr, clock = self.makeSite(path)
+        self.request(site, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n", endTurn=False)
+        self.request(site, b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n", endTurn=False)
+        self.assertFalse(os.path.exists(path))
+        clock.advance(0)
+        with open(path) as f:
+            self.assertEqual(f.read(), _line("/a") + _line("/b"))
+
+    def test_bufferBounded(self) -> None:
+        """
+        Once the lines held pass L{ACCESS_LOG_BUFFER} characters they are
+        written at once, in the same turn; the rest of the turn's lines are
+        written when it ends, and every line is written once, in order.
+        """
+        site, stderr, clock = self.makeSite()
+        agent = "a" * 1000
+        sent = []
+        for i in range(100):
+            self.request(
+                site,
+                b"GET /%d HTTP/1.1\r\nHost: a\r\nUser-Agent: %s\r\n\r\n"
+                % (i, agent.encode("ascii")),
+                endTurn=False,
+            )
+            sent.append(_line(f"/{i}", agent))
+            held = sum(map(len, sent)) - sum(map(len, stderr.writes))
+            self.assertLessEqual(held, ACCESS_LOG_BUFFER)
+        self.assertGreaterEqual(len(stderr.writes), 1)
+        first = stderr.writes[0]
+        self.assertGreater(len(first), ACCESS_LOG_BUFFER)
+        self.assertLessEqual(len(first), ACCESS_LOG_BUFFER + len(sent[0]))
+        clock.advance(0)
+        self.assertEqual("".join(stderr.writes), "".join(sent))
+
+    def test_stopWritesTheRest(self) -> None:
+        """
+        Stopping the site writes the lines not written yet before it closes
+        the log, and leaves no write scheduled.
+        """
+        path = self.mktemp()
+        site, stderr, clock = self.makeSite(path)
+        self.request(site, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n", endTurn=False)
+        site.stopFactory()
+        with open(path) as f:
+            self.assertEqual(f.read(), _line("/a"))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertIsNone(site._accessLog._logFile)  # type: ignore[union-attr]
+
+    def test_stopWritesTheRestToStandardError(self) -> None:
+        """
+        Stopping the site writes the lines left to standard error too.
+        """
+        site, stderr, clock = self.makeSite()
+        self.request(site, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n", endTurn=False)
+        site.stopFactory()
+        self.assertEqual(stderr.writes, [_line("/a")])
+
+    def test_reactorShutdownWritesTheRest(self) -> None:
+        """
+        On a reactor with a shutdown, the lines left when the reactor shuts
+        down are written, in case the site is not stopped first; a site
+        stopped before the shutdown no longer waits for it.
+        """
+        reactor = _ShutdownReactor()
+        site, stderr, clock = self.makeSite(clock=reactor)
+        self.assertEqual(len(reactor.shutdownTriggers), 1)
+        site.stopFactory()
+        self.assertEqual(reactor.shutdownTriggers, {})
+        site.startFactory()
+        self.assertEqual(len(reactor.shutdownTriggers), 1)
+        self.request(site, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n", endTurn=False)
+        reactor.shutDown()
+        self.assertEqual(stderr.writes, [_line("/a")])
+
+    def test_afterReactorShutdownAtOnce(self) -> None:
+        """
+        Once the reactor has shut down (it may not run another turn), a line
+        is written at once, and the site still stops cleanly afterwards.
+        """
+        reactor = _ShutdownReactor()
+        site, stderr, clock = self.makeSite(clock=reactor)
+        reactor.shutDown()
+        self.request(site, b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n", endTurn=False)
+        self.assertEqual(stderr.writes, [_line("/b")])
+        site.stopFactory()
+        self.assertEqual(stderr.writes, [_line("/b")])
+
+    def test_memoryReactorShutdown(self) -> None:
+        """
+        On a L{MemoryReactorClock} (which cannot remove a trigger), the
+        shutdown trigger is added and the site still stops.
+        """
+        reactor = MemoryReactorClock()
+        site, stderr, clock = self.makeSite(clock=reactor)
+        self.request(site, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n", endTurn=False)
+        [(flush, args, kw)] = reactor.triggers["after"]["shutdown"]
+        flush(*args, **kw)
+        self.assertEqual(stderr.writes, [_line("/a")])
+        site.stopFactory()
+
+    def test_rotationWithBatchedLines(self) -> None:
+        """
+        Lines written together rotate the file exactly where lines written
+        one turn at a time do: each file ends with the line that brought it
+        to its size, so the files are the same.
+        """
+        files = []
+        names = ["access.log", "access.log.1", "access.log.2", "access.log.3"]
+        for batched in (False, True):
+            folder, path = self.logFolder()
+            site, stderr, clock = self.makeSite(path, size=200, count=3)
+            self.requestLines(site, 11, endTurn=not batched)
+            clock.advance(0)
+            self.assertEqual(sorted(os.listdir(folder)), names)
+            files.append([self.keptLines(folder, [name]) for name in names])
+        self.assertEqual(files[0], files[1])
+        # Each rotated file passed the size with its last line only.
+        for lines in files[1][1:]:
+            self.assertGreaterEqual(len("".join(lines)), 200)
+            self.assertLess(len("".join(lines[:-1])), 200)
+
+    def test_rotationOfOneBigTurn(self) -> None:
+        """
+        A turn whose lines fill several files rotates as many times as
+        needed: whole lines in each file, the newest in the current one, no
+        more rotated files than the count.
+        """
+        folder, path = self.logFolder()
+        site, stderr, clock = self.makeSite(path, size=300, count=2)
+        sent = self.requestLines(site, 30, endTurn=False)
+        clock.advance(0)
+        self.assertEqual(
+            sorted(os.listdir(folder)), ["access.log", "access.log.1", "access.log.2"]
+        )
+        kept = self.keptLines(folder, ["access.log.2", "access.log.1", "access.log"])
+        self.assertEqual(kept, sent[-len(kept) :])
+        self.assertGreater(len(kept), 5)
 
 
 class ErrorLogTests(SynchronousTestCase):
