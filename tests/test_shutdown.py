@@ -293,6 +293,7 @@ class ServingServiceTests(SynchronousTestCase):
         self.assertNoResult(stopped)
         disconnect(connection)
         self.successResultOf(stopped)
+        self.clock.advance(0)  # the end of the turn writes the access log
         self.assertEqual(set(self.clock.getDelayedCalls()) - before, set())
 
     def test_boundedTime(self) -> None:
@@ -339,6 +340,7 @@ class ServingServiceTests(SynchronousTestCase):
         service.stopService()
         self.limiter.doStop()
         connection.dataReceived(b"\r\n")
+        self.clock.advance(0)  # the access log is written at the end of the turn
         self.assertIn('"GET /now HTTP/1.1" 503 ', self.limiter.site.accessLog.getvalue())
         self.assertIsNotNone(self.limiter.site._logFile)
         disconnect(connection)
