@@ -577,6 +577,7 @@ class TrackedConnection(ProtocolWrapper):
     peer: str | None = None
     admitted = False
     _host: IAddress | None = None
+    _peer: IAddress | None = None
 
     def makeConnection(self, transport: Any) -> None:
         configureSocket(transport, self.factory.tcpKeepAlive)
@@ -591,6 +592,16 @@ class TrackedConnection(ProtocolWrapper):
         if host is None:
             host = self._host = super().getHost()
         return host
+
+    def getPeer(self) -> IAddress:
+        """
+        The client's address, made once: Twisted's L{Request} asks for it
+        with every request (a new address object each).
+        """
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = super().getPeer()
+        return peer
 
     def shutDown(self, retryAfter: Callable[[], int]) -> None:
         """

@@ -109,6 +109,22 @@ def disconnect(connection: TrackedConnection) -> None:
     connection.connectionLost(Failure(ConnectionDone()))
 
 
+def countCalls(obj: Any, name: str) -> list[int]:
+    """
+    Count the calls of a method of C{obj}: the list returned grows by one
+    with each.
+    """
+    calls: list[int] = []
+    method = getattr(obj, name)
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return method(*args)
+
+    setattr(obj, name, counting)
+    return calls
+
+
 def get(path: bytes, version: bytes = b"HTTP/1.1") -> bytes:
     return b"GET " + path + b" " + version + b"\r\nHost: example\r\n\r\n"
 
@@ -211,6 +227,7 @@ class MaxClientsTests(SynchronousTestCase):
         connect(self.limiter)
         second, _ = connect(self.limiter, port=40001)
         second.dataReceived(get(b"/now"))
+        self.clock.advance(0)  # the access log is written at the end of the turn
         self.assertIn('"GET /now HTTP/1.1" 503 ', self.limiter.site.accessLog.getvalue())
 
     def test_refusedNotCounted(self) -> None:
@@ -522,6 +539,7 @@ class DeadlineTests(SynchronousTestCase):
         connection.dataReceived(get(b"/now"))
         connection.dataReceived(get(b"/poll"))
         disconnect(connection)
+        self.clock.advance(0)  # the end of the turn writes the access log
         self.assertEqual(set(self.clock.getDelayedCalls()) - before, set())
 
     def test_localAddressAskedOnce(self) -> None:
@@ -530,17 +548,25 @@ class DeadlineTests(SynchronousTestCase):
         however many requests it carries.
         """
         connection, transport = connect(self.limiter)
-        asked = []
-        getHost = transport.getHost
-
-        def counting() -> Any:
-            asked.append(1)
-            return getHost()
-
-        transport.getHost = counting  # type: ignore[method-assign]
+        asked = countCalls(transport, "getHost")
         connection.dataReceived(get(b"/now") * 3)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3)
         self.assertEqual(len(asked), 1)
+
+    def test_peerAddressMadeOnce(self) -> None:
+        """
+        The client's address is asked of the transport once, however many
+        requests the connection carries, and each request has it.
+        """
+        connection, transport = connect(self.limiter, "10.0.0.9", 41000)
+        asked = countCalls(transport, "getPeer")
+        connection.dataReceived(get(b"/poll") * 2)
+        self.resource.held[0].finish()
+        self.assertEqual(len(asked), 1)
+        self.assertEqual(
+            [request.getClientAddress() for request in self.resource.held],
+            [IPv4Address("TCP", "10.0.0.9", 41000)] * 2,
+        )
 
     def test_pipelined(self) -> None:
         """
