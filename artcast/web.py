@@ -256,6 +256,11 @@ class LongPoll(Waiter):
         timer, self.timer = self.timer, None
         if timer is not None and timer.active():
             timer.cancel()
+        request = self.request
+        if isinstance(request, ArtcastRequest) and request.poll is self:
+            # No cycle left for the garbage collector: the poll and its
+            # request are freed as soon as the channel lets go.
+            request.poll = None
 
     def arrived(self, datum: Datum) -> None:
         self.cancel()

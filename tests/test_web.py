@@ -584,6 +584,30 @@ class DirectDispatchTests(AppMixin, SynchronousTestCase):
         self.store.publish("k", 1)
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_answeredPollLetsGo(self) -> None:
+        """
+        Once a held poll is answered, its request no longer points to it (no
+        reference cycle is left for the garbage collector).
+        """
+        from twisted.internet.testing import StringTransport
+        from twisted.web.http import HTTPChannel
+        from twisted.web.server import Site
+
+        from artcast.connections import ArtcastRequest
+
+        site = Site(self.app.resource(), reactor=self.clock)
+        site.requestFactory = ArtcastRequest
+        site.protocol = HTTPChannel
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        request = channel.requests[0]
+        self.assertIsNotNone(request.poll)
+        self.store.publish("k", 1)
+        self.assertTrue(transport.value().endswith(b"\r\n\r\n1"))
+        self.assertIsNone(request.poll)
+
     def test_answerPerRepresentation(self) -> None:
         """
         One datum answered as JSON and as text gets each its own
