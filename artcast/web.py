@@ -121,7 +121,7 @@ class ArtcastResource(KleinResource):
     Klein's resource, but a path that is not UTF-8 or holds control
     characters is a C{400} (Klein would give a C{500} or a C{404}), and a
     long poll, C{GET} or C{HEAD /artcasts/<key>}, goes straight to
-    L{ArtcastApp.artcast} without Klein's per-request routing (URL parts,
+    L{ArtcastApp.poll} without Klein's per-request routing (URL parts,
     werkzeug's bind and match, several L{Deferred}s): it is most of the
     requests a busy server takes.  Everything else is routed by Klein.
 
@@ -175,11 +175,10 @@ class ArtcastResource(KleinResource):
             request.finish()
         elif isinstance(result, Deferred):
             # A stream: its Deferred fires when it ends.
-            gone = request.notifyFinish()
-            gone.addErrback(lambda _: result.cancel())
+            request.notifyFinish().addErrback(lambda _: result.cancel())
             result.addCallbacks(
                 _writeAnswer, _answerFailed,
-                callbackArgs=(request, gone), errbackArgs=(request, gone),
+                callbackArgs=(request,), errbackArgs=(request,),
             )
         else:
             request.render(getChildForRequest(result, request))
@@ -280,7 +279,7 @@ class LongPoll(Waiter):
         Answer with what C{make(*args)} gives, unless the request is over.
         """
         request = cast(Request, self.request)
-        if self.deferred is None and (request.finished or request._disconnected):
+        if self.deferred is None and _isOver(request):
             return
         try:
             body = make(*args)
@@ -290,8 +289,7 @@ class LongPoll(Waiter):
         if self.deferred is not None:
             self.deferred.callback(body)
         else:
-            request.write(body)
-            request.finish()
+            _writeAnswer(body, request)
 
     def _fail(self, failure: Failure) -> None:
         """
@@ -302,12 +300,7 @@ class LongPoll(Waiter):
             if not self.deferred.called:
                 self.deferred.errback(failure)
             return
-        request = cast(Request, self.request)
-        if request.finished or request._disconnected:
-            if not failure.check(CancelledError):
-                _log.failure("Unhandled error answering a long poll.", failure)
-            return
-        request.processingFailed(failure)
+        _answerFailed(failure, cast(Request, self.request))
 
 
 #: Where L{ArtcastApp.prebuiltAnswer} keeps a datum's prebuilt answers in
@@ -332,24 +325,30 @@ def _representation(datum: Datum, contentType: str) -> tuple[bytes, bytes]:
     return datum.json, b"application/json"
 
 
-def _writeAnswer(body: bytes, request: Request, gone: Deferred[None]) -> None:
+def _isOver(request: Request) -> bool:
     """
-    Send a long poll's answer, unless the request is over (C{gone}, from
-    C{notifyFinish}, has fired: the client went away).
+    Is the request over: answered, or its client gone?
     """
-    if not gone.called:
+    return bool(request.finished or request._disconnected)
+
+
+def _writeAnswer(body: bytes, request: Request) -> None:
+    """
+    Send a long poll's (or a stream's last) answer, unless the request is
+    over.
+    """
+    if not _isOver(request):
         request.write(body)
         request.finish()
 
 
-def _answerFailed(
-    failure: Failure, request: Request, gone: Deferred[None]
-) -> None:
+def _answerFailed(failure: Failure, request: Request) -> None:
     """
-    A long poll that failed: cancelled because its client went away (nothing
-    to say), or an error, answered with a C{500} and logged.
+    A long poll (or a stream) that failed: cancelled because its client went
+    away (nothing to say), or an error, answered with a C{500} and logged
+    (only logged when the request is already over).
     """
-    if gone.called:
+    if _isOver(request):
         if not failure.check(CancelledError):
             _log.failure("Unhandled error answering a long poll.", failure)
         return
