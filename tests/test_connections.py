@@ -502,15 +502,7 @@ class DeadlineTests(SynchronousTestCase):
         On a keep-alive connection the deadline runs again from the first
         byte of the next request.
         """
-        connection, transport = connect(self.limiter)
-        connection.dataReceived(get(b"/now"))
-        self.clock.advance(30)
-        connection.dataReceived(b"GET /n")
-        self.clock.advance(HEADER_TIMEOUT - 0.1)
-        self.assertFalse(transport.disconnecting)
-        self.clock.advance(0.1)
-        self.assertTrue(transport.disconnecting)
-        self.assertIn(b"HTTP/1.1 408 ", transport.value())
+        self.assertNextHeadCut(30)
 
     def test_nextRequestSoon(self) -> None:
         """
@@ -518,16 +510,24 @@ class DeadlineTests(SynchronousTestCase):
         deadline would have passed gets a whole deadline of its own, from
         that byte.
         """
+        self.assertNextHeadCut(HEADER_TIMEOUT / 2)
+        self.assertEqual(self.limiter.rejected, {"header-timeout": 1})
+
+    def assertNextHeadCut(self, pause: float) -> None:
+        """
+        On a keep-alive connection, one request answered, C{pause} seconds,
+        then part of a next head: the connection is cut with a C{408} a whole
+        head deadline after that part came, and not before.
+        """
         connection, transport = connect(self.limiter)
         connection.dataReceived(get(b"/now"))
-        self.clock.advance(HEADER_TIMEOUT / 2)
+        self.clock.advance(pause)
         connection.dataReceived(b"GET /n")
         self.clock.advance(HEADER_TIMEOUT - 0.1)
         self.assertFalse(transport.disconnecting)
         self.clock.advance(0.1)
         self.assertTrue(transport.disconnecting)
         self.assertIn(b"HTTP/1.1 408 ", transport.value())
-        self.assertEqual(self.limiter.rejected, {"header-timeout": 1})
 
     def test_noTimerLeftWhenGone(self) -> None:
         """
