@@ -1,0 +1,226 @@
+"""
+Tests for the bounds of issue 9 on streams, publishing, pages and
+statistics: WebSocket pings from a client that never reads, the key of a
+percent-encoded path, symbolic links in C{--templates}, CORS on the
+operators' pages, bearer-token guessing, and malformed WebSocket handshakes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from urllib.parse import quote, unquote_to_bytes
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from artcast.keystore import KeyStore
+from artcast.web import ArtcastApp
+
+
+class AppMixin:
+    """
+    An L{ArtcastApp} over a fresh L{KeyStore} and a L{StubTreq} to ask it.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = KeyStore(self.clock, instance="srv")
+        self.app = ArtcastApp(self.store, self.clock, **self.options())
+        self.stub = StubTreq(self.app.resource())
+
+    def options(self) -> dict:
+        return {}
+
+    def get(self, path: str, headers: dict | None = None):
+        return self.stub.get(
+            "http://artcast.example" + path, headers=headers, allow_redirects=False
+        )
+
+    def answer(self, d):
+        self.stub.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(response.content())
+        return response, body
+
+
+# --- 11: the key of a percent-encoded path ----------------------------------
+
+
+class PathKeyTests(AppMixin, SynchronousTestCase):
+    """
+    The key a request waits on comes from the percent-decoded path segments.
+    """
+
+    def test_encodedSlashInFirstSegment(self) -> None:
+        """
+        C{GET /artcasts%2Foslo/temp} is a 404: its first segment decodes to
+        C{artcasts/oslo}, which is not C{artcasts}; nothing waits.
+        """
+        for path in ("/artcasts%2Foslo/temp", "/artcasts%2foslo/temp"):
+            response, body = self.answer(self.get(path + "?timeout=5"))
+            self.assertEqual(response.code, 404, path)
+            self.assertEqual(self.store.listening, 0)
+
+    def test_encodedSlashPublish(self) -> None:
+        """
+        C{POST /artcasts%2Fk} is a 404 too, not a publish to another key.
+        """
+        d = self.stub.post("http://artcast.example/artcasts%2Fk", data=b"1")
+        response, _ = self.answer(d)
+        self.assertEqual(response.code, 404)
+
+    def test_encodedFirstSegment(self) -> None:
+        """
+        C{/%61rtcasts/x} is C{/artcasts/x}: it waits on key C{x}.
+        """
+        d = self.get("/%61rtcasts/x")
+        self.stub.flush()
+        self.assertEqual(self.store.waitingByPattern(), {"x": 1})
+        self.store.publish("x", 7)
+        response, body = self.answer(d)
+        self.assertEqual((response.code, json.loads(body)), (200, 7))
+
+    def test_encodedSlashInKey(self) -> None:
+        """
+        A C{%2F} inside the key is the level separator: C{a%2Fb} waits on
+        C{a/b}, as documented.
+        """
+        d = self.get("/artcasts/a%2Fb")
+        self.stub.flush()
+        self.assertEqual(self.store.waitingByPattern(), {"a/b": 1})
+        self.store.publish("a/b", 1)
+        self.assertEqual(self.answer(d)[0].code, 200)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.text(alphabet="ab/%*.2Ff6 ", min_size=1, max_size=6),
+            min_size=1,
+            max_size=4,
+        ),
+        st.booleans(),
+    )
+    def test_keyOfDecodedSegments(self, segments: list[str], encodeFirst: bool) -> None:
+        """
+        Whatever the path, a request waits on the key made of its decoded
+        segments after a first segment that decodes to C{artcasts}, or on
+        nothing.
+        """
+        first = "%61rtcasts" if encodeFirst else "artcasts"
+        raw = "/" + first + "/" + "/".join(quote(s, safe="/*%") for s in segments)
+        d = self.get(raw + "?timeout=1")
+        self.stub.flush()
+        waiting = self.store.waitingByPattern()
+        parts = raw[1:].split("/")
+        decoded = [unquote_to_bytes(p).decode("utf-8", "replace") for p in parts]
+        if waiting:
+            self.assertEqual(decoded[0], "artcasts")
+            self.assertEqual(list(waiting), ["/".join(decoded[1:])])
+        self.clock.advance(1)
+        self.stub.flush()
+        response = self.successResultOf(d)
+        self.assertIn(response.code, (204, 400, 404))
+        self.assertEqual(self.store.listening, 0)
+
+
+# --- 12: symbolic links in --templates --------------------------------------
+
+
+class TemplateLinkTests(AppMixin, SynchronousTestCase):
+    """
+    A template reached through a symbolic link is not served.
+    """
+
+    def options(self) -> dict:
+        base = FilePath(self.mktemp())
+        base.makedirs()
+        self.folder = base.child("templates")
+        self.folder.child("real").makedirs()
+        self.folder.child("real").child("page.html").setContent(b"<p>real</p>")
+        self.outside = base.child("passwd")
+        self.outside.setContent(b"root:x:0:0:root:/root:/bin/sh\n")
+        os.symlink(self.outside.path, self.folder.child("passwd.html").path)
+        os.symlink(
+            self.folder.child("real").child("page.html").path,
+            self.folder.child("inside.html").path,
+        )
+        os.symlink(self.folder.child("real").path, self.folder.child("linked").path)
+        return {"templates": self.folder}
+
+    def html(self, key: str) -> bytes:
+        response, body = self.answer(
+            self.get("/artcasts/" + key, {"Accept": "text/html"})
+        )
+        self.assertEqual(response.code, 200)
+        return body
+
+    def test_realFile(self) -> None:
+        """
+        A regular file in a real folder is served.
+        """
+        self.assertEqual(self.html("real/page"), b"<p>real</p>")
+
+    def test_linkOutside(self) -> None:
+        """
+        A link to a file outside the folder (standing in for /etc/passwd) is
+        not served: the key gets the built-in live page.
+        """
+        body = self.html("passwd")
+        self.assertNotIn(b"root:x:0:0", body)
+        self.assertIn(b"<!DOCTYPE html>", body)
+
+    def test_linkInside(self) -> None:
+        """
+        A link is not followed even when it points inside the folder.
+        """
+        self.assertNotIn(b"<p>real</p>", self.html("inside"))
+
+    def test_linkedFolder(self) -> None:
+        """
+        A folder on the way that is a link is not followed.
+        """
+        self.assertNotIn(b"<p>real</p>", self.html("linked/page"))
+
+
+# --- 14: no CORS on the operators' pages ------------------------------------
+
+
+class StatsCORSTests(AppMixin, SynchronousTestCase):
+    """
+    C{/stats}, C{/stats.json} and C{/metrics} carry no
+    C{Access-Control-Allow-Origin}.
+    """
+
+    def test_noAllowOrigin(self) -> None:
+        """
+        None of the three answers a cross-origin read, allowed or refused;
+        a long poll still does.
+        """
+        from artcast.stats import Networks
+
+        for path, accept in (
+            ("/stats", "text/html"), ("/stats", "application/json"),
+            ("/stats.json", None), ("/metrics", None), ("/stats", "image/png"),
+        ):
+            response, _ = self.answer(self.get(path, {"Accept": accept} if accept else None))
+            self.assertIn(response.code, (200, 406))
+            self.assertFalse(
+                response.headers.hasHeader("Access-Control-Allow-Origin"), path
+            )
+        self.app.statsNetworks = Networks.parse("10.9.9.0/24")
+        for path in ("/stats", "/stats.json", "/metrics"):
+            response, _ = self.answer(self.get(path))
+            self.assertEqual(response.code, 403)
+            self.assertFalse(
+                response.headers.hasHeader("Access-Control-Allow-Origin"), path
+            )
+        self.store.publish("k", 1)
+        response, _ = self.answer(self.get("/artcasts/k?since=latest"))
+        self.assertEqual(
+            response.headers.getRawHeaders("Access-Control-Allow-Origin"), ["*"]
+        )
