@@ -224,3 +224,111 @@ class StatsCORSTests(AppMixin, SynchronousTestCase):
         self.assertEqual(
             response.headers.getRawHeaders("Access-Control-Allow-Origin"), ["*"]
         )
+
+
+# --- 17: bearer-token guessing ----------------------------------------------
+
+
+class AuthThrottleTests(SynchronousTestCase):
+    """
+    L{AuthThrottle} bounds failed token checks per client address.
+    """
+
+    def setUp(self) -> None:
+        from artcast.publish import AuthThrottle
+
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.throttle = AuthThrottle(self.clock, failures=3, window=60, maxAddresses=4)
+
+    def test_throttledAfterFailures(self) -> None:
+        """
+        After C{failures} failures in the window an address waits until the
+        window ends; then it may try again.
+        """
+        for _ in range(3):
+            self.assertIsNone(self.throttle.retryAfter("10.0.0.1"))
+            self.throttle.failed("10.0.0.1")
+        self.assertEqual(self.throttle.retryAfter("10.0.0.1"), 60)
+        self.clock.advance(59.5)
+        self.assertEqual(self.throttle.retryAfter("10.0.0.1"), 1)
+        self.clock.advance(0.5)
+        self.assertIsNone(self.throttle.retryAfter("10.0.0.1"))
+
+    def test_otherAddressNotAffected(self) -> None:
+        """
+        One address's failures do not throttle another.
+        """
+        for _ in range(10):
+            self.throttle.failed("10.0.0.1")
+        self.assertIsNotNone(self.throttle.retryAfter("10.0.0.1"))
+        self.assertIsNone(self.throttle.retryAfter("10.0.0.2"))
+
+    def test_ipv6Network(self) -> None:
+        """
+        The addresses of one IPv6 /64 count as one; an IPv4-mapped address
+        as its IPv4 address.
+        """
+        for n in range(3):
+            self.throttle.failed(f"2001:db8::{n + 1}")
+        self.assertIsNotNone(self.throttle.retryAfter("2001:db8::ffff:1"))
+        self.assertIsNone(self.throttle.retryAfter("2001:db8:0:1::1"))
+        for _ in range(3):
+            self.throttle.failed("::ffff:10.0.0.9")
+        self.assertIsNotNone(self.throttle.retryAfter("10.0.0.9"))
+
+    def test_tableBounded(self) -> None:
+        """
+        The table holds at most C{maxAddresses} addresses, forgetting the one
+        that failed least recently.
+        """
+        for _ in range(3):
+            self.throttle.failed("10.0.0.1")
+        for n in range(2, 1000):
+            self.throttle.failed(f"10.0.{n // 256}.{n % 256}")
+            self.assertLessEqual(len(self.throttle), 4)
+        self.assertIsNone(self.throttle.retryAfter("10.0.0.1"))
+
+
+class PublishThrottleTests(SynchronousTestCase):
+    """
+    C{POST /artcasts/<key>} answers C{429} to an address that guessed too
+    often, without checking its token, and counts it.
+    """
+
+    def test_429(self) -> None:
+        """
+        Past C{--publish-auth-failures} unknown tokens, even a good token
+        from that address gets C{429} with C{Retry-After} until the window
+        ends, counted as C{auth-throttled}; then it publishes again.
+        """
+        from collections import Counter
+
+        from tests.test_publish import TOKEN, TOKEN_FILE, FakeMulticastReactor, Server
+        from artcast.publish import parseTokenFile
+
+        reactor = FakeMulticastReactor()
+        reactor.advance(1_800_000_000)
+        server = Server(self, reactor, parseTokenFile(TOKEN_FILE))
+        # StubTreq's site has no rejected counter: give each request's one.
+        rejected: Counter[str] = Counter()
+        original = server.publisher.authorize
+
+        def authorize(request):
+            request.site.rejected = rejected
+            return original(request)
+
+        server.publisher.authorize = authorize
+        codes = [
+            server.request("POST", "/artcasts/k", b"1", token="guess%016d" % n)[0].code
+            for n in range(25)
+        ]
+        self.assertEqual(codes, [401] * 10 + [429] * 15)
+        response, body = server.request("POST", "/artcasts/k", b"1", token=TOKEN)
+        self.assertEqual(response.code, 429)
+        self.assertEqual(response.headers.getRawHeaders("Retry-After"), ["60"])
+        self.assertEqual(rejected["auth-throttled"], 16)
+        self.assertEqual(server.publisher.refused[429], 16)
+        reactor.advance(60)
+        response, _ = server.request("POST", "/artcasts/k", b"1", token=TOKEN)
+        self.assertEqual(response.code, 201)
