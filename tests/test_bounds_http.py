@@ -332,3 +332,112 @@ class PublishThrottleTests(SynchronousTestCase):
         reactor.advance(60)
         response, _ = server.request("POST", "/artcasts/k", b"1", token=TOKEN)
         self.assertEqual(response.code, 201)
+
+
+# --- 4: pings from a client that never reads --------------------------------
+
+
+class PingTests(SynchronousTestCase):
+    """
+    Pongs obey the slow-reader bound of streams.
+    """
+
+    def setUp(self) -> None:
+        from tests.test_streams import UPGRADE, Connection
+
+        self.clock = Clock()
+        self.store = KeyStore(self.clock, instance="srv")
+        self.app = ArtcastApp(self.store, self.clock, maxQueued=10_000)
+        self.client = Connection(self.app, self.clock)
+        self.client.request("/artcasts/k", UPGRADE)
+        self.protocol = self.client.transport.protocol
+        self.assertTrue(self.client.transport.value().startswith(b"HTTP/1.1 101"))
+
+    def ping(self, payload: bytes) -> None:
+        from tests.test_streams import clientFrame
+
+        self.protocol.dataReceived(clientFrame(9, payload))
+
+    def pongs(self) -> list[bytes]:
+        from tests.test_streams import frames
+
+        rest = self.client.transport.value().partition(b"\r\n\r\n")[2]
+        return [payload for op, payload in frames(rest) if op == 10]
+
+    def test_pongWhileReading(self) -> None:
+        """
+        A client that reads gets a pong for each ping.
+        """
+        self.ping(b"one")
+        self.ping(b"two")
+        self.assertEqual(self.pongs(), [b"one", b"two"])
+
+    def test_pausedOwesOnePong(self) -> None:
+        """
+        While the client's socket is full no pong is written; when it drains
+        the latest ping is answered once.
+        """
+        self.client.pause()
+        for n in range(20):
+            self.ping(b"p%d" % (n,))
+        self.assertEqual(self.pongs(), [])
+        self.client.resume()
+        self.assertEqual(self.pongs(), [b"p19"])
+        self.assertFalse(self.client.transport.disconnecting)
+        self.assertEqual(self.app.streams.streamsDropped, {})
+
+    def test_pingerDropped(self) -> None:
+        """
+        A client that keeps pinging without reading is dropped as a slow
+        reader and counted; nothing more is written to it.
+        """
+        self.client.pause()
+        before = len(self.client.transport.value())
+        for n in range(10_000):
+            self.ping(b"x" * 125)
+            if self.client.transport.disconnecting:
+                break
+        self.assertLess(n, 100)
+        self.assertTrue(self.client.transport.disconnected)
+        self.assertEqual(self.app.streams.streamsDropped, {"websocket": 1})
+        self.assertEqual(len(self.client.transport.value()), before)
+        self.assertEqual(self.store.listening, 0)
+
+
+# --- 18: malformed WebSocket handshakes -------------------------------------
+
+
+class HandshakeLogTests(SynchronousTestCase):
+    """
+    Malformed WebSocket handshakes are counted and logged at a bounded rate.
+    """
+
+    def test_boundedAndCounted(self) -> None:
+        """
+        1,000 malformed handshakes write at most a few warnings and are
+        counted under C{websocket-handshake}.
+        """
+        from collections import Counter
+
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        from tests.test_streams import Connection
+
+        clock = Clock()
+        app = ArtcastApp(KeyStore(clock, instance="srv"), clock)
+        rejected: Counter[str] = Counter()
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for n in range(1000):
+            client = Connection(app, clock)
+            client.site.rejected = rejected
+            client.request("/artcasts/k", {"Upgrade": "websocket", "Connection": "Upgrade"})
+            self.assertTrue(client.transport.value().startswith(b"HTTP/1.1 400"))
+            client.lose()
+            if n == 500:
+                clock.advance(61)
+        warnings = [e for e in events if e["log_level"] >= LogLevel.warn]
+        self.assertLessEqual(len(warnings), 25)
+        self.assertGreater(len(warnings), 0)
+        self.assertEqual(rejected["websocket-handshake"], 1000)
