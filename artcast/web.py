@@ -834,7 +834,11 @@ class ArtcastApp:
         except Refused as refusal:
             for name, value in refusal.headers:
                 request.setHeader(name, value)
-            return self._error(request, refusal.code, refusal.message)
+            body = self._error(request, refusal.code, refusal.message)
+            if refusal.code == 429:
+                # Twisted knows no reason phrase for it.
+                request.setResponseCode(429, b"Too Many Requests")
+            return body
         self._common(request)
         request.setHeader(b"Artcast-Key", headerKey(datum.key))
         request.setHeader(b"Artcast-Id", datum.id.encode("ascii"))

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
+import treq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from artcast.keystore import KeyStore
 from artcast.web import ArtcastApp
+from tests.harness import ArtcastProcess
 
 
 class AppMixin:
@@ -441,3 +446,216 @@ class HandshakeLogTests(SynchronousTestCase):
         self.assertLessEqual(len(warnings), 25)
         self.assertGreater(len(warnings), 0)
         self.assertEqual(rejected["websocket-handshake"], 1000)
+
+
+# --- against the real server ------------------------------------------------
+
+
+def residentKiB(pid: int) -> int:
+    """
+    A process's resident memory (C{VmRSS}) in KiB.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class RawClient:
+    """
+    A blocking HTTP/1.1 client on one loopback connection, from a chosen
+    local address, with a deadline on every read.
+    """
+
+    def __init__(self, port: int, source: str = "127.0.0.1", rcvbuf: int | None = None) -> None:
+        import socket
+
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.socket.bind((source, 0))
+        self.socket.settimeout(10)
+        self.socket.connect(("127.0.0.1", port))
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.socket.sendall(data)
+
+    def _more(self) -> bytes:
+        data = self.socket.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        return data
+
+    def head(self) -> tuple[int, dict[bytes, bytes]]:
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._more()
+        top, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = top.split(b"\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        return int(lines[0].split()[1]), headers
+
+    def response(self) -> tuple[int, dict[bytes, bytes], bytes]:
+        code, headers = self.head()
+        length = int(headers.get(b"content-length", b"0"))
+        while len(self.buffer) < length:
+            self.buffer += self._more()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return code, headers, body
+
+    def frames(self, count: int) -> list[tuple[int, bytes]]:
+        """
+        Read C{count} unmasked server frames (short ones).
+        """
+        found = []
+        while len(found) < count:
+            while len(self.buffer) < 2 or len(self.buffer) < 2 + (self.buffer[1] & 0x7F):
+                self.buffer += self._more()
+            length = self.buffer[1] & 0x7F
+            found.append((self.buffer[0] & 0x0F, self.buffer[2:2 + length]))
+            self.buffer = self.buffer[2 + length:]
+        return found
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def upgradeRequest(path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode("ascii")
+
+
+def quietServer(testCase: TestCase, *extra: str) -> Any:
+    """
+    Start a real server whose access log goes to a file: these tests block
+    the reactor while they talk to it, and a full stderr pipe would stall it.
+    """
+    accessLog = os.path.abspath(testCase.mktemp())
+    return ArtcastProcess(testCase, extra=["--access-log", accessLog, *extra]).start()
+
+
+class RealServerBoundsTests(TestCase):
+    """
+    The bounds against the real C{twistd artcast} over loopback.
+    """
+
+    timeout = 90
+
+    @inlineCallbacks
+    def test_pingFlood(self) -> Any:
+        """
+        A WebSocket client that sends megabytes of pings and never reads is
+        dropped as a slow reader, the server's RSS stays bounded, and another
+        client still gets its datums.
+        """
+        proc = yield quietServer(self)
+        reader = RawClient(proc.httpPort)
+        self.addCleanup(reader.close)
+        reader.send(upgradeRequest("/artcasts/k"))
+        self.assertEqual(reader.head()[0], 101)
+        yield proc.waitFor(lambda s: s["streams_open"].get("websocket") == 1)
+        before = residentKiB(proc.pid)
+        pinger = RawClient(proc.httpPort, rcvbuf=4096)
+        self.addCleanup(pinger.close)
+        pinger.send(upgradeRequest("/artcasts/k"))
+        # RFC 6455: a client sends frames only once the handshake is answered.
+        self.assertEqual(pinger.head()[0], 101)
+        # A masked ping with a zero mask and 125 bytes of payload, many times.
+        burst = (b"\x89\xfd\0\0\0\0" + b"p" * 125) * 2000
+        sent = 0
+        limit = 60 * 1024 * 1024
+        try:
+            while sent < limit:
+                pinger.send(burst)
+                sent += len(burst)
+        except OSError:
+            pass
+        stats = yield proc.waitFor(
+            lambda s: s["streams_dropped"].get("websocket") == 1, limit=20
+        )
+        grown = residentKiB(proc.pid) - before
+        self.assertLess(sent, limit, "the pinger was never cut off")
+        self.assertLess(grown, 16 * 1024, f"RSS grew by {grown} KiB after {sent} bytes")
+        print(f"\n{sent} bytes of pings sent before the cut; RSS grew {grown} KiB")
+        self.assertEqual(stats["streams_open"].get("websocket"), 1)
+        proc.data.sendDatum("k", 42)
+        [(opcode, payload)] = reader.frames(1)
+        self.assertEqual((opcode, json.loads(payload)["value"]), (1, 42))
+
+    @inlineCallbacks
+    def test_badHandshakes(self) -> Any:
+        """
+        1,000 malformed WebSocket handshakes write at most a few lines of
+        error log, and are counted under C{rejected} C{websocket-handshake}.
+        """
+        errorLog = os.path.abspath(self.mktemp())
+        proc = yield quietServer(self, "--error-log", errorLog)
+        start = os.path.getsize(errorLog) if os.path.exists(errorLog) else 0
+        for n in range(1000):
+            client = RawClient(proc.httpPort)
+            client.send(
+                b"GET /artcasts/k HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\n"
+            )
+            self.assertEqual(client.head()[0], 400)
+            client.close()
+        stats = yield proc.waitFor(
+            lambda s: s.get("rejected", {}).get("websocket-handshake") == 1000
+        )
+        with open(errorLog, "rb") as log:
+            log.seek(start)
+            written = log.read()
+        self.assertLessEqual(written.count(b"\n"), 12, written[:2000])
+        self.assertIn(
+            "artcast_rejected_total{reason=\"websocket-handshake\"} 1000.0",
+            (yield (yield treq.get(proc.url + "/metrics", persistent=False)).text()),
+        )
+        del stats
+
+    @inlineCallbacks
+    def test_guessingThrottled(self) -> Any:
+        """
+        Bearer-token guesses on one connection drop from the server's speed
+        to the throttle's rate (10 a minute), the rest answered 429 and
+        counted; a good token from another address still publishes.
+        """
+        from tests.test_publish import TOKEN, _writeTokens
+
+        proc = yield quietServer(
+            self, "--publish-token-file", _writeTokens(self), "--publish-ttl", "0"
+        )
+        guesser = RawClient(proc.httpPort)
+        self.addCleanup(guesser.close)
+        codes: dict[int, int] = {}
+        deadline = time.monotonic() + 1.5
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            guesser.send(
+                b"POST /artcasts/k HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+                b"Content-Type: application/json\r\n"
+                b"Authorization: Bearer guess%016d\r\n\r\n1" % (n,)
+            )
+            code = guesser.response()[0]
+            codes[code] = codes.get(code, 0) + 1
+        self.assertEqual(codes[401], 10, codes)
+        self.assertGreater(codes[429], 100, codes)
+        self.assertEqual(set(codes), {401, 429})
+        other = RawClient(proc.httpPort, source="127.0.0.2")
+        self.addCleanup(other.close)
+        other.send(
+            b"POST /artcasts/k HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n1"
+        )
+        self.assertEqual(other.response()[0], 201)
+        stats = yield proc.stats()
+        self.assertEqual(stats["rejected"].get("auth-throttled"), codes[429])
+        print(f"\n{n} guesses in 1.5 s on one connection, {codes[401]} checked")
