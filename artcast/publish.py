@@ -22,6 +22,10 @@ only through the loop, and turning it off would hide the datum from them.
 So the server hears its own datagram back; its L{DatagramHandler} ignores
 datagrams of its own publisher's source name (C{ownSources}) rather than
 publishing the datum twice.
+
+Guessing tokens is throttled per client address (L{AuthThrottle}): past
+C{--publish-auth-failures} unknown tokens in a minute, the address is
+answered C{429} with C{Retry-After}, its token not checked.
 """
 
 from __future__ import annotations

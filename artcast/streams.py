@@ -29,8 +29,15 @@ Flow control: each stream is an L{IPushProducer} registered on its request,
 so Twisted says when the socket's buffer is full.  While paused a stream
 queues datums instead of writing them; when the live datums queued pass
 C{maxQueued} bytes the client is not reading, and its connection is aborted
-and counted in L{StreamManager.streamsDropped}.  A slow reader costs at most
-the transport's own buffer plus C{maxQueued}.
+and counted in L{StreamManager.streamsDropped}.  A WebSocket client's pings
+obey the same bound: while paused, no pong is written (one is owed for the
+latest ping) and each ping counts against C{maxQueued}.  A slow reader costs
+at most the transport's own buffer plus C{maxQueued}.
+
+What Autobahn logs about a connection (a malformed handshake, a bad frame),
+which any client can cause at will, is logged at a bounded rate
+(L{_BoundedLog}); refused handshakes are counted as C{websocket-handshake} in
+the site's C{rejected}.
 
 A comment (SSE), an empty line (NDJSON) or a ping (WebSocket) is sent to
 every stream each C{heartbeat} seconds, so that proxies do not cut idle
