@@ -22,14 +22,20 @@ only through the loop, and turning it off would hide the datum from them.
 So the server hears its own datagram back; its L{DatagramHandler} ignores
 datagrams of its own publisher's source name (C{ownSources}) rather than
 publishing the datum twice.
+
+Guessing tokens is throttled per client address (L{AuthThrottle}): past
+C{--publish-auth-failures} unknown tokens in a minute, the address is
+answered C{429} with C{Retry-After}, its token not checked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import math
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from io import BytesIO
 from typing import Any, Iterable, Protocol, Sequence
 
@@ -40,6 +46,7 @@ from twisted.web.iweb import IRequest
 from artcast._wildcard import matches
 from artcast.connections import ArtcastRequest
 from artcast.keystore import Datum, KeyStore, encodeJSON
+from artcast.stats import countRejected
 from artcast.wire import (
     MAX_DEPTH,
     BadDatagram,
@@ -52,7 +59,10 @@ from artcast.wire import (
 )
 
 __all__ = [
+    "AUTH_THROTTLED",
+    "DEFAULT_AUTH_FAILURES",
     "MIN_TOKEN_LENGTH",
+    "AuthThrottle",
     "BoundedRequest",
     "Grant",
     "HTTPPublisher",
@@ -60,6 +70,7 @@ __all__ = [
     "Tokens",
     "bearerToken",
     "boundedRequestFactory",
+    "clientKey",
     "parseTokenFile",
     "publishingSource",
     "readValue",
@@ -226,6 +237,105 @@ def bearerToken(request: IRequest) -> bytes | None:
     if scheme.lower() != b"bearer" or not token:
         return None
     return token
+
+
+# --- guessing ---------------------------------------------------------------
+
+#: Failed token checks a client address may make per L{AUTH_WINDOW} seconds
+#: before it is answered C{429} without a check (C{--publish-auth-failures}).
+DEFAULT_AUTH_FAILURES = 10
+
+#: The window of L{AuthThrottle}, in seconds.
+AUTH_WINDOW = 60.0
+
+#: The addresses L{AuthThrottle} remembers at most; past it the one that
+#: failed least recently is forgotten.
+MAX_THROTTLED_ADDRESSES = 10_000
+
+#: The C{rejected} reason of a request refused by L{AuthThrottle}.
+AUTH_THROTTLED = "auth-throttled"
+
+
+def clientKey(host: str) -> str:
+    """
+    What L{AuthThrottle} counts failures under: an IPv4 address, the C{/64}
+    network of an IPv6 address (one machine usually has a whole C{/64}), or
+    the text given (C{""} for a UNIX socket's peers, all on this machine).
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class AuthThrottle:
+    """
+    Failed bearer-token checks by client address, so that tokens cannot be
+    guessed at the speed the server answers.
+
+    An address (see L{clientKey}) that failed C{failures} times within
+    C{window} seconds of its first failure is refused without a check until
+    that window ends.  At most C{maxAddresses} addresses are remembered: a
+    new one past it makes the throttle forget the address that failed least
+    recently, so the table cannot be made to grow.
+
+    @param clock: gives the time.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        failures: int = DEFAULT_AUTH_FAILURES,
+        window: float = AUTH_WINDOW,
+        maxAddresses: int = MAX_THROTTLED_ADDRESSES,
+    ) -> None:
+        self.clock = clock
+        self.failures = failures
+        self.window = window
+        self.maxAddresses = maxAddresses
+        #: Per address key, the start of its window and its failures in it;
+        #: the one that failed least recently first.
+        self._table: OrderedDict[str, list[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def retryAfter(self, host: str) -> int | None:
+        """
+        In how many seconds (at least 1) C{host} may have a token checked
+        again, or L{None} if it may now.
+        """
+        key = clientKey(host)
+        entry = self._table.get(key)
+        if entry is None:
+            return None
+        now = self.clock.seconds()
+        if now - entry[0] >= self.window:
+            del self._table[key]
+            return None
+        if entry[1] < self.failures:
+            return None
+        return max(1, math.ceil(entry[0] + self.window - now))
+
+    def failed(self, host: str) -> None:
+        """
+        C{host} presented a token that is not known.
+        """
+        key = clientKey(host)
+        now = self.clock.seconds()
+        entry = self._table.get(key)
+        if entry is None or now - entry[0] >= self.window:
+            self._table[key] = [now, 1]
+        else:
+            entry[1] += 1
+        self._table.move_to_end(key)
+        while len(self._table) > self.maxAddresses:
+            self._table.popitem(last=False)
 
 
 # --- bodies -----------------------------------------------------------------
@@ -398,12 +508,16 @@ class HTTPPublisher:
         sender: Sender,
         maxValueSize: int,
         stats: Any = None,
+        throttle: AuthThrottle | None = None,
     ) -> None:
         """
         @param sender: sends each datum to the data group and names it.
         @param stats: the server's L{artcast.multicast.Stats}, whose
             C{datums} counts HTTP-published datums too.
+        @param throttle: bounds failed token checks per client address; by
+            default an L{AuthThrottle} with its defaults.
         """
+        self.throttle = throttle if throttle is not None else AuthThrottle(clock)
         self.store = store
         self.clock = clock
         self.tokens = tokens
@@ -422,8 +536,22 @@ class HTTPPublisher:
         The grant of the request's bearer token.
 
         @raise Refused: C{401} with a C{WWW-Authenticate} challenge when the
-            request has no bearer token or an unknown one.
+            request has no bearer token or an unknown one; C{429} with
+            C{Retry-After}, the token not checked, when the client's address
+            failed too often (L{AuthThrottle}), counted as C{auth-throttled}
+            in the site's C{rejected}.
         """
+        host = getattr(request.getClientAddress(), "host", "")
+        wait = self.throttle.retryAfter(host)
+        if wait is not None:
+            countRejected(request, AUTH_THROTTLED)
+            raise self._refuse(
+                Refused(
+                    429,
+                    "Too many unknown tokens from your address; try again later.",
+                    [(b"Retry-After", b"%d" % (wait,))],
+                )
+            )
         token = bearerToken(request)
         if token is None:
             raise self._refuse(
@@ -435,6 +563,7 @@ class HTTPPublisher:
             )
         grant = self.tokens.find(token)
         if grant is None:
+            self.throttle.failed(host)
             raise self._refuse(
                 Refused(
                     401,

@@ -104,6 +104,21 @@ class Networks:
 EVERYONE = "0.0.0.0/0,::/0"
 
 
+def countRejected(request: Any, reason: str) -> None:
+    """
+    Count a refused request (or a connection closed for what its client
+    sent) under C{reason} in its site's C{rejected} counter
+    (L{artcast.connections.LimitedSite}; C{/stats.json} C{rejected},
+    C{/metrics} C{artcast_rejected}); nothing for a site without one.
+    """
+    site = getattr(request, "site", None)
+    if site is None:
+        site = getattr(getattr(request, "channel", None), "site", None)
+    rejected = getattr(site, "rejected", None)
+    if rejected is not None:
+        rejected[reason] += 1
+
+
 class ArtcastCollector:
     """
     A Prometheus collector reading the figures of C{/stats} at scrape time.
@@ -231,4 +246,7 @@ def statsPage(stats: dict[str, Any]) -> bytes:
 """.encode("utf-8")
 
 
-__all__ = ["Meter", "Networks", "EVERYONE", "metricsText", "statsPage", "residentMemory"]
+__all__ = [
+    "Meter", "Networks", "EVERYONE", "countRejected", "metricsText", "statsPage",
+    "residentMemory",
+]

@@ -29,8 +29,15 @@ Flow control: each stream is an L{IPushProducer} registered on its request,
 so Twisted says when the socket's buffer is full.  While paused a stream
 queues datums instead of writing them; when the live datums queued pass
 C{maxQueued} bytes the client is not reading, and its connection is aborted
-and counted in L{StreamManager.streamsDropped}.  A slow reader costs at most
-the transport's own buffer plus C{maxQueued}.
+and counted in L{StreamManager.streamsDropped}.  A WebSocket client's pings
+obey the same bound: while paused, no pong is written (one is owed for the
+latest ping) and each ping counts against C{maxQueued}.  A slow reader costs
+at most the transport's own buffer plus C{maxQueued}.
+
+What Autobahn logs about a connection (a malformed handshake, a bad frame),
+which any client can cause at will, is logged at a bounded rate
+(L{_BoundedLog}); refused handshakes are counted as C{websocket-handshake} in
+the site's C{rejected}.
 
 A comment (SSE), an empty line (NDJSON) or a ping (WebSocket) is sent to
 every stream each C{heartbeat} seconds, so that proxies do not cut idle
@@ -65,6 +72,8 @@ from zope.interface import implementer
 from artcast import negotiate
 from artcast._wildcard import isPattern
 from artcast.keystore import Datum, KeyStore, encodeJSON
+from artcast.multicast import RateLimitedLog
+from artcast.stats import countRejected
 from artcast.wire import parseDatumId
 
 __all__ = [
@@ -75,6 +84,7 @@ __all__ = [
     "BadStart",
     "Start",
     "StreamManager",
+    "WEBSOCKET_HANDSHAKE",
     "currentValues",
     "envelope",
     "gapMessage",
@@ -104,6 +114,12 @@ _ITEM_OVERHEAD = 64
 
 #: The longest frame a WebSocket client may send (what it sends is ignored).
 _MAX_CLIENT_FRAME = 4096
+
+#: The C{rejected} reason of a refused WebSocket opening handshake.
+WEBSOCKET_HANDSHAKE = "websocket-handshake"
+
+#: The namespace of the WebSocket protocols' log lines.
+_WEBSOCKET_LOG = "artcast.streams.websocket"
 
 SSE = "sse"
 NDJSON_MODE = "ndjson"
@@ -539,6 +555,40 @@ class _WebSocketStream(_Stream):
     ) -> None:
         super().__init__(manager, pattern)
         self.protocol = protocol
+        #: The payload of the pong owed while paused (only the latest ping
+        #: is answered, as RFC 6455 allows), and what the pings cost.
+        self._pong: bytes | None = None
+        self._pongCost = 0
+
+    def pinged(self, payload: bytes) -> None:
+        """
+        The client sent a ping.  Answered at once while the client reads;
+        while its socket is full, a pong is owed instead (sent when it
+        drains) and each ping counts against C{maxQueued} like a queued
+        datum, so a client that pings without reading is dropped as a slow
+        reader.
+        """
+        if self.closed:
+            return
+        if not self.paused:
+            if self._open():
+                self.protocol.sendPong(payload)
+            return
+        cost = len(payload) + _ITEM_OVERHEAD
+        self._pong = payload
+        self._pongCost += cost
+        self.queued += cost
+        if self.queued > self.manager.maxQueued:
+            self.drop()
+
+    def resumeProducing(self) -> None:
+        pong, self._pong = self._pong, None
+        if not self.closed:
+            self.queued -= self._pongCost
+        self._pongCost = 0
+        if pong is not None and not self.closed and self._open():
+            self.protocol.sendPong(pong)
+        super().resumeProducing()
 
     def _open(self) -> bool:
         """
@@ -587,6 +637,34 @@ class _Opening:
     since: str | None
 
 
+class _BoundedLog:
+    """
+    The log of the server's WebSocket protocols (Autobahn's C{self.log}).
+
+    What Autobahn logs about one connection an anonymous client can cause at
+    will (a malformed handshake, a bad frame, a dropped connection), so its
+    warnings and errors go through a L{RateLimitedLog} (a few a minute, then
+    one line saying how many were not logged), and its C{info} lines, which
+    repeat its warnings, become C{debug}.  Anything else goes to Autobahn's
+    own logger.
+    """
+
+    def __init__(self, log: Any, limited: RateLimitedLog) -> None:
+        self._log = log
+        self._limited = limited
+
+    def warn(self, format: str, **kw: Any) -> None:
+        self._limited.warn(format, **kw)
+
+    error = critical = warn
+
+    def info(self, format: str, **kw: Any) -> None:
+        self._log.debug(format, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
 class StreamProtocol(WebSocketServerProtocol):
     """
     The server side of a streaming WebSocket: it sends, and ignores what
@@ -595,6 +673,18 @@ class StreamProtocol(WebSocketServerProtocol):
 
     opening: _Opening | None = None
     stream: _WebSocketStream | None = None
+
+    def failHandshake(
+        self, reason: str, code: int = 400, responseHeaders: Any = None
+    ) -> None:
+        """
+        Refuse a malformed (or disallowed) opening handshake as Autobahn
+        does, and count it under C{websocket-handshake} in the site's
+        C{rejected}.
+        """
+        if self.opening is not None:
+            countRejected(self.opening.request, WEBSOCKET_HANDSHAKE)
+        super().failHandshake(reason, code, responseHeaders)
 
     def onOpen(self) -> None:
         opening = self.opening
@@ -606,6 +696,17 @@ class StreamProtocol(WebSocketServerProtocol):
         # request it tells the stream when the socket is full.
         opening.request.registerProducer(self.stream, True)
         self.stream.begin(opening.since)
+
+    def onPing(self, payload: bytes) -> None:
+        """
+        Answer a ping with a pong only as fast as the client reads (see
+        L{_WebSocketStream.pinged}): Autobahn would write every pong to the
+        transport, which buffers them without a bound.
+        """
+        if self.stream is None:
+            super().onPing(payload)
+        else:
+            self.stream.pinged(payload)
 
     def onMessageFrameData(self, payload: bytes) -> None:
         """
@@ -634,6 +735,7 @@ class _OneConnection:
     def buildProtocol(self, addr: Any) -> StreamProtocol:
         protocol = cast(StreamProtocol, self.factory.buildProtocol(addr))
         protocol.opening = self.opening
+        protocol.log = self.opening.manager.protocolLog
         return protocol
 
 
@@ -711,6 +813,10 @@ class StreamManager:
             NDJSON: _NDJSON_FORMAT,
         }
         self._lastFrame: tuple[_Format | None, Datum | None, bytes] = (None, None, b"")
+        #: The log of every WebSocket protocol: bounded, see L{_BoundedLog}.
+        self.protocolLog = _BoundedLog(
+            StreamProtocol.log, RateLimitedLog(Logger(namespace=_WEBSOCKET_LOG), clock)
+        )
         self.webSocketFactory = WebSocketServerFactory(server="Artcast", reactor=clock)
         self.webSocketFactory.protocol = StreamProtocol
         # Autobahn's own timeouts (the closing handshake) run on our clock,

@@ -208,6 +208,10 @@ class Options(usage.Options):
         ["workers", None, 0,
          "Serve HTTP from this many worker processes sharing the port "
          "(0: serve in this process).", int],
+        # Issue 9, streams and publishing: bearer-token guessing.
+        ["publish-auth-failures", None, 10,
+         "Unknown bearer tokens a client address may present per minute; "
+         "past it, 429 with Retry-After without a check.", positiveInt],
     ]
 
     def opt_source_key_file(self, path: str) -> None:
@@ -363,9 +367,12 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         )
         sender.setServiceParent(top)
         handler.ownSources.add(sender.src)
+        from artcast.publish import AuthThrottle
+
         publisher = HTTPPublisher(
             store, reactor, options["publish-tokens"], sender,
             options["max-value-size"], stats,
+            throttle=AuthThrottle(reactor, options["publish-auth-failures"]),
         )
     web = ArtcastApp(
         store,

@@ -10,7 +10,9 @@ asks for.
 from __future__ import annotations
 
 import codecs
+import os
 import re
+import stat
 from typing import Any, Callable, cast
 from urllib.parse import quote, unquote_to_bytes
 
@@ -26,7 +28,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from artcast import negotiate, pages
 from artcast.connections import ArtcastRequest, ConnectionLimiter
@@ -116,6 +118,35 @@ def licenseLink(meta: dict[str, Any] | None) -> bytes | None:
     return link.encode("utf-8")
 
 
+def readTemplate(folder: FilePath[str], key: str) -> bytes | None:
+    """
+    The content of a key's template, C{<folder>/<key>.html}, or L{None}
+    when there is none.
+
+    Only a regular file reached through real folders is a template: if the
+    file, or any folder below C{folder} on its way, is a symbolic link, the
+    key has no template, wherever the link points (even inside C{folder}).
+    The file itself is opened with C{O_NOFOLLOW}, so a link put in its place
+    after the check is not followed either.  C{folder} itself may be a link.
+
+    @raise InsecurePath: if a level of the key would leave the folder.
+    """
+    template = folder.descendant((key + ".html").split("/"))
+    step = folder
+    for segment in template.segmentsFrom(folder)[:-1]:
+        step = step.child(segment)
+        if step.islink() or not step.isdir():
+            return None
+    try:
+        fd = os.open(template.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as opened:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return opened.read()
+
+
 class ArtcastResource(KleinResource):
     """
     Klein's resource, but a path that is not UTF-8 or holds control
@@ -134,21 +165,28 @@ class ArtcastResource(KleinResource):
         self.application = application
 
     def render(self, request: IRequest) -> Any:
+        postpath = request.postpath or []
         try:
-            path = b"/".join(request.postpath).decode("utf-8")
+            path = b"/".join(postpath).decode("utf-8")
         except UnicodeDecodeError:
-            problem = b"The path is not UTF-8.\n"
+            code, problem = 400, b"The path is not UTF-8.\n"
         else:
-            if not _CONTROL.search(path):
+            if _CONTROL.search(path):
+                code, problem = 400, b"The path holds control characters.\n"
+            elif postpath and b"/" in postpath[0]:
+                # /artcasts%2Fk is not /artcasts/k: Klein would route the
+                # segments joined again, as if the %2F were a /.
+                code, problem = 404, b"No such resource.\n"
+            else:
                 if (
                     self.application is not None
                     and request.method in _POLL_METHODS
-                    and path.startswith(_POLL_PATH)
+                    and len(postpath) > 1
+                    and postpath[0] == _POLL_SEGMENT
                 ):
                     return self._poll(cast(Request, request), self.application)
                 return super().render(request)
-            problem = b"The path holds control characters.\n"
-        request.setResponseCode(400)
+        request.setResponseCode(code)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"Content-Length", b"%d" % (len(problem),))
         return problem
@@ -309,10 +347,10 @@ class LongPoll(Waiter):
 _PREBUILT = "prebuilt"
 _CACHED_ANSWERS = 16
 
-#: The methods of a long poll, and the path its key follows: the requests
-#: L{ArtcastResource} dispatches itself.
+#: The methods of a long poll, and the (percent-decoded) first path segment
+#: its key follows: the requests L{ArtcastResource} dispatches itself.
 _POLL_METHODS = frozenset((b"GET", b"HEAD"))
-_POLL_PATH = "artcasts/"
+_POLL_SEGMENT = b"artcasts"
 
 
 def _representation(datum: Datum, contentType: str) -> tuple[bytes, bytes]:
@@ -447,14 +485,26 @@ class ArtcastApp:
         The key named by the request's path, percent-decoded and validated
         (once per path: a busy key's polls all name the same one).
 
+        The path is split at each C{/} into segments, and each segment
+        percent-decoded, as Twisted does (C{request.postpath}): the first
+        must be C{artcasts} (also spelt C{%61rtcasts}), and the key is the
+        other segments joined with C{/}.  A C{%2F} in a key segment is a
+        C{/}, the level separator (a level cannot hold one): C{a%2Fb} and
+        C{a/b} name the same key.
+
         @raise BadRequest: if it is not a valid key or pattern.
+        @raise NotFound: if the path is not C{/artcasts/<key>}.
         """
         path = request.path
         key = self._keys.get(path)
         if key is not None:
             return key
+        # As Twisted splits it into request.postpath.
+        first, _, rest = path[1:].partition(b"/")
+        if unquote_to_bytes(first) != _POLL_SEGMENT:
+            raise NotFound()
         try:
-            key = unquote_to_bytes(path[len(PREFIX):]).decode("utf-8")
+            key = unquote_to_bytes(rest).decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("The key is not UTF-8.")
         try:
@@ -754,6 +804,8 @@ class ArtcastApp:
             found = self._since(request, key)
         except (BadRequest, BadStart) as error:
             return self._error(request, 400, str(error))
+        except NotFound:
+            return self._error(request, 404, "No such resource.")
         if found is not None and found.datum is not None:
             return answer(request, found.datum, chosen, found.gap)
         return LongPoll(
@@ -782,7 +834,11 @@ class ArtcastApp:
         except Refused as refusal:
             for name, value in refusal.headers:
                 request.setHeader(name, value)
-            return self._error(request, refusal.code, refusal.message)
+            body = self._error(request, refusal.code, refusal.message)
+            if refusal.code == 429:
+                # Twisted knows no reason phrase for it.
+                request.setResponseCode(429, b"Too Many Requests")
+            return body
         self._common(request)
         request.setHeader(b"Artcast-Key", headerKey(datum.key))
         request.setHeader(b"Artcast-Id", datum.id.encode("ascii"))
@@ -801,14 +857,28 @@ class ArtcastApp:
         peer = request.getClientAddress()
         return self.statsNetworks.allows(getattr(peer, "host", ""))
 
+    def _statsError(self, request: IRequest, code: int, message: str) -> bytes:
+        """
+        An error answer of C{/stats}, C{/stats.json} or C{/metrics}: for
+        operators only, so without CORS headers (see L{statsHTML}).
+        """
+        return self._body(
+            request, message.encode("utf-8") + b"\n", b"text/plain; charset=utf-8", code
+        )
+
     @app.route("/stats", methods=["GET", "HEAD"])
     def statsHTML(self, request: IRequest) -> bytes:
+        """
+        C{/stats}, C{/stats.json} and C{/metrics} are for operators: they
+        carry no C{Access-Control-Allow-Origin}, so a web page (from any
+        origin but the server's own) cannot read them through the browser
+        of someone inside the allowed networks.
+        """
         if not self._statsAllowed(request):
-            return self._error(request, 403, "Statistics are not shown to your network.")
+            return self._statsError(request, 403, "Statistics are not shown to your network.")
         chosen = negotiate.negotiate(request.getHeader(b"Accept"), LIST_TYPES)
         if chosen is None:
-            return self._error(request, 406, "Only JSON and HTML are offered.")
-        self._common(request)
+            return self._statsError(request, 406, "Only JSON and HTML are offered.")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"Vary", b"Accept")
         if chosen == negotiate.HTML:
@@ -820,15 +890,14 @@ class ArtcastApp:
     @app.route("/stats.json", methods=["GET", "HEAD"])
     def statsJSON(self, request: IRequest) -> bytes:
         if not self._statsAllowed(request):
-            return self._error(request, 403, "Statistics are not shown to your network.")
-        self._common(request)
+            return self._statsError(request, 403, "Statistics are not shown to your network.")
         request.setHeader(b"Cache-Control", b"no-store")
         return self._body(request, encodeJSON(self.statistics()), b"application/json")
 
     @app.route("/metrics", methods=["GET", "HEAD"])
     def metrics(self, request: IRequest) -> bytes:
         if not self._statsAllowed(request):
-            return self._error(request, 403, "Metrics are not shown to your network.")
+            return self._statsError(request, 403, "Metrics are not shown to your network.")
         return self._body(
             request,
             metricsText(self.statistics),
@@ -875,15 +944,11 @@ class ArtcastApp:
         request.setHeader(b"Vary", b"Accept")
         if self.templates is not None:
             try:
-                template = self.templates.descendant(
-                    (key + ".html").split("/")
-                )
+                template = readTemplate(self.templates, key)
             except InsecurePath:
                 return self._error(request, 400, "That key has no page.")
-            if template.isfile():
-                return self._body(
-                    request, template.getContent(), b"text/html; charset=utf-8"
-                )
+            if template is not None:
+                return self._body(request, template, b"text/html; charset=utf-8")
         return self._body(request, pages.livePage(key), b"text/html; charset=utf-8")
 
     @app.handle_errors(BadRequest)
