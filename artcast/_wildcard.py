@@ -16,8 +16,9 @@ A key is a sequence of levels separated by C{/}.  In a pattern:
 
 A pattern without wildcards matches only the identical key.
 
-A wildcard pattern has at most L{MAX_PATTERN_LEVELS} levels (its C{...}
-counted); L{validatePattern} refuses deeper ones.
+A wildcard pattern from a request has at most L{MAX_PATTERN_LEVELS} levels
+(its C{...} counted): L{validatePattern} refuses deeper ones.  The index
+itself takes patterns of any depth.
 
 L{PatternIndex} holds items (waiters) under patterns so that, for a datum's
 key, it finds every matching item without looking at unrelated ones: exact
@@ -26,7 +27,7 @@ chains of single children are merged into one node (a radix trie).  So the
 trie has at most two nodes per pattern held, whatever the patterns' depth;
 a node holds only its own levels, never the whole pattern, so what a pattern
 costs grows linearly with its length; and matching a key visits each node at
-most once, at a constant cost per node.
+most once, checking all of the node's levels in one step.
 """
 
 from __future__ import annotations

@@ -187,12 +187,14 @@ class PatternServerTests(TestCase):
     @inlineCallbacks
     def hangUp(self) -> Any:
         """
-        Close every poll still open, and wait until each is closed.
+        Close every poll still open, and wait until each connected one is
+        closed.
         """
-        for poll in self.polls:
-            if poll.transport is not None and not poll.done.called:
+        connected = [poll for poll in self.polls if poll.transport is not None]
+        for poll in connected:
+            if not poll.done.called:
                 poll.transport.loseConnection()
-        yield gatherResults([poll.done for poll in self.polls])
+        yield gatherResults([poll.done for poll in connected])
 
     @inlineCallbacks
     def openPolls(self, proc: ArtcastProcess, paths: list[str]) -> Any:
