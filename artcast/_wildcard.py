@@ -403,9 +403,14 @@ class PatternIndex(Generic[T]):
             return
         levels = key.split("/")
         count = len(levels)
-        stack = [(root, "")]
+        stack = [root]
+        # The names of the nodes on the stack, only if they are wanted.
+        names: list[str] | None = [""] if named else None
+        name = ""
         while stack:
-            node, name = stack.pop()
+            node = stack.pop()
+            if names is not None:
+                name = names.pop()
             depth = node.depth
             if depth == count:
                 if node.items:
@@ -418,17 +423,17 @@ class PatternIndex(Generic[T]):
             if children is None:
                 continue
             level = levels[depth]
-            following = children.get(level)
-            star = children.get(STAR) if level != STAR else None
-            for child in (following, star):
+            for child in (
+                children.get(level), children.get(STAR) if level != STAR else None
+            ):
                 if child is None or child.depth > count:
                     continue
                 getter = child.getter
                 if getter is not None and getter(levels) != child.wanted:
                     continue
-                stack.append(
-                    (child, _childName(name, child, node, root) if named else "")
-                )
+                stack.append(child)
+                if names is not None:
+                    names.append(_childName(name, child, node, root))
 
     def match(self, key: str) -> list[T]:
         """
