@@ -31,6 +31,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import HTTPException, NotFound
 
 from artcast import negotiate, pages
+from artcast._wildcard import validatePattern
 from artcast.connections import ArtcastRequest, ConnectionLimiter
 from artcast.keystore import Datum, Found, KeyStore, Waiter, encodeJSON
 from artcast.multicast import Stats
@@ -509,6 +510,7 @@ class ArtcastApp:
             raise BadRequest("The key is not UTF-8.")
         try:
             validateKey(key, allowWildcards=True)
+            validatePattern(key)
         except BadKey as error:
             raise BadRequest(str(error))
         if len(self._keys) >= _CACHED:

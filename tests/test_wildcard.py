@@ -5,6 +5,8 @@ Tests for L{artcast._wildcard}.
 
 from __future__ import annotations
 
+import tracemalloc
+from collections import Counter
 from typing import Any
 
 from hypothesis import given, settings
@@ -12,7 +14,15 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from artcast._wildcard import PatternIndex, _Node, isPattern, matches
+from artcast._wildcard import (
+    MAX_PATTERN_LEVELS,
+    PatternIndex,
+    _Node,
+    isPattern,
+    matches,
+    validatePattern,
+)
+from artcast.wire import BadKey, validateKey
 
 FUZZ = settings(max_examples=200, deadline=None)
 
@@ -112,8 +122,27 @@ def trieNodes(index: PatternIndex[Any]) -> list[_Node[Any]]:
     """
     nodes = [index._root]
     for node in nodes:
-        nodes.extend(node.children.values())
+        if node.children is not None:
+            nodes.extend(node.children.values())
     return nodes
+
+
+def nodeNames(index: PatternIndex[Any]) -> list[str]:
+    """
+    The pattern prefix each node of an index's trie stands for (C{""} for
+    the root), sorted.
+    """
+    names = []
+    stack: list[tuple[_Node[Any], tuple[str, ...]]] = [(index._root, ())]
+    while stack:
+        node, levels = stack.pop()
+        names.append("/".join(levels))
+        if node.children is not None:
+            for first, child in node.children.items():
+                assert child.edge[0] == first
+                assert child.depth == len(levels) + len(child.edge)
+                stack.append((child, levels + child.edge))
+    return sorted(names)
 
 
 def assertEmpty(testCase: SynchronousTestCase, index: PatternIndex[Any]) -> None:
@@ -136,6 +165,60 @@ class NoScan(dict):  # type: ignore[type-arg]
         raise AssertionError("scanned the children of a trie node")
 
     __iter__ = keys = values = items = _scan
+
+
+class CountingGets(dict):  # type: ignore[type-arg]
+    """
+    A L{dict} that counts how often a child is looked up in it, in a list
+    shared by every node of a trie.
+    """
+
+    def __init__(self, contents: dict[str, Any], counter: list[int]) -> None:
+        super().__init__(contents)
+        self.counter = counter
+
+    def get(self, *args: Any) -> Any:
+        self.counter[0] += 1
+        return super().get(*args)
+
+
+def lookups(index: PatternIndex[Any], key: str) -> int:
+    """
+    How many child lookups matching a key costs: a walk that visits a node
+    looks up at most two of its children (the key's level and C{*}).
+    """
+    counter = [0]
+    for node in trieNodes(index):
+        if node.children is not None:
+            node.children = CountingGets(node.children, counter)
+    index.match(key)
+    return counter[0]
+
+
+def wildcardPatterns(patterns: list[str]) -> set[str]:
+    """
+    The distinct patterns among C{patterns} that hold a wildcard.
+    """
+    return {pattern for pattern in patterns if isPattern(pattern)}
+
+
+def assertShape(testCase: SynchronousTestCase, index: PatternIndex[Any]) -> None:
+    """
+    Assert that an index's trie has the shape that bounds its size and its
+    work: no empty container kept, every node but the root holding entries
+    or two children at least, so at most two nodes per wildcard pattern.
+    """
+    nodes = trieNodes(index)
+    held = 0
+    for node in nodes:
+        for container in (node.children, node.items, node.rest):
+            testCase.assertTrue(container is None or len(container) > 0)
+        held += (node.items is not None) + (node.rest is not None)
+        if node is not index._root:
+            testCase.assertTrue(
+                node.items or node.rest or len(node.children or ()) >= 2
+            )
+    testCase.assertLessEqual(len(nodes), 2 * held + 1)
 
 
 class PatternIndexTests(SynchronousTestCase):
@@ -279,32 +362,54 @@ class PatternIndexTests(SynchronousTestCase):
         index.remove("test/tick", "y")
         self.assertEqual(len(index), 2)
         self.assertEqual(index.match("test/tick"), ["x", "x"])
-        self.assertEqual(len(trieNodes(index)), 3)
+        self.assertEqual(nodeNames(index), ["", "test/*"])
 
     def test_pruned(self) -> None:
         """
         Removing the last entry under a pattern drops the nodes left empty,
-        and only those.
+        and merges a node left with no entries and one child into that
+        child.
         """
         index: PatternIndex[str] = PatternIndex()
         index.add("a/b/*/d", "deep")
         index.add("a/b/...", "rest")
         index.add("a/*", "star")
         index.add("a/b/c", "exact")
-        self.assertEqual(
-            sorted(node.path for node in trieNodes(index)),
-            ["", "a", "a/*", "a/b", "a/b/*", "a/b/*/d"],
-        )
+        self.assertEqual(nodeNames(index), ["", "a", "a/*", "a/b", "a/b/*/d"])
         index.remove("a/b/*/d", "deep")
-        # root, a, a/*, a/b remain: a/b still holds "a/b/...".
-        self.assertEqual(
-            sorted(node.path for node in trieNodes(index)), ["", "a", "a/*", "a/b"]
-        )
+        # a/b still holds "a/b/...".
+        self.assertEqual(nodeNames(index), ["", "a", "a/*", "a/b"])
         index.remove("a/b/...", "rest")
-        self.assertEqual(sorted(node.path for node in trieNodes(index)), ["", "a", "a/*"])
+        # "a" is left with one child: the two become one node.
+        self.assertEqual(nodeNames(index), ["", "a/*"])
         index.remove("a/*", "star")
         index.remove("a/b/c", "exact")
         assertEmpty(self, index)
+
+    def test_split(self) -> None:
+        """
+        A pattern that leaves a node's levels part way splits the node in
+        two, and both patterns are still found.
+        """
+        index: PatternIndex[str] = PatternIndex()
+        index.add("a/*/c/d/*", "long")
+        self.assertEqual(nodeNames(index), ["", "a/*/c/d/*"])
+        index.add("a/*/c", "prefix")
+        self.assertEqual(nodeNames(index), ["", "a/*/c", "a/*/c/d/*"])
+        index.add("a/*/x/...", "branch")
+        self.assertEqual(
+            nodeNames(index), ["", "a/*", "a/*/c", "a/*/c/d/*", "a/*/x"]
+        )
+        self.assertEqual(index.match("a/b/c/d/e"), ["long"])
+        self.assertEqual(index.match("a/b/c"), ["prefix"])
+        self.assertEqual(index.match("a/b/x/y"), ["branch"])
+        self.assertEqual(index.match("a/b/c/x/e"), [])
+        self.assertEqual(index.match("a/b/c/d"), [])
+        index.remove("a/*/c", "prefix")
+        self.assertEqual(nodeNames(index), ["", "a/*", "a/*/c/d/*", "a/*/x"])
+        index.remove("a/*/x/...", "branch")
+        self.assertEqual(nodeNames(index), ["", "a/*/c/d/*"])
+        self.assertEqual(index.match("a/b/c/d/e"), ["long"])
 
     def test_matchReturnsCopy(self) -> None:
         """
@@ -349,7 +454,8 @@ class PatternIndexTests(SynchronousTestCase):
         index.add("test/*", 1000)
         index.add("*/tick", 1001)
         for node in trieNodes(index):
-            node.children = NoScan(node.children)
+            if node.children is not None:
+                node.children = NoScan(node.children)
         self.assertEqual(index.match("test/tick"), [1000, 1001])
         self.assertEqual(index.match("test/other5/x/y"), [5])
         index.remove("test/*", 1000)
@@ -375,14 +481,15 @@ KEY_LEVELS = st.sampled_from(["a", "b", "c", "*", "...", ""])
 
 def keys(levels: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     """
-    C{/}-joined keys of one to five levels.
+    C{/}-joined keys of one to eight levels.
     """
-    return st.lists(levels, min_size=1, max_size=5).map("/".join)
+    return st.lists(levels, min_size=1, max_size=8).map("/".join)
 
 
 class PatternIndexFuzzTests(SynchronousTestCase):
     """
-    Property tests: L{PatternIndex} agrees with L{matches}.
+    Property tests: L{PatternIndex} agrees with L{matches}, and its trie
+    keeps the shape that bounds its size and its work.
     """
 
     @FUZZ
@@ -390,11 +497,14 @@ class PatternIndexFuzzTests(SynchronousTestCase):
     def test_agreesWithMatches(self, patterns: list[str], probes: list[str]) -> None:
         """
         For any patterns and keys, the index finds, in insertion order, the
-        items of exactly the patterns that L{matches} says match.
+        items of exactly the patterns that L{matches} says match, and names
+        each pattern as it was added.
         """
         index: PatternIndex[int] = PatternIndex()
         for number, pattern in enumerate(patterns):
             index.add(pattern, number)
+        assertShape(self, index)
+        self.assertEqual(index.counts(), dict(Counter(patterns)))
         for key in probes + patterns:
             self.assertEqual(
                 index.match(key),
@@ -408,6 +518,21 @@ class PatternIndexFuzzTests(SynchronousTestCase):
             )
 
     @FUZZ
+    @given(st.lists(keys(LEVELS), max_size=20), st.lists(keys(KEY_LEVELS), max_size=10))
+    def test_workBounded(self, patterns: list[str], probes: list[str]) -> None:
+        """
+        For any patterns and key, matching looks up at most four children
+        per wildcard pattern held (two nodes each, two lookups per node),
+        however the patterns share or do not share their levels.
+        """
+        index: PatternIndex[int] = PatternIndex()
+        for number, pattern in enumerate(patterns):
+            index.add(pattern, number)
+        bound = 2 * (2 * len(wildcardPatterns(patterns)) + 1)
+        for key in probes + patterns:
+            self.assertLessEqual(lookups(index, key), bound, key)
+
+    @FUZZ
     @given(
         st.lists(
             st.tuples(st.booleans(), keys(LEVELS), st.integers(0, 3)), max_size=40
@@ -419,8 +544,8 @@ class PatternIndexFuzzTests(SynchronousTestCase):
     ) -> None:
         """
         Any sequence of adds and removes keeps the index in step with a
-        plain set of entries, and removing every entry leaves no entry and
-        no node behind.
+        plain set of entries and its trie in shape, and removing every entry
+        leaves no entry and no node behind.
         """
         index: PatternIndex[int] = PatternIndex()
         model: dict[tuple[str, int], None] = {}
@@ -432,6 +557,10 @@ class PatternIndexFuzzTests(SynchronousTestCase):
                 index.remove(pattern, item)
                 model.pop((pattern, item), None)
             self.assertEqual(len(index), len(model))
+            assertShape(self, index)
+        self.assertEqual(
+            index.counts(), dict(Counter(pattern for pattern, _ in model))
+        )
         for key in probes:
             self.assertEqual(
                 index.match(key),
@@ -440,6 +569,152 @@ class PatternIndexFuzzTests(SynchronousTestCase):
         for pattern, item in list(model):
             index.remove(pattern, item)
         assertEmpty(self, index)
+
+
+def binaryPatterns(count: int, levels: int, last: str = "z") -> list[str]:
+    """
+    The patterns of finding 8 of issue 9: C{count} patterns of C{levels}
+    levels whose first levels spell each number below C{count} in binary
+    (C{a} for 1, C{*} for 0), then C{*} up to the last level, C{last}.  A
+    key C{a/a/.../a} one level longer matches every prefix of every one of
+    them, but none of them whole.
+    """
+    bits = max(1, (count - 1).bit_length())
+    return [
+        "/".join(
+            ["a" if number >> bit & 1 else "*" for bit in range(bits)]
+            + ["*"] * (levels - bits - 1)
+            + [last]
+        )
+        for number in range(count)
+    ]
+
+
+def heldBytes(patterns: list[str]) -> float:
+    """
+    The bytes an index holds, as tracemalloc counts them, per pattern added
+    (the pattern strings themselves made beforehand, as a request makes
+    them).
+    """
+    wasTracing = tracemalloc.is_tracing()
+    if not wasTracing:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        index: PatternIndex[int] = PatternIndex()
+        for number, pattern in enumerate(patterns):
+            index.add(pattern, number)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        if not wasTracing:
+            tracemalloc.stop()
+    del index
+    return held / len(patterns)
+
+
+class PatternIndexBoundsTests(SynchronousTestCase):
+    """
+    What a stranger's patterns can make the index hold and do (findings 6
+    and 8 of issue 9), counted rather than timed.
+    """
+
+    def test_binaryPrefixWork(self) -> None:
+        """
+        A deep key behind patterns that share every prefix with it costs at
+        most four child lookups per pattern held, whatever the depth: not
+        one per pattern and level.
+        """
+        for levels in (32, 126):
+            patterns = binaryPatterns(256, levels)
+            index: PatternIndex[int] = PatternIndex()
+            for number, pattern in enumerate(patterns):
+                index.add(pattern, number)
+            assertShape(self, index)
+            missing = "/".join(["a"] * levels)
+            matching = "/".join(["a"] * (levels - 1) + ["z"])
+            for key in (missing, matching):
+                self.assertLessEqual(
+                    lookups(index, key), 2 * (2 * len(patterns) + 1), key
+                )
+            self.assertEqual(index.match(missing), [])
+            self.assertEqual(index.match(matching), list(range(len(patterns))))
+
+    def test_visitsOnlyWhatCanMatch(self) -> None:
+        """
+        Patterns of other first levels cost a key nothing: the walk does not
+        go below a level that differs.
+        """
+        index: PatternIndex[int] = PatternIndex()
+        for number, pattern in enumerate(binaryPatterns(256, 126)):
+            index.add("other/" + pattern, number)
+        index.add("a/*", 1000)
+        self.assertLessEqual(lookups(index, "a/b"), 4)
+        self.assertEqual(index.match("a/b"), [1000])
+
+    def test_deepPatternBytes(self) -> None:
+        """
+        What a held pattern costs grows linearly with its length: 2,000
+        distinct 126-level patterns hold well under 32 bytes per character
+        each (they held about 94 KB each when every node kept its whole
+        prefix).
+        """
+        patterns = ["/".join([f"p{number}"] + ["*"] * 125) for number in range(2000)]
+        perPattern = heldBytes(patterns)
+        self.assertLess(perPattern, 32 * len(patterns[-1]) + 1024)
+
+    def test_bytesLinear(self) -> None:
+        """
+        Doubling the depth of held patterns at most about doubles what each
+        one costs, whatever mix of literal and C{*} levels they hold.
+        """
+        def shape(number: int, levels: int) -> str:
+            return "/".join(
+                [f"p{number}"] + ["*" if level % 3 else "lit" for level in range(levels - 1)]
+            )
+
+        shallow = heldBytes([shape(number, 32) for number in range(500)])
+        deep = heldBytes([shape(number, 64) for number in range(500)])
+        self.assertLess(deep, 2.2 * shallow)
+
+
+class ValidatePatternTests(SynchronousTestCase):
+    """
+    Tests for L{validatePattern}: the depth bound on wildcard patterns from
+    requests.
+    """
+
+    def test_deepPatternRefused(self) -> None:
+        """
+        A pattern of more than L{MAX_PATTERN_LEVELS} levels is refused with a
+        one-line message that says the bound.
+        """
+        for pattern in [
+            "/".join(["a"] * MAX_PATTERN_LEVELS + ["*"]),
+            "/".join(["*"] * (MAX_PATTERN_LEVELS + 1)),
+            "/".join(["a"] * MAX_PATTERN_LEVELS + ["..."]),
+            "/".join(["a"] * 126 + ["..."]),
+        ]:
+            validateKey(pattern, allowWildcards=True)
+            with self.assertRaises(BadKey) as caught:
+                validatePattern(pattern)
+            message = str(caught.exception)
+            self.assertNotIn("\n", message)
+            self.assertIn(f"at most {MAX_PATTERN_LEVELS} levels", message)
+            self.assertIn(str(pattern.count("/") + 1), message)
+
+    def test_boundAllowed(self) -> None:
+        """
+        A pattern of exactly L{MAX_PATTERN_LEVELS} levels, and a key without
+        wildcards of any depth the key rules allow, pass unchanged.
+        """
+        for key in [
+            "/".join(["*"] * MAX_PATTERN_LEVELS),
+            "/".join(["a"] * (MAX_PATTERN_LEVELS - 1) + ["..."]),
+            "/".join(["a"] * 128),
+            "a/.../b/" + "/".join(["c"] * 100),
+            "test/*",
+        ]:
+            self.assertIs(validatePattern(key), key)
 
 
 class CountsTests(SynchronousTestCase):
