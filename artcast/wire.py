@@ -1045,21 +1045,22 @@ class Reassembler:
 
         @return: whether C{newcomer} is still in progress.
         """
-        source, sender = newcomer.stamp.source, newcomer.sender
-        pending = list(self._pending.values())
-        ofSource = [partial for partial in pending if partial.stamp.source == source]
-        if len(ofSource) > self._maxPerSource:
-            self._evict(ofSource[0])
-        ofSender = [partial for partial in self._pending.values() if partial.sender == sender]
-        if len(ofSender) > self._maxPerAddress:
-            self._evict(self._victim(newcomer, ofSender, byBytes=False))
-        while newcomer in self._pending.values() and (
+        stamp = newcomer.stamp
+        ident = (stamp.source, stamp.boot, stamp.seq)
+        if len(self._pending) > self._maxPerSource:
+            ofSource = [p for p in self._pending.values() if p.stamp.source == stamp.source]
+            if len(ofSource) > self._maxPerSource:
+                self._evict(ofSource[0])
+        if len(self._pending) > self._maxPerAddress:
+            ofSender = [p for p in self._pending.values() if p.sender == newcomer.sender]
+            if len(ofSender) > self._maxPerAddress:
+                self._evict(self._victim(newcomer, ofSender, byBytes=False))
+        while ident in self._pending and (
             len(self._pending) > self._maxPending or self._bytes > self._maxBytes
         ):
             byBytes = len(self._pending) <= self._maxPending
             self._evict(self._victim(newcomer, list(self._pending.values()), byBytes))
-        stamp = newcomer.stamp
-        return (stamp.source, stamp.boot, stamp.seq) in self._pending
+        return ident in self._pending
 
     def feed(self, fragment: Fragment, sender: str = "") -> DataMessage | None:
         """

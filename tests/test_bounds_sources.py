@@ -381,6 +381,15 @@ class FragmentTests(SynchronousTestCase):
         self.assertEqual(self.deliver(handler, sources=70, address=STRANGER), 10)
         self.assertLessEqual(handler.reassembler.pending, 16)
 
+    def test_sameAddressManySources(self) -> None:
+        """
+        A flood from the real source's own address under 70 source names
+        cannot evict the value in progress: on a tie the newcomer is refused.
+        """
+        handler = DatagramHandler(self.store, self.clock)
+        self.assertEqual(self.deliver(handler, sources=70), 10)
+        self.assertEqual(handler.stats.dropped["fragments-evicted"], 10 * (70 - 15))
+
     def test_capturedSigned(self) -> None:
         """
         With signatures, captured hour-old signed fragments are dropped as
