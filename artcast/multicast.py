@@ -46,7 +46,9 @@ class Stats:
     Counters of what arrived and what was dropped, for C{/stats}.
 
     @ivar dropped: datagrams dropped, by reason.
-    @ivar sources: what the source tracker said of stamped datums, by verdict.
+    @ivar sources: what the source tracker said of stamped datums, by verdict
+        (C{"reset"} among them), and C{"forgotten"}: sources it forgot to
+        stay within its bound.
     """
 
     def __init__(self) -> None:

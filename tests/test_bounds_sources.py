@@ -104,7 +104,8 @@ class DuplicateMemberTests(SynchronousTestCase):
                       around: list[Any]) -> None:
         """
         An object with a duplicated member, at any depth of a version 1 or 2
-        datum, a registration or an HTTP publish body, is refused as
+        datum, a registration, a value put together from fragments or an
+        HTTP publish body, is refused as
         C{duplicate-member} (a lenient parser would keep the last one).
         """
         name = data.draw(st.sampled_from(sorted(obj)))
@@ -124,6 +125,9 @@ class DuplicateMemberTests(SynchronousTestCase):
         refused = self.assertRaises(Refused, readValue, b"application/json",
                                     value.encode(), 100_000)
         self.assertEqual(refused.code, 400)
+        whole = Fragment("k", Stamp("s", 1, 1, 0.0), 0, 1, value)
+        caught = self.assertRaises(BadDatagram, Reassembler(Clock()).feed, whole)
+        self.assertEqual(caught.reason, "duplicate-member")
 
     @settings(max_examples=150, deadline=None)
     @given(jsonValues)
