@@ -20,6 +20,8 @@ from twisted.python.failure import Failure
 
 from artcast.keystore import KeyStore
 from artcast.wire import (
+    FRAGMENT_MEMORY,
+    MAX_SOURCES,
     MAX_VALUE_SIZE,
     BadDatagram,
     DataMessage,
@@ -44,7 +46,9 @@ class Stats:
     Counters of what arrived and what was dropped, for C{/stats}.
 
     @ivar dropped: datagrams dropped, by reason.
-    @ivar sources: what the source tracker said of stamped datums, by verdict.
+    @ivar sources: what the source tracker said of stamped datums, by verdict
+        (C{"reset"} among them), and C{"forgotten"}: sources it forgot to
+        stay within its bound.
     """
 
     def __init__(self) -> None:
@@ -174,6 +178,10 @@ class DatagramHandler:
     @param freshness: when set, stamped datums and registrations whose C{t}
         is further than this many seconds from the clock are dropped as
         C{"stale"}.
+    @param maxSources: how many sources the L{SourceTracker} remembers
+        (forgetting one is counted in C{stats.sources["forgotten"]}).
+    @param fragmentMemory: the bytes the L{Reassembler} may hold for values
+        being put together.
     @ivar ownSources: source names of this server's own HTTP publisher
         (L{artcast.publish}); their datagrams, heard back through the
         multicast loop, are ignored (counted in C{stats.sources["own"]}):
@@ -190,6 +198,8 @@ class DatagramHandler:
         signingKeys: Sequence[bytes] = (),
         maxValueSize: int | None = None,
         freshness: float | None = None,
+        maxSources: int = MAX_SOURCES,
+        fragmentMemory: int = FRAGMENT_MEMORY,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -197,9 +207,20 @@ class DatagramHandler:
         self.signingKeys = tuple(signingKeys)
         self.maxValueSize = maxValueSize
         self.reassembler = Reassembler(
-            clock, maxValueSize=MAX_VALUE_SIZE if maxValueSize is None else maxValueSize
+            clock,
+            maxValueSize=MAX_VALUE_SIZE if maxValueSize is None else maxValueSize,
+            maxBytes=fragmentMemory,
+            onDrop=self.stats.drop,
         )
-        self.tracker = SourceTracker(clock, window=freshness or None)
+        # With signatures but no window, a copied datagram could reset a
+        # source (SourceTracker's docstring): no resets then.
+        self.tracker = SourceTracker(
+            clock,
+            maxSources=maxSources,
+            window=freshness or None,
+            reset=bool(freshness) or not self.signingKeys,
+            onForget=self._forgot,
+        )
         self.freshness = freshness
         self.ownSources: set[str] = set()
         self._badLog = RateLimitedLog(self.log, clock)
@@ -232,7 +253,14 @@ class DatagramHandler:
                 self.stats.sources["own"] += 1
                 return
             if isinstance(message, Fragment):
-                whole = self.reassembler.feed(message)
+                # Judge the stamp before the fragment takes any memory: a
+                # stale or replayed fragment (a captured one, say) must not
+                # push out a value in progress.
+                refused = self.tracker.peek(message.stamp)
+                if refused is not None:
+                    self.stats.drop(refused)
+                    return
+                whole = self.reassembler.feed(message, addr[0])
                 if whole is None:
                     return
                 message = whole
@@ -242,6 +270,9 @@ class DatagramHandler:
         if message.stamp is not None and not self._fresh(message.stamp):
             return
         self._publish(message)
+
+    def _forgot(self) -> None:
+        self.stats.sources["forgotten"] += 1
 
     def _fresh(self, stamp: Stamp) -> bool:
         """
@@ -272,6 +303,7 @@ class DatagramHandler:
                 data,
                 signingKeys=self.signingKeys,
                 requireSignature=bool(self.signingKeys),
+                maxValueSize=self.maxValueSize,
             )
         except BadDatagram as error:
             self._dropped(error, addr, "register")

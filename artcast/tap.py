@@ -181,6 +181,11 @@ class Options(usage.Options):
         ["source-max-skew", None, 30.0,
          "With --source-key-file: drop datums whose send time is further "
          "than this many seconds from the server's clock (0: no check).", skew],
+        ["max-sources", None, 10_000,
+         "Version 2 sources remembered for replay and gap checks; past it the "
+         "one heard from least recently is forgotten.", positiveInt],
+        ["fragment-memory", None, 16_000_000,
+         "Bytes held at most by fragmented values being put together.", positiveInt],
         ["publish-token-file", None, None,
          "Take POST/PUT /artcasts/<key> with the bearer tokens in this file."],
         ["publish-ttl", None, 1,
@@ -352,6 +357,8 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         signingKeys=signingKeys,
         maxValueSize=options["max-value-size"],
         freshness=(options.get("source-max-skew") or None) if signingKeys else None,
+        maxSources=options["max-sources"],
+        fragmentMemory=options["fragment-memory"],
     )
     publisher = None
     if options.get("publish-tokens") is not None:

@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections import OrderedDict
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import attr
 
@@ -36,6 +36,7 @@ __all__ = [
     "MAX_PARTS",
     "MAX_SOURCE_LENGTH",
     "MAX_VALUE_SIZE",
+    "MAX_META_VALUES",
     "SIGNATURE_OVERHEAD",
     "REASONS",
     "BadDatagram",
@@ -75,6 +76,10 @@ MAX_PARTS = 64
 MAX_VALUE_SIZE = 4 * 1024 * 1024
 """The default bound on a re-assembled value's JSON text, in bytes."""
 
+MAX_META_VALUES = 1000
+"""The most JSON values (every member, element and scalar, at any depth) a
+registration's metadata may hold."""
+
 MAX_COUNTER = 2**63 - 1
 """The largest C{boot} or C{seq} (fits a signed 64-bit integer)."""
 
@@ -89,6 +94,7 @@ REASONS = (
     "unsigned",
     "bad-signature",
     "bad-fragment",
+    "duplicate-member",
 )
 """Every L{BadDatagram.reason}, for pre-creating statistics labels."""
 
@@ -316,7 +322,47 @@ def _finiteFloat(text: str) -> float:
     return number
 
 
-_DECODER = json.JSONDecoder(parse_constant=_rejectConstant, parse_float=_finiteFloat)
+class _DuplicateMember(ValueError):
+    """
+    An object names one member twice (C{docs/protocol.md} forbids it).
+
+    @ivar name: the member's name.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the member {name[:40]!r} appears twice in an object")
+        self.name = name
+
+
+def _uniqueObject(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """
+    Build a JSON object, refusing a member name given twice: a lenient
+    parser would keep the last one, so two readers of one datagram (a
+    signature checker, a relay, a server) could see different values.
+    """
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _DuplicateMember(name)
+            seen.add(name)
+    return document
+
+
+class _DuplicateMemberDatagram(BadDatagram):
+    """
+    A L{BadDatagram} C{"duplicate-member"} that names the member.
+    """
+
+    def __init__(self, member: str, message: str) -> None:
+        super().__init__("duplicate-member", message)
+        self.member = member
+
+
+_DECODER = json.JSONDecoder(
+    parse_constant=_rejectConstant, parse_float=_finiteFloat, object_pairs_hook=_uniqueObject
+)
 
 
 def _tooDeep(document: object, limit: int) -> bool:
@@ -340,15 +386,19 @@ def _tooDeep(document: object, limit: int) -> bool:
 def _loads(text: str, reason: str = "not-json") -> Any:
     """
     Parse strict JSON: no NaN or Infinity, no numbers that overflow, no
-    lone surrogates, at most L{MAX_DEPTH} levels of nesting.
+    lone surrogates, no member name twice in one object, at most
+    L{MAX_DEPTH} levels of nesting.
 
     @param reason: the L{BadDatagram.reason} for text that is not JSON.
-    @raise BadDatagram: if C{text} is not such a document.
+    @raise BadDatagram: if C{text} is not such a document; C{"duplicate-member"}
+        when an object names a member twice.
     """
     try:
         document = _DECODER.decode(text)
     except RecursionError:
         raise BadDatagram("too-deep", "JSON nested too deeply") from None
+    except _DuplicateMember as e:
+        raise _DuplicateMemberDatagram(e.name, f"not strict JSON: {e}") from None
     except ValueError as e:  # JSONDecodeError and our hooks' errors
         raise BadDatagram(reason, f"not JSON: {e}") from None
     if text.count("[") + text.count("{") > MAX_DEPTH and _tooDeep(document, MAX_DEPTH):
@@ -438,7 +488,15 @@ def _document(
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadDatagram("not-utf8", f"not UTF-8: {e}") from None
-    document = _loads(text)
+    try:
+        document = _loads(text)
+    except BadDatagram as e:
+        if signingKeys and not verified and isinstance(e, _DuplicateMemberDatagram) \
+                and e.member == "sig":
+            # A second "sig": a signature problem first.
+            raise BadDatagram("bad-signature",
+                              'the "sig" member must be the last bytes of the datagram') from None
+        raise
     if signingKeys and not verified and isinstance(document, dict) and "sig" in document:
         raise BadDatagram("bad-signature",
                           'the "sig" member must be the last bytes of the datagram')
@@ -597,8 +655,50 @@ def _checkedMeta(meta: object) -> dict[str, Any]:
     return meta
 
 
+def _tooManyValues(document: object, limit: int) -> bool:
+    """
+    Whether C{document} holds more than C{limit} JSON values, counting
+    itself, every member and element and everything inside them.
+    """
+    count = 0
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def _boundedMeta(meta: dict[str, Any], size: int, maxValueSize: int | None) -> dict[str, Any]:
+    """
+    Refuse metadata too large to hold: more than C{maxValueSize} bytes of
+    compact JSON (like a datum's value) or more than L{MAX_META_VALUES}
+    values (a few bytes of C{[{},{},...]} cost far more held than sent).
+
+    @param size: the size of the datagram that carried C{meta}.
+    @raise BadDatagram: C{"too-large"}.
+    """
+    # As in parseData: re-encoding makes a text at most ~4.5 times longer.
+    if (maxValueSize is not None and size * 5 > maxValueSize
+            and len(_dumps(meta).encode("utf-8")) > maxValueSize):
+        raise BadDatagram("too-large", f"registration metadata of "
+                          f"{len(_dumps(meta).encode('utf-8'))} bytes exceeds {maxValueSize}")
+    if size > MAX_META_VALUES and _tooManyValues(meta, MAX_META_VALUES):
+        raise BadDatagram("too-large", f"registration metadata holds more than "
+                          f"{MAX_META_VALUES} JSON values")
+    return meta
+
+
 def parseRegister(
-    data: bytes, signingKeys: Sequence[bytes] = (), requireSignature: bool = False
+    data: bytes,
+    signingKeys: Sequence[bytes] = (),
+    requireSignature: bool = False,
+    maxValueSize: int | None = None,
 ) -> RegisterMessage:
     """
     Parse a datagram from the register group.
@@ -609,6 +709,9 @@ def parseRegister(
 
     @param signingKeys: as for L{parseData}.
     @param requireSignature: as for L{parseData}.
+    @param maxValueSize: drop metadata whose compact JSON text is larger
+        than this many bytes.  Metadata holding more than
+        L{MAX_META_VALUES} JSON values is dropped whatever this is.
     @raise BadDatagram: if C{data} is not a valid registration.
     """
     document, _ = _document(data, signingKeys, requireSignature)
@@ -616,13 +719,16 @@ def parseRegister(
         if len(document) != 2:
             raise _shape(f"a version 1 registration is [key, meta], not {len(document)} elements")
         key, meta = document
-        return RegisterMessage(key=_checkedKey(key), meta=_checkedMeta(meta), stamp=None)
+        key = _checkedKey(key)
+        meta = _boundedMeta(_checkedMeta(meta), len(data), maxValueSize)
+        return RegisterMessage(key=key, meta=meta, stamp=None)
     if isinstance(document, dict):
         stamp = _stamp(document, withSeq=False)
         key = _checkedKey(document.get("key"))
         if "meta" not in document:
             raise _shape('a registration needs "meta"')
-        return RegisterMessage(key=key, meta=_checkedMeta(document["meta"]), stamp=stamp)
+        meta = _boundedMeta(_checkedMeta(document["meta"]), len(data), maxValueSize)
+        return RegisterMessage(key=key, meta=meta, stamp=stamp)
     raise _shape(f"a registration is a JSON array or object, not {_jsonType(document)}")
 
 
@@ -751,7 +857,8 @@ def encodeRegister(
     version 2 (no C{seq}) with one.
 
     @raise ValueError: (L{BadKey} among them) for a bad key or metadata that
-        L{parseRegister} would refuse, a signature asked of version 1, or a
+        L{parseRegister} would refuse (more than L{MAX_META_VALUES} values
+        among them), a signature asked of version 1, or a
         datagram larger than L{MAX_DATAGRAM}.
     """
     validateKey(key)
@@ -759,6 +866,8 @@ def encodeRegister(
         _checkedMeta(meta)
     except BadDatagram as e:
         raise ValueError(f"bad registration metadata: {e}") from None
+    if _tooManyValues(meta, MAX_META_VALUES):
+        raise ValueError(f"registration metadata holds more than {MAX_META_VALUES} JSON values")
     metaText = _valueText(meta)
     if stamp is None:
         if signingKey is not None:
@@ -773,6 +882,24 @@ def encodeRegister(
 
 # --- fragments -----------------------------------------------------------------------
 
+FRAGMENT_TIMEOUT = 5.0
+"""Seconds a value's fragments may take to arrive, from its first one."""
+
+MAX_PENDING = 64
+"""The most values being put together at once."""
+
+MAX_PENDING_PER_SOURCE = 4
+"""The most values one source (C{src}) may have being put together at once."""
+
+MAX_PENDING_PER_ADDRESS = 16
+"""The most values one sender address may have being put together at once."""
+
+FRAGMENT_MEMORY = 16_000_000
+"""The default bound on the bytes held by values being put together."""
+
+_CHUNK_OVERHEAD = 100
+"""What holding a chunk costs beyond its text, in bytes (a str and a slot)."""
+
 
 class _Clock(Protocol):
     def seconds(self) -> float: ...
@@ -784,37 +911,66 @@ class _Partial:
     stamp: Stamp
     parts: int
     started: float
+    sender: str = ""
     chunks: dict[int, str] = attr.Factory(dict)
     size: int = 0
+    cost: int = 0
+
+
+def _noDrop(reason: str) -> None:
+    pass
 
 
 class Reassembler:
     """
-    Puts fragmented values back together.
+    Puts fragmented values back together, within bounds that no sender can
+    use to push out another's value.
 
-    At most C{maxPending} values are in progress at once (when a new one
-    would exceed that, the oldest is dropped and counted in C{evicted}); a
-    value not complete C{timeout} seconds after its first fragment is
-    dropped and counted in C{expired}.  Expiry is checked on each
-    L{feed}, so no timer is needed.
+    A value not complete C{timeout} seconds after its first fragment is
+    dropped (C{"fragments-expired"}); expiry is checked on each L{feed}, so
+    no timer is needed.  The values in progress are bounded in number
+    (C{maxPending}) and in bytes held (C{maxBytes}, every chunk's UTF-8
+    text plus a fixed overhead), per source (C{maxPerSource}) and per sender
+    address (C{maxPerAddress}).  When a new fragment would go past a bound,
+    the server makes room from whoever holds the most: the oldest value of
+    the source (within the address) holding the most, counted as
+    C{"fragments-evicted"}; on a tie the newcomer is the one refused.  So a
+    flood of one-fragment sets from one source, or from one address, evicts
+    only its own sets, never a value of another source in progress.
+
+    Check a fragment's stamp (freshness, replay: L{SourceTracker.peek})
+    before feeding it, so that stale or replayed fragments take no memory.
 
     @ivar expired: values dropped because their fragments did not all come
         in time.
-    @ivar evicted: values dropped to make room for newer ones.
+    @ivar evicted: values (and newcomers) dropped to stay within the bounds.
     """
 
     def __init__(
         self,
         clock: _Clock,
-        timeout: float = 5.0,
-        maxPending: int = 64,
+        timeout: float = FRAGMENT_TIMEOUT,
+        maxPending: int = MAX_PENDING,
         maxValueSize: int = MAX_VALUE_SIZE,
+        maxBytes: int = FRAGMENT_MEMORY,
+        maxPerSource: int = MAX_PENDING_PER_SOURCE,
+        maxPerAddress: int = MAX_PENDING_PER_ADDRESS,
+        onDrop: Callable[[str], None] = _noDrop,
     ) -> None:
+        """
+        @param onDrop: called with C{"fragments-evicted"} or
+            C{"fragments-expired"} for each value dropped so (for statistics).
+        """
         self._clock = clock
         self._timeout = timeout
         self._maxPending = maxPending
         self._maxValueSize = maxValueSize
+        self._maxBytes = maxBytes
+        self._maxPerSource = maxPerSource
+        self._maxPerAddress = maxPerAddress
+        self._onDrop = onDrop
         self._pending: OrderedDict[tuple[str, int, int], _Partial] = OrderedDict()
+        self._bytes = 0
         self.expired = 0
         self.evicted = 0
 
@@ -825,21 +981,96 @@ class Reassembler:
         """
         return len(self._pending)
 
+    @property
+    def held(self) -> int:
+        """
+        The bytes charged to the values in progress.
+        """
+        return self._bytes
+
+    def _remove(self, ident: tuple[str, int, int]) -> _Partial:
+        partial = self._pending.pop(ident)
+        self._bytes -= partial.cost
+        return partial
+
     def _expire(self, now: float) -> None:
         while self._pending:
-            oldest = next(iter(self._pending.values()))
+            ident, oldest = next(iter(self._pending.items()))
             if now - oldest.started < self._timeout:
                 break
-            self._pending.popitem(last=False)
+            self._remove(ident)
             self.expired += 1
+            self._onDrop("fragments-expired")
 
-    def feed(self, fragment: Fragment) -> DataMessage | None:
+    def _evict(self, victim: _Partial) -> None:
+        stamp = victim.stamp
+        self._remove((stamp.source, stamp.boot, stamp.seq))
+        self.evicted += 1
+        self._onDrop("fragments-evicted")
+
+    def _heaviest(
+        self, partials: list[_Partial], field: str, byBytes: bool, mine: object
+    ) -> list[_Partial]:
+        """
+        The partials of the group (by C{field}: C{"sender"} or C{"source"})
+        that holds the most, by bytes or by count; on a tie, the group of
+        C{mine}, the newcomer's.
+        """
+        weights: dict[object, int] = {}
+        for partial in partials:
+            name = partial.sender if field == "sender" else partial.stamp.source
+            weights[name] = weights.get(name, 0) + (partial.cost if byBytes else 1)
+        top = max(weights.values())
+        chosen = mine if weights.get(mine) == top else next(
+            name for name, weight in weights.items() if weight == top
+        )
+        return [
+            partial for partial in partials
+            if (partial.sender if field == "sender" else partial.stamp.source) == chosen
+        ]
+
+    def _victim(self, newcomer: _Partial, partials: list[_Partial], byBytes: bool) -> _Partial:
+        """
+        The oldest value of the source, within the sender address, holding
+        the most of C{partials}.
+        """
+        group = self._heaviest(partials, "sender", byBytes, newcomer.sender)
+        group = self._heaviest(group, "source", byBytes, newcomer.stamp.source)
+        return group[0]
+
+    def _makeRoom(self, newcomer: _Partial) -> bool:
+        """
+        Evict values until every bound holds, C{newcomer} (already in
+        progress) included.
+
+        @return: whether C{newcomer} is still in progress.
+        """
+        stamp = newcomer.stamp
+        ident = (stamp.source, stamp.boot, stamp.seq)
+        if len(self._pending) > self._maxPerSource:
+            ofSource = [p for p in self._pending.values() if p.stamp.source == stamp.source]
+            if len(ofSource) > self._maxPerSource:
+                self._evict(ofSource[0])
+        if len(self._pending) > self._maxPerAddress:
+            ofSender = [p for p in self._pending.values() if p.sender == newcomer.sender]
+            if len(ofSender) > self._maxPerAddress:
+                self._evict(self._victim(newcomer, ofSender, byBytes=False))
+        while ident in self._pending and (
+            len(self._pending) > self._maxPending or self._bytes > self._maxBytes
+        ):
+            byBytes = len(self._pending) <= self._maxPending
+            self._evict(self._victim(newcomer, list(self._pending.values()), byBytes))
+        return ident in self._pending
+
+    def feed(self, fragment: Fragment, sender: str = "") -> DataMessage | None:
         """
         Add a fragment.
 
         A repeated fragment (same part, same chunk) is ignored.
 
-        @return: the whole datum when C{fragment} completes it, else L{None}.
+        @param sender: the sender's address (its host), for fairness.
+        @return: the whole datum when C{fragment} completes it, else L{None}
+            (also when the value was evicted to stay within the bounds).
         @raise BadDatagram: C{"bad-fragment"} when C{fragment} contradicts
             the fragments already received for its datum (a different key,
             count of parts or chunk) or the joined text is not JSON;
@@ -855,13 +1086,11 @@ class Reassembler:
         if partial is None:
             if fragment.parts > MAX_PARTS:
                 raise BadDatagram("bad-fragment", f"more than {MAX_PARTS} parts")
-            partial = _Partial(key=fragment.key, stamp=stamp, parts=fragment.parts, started=now)
-            while len(self._pending) >= self._maxPending:
-                self._pending.popitem(last=False)
-                self.evicted += 1
+            partial = _Partial(key=fragment.key, stamp=stamp, parts=fragment.parts,
+                               started=now, sender=sender)
             self._pending[ident] = partial
         elif fragment.key != partial.key or fragment.parts != partial.parts:
-            del self._pending[ident]
+            self._remove(ident)
             raise BadDatagram(
                 "bad-fragment",
                 f"fragment of {stamp.datumId()} disagrees with earlier ones on key or parts",
@@ -869,21 +1098,26 @@ class Reassembler:
         known = partial.chunks.get(fragment.part)
         if known is not None:
             if known != fragment.chunk:
-                del self._pending[ident]
+                self._remove(ident)
                 raise BadDatagram(
                     "bad-fragment", f"two different chunks for part {fragment.part} "
                     f"of {stamp.datumId()}"
                 )
             return None
-        partial.size += len(fragment.chunk.encode("utf-8", "surrogatepass"))
+        length = len(fragment.chunk.encode("utf-8", "surrogatepass"))
+        partial.size += length
         if partial.size > self._maxValueSize:
-            del self._pending[ident]
+            self._remove(ident)
             raise BadDatagram("too-large", f"value of {stamp.datumId()} exceeds "
                               f"{self._maxValueSize} bytes")
         partial.chunks[fragment.part] = fragment.chunk
+        partial.cost += length + _CHUNK_OVERHEAD
+        self._bytes += length + _CHUNK_OVERHEAD
+        if not self._makeRoom(partial):
+            return None
         if len(partial.chunks) < partial.parts:
             return None
-        del self._pending[ident]
+        self._remove(ident)
         text = "".join(partial.chunks[index] for index in range(partial.parts))
         value = _loads(text, reason="bad-fragment")
         return DataMessage(key=partial.key, value=value, stamp=partial.stamp)
@@ -891,11 +1125,24 @@ class Reassembler:
 
 # --- sources ----------------------------------------------------------------------------
 
+MAX_AHEAD = 60.0
+"""Without a freshness window: how far ahead of the server's clock, in
+seconds, a source's C{t} may be and still count as a plausible time."""
+
+MAX_SOURCES = 10_000
+"""The default number of sources a L{SourceTracker} remembers."""
+
 
 @attr.s(slots=True, auto_attribs=True)
 class _SourceState:
     boot: int
     seq: int
+    newest: float
+    floor: float = -math.inf
+
+
+def _noForget() -> None:
+    pass
 
 
 class SourceTracker:
@@ -904,9 +1151,25 @@ class SourceTracker:
     tell new datums from repeated ones and to see gaps.
 
     Feed it the stamp of every version 2 datum (a whole one, after
-    re-assembly), never a registration's.  At most C{maxSources} sources are
+    re-assembly), never a registration's; ask L{peek} about a fragment's
+    stamp before holding the fragment.  At most C{maxSources} sources are
     remembered; the one least recently heard from is forgotten first (and
     counted in C{forgotten}).
+
+    B{Reset.}  A source's mark, the latest C{(boot, seq)} accepted, can be
+    wrong: a datagram from a device whose clock was years ahead when it
+    booted, or (without signatures) a forged C{boot} or C{seq} of 2**63-1.
+    Every later datum of the source would then be a replay.  So a datum
+    whose C{(boot, seq)} is not above the mark is still accepted, as
+    C{"reset"}, when its C{t} is later than the C{t} of every datum
+    accepted from the source and not further ahead of the server's clock
+    than the window (or L{MAX_AHEAD} seconds without one): the mark becomes
+    its C{(boot, seq)}, and from then on a datum whose C{t} is not later
+    than the newest C{t} before the reset (the floor) is C{"replayed"}.
+    No datum is accepted twice: a datum once accepted has a C{t} no later
+    than the newest, so it cannot reset, and after a reset it is under the
+    floor.  A datum whose C{t} is too far ahead does not move the newest
+    C{t}, so one forged far-future C{t} cannot block resets.
 
     @ivar missed: after L{check}, how many datums were lost: the size of the
         gap for C{"gap"}, the datums of the new boot before this one for
@@ -915,20 +1178,59 @@ class SourceTracker:
     """
 
     def __init__(
-        self, clock: _Clock, maxSources: int = 10_000, window: float | None = None
+        self,
+        clock: _Clock,
+        maxSources: int = MAX_SOURCES,
+        window: float | None = None,
+        reset: bool = True,
+        onForget: Callable[[], None] = _noForget,
     ) -> None:
         """
         @param clock: gives the time to compare C{t} with.
         @param maxSources: how many sources to remember.
         @param window: when set, a datum whose C{t} is more than this many
             seconds away from now is C{"stale"}.
+        @param reset: whether a datum may reset a source's mark (see
+            above).  Without a window, a signed datagram copied while its
+            C{t} was ahead of the server's clock could reset later, so a
+            server that checks signatures without a window should not.
+        @param onForget: called each time a source is forgotten.
         """
         self._clock = clock
         self._maxSources = maxSources
         self._window = window
+        self._ahead = window if window is not None else MAX_AHEAD
+        self._reset = reset
+        self._onForget = onForget
         self._sources: OrderedDict[str, _SourceState] = OrderedDict()
         self.missed = 0
         self.forgotten = 0
+
+    def _judge(self, stamp: Stamp, now: float) -> tuple[str, _SourceState | None]:
+        if self._window is not None and abs(stamp.sent - now) > self._window:
+            return "stale", None
+        state = self._sources.get(stamp.source)
+        if state is None:
+            return "new", None
+        if stamp.sent <= state.floor:
+            return "replayed", state
+        if stamp.boot < state.boot or (stamp.boot == state.boot and stamp.seq <= state.seq):
+            if self._reset and state.newest < stamp.sent <= now + self._ahead:
+                return "reset", state
+            return "replayed", state
+        if stamp.boot > state.boot:
+            return "restart", state
+        return ("ok" if stamp.seq == state.seq + 1 else "gap"), state
+
+    def peek(self, stamp: Stamp) -> str | None:
+        """
+        Would L{check} refuse this stamp?  Nothing is remembered.
+
+        @return: C{"stale"} or C{"replayed"} as L{check} would say it, or
+            L{None} when L{check} would accept the stamp.
+        """
+        verdict, _ = self._judge(stamp, self._clock.seconds())
+        return verdict if verdict in ("stale", "replayed") else None
 
     def check(self, stamp: Stamp) -> str:
         """
@@ -939,29 +1241,38 @@ class SourceTracker:
             - C{"ok"}: the next one after the last seen;
             - C{"gap"}: later than the next one (C{missed} says by how many);
             - C{"restart"}: the first seen from a newer boot;
+            - C{"reset"}: not newer than the last seen, but sent later
+              than any datum accepted from the source (see above): the
+              mark was wrong, and is now this stamp's;
             - C{"replayed"}: not newer than the last seen (same boot and a
               C{seq} not greater, or an older boot): a duplicate, a replay
               or a datagram overtaken by a later one; the state is unchanged;
             - C{"stale"}: C{t} is outside the window; the state is unchanged.
         """
         self.missed = 0
-        if self._window is not None and abs(stamp.sent - self._clock.seconds()) > self._window:
-            return "stale"
-        state = self._sources.get(stamp.source)
+        now = self._clock.seconds()
+        verdict, state = self._judge(stamp, now)
+        if verdict in ("stale", "replayed"):
+            return verdict
+        plausible = stamp.sent <= now + self._ahead
         if state is None:
             while len(self._sources) >= self._maxSources:
                 self._sources.popitem(last=False)
                 self.forgotten += 1
-            self._sources[stamp.source] = _SourceState(stamp.boot, stamp.seq)
-            return "new"
+                self._onForget()
+            self._sources[stamp.source] = _SourceState(
+                stamp.boot, stamp.seq, stamp.sent if plausible else -math.inf
+            )
+            return verdict
         self._sources.move_to_end(stamp.source)
-        if stamp.boot < state.boot or (stamp.boot == state.boot and stamp.seq <= state.seq):
-            return "replayed"
-        if stamp.boot > state.boot:
-            state.boot, state.seq = stamp.boot, stamp.seq
+        if verdict == "reset":
+            state.floor = state.newest
+            state.newest = stamp.sent
+        elif plausible and stamp.sent > state.newest:
+            state.newest = stamp.sent
+        if verdict == "restart":
             self.missed = stamp.seq - 1
-            return "restart"
-        verdict = "ok" if stamp.seq == state.seq + 1 else "gap"
-        self.missed = stamp.seq - state.seq - 1
-        state.seq = stamp.seq
+        elif verdict == "gap":
+            self.missed = stamp.seq - state.seq - 1
+        state.boot, state.seq = stamp.boot, stamp.seq
         return verdict
