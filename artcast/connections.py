@@ -632,7 +632,13 @@ class ArtcastChannel(HTTPChannel):
         next request (see L{requestDone}).
         """
         super().resumeProducing()
-        if self._phase == _HELD and self.requests:
+        # The producer of an answer being written may have finished it (and
+        # filled the transport again) just now.
+        if (
+            self._phase == _HELD
+            and self.requests
+            and not getattr(self, "_waitingForTransport", False)
+        ):
             self._phase = _IDLE
             super().requestDone(self.requests[0])
 

@@ -39,6 +39,7 @@ from artcast.connections import (
     LimitedSite,
     RetrySpread,
     queuedOutput,
+    writeBody,
 )
 from artcast.keystore import KeyStore
 from artcast.web import ArtcastApp
@@ -134,6 +135,10 @@ class Writer(Resource):
         if request.path == b"/big":
             request.setHeader(b"Content-Length", b"%d" % (self.size,))
             return b"x" * self.size
+        if request.path == b"/shared":
+            request.setHeader(b"Content-Length", b"%d" % (self.size,))
+            writeBody(request, b"s" * self.size)
+            return NOT_DONE_YET
         if request.path == b"/flood":
             for _ in range(self.size // 65536):
                 request.write(b"y" * 65536)
@@ -210,6 +215,38 @@ class PipelineTests(SynchronousTestCase):
         transport.drainAll()
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3)
         self.assertFalse(transport.disconnecting)
+
+    def test_piecesThenNextRequest(self) -> None:
+        """
+        When the last piece of an answer written in pieces fills the
+        transport, the next pipelined request waits for the client to read
+        it: at no time is more than Twisted's buffer, one piece and a head
+        waiting.
+        """
+        # Written as: the head and a piece (full), two pieces (full), one
+        # and a half (full, and the answer is done).
+        self.resource.size = int(4.5 * CHUNK_SIZE)
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(get(b"/shared") * 3)
+        for _ in range(20):
+            self.assertLessEqual(transport.waiting(), BUFFER_SIZE + CHUNK_SIZE + 1024)
+            transport.drain()
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3)
+        self.assertEqual(transport.waiting(), 0)
+
+    def test_heldConnectionLost(self) -> None:
+        """
+        A client that goes away while its pipelined requests wait is
+        forgotten cleanly: its place is given back, no request is started.
+        """
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(get(b"/big") + get(b"/held"))
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.limiter.admitted, 0)
+        self.assertEqual(self.resource.held, [])
 
     def test_noReadingWhileFull(self) -> None:
         """
