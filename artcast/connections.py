@@ -490,7 +490,13 @@ class ArtcastChannel(HTTPChannel):
     Twisted's channel stops reading from a client whose transport is full
     only between requests: when an answer is finished while the transport
     is full, it goes on to parse and answer every pipelined request it has
-    buffered, each answer queued in memory (see L{requestDone}).
+    buffered, each answer queued in memory (see L{requestDone}).  The
+    private state of L{HTTPChannel} this reads (C{_waitingForTransport},
+    C{_handlingRequest}, C{_dataBuffer}, C{_networkProducer},
+    C{_optimisticEagerReadSize}) is read in L{requestDone},
+    L{resumeProducing} and L{rawDataReceived} only, with Twisted's own
+    behaviour when it is missing, and checked by
+    C{tests.test_bounds_output.PipelineTests.test_twistedStateFenced}.
 
     @ivar site: The L{LimitedSite} (set by L{twisted.web.server.Site}).
     @ivar refusal: Why the connection was refused (see L{ConnectionLimiter}),
@@ -651,9 +657,10 @@ class ArtcastChannel(HTTPChannel):
         """
         super().rawDataReceived(data)
         if (
-            self._handlingRequest
+            getattr(self, "_handlingRequest", False)
             and getattr(self, "_waitingForTransport", False)
-            and sum(map(len, self._dataBuffer)) > self._optimisticEagerReadSize
+            and sum(map(len, getattr(self, "_dataBuffer", ())))
+            > getattr(self, "_optimisticEagerReadSize", 0x4000)
         ):
             network = getattr(self, "_networkProducer", None)
             if network is not None:
