@@ -44,17 +44,16 @@ from collections import Counter
 from typing import Any, Callable, TextIO
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from zope.interface import implementer
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from artcast.logs import DEFAULT_LOG_COUNT, DEFAULT_LOG_SIZE, ArtcastSite, addressHost
 
@@ -88,11 +87,11 @@ DEFAULT_TCP_KEEPALIVE = 60.0
 #: C{--max-value-size}.
 DEFAULT_BODY_TIMEOUT = 30.0
 #: Bytes a connection may have written and not yet sent; past it, it is
-#: aborted.  Above the largest single write a healthy client causes: one
-#: answer of C{--max-value-size} plus Twisted's own 64 KiB buffer.
+#: aborted.  Above the most a client that reads can have waiting: one
+#: stream message of C{--max-value-size} plus Twisted's own 64 KiB buffer.
 DEFAULT_MAX_OUTPUT_BUFFER = 2 * 1024 * 1024
 #: What the output bound is never set below, beyond C{--max-value-size}: a
-#: stream's or a long poll's answer with the largest value is one write,
+#: stream's or a WebSocket's message with the largest value is one write,
 #: made while up to Twisted's 64 KiB buffer may still be queued.
 OUTPUT_HEADROOM = 128 * 1024
 #: A body larger than this is written in pieces of this size, each when the
@@ -329,20 +328,15 @@ class BodyProducer:
     @ivar offset: How much of it is written.
     """
 
-    def __init__(
-        self, request: Any, body: bytes, write: Callable[[bytes], object] | None = None
-    ) -> None:
+    def __init__(self, request: Any, body: bytes) -> None:
         """
         @param request: The request to answer; its headers are set.
         @param body: The body.
-        @param write: What writes a piece: the request's C{write} by default
-            (a caller that wrote the head itself may give the channel's).
         """
         self.request: Any = request
         self.body: bytes | None = body
         self.offset = 0
         self.paused = False
-        self._write = write if write is not None else request.write
 
     def start(self) -> None:
         """
@@ -360,7 +354,7 @@ class BodyProducer:
         while not self.paused and self.offset < end and self.body is not None:
             start = self.offset
             self.offset = start + CHUNK_SIZE
-            self._write(body[start : self.offset])
+            request.write(body[start : self.offset])
         if self.offset >= end and self.body is not None:
             self._done()
             if not (request.finished or request._disconnected):
@@ -540,14 +534,14 @@ class ArtcastChannel(HTTPChannel):
         self._phase = _IDLE
         timeout = self.site.headerTimeout
         if timeout is not None:
-            self._timer = self.callLater(timeout, self._headerTimedOut)
+            self._timer = self.callLater(timeout, self._deadlinePassed)
 
     def _stopTimer(self) -> None:
         call, self._timer = self._timer, None
         if call is not None and call.active():
             call.cancel()
 
-    def _headerTimedOut(self) -> None:
+    def _deadlinePassed(self) -> None:
         """
         The head or the body did not come in time: say so if some of it came
         (a client that sent nothing, like a browser's speculative connection,
@@ -586,7 +580,7 @@ class ArtcastChannel(HTTPChannel):
             # when its length is 0).
             self.length = 0
         elif self.length != 0 and self.site.bodyTimeout is not None:
-            self._timer = self.callLater(self.site.bodyTimeout, self._headerTimedOut)
+            self._timer = self.callLater(self.site.bodyTimeout, self._deadlinePassed)
 
     def refusalReason(self) -> str | None:
         """
