@@ -18,6 +18,8 @@ import socket
 import time
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
@@ -136,8 +138,10 @@ class Writer(Resource):
             request.setHeader(b"Content-Length", b"%d" % (self.size,))
             return b"x" * self.size
         if request.path == b"/shared":
-            request.setHeader(b"Content-Length", b"%d" % (self.size,))
-            writeBody(request, b"s" * self.size)
+            # ?N asks for N bytes.
+            size = int(request.uri.partition(b"?")[2] or self.size)
+            request.setHeader(b"Content-Length", b"%d" % (size,))
+            writeBody(request, b"s" * size)
             return NOT_DONE_YET
         if request.path == b"/flood":
             for _ in range(self.size // 65536):
@@ -233,6 +237,41 @@ class PipelineTests(SynchronousTestCase):
             transport.drain()
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3)
         self.assertEqual(transport.waiting(), 0)
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                # Whole quarters of a piece, where the rounds end just so.
+                st.integers(0, 20).map(lambda quarters: quarters * CHUNK_SIZE // 4),
+                st.integers(0, 5 * CHUNK_SIZE + 10),
+            ),
+            min_size=1, max_size=4,
+        ),
+        st.lists(st.booleans(), min_size=5, max_size=40),
+    )
+    def test_anySizesAnyReading(self, sizes: list[int], reads: list[bool]) -> None:
+        """
+        Whatever the sizes of pipelined answers written in pieces, and
+        however the client reads (now and then, or not at all), the answers
+        arrive whole and in order, and no more than Twisted's buffer, one
+        piece and a head is ever waiting.
+        """
+        clock = Clock()
+        resource = Writer(0)
+        limiter = makeLimiter(clock, resource)
+        connection, transport = connect(limiter)
+        connection.dataReceived(b"".join(get(b"/shared?%d" % (n,)) for n in sizes))
+        for read in reads:
+            self.assertLessEqual(transport.waiting(), BUFFER_SIZE + CHUNK_SIZE + 1024)
+            if read:
+                transport.drain()
+        transport.drainAll()
+        answers = transport.value().split(b"HTTP/1.1 200 OK\r\n")[1:]
+        self.assertEqual(
+            [answer.partition(b"\r\n\r\n")[2] for answer in answers],
+            [b"s" * n for n in sizes],
+        )
 
     def test_heldConnectionLost(self) -> None:
         """
