@@ -18,6 +18,7 @@ import socket
 import time
 from typing import Any
 
+import treq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
@@ -856,3 +857,6 @@ class OutputIntegrationTests(TestCase):
         self.assertLess(time.monotonic() - started, 5)
         stats = yield proc.stats()
         self.assertEqual(stats["rejected"], {"body-timeout": 1})
+        response = yield treq.get(proc.url + "/metrics", persistent=False)
+        metrics = yield response.text("utf-8")
+        self.assertIn('artcast_rejected_total{reason="body-timeout"} 1.0', metrics)
