@@ -804,13 +804,15 @@ class TrackedConnection(ProtocolWrapper):
     def write(self, data: bytes) -> None:
         if self.cut:
             return
-        self.transport.write(data)
+        transport: Any = self.transport
+        transport.write(data)
         self._checkOutput()
 
     def writeSequence(self, data: Any) -> None:
         if self.cut:
             return
-        self.transport.writeSequence(data)
+        transport: Any = self.transport
+        transport.writeSequence(data)
         self._checkOutput()
 
     def _checkOutput(self) -> None:
