@@ -16,16 +16,23 @@ Three pieces, from the socket up:
     goes away always gives back its place at once.
   - L{ArtcastChannel}, an L{HTTPChannel} with a deadline for the request
     head (slowloris: a connection that has not sent a whole request head
-    within C{--header-timeout} seconds is closed), and that answers a
-    refused connection's request with a C{503} and C{Retry-After} instead of
-    passing it to the application.
+    within C{--header-timeout} seconds is closed) and one for the request
+    body (C{--body-timeout}), that answers a refused connection's request
+    with a C{503} and C{Retry-After} at once instead of passing it to the
+    application, and that starts no pipelined request while the answers
+    already written are still waiting for the client to read them.
   - L{LimitedSite}, the access-logging L{ArtcastSite} whose channels are
     L{ArtcastChannel}s, whose idle timeout (Twisted's C{timeOut}, suspended
     while a request is in progress, so a held long poll is never cut by it)
     is C{--idle-timeout}, and which counts refusals by reason.
 
+Output is bounded too (see L{BodyProducer}, L{queuedOutput}): a large
+answer is written in chunks as the client reads it, and a connection whose
+queued output passes C{--max-output-buffer} bytes is aborted.
+
 Refusals are counted by reason in L{LimitedSite.rejected}: C{max-clients},
-C{per-address}, C{header-timeout} and C{shutting-down}.
+C{per-address}, C{header-timeout}, C{body-timeout}, C{slow-reader} and
+C{shutting-down}.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from collections import Counter
 from typing import Any, Callable, TextIO
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -46,12 +53,14 @@ from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from artcast.logs import DEFAULT_LOG_COUNT, DEFAULT_LOG_SIZE, ArtcastSite, addressHost
 
 __all__ = [
     "ArtcastChannel",
     "ArtcastRequest",
+    "BodyProducer",
     "ConnectionLimiter",
     "LimitedSite",
     "RetrySpread",
@@ -59,7 +68,9 @@ __all__ = [
     "configureSocket",
     "ensureFileLimit",
     "peerKey",
+    "queuedOutput",
     "unavailable",
+    "writeBody",
 ]
 
 #: The defaults of the options; see docs/operations.md.
@@ -71,6 +82,21 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 75.0
 DEFAULT_RETRY_AFTER = 5
 DEFAULT_TCP_KEEPALIVE = 60.0
+#: A request body (a C{POST}'s value) must be in within this many seconds
+#: of its head: at least 33 KB/s for a value of the default
+#: C{--max-value-size}.
+DEFAULT_BODY_TIMEOUT = 30.0
+#: Bytes a connection may have written and not yet sent; past it, it is
+#: aborted.  Above the most a client that reads can have waiting: one
+#: stream message of C{--max-value-size} plus Twisted's own 64 KiB buffer.
+DEFAULT_MAX_OUTPUT_BUFFER = 2 * 1024 * 1024
+#: What the output bound is never set below, beyond C{--max-value-size}: a
+#: stream's or a WebSocket's message with the largest value is one write,
+#: made while up to Twisted's 64 KiB buffer may still be queued.
+OUTPUT_HEADROOM = 128 * 1024
+#: A body larger than this is written in pieces of this size, each when the
+#: client has read the ones before (L{BodyProducer}).
+CHUNK_SIZE = 64 * 1024
 
 #: Keepalive probes: one every C{KEEPALIVE_INTERVAL} seconds after the idle
 #: time, C{KEEPALIVE_COUNT} unanswered ones and the kernel drops the socket.
@@ -89,6 +115,8 @@ FILE_HEADROOM = 64
 MAX_CLIENTS = "max-clients"
 PER_ADDRESS = "per-address"
 HEADER_TIMEOUT = "header-timeout"
+BODY_TIMEOUT = "body-timeout"
+SLOW_READER = "slow-reader"
 SHUTTING_DOWN = "shutting-down"
 
 _MESSAGES = {
@@ -254,6 +282,109 @@ def configureSocket(transport: Any, keepAliveIdle: float | None) -> bool:
     return True
 
 
+def queuedOutput(transport: Any) -> int | None:
+    """
+    The bytes written to a connection and not yet sent: what its transport
+    still holds in memory, looking through wrappers (TLS, L{ProtocolWrapper}).
+
+    This reads the private buffer of Twisted's L{FileDescriptor} (C{dataBuffer}
+    from C{offset} on, and C{_tempDataLen} bytes waiting to join it), the one
+    place Artcast does; C{tests.test_bounds_output} checks it against a real
+    socket, so that a Twisted that changes it fails there.
+
+    @return: The byte count, or L{None} for a transport whose buffer cannot
+        be read (then no bound is applied to it).
+    """
+    for _ in range(4):
+        if transport is None:
+            return None
+        try:
+            buffered = transport.__dict__
+        except AttributeError:
+            return None
+        if "_tempDataLen" in buffered:
+            try:
+                return (
+                    len(transport.dataBuffer) - transport.offset + buffered["_tempDataLen"]
+                )
+            except (AttributeError, TypeError):
+                return None
+        transport = buffered.get("transport")
+    return None
+
+
+@implementer(IPushProducer)
+class BodyProducer:
+    """
+    Writes one body, an immutable L{bytes} shared by every request that
+    sends it, to a request in pieces of L{CHUNK_SIZE} bytes, each as soon as
+    the transport has room for it (it is registered as the request's
+    streaming producer, so the transport pauses it), then finishes the
+    request.  A client that does not read costs at most Twisted's buffer
+    and one piece, not a copy of the body.
+
+    @ivar request: The request, or L{None} once done.
+    @ivar body: The body, or L{None} once done.
+    @ivar offset: How much of it is written.
+    """
+
+    def __init__(self, request: Any, body: bytes) -> None:
+        """
+        @param request: The request to answer; its headers are set.
+        @param body: The body.
+        """
+        self.request: Any = request
+        self.body: bytes | None = body
+        self.offset = 0
+        self.paused = False
+
+    def start(self) -> None:
+        """
+        Register with the request and write while the transport takes it.
+        """
+        self.request.registerProducer(self, True)
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        body, request = self.body, self.request
+        if body is None or request is None:
+            return
+        end = len(body)
+        while not self.paused and self.offset < end and self.body is not None:
+            start = self.offset
+            self.offset = start + CHUNK_SIZE
+            request.write(body[start : self.offset])
+        if self.offset >= end and self.body is not None:
+            self._done()
+            if not (request.finished or request._disconnected):
+                request.finish()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self._done()
+
+    def _done(self) -> None:
+        request, self.request, self.body = self.request, None, None
+        if request is not None and request.channel is not None:
+            request.unregisterProducer()
+
+
+def writeBody(request: Any, body: bytes) -> None:
+    """
+    Write C{body} as the answer to C{request} (its headers set) and finish
+    it: at once when it is small, else through a L{BodyProducer}.
+    """
+    if len(body) <= CHUNK_SIZE or request.method == b"HEAD":
+        if not (request.finished or request._disconnected):
+            request.write(body)
+            request.finish()
+        return
+    BodyProducer(request, body).start()
+
+
 def ensureFileLimit(
     wanted: int,
     getrlimit: Callable[[int], tuple[int, int]] = _resource.getrlimit,
@@ -298,8 +429,10 @@ class _Unavailable(Resource):
 
 
 #: The phases of a request on an L{ArtcastChannel}: waiting for one; some of
-#: its head came; its head came (its body is being read); handed to the site.
-_IDLE, _HEAD, _READING, _DISPATCHED = range(4)
+#: its head came; its head came (its body is being read); handed to the site;
+#: answered, but the answer is not yet read by the client (the transport
+#: paused the channel), so the next pipelined request waits.
+_IDLE, _HEAD, _READING, _DISPATCHED, _HELD = range(5)
 
 
 #: The attributes Twisted's L{HTTPChannel} (and ours) set on a channel
@@ -337,14 +470,27 @@ class ArtcastRequest(Request):
 
 class ArtcastChannel(HTTPChannel):
     """
-    An L{HTTPChannel} with a deadline for each request head and a way to
-    turn a request away without the application seeing it.
+    An L{HTTPChannel} with a deadline for each request head and body, a way
+    to turn a request away without the application seeing it, and no
+    pipelined request started while the client is not reading the answers.
 
     The head deadline starts when the connection is made and, on a
     keep-alive connection, with the first byte of each later request; it
-    ends when the last header line is in.  Between requests Twisted's idle
-    timeout applies, and while a request is being answered (a held long
-    poll, a stream) neither does.
+    ends when the last header line is in.  The body deadline starts then and
+    ends when the body is in.  Between requests Twisted's idle timeout
+    applies, and while a request is being answered (a held long poll, a
+    stream) neither does.
+
+    Twisted's channel stops reading from a client whose transport is full
+    only between requests: when an answer is finished while the transport
+    is full, it goes on to parse and answer every pipelined request it has
+    buffered, each answer queued in memory (see L{requestDone}).  The
+    private state of L{HTTPChannel} this reads (C{_waitingForTransport},
+    C{_handlingRequest}, C{_dataBuffer}, C{_networkProducer},
+    C{_optimisticEagerReadSize}) is read in L{requestDone},
+    L{resumeProducing} and L{rawDataReceived} only, with Twisted's own
+    behaviour when it is missing, and checked by
+    C{tests.test_bounds_output.PipelineTests.test_twistedStateFenced}.
 
     @ivar site: The L{LimitedSite} (set by L{twisted.web.server.Site}).
     @ivar refusal: Why the connection was refused (see L{ConnectionLimiter}),
@@ -388,25 +534,25 @@ class ArtcastChannel(HTTPChannel):
         self._phase = _IDLE
         timeout = self.site.headerTimeout
         if timeout is not None:
-            self._timer = self.callLater(timeout, self._headerTimedOut)
+            self._timer = self.callLater(timeout, self._deadlinePassed)
 
     def _stopTimer(self) -> None:
         call, self._timer = self._timer, None
         if call is not None and call.active():
             call.cancel()
 
-    def _headerTimedOut(self) -> None:
+    def _deadlinePassed(self) -> None:
         """
-        The head did not come in time: say so if some of it came (a client
-        that sent nothing, like a browser's speculative connection, is just
-        closed), close the connection, and abort it if it will not take our
-        last bytes either.
+        The head or the body did not come in time: say so if some of it came
+        (a client that sent nothing, like a browser's speculative connection,
+        is just closed), close the connection, and abort it if it will not
+        take our last bytes either.
         """
         self._timer = None
         if self.transport is None or getattr(self.transport, "disconnecting", False):
             return
-        self.site.rejected[HEADER_TIMEOUT] += 1
-        if self._phase == _HEAD:
+        self.site.rejected[BODY_TIMEOUT if self._phase == _READING else HEADER_TIMEOUT] += 1
+        if self._phase in (_HEAD, _READING):
             self.transport.write(_REQUEST_TIMEOUT)
         self.loseConnection()
         self._timer = self.callLater(ABORT_DELAY, self._abort)
@@ -428,6 +574,13 @@ class ArtcastChannel(HTTPChannel):
         self._stopTimer()
         self._phase = _READING
         super().allHeadersReceived()
+        if self.refusalReason() is not None:
+            # Turned away: answered with a 503 now, and closed, without
+            # waiting for a body (Twisted goes on to dispatch the request
+            # when its length is 0).
+            self.length = 0
+        elif self.length != 0 and self.site.bodyTimeout is not None:
+            self._timer = self.callLater(self.site.bodyTimeout, self._deadlinePassed)
 
     def refusalReason(self) -> str | None:
         """
@@ -440,6 +593,7 @@ class ArtcastChannel(HTTPChannel):
         return None
 
     def allContentReceived(self) -> None:
+        self._stopTimer()
         if self.refusalReason() is not None:
             # Answered with a 503 by the site; close after it.
             self.persistent = False
@@ -447,10 +601,64 @@ class ArtcastChannel(HTTPChannel):
         super().allContentReceived()
 
     def requestDone(self, request: IRequest) -> None:
-        self._phase = _IDLE
+        """
+        An answer is finished.  If the transport is full (it paused the
+        channel: the client is not reading), the next pipelined request is
+        not started, and nothing more is read from the client, until the
+        transport has sent what it holds (L{resumeProducing}); Twisted
+        would answer every request it has buffered at once, queueing every
+        answer.
+        """
         if self.closing:
             self.persistent = False
+        network = getattr(self, "_networkProducer", None)
+        if (
+            self.persistent
+            and getattr(self, "_waitingForTransport", False)
+            and network is not None
+            and not getattr(self.transport, "disconnecting", False)
+            and self.requests
+            and request is self.requests[0]
+        ):
+            self._phase = _HELD
+            network.pauseProducing()
+            return
+        self._phase = _IDLE
         super().requestDone(request)
+
+    def resumeProducing(self) -> None:
+        """
+        The transport has sent what it held: go on with a held connection's
+        next request (see L{requestDone}).
+        """
+        super().resumeProducing()
+        # The producer of an answer being written may have finished it (and
+        # filled the transport again) just now.
+        if (
+            self._phase == _HELD
+            and self.requests
+            and not getattr(self, "_waitingForTransport", False)
+        ):
+            self._phase = _IDLE
+            super().requestDone(self.requests[0])
+
+    def rawDataReceived(self, data: bytes) -> None:
+        """
+        Twisted buffers what a client sends while a request is answered, and
+        stops reading past 16 KiB, but not while the transport is full: then
+        a client that does not read could fill the buffer without end.
+        Stop reading then too (reading resumes when the request is done).
+        """
+        super().rawDataReceived(data)
+        if (
+            getattr(self, "_handlingRequest", False)
+            and getattr(self, "_waitingForTransport", False)
+            and sum(map(len, getattr(self, "_dataBuffer", ())))
+            > getattr(self, "_optimisticEagerReadSize", 0x4000)
+        ):
+            network = getattr(self, "_networkProducer", None)
+            if network is not None:
+                network.pauseProducing()
 
     def shutDown(self, retryAfter: Callable[[], int]) -> None:
         """
@@ -478,6 +686,9 @@ class ArtcastChannel(HTTPChannel):
                 )
                 request.write(body)
                 request.finish()
+        elif self._phase == _HELD:
+            # Closed once the client has read the answer.
+            self.persistent = False
         elif self._phase == _IDLE:
             self._stopTimer()
             self.loseConnection()
@@ -492,6 +703,7 @@ class LimitedSite(ArtcastSite):
     The access-logging site whose channels are L{ArtcastChannel}s.
 
     @ivar headerTimeout: Seconds a connection has to send a request head.
+    @ivar bodyTimeout: Seconds it has to send a request body after its head.
     @ivar retryAfter: Gives the C{Retry-After} of each C{503}.
     @ivar allowOrigin: The C{Access-Control-Allow-Origin} of the C{503}s.
     @ivar rejected: Refusals by reason.
@@ -509,6 +721,7 @@ class LimitedSite(ArtcastSite):
         reactor: IReactorTime | None = None,
         *,
         headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        bodyTimeout: float | None = DEFAULT_BODY_TIMEOUT,
         idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT,
         retryAfter: RetrySpread | None = None,
         allowOrigin: str | bytes | None = "*",
@@ -524,6 +737,8 @@ class LimitedSite(ArtcastSite):
             deadline and idle timeout run on it.
         @param headerTimeout: Seconds to send a whole request head, or
             L{None} for no deadline.
+        @param bodyTimeout: Seconds to send a whole request body once its
+            head is in, or L{None} for no deadline.
         @param idleTimeout: Seconds an idle keep-alive connection is kept, or
             L{None} to keep it.
         @param retryAfter: The C{Retry-After} values; spread over 1 to 5
@@ -544,6 +759,7 @@ class LimitedSite(ArtcastSite):
             **kw,
         )
         self.headerTimeout = headerTimeout
+        self.bodyTimeout = bodyTimeout
         self.retryAfter = retryAfter if retryAfter is not None else RetrySpread()
         if isinstance(allowOrigin, str):
             allowOrigin = allowOrigin.encode("latin-1")
@@ -576,12 +792,47 @@ class TrackedConnection(ProtocolWrapper):
     factory: ConnectionLimiter
     peer: str | None = None
     admitted = False
+    #: Aborted for passing the output bound: what is written now is dropped.
+    cut = False
     _host: IAddress | None = None
     _peer: IAddress | None = None
 
     def makeConnection(self, transport: Any) -> None:
         configureSocket(transport, self.factory.tcpKeepAlive)
         super().makeConnection(transport)
+
+    def write(self, data: bytes) -> None:
+        if self.cut:
+            return
+        transport: Any = self.transport
+        transport.write(data)
+        self._checkOutput()
+
+    def writeSequence(self, data: Any) -> None:
+        if self.cut:
+            return
+        transport: Any = self.transport
+        transport.writeSequence(data)
+        self._checkOutput()
+
+    def _checkOutput(self) -> None:
+        """
+        Abort the connection, counted as C{slow-reader}, when what it has
+        written and not yet sent passes the factory's C{maxOutputBuffer}.
+        """
+        bound = self.factory.maxOutputBuffer
+        if bound is None:
+            return
+        queued = queuedOutput(self.transport)
+        if queued is not None and queued > bound:
+            self.cut = True
+            self.factory.rejected[SLOW_READER] += 1
+            self.factory._log.info(
+                "Closing a connection from {peer} that does not read its answers "
+                "({queued} bytes waiting)",
+                peer=self.peer, queued=queued,
+            )
+            self.abortConnection()
 
     def getHost(self) -> IAddress:
         """
@@ -644,6 +895,7 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
         maxPerAddress: int | None = None,
         tcpKeepAlive: float | None = DEFAULT_TCP_KEEPALIVE,
         maxRefusing: int | None = None,
+        maxOutputBuffer: int | None = DEFAULT_MAX_OUTPUT_BUFFER,
     ) -> None:
         """
         @param site: The site whose connections these are.
@@ -654,6 +906,9 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
             connection, or L{None} for no keepalive.
         @param maxRefusing: Connections being refused at once at most;
             C{maxClients} by default.
+        @param maxOutputBuffer: Bytes a connection may have written and not
+            yet sent; past it the connection is aborted (C{slow-reader}).
+            L{None} for no bound.
         """
         super().__init__(site)
         self.site = site
@@ -661,6 +916,7 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
         self.maxPerAddress = maxPerAddress
         self.tcpKeepAlive = tcpKeepAlive
         self.maxRefusing = maxClients if maxRefusing is None else maxRefusing
+        self.maxOutputBuffer = maxOutputBuffer
         self.admitted = 0
         self.refusing = 0
         self._perAddress: dict[str, int] = {}

@@ -202,6 +202,12 @@ class Options(usage.Options):
         ["idle-timeout", None, DEFAULT_IDLE_TIMEOUT,
          "Close a keep-alive connection idle between requests this many "
          "seconds (a held request is never idle).", seconds],
+        ["body-timeout", None, 30.0,
+         "Close a connection that has not sent a whole request body this many "
+         "seconds after its head (408).", seconds],
+        ["max-output-buffer", None, 2 * 1024 * 1024,
+         "Abort a connection that has this many bytes written and not yet read "
+         "by its client (at least --max-value-size + 128 KiB).", positiveInt],
         ["tcp-keepalive", None, DEFAULT_TCP_KEEPALIVE,
          "Seconds of silence before TCP keepalive probes a connection.", seconds],
         ["retry-after", None, DEFAULT_RETRY_AFTER,
@@ -392,6 +398,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         publisher=publisher,
     )
     from artcast.connections import ConnectionLimiter, LimitedSite, RetrySpread
+    from artcast.connections import OUTPUT_HEADROOM
     from artcast.publish import boundedRequestFactory
     from artcast.shutdown import ServingService
 
@@ -404,6 +411,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         reactor=reactor,
         requestFactory=boundedRequestFactory(options["max-value-size"]),
         headerTimeout=options["header-timeout"],
+        bodyTimeout=options["body-timeout"],
         idleTimeout=options["idle-timeout"],
         retryAfter=retryAfter,
         allowOrigin=options["access-control-allow-origin"],
@@ -413,6 +421,9 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         maxClients=options["max-clients"],
         maxPerAddress=options["max-clients-per-address"],
         tcpKeepAlive=options["tcp-keepalive"],
+        maxOutputBuffer=max(
+            options["max-output-buffer"], options["max-value-size"] + OUTPUT_HEADROOM
+        ),
     )
     web.connections = limiter
     web.closing.retryAfter = retryAfter

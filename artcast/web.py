@@ -26,13 +26,18 @@ from twisted.python.filepath import FilePath, InsecurePath
 from twisted.web.http import HTTPChannel, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, getChildForRequest
+from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import HTTPException, NotFound
 
 from artcast import negotiate, pages
 from artcast._wildcard import validatePattern
-from artcast.connections import ArtcastRequest, ConnectionLimiter
+from artcast.connections import (
+    CHUNK_SIZE,
+    ArtcastRequest,
+    ConnectionLimiter,
+    writeBody,
+)
 from artcast.keystore import Datum, Found, KeyStore, Waiter, encodeJSON
 from artcast.multicast import Stats
 from artcast.publish import HTTPPublisher, Refused
@@ -210,8 +215,7 @@ class ArtcastResource(KleinResource):
             request.processingFailed(Failure())
             return NOT_DONE_YET
         if isinstance(result, bytes):
-            request.write(result)
-            request.finish()
+            _writeAnswer(result, request)
         elif isinstance(result, Deferred):
             # A stream: its Deferred fires when it ends.
             request.notifyFinish().addErrback(lambda _: result.cancel())
@@ -374,11 +378,29 @@ def _isOver(request: Request) -> bool:
 def _writeAnswer(body: bytes, request: Request) -> None:
     """
     Send a long poll's (or a stream's last) answer, unless the request is
-    over.
+    over: a large body in pieces, each as the client reads the ones before
+    (L{writeBody}).
     """
     if not _isOver(request):
-        request.write(body)
-        request.finish()
+        writeBody(request, body)
+
+
+class SharedBody(Resource):
+    """
+    Answers with one body, shared by every request that sends it (the
+    C{/artcasts} listing), written through a L{BodyProducer}: a client that
+    reads slowly holds no copy of it.  The request's headers are set.
+    """
+
+    isLeaf = True
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
+
+    def render(self, request: IRequest) -> Any:  # type: ignore[override]
+        writeBody(request, self.body)
+        return NOT_DONE_YET
 
 
 def _answerFailed(failure: Failure, request: Request) -> None:
@@ -438,6 +460,9 @@ class ArtcastApp:
         self._links: dict[str, tuple[dict[str, Any] | None, bytes | None]] = {}
         self._dateSecond = -1
         self._dateLine = b""
+        #: The C{/artcasts} listing: the keys and metadata it was made from,
+        #: and its JSON and HTML bodies, each made when first asked for.
+        self._listing: list[Any] = [None, None, None]
         #: The HTTP connections, set by L{artcast.tap.makeService}; their
         #: figures (open connections, refusals by reason) join C{/stats}.
         self.connections: ConnectionLimiter | None = None
@@ -607,9 +632,12 @@ class ArtcastApp:
     ) -> bytes:
         """
         Answer a long poll with a datum in one transport write: the status
-        line, the headers and the body made once per datum, representation,
-        HTTP version and C{Connection} header, with a C{Date} made at most
-        once a second, instead of Twisted's per-request header building.
+        line and the headers made once per datum, representation, HTTP
+        version and C{Connection} header, with a C{Date} made at most once a
+        second, instead of Twisted's per-request header building, and the
+        datum's own body bytes (not a copy: the cache holds only heads).  A
+        body larger than L{CHUNK_SIZE} is not written with the head: it is
+        returned, for the caller to write as the client reads (L{writeBody}).
 
         The request is left as Twisted's own write would leave it (code,
         C{startedWriting}, C{sentLength}): C{finish}, persistence, the access
@@ -617,7 +645,8 @@ class ArtcastApp:
         not fit (C{HEAD}, headers or a code already set, an encoder, not
         HTTP/1.x) gets L{valueAnswer}.
 
-        @return: C{b""} when the answer is written, else the body to write.
+        @return: C{b""} when the answer is written, else the body to write
+            (then finish the request).
         """
         req = cast(Request, request)
         headers = req.responseHeaders
@@ -658,14 +687,20 @@ class ArtcastApp:
                 self._prebuild(datum, contentType, link, req.clientproto,
                                server, connection, gap),
             )
-        head, rest, length = cached[2]
+        head, rest = cached[2]
+        body = _representation(datum, contentType)[0]
         now = int(self.clock.seconds())
         if now != self._dateSecond:
             self._dateSecond = now
             self._dateLine = b"Date: %s\r\n" % (datetimeToString(now),)
         req.startedWriting = 1
-        req.sentLength = length
-        req.channel.write(head + self._dateLine + rest)
+        if len(body) > CHUNK_SIZE:
+            # Counted by the request as it writes it.
+            req.sentLength = 0
+            req.channel.writeSequence((head, self._dateLine, rest))
+            return body
+        req.sentLength = len(body)
+        req.channel.writeSequence((head, self._dateLine, rest, body))
         return b""
 
     def _prebuild(
@@ -677,14 +712,16 @@ class ArtcastApp:
         server: list[bytes],
         connection: list[bytes] | None,
         gap: bool,
-    ) -> tuple[bytes, bytes, int]:
+    ) -> tuple[bytes, bytes]:
         """
-        A prebuilt answer: what comes before the C{Date} line (status line,
-        C{Connection} and C{Server}, set before it by Twisted), what comes after it (the other headers, the blank line,
-        the body), and the body's length; the headers in the order and
-        spelling Twisted's C{writeHeaders} gives them.
+        A prebuilt answer's head: what comes before the C{Date} line (status
+        line, C{Connection} and C{Server}, set before it by Twisted), and what
+        comes after it (the other headers and the blank line); the headers in
+        the order and spelling Twisted's C{writeHeaders} gives them.  The
+        body is not in it: it is the datum's own (L{Datum.json} or
+        L{Datum.text}), so a cached answer costs its head, not a copy of the
+        value.
         """
-        body = _representation(datum, contentType)[0]
         before = Headers()
         if connection is not None:
             before.setRawHeaders(b"Connection", connection)
@@ -703,7 +740,7 @@ class ArtcastApp:
             )
 
         head = b"%s 200 OK\r\n" % (version,) + lines(before)
-        return head, lines(after) + b"\r\n" + body, len(body)
+        return head, lines(after) + b"\r\n"
 
     def _answerHeaders(
         self, datum: Datum, contentType: str, link: bytes | None
@@ -746,23 +783,52 @@ class ArtcastApp:
         return self._body(request, b"", b"text/plain; charset=utf-8", 302)
 
     @app.route("/artcasts", methods=["GET", "HEAD"])
-    def listing(self, request: IRequest) -> bytes:
+    def listing(self, request: IRequest) -> bytes | IResource:
+        """
+        The list of artcasts.  Each representation is made once per change
+        of the keys or their metadata, and a large one is written from that
+        one body to every client, in pieces as each reads (L{SharedBody}).
+        """
         chosen = negotiate.negotiate(request.getHeader(b"Accept"), LIST_TYPES)
         if chosen is None:
             return self._error(request, 406, "Only JSON and HTML are offered.")
         self._common(request)
         request.setHeader(b"Vary", b"Accept")
-        artcasts = []
-        for key, meta in self.store.keys():
-            entry = {"key": key}
-            if meta:
-                entry.update((k, v) for k, v in meta.items() if k != "key")
-            artcasts.append(entry)
-        if chosen == negotiate.HTML:
-            return self._body(
-                request, pages.listPage(artcasts), b"text/html; charset=utf-8"
+        html = chosen == negotiate.HTML
+        body = self._listingBody(html)
+        self._body(
+            request, body,
+            b"text/html; charset=utf-8" if html else b"application/json",
+        )
+        if len(body) > CHUNK_SIZE:
+            return SharedBody(body)
+        return body
+
+    def _listingBody(self, html: bool) -> bytes:
+        """
+        The listing's JSON or HTML body, made anew only when the keys or
+        their metadata changed since it was last made (metadata registered
+        again with the same content is no change).
+        """
+        keys = list(self.store.keys())
+        cache = self._listing
+        if cache[0] != keys:
+            cache[1] = cache[2] = None
+        # The store's own metadata objects from now on, not older equal ones.
+        cache[0] = keys
+        index = 2 if html else 1
+        body = cache[index]
+        if body is None:
+            artcasts = []
+            for key, meta in keys:
+                entry = {"key": key}
+                if meta:
+                    entry.update((k, v) for k, v in meta.items() if k != "key")
+                artcasts.append(entry)
+            body = cache[index] = (
+                pages.listPage(artcasts) if html else encodeJSON(artcasts)
             )
-        return self._body(request, encodeJSON(artcasts), b"application/json")
+        return body
 
     @app.route("/artcasts/", branch=True, methods=["GET", "HEAD"])
     def artcast(self, request: IRequest) -> bytes | Deferred[bytes] | IResource:
