@@ -20,14 +20,14 @@ import heapq
 import json
 import secrets
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from artcast._wildcard import PatternIndex, isPattern, matches
+from artcast._wildcard import REST, STAR, PatternIndex, isPattern, matches
 from artcast.wire import Stamp, parseDatumId
 
 #: The defaults of the server's options; see L{KeyStore}.
@@ -629,7 +629,17 @@ class KeyStore:
             "store_refused": self.refused,
         }
 
-    def _matching(self, pattern: str) -> Iterable[_Key]:
+    def _matching(self, pattern: str) -> list[_Key]:
+        """
+        The keys a pattern matches; C{...} after plain levels (C{a/b/...},
+        or C{...}: every key) by their names' beginning.
+        """
+        if pattern == REST or pattern.endswith("/" + REST):
+            prefix = pattern[: -len(REST)]
+            if STAR not in prefix.split("/"):
+                return [
+                    entry for name, entry in self._keys.items() if name.startswith(prefix)
+                ]
         return [entry for name, entry in self._keys.items() if matches(pattern, name)]
 
     def _held(self, pattern: str) -> list[_Key]:
@@ -643,9 +653,15 @@ class KeyStore:
         else:
             entry = self._keys.get(pattern)
             entries = [] if entry is None else [entry]
+        limit = now - self.historyAge
+        held = []
         for entry in entries:
-            self._expire(entry, now)
-        return [entry for entry in entries if entry.history]
+            history = entry.history
+            if history:
+                if len(history) > 1 and history[0].received < limit:
+                    self._expire(entry, now)
+                held.append(entry)
+        return held
 
     def held(self, pattern: str) -> list[Datum]:
         """

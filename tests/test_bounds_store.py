@@ -33,6 +33,7 @@ from artcast.keystore import (
     Found,
     KeyStore,
 )
+from artcast._wildcard import matches
 from artcast.multicast import DatagramHandler, Stats
 from artcast.stats import metricsText
 from artcast.streams import startOf
@@ -350,7 +351,7 @@ _publishes = st.lists(
 )
 _queries = st.lists(
     st.tuples(
-        st.sampled_from(["a/x", "a/*", "...", "a/...", "b/x", "c"]),
+        st.sampled_from(["a/x", "a/*", "...", "a/...", "a/x/...", "*/x/...", "b/x", "c"]),
         st.one_of(
             st.integers(0, 40),
             st.tuples(
@@ -401,7 +402,8 @@ class PatternReadTests(SynchronousTestCase):
                 datumId = ids[which % len(ids)] if ids else "srv.1.1"
             else:
                 datumId = "%s.%d.%d" % which
-            held = store.held(pattern)
+            held = [datum for datum in store.held("...") if matches(pattern, datum.key)]
+            self.assertEqual(store.held(pattern), held)
             expected = referenceSince(held, datumId)
             found = store.since(pattern, datumId)
             self.assertIs(found.datum, expected.datum)
