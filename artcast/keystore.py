@@ -419,7 +419,10 @@ class KeyStore:
         """
         text = encodeJSON(meta)
         entry = self._keys.get(key)
-        base = self._keyCost(key) if entry is None else KEY_OVERHEAD + len(key)
+        base = KEY_OVERHEAD + len(key)
+        if entry is not None and entry.history:
+            # The key's latest value is not forgotten for its own metadata.
+            base += entry.history[-1].cost
         if base + len(text) + META_OVERHEAD > self.maxBytes:
             self.refused += 1
             return

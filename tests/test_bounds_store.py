@@ -216,7 +216,15 @@ class BytesTests(SynchronousTestCase):
         store.register("c", {"x": "y" * 10_000})
         self.assertEqual(store.refused, 2)
         self.assertEqual([key for key, _ in store.keys()], ["a"])
+        store.publish("a", ["x" * 6000])
+        store.register("a", {"x": "y" * 4000})
+        self.assertEqual(store.refused, 3)
+        self.assertIsNone(store.metadata("a"))
+        store.register("a", {"x": "y" * 2000})
+        self.assertEqual(store.metadata("a"), {"x": "y" * 2000})
         self.assertEqual(store.evicted, 0)
+        self.assertLessEqual(store.bytes, store.maxBytes)
+        self.assertEqual(store.bytes, recount(store))
 
     def test_oldestHistoryFirst(self) -> None:
         """
@@ -258,6 +266,40 @@ class BytesTests(SynchronousTestCase):
         self.assertEqual([d.value for d in store.held("b")], [2004])
         self.assertLessEqual(store.bytes, store.maxBytes)
         self.assertEqual(store.bytes, recount(store))
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.booleans(),
+                st.sampled_from(["a", "b", "c/d", "e"]),
+                st.integers(0, 3000),
+            ),
+            max_size=40,
+        ),
+        st.integers(1, 4),
+        st.integers(1, 5),
+    )
+    def test_budgetAlwaysHolds(
+        self, operations: list[tuple[bool, str, int]], maxKeys: int, history: int
+    ) -> None:
+        """
+        Whatever is published and registered, the store holds no more than
+        its budget and counts it right, a key just published holds that datum
+        as its latest, and what is forgotten is counted.
+        """
+        budget = 6000
+        store = KeyStore(self.clock, maxBytes=budget, maxKeys=maxKeys, history=history)
+        for isDatum, key, size in operations:
+            if isDatum:
+                datum = store.publish(key, ["x" * size])
+                if datum is not None:
+                    self.assertIs(store.latest(key), datum)
+            else:
+                store.register(key, {"description": "x" * size})
+            self.assertLessEqual(store.bytes, budget)
+            self.assertEqual(store.bytes, recount(store))
+            self.assertLessEqual(len(store), maxKeys)
 
     def test_statistics(self) -> None:
         """
