@@ -412,10 +412,13 @@ class KeyStore:
                 _log.failure("A listener of {key!r} failed.", key=key)
         return datum
 
-    def register(self, key: str, meta: dict[str, Any]) -> None:
+    def register(self, key: str, meta: dict[str, Any]) -> bool:
         """
-        Record the metadata a source registered for a key (unless it alone
-        costs more than the whole budget: then it is refused and counted).
+        Record the metadata a source registered for a key (unless it, with
+        the key's latest value, costs more than the whole budget: then it is
+        refused and counted).
+
+        @return: whether the metadata is held.
         """
         text = encodeJSON(meta)
         entry = self._keys.get(key)
@@ -425,7 +428,7 @@ class KeyStore:
             base += entry.history[-1].cost
         if base + len(text) + META_OVERHEAD > self.maxBytes:
             self.refused += 1
-            return
+            return False
         if entry is None:
             entry = self._newEntry(key)
         if entry.meta is not None:
@@ -433,6 +436,7 @@ class KeyStore:
         entry.meta = text
         self.bytes += len(text) + META_OVERHEAD
         self._makeRoom(entry)
+        return True
 
     def _keyCost(self, entry: _Key | str) -> int:
         """
