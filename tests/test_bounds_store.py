@@ -322,6 +322,30 @@ class BytesTests(SynchronousTestCase):
         self.assertIn("artcast_keys_evicted_total 0.0", text)
 
 
+class MetadataTests(SynchronousTestCase):
+    """
+    Metadata held as JSON text still gives the front end what it needs once
+    per registration.
+    """
+
+    def test_linkMadeOncePerRegistration(self) -> None:
+        """
+        The C{Link} header of a key is made once per registration (kept while
+        the registration's text is the same object) and anew after the key is
+        registered again.
+        """
+        clock = Clock()
+        store = KeyStore(clock)
+        app = ArtcastApp(store, clock)
+        store.register("k", {"license": {"uri": "https://example.org/a"}})
+        first = app._link("k")
+        self.assertIs(app._link("k"), first)
+        self.assertIs(store.registration("k"), store.registration("k"))
+        store.register("k", {"license": {"uri": "https://example.org/b"}})
+        self.assertEqual(app._link("k"), b'<https://example.org/b>; rel="license"')
+        self.assertIsNone(app._link("other"))
+
+
 class PinnedKeysTests(SynchronousTestCase):
     """
     Finding 16: held polls do not pin keys under C{maxKeys}.
