@@ -279,8 +279,12 @@ class _Key:
 
     @ivar history: the datums held, in arrival order, the latest last.
     @ivar meta: the registered metadata as compact JSON text.
-    @ivar mixed: whether the history may hold datums of more than one source,
-        or a source's ids out of order; if not, it can be bisected by id.
+    @ivar sources: while the history holds datums of more than one source,
+        each source's datums in arrival order (L{None} while it holds one
+        source's: the history itself), so each can be bisected by id.
+    @ivar disordered: whether some source's ids in the history may not grow
+        in arrival order (no server path does that; L{KeyStore.since} then
+        reads the history through).
     @ivar indexed: whether the key is in the index of the oldest history.
     @ivar gone: whether the key was forgotten.
     """
@@ -288,7 +292,8 @@ class _Key:
     name: str
     history: list[Datum]
     meta: bytes | None = None
-    mixed: bool = False
+    sources: dict[str, list[Datum]] | None = None
+    disordered: bool = False
     indexed: bool = False
     gone: bool = False
 
@@ -467,6 +472,7 @@ class KeyStore:
         for datum in entry.history:
             self.bytes -= datum.cost
         entry.history = []
+        entry.sources = None
         entry.meta = None
         entry.gone = True
         self.evicted += 1
@@ -474,19 +480,44 @@ class KeyStore:
     def _append(self, entry: _Key, datum: Datum) -> None:
         history = entry.history
         if history:
-            last = history[-1]
-            if datum.source != last.source or (datum.boot, datum.seq) <= (
-                last.boot, last.seq,
-            ):
-                entry.mixed = True
+            sources = entry.sources
+            if sources is None and history[-1].source != datum.source:
+                sources = entry.sources = {}
+                for held in history:
+                    sources.setdefault(held.source, []).append(held)
+            if sources is None:
+                previous: Datum | None = history[-1]
+            else:
+                own = sources.setdefault(datum.source, [])
+                previous = own[-1] if own else None
+                own.append(datum)
+            if previous is not None and _stampOf(datum) <= _stampOf(previous):
+                entry.disordered = True
         history.append(datum)
         self.bytes += datum.cost
         excess = len(history) - self.history
         if excess > 0:
-            for old in history[:excess]:
-                self.bytes -= old.cost
-            del history[:excess]
+            self._dropFirst(entry, excess)
         self._indexOldest(entry)
+
+    def _dropFirst(self, entry: _Key, count: int) -> None:
+        """
+        Let the C{count} oldest datums of a key's history go.
+        """
+        history = entry.history
+        sources = entry.sources
+        for old in history[:count]:
+            self.bytes -= old.cost
+            if sources is not None:
+                own = sources[old.source]
+                del own[0]
+                if not own:
+                    del sources[old.source]
+        del history[:count]
+        if sources is not None and len(sources) < 2:
+            entry.sources = None
+        if len(history) < 2:
+            entry.disordered = False
 
     def _indexOldest(self, entry: _Key) -> None:
         """
@@ -530,8 +561,7 @@ class KeyStore:
             if first.serial != serial:
                 heapq.heapreplace(oldest, (first.serial, entry))
                 continue
-            del history[0]
-            self.bytes -= first.cost
+            self._dropFirst(entry, 1)
             self.forgotten += 1
             if len(history) > 1:
                 heapq.heapreplace(oldest, (history[0].serial, entry))
@@ -561,10 +591,9 @@ class KeyStore:
         limit = now - self.historyAge
         count = 0
         while count < len(history) - 1 and history[count].received < limit:
-            self.bytes -= history[count].cost
             count += 1
         if count:
-            del history[:count]
+            self._dropFirst(entry, count)
 
     # Reading
 
@@ -703,10 +732,11 @@ class KeyStore:
         """
         Find what follows the datum C{datumId} for a key or pattern.
 
-        Each matching key's history is bisected by id (by serial for the
-        datum that follows), so the cost grows with the number of matching
-        keys, not with the datums they hold; only a key whose history mixes
-        sources, or a source's ids out of order, is read through.
+        Each matching key's history (of a key fed by several sources, that
+        source's part of it) is bisected by id, and by serial for the datum
+        that follows, so the cost grows with the number of matching keys and
+        the logarithm of their history, not with the datums they hold.  Only
+        a history where a source's ids went backwards is read through.
 
         @raise ValueError: if C{datumId} is not an id.
         """
@@ -723,18 +753,23 @@ class KeyStore:
             first = history[0]
             if oldest is None or first.serial < oldest.serial:
                 oldest = first
-            if entry.mixed:
-                found = self._scan(entry, source, mark, datumId)
-                same, later, exact = found
-            elif first.source != source:
-                continue
+            if entry.disordered:
+                same, later, exact = self._scan(entry, source, mark, datumId)
             else:
-                same = first
-                index = bisect.bisect_right(history, mark, key=_stampOf)
-                exact = history[index - 1] if index else None
+                if entry.sources is not None:
+                    own = entry.sources.get(source)
+                    if own is None:
+                        continue
+                elif first.source == source:
+                    own = history
+                else:
+                    continue
+                same = own[0]
+                index = bisect.bisect_right(own, mark, key=_stampOf)
+                exact = own[index - 1] if index else None
                 if exact is not None and exact.id != datumId:
                     exact = None
-                later = history[index] if index < len(history) else None
+                later = own[index] if index < len(own) else None
             if exact is not None and (hit is None or exact.serial > hit.serial):
                 hit = exact
             if same is not None and (firstSame is None or same.serial < firstSame.serial):
@@ -773,29 +808,28 @@ class KeyStore:
         self, entry: _Key, source: str, mark: tuple[int, int], datumId: str
     ) -> tuple[Datum | None, Datum | None, Datum | None]:
         """
-        Read a mixed history through for L{since}: the first datum of
+        Read a disordered history through for L{since}: the first datum of
         C{source}, the first of it after C{mark}, the latest with the id
-        C{datumId}; and find whether the history is still mixed.
+        C{datumId}; and find whether the history is still disordered.
         """
         same = later = exact = None
-        mixed = False
-        previous = None
+        lastOf: dict[str, tuple[int, int]] = {}
+        disordered = False
         for datum in entry.history:
-            if previous is not None and (
-                datum.source != previous.source
-                or (datum.boot, datum.seq) <= (previous.boot, previous.seq)
-            ):
-                mixed = True
-            previous = datum
+            stamp = _stampOf(datum)
+            previous = lastOf.get(datum.source)
+            if previous is not None and stamp <= previous:
+                disordered = True
+            lastOf[datum.source] = stamp
             if datum.source != source:
                 continue
             if same is None:
                 same = datum
-            if later is None and (datum.boot, datum.seq) > mark:
+            if later is None and stamp > mark:
                 later = datum
             if datum.id == datumId:
                 exact = datum
-        entry.mixed = mixed
+        entry.disordered = disordered
         return same, later, exact
 
     # Waiting

@@ -439,15 +439,26 @@ class PatternReadTests(SynchronousTestCase):
     """
 
     @settings(max_examples=300, deadline=None)
-    @given(st.integers(1, 5), st.sampled_from([10**9, 4000]), _publishes, _queries)
+    @given(
+        st.integers(1, 5),
+        st.sampled_from([10**9, 4000]),
+        st.booleans(),
+        _publishes,
+        _queries,
+    )
     def test_sameAsReadingThrough(
-        self, history: int, budget: int, publishes: list[Any], queries: list[Any]
+        self,
+        history: int,
+        budget: int,
+        ordered: bool,
+        publishes: list[Any],
+        queries: list[Any],
     ) -> None:
         """
         C{since}, C{following} and C{current} give what reading through every
-        held datum gives, for any mix of keys, sources, ids out of order,
-        repeated ids and history left by count, age and budget; the budget
-        holds and is counted right.
+        held datum gives, for any mix of keys, sources, ids in order (as the
+        server's sources send them) or out of order, repeated ids and history
+        left by count, age and budget; the budget holds and is counted right.
         """
         clock = Clock()
         store = KeyStore(
@@ -455,8 +466,13 @@ class PatternReadTests(SynchronousTestCase):
         )
         store.boot = 1
         ids = []
+        counters: dict[str, int] = {}
         for key, stamped, wait in publishes:
             clock.advance(wait)
+            if ordered and stamped is not None:
+                # Each source's ids grow, as the source tracker lets through.
+                counters[stamped[0]] = counters.get(stamped[0], 0) + 1
+                stamped = (stamped[0], 1, counters[stamped[0]])
             datum = store.publish(
                 key, len(ids), None if stamped is None else Stamp(*stamped, 1.0)
             )
@@ -488,19 +504,25 @@ class PatternReadTests(SynchronousTestCase):
             )
         self.assertEqual(store.bytes, recount(store))
 
-    def fill(self, keys: int, datums: int) -> KeyStore:
+    def fill(self, keys: int, datums: int, sources: int = 1) -> KeyStore:
         """
-        A store of C{keys} keys of C{datums} datums each, from one source,
-        the keys updated in turn; each history then counts its reads.
+        A store of C{keys} keys of C{datums} datums each, the keys updated in
+        turn, each in turn by C{sources} sources (C{src}, C{src1}, ...) whose
+        ids grow; each history then counts its reads.
         """
         store = KeyStore(Clock(), history=datums, maxKeys=keys, maxBytes=10**12)
         seq = 0
-        for _ in range(datums):
+        for n in range(datums):
             for key in range(keys):
                 seq += 1
-                store.publish("k/%d" % (key,), seq, stamp(seq))
+                source = "src" + (str(n % sources) if n % sources else "")
+                store.publish("k/%d" % (key,), seq, stamp(seq, source))
         for entry in store._keys.values():
             entry.history = CountingList(entry.history)
+            if entry.sources is not None:
+                entry.sources = {
+                    name: CountingList(own) for name, own in entry.sources.items()
+                }
         return store
 
     def reads(self, read: Callable[[], object]) -> int:
@@ -540,6 +562,32 @@ class PatternReadTests(SynchronousTestCase):
         self.assertLessEqual(gapped, bisect)
         ahead = self.reads(lambda: store.since("...", "src.1000.%d" % (total + 9,)))
         self.assertLessEqual(ahead, bisect)
+
+    def test_sinceOnMixedSourcesBisects(self) -> None:
+        """
+        Keys fed by several sources are bisected too, each source's part of
+        the history: resuming on C{...} from an id of one source, held or
+        not, looks at a few datums per key.
+        """
+        keys, datums = 200, 50
+        store = self.fill(keys, datums, sources=2)
+        self.assertIsNotNone(store._keys["k/0"].sources)
+        bisect = keys * (2 * math.ceil(math.log2(datums)) + 8)
+        # Even rounds come from src, odd ones from src1: src's last datum is
+        # 9,800, src1's are 9,801 to 10,000.
+        for datumId, expected in (
+            ("src.1000.9800", 9801),
+            ("src.1000.9799", 9800),
+            ("src.1000.9850", None),
+            ("src1.1000.9700", 9801),
+            ("src1.1000.9997", 9998),
+        ):
+            found: list[Found] = []
+            cost = self.reads(lambda: found.append(store.since("...", datumId)))
+            self.assertLessEqual(cost, bisect)
+            datum = found[0].datum
+            self.assertEqual(None if datum is None else datum.seq, expected, datumId)
+            self.assertFalse(found[0].gap)
 
 
 def rss(pid: int) -> int:
