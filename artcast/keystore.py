@@ -283,8 +283,9 @@ class _Key:
         each source's datums in arrival order (L{None} while it holds one
         source's: the history itself), so each can be bisected by id.
     @ivar disordered: whether some source's ids in the history may not grow
-        in arrival order (no server path does that; L{KeyStore.since} then
-        reads the history through).
+        in arrival order (rare: the source tracker drops a source's older
+        ids, unless it had forgotten the source; L{KeyStore.since} then reads
+        the history through).
     @ivar indexed: whether the key is in the index of the oldest history.
     @ivar gone: whether the key was forgotten.
     """
