@@ -7,28 +7,34 @@ metadata a source registered, and through a L{PatternIndex} the waiters: one-sho
 L{Waiter}s (a long poll) and lasting L{Subscription}s (a stream).  Publishing a
 datum hands it to every listener whose pattern matches its key, without looking
 at listeners of other keys.
+
+What it holds is bounded in bytes: every datum, key and registration is
+charged what it costs against one budget (see L{KeyStore}), values being held
+as their JSON text.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import json
 import secrets
-from collections import OrderedDict, deque
-from typing import Any, Callable, Iterable, Iterator
+from collections import OrderedDict
+from typing import Any, Callable, Iterator
 
 import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from artcast._wildcard import PatternIndex, isPattern, matches
+from artcast._wildcard import REST, STAR, PatternIndex, isPattern, matches
 from artcast.wire import Stamp, parseDatumId
 
 #: The defaults of the server's options; see L{KeyStore}.
 DEFAULT_HISTORY = 100
 DEFAULT_HISTORY_AGE = 3600.0
 DEFAULT_MAX_KEYS = 10_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 _log = Logger()
 
@@ -40,16 +46,38 @@ def encodeJSON(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+#: What a held datum costs beyond the bytes of its value and of its id: the
+#: L{Datum} itself, its numbers, the C{bytes} and C{str} headers, its place
+#: in its key's history (measured with C{tracemalloc}; see
+#: C{tests/test_bounds_store.py}).
+DATUM_OVERHEAD = 360
+
+#: What a held key costs beyond the bytes of its name: its entry, its place
+#: in the store's dictionary, its empty history, its place in the index of
+#: the oldest history (measured likewise).
+KEY_OVERHEAD = 250
+
+#: What registered metadata costs beyond the bytes of its JSON text.
+META_OVERHEAD = 40
+
+
 @attr.s(slots=True, eq=False, auto_attribs=True)
 class Datum:
     """
     A value received for a key, with its id and the encodings made of it.
 
+    The value is held as its compact JSON text, the form every answer sends:
+    a parsed JSON value costs Python objects many times its text (an empty
+    object in an array, 3 bytes of text, is a 64-byte C{dict}), so holding
+    the text keeps what the store charges for a datum close to what it
+    really holds.  L{value} decodes it again where a Python value is wanted.
+
+    @ivar json: the value as compact UTF-8 JSON text.
     @ivar serial: the store-wide arrival order, for merging keys' histories.
     """
 
     key: str
-    value: object
+    json: bytes
     id: str
     source: str
     boot: int
@@ -57,7 +85,6 @@ class Datum:
     sent: float | None
     received: float
     serial: int
-    _json: bytes | None = None
     _text: bytes | None = None
     #: What the HTTP front end made of the datum for each representation (the
     #: headers of an answer), made once however many clients it is sent to;
@@ -65,13 +92,11 @@ class Datum:
     answers: dict[str, Any] | None = None
 
     @property
-    def json(self) -> bytes:
+    def value(self) -> Any:
         """
-        The value as JSON, encoded once however many clients it is sent to.
+        The value, decoded from its JSON text each time it is asked for.
         """
-        if self._json is None:
-            self._json = encodeJSON(self.value)
-        return self._json
+        return json.loads(self.json)
 
     @property
     def text(self) -> bytes:
@@ -79,8 +104,8 @@ class Datum:
         The value as plain text: a string as itself, anything else as JSON.
         """
         if self._text is None:
-            if isinstance(self.value, str):
-                self._text = self.value.encode("utf-8")
+            if self.json[:1] == b'"':
+                self._text = json.loads(self.json).encode("utf-8")
             else:
                 self._text = self.json
         return self._text
@@ -91,6 +116,18 @@ class Datum:
         The size of the value's JSON text in bytes.
         """
         return len(self.json)
+
+    @property
+    def cost(self) -> int:
+        """
+        What holding the datum costs, in bytes, as the store charges it: its
+        JSON text, for a string its text too (made when first asked for; never
+        longer than the JSON), its id and L{DATUM_OVERHEAD}.
+        """
+        size = len(self.json)
+        if self.json[:1] == b'"':
+            size += size
+        return size + len(self.id) + DATUM_OVERHEAD
 
     def after(self, stamp: tuple[str, int, int]) -> bool:
         """
@@ -235,20 +272,54 @@ class Subscription:
             self.store._listeners.remove(self.pattern, self)
 
 
-@attr.s(slots=True, auto_attribs=True)
+@attr.s(slots=True, eq=False, auto_attribs=True)
 class _Key:
+    """
+    What the store holds for one key.
+
+    @ivar history: the datums held, in arrival order, the latest last.
+    @ivar meta: the registered metadata as compact JSON text.
+    @ivar sources: while the history holds datums of more than one source,
+        each source's datums in arrival order (L{None} while it holds one
+        source's: the history itself), so each can be bisected by id.
+    @ivar disordered: whether some source's ids in the history may not grow
+        in arrival order (rare: the source tracker drops a source's older
+        ids, unless it had forgotten the source; L{KeyStore.since} then reads
+        the history through).
+    @ivar indexed: whether the key is in the index of the oldest history.
+    @ivar gone: whether the key was forgotten.
+    """
+
     name: str
-    history: deque[Datum]
-    meta: dict[str, Any] | None = None
+    history: list[Datum]
+    meta: bytes | None = None
+    sources: dict[str, list[Datum]] | None = None
+    disordered: bool = False
+    indexed: bool = False
+    gone: bool = False
 
     @property
     def latest(self) -> Datum | None:
         return self.history[-1] if self.history else None
 
 
+def _serialOf(datum: Datum) -> int:
+    return datum.serial
+
+
+def _stampOf(datum: Datum) -> tuple[int, int]:
+    return (datum.boot, datum.seq)
+
+
 class KeyStore:
     """
     The server's datums and waiters.
+
+    Everything held is charged, in bytes, against one budget (C{maxBytes}):
+    each datum (L{Datum.cost}), each key and its registered metadata.  When
+    it is spent, the oldest datums in history are forgotten first, store-wide
+    (so the latest value of a key stays as long as possible), then the least
+    recently updated keys.
 
     @param clock: the time source (a reactor, or a L{task.Clock} in tests).
     @param history: how many datums each key keeps for C{since} (at least 1:
@@ -256,7 +327,16 @@ class KeyStore:
     @param historyAge: how many seconds a datum stays in history; the latest
         value of a key stays however old it is.
     @param maxKeys: how many keys are held; past it, the least recently updated
-        key that nobody waits for is forgotten.
+        key is forgotten (whoever waits for it still gets its next datum).
+    @param maxBytes: how many bytes the datums, keys and metadata held may
+        cost in all.
+
+    @ivar bytes: what everything held costs now, in bytes.
+    @ivar forgotten: datums forgotten from history to stay within
+        C{maxBytes} (history left by count or age is not counted).
+    @ivar evicted: keys forgotten, for C{maxKeys} or C{maxBytes}.
+    @ivar refused: datums and registrations not held because they alone
+        cost more than C{maxBytes}.
     """
 
     def __init__(
@@ -266,17 +346,25 @@ class KeyStore:
         historyAge: float = DEFAULT_HISTORY_AGE,
         maxKeys: int = DEFAULT_MAX_KEYS,
         instance: str | None = None,
+        maxBytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.clock = clock
         self.history = max(1, history)
         self.historyAge = historyAge
         self.maxKeys = maxKeys
+        self.maxBytes = maxBytes
         self.instance = instance or "s" + secrets.token_hex(4)
         self.boot = int(clock.seconds() * 1000)
         self._seq = 0
         self._serial = 0
         self._keys: OrderedDict[str, _Key] = OrderedDict()
+        #: A heap of C{(serial, key)}: for each key holding history beside
+        #: its latest datum, the serial of its oldest datum or an earlier
+        #: one (corrected when it comes to the top).
+        self._oldest: list[tuple[int, _Key]] = []
         self._listeners: PatternIndex[Waiter | Subscription] = PatternIndex()
+        self.bytes = 0
+        self.forgotten = 0
         self.evicted = 0
         self.refused = 0
 
@@ -288,30 +376,40 @@ class KeyStore:
 
         @param stamp: the source's id for the datum (wire version 2); without
             one (version 1) the server stamps it itself.
-        @return: the datum, or L{None} if there was no room for a new key.
+        @return: the datum, or L{None} if it alone costs more than the whole
+            budget (C{maxBytes}) and is not held.
         """
-        entry = self._entry(key)
-        if entry is None:
-            return None
+        text = encodeJSON(value)
         now = self.clock.seconds()
+        entry = self._keys.get(key)
+        if stamp is None:
+            datumId = f"{self.instance}.{self.boot}.{self._seq + 1}"
+        else:
+            datumId = stamp.datumId()
+        cost = (
+            len(text) * (2 if text[:1] == b'"' else 1) + len(datumId) + DATUM_OVERHEAD
+        )
+        if cost + self._keyCost(key if entry is None else entry) > self.maxBytes:
+            self.refused += 1
+            return None
+        if entry is None:
+            entry = self._newEntry(key)
         self._serial += 1
         if stamp is None:
             self._seq += 1
             datum = Datum(
-                key, value, f"{self.instance}.{self.boot}.{self._seq}",
-                self.instance, self.boot, self._seq, None, now, self._serial,
+                entry.name, text, datumId, self.instance, self.boot, self._seq,
+                None, now, self._serial,
             )
         else:
             datum = Datum(
-                key, value, stamp.datumId(), stamp.source, stamp.boot,
+                entry.name, text, datumId, stamp.source, stamp.boot,
                 stamp.seq, stamp.sent, now, self._serial,
             )
-        history = entry.history
-        history.append(datum)
-        while len(history) > self.history:
-            history.popleft()
-        self._expire(history, now)
+        self._append(entry, datum)
+        self._expire(entry, now)
         self._keys.move_to_end(key)
+        self._makeRoom(entry)
         for listener in self._listeners.match(key):
             try:
                 listener.notify(datum)
@@ -320,38 +418,183 @@ class KeyStore:
                 _log.failure("A listener of {key!r} failed.", key=key)
         return datum
 
-    def register(self, key: str, meta: dict[str, Any]) -> None:
+    def register(self, key: str, meta: dict[str, Any]) -> bool:
         """
-        Record the metadata a source registered for a key.
-        """
-        entry = self._entry(key)
-        if entry is not None:
-            entry.meta = meta
+        Record the metadata a source registered for a key (unless it, with
+        the key's latest value, costs more than the whole budget: then it is
+        refused and counted).
 
-    def _entry(self, key: str) -> _Key | None:
+        @return: whether the metadata is held.
+        """
+        text = encodeJSON(meta)
         entry = self._keys.get(key)
+        base = KEY_OVERHEAD + len(key)
+        if entry is not None and entry.history:
+            # The key's latest value is not forgotten for its own metadata.
+            base += entry.history[-1].cost
+        if base + len(text) + META_OVERHEAD > self.maxBytes:
+            self.refused += 1
+            return False
         if entry is None:
-            if len(self._keys) >= self.maxKeys and not self._evictOne():
-                self.refused += 1
-                return None
-            entry = self._keys[key] = _Key(key, deque())
+            entry = self._newEntry(key)
+        if entry.meta is not None:
+            self.bytes -= len(entry.meta) + META_OVERHEAD
+        entry.meta = text
+        self.bytes += len(text) + META_OVERHEAD
+        self._makeRoom(entry)
+        return True
+
+    def _keyCost(self, entry: _Key | str) -> int:
+        """
+        What a key costs without its datums.
+        """
+        if isinstance(entry, str):
+            return KEY_OVERHEAD + len(entry)
+        cost = KEY_OVERHEAD + len(entry.name)
+        if entry.meta is not None:
+            cost += len(entry.meta) + META_OVERHEAD
+        return cost
+
+    def _newEntry(self, key: str) -> _Key:
+        """
+        Hold a new key, forgetting the least recently updated one if there
+        are C{maxKeys} already, whoever waits for it: waiters are held by
+        pattern, not by key, so they still get its next datum.
+        """
+        if len(self._keys) >= self.maxKeys:
+            self._forgetKey(next(iter(self._keys.values())))
+        entry = self._keys[key] = _Key(key, [])
+        self.bytes += KEY_OVERHEAD + len(key)
         return entry
 
-    def _evictOne(self) -> bool:
+    def _forgetKey(self, entry: _Key) -> None:
+        del self._keys[entry.name]
+        self.bytes -= self._keyCost(entry)
+        for datum in entry.history:
+            self.bytes -= datum.cost
+        entry.history = []
+        entry.sources = None
+        entry.meta = None
+        entry.gone = True
+        self.evicted += 1
+
+    def _append(self, entry: _Key, datum: Datum) -> None:
+        history = entry.history
+        if history:
+            sources = entry.sources
+            if sources is None and history[-1].source != datum.source:
+                sources = entry.sources = {}
+                for held in history:
+                    sources.setdefault(held.source, []).append(held)
+            if sources is None:
+                previous: Datum | None = history[-1]
+            else:
+                own = sources.setdefault(datum.source, [])
+                previous = own[-1] if own else None
+                own.append(datum)
+            if previous is not None and _stampOf(datum) <= _stampOf(previous):
+                entry.disordered = True
+        history.append(datum)
+        self.bytes += datum.cost
+        excess = len(history) - self.history
+        if excess > 0:
+            self._dropFirst(entry, excess)
+        self._indexOldest(entry)
+
+    def _dropFirst(self, entry: _Key, count: int) -> None:
         """
-        Forget the least recently updated key that no exact waiter holds.
+        Let the C{count} oldest datums of a key's history go.
         """
-        for name in self._keys:
-            if name not in self._listeners.patterns(name):
-                del self._keys[name]
-                self.evicted += 1
-                return True
+        history = entry.history
+        sources = entry.sources
+        for old in history[:count]:
+            self.bytes -= old.cost
+            if sources is not None:
+                own = sources[old.source]
+                del own[0]
+                if not own:
+                    del sources[old.source]
+        del history[:count]
+        if sources is not None and len(sources) < 2:
+            entry.sources = None
+        if len(history) < 2:
+            entry.disordered = False
+
+    def _indexOldest(self, entry: _Key) -> None:
+        """
+        Put a key holding history beside its latest datum in the index of the
+        oldest history, if it is not there already.
+        """
+        if entry.indexed or len(entry.history) < 2:
+            return
+        entry.indexed = True
+        oldest = self._oldest
+        heapq.heappush(oldest, (entry.history[0].serial, entry))
+        if len(oldest) > 2 * len(self._keys) + 64:
+            # Forgotten keys' places: rebuild from the keys held.
+            for _, stale in oldest:
+                stale.indexed = False
+            oldest[:] = [
+                (held.history[0].serial, held)
+                for held in self._keys.values()
+                if len(held.history) > 1
+            ]
+            for _, held in oldest:
+                held.indexed = True
+            heapq.heapify(oldest)
+
+    def _forgetOldestHistory(self) -> bool:
+        """
+        Forget the oldest datum held in history (not a key's latest), of
+        any key.
+
+        @return: whether there was one.
+        """
+        oldest = self._oldest
+        while oldest:
+            serial, entry = oldest[0]
+            history = entry.history
+            if entry.gone or len(history) < 2:
+                heapq.heappop(oldest)
+                entry.indexed = False
+                continue
+            first = history[0]
+            if first.serial != serial:
+                heapq.heapreplace(oldest, (first.serial, entry))
+                continue
+            self._dropFirst(entry, 1)
+            self.forgotten += 1
+            if len(history) > 1:
+                heapq.heapreplace(oldest, (history[0].serial, entry))
+            else:
+                heapq.heappop(oldest)
+                entry.indexed = False
+            return True
         return False
 
-    def _expire(self, history: deque[Datum], now: float) -> None:
+    def _makeRoom(self, keep: _Key) -> None:
+        """
+        Forget the oldest history, then the least recently updated keys but
+        C{keep}, until what is held fits in C{maxBytes}.
+        """
+        while self.bytes > self.maxBytes:
+            if self._forgetOldestHistory():
+                continue
+            for entry in self._keys.values():
+                if entry is not keep:
+                    break
+            else:
+                return
+            self._forgetKey(entry)
+
+    def _expire(self, entry: _Key, now: float) -> None:
+        history = entry.history
         limit = now - self.historyAge
-        while len(history) > 1 and history[0].received < limit:
-            history.popleft()
+        count = 0
+        while count < len(history) - 1 and history[count].received < limit:
+            count += 1
+        if count:
+            self._dropFirst(entry, count)
 
     # Reading
 
@@ -369,9 +612,34 @@ class KeyStore:
                 best = datum
         return best
 
+    def current(self, pattern: str) -> list[Datum]:
+        """
+        The latest datum of the key, or of each key the pattern matches, in
+        the order they arrived: one datum per key, no history looked at.
+        """
+        if not isPattern(pattern):
+            latest = self.latest(pattern)
+            return [] if latest is None else [latest]
+        return sorted(
+            (entry.history[-1] for entry in self._matching(pattern) if entry.history),
+            key=_serialOf,
+        )
+
     def metadata(self, key: str) -> dict[str, Any] | None:
         """
-        The metadata registered for a key, if any.
+        The metadata registered for a key, if any (decoded anew each time).
+        """
+        entry = self._keys.get(key)
+        if entry is None or entry.meta is None:
+            return None
+        meta: dict[str, Any] = json.loads(entry.meta)
+        return meta
+
+    def registration(self, key: str) -> bytes | None:
+        """
+        The metadata registered for a key as its JSON text, if any: the same
+        object until the key is registered again, so a cache of what is
+        made of it can tell when it changed.
         """
         entry = self._keys.get(key)
         return entry.meta if entry is not None else None
@@ -381,59 +649,189 @@ class KeyStore:
         Every key held, sorted, with its metadata.
         """
         for name in sorted(self._keys):
-            yield name, self._keys[name].meta
+            meta = self._keys[name].meta
+            yield name, None if meta is None else json.loads(meta)
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def _matching(self, pattern: str) -> Iterable[_Key]:
+    def statistics(self) -> dict[str, int]:
+        """
+        The store's figures for C{/stats}.
+        """
+        return {
+            "store_bytes": self.bytes,
+            "store_bytes_max": self.maxBytes,
+            "history_forgotten": self.forgotten,
+            "store_refused": self.refused,
+        }
+
+    def _matching(self, pattern: str) -> list[_Key]:
+        """
+        The keys a pattern matches; C{...} after plain levels (C{a/b/...},
+        or C{...}: every key) by their names' beginning.
+        """
+        if pattern == REST or pattern.endswith("/" + REST):
+            prefix = pattern[: -len(REST)]
+            if STAR not in prefix.split("/"):
+                return [
+                    entry for name, entry in self._keys.items() if name.startswith(prefix)
+                ]
         return [entry for name, entry in self._keys.items() if matches(pattern, name)]
+
+    def _held(self, pattern: str) -> list[_Key]:
+        """
+        The keys a key or pattern names that hold datums, their history
+        expired by age.
+        """
+        now = self.clock.seconds()
+        if isPattern(pattern):
+            entries = self._matching(pattern)
+        else:
+            entry = self._keys.get(pattern)
+            entries = [] if entry is None else [entry]
+        limit = now - self.historyAge
+        held = []
+        for entry in entries:
+            history = entry.history
+            if history:
+                if len(history) > 1 and history[0].received < limit:
+                    self._expire(entry, now)
+                held.append(entry)
+        return held
 
     def held(self, pattern: str) -> list[Datum]:
         """
         The datums held for a key or pattern, oldest first.
+
+        This looks at every datum held for every matching key: requests use
+        L{current}, L{since} and L{following}, whose cost follows what they
+        give.
         """
-        now = self.clock.seconds()
-        if not isPattern(pattern):
-            entry = self._keys.get(pattern)
-            if entry is None:
-                return []
-            self._expire(entry.history, now)
-            return list(entry.history)
-        histories = []
-        for entry in self._matching(pattern):
-            self._expire(entry.history, now)
-            histories.append(entry.history)
-        return list(heapq.merge(*histories, key=lambda datum: datum.serial))
+        histories = [entry.history for entry in self._held(pattern)]
+        if len(histories) == 1:
+            return list(histories[0])
+        return list(heapq.merge(*histories, key=_serialOf))
+
+    def following(self, pattern: str, datum: Datum) -> list[Datum]:
+        """
+        The datums held for a key or pattern from C{datum} (included) on, in
+        arrival order: each key's history is bisected, and only what follows
+        is merged.
+        """
+        tails = []
+        for entry in self._held(pattern):
+            history = entry.history
+            start = bisect.bisect_left(history, datum.serial, key=_serialOf)
+            if start < len(history):
+                tails.append(history[start:])
+        if len(tails) == 1:
+            return tails[0]
+        return list(heapq.merge(*tails, key=_serialOf))
 
     def since(self, pattern: str, datumId: str) -> Found:
         """
         Find what follows the datum C{datumId} for a key or pattern.
 
+        Each matching key's history (of a key fed by several sources, that
+        source's part of it) is bisected by id, and by serial for the datum
+        that follows, so the cost grows with the number of matching keys and
+        the logarithm of their history, not with the datums they hold.  Only
+        a history where a source's ids went backwards is read through.
+
         @raise ValueError: if C{datumId} is not an id.
         """
         wanted = parseDatumId(datumId)
-        held = self.held(pattern)
-        for index in range(len(held) - 1, -1, -1):
-            if held[index].id == datumId:
-                if index + 1 < len(held):
-                    return Found(held[index + 1])
-                return Found(None, skipThrough=wanted)
-        sameSource = [datum for datum in held if datum.source == wanted[0]]
-        later = [datum for datum in sameSource if datum.after(wanted)]
-        if sameSource and not later:
+        source = wanted[0]
+        mark = (wanted[1], wanted[2])
+        entries = self._held(pattern)
+        hit: Datum | None = None  # the latest datum with that id
+        oldest: Datum | None = None  # the first held
+        firstSame: Datum | None = None  # the first of that source
+        firstLater: Datum | None = None  # the first of that source after the id
+        for entry in entries:
+            history = entry.history
+            first = history[0]
+            if oldest is None or first.serial < oldest.serial:
+                oldest = first
+            if entry.disordered:
+                same, later, exact = self._scan(entry, source, mark, datumId)
+            else:
+                if entry.sources is not None:
+                    own = entry.sources.get(source)
+                    if own is None:
+                        continue
+                elif first.source == source:
+                    own = history
+                else:
+                    continue
+                same = own[0]
+                index = bisect.bisect_right(own, mark, key=_stampOf)
+                exact = own[index - 1] if index else None
+                if exact is not None and exact.id != datumId:
+                    exact = None
+                later = own[index] if index < len(own) else None
+            if exact is not None and (hit is None or exact.serial > hit.serial):
+                hit = exact
+            if same is not None and (firstSame is None or same.serial < firstSame.serial):
+                firstSame = same
+            if later is not None and (
+                firstLater is None or later.serial < firstLater.serial
+            ):
+                firstLater = later
+        if hit is not None:
+            following = None
+            for entry in entries:
+                history = entry.history
+                index = bisect.bisect_right(history, hit.serial, key=_serialOf)
+                if index < len(history) and (
+                    following is None or history[index].serial < following.serial
+                ):
+                    following = history[index]
+            if following is not None:
+                return Found(following)
+            return Found(None, skipThrough=wanted)
+        if firstSame is not None and firstLater is None:
             # The client is as far along as this server, or further (it saw a
             # datum from another server that has not reached this one yet).
             return Found(None, skipThrough=wanted)
-        if later and later[0] is not sameSource[0]:
+        if firstLater is not None and firstLater is not firstSame:
             # Older and newer datums of that source are here, only this one is
             # not: the client is in step and misses nothing.
-            return Found(later[0])
-        if later and (later[0].boot, later[0].seq) == (wanted[1], wanted[2] + 1):
-            return Found(later[0])
-        if held:
-            return Found(held[0], gap=True)
+            return Found(firstLater)
+        if firstLater is not None and _stampOf(firstLater) == (wanted[1], wanted[2] + 1):
+            return Found(firstLater)
+        if oldest is not None:
+            return Found(oldest, gap=True)
         return Found(None, gap=True)
+
+    def _scan(
+        self, entry: _Key, source: str, mark: tuple[int, int], datumId: str
+    ) -> tuple[Datum | None, Datum | None, Datum | None]:
+        """
+        Read a disordered history through for L{since}: the first datum of
+        C{source}, the first of it after C{mark}, the latest with the id
+        C{datumId}; and find whether the history is still disordered.
+        """
+        same = later = exact = None
+        lastOf: dict[str, tuple[int, int]] = {}
+        disordered = False
+        for datum in entry.history:
+            stamp = _stampOf(datum)
+            previous = lastOf.get(datum.source)
+            if previous is not None and stamp <= previous:
+                disordered = True
+            lastOf[datum.source] = stamp
+            if datum.source != source:
+                continue
+            if same is None:
+                same = datum
+            if later is None and stamp > mark:
+                later = datum
+            if datum.id == datumId:
+                exact = datum
+        entry.disordered = disordered
+        return same, later, exact
 
     # Waiting
 

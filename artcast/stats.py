@@ -165,6 +165,20 @@ class ArtcastCollector:
             for value, count in sorted(values.items()):
                 family.add_metric([value], count)
             yield family
+        for name, help, kind in (
+            ("store_bytes", "Bytes the datums, keys and metadata held cost.",
+             GaugeMetricFamily),
+            ("store_bytes_max", "The store's budget in bytes (--max-store-bytes).",
+             GaugeMetricFamily),
+            ("history_forgotten", "Datums forgotten from history to stay in the "
+             "store's budget.", CounterMetricFamily),
+            ("keys_evicted", "Keys forgotten for --max-keys or the store's budget.",
+             CounterMetricFamily),
+            ("store_refused", "Datums and registrations larger than the store's "
+             "whole budget.", CounterMetricFamily),
+        ):
+            if name in stats:
+                yield kind(f"artcast_{name}", help, value=stats[name])
         for name, help in (
             ("connections", "Client connections open."),
             ("connections_refusing", "Connections being answered 503."),

@@ -70,7 +70,6 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from artcast import negotiate
-from artcast._wildcard import isPattern
 from artcast.keystore import Datum, KeyStore, encodeJSON
 from artcast.multicast import RateLimitedLog
 from artcast.stats import countRejected
@@ -156,15 +155,9 @@ class Start:
 def currentValues(store: KeyStore, pattern: str) -> list[Datum]:
     """
     The current value of a key, or of each key a pattern matches, in the
-    order they arrived.
+    order they arrived (no history is looked at).
     """
-    if not isPattern(pattern):
-        latest = store.latest(pattern)
-        return [] if latest is None else [latest]
-    byKey: dict[str, Datum] = {}
-    for datum in store.held(pattern):
-        byKey[datum.key] = datum
-    return sorted(byKey.values(), key=lambda datum: datum.serial)
+    return store.current(pattern)
 
 
 def startOf(store: KeyStore, pattern: str, since: str | None) -> Start:
@@ -180,11 +173,7 @@ def startOf(store: KeyStore, pattern: str, since: str | None) -> Start:
     found = store.since(pattern, since)
     if found.datum is None:
         return Start((), found.gap, since, found.skipThrough)
-    held = store.held(pattern)
-    for index, datum in enumerate(held):
-        if datum is found.datum:
-            return Start(held[index:], found.gap, since)
-    return Start([found.datum], found.gap, since)
+    return Start(store.following(pattern, found.datum), found.gap, since)
 
 
 def requestedSince(request: IRequest) -> str | None:

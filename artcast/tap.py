@@ -173,6 +173,10 @@ class Options(usage.Options):
          "Seconds a datum is kept in history.", seconds],
         ["max-keys", None, keystore.DEFAULT_MAX_KEYS,
          "Keys held at most.", positiveInt],
+        ["max-store-bytes", None, keystore.DEFAULT_MAX_BYTES,
+         "Bytes the datums, keys and metadata held may cost in all; past it "
+         "the oldest history, then the least recently updated keys, are "
+         "forgotten.", positiveInt],
         ["max-value-size", None, DEFAULT_MAX_VALUE_SIZE,
          "Largest value accepted, in bytes of JSON.", positiveInt],
         ["stats-allow", None, None,
@@ -353,6 +357,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         history=options["history"],
         historyAge=options["history-age"],
         maxKeys=options["max-keys"],
+        maxBytes=options["max-store-bytes"],
     )
     stats = Stats()
     signingKeys = options.get("source-keys", [])

@@ -457,7 +457,7 @@ class ArtcastApp:
         self.pollTimeout = pollTimeout
         self.templates = templates
         self._keys: dict[bytes, str] = {}
-        self._links: dict[str, tuple[dict[str, Any] | None, bytes | None]] = {}
+        self._links: dict[str, tuple[bytes | None, bytes | None]] = {}
         self._dateSecond = -1
         self._dateLine = b""
         #: The C{/artcasts} listing: the keys and metadata it was made from,
@@ -548,14 +548,14 @@ class ArtcastApp:
         The C{Link} header of a key's registered license, made once per
         registration.
         """
-        meta = self.store.metadata(key)
+        registration = self.store.registration(key)
         cached = self._links.get(key)
-        if cached is not None and cached[0] is meta:
+        if cached is not None and cached[0] is registration:
             return cached[1]
-        link = licenseLink(meta)
+        link = licenseLink(self.store.metadata(key))
         if len(self._links) >= _CACHED:
             self._links.clear()
-        self._links[key] = (meta, link)
+        self._links[key] = (registration, link)
         return link
 
     def _argument(self, request: IRequest, name: bytes) -> str | None:
@@ -992,6 +992,7 @@ class ArtcastApp:
             "sources": dict(counters.sources),
             "waiting_per_key": self.store.waitingByPattern(),
         }
+        figures.update(self.store.statistics())
         if self.connections is not None:
             figures.update(self.connections.statistics())
         figures.update(self.streams.statistics())

@@ -111,20 +111,25 @@ class PublishTests(SynchronousTestCase):
         self.assertEqual([k for k, _ in store.keys()], ["a", "c"])
         self.assertEqual(store.evicted, 1)
 
-    def test_maxKeysSparesWaitedKeys(self) -> None:
+    def test_maxKeysForgetsWaitedKeys(self) -> None:
         """
-        A key somebody waits for is not evicted; when every key is waited for,
-        a datum for a new key is refused and counted.
+        Past C{maxKeys} the least recently updated key goes even when somebody
+        waits for it (so held polls cannot pin every key and keep new ones
+        out), and its waiter still gets the key's next datum.
         """
         store = KeyStore(self.clock, maxKeys=2)
         store.publish("a", 1)
         store.publish("b", 1)
-        store.next("a")
+        waiting = store.next("a")
         store.publish("c", 1)
-        self.assertEqual([k for k, _ in store.keys()], ["a", "c"])
+        self.assertEqual([k for k, _ in store.keys()], ["b", "c"])
+        store.next("b")
         store.next("c")
-        self.assertIsNone(store.publish("d", 1))
-        self.assertEqual(store.refused, 1)
+        self.assertIsNotNone(store.publish("d", 1))
+        self.assertEqual((store.evicted, store.refused), (2, 0))
+        self.assertNoResult(waiting)
+        datum = store.publish("a", 2)
+        self.assertIs(self.successResultOf(waiting), datum)
 
 
 class WaitTests(SynchronousTestCase):
