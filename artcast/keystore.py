@@ -337,6 +337,9 @@ class KeyStore:
     @ivar evicted: keys forgotten, for C{maxKeys} or C{maxBytes}.
     @ivar refused: datums and registrations not held because they alone
         cost more than C{maxBytes}.
+    @ivar keysVersion: grows each time a key is added or forgotten or its
+        metadata changes, so that what is made of L{keys} (the listing) is
+        made again only then.
     """
 
     def __init__(
@@ -367,6 +370,7 @@ class KeyStore:
         self.forgotten = 0
         self.evicted = 0
         self.refused = 0
+        self.keysVersion = 0
 
     # Publishing
 
@@ -439,6 +443,8 @@ class KeyStore:
             entry = self._newEntry(key)
         if entry.meta is not None:
             self.bytes -= len(entry.meta) + META_OVERHEAD
+        if entry.meta != text:
+            self.keysVersion += 1
         entry.meta = text
         self.bytes += len(text) + META_OVERHEAD
         self._makeRoom(entry)
@@ -465,10 +471,12 @@ class KeyStore:
             self._forgetKey(next(iter(self._keys.values())))
         entry = self._keys[key] = _Key(key, [])
         self.bytes += KEY_OVERHEAD + len(key)
+        self.keysVersion += 1
         return entry
 
     def _forgetKey(self, entry: _Key) -> None:
         del self._keys[entry.name]
+        self.keysVersion += 1
         self.bytes -= self._keyCost(entry)
         for datum in entry.history:
             self.bytes -= datum.cost

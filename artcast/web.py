@@ -810,17 +810,14 @@ class ArtcastApp:
         their metadata changed since it was last made (metadata registered
         again with the same content is no change).
         """
-        keys = list(self.store.keys())
         cache = self._listing
-        if cache[0] != keys:
-            cache[1] = cache[2] = None
-        # The store's own metadata objects from now on, not older equal ones.
-        cache[0] = keys
+        if cache[0] != self.store.keysVersion:
+            cache[:] = [self.store.keysVersion, None, None]
         index = 2 if html else 1
         body = cache[index]
         if body is None:
             artcasts = []
-            for key, meta in keys:
+            for key, meta in self.store.keys():
                 entry = {"key": key}
                 if meta:
                     entry.update((k, v) for k, v in meta.items() if k != "key")

@@ -492,6 +492,31 @@ class SharedListingTests(SynchronousTestCase):
         self.store.publish("new", 1)
         self.assertIn(b'"new"', self.app._listingBody(False))
 
+    def test_unchangedNotWalked(self) -> None:
+        """
+        While no key is added or forgotten and no metadata changes, asking
+        for the listing again does not go through the keys (decoding every
+        key's metadata per request would let one client take the server's
+        time).
+        """
+        self.app._listingBody(False)
+        walks: list[int] = []
+        keys = self.store.keys
+
+        def counted() -> Any:
+            walks.append(1)
+            return keys()
+
+        self.patch(self.store, "keys", counted)
+        for _ in range(3):
+            self.app._listingBody(False)
+        self.store.register("k/000", {"description": "d" * 1000})
+        self.app._listingBody(False)
+        self.assertEqual(walks, [])
+        self.store.register("k/000", {"description": "changed"})
+        self.app._listingBody(False)
+        self.assertEqual(walks, [1])
+
     def test_html(self) -> None:
         """
         The HTML listing is made once too, and sent whole to a reader.
