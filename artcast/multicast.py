@@ -290,7 +290,8 @@ class DatagramHandler:
 
     def _publish(self, message: DataMessage) -> None:
         if self.store.publish(message.key, message.value, message.stamp) is None:
-            self.stats.drop("keys-full")
+            # The value alone costs more than the store's whole budget.
+            self.stats.drop("too-large")
         else:
             self.stats.datums += 1
 

@@ -619,7 +619,7 @@ class HTTPPublisher:
         datum = self.store.publish(key, value, Stamp(source, boot, seq, self.clock.seconds()))
         if datum is None:
             raise self._refuse(
-                Refused(503, "This server holds as many keys as it may.")
+                Refused(413, "The value alone is more than this server's store may hold.")
             )
         self.published += 1
         if self.stats is not None:

@@ -146,7 +146,7 @@ class HandlerTests(SynchronousTestCase):
         self.handler.dataReceived(data, ADDRESS)
         after = stats.datums + sum(stats.dropped.values())
         self.assertEqual(after, before + 1)
-        self.assertLessEqual(set(stats.dropped), set(REASONS) | {"replayed", "stale", "keys-full"})
+        self.assertLessEqual(set(stats.dropped), set(REASONS) | {"replayed", "stale"})
 
     @settings(max_examples=200, deadline=None)
     @given(st.binary(max_size=200))

@@ -352,6 +352,27 @@ class PublishAppTests(SynchronousTestCase):
         self.assertEqual(json.loads(body), {"key": "weather/oslo", "id": datum.id})
         self.assertTrue(datum.id.startswith(self.server.store.instance + "-http."))
 
+    def test_moreThanTheStore(self) -> None:
+        """
+        A value that alone costs more than the store's whole budget is
+        answered C{413}, not stored, and counted as refused by the store; a
+        datagram of such a value is dropped as C{too-large}.
+        """
+        self.server = self.serve(parseTokenFile(TOKEN_FILE), maxValueSize=5_000)
+        self.server.store.maxBytes = 2_000
+        response, body = self.server.request(
+            "POST", "/artcasts/big", json.dumps("x" * 900).encode("ascii")
+        )
+        self.assertEqual(response.code, 413)
+        self.assertIn(b"store", body)
+        self.assertIsNone(self.server.store.latest("big"))
+        self.assertEqual(self.server.store.refused, 1)
+        self.server.handler.dataReceived(
+            json.dumps(["big", "y" * 1900]).encode("ascii"), ("127.0.0.1", 1)
+        )
+        self.assertEqual(self.server.stats.dropped["too-large"], 1)
+        self.assertIsNone(self.server.store.latest("big"))
+
     def test_putAndSecond(self) -> None:
         """
         PUT publishes too; publishing to a key that already has a value is a
