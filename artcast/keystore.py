@@ -502,6 +502,8 @@ class KeyStore:
                 own.append(datum)
             if previous is not None and _stampOf(datum) <= _stampOf(previous):
                 entry.disordered = True
+            # Answers are kept for a key's latest datum only (artcast.web).
+            history[-1].answers = None
         history.append(datum)
         self.bytes += datum.cost
         excess = len(history) - self.history
@@ -619,6 +621,13 @@ class KeyStore:
             if datum is not None and (best is None or datum.serial > best.serial):
                 best = datum
         return best
+
+    def isLatest(self, datum: Datum) -> bool:
+        """
+        Is the datum its key's latest, as held now?
+        """
+        entry = self._keys.get(datum.key)
+        return entry is not None and bool(entry.history) and entry.history[-1] is datum
 
     def current(self, pattern: str) -> list[Datum]:
         """

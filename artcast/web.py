@@ -348,9 +348,12 @@ class LongPoll(Waiter):
 
 #: Where L{ArtcastApp.prebuiltAnswer} keeps a datum's prebuilt answers in
 #: L{Datum.answers}, and how many kinds (representation, HTTP version,
-#: C{Connection}, gap) it keeps at most.
+#: C{Connection}) it keeps at most: the oldest made goes first.  Only a
+#: key's latest datum keeps answers (the one many clients are sent at
+#: once), and the store lets them go when a newer datum arrives, so what
+#: the cache holds is bounded by the keys held, not by their history.
 _PREBUILT = "prebuilt"
-_CACHED_ANSWERS = 16
+_CACHED_ANSWERS = 4
 
 #: The methods of a long poll, and the (percent-decoded) first path segment
 #: its key follows: the requests L{ArtcastResource} dispatches itself.
@@ -611,9 +614,7 @@ class ArtcastApp:
         (and kept with the datum), however many clients it is sent to.
         """
         link = self._link(datum.key)
-        answers = datum.answers
-        if answers is None:
-            answers = datum.answers = {}
+        answers = self._answersOf(datum)
         answer = answers.get(contentType)
         if answer is None or answer[0] is not link or answer[1] is not self.allowOrigin:
             answer = answers[contentType] = (
@@ -626,6 +627,21 @@ class ArtcastApp:
             setHeader(b"Artcast-Gap", b"1")
         request.setResponseCode(200)
         return _representation(datum, contentType)[0]
+
+    def _answersOf(self, datum: Datum) -> dict[Any, Any]:
+        """
+        Where the answers made of a datum are kept: with the datum when it
+        is its key's latest (its answers go with it when a newer one
+        arrives), else in a dict thrown away after this answer, so that
+        clients resuming through a key's history cannot make every datum
+        held keep headers of its own.
+        """
+        if not self.store.isLatest(datum):
+            return {}
+        answers = datum.answers
+        if answers is None:
+            answers = datum.answers = {}
+        return answers
 
     def prebuiltAnswer(
         self, request: IRequest, datum: Datum, contentType: str, gap: bool = False
@@ -668,9 +684,7 @@ class ArtcastApp:
         ):
             return self.valueAnswer(request, datum, contentType, gap)
         link = self._link(datum.key)
-        answers = datum.answers
-        if answers is None:
-            answers = datum.answers = {}
+        answers = self._answersOf(datum)
         prebuilt = answers.get(_PREBUILT)
         if prebuilt is None:
             prebuilt = answers[_PREBUILT] = {}
@@ -681,7 +695,7 @@ class ArtcastApp:
         cached = prebuilt.get(cacheKey)
         if cached is None or cached[0] is not link or cached[1] is not self.allowOrigin:
             if len(prebuilt) >= _CACHED_ANSWERS:
-                prebuilt.clear()
+                del prebuilt[next(iter(prebuilt))]
             cached = prebuilt[cacheKey] = (
                 link, self.allowOrigin,
                 self._prebuild(datum, contentType, link, req.clientproto,
