@@ -47,6 +47,7 @@ import asyncio
 import base64
 import datetime
 import json
+import multiprocessing
 import os
 import random
 import resource
@@ -439,6 +440,120 @@ class SinceClient:
         }
 
 
+def runClients(connection: Any, port: int, targets: list[tuple[str, str]],
+               deadline: float) -> None:
+    """
+    The legitimate clients' process: follow each C{(key, since)} of
+    C{targets} with a L{SinceClient} until C{deadline} (a
+    L{time.monotonic} time, which processes share), or until the parent
+    sends the last C{n} sent on each key; then give them (bounded) time to
+    catch up and send back what each received.
+
+    The clients run apart from the attacks so that their latency is the
+    server's, not that of an event loop busy attacking.
+    """
+    asyncio.run(_runClients(connection, port, targets, deadline))
+
+
+async def _runClients(connection: Any, port: int, targets: list[tuple[str, str]],
+                      deadline: float) -> None:
+    loop = asyncio.get_running_loop()
+    clients = [SinceClient(port, key, since) for key, since in targets]
+    tasks = [asyncio.ensure_future(c.run(deadline)) for c in clients]
+    lags: list[float] = []
+
+    async def watchLag() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.1)
+            lags.append(time.monotonic() - before - 0.1)
+
+    lagTask = asyncio.ensure_future(watchLag())
+    await asyncio.sleep(0.3)  # their first requests are held by now
+    connection.send({"ready": True})
+    message = await loop.run_in_executor(None, connection.recv)
+    sent, catchUp = message["sent"], message["catch_up"]
+    end = time.monotonic() + catchUp
+    while time.monotonic() < end:
+        if all(c.received and c.received[-1] >= sent[c.key] for c in clients):
+            break
+        await asyncio.sleep(0.1)
+    for c in clients:
+        c.running = False
+    for task in tasks + [lagTask]:
+        task.cancel()
+    await asyncio.gather(*tasks, lagTask, return_exceptions=True)
+    connection.send({
+        "clients": [
+            {"key": c.key, "received": c.received, "latencies": c.latencies,
+             "gaps": c.gaps, "errors": dict(c.errors),
+             "statuses": {str(k): v for k, v in c.statuses.items()}}
+            for c in clients
+        ],
+        "loop_lag_p99_ms": rounded(1000 * (percentile(lags, 0.99) or 0.0)),
+    })
+    connection.close()
+
+
+class ClientsProcess:
+    """
+    The parent's handle on the process of L{runClients}.
+    """
+
+    def __init__(self, port: int, targets: list[tuple[str, str]], deadline: float) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(
+            target=runClients, args=(child, port, targets, deadline),
+            name="abuse-clients", daemon=True,
+        )
+        self.process.start()
+        child.close()
+        self.loopLag: float | None = None
+
+    async def ready(self, limit: float = 60.0) -> None:
+        """
+        Wait (bounded) until the clients have asked for their first datum.
+
+        @raise BenchError: if they did not within C{limit} seconds.
+        """
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, self.connection.poll, limit):
+            raise BenchError("the legitimate clients' process did not start")
+        self.connection.recv()
+
+    async def finish(self, sent: dict[str, int], catchUp: float) -> list[SinceClient]:
+        """
+        Tell the clients what was sent, wait (bounded) for what they
+        received, and stop the process.
+
+        @raise BenchError: if the process sent nothing back in time.
+        """
+        self.connection.send({"sent": sent, "catch_up": catchUp})
+        loop = asyncio.get_running_loop()
+        ready = await loop.run_in_executor(None, self.connection.poll, catchUp + 30)
+        try:
+            if not ready:
+                raise BenchError("the legitimate clients' process did not answer")
+            result = self.connection.recv()
+        finally:
+            self.process.join(5)
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join(5)
+        clients = []
+        for figures in result["clients"]:
+            client = SinceClient(0, figures["key"], "")
+            client.received = figures["received"]
+            client.latencies = figures["latencies"]
+            client.gaps = figures["gaps"]
+            client.errors = Counter(figures["errors"])
+            client.statuses = Counter({int(k): v for k, v in figures["statuses"].items()})
+            clients.append(client)
+        self.loopLag = result["loop_lag_p99_ms"]
+        return clients
+
+
 # --------------------------------------------------------------------------
 # The attacks
 
@@ -709,34 +824,50 @@ async def fillStore(ctx: Context, figures: Figures, keys: int, history: int) -> 
 
 
 async def attackDotsSince(ctx: Context, figures: Figures) -> None:
-    # The store is filled before the run starts (see Abuse.setUp).
-    async def loop() -> None:
-        for _ in range(100_000):
-            writer = None
-            kind = ctx.rng.choice(["since", "sse", "ws"])
-            try:
-                if kind == "ws":
-                    _, writer, status = await webSocketOpen(ctx, "/artcasts/...")
-                elif kind == "sse":
-                    reader, writer = await connect(ctx.port)
-                    writer.write(request("/artcasts/...", "text/event-stream"))
-                    async with asyncio.timeout(10):
-                        _, status, _ = await readHead(reader)
-                else:
-                    reader, writer = await connect(ctx.port)
-                    writer.write(request(f"/artcasts/...?since={ctx.oldId}",
-                                         "application/json"))
-                    async with asyncio.timeout(10):
-                        status = (await readResponse(reader)).status
-                figures[f"{kind}-{status}"] += 1
-            except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError) as e:
-                figures[f"error-{type(e).__name__}"] += 1
-            finally:
-                abort(writer)
-            if not await until(ctx.deadline, 0.05):
-                return
+    """
+    Ten requests a second on C{...} (at most 20 at once): what a server
+    that reads only the newest datum of each key takes in its stride, and
+    one that merges every key's history cannot keep up with.  The store is
+    filled before the run starts (see L{Abuse.run}).
+    """
+    inFlight: set[asyncio.Task[None]] = set()
 
-    await asyncio.gather(*(loop() for _ in range(3)))
+    async def one(kind: str) -> None:
+        writer = None
+        try:
+            if kind == "ws":
+                _, writer, status = await webSocketOpen(ctx, "/artcasts/...")
+            elif kind == "sse":
+                reader, writer = await connect(ctx.port)
+                writer.write(request("/artcasts/...", "text/event-stream"))
+                async with asyncio.timeout(10):
+                    _, status, _ = await readHead(reader)
+            else:
+                reader, writer = await connect(ctx.port)
+                writer.write(request(f"/artcasts/...?since={ctx.oldId}", "application/json"))
+                async with asyncio.timeout(10):
+                    status = (await readResponse(reader)).status
+            figures[f"{kind}-{status}"] += 1
+        except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError) as e:
+            figures[f"error-{type(e).__name__}"] += 1
+        finally:
+            abort(writer)
+
+    def step() -> None:
+        if len(inFlight) >= 20:
+            figures["skipped"] += 1
+            return
+        task = asyncio.ensure_future(one(("since", "sse", "ws")[figures["asked"] % 3]))
+        figures["asked"] += 1
+        inFlight.add(task)
+        task.add_done_callback(inFlight.discard)
+
+    try:
+        await runPaced(Paced(10.0, step), ctx, ctx.scale(1000, 10_000))
+    finally:
+        for task in list(inFlight):
+            task.cancel()
+        await asyncio.gather(*inFlight, return_exceptions=True)
 
 
 async def attackFutureBoot(ctx: Context, figures: Figures) -> None:
@@ -1061,23 +1192,25 @@ class Abuse:
             await fillStore(ctx, storeFigures, *((300, 100) if options.quick else (2000, 100)))
         stats = await self.waitDatums(
             port, len(keys) + 1 + storeFigures["datagrams"], limit=30)
+        targets = [
+            (key, legit.firstIds[key])
+            for key in keys + [LEGIT_BIG]
+            for _ in range(options.clients_per_key)
+        ]
+        clientsProcess = ClientsProcess(
+            port, targets, time.monotonic() + options.duration + options.catch_up + 60)
+        await clientsProcess.ready()
         setUp = round(time.monotonic() - setUpStarted, 1)
-        log(f"set-up: {stats['datums']} datums held after {setUp} s")
+        log(f"set-up: {stats['datums']} datums held, clients ready after {setUp} s")
 
         start = time.monotonic()
         deadline = start + options.duration
         ctx.deadline = deadline
-        clients = [
-            SinceClient(port, key, legit.firstIds[key])
-            for key in keys + [LEGIT_BIG]
-            for _ in range(options.clients_per_key)
-        ]
         statsStart = await fetchStats(port)
         rssStart = fanout.rssKiB(pid)
         cpuStart = fanout.cpuSeconds(pid)
         selfStart = resource.getrusage(resource.RUSAGE_SELF)
         logStart = self.logSize()
-        clientTasks = [asyncio.ensure_future(c.run(deadline + 30)) for c in clients]
         pacers = [Paced(options.rate, legit.step), Paced(1.0, legit.big)]
         pacerTasks = [asyncio.ensure_future(p.run()) for p in pacers]
         attackTasks = {
@@ -1106,9 +1239,8 @@ class Abuse:
                     break
                 if time.monotonic() >= nextReport:
                     nextReport += 10
-                    delivered = sum(len(c.received) for c in clients)
                     log(f"{time.monotonic() - start:.0f} s: RSS {rss / 1024:.0f} MiB, "
-                        f"{delivered} delivered to the legitimate clients")
+                        f"{sum(legit.sent.values())} datums sent by the legitimate source")
             duration = time.monotonic() - start
         finally:
             ctx.deadline = time.monotonic()
@@ -1127,16 +1259,7 @@ class Abuse:
                     result, asyncio.CancelledError):
                 figures[name].failures.append(f"the attack itself failed: {result!r}")
         # Catch up: the legitimate clients get what is still on its way.
-        catchUp = time.monotonic() + options.catch_up
-        while time.monotonic() < catchUp and not died and server.alive():
-            if all(c.received and c.received[-1] >= legit.sent[c.key] for c in clients):
-                break
-            await asyncio.sleep(0.1)
-        for c in clients:
-            c.running = False
-        for task in clientTasks:
-            task.cancel()
-        await asyncio.gather(*clientTasks, return_exceptions=True)
+        clients = await clientsProcess.finish(legit.sent, options.catch_up)
 
         alive = not died and server.alive()
         statsEnd = None
@@ -1240,6 +1363,7 @@ class Abuse:
                                         - (selfStart.ru_utime + selfStart.ru_stime))
                                  / duration, 1) if duration else None,
                 "loop_lag_p99_ms": rounded(1000 * (percentile(lags, 0.99) or 0.0)),
+                "clients_loop_lag_p99_ms": clientsProcess.loopLag,
             },
         }
 
@@ -1342,8 +1466,9 @@ def render(document: dict[str, Any]) -> str:
         "dropped " + (", ".join(f"{k} {v}" for k, v in server["dropped"].items()) or "none")
         + "; rejected "
         + (", ".join(f"{k} {v}" for k, v in server["rejected"].items()) or "none"),
-        f"soak: cpu {document['soak']['cpu_pct']}%, event-loop lag p99 "
-        f"{document['soak']['loop_lag_p99_ms']} ms",
+        f"soak: cpu {document['soak']['cpu_pct']}% (the attacks' process), event-loop lag "
+        f"p99 {document['soak']['loop_lag_p99_ms']} ms (attacks), "
+        f"{document['soak']['clients_loop_lag_p99_ms']} ms (legitimate clients)",
     ]
     for name, attack in document["attacks"].items():
         counts = ", ".join(f"{k} {v}" for k, v in attack["counts"].items()) or "nothing"
