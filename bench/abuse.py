@@ -130,6 +130,7 @@ LOG_PER_SECOND = 1024
 CEILING_BASE_MIB = 96.0
 CEILING_CONNECTION_KIB = 16.0
 CEILING_KEY_KIB = 16.0
+CEILING_DATUM_BYTES = 512
 CEILING_VALUES_IN_FLIGHT = 8
 
 #: The token the server is started with (C{--publish-token-file}); the
@@ -170,9 +171,10 @@ def rssCeiling(server: dict[str, Any]) -> tuple[float, dict[str, float]]:
     its options::
 
         base 96 MiB
-        + max-clients x 16 KiB   (a connection's objects and bounded output)
-        + max-keys x 16 KiB      (a key, its registration and newest datums)
-        + max-value-size x 8     (values being re-assembled, parsed, answered)
+        + max-clients x 16 KiB        (a connection's objects and bounded output)
+        + max-keys x 16 KiB           (a key's entry and its registration)
+        + max-keys x history x 512 B  (every history full of small datums)
+        + max-value-size x 8          (values being re-assembled, parsed, answered)
 
     Every bound a stranger can fill must appear here as a term: when a new
     byte bound is added to the server (history bytes, a connection's queued
@@ -185,6 +187,7 @@ def rssCeiling(server: dict[str, Any]) -> tuple[float, dict[str, float]]:
         "base": CEILING_BASE_MIB,
         "max-clients": server["max-clients"] * CEILING_CONNECTION_KIB / 1024,
         "max-keys": server["max-keys"] * CEILING_KEY_KIB / 1024,
+        "history": server["max-keys"] * server["history"] * CEILING_DATUM_BYTES / 2**20,
         "max-value-size": server["max-value-size"] * CEILING_VALUES_IN_FLIGHT / 2**20,
     }
     return round(sum(terms.values()), 1), {k: round(v, 1) for k, v in terms.items()}
@@ -781,7 +784,7 @@ async def attackDeepWildcard(ctx: Context, figures: Figures) -> None:
     rng = random.Random(ctx.rng.random())
     letters = "bcdefghijklmnopqrstuvwxyz"
     patterns = []
-    for _ in range(2000):
+    for _ in range(3000):
         levels = [rng.choice(letters) for _ in range(DEEP - 1)]
         levels[rng.randrange(DEEP - 1)] = "*"
         patterns.append(deepKey(["z"] + levels[1:] + ["..."]))
@@ -1189,7 +1192,7 @@ class Abuse:
         ctx.oldId = legit.firstIds[keys[0]]
         storeFigures = Figures()
         if "dots-since" in figures:
-            await fillStore(ctx, storeFigures, *((300, 100) if options.quick else (2000, 100)))
+            await fillStore(ctx, storeFigures, *((300, 100) if options.quick else (1500, 100)))
         stats = await self.waitDatums(
             port, len(keys) + 1 + storeFigures["datagrams"], limit=30)
         targets = [
@@ -1525,10 +1528,10 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
                         help="legitimate since-clients per key (default 2)")
     parser.add_argument("--rate", type=float, default=20.0,
                         help="legitimate datums per second over the keys (default 20)")
-    parser.add_argument("--max-clients", type=int, default=4000,
-                        help="the server's --max-clients (default 4000)")
-    parser.add_argument("--max-keys", type=int, default=3000,
-                        help="the server's --max-keys (default 3000)")
+    parser.add_argument("--max-clients", type=int, default=5000,
+                        help="the server's --max-clients (default 5000)")
+    parser.add_argument("--max-keys", type=int, default=2000,
+                        help="the server's --max-keys (default 2000)")
     parser.add_argument("--header-timeout", type=float, default=3.0,
                         help="the server's --header-timeout (default 3)")
     parser.add_argument("--idle-timeout", type=float, default=6.0,

@@ -477,7 +477,8 @@ class AbuseOptionTests(SynchronousTestCase):
     def test_ceiling(self) -> None:
         """
         The ceiling is the documented base plus a term per option: 16 KiB
-        per client, 16 KiB per key, eight values of the largest size.
+        per client, 16 KiB per key, 512 bytes per datum of every key's
+        history, eight values of the largest size.
         """
         options = abuse.serverOptions(abuse.parseArgs(["--max-clients", "1024",
                                                        "--max-keys", "2048"]))
@@ -485,6 +486,7 @@ class AbuseOptionTests(SynchronousTestCase):
         self.assertEqual(terms["base"], 96.0)
         self.assertEqual(terms["max-clients"], 16.0)
         self.assertEqual(terms["max-keys"], 32.0)
+        self.assertEqual(terms["history"], 100.0)
         self.assertEqual(terms["max-value-size"], round(8 * options["max-value-size"] / 2**20, 1))
         self.assertEqual(ceiling, round(sum(terms.values()), 1))
         bigger, _ = abuse.rssCeiling(dict(options, **{"max-clients": 2048}))
