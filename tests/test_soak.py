@@ -414,16 +414,18 @@ class AbuseQuickTests(SynchronousTestCase):
     def test_documentFigures(self) -> None:
         """
         The run reports, whatever its verdict: every attack with what it
-        did, the legitimate datums sent and delivered with their latency,
-        the RSS against the ceiling and its terms, and a last line that is
-        the verdict.
+        did (unless the run was stopped early), the legitimate datums sent
+        and delivered with their latency, the RSS against the ceiling and
+        its terms, and a last line that is the verdict.
         """
         run = abuseRun()
         self.assertIn("document", run, run["stderr"][-4000:])
         document = run["document"]
         self.assertEqual(list(document["attacks"]), list(abuse.ATTACKS))
-        for name, attack in document["attacks"].items():
-            self.assertTrue(attack["counts"], name)
+        if document["rss"]["aborted_at_kib"] is None:
+            # A run stopped early may end before an attack began.
+            for name, attack in document["attacks"].items():
+                self.assertTrue(attack["counts"], name)
         legit = document["legit"]
         self.assertGreater(legit["expected"], 0)
         self.assertGreater(legit["delivered"], 0)
