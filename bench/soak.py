@@ -45,7 +45,16 @@ Run from the repository root::
     python bench/soak.py --quick           # 10 s, 200 clients (CI)
     python bench/soak.py --duration 300 --cycles 100000 --json soak.json
 
-See docs/performance.md, section Soak.
+With C{--abuse} it runs the abuse soak instead (L{bench.abuse}): the attacks
+of issue 9 mixed with legitimate since-clients, for 10 minutes (C{--quick}:
+20 s), checking that those clients lose nothing, that their latency stays
+low and that the server's memory stays under a ceiling::
+
+    python bench/soak.py --abuse --quick --json abuse.json
+    python bench/soak.py --abuse --help
+
+See docs/performance.md, section Soak, and docs/operations.md, section
+"The abuse soak".
 """
 
 from __future__ import annotations
@@ -1700,6 +1709,9 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", default=str(BENCH / "out"),
                         help="where the server's log goes (default bench/out)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--abuse", action="store_true",
+                        help="run the abuse soak instead (bench/abuse.py; "
+                        "--abuse --help lists its options)")
     options = parser.parse_args(argv)
     quick = options.quick
     defaults = {
@@ -1754,6 +1766,11 @@ def onSigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if "--abuse" in arguments:
+        from bench import abuse
+
+        return abuse.main([a for a in arguments if a != "--abuse"])
     options = parseArgs(argv)
     signal.signal(signal.SIGTERM, onSigterm)
     soak = Soak(options)

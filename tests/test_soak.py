@@ -4,9 +4,15 @@ Tests for the soak test (C{bench/soak.py}): its short mode run end to end
 against the real server, so that it cannot rot, and its pure parts (the
 garbage really is garbage, the response parser, the verdict).
 
-Nothing here asserts on timing or on memory figures: the end-to-end test
-checks that the run passed and that its summary is well-formed, with cycles
-completed and datums delivered.
+Nothing here asserts on the churn soak's timing or memory figures: its
+end-to-end test checks that the run passed and that its summary is
+well-formed, with cycles completed and datums delivered.
+
+The abuse soak (C{bench/soak.py --abuse}, L{bench.abuse}) is run in its
+short mode with every attack, and its verdict asserted: the legitimate
+clients lost nothing, their latency p99 stayed under a second and the
+server's RSS under the ceiling of its options.  Its checks, option parsing
+and datagrams are tested on their own too.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from artcast import wire
-from bench import soak
+from bench import abuse, soak
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -340,3 +346,311 @@ class OptionTests(SynchronousTestCase):
         """
         self.assertEqual(soak.slope([(0, 100), (1, 101), (2, 102)]), 60.0)
         self.assertIsNone(soak.slope([(0, 1)]))
+
+
+# --------------------------------------------------------------------------
+# The abuse soak (bench/soak.py --abuse, bench/abuse.py)
+
+#: How long the abuse soak's short mode may take, start and stop included.
+ABUSE_LIMIT = 150
+
+_abuse: dict[str, Any] = {}
+
+
+def abuseRun() -> dict[str, Any]:
+    """
+    Run C{bench/soak.py --abuse --quick} once, every attack on, bounded in
+    time, and keep its exit status, output and JSON document.
+    """
+    if not _abuse:
+        outDir = tempfile.mkdtemp(prefix="artcast-abuse-")
+        jsonPath = os.path.join(outDir, "abuse.json")
+        try:
+            result = subprocess.run(
+                [
+                    sys.executable, str(ROOT / "bench" / "soak.py"), "--abuse", "--quick",
+                    "--json", jsonPath, "--out-dir", outDir,
+                ],
+                cwd=str(ROOT),
+                capture_output=True,
+                text=True,
+                timeout=ABUSE_LIMIT,
+            )
+            _abuse["returncode"] = result.returncode
+            _abuse["stdout"] = result.stdout
+            _abuse["stderr"] = result.stderr
+            if os.path.exists(jsonPath):
+                with open(jsonPath) as f:
+                    _abuse["document"] = json.load(f)
+        finally:
+            shutil.rmtree(outDir, ignore_errors=True)
+    return _abuse
+
+
+class AbuseQuickTests(SynchronousTestCase):
+    """
+    The abuse soak's short mode, every attack on, against the real
+    C{twistd artcast}.
+    """
+
+    skip = SKIP_QUICK
+
+    def test_verdict(self) -> None:
+        """
+        Under every attack the legitimate since-clients lose nothing, their
+        latency p99 stays under a second, the server's RSS stays under the
+        ceiling its options give, and the attacks judged on their own hold:
+        the run exits 0 with a passing verdict.
+        """
+        run = abuseRun()
+        self.assertIn("document", run, run["stderr"][-4000:])
+        verdict = run["document"]["verdict"]
+        self.assertEqual(
+            (run["returncode"], verdict["failures"]), (0, []),
+            f"soak.py --abuse --quick failed:\n{run['stdout']}",
+        )
+        self.assertTrue(run["stdout"].splitlines()[-1].startswith("verdict: PASS"))
+
+    def test_documentFigures(self) -> None:
+        """
+        The run reports, whatever its verdict: every attack with what it
+        did (unless the run was stopped early), the legitimate datums sent
+        and delivered with their latency, the RSS against the ceiling and
+        its terms, and a last line that is the verdict.
+        """
+        run = abuseRun()
+        self.assertIn("document", run, run["stderr"][-4000:])
+        document = run["document"]
+        self.assertEqual(list(document["attacks"]), list(abuse.ATTACKS))
+        if document["rss"]["aborted_at_kib"] is None:
+            # A run stopped early may end before an attack began.
+            for name, attack in document["attacks"].items():
+                self.assertTrue(attack["counts"], name)
+        legit = document["legit"]
+        self.assertGreater(legit["expected"], 0)
+        self.assertGreater(legit["delivered"], 0)
+        self.assertGreater(legit["latency_s"]["count"], 0)
+        rss = document["rss"]
+        self.assertIsInstance(rss["start_kib"], int)
+        self.assertGreaterEqual(rss["peak_kib"], rss["start_kib"])
+        ceiling, terms = abuse.rssCeiling(document["settings"]["server_options"])
+        self.assertEqual((rss["ceiling_mib"], rss["ceiling_terms_mib"]), (ceiling, terms))
+        self.assertIn(run["returncode"], (0, 1))
+        self.assertEqual(run["returncode"] == 0, document["verdict"]["passed"])
+        self.assertTrue(run["stdout"].splitlines()[-1].startswith("verdict: "))
+
+
+class AbuseOptionTests(SynchronousTestCase):
+    """
+    The abuse soak's command line and RSS ceiling.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        The abuse soak runs 10 minutes with every attack by default, and 20
+        seconds with --quick.
+        """
+        full = abuse.parseArgs([])
+        self.assertEqual((full.duration, full.attacks), (600.0, list(abuse.ATTACKS)))
+        self.assertEqual(abuse.parseArgs(["--quick"]).duration, 20.0)
+        self.assertEqual(abuse.parseArgs(["--quick", "--duration", "45"]).duration, 45.0)
+
+    def test_attacks(self) -> None:
+        """
+        --attacks takes names (kept in the order of ATTACKS), all or none,
+        and refuses an unknown name.
+        """
+        self.assertEqual(
+            abuse.parseAttacks("future-boot,history-bloat"), ["history-bloat", "future-boot"]
+        )
+        self.assertEqual(abuse.parseAttacks("all"), list(abuse.ATTACKS))
+        self.assertEqual(abuse.parseAttacks("none"), [])
+        self.assertRaises(Exception, abuse.parseAttacks, "history-bloat,nonsense")
+
+    def test_dispatch(self) -> None:
+        """
+        soak.py hands --abuse and the other arguments to the abuse soak.
+        """
+        seen: list[list[str]] = []
+        self.patch(abuse, "main", lambda argv: seen.append(argv) or 7)
+        self.assertEqual(soak.main(["--quick", "--abuse", "--attacks", "none"]), 7)
+        self.assertEqual(seen, [["--quick", "--attacks", "none"]])
+
+    def test_ceiling(self) -> None:
+        """
+        The ceiling is the documented base plus a term per option: 16 KiB
+        per client, 16 KiB per key, 512 bytes per datum of every key's
+        history, eight values of the largest size.
+        """
+        options = abuse.serverOptions(abuse.parseArgs(["--max-clients", "1024",
+                                                       "--max-keys", "2048"]))
+        ceiling, terms = abuse.rssCeiling(options)
+        self.assertEqual(terms["base"], 96.0)
+        self.assertEqual(terms["max-clients"], 16.0)
+        self.assertEqual(terms["max-keys"], 32.0)
+        self.assertEqual(terms["history"], 100.0)
+        self.assertEqual(terms["max-value-size"], round(8 * options["max-value-size"] / 2**20, 1))
+        self.assertEqual(ceiling, round(sum(terms.values()), 1))
+        bigger, _ = abuse.rssCeiling(dict(options, **{"max-clients": 2048}))
+        self.assertEqual(bigger, ceiling + 16.0)
+
+
+class AbuseCheckTests(SynchronousTestCase):
+    """
+    What the abuse soak checks, on figures made up for the purpose.
+    """
+
+    def client(self, received: list[int], gaps: int = 0) -> abuse.SinceClient:
+        client = abuse.SinceClient(1, "legit/k/00", "legit.1.0")
+        client.received = received
+        client.gaps = gaps
+        return client
+
+    def test_lossless(self) -> None:
+        """
+        A client that got every datum after the first, in order, once, is
+        lossless.
+        """
+        self.assertTrue(self.client([1, 2, 3]).check(3)["lossless"])
+
+    def test_losses(self) -> None:
+        """
+        A missing datum, a duplicate, a datum out of order or an
+        Artcast-Gap each make a client lose.
+        """
+        missing = self.client([1, 3]).check(3)
+        self.assertEqual((missing["lossless"], missing["missing"]), (False, 1))
+        twice = self.client([1, 2, 2, 3]).check(3)
+        self.assertEqual((twice["lossless"], twice["duplicates"]), (False, 1))
+        swapped = self.client([2, 1, 3]).check(3)
+        self.assertEqual((swapped["lossless"], swapped["out_of_order"]), (False, 1))
+        self.assertFalse(self.client([1, 2, 3], gaps=1).check(3)["lossless"])
+
+    def document(self, **changes: Any) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "server": {"died": False, "log_bytes": 0, "log_limit_bytes": 65536},
+            "legit": {
+                "statuses": {"200": 10}, "clients": 2, "lossless_clients": 2, "missing": 0,
+                "duplicates": 0, "out_of_order": 0, "gaps": 0,
+                "latency_s": {"p99": 0.01},
+            },
+            "rss": {"peak_kib": 100 * 1024, "ceiling_mib": 200.0, "aborted_at_kib": None,
+                    "abort_mib": 712.0},
+            "attacks": {"slow-body": {"failures": []}},
+            "server_log": {"tracebacks": 0, "unhandled": 0},
+        }
+        for path, value in changes.items():
+            target = document
+            *parents, name = path.split("__")
+            for parent in parents:
+                target = target[parent]
+            target[name] = value
+        return document
+
+    def test_passes(self) -> None:
+        """
+        A run where every check holds passes without warning.
+        """
+        self.assertEqual(abuse.judge(self.document()), (True, [], []))
+
+    def test_failures(self) -> None:
+        """
+        A lossy client, a p99 of a second, RSS over the ceiling, a 5xx, a
+        dead server or an attack's own failed check each fail the run.
+        """
+        for change in [
+            {"legit__lossless_clients": 1},
+            {"legit__latency_s": {"p99": 1.0}},
+            {"legit__latency_s": {"p99": None}},
+            {"rss__peak_kib": 201 * 1024},
+            {"rss__aborted_at_kib": 800 * 1024},
+            {"legit__statuses": {"200": 9, "503": 1}},
+            {"server__died": True},
+            {"attacks__slow-body__failures": ["1 of 1 slow bodies outlived 14 s"]},
+        ]:
+            passed, failures, _ = abuse.judge(self.document(**change))
+            self.assertFalse(passed, change)
+            self.assertEqual(len(failures), 1, (change, failures))
+
+    def test_logBound(self) -> None:
+        """
+        A server log that grew past its allowance fails the run; one that
+        grew less does not.
+        """
+        passed, failures, _ = abuse.judge(self.document(server__log_bytes=65537))
+        self.assertEqual((passed, len(failures)), (False, 1))
+        self.assertTrue(abuse.judge(self.document(server__log_bytes=65536))[0])
+
+
+class AbuseDatagramTests(SynchronousTestCase):
+    """
+    The legitimate source's and the attacks' datagrams are what they claim.
+    """
+
+    def test_bigValueInFragments(self) -> None:
+        """
+        The legitimate source's big value goes in several fragments, and
+        the fragment flood is sent between the first and the others.
+        """
+        source = abuse.LegitSource("239.255.1.1", 9, ["legit/k/00"])
+        self.addCleanup(source.close)
+        sent: list[bytes] = []
+        self.patch(source, "sock", _Recorder(sent))
+        source.between = lambda: sent.append(b"flood")
+        source.big()
+        self.assertGreater(len(sent), 2)
+        self.assertEqual(sent[1], b"flood")
+        reassembler = wire.Reassembler(Clock())
+        parts = [wire.parseData(d) for d in sent if d != b"flood"]
+        self.assertTrue(all(isinstance(p, wire.Fragment) for p in parts))
+        whole = [reassembler.feed(p) for p in parts][-1]
+        self.assertEqual((whole.key, whole.value["n"]), (abuse.LEGIT_BIG, 0))
+
+    def test_floodFragments(self) -> None:
+        """
+        A flood is 70 first fragments of two-part values, each from a
+        source of its own.
+        """
+        sent: list[bytes] = []
+        ctx = abuse.Context.__new__(abuse.Context)
+        ctx.data = ("239.255.1.1", 9)
+        ctx.sock = _Recorder(sent)
+        abuse.fragmentFlood(ctx, abuse.Figures())()
+        parts = [wire.parseData(d) for d in sent]
+        self.assertEqual(len(parts), 70)
+        self.assertTrue(all(isinstance(p, wire.Fragment) and p.parts == 2 for p in parts))
+        self.assertEqual(len({p.stamp.source for p in parts}), 70)
+
+    def test_pingFrames(self) -> None:
+        """
+        The ping frames are masked client frames with a 125-byte payload.
+        """
+        frames = abuse.pingFrames(2)
+        self.assertEqual(len(frames), 2 * 131)
+        self.assertEqual(frames[:2], bytes([0x89, 0x80 | 125]))
+        mask = frames[2:6]
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(frames[6:131]))
+        self.assertEqual(payload, b"p" * 125)
+
+    def test_deepKeys(self) -> None:
+        """
+        A 126-level key of one-character levels fits in a key.
+        """
+        self.assertEqual(wire.validateKey(abuse.deepKey(["a"] * abuse.DEEP)).count("/"),
+                         abuse.DEEP - 1)
+
+
+class _Recorder:
+    """
+    Stands in for a UDP socket: keeps what is sent.
+    """
+
+    def __init__(self, sent: list[bytes]) -> None:
+        self.sent = sent
+
+    def sendto(self, datagram: bytes, address: tuple[str, int]) -> int:
+        self.sent.append(datagram)
+        return len(datagram)
+
+    def close(self) -> None:
+        pass
