@@ -120,7 +120,7 @@ LATENCY_P99_LIMIT = 1.0
 #: Guesses of a bearer token the server may evaluate per second, all
 #: connections together, before C{bearer-guess} fails.
 GUESS_RATE_LIMIT = 100.0
-#: Slack, in seconds, on top of C{--header-timeout} plus C{--idle-timeout}
+#: Slack, in seconds, on top of C{--header-timeout} plus C{--body-timeout}
 #: within which the server must cut a slow request body.
 SLOW_BODY_SLACK = 5.0
 #: Server log bytes allowed: a base plus this many per second of the run.
@@ -163,6 +163,7 @@ def serverOptions(options: argparse.Namespace) -> dict[str, Any]:
         "max-value-size": DEFAULT_MAX_VALUE_SIZE,
         "header-timeout": options.header_timeout,
         "idle-timeout": options.idle_timeout,
+        "body-timeout": options.body_timeout,
     }
 
 
@@ -569,7 +570,7 @@ class Context:
 
     def __init__(self, port: int, group: str, dataPort: int, registerPort: int,
                  legit: LegitSource, deadline: float, quick: bool, rng: random.Random,
-                 headerTimeout: float, idleTimeout: float) -> None:
+                 headerTimeout: float, bodyTimeout: float) -> None:
         self.port = port
         self.data = (group, dataPort)
         self.register = (group, registerPort)
@@ -578,7 +579,7 @@ class Context:
         self.quick = quick
         self.rng = rng
         self.headerTimeout = headerTimeout
-        self.idleTimeout = idleTimeout
+        self.bodyTimeout = bodyTimeout
         self.sock = multicastSocket(0, "127.0.0.1")
         self.sock.setblocking(False)
         self.oldId = "nobody.1.1"
@@ -961,7 +962,7 @@ async def attackAnswerCache(ctx: Context, figures: Figures) -> None:
 
 
 async def attackSlowBody(ctx: Context, figures: Figures) -> None:
-    bound = ctx.headerTimeout + ctx.idleTimeout + SLOW_BODY_SLACK
+    bound = ctx.headerTimeout + ctx.bodyTimeout + SLOW_BODY_SLACK
     head = (
         "POST /artcasts/abuse/slow HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
@@ -1009,7 +1010,7 @@ async def attackSlowBody(ctx: Context, figures: Figures) -> None:
         if figures["outlived"]:
             figures.failures.append(
                 f"{figures['outlived']} of {figures['outlived'] + figures['cut']} slow "
-                f"bodies outlived {bound:g} s (--header-timeout + --idle-timeout + "
+                f"bodies outlived {bound:g} s (--header-timeout + --body-timeout + "
                 f"{SLOW_BODY_SLACK:g})"
             )
 
@@ -1197,7 +1198,7 @@ class Abuse:
             legit.send(key)
         ctx = Context(port, self.config.dataGroup, self.config.dataPort,
                       self.config.registerPort, legit, 0.0, options.quick, self.rng,
-                      options.header_timeout, options.idle_timeout)
+                      options.header_timeout, options.body_timeout)
         ctx.oldId = legit.firstIds[keys[0]]
         storeFigures = Figures()
         if "dots-since" in figures:
@@ -1545,6 +1546,8 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
                         help="the server's --header-timeout (default 3)")
     parser.add_argument("--idle-timeout", type=float, default=6.0,
                         help="the server's --idle-timeout (default 6)")
+    parser.add_argument("--body-timeout", type=float, default=5.0,
+                        help="the server's --body-timeout (default 5)")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="another option for twistd artcast (repeatable)")
     parser.add_argument("--rss-ceiling-mib", type=float, default=None,
