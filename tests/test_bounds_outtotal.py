@@ -20,6 +20,7 @@ import termios
 import time
 from typing import Any
 
+import treq
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -486,7 +487,7 @@ class OutputTotalIntegrationTests(TestCase):
         under the budget: its resident memory grows by less than the budget,
         a sixteenth, and 20 KiB a connection (each of the 400 would hold
         128 KiB, 50 MiB in all), and a long poll held meanwhile gets its
-        datum within a second.
+        datum within a second; C{/metrics} counts them too.
         """
         proc = yield ArtcastProcess(self, extra=[
             "--max-clients", "1000", "--max-output-total", str(TOTAL),
@@ -543,3 +544,8 @@ class OutputTotalIntegrationTests(TestCase):
         answer = yield poll.nextResponse()
         self.assertEqual((answer.code, answer.body), (200, b"42"))
         self.assertLess(time.monotonic() - sent, 1.0)
+        response = yield treq.get(proc.url + "/metrics", persistent=False)
+        metrics = yield response.text("utf-8")
+        self.assertIn(
+            'artcast_rejected_total{reason="output-full"} %d.0' % (len(closed),), metrics
+        )
