@@ -27,12 +27,14 @@ Three pieces, from the socket up:
     is C{--idle-timeout}, and which counts refusals by reason.
 
 Output is bounded too (see L{BodyProducer}, L{queuedOutput}): a large
-answer is written in chunks as the client reads it, and a connection whose
-queued output passes C{--max-output-buffer} bytes is aborted.
+answer is written in chunks as the client reads it, a connection whose
+queued output passes C{--max-output-buffer} bytes is aborted, and when the
+queued output of all connections together passes C{--max-output-total},
+the connections holding the most are (L{ConnectionLimiter.chargeOutput}).
 
 Refusals are counted by reason in L{LimitedSite.rejected}: C{max-clients},
-C{per-address}, C{header-timeout}, C{body-timeout}, C{slow-reader} and
-C{shutting-down}.
+C{per-address}, C{header-timeout}, C{body-timeout}, C{slow-reader},
+C{output-full} and C{shutting-down}.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from artcast.logs import DEFAULT_LOG_COUNT, DEFAULT_LOG_SIZE, ArtcastSite, addressHost
+from artcast.multicast import RateLimitedLog
 
 __all__ = [
     "ArtcastChannel",
@@ -66,6 +69,7 @@ __all__ = [
     "RetrySpread",
     "TrackedConnection",
     "configureSocket",
+    "dropQueuedOutput",
     "ensureFileLimit",
     "peerKey",
     "queuedOutput",
@@ -94,6 +98,18 @@ DEFAULT_MAX_OUTPUT_BUFFER = 2 * 1024 * 1024
 #: stream's or a WebSocket's message with the largest value is one write,
 #: made while up to Twisted's 64 KiB buffer may still be queued.
 OUTPUT_HEADROOM = 128 * 1024
+#: Bytes all connections together may have written and not yet sent; past
+#: it, the connections holding the most are aborted.  256 MiB: a quarter of
+#: the smallest Raspberry Pi that runs a server for years (1 GiB), and far
+#: above what clients that read hold (a reading client's queue empties in
+#: milliseconds), so it is reached only when many clients do not read: 128
+#: at the full C{--max-output-buffer}, or about 2,000 that asked for a large
+#: answer (each holds at most Twisted's buffer and one piece, 128 KiB).
+DEFAULT_MAX_OUTPUT_TOTAL = 256 * 1024 * 1024
+#: What the charges may pass the real total by before they are measured
+#: again, as a fraction of C{--max-output-total} (see
+#: L{ConnectionLimiter.chargeOutput}).
+OUTPUT_SLACK_DIVISOR = 16
 #: A body larger than this is written in pieces of this size, each when the
 #: client has read the ones before (L{BodyProducer}).
 CHUNK_SIZE = 64 * 1024
@@ -117,6 +133,7 @@ PER_ADDRESS = "per-address"
 HEADER_TIMEOUT = "header-timeout"
 BODY_TIMEOUT = "body-timeout"
 SLOW_READER = "slow-reader"
+OUTPUT_FULL = "output-full"
 SHUTTING_DOWN = "shutting-down"
 
 _MESSAGES = {
@@ -311,6 +328,45 @@ def queuedOutput(transport: Any) -> int | None:
                 return None
         transport = buffered.get("transport")
     return None
+
+
+def dropQueuedOutput(transport: Any) -> bool:
+    """
+    Let go at once of what an aborted connection's transport holds written
+    and not yet sent, as L{queuedOutput} finds it.
+
+    Twisted's C{abortConnection} discards a TCP transport's buffer, but only
+    when it calls C{connectionLost}, a reactor turn later; until then the
+    buffer is held, so every connection aborted in one turn (a burst of
+    clients that do not read, all cut for the output budget) would hold its
+    output at once.  This writes the private state L{queuedOutput} reads,
+    and only on a transport Twisted marked as aborting (C{_aborting}), whose
+    C{doWrite} it has replaced with a no-op: nothing will read the buffer
+    again.  C{tests.test_bounds_outtotal} checks it against a real socket;
+    on a Twisted without that state, nothing is done (the buffer goes a
+    turn later, as before).
+
+    @return: Whether a buffer was let go of.
+    """
+    for _ in range(4):
+        if transport is None:
+            return False
+        try:
+            state = transport.__dict__
+        except AttributeError:
+            return False
+        if "_tempDataLen" in state:
+            if state.get("_aborting") is not True or not isinstance(
+                state.get("_tempDataBuffer"), list
+            ):
+                return False
+            transport._tempDataBuffer = []
+            transport._tempDataLen = 0
+            transport.dataBuffer = b""
+            transport.offset = 0
+            return True
+        transport = state.get("transport")
+    return False
 
 
 @implementer(IPushProducer)
@@ -794,6 +850,10 @@ class TrackedConnection(ProtocolWrapper):
     admitted = False
     #: Aborted for passing the output bound: what is written now is dropped.
     cut = False
+    #: What it was last charged against the server's output budget: its
+    #: queued output as measured after its last write (see
+    #: L{ConnectionLimiter.chargeOutput}).
+    outputCharge = 0
     _host: IAddress | None = None
     _peer: IAddress | None = None
 
@@ -818,21 +878,28 @@ class TrackedConnection(ProtocolWrapper):
     def _checkOutput(self) -> None:
         """
         Abort the connection, counted as C{slow-reader}, when what it has
-        written and not yet sent passes the factory's C{maxOutputBuffer}.
+        written and not yet sent passes the factory's C{maxOutputBuffer};
+        else charge it against the factory's budget for all connections.
         """
-        bound = self.factory.maxOutputBuffer
-        if bound is None:
+        factory = self.factory
+        bound = factory.maxOutputBuffer
+        if bound is None and factory.maxOutputTotal is None:
             return
         queued = queuedOutput(self.transport)
-        if queued is not None and queued > bound:
+        if queued is None:
+            return
+        if bound is not None and queued > bound:
             self.cut = True
-            self.factory.rejected[SLOW_READER] += 1
-            self.factory._log.info(
+            factory.dischargeOutput(self)
+            factory.rejected[SLOW_READER] += 1
+            factory._log.info(
                 "Closing a connection from {peer} that does not read its answers "
                 "({queued} bytes waiting)",
                 peer=self.peer, queued=queued,
             )
             self.abortConnection()
+            return
+        factory.chargeOutput(self, queued)
 
     def getHost(self) -> IAddress:
         """
@@ -865,9 +932,16 @@ class TrackedConnection(ProtocolWrapper):
             channel.shutDown(retryAfter)
 
     def abortConnection(self) -> None:
+        """
+        Abort the connection, dropping what it holds written and not yet
+        sent now (see L{dropQueuedOutput}), and giving back its charge.
+        """
         self.disconnecting = 1
         transport: Any = self.transport
         transport.abortConnection()
+        dropQueuedOutput(transport)
+        if self.outputCharge:
+            self.factory.dischargeOutput(self)
 
 
 class ConnectionLimiter(WrappingFactory[TrackedConnection]):
@@ -881,8 +955,15 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
     (past that one is closed as soon as accepted), so refusals cannot eat
     every file descriptor either.
 
+    The output of all connections together is bounded as well: see
+    L{chargeOutput}.
+
     @ivar admitted: Connections counted as clients.
     @ivar refusing: Connections open only to be told C{503}.
+    @ivar outputCharged: The sum of the connections' C{outputCharge}: at
+        least the bytes they hold written and not yet sent.
+    @ivar outputWalks: How many times every charged connection's queued
+        output was measured again (for tests and benchmarks).
     """
 
     protocol = TrackedConnection
@@ -896,6 +977,7 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
         tcpKeepAlive: float | None = DEFAULT_TCP_KEEPALIVE,
         maxRefusing: int | None = None,
         maxOutputBuffer: int | None = DEFAULT_MAX_OUTPUT_BUFFER,
+        maxOutputTotal: int | None = DEFAULT_MAX_OUTPUT_TOTAL,
     ) -> None:
         """
         @param site: The site whose connections these are.
@@ -909,6 +991,9 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
         @param maxOutputBuffer: Bytes a connection may have written and not
             yet sent; past it the connection is aborted (C{slow-reader}).
             L{None} for no bound.
+        @param maxOutputTotal: Bytes all connections together may have
+            written and not yet sent; past it those holding the most are
+            aborted (C{output-full}).  L{None} for no bound.
         """
         super().__init__(site)
         self.site = site
@@ -917,6 +1002,12 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
         self.tcpKeepAlive = tcpKeepAlive
         self.maxRefusing = maxClients if maxRefusing is None else maxRefusing
         self.maxOutputBuffer = maxOutputBuffer
+        self.maxOutputTotal = maxOutputTotal
+        self.outputCharged = 0
+        self.outputWalks = 0
+        self._charged: set[TrackedConnection] = set()
+        self._measureAbove = maxOutputTotal
+        self._outputLog = RateLimitedLog(self._log, site.reactor)
         self.admitted = 0
         self.refusing = 0
         self._perAddress: dict[str, int] = {}
@@ -984,6 +1075,7 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
         A connection is gone: give its place back at once.
         """
         super().unregisterProtocol(p)
+        self.dischargeOutput(p)
         if p.admitted:
             p.admitted = False
             self.admitted -= 1
@@ -1002,6 +1094,105 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
             if self._stopPending:
                 self._stopPending = False
                 super().doStop()
+
+    def chargeOutput(self, connection: TrackedConnection, queued: int) -> None:
+        """
+        Charge a connection that has just written with what it now holds
+        written and not yet sent, and when the charges of all connections
+        pass C{maxOutputTotal}, measure and enforce it.
+
+        A charge is what the connection held after its last write; its
+        transport sends without telling us, so a charge is at least what
+        the connection holds, often more (a client that reads has emptied
+        its queue since).  So when the sum passes the budget, every charged
+        connection (those in C{_charged}, the ones holding something at
+        their last write) is measured again (L{_measureOutput}), and only
+        if the real total is still over the budget are the connections
+        holding the most aborted, as C{output-full}, until it is under.
+
+        The walk is amortised over the bytes written.  After it the sum is
+        the real total, C{R}, at most the budget, and it is next made when
+        the sum passes M{max(budget, R + budget / 16)}: a charge grows the
+        sum by at most the bytes just written (it was at least what the
+        connection held before the write), so between two walks at least a
+        sixteenth of the budget (16 MiB by default) has been written, and a
+        walk measures at most one connection per client.  Without the
+        sixteenth, a load whose real total stayed just under the budget
+        (say, many clients that do not read, each under its own bound)
+        would make every later write, by anyone, walk every connection.
+        The price: the real total can pass the budget by a sixteenth of it
+        (and one write) before anything is aborted.
+
+        @param queued: The connection's queued output, just measured.
+        """
+        if self.maxOutputTotal is None or connection not in self.protocols:
+            # Gone already (a write while it is being closed): nothing to
+            # give back later.
+            return
+        self.outputCharged += queued - connection.outputCharge
+        connection.outputCharge = queued
+        if queued:
+            self._charged.add(connection)
+        else:
+            self._charged.discard(connection)
+        measureAbove = self._measureAbove
+        if measureAbove is not None and self.outputCharged > measureAbove:
+            self._measureOutput()
+
+    def dischargeOutput(self, connection: TrackedConnection) -> None:
+        """
+        Give back a connection's charge: it is gone, or aborted (what it
+        holds is dropped).
+        """
+        self.outputCharged -= connection.outputCharge
+        connection.outputCharge = 0
+        self._charged.discard(connection)
+
+    def _measureOutput(self) -> None:
+        """
+        Measure every charged connection's queued output again; if the real
+        total is over C{maxOutputTotal}, abort the connections holding the
+        most until it is under (see L{chargeOutput}).
+        """
+        budget = self.maxOutputTotal
+        assert budget is not None
+        self.outputWalks += 1
+        holders: list[tuple[int, TrackedConnection]] = []
+        total = 0
+        for connection in list(self._charged):
+            queued = queuedOutput(connection.transport) or 0
+            connection.outputCharge = queued
+            if queued:
+                holders.append((queued, connection))
+                total += queued
+            else:
+                self._charged.discard(connection)
+        self.outputCharged = total
+        if total > budget:
+            holders.sort(key=lambda holder: holder[0], reverse=True)
+            aborted = 0
+            freed = 0
+            for queued, connection in holders:
+                if self.outputCharged <= budget:
+                    break
+                connection.cut = True
+                self.dischargeOutput(connection)
+                aborted += 1
+                freed += queued
+                try:
+                    connection.abortConnection()
+                except Exception:
+                    self._log.failure("Cannot abort a connection")
+            self.rejected[OUTPUT_FULL] += aborted
+            self._outputLog.warn(
+                "Closing {count} connections holding the most output ({freed} "
+                "bytes): all connections held {total} bytes not yet sent, "
+                "more than --max-output-total {budget}",
+                count=aborted, freed=freed, total=total, budget=budget,
+            )
+        self._measureAbove = max(
+            budget, self.outputCharged + budget // OUTPUT_SLACK_DIVISOR
+        )
 
     def addressCount(self, peer: str) -> int:
         """

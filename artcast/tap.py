@@ -212,6 +212,10 @@ class Options(usage.Options):
         ["max-output-buffer", None, 2 * 1024 * 1024,
          "Abort a connection that has this many bytes written and not yet read "
          "by its client (at least --max-value-size + 128 KiB).", positiveInt],
+        ["max-output-total", None, 256 * 1024 * 1024,
+         "Bytes all connections together may have written and not yet sent; "
+         "past it the connections holding the most are aborted (at least "
+         "--max-output-buffer).", positiveInt],
         ["tcp-keepalive", None, DEFAULT_TCP_KEEPALIVE,
          "Seconds of silence before TCP keepalive probes a connection.", seconds],
         ["retry-after", None, DEFAULT_RETRY_AFTER,
@@ -428,6 +432,11 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         tcpKeepAlive=options["tcp-keepalive"],
         maxOutputBuffer=max(
             options["max-output-buffer"], options["max-value-size"] + OUTPUT_HEADROOM
+        ),
+        # Never below one connection's bound.
+        maxOutputTotal=max(
+            options["max-output-total"], options["max-output-buffer"],
+            options["max-value-size"] + OUTPUT_HEADROOM,
         ),
     )
     web.connections = limiter
