@@ -130,9 +130,17 @@ LOG_PER_SECOND = 1024
 #: The RSS ceiling's parts (see L{rssCeiling} and docs/operations.md).
 CEILING_BASE_MIB = 96.0
 CEILING_CONNECTION_KIB = 16.0
-CEILING_KEY_KIB = 16.0
-CEILING_DATUM_BYTES = 512
+#: What the store really holds for what it charges, allocator included.
+CEILING_STORE_FACTOR = 1.25
+#: How far past --max-output-total output may go before connections are cut.
+CEILING_OUTPUT_FACTOR = 17 / 16
 CEILING_VALUES_IN_FLIGHT = 8
+
+#: The server's budgets in the soak: smaller than its defaults, so that the
+#: ceiling is a test of the server, not of the machine.
+SOAK_MAX_STORE_BYTES = 32 * 2**20
+SOAK_MAX_OUTPUT_TOTAL = 64 * 2**20
+SOAK_FRAGMENT_MEMORY = 16_000_000
 
 #: The token the server is started with (C{--publish-token-file}); the
 #: guesser never sends it.
@@ -161,6 +169,9 @@ def serverOptions(options: argparse.Namespace) -> dict[str, Any]:
         "max-keys": options.max_keys,
         "history": keystore.DEFAULT_HISTORY,
         "max-value-size": DEFAULT_MAX_VALUE_SIZE,
+        "max-store-bytes": options.max_store_bytes,
+        "max-output-total": options.max_output_total,
+        "fragment-memory": SOAK_FRAGMENT_MEMORY,
         "header-timeout": options.header_timeout,
         "idle-timeout": options.idle_timeout,
         "body-timeout": options.body_timeout,
@@ -173,14 +184,17 @@ def rssCeiling(server: dict[str, Any]) -> tuple[float, dict[str, float]]:
     its options::
 
         base 96 MiB
-        + max-clients x 16 KiB        (a connection's objects and bounded output)
-        + max-keys x 16 KiB           (a key's entry and its registration)
-        + max-keys x history x 512 B  (every history full of small datums)
-        + max-value-size x 8          (values being re-assembled, parsed, answered)
+        + max-clients x 16 KiB         (a connection's objects, a held poll
+                                        and its pattern, request bytes read)
+        + max-store-bytes x 1.25       (keys, history, metadata: what the
+                                        store charges, allocator included)
+        + max-output-total x 17/16     (output written and not yet read, all
+                                        connections together)
+        + fragment-memory              (values being put together)
+        + max-value-size x 8           (values being parsed and answered)
 
     Every bound a stranger can fill must appear here as a term: when a new
-    byte bound is added to the server (history bytes, a connection's queued
-    output, registration size, ...), add its option to L{serverOptions}
+    byte bound is added to the server, add its option to L{serverOptions}
     and its term here, and say so in docs/operations.md.
 
     @return: the ceiling and its terms, both in MiB.
@@ -188,8 +202,9 @@ def rssCeiling(server: dict[str, Any]) -> tuple[float, dict[str, float]]:
     terms = {
         "base": CEILING_BASE_MIB,
         "max-clients": server["max-clients"] * CEILING_CONNECTION_KIB / 1024,
-        "max-keys": server["max-keys"] * CEILING_KEY_KIB / 1024,
-        "history": server["max-keys"] * server["history"] * CEILING_DATUM_BYTES / 2**20,
+        "max-store-bytes": server["max-store-bytes"] * CEILING_STORE_FACTOR / 2**20,
+        "max-output-total": server["max-output-total"] * CEILING_OUTPUT_FACTOR / 2**20,
+        "fragment-memory": server["fragment-memory"] / 2**20,
         "max-value-size": server["max-value-size"] * CEILING_VALUES_IN_FLIGHT / 2**20,
     }
     return round(sum(terms.values()), 1), {k: round(v, 1) for k, v in terms.items()}
@@ -1542,6 +1557,10 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
                         help="the server's --max-clients (default 5000)")
     parser.add_argument("--max-keys", type=int, default=2000,
                         help="the server's --max-keys (default 2000)")
+    parser.add_argument("--max-store-bytes", type=int, default=SOAK_MAX_STORE_BYTES,
+                        help="the server's --max-store-bytes (default 32 MiB)")
+    parser.add_argument("--max-output-total", type=int, default=SOAK_MAX_OUTPUT_TOTAL,
+                        help="the server's --max-output-total (default 64 MiB)")
     parser.add_argument("--header-timeout", type=float, default=3.0,
                         help="the server's --header-timeout (default 3)")
     parser.add_argument("--idle-timeout", type=float, default=6.0,

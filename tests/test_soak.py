@@ -479,16 +479,20 @@ class AbuseOptionTests(SynchronousTestCase):
     def test_ceiling(self) -> None:
         """
         The ceiling is the documented base plus a term per option: 16 KiB
-        per client, 16 KiB per key, 512 bytes per datum of every key's
-        history, eight values of the largest size.
+        per client, the store's budget and a quarter, the output budget and
+        a sixteenth, the fragments' memory, eight values of the largest size;
+        the server is started with the budgets the ceiling is made of.
         """
-        options = abuse.serverOptions(abuse.parseArgs(["--max-clients", "1024",
-                                                       "--max-keys", "2048"]))
+        options = abuse.serverOptions(abuse.parseArgs([
+            "--max-clients", "1024", "--max-store-bytes", str(16 * 2**20),
+            "--max-output-total", str(32 * 2**20),
+        ]))
         ceiling, terms = abuse.rssCeiling(options)
         self.assertEqual(terms["base"], 96.0)
         self.assertEqual(terms["max-clients"], 16.0)
-        self.assertEqual(terms["max-keys"], 32.0)
-        self.assertEqual(terms["history"], 100.0)
+        self.assertEqual(terms["max-store-bytes"], 20.0)
+        self.assertEqual(terms["max-output-total"], 34.0)
+        self.assertEqual(terms["fragment-memory"], round(16_000_000 / 2**20, 1))
         self.assertEqual(terms["max-value-size"], round(8 * options["max-value-size"] / 2**20, 1))
         self.assertEqual(ceiling, round(sum(terms.values()), 1))
         bigger, _ = abuse.rssCeiling(dict(options, **{"max-clients": 2048}))
