@@ -53,7 +53,7 @@ from artcast.wire import (
     BadKey,
     Stamp,
     _loads,
-    _tooDeep,
+    _textTooDeep,
     parseDatumId,
     validateKey,
 )
@@ -440,7 +440,7 @@ def readValue(contentType: bytes | None, body: bytes, maxValueSize: int) -> obje
             raise Refused(400, f"The body is not strict JSON: {error}") from None
         # A datagram's own object is one more level around the value.
         deep = text.count("[") + text.count("{") >= MAX_DEPTH
-        if deep and _tooDeep(value, MAX_DEPTH - 1):
+        if deep and _textTooDeep(text, MAX_DEPTH - 1):
             raise Refused(400, f"The value nests more than {MAX_DEPTH - 1} levels.")
     if len(encodeJSON(value)) > maxValueSize:
         raise _tooLarge(maxValueSize)

@@ -37,6 +37,7 @@ from artcast.wire import (
     validateKey,
     validateSource,
 )
+from artcast.wire import _textTooDeep, _tooDeep
 
 STAMP = Stamp(source="oslo-station", boot=1795312345123, seq=42, sent=1795312399.123)
 KEY = b"correct horse battery staple"
@@ -452,6 +453,33 @@ class BadBytesTests(ReasonMixin, SynchronousTestCase):
         self.assertReason("too-deep", parseRegister,
                           b'["a", {"x":' + b"[" * 200 + b"]" * 200 + b"}]")
         self.assertReason("too-deep", parseData, b'["a", ' + b'{"a":' * 12000 + b"1")
+
+    @given(
+        st.recursive(
+            st.one_of(st.integers(), st.text(alphabet='[]{}"\\ab'), st.none()),
+            lambda children: st.lists(children, max_size=3)
+            | st.dictionaries(st.text(alphabet='[]{}"\\ab', max_size=3), children, max_size=3),
+            max_leaves=30,
+        ),
+        st.integers(min_value=1, max_value=8),
+        st.booleans(),
+    )
+    def test_depthFromText(self, document: object, limit: int, spaced: bool) -> None:
+        """
+        The depth read from a document's text, brackets inside strings
+        (escaped quotes too) left out, is the depth of the parsed document.
+        """
+        text = json.dumps(document, indent=1 if spaced else None, ensure_ascii=False)
+        self.assertEqual(_textTooDeep(text, limit), _tooDeep(document, limit))
+
+    def test_depthOfAFlatManyObjects(self) -> None:
+        """
+        A value of many empty objects side by side is one level below its
+        array, not as deep as it has objects.
+        """
+        text = "[" + ",".join(["{}"] * 20000) + "]"
+        self.assertFalse(_textTooDeep(text, 2))
+        self.assertTrue(_textTooDeep(text, 1))
 
     def test_tooLarge(self) -> None:
         """
