@@ -117,6 +117,14 @@ _MAX_CLIENT_FRAME = 4096
 #: The C{rejected} reason of a refused WebSocket opening handshake.
 WEBSOCKET_HANDSHAKE = "websocket-handshake"
 
+#: The frames (pings, pongs, message frames) a WebSocket stream's client may
+#: send: a burst, then so many a second.  A stream's client has nothing to
+#: say; each frame costs the server Autobahn's parsing, so a client past
+#: this is closed and counted in C{rejected} as L{WEBSOCKET_FLOOD}.
+CLIENT_FRAMES_BURST = 200
+CLIENT_FRAMES_PER_SECOND = 10.0
+WEBSOCKET_FLOOD = "websocket-flood"
+
 #: The namespace of the WebSocket protocols' log lines.
 _WEBSOCKET_LOG = "artcast.streams.websocket"
 
@@ -662,6 +670,39 @@ class StreamProtocol(WebSocketServerProtocol):
 
     opening: _Opening | None = None
     stream: _WebSocketStream | None = None
+    #: The client's frame budget (L{CLIENT_FRAMES_BURST}), when last filled,
+    #: and whether it was closed for overdrawing it.
+    _frames = float(CLIENT_FRAMES_BURST)
+    _framesAt: float | None = None
+    _flooded = False
+
+    def _frameAllowed(self) -> bool:
+        """
+        Take one frame from the client's budget.  A client that sends more
+        than a stream's client needs is closed (counted in C{rejected} as
+        L{WEBSOCKET_FLOOD}), and what it still sent is not looked at.
+        """
+        if self._flooded:
+            return False
+        opening = self.opening
+        if opening is None:
+            return True
+        now = opening.manager.clock.seconds()
+        if self._framesAt is not None:
+            self._frames = min(
+                float(CLIENT_FRAMES_BURST),
+                self._frames + (now - self._framesAt) * CLIENT_FRAMES_PER_SECOND,
+            )
+        self._framesAt = now
+        if self._frames >= 1:
+            self._frames -= 1
+            return True
+        self._flooded = True
+        countRejected(opening.request, WEBSOCKET_FLOOD)
+        if self.stream is not None:
+            self.stream.close()
+        self.dropConnection(abort=True)
+        return False
 
     def failHandshake(
         self, reason: str, code: int = 400, responseHeaders: Any = None
@@ -692,10 +733,22 @@ class StreamProtocol(WebSocketServerProtocol):
         L{_WebSocketStream.pinged}): Autobahn would write every pong to the
         transport, which buffers them without a bound.
         """
+        if not self._frameAllowed():
+            return
         if self.stream is None:
             super().onPing(payload)
         else:
             self.stream.pinged(payload)
+
+    def onPong(self, payload: bytes) -> None:
+        if self._frameAllowed():
+            super().onPong(payload)
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        # Autobahn's own frame state is kept either way; what the client
+        # sends is dropped (L{onMessageFrameData}).
+        self._frameAllowed()
+        super().onMessageFrameBegin(length)
 
     def onMessageFrameData(self, payload: bytes) -> None:
         """

@@ -23,7 +23,9 @@ from twisted.internet.threads import deferToThread
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from artcast import streams
 from artcast.keystore import KeyStore
+from artcast.streams import CLIENT_FRAMES_BURST
 from artcast.web import ArtcastApp
 from tests.harness import ArtcastProcess
 
@@ -410,6 +412,52 @@ class PingTests(SynchronousTestCase):
         self.assertEqual(self.store.listening, 0)
 
 
+    def test_frameFloodClosed(self) -> None:
+        """
+        A client that reads but sends more frames than a stream's client
+        needs (a burst, then some a second) is closed and counted as
+        C{websocket-flood}; one that pings now and then is never closed.
+        """
+        from artcast.streams import CLIENT_FRAMES_BURST, CLIENT_FRAMES_PER_SECOND
+
+        for _ in range(CLIENT_FRAMES_BURST):
+            self.ping(b"x")
+        self.assertFalse(self.client.transport.disconnecting)
+        self.clock.advance(1.0)
+        allowed = int(CLIENT_FRAMES_PER_SECOND)
+        for _ in range(allowed):
+            self.ping(b"y")
+        self.assertFalse(self.client.transport.disconnecting)
+        self.assertEqual(len(self.pongs()), CLIENT_FRAMES_BURST + allowed)
+        self.ping(b"z")
+        self.assertTrue(self.client.transport.disconnected)
+        self.assertEqual(self.app.streams.streamsDropped, {})
+        self.assertEqual(self.store.listening, 0)
+        for _ in range(50):
+            self.ping(b"after")
+        self.assertEqual(len(self.pongs()), CLIENT_FRAMES_BURST + allowed)
+
+    def test_frameFloodCounted(self) -> None:
+        """
+        The close is counted in the site's C{rejected} as C{websocket-flood}.
+        """
+        counted: list[str] = []
+        self.patch(streams, "countRejected", lambda request, reason: counted.append(reason))
+        for _ in range(CLIENT_FRAMES_BURST + 1):
+            self.ping(b"x")
+        self.assertEqual(counted, ["websocket-flood"])
+
+    def test_slowPingerNeverClosed(self) -> None:
+        """
+        Pings a second apart, for longer than the burst, are all answered.
+        """
+        for _ in range(3 * CLIENT_FRAMES_BURST):
+            self.ping(b"p")
+            self.clock.advance(1.0)
+        self.assertFalse(self.client.transport.disconnecting)
+        self.assertEqual(len(self.pongs()), 3 * CLIENT_FRAMES_BURST)
+
+
 # --- 18: malformed WebSocket handshakes -------------------------------------
 
 
@@ -553,7 +601,8 @@ class RealServerBoundsTests(TestCase):
     def test_pingFlood(self) -> Any:
         """
         A WebSocket client that sends megabytes of pings and never reads is
-        dropped as a slow reader, the server's RSS stays bounded, and another
+        cut off (as a slow reader, or first for sending more frames than a
+        stream's client may), the server's RSS stays bounded, and another
         client still gets its datums.
         """
         proc = yield quietServer(self)
@@ -579,7 +628,9 @@ class RealServerBoundsTests(TestCase):
         except OSError:
             pass
         stats = yield proc.waitFor(
-            lambda s: s["streams_dropped"].get("websocket") == 1, limit=20
+            lambda s: s["streams_dropped"].get("websocket", 0)
+            + s["rejected"].get("websocket-flood", 0) == 1,
+            limit=20,
         )
         grown = residentKiB(proc.pid) - before
         self.assertLess(sent, limit, "the pinger was never cut off")
