@@ -299,35 +299,47 @@ def configureSocket(transport: Any, keepAliveIdle: float | None) -> bool:
     return True
 
 
-def queuedOutput(transport: Any) -> int | None:
+def _bufferingTransport(transport: Any) -> Any:
     """
-    The bytes written to a connection and not yet sent: what its transport
-    still holds in memory, looking through wrappers (TLS, L{ProtocolWrapper}).
+    The transport under C{transport} that buffers what is written: Twisted's
+    L{FileDescriptor}, found by its private C{_tempDataLen} looking through
+    wrappers (TLS, L{ProtocolWrapper}), or L{None}.
 
-    This reads the private buffer of Twisted's L{FileDescriptor} (C{dataBuffer}
-    from C{offset} on, and C{_tempDataLen} bytes waiting to join it), the one
-    place Artcast does; C{tests.test_bounds_output} checks it against a real
-    socket, so that a Twisted that changes it fails there.
-
-    @return: The byte count, or L{None} for a transport whose buffer cannot
-        be read (then no bound is applied to it).
+    L{queuedOutput} reads its private buffer and L{dropQueuedOutput} empties
+    it: the only places Artcast touches it.  C{tests.test_bounds_output} and
+    C{tests.test_bounds_outtotal} check both against a real socket, so that a
+    Twisted that changes it fails there; at run time such a Twisted gets no
+    bound (L{None} here).
     """
     for _ in range(4):
         if transport is None:
             return None
         try:
-            buffered = transport.__dict__
+            state = transport.__dict__
         except AttributeError:
             return None
-        if "_tempDataLen" in buffered:
-            try:
-                return (
-                    len(transport.dataBuffer) - transport.offset + buffered["_tempDataLen"]
-                )
-            except (AttributeError, TypeError):
-                return None
-        transport = buffered.get("transport")
+        if "_tempDataLen" in state:
+            return transport
+        transport = state.get("transport")
     return None
+
+
+def queuedOutput(transport: Any) -> int | None:
+    """
+    The bytes written to a connection and not yet sent: what its transport
+    still holds in memory (C{dataBuffer} from C{offset} on, and
+    C{_tempDataLen} bytes waiting to join it; see L{_bufferingTransport}).
+
+    @return: The byte count, or L{None} for a transport whose buffer cannot
+        be read (then no bound is applied to it).
+    """
+    buffering = _bufferingTransport(transport)
+    if buffering is None:
+        return None
+    try:
+        return len(buffering.dataBuffer) - buffering.offset + buffering._tempDataLen
+    except (AttributeError, TypeError):
+        return None
 
 
 def dropQueuedOutput(transport: Any) -> bool:
@@ -339,34 +351,26 @@ def dropQueuedOutput(transport: Any) -> bool:
     when it calls C{connectionLost}, a reactor turn later; until then the
     buffer is held, so every connection aborted in one turn (a burst of
     clients that do not read, all cut for the output budget) would hold its
-    output at once.  This writes the private state L{queuedOutput} reads,
-    and only on a transport Twisted marked as aborting (C{_aborting}), whose
-    C{doWrite} it has replaced with a no-op: nothing will read the buffer
-    again.  C{tests.test_bounds_outtotal} checks it against a real socket;
-    on a Twisted without that state, nothing is done (the buffer goes a
-    turn later, as before).
+    output at once.  This empties the buffer only on a transport Twisted
+    marked as aborting (C{_aborting}), whose C{doWrite} it has replaced with
+    a no-op: nothing will read the buffer again.  On a Twisted without that
+    state, nothing is done (the buffer goes a turn later, as before).
 
     @return: Whether a buffer was let go of.
     """
-    for _ in range(4):
-        if transport is None:
-            return False
-        try:
-            state = transport.__dict__
-        except AttributeError:
-            return False
-        if "_tempDataLen" in state:
-            if state.get("_aborting") is not True or not isinstance(
-                state.get("_tempDataBuffer"), list
-            ):
-                return False
-            transport._tempDataBuffer = []
-            transport._tempDataLen = 0
-            transport.dataBuffer = b""
-            transport.offset = 0
-            return True
-        transport = state.get("transport")
-    return False
+    buffering = _bufferingTransport(transport)
+    if buffering is None:
+        return False
+    state = buffering.__dict__
+    if state.get("_aborting") is not True or not isinstance(
+        state.get("_tempDataBuffer"), list
+    ):
+        return False
+    buffering._tempDataBuffer = []
+    buffering._tempDataLen = 0
+    buffering.dataBuffer = b""
+    buffering.offset = 0
+    return True
 
 
 @implementer(IPushProducer)
