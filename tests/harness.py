@@ -247,6 +247,26 @@ class ArtcastProcess:
                 )
             yield deferLater(reactor, 0.02, lambda: None)
 
+    @inlineCallbacks
+    def registerKeys(self, count: int, description: str) -> Any:
+        """
+        Register C{count} keys C{bulk/0000}... with a description, and wait
+        until the server holds them all: sent again (the same metadata) in
+        rounds, five at most, in case loopback drops datagrams sent in a
+        burst.
+        """
+        for _ in range(5):
+            for n in range(count):
+                self.register.send(json.dumps(
+                    ["bulk/%04d" % (n,), {"description": description}]
+                ).encode())
+                if n % 50 == 49:
+                    yield deferLater(reactor, 0.002, lambda: None)
+            stats = yield self.stats()
+            if stats["keys"] >= count:
+                break
+        yield self.waitFor(lambda s: s["keys"] >= count, limit=15)
+
     def waitForWaiters(self, count: int) -> Deferred[Any]:
         """
         Wait until the server holds at least C{count} waiting requests.

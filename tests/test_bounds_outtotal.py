@@ -13,7 +13,6 @@ against clients that ask for a large listing and never read it.
 from __future__ import annotations
 
 import fcntl
-import json
 import socket
 import struct
 import termios
@@ -493,18 +492,7 @@ class OutputTotalIntegrationTests(TestCase):
             "--max-clients", "1000", "--max-output-total", str(TOTAL),
             "--max-value-size", "8192", "--max-output-buffer", "1",
         ]).start()
-        keys = 500
-        for _ in range(5):
-            for n in range(keys):
-                proc.register.send(json.dumps(
-                    ["bulk/%04d" % (n,), {"description": "d" * 6000}]
-                ).encode())
-                if n % 50 == 49:
-                    yield deferLater(reactor, 0.002, lambda: None)
-            stats = yield proc.stats()
-            if stats["keys"] >= keys:
-                break
-        yield proc.waitFor(lambda s: s["keys"] >= keys, limit=15)
+        yield proc.registerKeys(500, "d" * 6000)
         # The listing is made once, before the figure is taken.
         warm = yield rawConnect(self, proc)
         warm.send(requestBytes(b"/artcasts"))
