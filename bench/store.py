@@ -59,8 +59,15 @@ def sinceBefore(store: KeyStore, pattern: str, datumId: str) -> Found:
     """
     C{KeyStore.since} as it was: read through the merged history.
     """
+    return sinceIn(mergedHistory(store, pattern), datumId)
+
+
+def sinceIn(held: list[Datum], datumId: str) -> Found:
+    """
+    C{KeyStore.since} as it was, reading through every datum held (oldest
+    first): the reference the bisecting one is measured and tested against.
+    """
     wanted = parseDatumId(datumId)
-    held = mergedHistory(store, pattern)
     for index in range(len(held) - 1, -1, -1):
         if held[index].id == datumId:
             if index + 1 < len(held):

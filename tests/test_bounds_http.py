@@ -16,7 +16,6 @@ from urllib.parse import quote, unquote_to_bytes
 import treq
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from treq.testing import StubTreq
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
@@ -28,32 +27,7 @@ from artcast.keystore import KeyStore
 from artcast.streams import CLIENT_FRAMES_BURST
 from artcast.web import ArtcastApp
 from tests.harness import ArtcastProcess
-
-
-class AppMixin:
-    """
-    An L{ArtcastApp} over a fresh L{KeyStore} and a L{StubTreq} to ask it.
-    """
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.store = KeyStore(self.clock, instance="srv")
-        self.app = ArtcastApp(self.store, self.clock, **self.options())
-        self.stub = StubTreq(self.app.resource())
-
-    def options(self) -> dict:
-        return {}
-
-    def get(self, path: str, headers: dict | None = None):
-        return self.stub.get(
-            "http://artcast.example" + path, headers=headers, allow_redirects=False
-        )
-
-    def answer(self, d):
-        self.stub.flush()
-        response = self.successResultOf(d)
-        body = self.successResultOf(response.content())
-        return response, body
+from tests.test_web import AppMixin
 
 
 # --- 11: the key of a percent-encoded path ----------------------------------

@@ -38,7 +38,8 @@ from artcast.multicast import DatagramHandler, Stats
 from artcast.stats import metricsText
 from artcast.streams import startOf
 from artcast.web import ArtcastApp
-from artcast.wire import Stamp, parseDatumId
+from artcast.wire import Stamp
+from bench.store import sinceIn
 from tests.harness import ArtcastProcess
 
 #: A 65 KB JSON array of 21,663 empty objects, the datagram of finding 2.
@@ -376,30 +377,6 @@ class PinnedKeysTests(SynchronousTestCase):
         self.assertEqual(store.listening, 2)
 
 
-def referenceSince(held: list[Datum], datumId: str) -> Found:
-    """
-    L{KeyStore.since} as it was, reading through every datum held: the
-    reference the bisecting one is compared with.
-    """
-    wanted = parseDatumId(datumId)
-    for index in range(len(held) - 1, -1, -1):
-        if held[index].id == datumId:
-            if index + 1 < len(held):
-                return Found(held[index + 1])
-            return Found(None, skipThrough=wanted)
-    sameSource = [datum for datum in held if datum.source == wanted[0]]
-    later = [datum for datum in sameSource if datum.after(wanted)]
-    if sameSource and not later:
-        return Found(None, skipThrough=wanted)
-    if later and later[0] is not sameSource[0]:
-        return Found(later[0])
-    if later and (later[0].boot, later[0].seq) == (wanted[1], wanted[2] + 1):
-        return Found(later[0])
-    if held:
-        return Found(held[0], gap=True)
-    return Found(None, gap=True)
-
-
 _publishes = st.lists(
     st.tuples(
         st.sampled_from(["a/x", "a/y", "b/x", "a/x/z"]),
@@ -486,7 +463,7 @@ class PatternReadTests(SynchronousTestCase):
                 datumId = "%s.%d.%d" % which
             held = [datum for datum in store.held("...") if matches(pattern, datum.key)]
             self.assertEqual(store.held(pattern), held)
-            expected = referenceSince(held, datumId)
+            expected = sinceIn(held, datumId)
             found = store.since(pattern, datumId)
             self.assertIs(found.datum, expected.datum)
             self.assertEqual(
