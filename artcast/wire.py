@@ -1155,6 +1155,10 @@ seconds, a source's C{t} may be and still count as a plausible time."""
 MAX_SOURCES = 10_000
 """The default number of sources a L{SourceTracker} remembers."""
 
+RECENT = 8
+"""Without a freshness window: how many of a source's latest accepted
+C{(boot, seq)} a L{SourceTracker} remembers to drop copies of."""
+
 
 @attr.s(slots=True, auto_attribs=True)
 class _SourceState:
@@ -1162,6 +1166,8 @@ class _SourceState:
     seq: int
     newest: float
     floor: float = -math.inf
+    #: Without a window: the latest accepted C{(boot, seq)}, newest last.
+    recent: list[tuple[int, int]] | None = None
 
 
 def _noForget() -> None:
@@ -1194,6 +1200,19 @@ class SourceTracker:
     floor.  A datum whose C{t} is too far ahead does not move the newest
     C{t}, so one forged far-future C{t} cannot block resets.
 
+    B{Without a window} (no signatures: nothing proves who sent a datagram,
+    so anyone can send any C{boot}, C{seq} and C{t} in a source's name) the
+    times prove nothing either, and a forged C{t} ahead of the clock would
+    hold off every reset for as long.  There a datum not above the mark is
+    dropped as C{"replayed"} only when it is a copy of the mark or of one of
+    the source's last L{RECENT} accepted C{(boot, seq)} (multicast
+    duplicates arrive close together); any other is delivered: C{"late"}
+    (the mark's boot: overtaken by a later datagram, or under a forged
+    C{seq}; the mark stays) or C{"reset"} (another boot: the mark becomes
+    its C{(boot, seq)}).  So no forged mark silences a source for even one
+    datum; gaps counted around a forged or very late datagram are
+    approximate.
+
     @ivar missed: after L{check}, how many datums were lost: the size of the
         gap for C{"gap"}, the datums of the new boot before this one for
         C{"restart"}, otherwise 0.
@@ -1224,6 +1243,8 @@ class SourceTracker:
         self._window = window
         self._ahead = window if window is not None else MAX_AHEAD
         self._reset = reset
+        #: Without a window, only copies of recent stamps are replays.
+        self._copiesOnly = reset and window is None
         self._onForget = onForget
         self._sources: OrderedDict[str, _SourceState] = OrderedDict()
         self.missed = 0
@@ -1238,6 +1259,13 @@ class SourceTracker:
         if stamp.sent <= state.floor:
             return "replayed", state
         if stamp.boot < state.boot or (stamp.boot == state.boot and stamp.seq <= state.seq):
+            if self._copiesOnly:
+                pair = (stamp.boot, stamp.seq)
+                if pair == (state.boot, state.seq) or (
+                    state.recent is not None and pair in state.recent
+                ):
+                    return "replayed", state
+                return ("late" if stamp.boot == state.boot else "reset"), state
             if self._reset and state.newest < stamp.sent <= now + self._ahead:
                 return "reset", state
             return "replayed", state
@@ -1265,8 +1293,12 @@ class SourceTracker:
             - C{"gap"}: later than the next one (C{missed} says by how many);
             - C{"restart"}: the first seen from a newer boot;
             - C{"reset"}: not newer than the last seen, but sent later
-              than any datum accepted from the source (see above): the
-              mark was wrong, and is now this stamp's;
+              than any datum accepted from the source (see above; without a
+              window: of another boot, and not a recent copy): the mark was
+              wrong, and is now this stamp's;
+            - C{"late"}: without a window, of the mark's boot, not newer
+              than the last seen and not a recent copy: delivered, the mark
+              unchanged;
             - C{"replayed"}: not newer than the last seen (same boot and a
               C{seq} not greater, or an older boot): a duplicate, a replay
               or a datagram overtaken by a later one; the state is unchanged;
@@ -1288,7 +1320,18 @@ class SourceTracker:
             )
             return verdict
         self._sources.move_to_end(stamp.source)
-        if verdict == "reset":
+        if self._copiesOnly:
+            recent = state.recent
+            if recent is None:
+                recent = state.recent = [(state.boot, state.seq)]
+            recent.append((stamp.boot, stamp.seq))
+            if len(recent) > RECENT:
+                del recent[0]
+            if verdict == "late":
+                # Overtaken by a later datagram (or under a forged mark):
+                # delivered, and the mark stays.
+                return verdict
+        elif verdict == "reset":
             state.floor = state.newest
             state.newest = stamp.sent
         elif plausible and stamp.sent > state.newest:

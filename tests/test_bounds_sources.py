@@ -254,6 +254,30 @@ class BootTests(SynchronousTestCase):
         self.send(handler, "real-2", NOW_MS - 5000, 2, NOW + 1)
         self.assertEqual(self.got, ["real-1", "forged", "real-2"])
 
+    def test_forgedTimeAheadUnsigned(self) -> None:
+        """
+        Without signatures a forged datagram whose C{t} is as far ahead as
+        a reset allows, with a forged C{boot} or only a forged C{seq},
+        holds back none of the real source's datums, and a copy of a real
+        one is still dropped.
+        """
+        handler = DatagramHandler(self.store, self.clock)
+        boot = NOW_MS - 5000
+        self.send(handler, "real-1", boot, 1, NOW)
+        self.send(handler, "forged-boot", MAX_COUNTER, MAX_COUNTER, NOW + 59)
+        self.send(handler, "real-2", boot, 2, NOW + 0.1)
+        self.send(handler, "forged-seq", boot, MAX_COUNTER, NOW + 59)
+        copy = self.send(handler, "real-3", boot, 3, NOW + 0.2)
+        self.send(handler, "real-4", boot, 4, NOW + 0.3)
+        handler.dataReceived(copy, ADDRESS)
+        self.assertEqual(
+            self.got, ["real-1", "forged-boot", "real-2", "forged-seq", "real-3", "real-4"]
+        )
+        self.assertEqual(handler.stats.dropped["replayed"], 1)
+        self.assertEqual(
+            (handler.stats.sources["reset"], handler.stats.sources["late"]), (1, 2)
+        )
+
     def test_wrongClockSigned(self) -> None:
         """
         With signatures and a window: a device whose clock was ten years

@@ -840,9 +840,10 @@ class SourceTrackerTests(SynchronousTestCase):
 
     def test_sequence(self) -> None:
         """
-        The tracker tells new, ok, gap, replayed and restart apart and
-        counts what was missed.
+        With a freshness window (signed sources), the tracker tells new, ok,
+        gap, replayed and restart apart and counts what was missed.
         """
+        self.tracker = SourceTracker(self.clock, window=30.0)
         self.assertEqual(self.check(10, 5), ("new", 0))
         self.assertEqual(self.check(10, 6), ("ok", 0))
         self.assertEqual(self.check(10, 9), ("gap", 2))
@@ -854,6 +855,30 @@ class SourceTrackerTests(SynchronousTestCase):
         self.assertEqual(self.check(10, 11), ("replayed", 0))
         self.assertEqual(self.check(12, 4), ("restart", 3))
         self.assertEqual(self.check(12, 5), ("ok", 0))
+
+    def test_sequenceWithoutWindow(self) -> None:
+        """
+        Without a window (no signatures), only copies of the mark and of
+        recent stamps are replays: a datagram overtaken by a later one is
+        delivered as C{late}, one of another boot as a C{reset} that moves
+        the mark, so that a forged mark silences nothing.
+        """
+        self.assertEqual(self.check(10, 5), ("new", 0))
+        self.assertEqual(self.check(10, 6), ("ok", 0))
+        self.assertEqual(self.check(10, 9), ("gap", 2))
+        self.assertEqual(self.check(10, 9), ("replayed", 0))
+        self.assertEqual(self.check(10, 7), ("late", 0))
+        self.assertEqual(self.check(10, 7), ("replayed", 0))
+        self.assertEqual(self.check(10, 6), ("replayed", 0))
+        self.assertEqual(self.check(10, 10), ("ok", 0))
+        self.assertEqual(self.check(2**63 - 1, 2**63 - 1), ("restart", 2**63 - 2))
+        self.assertEqual(self.check(10, 11), ("reset", 0))
+        self.assertEqual(self.check(10, 12), ("ok", 0))
+        self.assertEqual(self.check(10, 2**63 - 1), ("gap", 2**63 - 14))
+        self.assertEqual(self.check(10, 13), ("late", 0))
+        self.assertEqual(self.check(10, 14), ("late", 0))
+        self.assertEqual(self.check(10, 13), ("replayed", 0))
+        self.assertEqual(self.check(11, 1), ("restart", 0))
 
     def test_sourcesApart(self) -> None:
         """
