@@ -528,6 +528,20 @@ class ArtcastRequest(Request):
             poll.cancel()
 
 
+class _QuietTimeouts(Logger):
+    """
+    The log of L{ArtcastChannel}'s idle timeouts: Twisted's L{HTTPChannel}
+    writes C{Timing out client} at C{info} for every connection it closes
+    for being idle, one line for each connection anyone opens and leaves
+    (15,000 lines in the abuse soak's 10 minutes); a keep-alive client going
+    quiet is ordinary, so they are written at C{debug}.  Twisted uses its
+    channel's C{_log} for nothing else.
+    """
+
+    def info(self, format: str | None = None, **kwargs: object) -> None:
+        self.debug(format, **kwargs)
+
+
 class ArtcastChannel(HTTPChannel):
     """
     An L{HTTPChannel} with a deadline for each request head and body, a way
@@ -563,6 +577,7 @@ class ArtcastChannel(HTTPChannel):
     site: LimitedSite
     refusal: str | None = None
     closing = False
+    _log = _QuietTimeouts(namespace="twisted.web.http.HTTPChannel")
     #: Where the current request is (L{_IDLE}, L{_HEAD}, L{_READING},
     #: L{_DISPATCHED}), and the timer of the head deadline, or once the head
     #: is late, of the abort that follows the close.  Two attributes, not

@@ -497,6 +497,24 @@ class DeadlineTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.limiter.rejected, {})
 
+    def test_idleTimeoutQuiet(self) -> None:
+        """
+        An idle connection timed out writes nothing at C{info} or above to
+        the log (Twisted writes a line per connection: one for every
+        connection a stranger opens and leaves), only at C{debug}.
+        """
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(get(b"/now"))
+        self.clock.advance(IDLE_TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+        timeouts = [e for e in events if "Timing out" in e.get("log_format", "")]
+        self.assertEqual([e["log_level"] for e in timeouts], [LogLevel.debug])
+
     def test_nextRequestDeadline(self) -> None:
         """
         On a keep-alive connection the deadline runs again from the first
