@@ -499,11 +499,11 @@ class DeadlineTests(SynchronousTestCase):
 
     def test_idleTimeoutQuiet(self) -> None:
         """
-        An idle connection timed out writes nothing at C{info} or above to
-        the log (Twisted writes a line per connection: one for every
-        connection a stranger opens and leaves), only at C{debug}.
+        An idle connection timed out emits no log event (Twisted emits one
+        per connection, which twistd's log writes whatever its level: a
+        line for every connection a stranger opens and leaves).
         """
-        from twisted.logger import LogLevel, globalLogPublisher
+        from twisted.logger import globalLogPublisher
 
         events: list[dict] = []
         globalLogPublisher.addObserver(events.append)
@@ -512,8 +512,9 @@ class DeadlineTests(SynchronousTestCase):
         connection.dataReceived(get(b"/now"))
         self.clock.advance(IDLE_TIMEOUT)
         self.assertTrue(transport.disconnecting)
-        timeouts = [e for e in events if "Timing out" in e.get("log_format", "")]
-        self.assertEqual([e["log_level"] for e in timeouts], [LogLevel.debug])
+        self.assertEqual(
+            [e for e in events if "Timing out" in (e.get("log_format") or "")], []
+        )
 
     def test_nextRequestDeadline(self) -> None:
         """
