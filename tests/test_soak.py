@@ -48,34 +48,44 @@ SUMMARY_LINES = (
 _quick: dict[str, Any] = {}
 
 
-def quickRun() -> dict[str, Any]:
+def runOnce(
+    cache: dict[str, Any], arguments: list[str], prefix: str, limit: float
+) -> dict[str, Any]:
     """
-    Run C{bench/soak.py --quick} once, bounded in time, and keep its exit
-    status, output and JSON document.
+    Run C{bench/soak.py} with C{arguments} once, bounded in time, and keep
+    its exit status, output and JSON document in C{cache}.
     """
-    if not _quick:
-        outDir = tempfile.mkdtemp(prefix="artcast-soak-")
+    if not cache:
+        outDir = tempfile.mkdtemp(prefix=prefix)
         jsonPath = os.path.join(outDir, "soak.json")
         try:
             result = subprocess.run(
                 [
-                    sys.executable, str(ROOT / "bench" / "soak.py"), "--quick",
+                    sys.executable, str(ROOT / "bench" / "soak.py"), *arguments,
                     "--json", jsonPath, "--out-dir", outDir,
                 ],
                 cwd=str(ROOT),
                 capture_output=True,
                 text=True,
-                timeout=QUICK_LIMIT,
+                timeout=limit,
             )
-            _quick["returncode"] = result.returncode
-            _quick["stdout"] = result.stdout
-            _quick["stderr"] = result.stderr
+            cache["returncode"] = result.returncode
+            cache["stdout"] = result.stdout
+            cache["stderr"] = result.stderr
             if os.path.exists(jsonPath):
                 with open(jsonPath) as f:
-                    _quick["document"] = json.load(f)
+                    cache["document"] = json.load(f)
         finally:
             shutil.rmtree(outDir, ignore_errors=True)
-    return _quick
+    return cache
+
+
+def quickRun() -> dict[str, Any]:
+    """
+    Run C{bench/soak.py --quick} once, bounded in time, and keep its exit
+    status, output and JSON document.
+    """
+    return runOnce(_quick, ["--quick"], "artcast-soak-", QUICK_LIMIT)
 
 
 def summaryLines(stdout: str) -> dict[str, str]:
@@ -362,29 +372,7 @@ def abuseRun() -> dict[str, Any]:
     Run C{bench/soak.py --abuse --quick} once, every attack on, bounded in
     time, and keep its exit status, output and JSON document.
     """
-    if not _abuse:
-        outDir = tempfile.mkdtemp(prefix="artcast-abuse-")
-        jsonPath = os.path.join(outDir, "abuse.json")
-        try:
-            result = subprocess.run(
-                [
-                    sys.executable, str(ROOT / "bench" / "soak.py"), "--abuse", "--quick",
-                    "--json", jsonPath, "--out-dir", outDir,
-                ],
-                cwd=str(ROOT),
-                capture_output=True,
-                text=True,
-                timeout=ABUSE_LIMIT,
-            )
-            _abuse["returncode"] = result.returncode
-            _abuse["stdout"] = result.stdout
-            _abuse["stderr"] = result.stderr
-            if os.path.exists(jsonPath):
-                with open(jsonPath) as f:
-                    _abuse["document"] = json.load(f)
-        finally:
-            shutil.rmtree(outDir, ignore_errors=True)
-    return _abuse
+    return runOnce(_abuse, ["--abuse", "--quick"], "artcast-abuse-", ABUSE_LIMIT)
 
 
 class AbuseQuickTests(SynchronousTestCase):
