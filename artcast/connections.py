@@ -57,8 +57,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from artcast.logs import DEFAULT_LOG_COUNT, DEFAULT_LOG_SIZE, ArtcastSite, addressHost
-from artcast.multicast import RateLimitedLog
+from artcast.logs import (
+    DEFAULT_LOG_COUNT,
+    DEFAULT_LOG_SIZE,
+    ArtcastSite,
+    RateLimitedLog,
+    addressHost,
+)
 
 __all__ = [
     "ArtcastChannel",
@@ -1027,7 +1032,9 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
         self.outputWalks = 0
         self._charged: set[TrackedConnection] = set()
         self._measureAbove = maxOutputTotal
-        self._outputLog = RateLimitedLog(self._log, site.reactor)
+        self._outputLog = RateLimitedLog(
+            self._log, site.reactor, what="closings for the output budget"
+        )
         self.admitted = 0
         self.refusing = 0
         self._perAddress: dict[str, int] = {}

@@ -572,6 +572,53 @@ _ERROR_LEVELS = frozenset([LogLevel.warn, LogLevel.error, LogLevel.critical])
 
 
 @implementer(ILogObserver)
+class RateLimitedLog:
+    """
+    Log at most C{burst} warnings per C{period} seconds, then one line
+    saying how many were not logged: what an anonymous client or source can
+    cause at will (bad datagrams, bad WebSocket frames, connections cut)
+    cannot flood the log.
+
+    @ivar what: what is logged, in the plural, for the summary line
+        (C{"{count} more <what> were not logged"}).
+    """
+
+    def __init__(
+        self,
+        log: Logger,
+        clock: IReactorTime,
+        burst: int = 10,
+        period: float = 60.0,
+        what: str = "bad datagrams",
+    ) -> None:
+        self.log = log
+        self.clock = clock
+        self.burst = burst
+        self.period = period
+        self.what = what
+        self._windowStart = -period
+        self._count = 0
+        self._suppressed = 0
+
+    def warn(self, format: str, **kw: object) -> None:
+        now = self.clock.seconds()
+        if now - self._windowStart >= self.period:
+            if self._suppressed:
+                self.log.warn(
+                    "{count} more {what} were not logged",
+                    count=self._suppressed,
+                    what=self.what,
+                )
+            self._windowStart = now
+            self._count = 0
+            self._suppressed = 0
+        if self._count < self.burst:
+            self._count += 1
+            self.log.warn(format, **kw)
+        else:
+            self._suppressed += 1
+
+
 class ErrorLogObserver:
     """
     A log observer that writes the events of level warn and above, and any

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from artcast.keystore import KeyStore
+from artcast.logs import RateLimitedLog
 from artcast.wire import (
     FRAGMENT_MEMORY,
     MAX_SOURCES,
@@ -61,45 +62,6 @@ class Stats:
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
-
-
-class RateLimitedLog:
-    """
-    Log at most C{burst} messages per C{period} seconds, then one summary of
-    how many were suppressed: a flood of bad datagrams cannot flood the log.
-    """
-
-    def __init__(
-        self,
-        log: Logger,
-        clock: IReactorTime,
-        burst: int = 10,
-        period: float = 60.0,
-    ) -> None:
-        self.log = log
-        self.clock = clock
-        self.burst = burst
-        self.period = period
-        self._windowStart = -period
-        self._count = 0
-        self._suppressed = 0
-
-    def warn(self, format: str, **kw: object) -> None:
-        now = self.clock.seconds()
-        if now - self._windowStart >= self.period:
-            if self._suppressed:
-                self.log.warn(
-                    "{count} more bad datagrams were not logged",
-                    count=self._suppressed,
-                )
-            self._windowStart = now
-            self._count = 0
-            self._suppressed = 0
-        if self._count < self.burst:
-            self._count += 1
-            self.log.warn(format, **kw)
-        else:
-            self._suppressed += 1
 
 
 class MulticastServerProtocol(DatagramProtocol):

@@ -71,7 +71,7 @@ from zope.interface import implementer
 
 from artcast import negotiate
 from artcast.keystore import Datum, KeyStore, encodeJSON
-from artcast.multicast import RateLimitedLog
+from artcast.logs import RateLimitedLog
 from artcast.stats import countRejected
 from artcast.wire import parseDatumId
 
@@ -857,7 +857,9 @@ class StreamManager:
         self._lastFrame: tuple[_Format | None, Datum | None, bytes] = (None, None, b"")
         #: The log of every WebSocket protocol: bounded, see L{_BoundedLog}.
         self.protocolLog = _BoundedLog(
-            StreamProtocol.log, RateLimitedLog(Logger(namespace=_WEBSOCKET_LOG), clock)
+            StreamProtocol.log, RateLimitedLog(
+                Logger(namespace=_WEBSOCKET_LOG), clock, what="WebSocket warnings"
+            )
         )
         self.webSocketFactory = WebSocketServerFactory(server="Artcast", reactor=clock)
         self.webSocketFactory.protocol = StreamProtocol

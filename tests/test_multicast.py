@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from artcast.keystore import KeyStore
-from artcast.multicast import DatagramHandler, MulticastServerProtocol, RateLimitedLog
+from artcast.logs import RateLimitedLog
+from artcast.multicast import DatagramHandler, MulticastServerProtocol
 from artcast.wire import REASONS, Stamp, encodeData, encodeRegister
 
 ADDRESS = ("127.0.0.1", 5555)
@@ -222,5 +223,26 @@ class RateLimitedLogTests(SynchronousTestCase):
         clock.advance(10)
         log.warn("m {n}", n=9)
         self.assertEqual(logged[2]["count"], 3)
+        self.assertEqual(formatEvent(logged[2]), "3 more bad datagrams were not logged")
         self.assertEqual(logged[3]["n"], 9)
         json.dumps([e.get("n") for e in logged])
+
+    def test_what(self) -> None:
+        """
+        The summary line names what was not logged.
+        """
+        from twisted.logger import Logger
+
+        logged: list[dict] = []
+        clock = Clock()
+        log = RateLimitedLog(
+            Logger(observer=logged.append), clock, burst=1, period=10, what="pings"
+        )
+        log.warn("one")
+        log.warn("two")
+        clock.advance(10)
+        log.warn("three")
+        self.assertEqual(
+            [formatEvent(e) for e in logged],
+            ["one", "1 more pings were not logged", "three"],
+        )
