@@ -43,6 +43,39 @@ class OptionsTests(SynchronousTestCase):
     The options of C{twistd artcast}.
     """
 
+    def test_defaultsAreTheModules(self) -> None:
+        """
+        Every default C{tap.py} writes out itself (the modules that enforce
+        them are imported only when the service is made) is the value those
+        modules use when given nothing.
+        """
+        from artcast import connections, keystore, logs, publish, shutdown, wire
+
+        options = parse()
+        expected = {
+            "access-log-size": logs.DEFAULT_LOG_SIZE,
+            "access-log-count": logs.DEFAULT_LOG_COUNT,
+            "error-log-size": logs.DEFAULT_LOG_SIZE,
+            "error-log-count": logs.DEFAULT_LOG_COUNT,
+            "max-clients": connections.DEFAULT_MAX_CLIENTS,
+            "header-timeout": connections.DEFAULT_HEADER_TIMEOUT,
+            "idle-timeout": connections.DEFAULT_IDLE_TIMEOUT,
+            "tcp-keepalive": connections.DEFAULT_TCP_KEEPALIVE,
+            "retry-after": connections.DEFAULT_RETRY_AFTER,
+            "body-timeout": connections.DEFAULT_BODY_TIMEOUT,
+            "max-output-buffer": connections.DEFAULT_MAX_OUTPUT_BUFFER,
+            "max-output-total": connections.DEFAULT_MAX_OUTPUT_TOTAL,
+            "shutdown-timeout": shutdown.DEFAULT_SHUTDOWN_TIMEOUT,
+            "max-store-bytes": keystore.DEFAULT_MAX_BYTES,
+            "max-keys": keystore.DEFAULT_MAX_KEYS,
+            "history": keystore.DEFAULT_HISTORY,
+            "history-age": keystore.DEFAULT_HISTORY_AGE,
+            "max-sources": wire.MAX_SOURCES,
+            "fragment-memory": wire.FRAGMENT_MEMORY,
+            "publish-auth-failures": publish.DEFAULT_AUTH_FAILURES,
+        }
+        self.assertEqual({name: options[name] for name in expected}, expected)
+
     def test_defaults(self) -> None:
         """
         The defaults are the original Artcast's.
