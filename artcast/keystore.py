@@ -61,6 +61,18 @@ KEY_OVERHEAD = 250
 META_OVERHEAD = 40
 
 
+def _datumCost(text: bytes, datumId: str) -> int:
+    """
+    What holding a datum costs, in bytes, as the store charges it: its JSON
+    text, for a string its text too (made when first asked for; never longer
+    than the JSON), its id and L{DATUM_OVERHEAD}.
+    """
+    size = len(text)
+    if text[:1] == b'"':
+        size += size
+    return size + len(datumId) + DATUM_OVERHEAD
+
+
 @attr.s(slots=True, eq=False, auto_attribs=True)
 class Datum:
     """
@@ -120,14 +132,10 @@ class Datum:
     @property
     def cost(self) -> int:
         """
-        What holding the datum costs, in bytes, as the store charges it: its
-        JSON text, for a string its text too (made when first asked for; never
-        longer than the JSON), its id and L{DATUM_OVERHEAD}.
+        What holding the datum costs, in bytes, as the store charges it
+        (L{_datumCost}).
         """
-        size = len(self.json)
-        if self.json[:1] == b'"':
-            size += size
-        return size + len(self.id) + DATUM_OVERHEAD
+        return _datumCost(self.json, self.id)
 
     def after(self, stamp: tuple[str, int, int]) -> bool:
         """
@@ -390,9 +398,7 @@ class KeyStore:
             datumId = f"{self.instance}.{self.boot}.{self._seq + 1}"
         else:
             datumId = stamp.datumId()
-        cost = (
-            len(text) * (2 if text[:1] == b'"' else 1) + len(datumId) + DATUM_OVERHEAD
-        )
+        cost = _datumCost(text, datumId)
         if cost + self._keyCost(key if entry is None else entry) > self.maxBytes:
             self.refused += 1
             return None
@@ -627,7 +633,7 @@ class KeyStore:
         Is the datum its key's latest, as held now?
         """
         entry = self._keys.get(datum.key)
-        return entry is not None and bool(entry.history) and entry.history[-1] is datum
+        return entry is not None and entry.latest is datum
 
     def current(self, pattern: str) -> list[Datum]:
         """
