@@ -873,7 +873,7 @@ class TrackedConnection(ProtocolWrapper):
     factory: ConnectionLimiter
     peer: str | None = None
     admitted = False
-    #: Aborted for passing the output bound: what is written now is dropped.
+    #: Aborted (L{abortConnection}): what is written now is dropped.
     cut = False
     #: What it was last charged against the server's output budget: its
     #: queued output as measured after its last write (see
@@ -914,8 +914,6 @@ class TrackedConnection(ProtocolWrapper):
         if queued is None:
             return
         if bound is not None and queued > bound:
-            self.cut = True
-            factory.dischargeOutput(self)
             factory.rejected[SLOW_READER] += 1
             factory._log.info(
                 "Closing a connection from {peer} that does not read its answers "
@@ -959,8 +957,10 @@ class TrackedConnection(ProtocolWrapper):
     def abortConnection(self) -> None:
         """
         Abort the connection, dropping what it holds written and not yet
-        sent now (see L{dropQueuedOutput}), and giving back its charge.
+        sent now (see L{dropQueuedOutput}) and whatever is written to it
+        from now on, and giving back its charge.
         """
+        self.cut = True
         self.disconnecting = 1
         transport: Any = self.transport
         transport.abortConnection()
@@ -1202,7 +1202,7 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
             for queued, connection in holders:
                 if self.outputCharged <= budget:
                     break
-                connection.cut = True
+                # Given back before the abort, which could fail.
                 self.dischargeOutput(connection)
                 aborted += 1
                 freed += queued
