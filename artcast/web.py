@@ -463,8 +463,8 @@ class ArtcastApp:
         self._links: dict[str, tuple[bytes | None, bytes | None]] = {}
         self._dateSecond = -1
         self._dateLine = b""
-        #: The C{/artcasts} listing: the keys and metadata it was made from,
-        #: and its JSON and HTML bodies, each made when first asked for.
+        #: The C{/artcasts} listing: the store's C{keysVersion} it was made
+        #: at, and its JSON and HTML bodies, each made when first asked for.
         self._listing: list[Any] = [None, None, None]
         #: The HTTP connections, set by L{artcast.tap.makeService}; their
         #: figures (open connections, refusals by reason) join C{/stats}.
