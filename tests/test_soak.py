@@ -88,6 +88,21 @@ def quickRun() -> dict[str, Any]:
     return runOnce(_quick, ["--quick"], "artcast-soak-", QUICK_LIMIT)
 
 
+def changed(document: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """
+    A made-up run's document with C{changes} applied: each name is a path
+    through the document's dictionaries, levels joined with C{__}
+    (C{legit__missing}).
+    """
+    for path, value in changes.items():
+        target = document
+        *parents, name = path.split("__")
+        for parent in parents:
+            target = target[parent]
+        target[name] = value
+    return document
+
+
 def summaryLines(stdout: str) -> dict[str, str]:
     """
     The summary's lines by their label (the text before the first colon).
@@ -283,13 +298,7 @@ class VerdictTests(SynchronousTestCase):
             },
             "server_log": {"tracebacks": 0, "unhandled": 0, "shut_down": True},
         }
-        for path, value in changes.items():
-            target = document
-            *parents, name = path.split("__")
-            for parent in parents:
-                target = target[parent]
-            target[name] = value
-        return document
+        return changed(document, changes)
 
     def test_passes(self) -> None:
         """
@@ -531,13 +540,7 @@ class AbuseCheckTests(SynchronousTestCase):
             "attacks": {"slow-body": {"failures": []}},
             "server_log": {"tracebacks": 0, "unhandled": 0},
         }
-        for path, value in changes.items():
-            target = document
-            *parents, name = path.split("__")
-            for parent in parents:
-                target = target[parent]
-            target[name] = value
-        return document
+        return changed(document, changes)
 
     def test_passes(self) -> None:
         """
