@@ -47,6 +47,7 @@ from artcast.connections import (
 from artcast.keystore import KeyStore
 from artcast.wire import Stamp, encodeData
 from artcast.web import _CACHED_ANSWERS, ArtcastApp
+from tests import test_connections
 from tests.harness import ArtcastProcess
 from tests.test_integration import rawConnect, requestBytes
 
@@ -181,14 +182,7 @@ def connect(limiter: ConnectionLimiter) -> tuple[Any, FillingTransport]:
     """
     Accept a connection as a port would, over a L{FillingTransport}.
     """
-    from twisted.internet.address import IPv4Address
-
-    address = IPv4Address("TCP", "10.0.0.1", 40000)
-    connection = limiter.buildProtocol(address)
-    assert connection is not None
-    transport = FillingTransport(peerAddress=address)
-    connection.makeConnection(transport)
-    return connection, transport
+    return test_connections.connect(limiter, transportType=FillingTransport)
 
 
 def get(path: bytes) -> bytes:

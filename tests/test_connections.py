@@ -89,15 +89,17 @@ def makeLimiter(
 
 
 def connect(
-    limiter: ConnectionLimiter, host: str = "10.0.0.1", port: int = 40000
-) -> tuple[TrackedConnection, StringTransport]:
+    limiter: ConnectionLimiter, host: str = "10.0.0.1", port: int = 40000,
+    transportType: type[StringTransport] = StringTransport,
+) -> tuple[TrackedConnection, Any]:
     """
-    Accept a connection from C{host} as a port would.
+    Accept a connection from C{host} as a port would, over a new
+    C{transportType}.
     """
     address = IPv4Address("TCP", host, port)
     connection = limiter.buildProtocol(address)
     assert connection is not None
-    transport = StringTransport(peerAddress=address)
+    transport = transportType(peerAddress=address)
     connection.makeConnection(transport)
     return connection, transport
 
