@@ -64,9 +64,10 @@ ROOT = BENCH.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from artcast import keystore, wire  # noqa: E402
+from artcast import wire  # noqa: E402
+from artcast.server import store as keystore  # noqa: E402
 from artcast.source import multicastSocket  # noqa: E402
-from artcast.tap import DEFAULT_MAX_VALUE_SIZE  # noqa: E402
+from artcast.server.tap import DEFAULT_MAX_VALUE_SIZE  # noqa: E402
 from bench import fanout  # noqa: E402
 from bench.fanout import BenchError, Pinning, Process, percentile  # noqa: E402
 from bench.soak import (  # noqa: E402

@@ -38,7 +38,7 @@ from typing import Any, Callable
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from artcast import _wildcard  # noqa: E402
+from artcast.server import patterns as _wildcard  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

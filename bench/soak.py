@@ -82,7 +82,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from artcast.source import Source, multicastSocket  # noqa: E402
-from artcast.tap import DEFAULT_MAX_VALUE_SIZE  # noqa: E402
+from artcast.server.tap import DEFAULT_MAX_VALUE_SIZE  # noqa: E402
 from bench import fanout  # noqa: E402
 from bench.fanout import BenchError, Pinning, Process  # noqa: E402
 
@@ -116,7 +116,7 @@ CONNECT_LIMIT = 10.0
 CYCLE_LIMIT = 30.0
 
 #: The server closes a slow head at C{--header-timeout}, and aborts it
-#: C{artcast.connections.ABORT_DELAY} (2 s) later; the slow client waits
+#: C{artcast.server.connections.ABORT_DELAY} (2 s) later; the slow client waits
 #: this much longer before calling it an error.
 SLOWLORIS_SLACK = 5.0
 

@@ -39,8 +39,8 @@ if __package__ in (None, ""):
 
 from twisted.internet.task import Clock  # noqa: E402
 
-from artcast.keystore import Datum, Found, KeyStore  # noqa: E402
-from artcast.streams import Start, startOf  # noqa: E402
+from artcast.server.store import Datum, Found, KeyStore  # noqa: E402
+from artcast.server.outlets.streams import Start, startOf  # noqa: E402
 from artcast.wire import Stamp, parseDatumId  # noqa: E402
 
 PATTERN = "..."

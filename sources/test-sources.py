@@ -33,7 +33,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from artcast import demo  # noqa: E402
+from artcast.server.feeds import demo  # noqa: E402
 from artcast.send import ipv4Argument, portArgument, ttlArgument  # noqa: E402
 from artcast.source import Source  # noqa: E402
 from artcast.wire import parseKeyFile  # noqa: E402

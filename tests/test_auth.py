@@ -21,9 +21,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from artcast import tap
-from artcast.keystore import KeyStore
-from artcast.multicast import DatagramHandler
+from artcast.server import tap
+from artcast.server.store import KeyStore
+from artcast.server.feeds.multicast import DatagramHandler
 from artcast.wire import Stamp, encodeData, encodeRegister
 from tests.harness import ArtcastProcess
 

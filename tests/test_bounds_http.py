@@ -22,10 +22,10 @@ from twisted.internet.threads import deferToThread
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from artcast import streams
-from artcast.keystore import KeyStore
-from artcast.streams import CLIENT_FRAMES_BURST
-from artcast.web import ArtcastApp
+from artcast.server.outlets import streams
+from artcast.server.store import KeyStore
+from artcast.server.outlets.streams import CLIENT_FRAMES_BURST
+from artcast.server.routes import ArtcastApp
 from tests.harness import ArtcastProcess
 from tests.test_web import AppMixin
 
@@ -183,7 +183,7 @@ class StatsCORSTests(AppMixin, SynchronousTestCase):
         None of the three answers a cross-origin read, allowed or refused;
         a long poll still does.
         """
-        from artcast.stats import Networks
+        from artcast.server.stats import Networks
 
         for path, accept in (
             ("/stats", "text/html"), ("/stats", "application/json"),
@@ -217,7 +217,7 @@ class AuthThrottleTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        from artcast.publish import AuthThrottle
+        from artcast.server.feeds.publish import AuthThrottle
 
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
@@ -287,7 +287,7 @@ class PublishThrottleTests(SynchronousTestCase):
         from collections import Counter
 
         from tests.test_publish import TOKEN, TOKEN_FILE, FakeMulticastReactor, Server
-        from artcast.publish import parseTokenFile
+        from artcast.server.feeds.publish import parseTokenFile
 
         reactor = FakeMulticastReactor()
         reactor.advance(1_800_000_000)
@@ -392,7 +392,7 @@ class PingTests(SynchronousTestCase):
         needs (a burst, then some a second) is closed and counted as
         C{websocket-flood}; one that pings now and then is never closed.
         """
-        from artcast.streams import CLIENT_FRAMES_BURST, CLIENT_FRAMES_PER_SECOND
+        from artcast.server.outlets.streams import CLIENT_FRAMES_BURST, CLIENT_FRAMES_PER_SECOND
 
         for _ in range(CLIENT_FRAMES_BURST):
             self.ping(b"x")

@@ -32,8 +32,8 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from artcast import tap
-from artcast.connections import (
+from artcast.server import tap
+from artcast.server.connections import (
     CHUNK_SIZE,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_OUTPUT_BUFFER,
@@ -44,9 +44,9 @@ from artcast.connections import (
     queuedOutput,
     writeBody,
 )
-from artcast.keystore import KeyStore
+from artcast.server.store import KeyStore
 from artcast.wire import Stamp, encodeData
-from artcast.web import _CACHED_ANSWERS, ArtcastApp
+from artcast.server.routes import _CACHED_ANSWERS, ArtcastApp
 from tests import test_connections
 from tests.harness import ArtcastProcess
 from tests.test_integration import rawConnect, requestBytes
@@ -745,7 +745,7 @@ class OptionTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         """
         The defaults are 30 s for a body and 2 MiB of queued output, the
-        constants of L{artcast.connections}.
+        constants of L{artcast.server.connections}.
         """
         options = tap.Options()
         options.parseOptions([])

@@ -31,8 +31,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from artcast import tap
-from artcast.connections import (
+from artcast.server import tap
+from artcast.server.connections import (
     DEFAULT_MAX_OUTPUT_TOTAL,
     OUTPUT_SLACK_DIVISOR,
     ConnectionLimiter,
@@ -49,7 +49,7 @@ class HoldingTransport(StringTransport):
     """
     A transport that holds everything written until the test says the
     client read it (L{read}), without telling anyone, as a socket's
-    transport drains; it keeps the figures L{artcast.connections.queuedOutput}
+    transport drains; it keeps the figures L{artcast.server.connections.queuedOutput}
     reads from Twisted's transports, and marks itself as aborting as
     Twisted's TCP transport does.
     """
@@ -405,7 +405,7 @@ class OptionTests(SynchronousTestCase):
 
     def test_default(self) -> None:
         """
-        The default is 256 MiB, the constant of L{artcast.connections}, and
+        The default is 256 MiB, the constant of L{artcast.server.connections}, and
         the limiter is given it.
         """
         options = tap.Options()

@@ -28,9 +28,9 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from artcast._wildcard import MAX_PATTERN_LEVELS
-from artcast.keystore import KeyStore
-from artcast.web import ArtcastApp
+from artcast.server.patterns import MAX_PATTERN_LEVELS
+from artcast.server.store import KeyStore
+from artcast.server.routes import ArtcastApp
 from bench.patterns import binaryPatterns, deepPatterns
 from tests.harness import ArtcastProcess
 

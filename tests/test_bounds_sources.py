@@ -21,10 +21,11 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from artcast import tap, wire
-from artcast.keystore import KeyStore
-from artcast.multicast import DatagramHandler
-from artcast.publish import Refused, readValue
+from artcast import wire
+from artcast.server import tap
+from artcast.server.store import KeyStore
+from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.feeds.publish import Refused, readValue
 from artcast.wire import (
     MAX_COUNTER,
     BadDatagram,

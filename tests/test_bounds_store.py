@@ -26,18 +26,18 @@ from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from artcast.keystore import (
+from artcast.server.store import (
     KEY_OVERHEAD,
     META_OVERHEAD,
     Datum,
     Found,
     KeyStore,
 )
-from artcast._wildcard import matches
-from artcast.multicast import DatagramHandler, Stats
-from artcast.stats import metricsText
-from artcast.streams import startOf
-from artcast.web import ArtcastApp
+from artcast.server.patterns import matches
+from artcast.server.feeds.multicast import DatagramHandler, Stats
+from artcast.server.stats import metricsText
+from artcast.server.outlets.streams import startOf
+from artcast.server.routes import ArtcastApp
 from artcast.wire import Stamp
 from bench.store import sinceIn
 from tests.harness import ArtcastProcess

@@ -34,8 +34,8 @@ from artcast.client import (
     parseRetryAfter,
     run,
 )
-from artcast.keystore import KeyStore
-from artcast.web import ArtcastApp
+from artcast.server.store import KeyStore
+from artcast.server.routes import ArtcastApp
 from tests.harness import ArtcastProcess
 
 BASE = "http://artcast.example"

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_connections -*-
 """
-Tests for L{artcast.connections}: connection limits, the request-head
+Tests for L{artcast.server.connections}: connection limits, the request-head
 deadline, the idle timeout and TCP keepalive.
 
 The unit tests drive the real site and limiter over L{StringTransport}s with
@@ -25,8 +25,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from artcast import tap
-from artcast.connections import (
+from artcast.server import tap
+from artcast.server.connections import (
     ABORT_DELAY,
     ConnectionLimiter,
     LimitedSite,
@@ -36,7 +36,7 @@ from artcast.connections import (
     ensureFileLimit,
     peerKey,
 )
-from artcast.shutdown import ServingService
+from artcast.server.shutdown import ServingService
 from tests.harness import ArtcastProcess
 from tests.test_integration import rawConnect, requestBytes
 
@@ -377,7 +377,7 @@ class ChannelAttributeTests(SynchronousTestCase):
         """
         from twisted.web.http import HTTPChannel
 
-        from artcast.connections import ArtcastChannel
+        from artcast.server.connections import ArtcastChannel
 
         fresh = ArtcastChannel()
         for name in set(vars(fresh)) - {"_command", "_path", "_version"}:

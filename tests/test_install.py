@@ -230,7 +230,7 @@ class InstallTests(SynchronousTestCase):
             "    print(maker.tapname, maker.module)\n"
         )])
         found = dict(line.split(" ", 1) for line in done.stdout.splitlines())
-        self.assertEqual(found.get("artcast"), "artcast.tap")
+        self.assertEqual(found.get("artcast"), "artcast.server.tap")
 
     def test_twistdHelp(self) -> None:
         """

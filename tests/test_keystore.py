@@ -1,5 +1,5 @@
 """
-Tests for L{artcast.keystore}.
+Tests for L{artcast.server.store}.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from artcast.keystore import KeyStore
+from artcast.server.store import KeyStore
 from artcast.wire import Stamp
 
 
@@ -227,7 +227,7 @@ class WaitTests(SynchronousTestCase):
         it stopped waiting; one the store stops (L{KeyStore.cancelWaiters}) is
         told so instead, and a cancelled one is told nothing.
         """
-        from artcast.keystore import Waiter
+        from artcast.server.store import Waiter
 
         events = []
 

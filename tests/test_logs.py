@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_logs -*-
 """
-Tests for L{artcast.logs}: the Apache combined access log and the error log.
+Tests for L{artcast.server.logs}: the Apache combined access log and the error log.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
-from artcast.logs import (
+from artcast.server.logs import (
     ACCESS_LOG_BUFFER,
     ArtcastSite,
     _destination,

@@ -1,5 +1,5 @@
 """
-Tests for L{artcast.multicast}: datagrams in, KeyStore updates out.
+Tests for L{artcast.server.feeds.multicast}: datagrams in, KeyStore updates out.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from artcast.keystore import KeyStore
-from artcast.logs import RateLimitedLog
-from artcast.multicast import DatagramHandler, MulticastServerProtocol
+from artcast.server.store import KeyStore
+from artcast.server.logs import RateLimitedLog
+from artcast.server.feeds.multicast import DatagramHandler, MulticastServerProtocol
 from artcast.wire import REASONS, Stamp, encodeData, encodeRegister
 
 ADDRESS = ("127.0.0.1", 5555)

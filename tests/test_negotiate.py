@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_negotiate -*-
 """
-Tests for L{artcast.negotiate}.
+Tests for L{artcast.server.negotiate}.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from artcast import negotiate as negotiateModule
-from artcast.negotiate import (
+from artcast.server import negotiate as negotiateModule
+from artcast.server.negotiate import (
     EVENT_STREAM,
     HTML,
     JSON,

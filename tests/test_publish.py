@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_publish -*-
 """
-Tests for L{artcast.publish}: C{POST}/C{PUT /artcasts/<key>} with bearer
+Tests for L{artcast.server.feeds.publish}: C{POST}/C{PUT /artcasts/<key>} with bearer
 tokens, through L{StubTreq} against L{ArtcastApp} with a L{Clock}, and
 against real C{twistd artcast} processes sharing one multicast group.
 """
@@ -25,9 +25,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from artcast.keystore import KeyStore
-from artcast.multicast import DatagramHandler, Stats
-from artcast.publish import (
+from artcast.server.store import KeyStore
+from artcast.server.feeds.multicast import DatagramHandler, Stats
+from artcast.server.feeds.publish import (
     MIN_TOKEN_LENGTH,
     BoundedRequest,
     HTTPPublisher,
@@ -38,7 +38,7 @@ from artcast.publish import (
     publishingSource,
     readValue,
 )
-from artcast.web import ArtcastApp
+from artcast.server.routes import ArtcastApp
 from artcast.wire import parseData
 from tests.harness import ArtcastProcess
 from tests.test_browser import linesOf

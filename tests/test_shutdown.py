@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_shutdown -*-
 """
-Tests for L{artcast.shutdown}: graceful shutdown, and
-L{artcast.keystore.KeyStore.cancelWaiters} which it uses.
+Tests for L{artcast.server.shutdown}: graceful shutdown, and
+L{artcast.server.store.KeyStore.cancelWaiters} which it uses.
 
 The unit tests drive L{ServingService} over L{StringTransport}s with a
 L{Clock}; the integration tests send SIGTERM to the real C{twistd artcast}.
@@ -21,10 +21,10 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from artcast.connections import ConnectionLimiter
-from artcast.keystore import KeyStore
-from artcast.shutdown import ABORT_GRACE, Closing, ServingService
-from artcast.web import ArtcastApp
+from artcast.server.connections import ConnectionLimiter
+from artcast.server.store import KeyStore
+from artcast.server.shutdown import ABORT_GRACE, Closing, ServingService
+from artcast.server.routes import ArtcastApp
 from tests.harness import STOP_LIMIT, ArtcastProcess
 from tests.test_connections import (
     Held,

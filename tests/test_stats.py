@@ -1,5 +1,5 @@
 """
-Tests for L{artcast.stats} and the C{/stats} and C{/metrics} resources.
+Tests for L{artcast.server.stats} and the C{/stats} and C{/metrics} resources.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from artcast.keystore import KeyStore
-from artcast.multicast import DatagramHandler, Stats
-from artcast.stats import Meter, Networks, residentMemory, statsPage
-from artcast.web import ArtcastApp
+from artcast.server.store import KeyStore
+from artcast.server.feeds.multicast import DatagramHandler, Stats
+from artcast.server.stats import Meter, Networks, residentMemory, statsPage
+from artcast.server.routes import ArtcastApp
 
 
 class MeterTests(SynchronousTestCase):

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_streams -*-
 """
-Tests for L{artcast.streams}: Server-Sent Events, newline-delimited JSON and
+Tests for L{artcast.server.outlets.streams}: Server-Sent Events, newline-delimited JSON and
 WebSocket streams, and the live page that reads them.
 
 The unit tests drive the Klein resource through a real L{HTTPChannel} over
@@ -35,9 +35,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.server import Site
 
-from artcast import pages
-from artcast.keystore import KeyStore
-from artcast.streams import (
+from artcast.server.outlets import pages
+from artcast.server.store import KeyStore
+from artcast.server.outlets.streams import (
     NDJSON,
     STREAM_TYPES,
     StreamManager,
@@ -45,7 +45,7 @@ from artcast.streams import (
     gapMessage,
     originPattern,
 )
-from artcast.web import VALUE_TYPES, ArtcastApp
+from artcast.server.routes import VALUE_TYPES, ArtcastApp
 from artcast.wire import Stamp
 from tests.harness import ArtcastProcess
 

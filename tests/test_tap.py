@@ -1,5 +1,5 @@
 """
-Tests for L{artcast.tap} and the C{twistd artcast} plugin.
+Tests for L{artcast.server.tap} and the C{twistd artcast} plugin.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from artcast import tap
+from artcast.server import tap
 
 
 class FakePort:
@@ -49,7 +49,10 @@ class OptionsTests(SynchronousTestCase):
         them are imported only when the service is made) is the value those
         modules use when given nothing.
         """
-        from artcast import connections, keystore, logs, publish, shutdown, wire
+        from artcast import wire
+        from artcast.server import connections, logs, shutdown
+        from artcast.server import store as keystore
+        from artcast.server.feeds import publish
 
         options = parse()
         expected = {
@@ -184,7 +187,7 @@ class PluginTests(SynchronousTestCase):
     def test_discovered(self) -> None:
         """
         C{getPlugins(IServiceMaker)} finds the C{artcast} plugin, which names
-        L{artcast.tap}.
+        L{artcast.server.tap}.
         """
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertIn("artcast", makers)

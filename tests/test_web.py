@@ -1,5 +1,5 @@
 """
-Tests for L{artcast.web}: the HTTP resources, driven through treq's
+Tests for L{artcast.server.routes}: the HTTP resources, driven through treq's
 L{StubTreq} with a L{Clock}.
 """
 
@@ -14,8 +14,8 @@ from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from artcast.keystore import KeyStore
-from artcast.web import ArtcastApp, headerKey, licenseLink
+from artcast.server.store import KeyStore
+from artcast.server.routes import ArtcastApp, headerKey, licenseLink
 from artcast.wire import Stamp
 
 
@@ -565,8 +565,8 @@ class DirectDispatchTests(AppMixin, SynchronousTestCase):
         from twisted.web.http import HTTPChannel
         from twisted.web.server import Site
 
-        from artcast.connections import ArtcastRequest
-        from artcast.web import LongPoll
+        from artcast.server.connections import ArtcastRequest
+        from artcast.server.routes import LongPoll
 
         site = Site(self.app.resource(), reactor=self.clock)
         site.requestFactory = ArtcastRequest
@@ -593,7 +593,7 @@ class DirectDispatchTests(AppMixin, SynchronousTestCase):
         from twisted.web.http import HTTPChannel
         from twisted.web.server import Site
 
-        from artcast.connections import ArtcastRequest
+        from artcast.server.connections import ArtcastRequest
 
         site = Site(self.app.resource(), reactor=self.clock)
         site.requestFactory = ArtcastRequest
@@ -661,7 +661,7 @@ class DirectDispatchTests(AppMixin, SynchronousTestCase):
         The keys made of request paths are kept up to a bound, whatever the
         number of different paths asked for.
         """
-        from artcast import web
+        from artcast.server import routes as web
 
         self.patch(web, "_CACHED", 5)
         for n in range(20):
@@ -693,7 +693,7 @@ class PrebuiltAnswerTests(AppMixin, SynchronousTestCase):
         from twisted.internet.testing import StringTransport
         from twisted.web.server import Site
 
-        from artcast.web import ArtcastResource
+        from artcast.server.routes import ArtcastResource
 
         resource = ArtcastResource(self.app.app, self.app if direct else None)
         site = Site(resource, reactor=self.clock)

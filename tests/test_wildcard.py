@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_wildcard -*-
 """
-Tests for L{artcast._wildcard}.
+Tests for L{artcast.server.patterns}.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from artcast._wildcard import (
+from artcast.server.patterns import (
     MAX_PATTERN_LEVELS,
     PatternIndex,
     _Node,

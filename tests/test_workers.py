@@ -1,5 +1,5 @@
 """
-Tests for L{artcast.workers}: C{--workers N}.
+Tests for L{artcast.server.workers}: C{--workers N}.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web._newclient import ResponseNeverReceived
 
-from artcast import tap, workers
-from artcast.logs import ErrorLogService
-from artcast.workers import (
+from artcast.server import tap, workers
+from artcast.server.logs import ErrorLogService
+from artcast.server.workers import (
     LISTEN_FD,
     LOG_FD,
     MIN_RESTART_DELAY,
@@ -221,10 +221,10 @@ class WorkerOptionsTests(SynchronousTestCase):
 
     def test_arguments(self) -> None:
         """
-        A worker runs C{python -m artcast.workers <index>}.
+        A worker runs C{python -m artcast.server.workers <index>}.
         """
         self.assertEqual(
-            workerArguments(3, "/opt/py"), ["/opt/py", "-m", "artcast.workers", "3"]
+            workerArguments(3, "/opt/py"), ["/opt/py", "-m", "artcast.server.workers", "3"]
         )
 
     def test_environment(self) -> None:
@@ -1049,7 +1049,7 @@ class WorkersIntegrationTests(TestCase):
         while True:
             with open(errors) as log:
                 text = log.read()
-            if all(f"[worker-{i} artcast.multicast" in text for i in (1, 2)):
+            if all(f"[worker-{i} artcast.server.feeds.multicast" in text for i in (1, 2)):
                 break
             if reactor.seconds() > deadline:
                 self.fail(f"no worker warnings in the error log:\n{text}")

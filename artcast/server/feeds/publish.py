@@ -43,10 +43,10 @@ import attr
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from artcast._wildcard import matches
-from artcast.connections import ArtcastRequest
-from artcast.keystore import Datum, KeyStore, encodeJSON
-from artcast.stats import countRejected
+from artcast.server.patterns import matches
+from artcast.server.connections import ArtcastRequest
+from artcast.server.store import Datum, KeyStore, encodeJSON
+from artcast.server.stats import countRejected
 from artcast.wire import (
     MAX_DEPTH,
     BadDatagram,
@@ -512,7 +512,7 @@ class HTTPPublisher:
     ) -> None:
         """
         @param sender: sends each datum to the data group and names it.
-        @param stats: the server's L{artcast.multicast.Stats}, whose
+        @param stats: the server's L{artcast.server.feeds.multicast.Stats}, whose
             C{datums} counts HTTP-published datums too.
         @param throttle: bounds failed token checks per client address; by
             default an L{AuthThrottle} with its defaults.

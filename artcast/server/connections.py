@@ -57,7 +57,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from artcast.logs import (
+from artcast.server.logs import (
     DEFAULT_LOG_COUNT,
     DEFAULT_LOG_SIZE,
     ArtcastSite,
@@ -514,7 +514,7 @@ class ArtcastRequest(Request):
     """
     The server's request: it tells what it waits on when its client goes.
 
-    A held long poll is one object (L{artcast.web.LongPoll}) that the
+    A held long poll is one object (L{artcast.server.routes.LongPoll}) that the
     request points to, instead of the L{Deferred} of C{notifyFinish} and the
     callbacks on it, which would cost more memory than the rest of a waiting
     request.
@@ -992,7 +992,7 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
     """
 
     protocol = TrackedConnection
-    _log = Logger()
+    _log = Logger(namespace="artcast.connections.ConnectionLimiter")
 
     def __init__(
         self,

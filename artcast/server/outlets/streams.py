@@ -43,7 +43,7 @@ A comment (SSE), an empty line (NDJSON) or a ping (WebSocket) is sent to
 every stream each C{heartbeat} seconds, so that proxies do not cut idle
 connections and dead ones are found.
 
-At shutdown (through an L{artcast.shutdown.Closing}) an SSE stream ends with
+At shutdown (through an L{artcast.server.shutdown.Closing}) an SSE stream ends with
 a C{retry:} field saying when to come back, an NDJSON stream just ends, and
 a WebSocket is closed with code 1001 ("going away").
 """
@@ -69,10 +69,10 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
-from artcast import negotiate
-from artcast.keystore import Datum, KeyStore, encodeJSON
-from artcast.logs import RateLimitedLog
-from artcast.stats import countRejected
+from artcast.server import negotiate
+from artcast.server.store import Datum, KeyStore, encodeJSON
+from artcast.server.logs import RateLimitedLog
+from artcast.server.stats import countRejected
 from artcast.wire import parseDatumId
 
 __all__ = [
@@ -132,7 +132,7 @@ SSE = "sse"
 NDJSON_MODE = "ndjson"
 WEBSOCKET = "websocket"
 
-log = Logger()
+log = Logger(namespace="artcast.streams")
 
 
 class BadStart(ValueError):
@@ -311,7 +311,7 @@ _NDJSON_FORMAT = _Format(
 
 class _Closing(Protocol):
     """
-    Where streams register to hear of shutdown (L{artcast.shutdown.Closing}).
+    Where streams register to hear of shutdown (L{artcast.server.shutdown.Closing}).
     """
 
     def onClose(self, callback: Callable[[int], Any]) -> Callable[[], None]:
@@ -820,7 +820,7 @@ class StreamManager:
     @param retry: the reconnection delay an SSE client is told, in ms.
     @param allowOrigin: the origin allowed to open WebSockets (C{*}: any).
     @param closing: where each stream registers to be ended in good order
-        when the server shuts down (an L{artcast.shutdown.Closing}).
+        when the server shuts down (an L{artcast.server.shutdown.Closing}).
 
     @ivar streamsOpen: the open streams by kind (C{sse}, C{ndjson},
         C{websocket}): a gauge.

@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from artcast.connections import ConnectionLimiter, RetrySpread, ensureFileLimit
+from artcast.server.connections import ConnectionLimiter, RetrySpread, ensureFileLimit
 
 __all__ = ["Closing", "ServingService", "DEFAULT_SHUTDOWN_TIMEOUT"]
 
@@ -56,7 +56,7 @@ class Closing:
     @ivar closing: L{True} once shutdown has begun.
     """
 
-    _log = Logger()
+    _log = Logger(namespace="artcast.shutdown.Closing")
 
     def __init__(self, retryAfter: Callable[[], int] | None = None) -> None:
         """
@@ -123,7 +123,7 @@ class ServingService(MultiService):
     @ivar timeout: Seconds shutdown may take.
     """
 
-    _log = Logger()
+    _log = Logger(namespace="artcast.shutdown.ServingService")
 
     def __init__(
         self,
@@ -141,7 +141,7 @@ class ServingService(MultiService):
             aborting them.
         @param closing: Where streams register; a new one by default.
         @param afterAnswer: Called once the held requests have been
-            answered, e.g. L{artcast.keystore.KeyStore.cancelWaiters}, so
+            answered, e.g. L{artcast.server.store.KeyStore.cancelWaiters}, so
             that nothing is left waiting behind the answers.
         @param fileLimit: Raises the open-files limit (for tests).
         """

@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from artcast._wildcard import REST, STAR, PatternIndex, isPattern, matches
+from artcast.server.patterns import REST, STAR, PatternIndex, isPattern, matches
 from artcast.wire import Stamp, parseDatumId
 
 #: The defaults of the server's options; see L{KeyStore}.
@@ -36,7 +36,7 @@ DEFAULT_HISTORY_AGE = 3600.0
 DEFAULT_MAX_KEYS = 10_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
-_log = Logger()
+_log = Logger(namespace="artcast.keystore")
 
 
 def encodeJSON(value: object) -> bytes:
@@ -508,7 +508,7 @@ class KeyStore:
                 own.append(datum)
             if previous is not None and _stampOf(datum) <= _stampOf(previous):
                 entry.disordered = True
-            # Answers are kept for a key's latest datum only (artcast.web).
+            # Answers are kept for a key's latest datum only (artcast.server.routes).
             history[-1].answers = None
         history.append(datum)
         self.bytes += datum.cost

@@ -7,7 +7,7 @@ C{privilegedStartService} (before twistd drops privileges, so port 80 with
 C{--uid} works), never accepts on it, and in C{startService} (after the
 drop, so the workers run as the server's user) spawns the workers::
 
-    python -m artcast.workers <index>
+    python -m artcast.server.workers <index>
 
 with these file descriptors (L{IReactorProcess.spawnProcess}'s C{childFDs}):
 
@@ -24,7 +24,7 @@ with these file descriptors (L{IReactorProcess.spawnProcess}'s C{childFDs}):
       events, tagged C{worker-<index>}.
     - C{4}: the listening socket.
 
-A worker builds the same service as a single server (L{artcast.tap.makeService}
+A worker builds the same service as a single server (L{artcast.server.tap.makeService}
 with C{options["worker"]} set to its L{Worker}), except that its HTTP port
 adopts the socket (L{IReactorSocket.adoptStreamPort}) and that it has no
 error log service of its own.  It joins the multicast groups itself (they are
@@ -39,7 +39,7 @@ not wait for them).  But if no process of a worker has served yet (a worker
 logs an event carrying C{artcast_ready} once it does), its end means the
 set-up is wrong, and the supervisor stops the server rather than run one that
 accepts connections it never answers.  On SIGTERM the supervisor sends SIGTERM to every worker,
-each shuts down gracefully (L{artcast.shutdown}), and the supervisor waits
+each shuts down gracefully (L{artcast.server.shutdown}), and the supervisor waits
 for them, at most C{--shutdown-timeout} plus L{STOP_GRACE} seconds, before
 killing the ones left.
 """
@@ -129,7 +129,7 @@ _LENGTH = struct.Struct(">Q")
 def checkOptions(options: Mapping[str, Any]) -> None:
     """
     Check C{--workers} against the other options; called from
-    L{artcast.tap.Options.postOptions}.
+    L{artcast.server.tap.Options.postOptions}.
 
     @raise UsageError: If the count is out of range, or the C{--client-port}
         is not one whose socket workers can share.
@@ -183,7 +183,7 @@ def workerAccessLog(path: str | None, index: int) -> str | None:
 class Worker:
     """
     What a worker process knows of itself: set as C{options["worker"]}, it
-    makes L{artcast.tap.makeService} build a worker.
+    makes L{artcast.server.tap.makeService} build a worker.
 
     @ivar index: The worker's number, from 1.
     @ivar fileno: The listening socket's file descriptor.
@@ -300,7 +300,7 @@ def workerArguments(index: int, executable: str = sys.executable) -> list[str]:
     The command line of worker C{index}.  Everything else comes through the
     options pipe; the index is there so that C{ps} tells the workers apart.
     """
-    return [executable, "-m", "artcast.workers", str(index)]
+    return [executable, "-m", "artcast.server.workers", str(index)]
 
 
 def workerEnvironment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -350,7 +350,7 @@ class LogForwarder:
     calls C{ready}.
     """
 
-    _log = Logger()
+    _log = Logger(namespace="artcast.workers.LogForwarder")
 
     def __init__(
         self,
@@ -497,7 +497,7 @@ class WorkerSupervisor(Service):
     @ivar port: The listening port, once bound.
     """
 
-    _log = Logger()
+    _log = Logger(namespace="artcast.workers.WorkerSupervisor")
 
     def __init__(
         self,
@@ -761,7 +761,7 @@ def makeSupervisor(options: Mapping[str, Any], reactor: Any) -> MultiService:
     that file; the workers' events arrive through their log pipes) and the
     L{WorkerSupervisor}.
     """
-    from artcast.logs import ErrorLogService, errorLogObserver
+    from artcast.server.logs import ErrorLogService, errorLogObserver
 
     top = MultiService()
     ErrorLogService(
@@ -833,7 +833,7 @@ def main(
 
         reactor = globalReactor
 
-    from artcast.tap import makeService
+    from artcast.server.tap import makeService
 
     try:
         service = makeService(options, reactor)
@@ -873,6 +873,6 @@ def main(
 if __name__ == "__main__":
     # Run the module's own copy (not this __main__ one), so that the Worker
     # in the options pickle and the code that uses it are one class.
-    from artcast import workers as _workers
+    from artcast.server import workers as _workers
 
     sys.exit(_workers.main(sys.argv[1:]))

@@ -16,19 +16,19 @@ from twisted.application import internet, service, strports
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
-from artcast import keystore
+from artcast.server import store as keystore
 
 #: The original Artcast's groups and ports.
 DEFAULT_GROUP = "224.1.1.1"
 DEFAULT_DATA_PORT = 5007
 DEFAULT_REGISTER_PORT = 5008
 
-#: As in L{artcast.logs}, which is not imported until the service is made.
+#: As in L{artcast.server.logs}, which is not imported until the service is made.
 DEFAULT_LOG_SIZE = 10_000_000
 DEFAULT_LOG_COUNT = 100
 DEFAULT_MAX_VALUE_SIZE = 1_000_000
 
-#: As in L{artcast.connections} and L{artcast.shutdown}, likewise.
+#: As in L{artcast.server.connections} and L{artcast.server.shutdown}, likewise.
 DEFAULT_MAX_CLIENTS = 10_000
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 75.0
@@ -249,8 +249,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         # The default is written as the original's; give it the backlog too.
         self["client-port"] = clientPort(self["client-port"])
-        from artcast.publish import parseTokenFile
-        from artcast.stats import EVERYONE, Networks
+        from artcast.server.feeds.publish import parseTokenFile
+        from artcast.server.stats import EVERYONE, Networks
 
         self.setdefault("source-keys", [])
         tokenFile = self["publish-token-file"]
@@ -292,7 +292,7 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "the data and register groups must differ in group or port"
             )
-        from artcast.workers import checkOptions
+        from artcast.server.workers import checkOptions
 
         checkOptions(self)
 
@@ -337,15 +337,15 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         reactor = globalReactor
 
     if options.get("workers"):
-        from artcast.workers import makeSupervisor
+        from artcast.server.workers import makeSupervisor
 
         return makeSupervisor(options, reactor)
-    # Set in a worker process of --workers (artcast.workers).
+    # Set in a worker process of --workers (artcast.server.workers).
     worker = options.get("worker")
 
-    from artcast.logs import ErrorLogService, errorLogObserver
-    from artcast.multicast import DatagramHandler, MulticastServerProtocol, Stats
-    from artcast.web import ArtcastApp
+    from artcast.server.logs import ErrorLogService, errorLogObserver
+    from artcast.server.feeds.multicast import DatagramHandler, MulticastServerProtocol, Stats
+    from artcast.server.routes import ArtcastApp
 
     top = service.MultiService()
 
@@ -377,7 +377,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
     )
     publisher = None
     if options.get("publish-tokens") is not None:
-        from artcast.publish import HTTPPublisher, publishingSource
+        from artcast.server.feeds.publish import HTTPPublisher, publishingSource
 
         sender = publishingSource(
             reactor,
@@ -389,7 +389,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         )
         sender.setServiceParent(top)
         handler.ownSources.add(sender.src)
-        from artcast.publish import AuthThrottle
+        from artcast.server.feeds.publish import AuthThrottle
 
         publisher = HTTPPublisher(
             store, reactor, options["publish-tokens"], sender,
@@ -406,10 +406,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         statsNetworks=options["stats-allow"],
         publisher=publisher,
     )
-    from artcast.connections import ConnectionLimiter, LimitedSite, RetrySpread
-    from artcast.connections import OUTPUT_HEADROOM
-    from artcast.publish import boundedRequestFactory
-    from artcast.shutdown import ServingService
+    from artcast.server.connections import ConnectionLimiter, LimitedSite, RetrySpread
+    from artcast.server.connections import OUTPUT_HEADROOM
+    from artcast.server.feeds.publish import boundedRequestFactory
+    from artcast.server.shutdown import ServingService
 
     retryAfter = RetrySpread(options["retry-after"])
     site = LimitedSite(
@@ -473,7 +473,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
         udp.setServiceParent(top)
 
     if options["demo"]:
-        from artcast.demo import DemoService
+        from artcast.server.feeds.demo import DemoService
 
         DemoService(handler, reactor).setServiceParent(top)
 

@@ -414,7 +414,7 @@ class ArtcastSite(Site):
     reactor may not run another turn.
     """
 
-    _log = Logger()
+    _log = Logger(namespace="artcast.logs.ArtcastSite")
 
     def __init__(
         self,

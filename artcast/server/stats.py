@@ -108,7 +108,7 @@ def countRejected(request: Any, reason: str) -> None:
     """
     Count a refused request (or a connection closed for what its client
     sent) under C{reason} in its site's C{rejected} counter
-    (L{artcast.connections.LimitedSite}; C{/stats.json} C{rejected},
+    (L{artcast.server.connections.LimitedSite}; C{/stats.json} C{rejected},
     C{/metrics} C{artcast_rejected}); nothing for a site without one.
     """
     site = getattr(request, "site", None)

@@ -18,8 +18,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from artcast.keystore import KeyStore
-from artcast.logs import RateLimitedLog
+from artcast.server.store import KeyStore
+from artcast.server.logs import RateLimitedLog
 from artcast.wire import (
     FRAGMENT_MEMORY,
     MAX_SOURCES,
@@ -83,7 +83,7 @@ class MulticastServerProtocol(DatagramProtocol):
         self.interface = interface
         self.handler = handler
 
-    log = Logger()
+    log = Logger(namespace="artcast.multicast.MulticastServerProtocol")
 
     def startProtocol(self) -> None:
         self.transport.setLoopbackMode(True)
@@ -145,12 +145,12 @@ class DatagramHandler:
     @param fragmentMemory: the bytes the L{Reassembler} may hold for values
         being put together.
     @ivar ownSources: source names of this server's own HTTP publisher
-        (L{artcast.publish}); their datagrams, heard back through the
+        (L{artcast.server.feeds.publish}); their datagrams, heard back through the
         multicast loop, are ignored (counted in C{stats.sources["own"]}):
         the publisher put them in the store already.
     """
 
-    log = Logger()
+    log = Logger(namespace="artcast.multicast.DatagramHandler")
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from artcast.multicast import DatagramHandler
+from artcast.server.feeds.multicast import DatagramHandler
 from artcast.wire import Stamp, encodeData, encodeRegister
 
 #: Where in-process datagrams say they came from.

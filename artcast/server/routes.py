@@ -30,18 +30,19 @@ from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import HTTPException, NotFound
 
-from artcast import negotiate, pages
-from artcast._wildcard import validatePattern
-from artcast.connections import (
+from artcast.server import negotiate
+from artcast.server.outlets import pages
+from artcast.server.patterns import validatePattern
+from artcast.server.connections import (
     CHUNK_SIZE,
     ArtcastRequest,
     ConnectionLimiter,
     writeBody,
 )
-from artcast.keystore import Datum, Found, KeyStore, Waiter, encodeJSON
-from artcast.multicast import Stats
-from artcast.publish import HTTPPublisher, Refused
-from artcast.stats import (
+from artcast.server.store import Datum, Found, KeyStore, Waiter, encodeJSON
+from artcast.server.feeds.multicast import Stats
+from artcast.server.feeds.publish import HTTPPublisher, Refused
+from artcast.server.stats import (
     EVERYONE,
     Meter,
     Networks,
@@ -49,8 +50,8 @@ from artcast.stats import (
     residentMemory,
     statsPage,
 )
-from artcast.shutdown import Closing
-from artcast.streams import NDJSON, STREAM_TYPES, BadStart, StreamManager, isWebSocket
+from artcast.server.shutdown import Closing
+from artcast.server.outlets.streams import NDJSON, STREAM_TYPES, BadStart, StreamManager, isWebSocket
 from artcast.wire import BadKey, validateKey
 
 # werkzeug encodes host names with the idna codec on every request it routes;
@@ -77,7 +78,7 @@ KEY_SAFE = "/!$&'()*+,;=:@-._~"
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
-_log = Logger()
+_log = Logger(namespace="artcast.web")
 
 #: How many paths' keys, and keys' license links, an L{ArtcastApp} keeps
 #: made; past it, it starts again.
@@ -466,15 +467,15 @@ class ArtcastApp:
         #: The C{/artcasts} listing: the store's C{keysVersion} it was made
         #: at, and its JSON and HTML bodies, each made when first asked for.
         self._listing: list[Any] = [None, None, None]
-        #: The HTTP connections, set by L{artcast.tap.makeService}; their
+        #: The HTTP connections, set by L{artcast.server.tap.makeService}; their
         #: figures (open connections, refusals by reason) join C{/stats}.
         self.connections: ConnectionLimiter | None = None
         #: Where long-lived answers (streams) register to be told of shutdown.
         self.closing = Closing()
         #: Figures naming this process in C{/stats}: a worker's C{worker}
-        #: and C{pid} (set by L{artcast.tap.makeService}, L{artcast.workers}).
+        #: and C{pid} (set by L{artcast.server.tap.makeService}, L{artcast.server.workers}).
         self.identity: dict[str, Any] = {}
-        #: The SSE, NDJSON and WebSocket streams (see L{artcast.streams}).
+        #: The SSE, NDJSON and WebSocket streams (see L{artcast.server.outlets.streams}).
         self.streams = StreamManager(
             store, clock, heartbeat=heartbeat, maxQueued=maxQueued,
             allowOrigin=allowOrigin, closing=self.closing,
@@ -896,7 +897,7 @@ class ArtcastApp:
     def publishing(self, request: IRequest) -> bytes:
         """
         C{POST} or C{PUT /artcasts/<key>}: publish the body as the key's next
-        datum (see L{artcast.publish}).  C{201} when the key was new on this
+        datum (see L{artcast.server.feeds.publish}).  C{201} when the key was new on this
         server, else C{200}, with the datum's id in C{Artcast-Id}.
         """
         if self.publisher is None:

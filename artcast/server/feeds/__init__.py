@@ -1,0 +1,3 @@
+"""
+Feeds: what puts datums into the store.
+"""
