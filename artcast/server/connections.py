@@ -61,6 +61,7 @@ from artcast.server.logs import (
     DEFAULT_LOG_COUNT,
     DEFAULT_LOG_SIZE,
     ArtcastSite,
+    NamedLogger,
     RateLimitedLog,
     addressHost,
 )
@@ -992,7 +993,7 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
     """
 
     protocol = TrackedConnection
-    _log = Logger(namespace="artcast.connections.ConnectionLimiter")
+    _log = NamedLogger(namespace="artcast.connections.ConnectionLimiter")
 
     def __init__(
         self,

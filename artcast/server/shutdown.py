@@ -27,9 +27,9 @@ from typing import Any, Callable
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
 from artcast.server.connections import ConnectionLimiter, RetrySpread, ensureFileLimit
+from artcast.server.logs import NamedLogger
 
 __all__ = ["Closing", "ServingService", "DEFAULT_SHUTDOWN_TIMEOUT"]
 
@@ -56,7 +56,7 @@ class Closing:
     @ivar closing: L{True} once shutdown has begun.
     """
 
-    _log = Logger(namespace="artcast.shutdown.Closing")
+    _log = NamedLogger(namespace="artcast.shutdown.Closing")
 
     def __init__(self, retryAfter: Callable[[], int] | None = None) -> None:
         """
@@ -123,7 +123,7 @@ class ServingService(MultiService):
     @ivar timeout: Seconds shutdown may take.
     """
 
-    _log = Logger(namespace="artcast.shutdown.ServingService")
+    _log = NamedLogger(namespace="artcast.shutdown.ServingService")
 
     def __init__(
         self,

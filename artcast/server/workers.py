@@ -83,6 +83,8 @@ from twisted.python.failure import Failure
 from twisted.python.reflect import safe_str
 from twisted.python.usage import UsageError
 
+from artcast.server.logs import NamedLogger
+
 __all__ = [
     "MAX_WORKERS",
     "Worker",
@@ -350,7 +352,7 @@ class LogForwarder:
     calls C{ready}.
     """
 
-    _log = Logger(namespace="artcast.workers.LogForwarder")
+    _log = NamedLogger(namespace="artcast.workers.LogForwarder")
 
     def __init__(
         self,
@@ -497,7 +499,7 @@ class WorkerSupervisor(Service):
     @ivar port: The listening port, once bound.
     """
 
-    _log = Logger(namespace="artcast.workers.WorkerSupervisor")
+    _log = NamedLogger(namespace="artcast.workers.WorkerSupervisor")
 
     def __init__(
         self,

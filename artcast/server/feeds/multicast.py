@@ -15,11 +15,10 @@ from typing import Callable, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from artcast.server.store import KeyStore
-from artcast.server.logs import RateLimitedLog
+from artcast.server.logs import NamedLogger, RateLimitedLog
 from artcast.wire import (
     FRAGMENT_MEMORY,
     MAX_SOURCES,
@@ -83,7 +82,7 @@ class MulticastServerProtocol(DatagramProtocol):
         self.interface = interface
         self.handler = handler
 
-    log = Logger(namespace="artcast.multicast.MulticastServerProtocol")
+    log = NamedLogger(namespace="artcast.multicast.MulticastServerProtocol")
 
     def startProtocol(self) -> None:
         self.transport.setLoopbackMode(True)
@@ -150,7 +149,7 @@ class DatagramHandler:
         the publisher put them in the store already.
     """
 
-    log = Logger(namespace="artcast.multicast.DatagramHandler")
+    log = NamedLogger(namespace="artcast.multicast.DatagramHandler")
 
     def __init__(
         self,
