@@ -12,8 +12,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from artcast.server.store import KeyStore
-from artcast.server.feeds.multicast import DatagramHandler, Stats
-from artcast.server.stats import Meter, Networks, residentMemory, statsPage
+from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.stats import Meter, Networks, Stats, residentMemory, statsPage
 from artcast.server.routes import ArtcastApp
 
 

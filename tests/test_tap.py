@@ -11,6 +11,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from artcast.server import tap
+from artcast.server.service import GarbageCollectorTuning
 
 
 class FakePort:
@@ -196,8 +197,8 @@ class PluginTests(SynchronousTestCase):
 
 class GarbageCollectorTuningTests(SynchronousTestCase):
     """
-    L{tap.GarbageCollectorTuning} freezes what starting made and raises the
-    collector's first threshold once the reactor runs.
+    L{artcast.server.service.GarbageCollectorTuning} freezes what starting
+    made and raises the collector's first threshold once the reactor runs.
     """
 
     def test_inService(self) -> None:
@@ -207,7 +208,7 @@ class GarbageCollectorTuningTests(SynchronousTestCase):
         """
         reactor = MulticastMemoryReactor()
         service = tap.makeService(parse("--error-log", "-"), reactor=reactor)
-        tunings = [s for s in service if isinstance(s, tap.GarbageCollectorTuning)]
+        tunings = [s for s in service if isinstance(s, GarbageCollectorTuning)]
         self.assertEqual(len(tunings), 1)
         service.startService()
         self.addCleanup(service.stopService)
@@ -225,6 +226,6 @@ class GarbageCollectorTuningTests(SynchronousTestCase):
         before = gc.get_threshold()
         self.addCleanup(gc.set_threshold, *before)
         self.addCleanup(gc.unfreeze)
-        tap.GarbageCollectorTuning(MulticastMemoryReactor(), threshold=12345).tune()
+        GarbageCollectorTuning(MulticastMemoryReactor(), threshold=12345).tune()
         self.assertEqual(gc.get_threshold(), (12345,) + before[1:])
         self.assertGreater(gc.get_freeze_count(), 0)

@@ -31,7 +31,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web._newclient import ResponseNeverReceived
 
-from artcast.server import tap, workers
+from artcast.server import defaults, tap, workers
 from artcast.server.logs import ErrorLogService
 from artcast.server.workers import (
     LISTEN_FD,
@@ -360,7 +360,7 @@ class WorkerServiceTests(SynchronousTestCase):
         self.assertTrue(any(isinstance(s, ErrorLogService) for s in services))
         [supervisor] = [s for s in services if isinstance(s, WorkerSupervisor)]
         self.assertEqual(supervisor.count, 3)
-        self.assertEqual(supervisor.stopTimeout, tap.DEFAULT_SHUTDOWN_TIMEOUT)
+        self.assertEqual(supervisor.stopTimeout, defaults.DEFAULT_SHUTDOWN_TIMEOUT)
         self.assertEqual(memory.multicast, [])
 
 

@@ -30,10 +30,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from artcast.server.connections import ConnectionLimiter, RetrySpread, ensureFileLimit
+from artcast.server.defaults import DEFAULT_SHUTDOWN_TIMEOUT
 
-__all__ = ["Closing", "ServingService", "DEFAULT_SHUTDOWN_TIMEOUT"]
+__all__ = ["Closing", "ServingService"]
 
-DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 #: After aborting the connections left at the deadline, how long to wait for
 #: the reactor to report them closed.
