@@ -42,6 +42,7 @@ from artcast.server.workers import (
     STOP_GRACE,
     KILL_GRACE,
     LogForwarder,
+    SupervisorService,
     Worker,
     WorkerSupervisor,
     decodeOptions,
@@ -362,6 +363,16 @@ class WorkerServiceTests(SynchronousTestCase):
         self.assertEqual(supervisor.count, 3)
         self.assertEqual(supervisor.stopTimeout, defaults.DEFAULT_SHUTDOWN_TIMEOUT)
         self.assertEqual(memory.multicast, [])
+
+    def test_supervisorServiceDeclares(self) -> None:
+        """
+        With C{--workers} the service made is a L{SupervisorService} whose
+        C{supervisor} is the L{WorkerSupervisor} it runs.
+        """
+        top = tap.makeService(parse("--workers", "2"), reactor=MulticastMemoryReactor())
+        self.assertIsInstance(top, SupervisorService)
+        self.assertIn(top.supervisor, list(top))
+        self.assertIsInstance(top.supervisor, WorkerSupervisor)
 
 
 def _services(top: Any) -> Any:

@@ -433,8 +433,8 @@ class ArtcastApp:
     @param closing: where streams register to be told of shutdown (the
         graceful L{artcast.server.shutdown.ServingService}'s).
     @param statistics: what C{/stats}, C{/stats.json} and C{/metrics} show;
-        without it, the figures of C{stats}, the store, the streams and the
-        publisher.
+        without it, the figures of C{stats} (the counters of what arrived;
+        new ones without it), the store, the streams and the publisher.
     """
 
     app = Klein()

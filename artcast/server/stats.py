@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_stats -*-
 """
 What an operator sees: C{/stats} (HTML and JSON) and C{/metrics}
-(Prometheus text format).
+(Prometheus text format), gathered by L{ServerStatistics} from the
+L{Stats} counters, the store and the parts that have figures of their own.
 
 Nothing here is on the path of a datum: the figures are counters kept where
 things happen, read only when somebody asks.
@@ -25,7 +26,6 @@ from prometheus_client.exposition import generate_latest
 from twisted.internet.interfaces import IReactorTime
 
 if TYPE_CHECKING:
-    from artcast.server.feeds.publish import HTTPPublisher
     from artcast.server.store import KeyStore
 
 
@@ -212,6 +212,17 @@ class ServerStatistics:
         return figures
 
 
+class Publisher(Protocol):
+    """
+    What L{PublishingFigures} reads of an
+    L{artcast.server.feeds.publish.HTTPPublisher} (which imports this module,
+    for L{countRejected}).
+    """
+
+    published: int
+    refused: Mapping[int, int]
+
+
 class PublishingFigures:
     """
     The figures of HTTP publishing, as a L{Part}: datums published, and
@@ -220,7 +231,7 @@ class PublishingFigures:
     @param publisher: the L{artcast.server.feeds.publish.HTTPPublisher}.
     """
 
-    def __init__(self, publisher: HTTPPublisher) -> None:
+    def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
 
     def statistics(self) -> dict[str, Any]:
