@@ -59,9 +59,8 @@ class OptionsTests(SynchronousTestCase):
 
     def test_defaultsAreTheModules(self) -> None:
         """
-        Every default C{tap.py} writes out itself (the modules that enforce
-        them are imported only when the service is made) is the value those
-        modules use when given nothing.
+        Every default the options show (from L{artcast.server.defaults}) is
+        the value the modules that enforce them use when given nothing.
         """
         from artcast import wire
         from artcast.server import connections, logs, shutdown
