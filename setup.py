@@ -14,7 +14,7 @@ setup(
     packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"])
     + ["twisted.plugins"],
     package_data={
-        "artcast": ["static/*", "py.typed"],
+        "artcast": ["py.typed"],
         "twisted": ["plugins/artcast_plugin.py"],
     },
     include_package_data=True,

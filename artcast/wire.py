@@ -30,6 +30,10 @@ from typing import Any, Callable, Protocol, Sequence
 
 import attr
 
+# The server's defaults for the reassembler's memory and the sources tracked:
+# its --fragment-memory and --max-sources, kept with the other options'.
+from artcast.server.defaults import FRAGMENT_MEMORY, MAX_SOURCES
+
 __all__ = [
     "MAX_DATAGRAM",
     "MAX_KEY_LENGTH",
@@ -917,9 +921,6 @@ MAX_PENDING_PER_SOURCE = 4
 MAX_PENDING_PER_ADDRESS = 16
 """The most values one sender address may have being put together at once."""
 
-FRAGMENT_MEMORY = 16_000_000
-"""The default bound on the bytes held by values being put together."""
-
 _CHUNK_OVERHEAD = 100
 """What holding a chunk costs beyond its text, in bytes (a str and a slot)."""
 
@@ -1151,9 +1152,6 @@ class Reassembler:
 MAX_AHEAD = 60.0
 """Without a freshness window: how far ahead of the server's clock, in
 seconds, a source's C{t} may be and still count as a plausible time."""
-
-MAX_SOURCES = 10_000
-"""The default number of sources a L{SourceTracker} remembers."""
 
 RECENT = 8
 """Without a freshness window: how many of a source's latest accepted

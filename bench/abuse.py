@@ -65,9 +65,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from artcast import wire  # noqa: E402
-from artcast.server import store as keystore  # noqa: E402
 from artcast.source import multicastSocket  # noqa: E402
-from artcast.server.tap import DEFAULT_MAX_VALUE_SIZE  # noqa: E402
+from artcast.server.defaults import DEFAULT_HISTORY, DEFAULT_MAX_VALUE_SIZE  # noqa: E402
 from bench import fanout  # noqa: E402
 from bench.fanout import BenchError, Pinning, Process, percentile  # noqa: E402
 from bench.soak import (  # noqa: E402
@@ -168,7 +167,7 @@ def serverOptions(options: argparse.Namespace) -> dict[str, Any]:
     return {
         "max-clients": options.max_clients,
         "max-keys": options.max_keys,
-        "history": keystore.DEFAULT_HISTORY,
+        "history": DEFAULT_HISTORY,
         "max-value-size": DEFAULT_MAX_VALUE_SIZE,
         "max-store-bytes": options.max_store_bytes,
         "max-output-total": options.max_output_total,

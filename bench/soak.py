@@ -82,7 +82,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from artcast.source import Source, multicastSocket  # noqa: E402
-from artcast.server.tap import DEFAULT_MAX_VALUE_SIZE  # noqa: E402
+from artcast.server.defaults import DEFAULT_MAX_VALUE_SIZE  # noqa: E402
 from bench import fanout  # noqa: E402
 from bench.fanout import BenchError, Pinning, Process  # noqa: E402
 

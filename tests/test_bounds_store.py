@@ -34,8 +34,8 @@ from artcast.server.store import (
     KeyStore,
 )
 from artcast.server.patterns import matches
-from artcast.server.feeds.multicast import DatagramHandler, Stats
-from artcast.server.stats import metricsText
+from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.stats import Stats, metricsText
 from artcast.server.outlets.streams import startOf
 from artcast.server.routes import ArtcastApp
 from artcast.wire import Stamp

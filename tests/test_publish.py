@@ -26,7 +26,8 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from artcast.server.store import KeyStore
-from artcast.server.feeds.multicast import DatagramHandler, Stats
+from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.stats import Stats
 from artcast.server.feeds.publish import (
     MIN_TOKEN_LENGTH,
     BoundedRequest,

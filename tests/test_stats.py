@@ -12,8 +12,16 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from artcast.server.store import KeyStore
-from artcast.server.feeds.multicast import DatagramHandler, Stats
-from artcast.server.stats import Meter, Networks, residentMemory, statsPage
+from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.stats import (
+    Meter,
+    Networks,
+    PublishingFigures,
+    ServerStatistics,
+    Stats,
+    residentMemory,
+    statsPage,
+)
 from artcast.server.routes import ArtcastApp
 
 
@@ -156,6 +164,81 @@ class ResourceTests(SynchronousTestCase):
         for path in ("/stats", "/stats.json", "/metrics"):
             response, _ = self.get(path)
             self.assertEqual(response.code, 403, path)
+
+
+class Figures:
+    """
+    A part with figures of its own.
+    """
+
+    def __init__(self, figures: dict) -> None:
+        self.figures = figures
+
+    def statistics(self) -> dict:
+        return dict(self.figures)
+
+
+class ServerStatisticsTests(SynchronousTestCase):
+    """
+    L{ServerStatistics} gathers the figures C{/stats} shows.
+    """
+
+    def test_order(self) -> None:
+        """
+        The counters' and the store's figures come first, then each part's in
+        the order the parts were given or added, then the identity; a later
+        part's figure of the same name wins.
+        """
+        clock = Clock()
+        store = KeyStore(clock)
+        statistics = ServerStatistics(
+            clock, Stats(), store, [Figures({"first": 1, "shared": 1})],
+            identity={"worker": 3},
+        )
+        statistics.add(Figures({"second": 2, "shared": 2}))
+        clock.advance(5)
+        figures = statistics.figures()
+        names = list(figures)
+        self.assertEqual(
+            names[:13],
+            ["uptime", "waiting", "keys", "datagrams", "datums", "datums_per_second",
+             "registrations", "missed", "memory", "keys_evicted", "dropped", "sources",
+             "waiting_per_key"],
+        )
+        self.assertEqual(names[13:-4], list(store.statistics()))
+        self.assertEqual(names[-4:], ["first", "shared", "second", "worker"])
+        self.assertEqual((figures["shared"], figures["uptime"]), (2, 5))
+
+    def test_app(self) -> None:
+        """
+        The application's C{/stats.json} shows the figures of the
+        L{ServerStatistics} it is given, parts included.
+        """
+        clock = Clock()
+        store = KeyStore(clock)
+        statistics = ServerStatistics(clock, Stats(), store, [Figures({"mine": 7})])
+        app = ArtcastApp(store, clock, statistics=statistics)
+        self.assertIs(app.serverStatistics, statistics)
+        stub = StubTreq(app.resource())
+        d = stub.get("http://artcast.example/stats.json")
+        stub.flush()
+        body = self.successResultOf(self.successResultOf(d).content())
+        self.assertEqual(json.loads(body)["mine"], 7)
+
+    def test_publishing(self) -> None:
+        """
+        L{PublishingFigures} shows a publisher's datums published and its
+        refusals by status code.
+        """
+
+        class Publisher:
+            published = 4
+            refused = {403: 2}
+
+        self.assertEqual(
+            PublishingFigures(Publisher()).statistics(),
+            {"published": 4, "publish_refused": {"403": 2}},
+        )
 
 
 class PageTests(SynchronousTestCase):

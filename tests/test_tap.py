@@ -4,13 +4,27 @@ Tests for L{artcast.server.tap} and the C{twistd artcast} plugin.
 
 from __future__ import annotations
 
+import ast
+import json
+import os
+import subprocess
+import sys
+
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+import artcast
 from artcast.server import tap
+from artcast.server.connections import ConnectionLimiter
+from artcast.server.service import ArtcastService, GarbageCollectorTuning
+from artcast.server.stats import ServerStatistics, Stats
+from artcast.server.store import KeyStore
+
+#: The folder holding the C{artcast} package and the plugin.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(artcast.__file__)))
 
 
 class FakePort:
@@ -45,9 +59,8 @@ class OptionsTests(SynchronousTestCase):
 
     def test_defaultsAreTheModules(self) -> None:
         """
-        Every default C{tap.py} writes out itself (the modules that enforce
-        them are imported only when the service is made) is the value those
-        modules use when given nothing.
+        Every default the options show (from L{artcast.server.defaults}) is
+        the value the modules that enforce them use when given nothing.
         """
         from artcast import wire
         from artcast.server import connections, logs, shutdown
@@ -179,6 +192,132 @@ class ServiceTests(SynchronousTestCase):
         )
 
 
+    def test_artcastService(self) -> None:
+        """
+        L{tap.makeService} returns an L{ArtcastService} whose attributes are
+        the parts the server runs with: the store and counters the figures
+        read, and the connections the port serves, which join the figures
+        first, the streams after them.
+        """
+        reactor = MulticastMemoryReactor()
+        top = tap.makeService(parse("--error-log", "-"), reactor=reactor)
+        self.assertIsInstance(top, ArtcastService)
+        self.assertIsInstance(top.store, KeyStore)
+        self.assertIsInstance(top.stats, Stats)
+        self.assertIsInstance(top.connections, ConnectionLimiter)
+        self.assertIsInstance(top.statistics, ServerStatistics)
+        top.privilegedStartService()
+        self.addCleanup(top.stopService)
+        [(_, factory, _, _)] = reactor.tcpServers
+        self.assertIs(factory, top.connections)
+        self.assertIs(top.statistics.store, top.store)
+        self.assertIs(top.statistics.counters, top.stats)
+        self.assertIs(top.statistics.parts[0], top.connections)
+        self.assertEqual(len(top.statistics.parts), 2)
+        self.assertEqual(top.statistics.identity, {})
+
+
+class ImportTests(SynchronousTestCase):
+    """
+    How the modules of C{artcast} import each other.
+    """
+
+    def imports(self) -> dict[str, set[str]]:
+        """
+        Every module of the C{artcast} package, by name, with the C{artcast}
+        modules it imports anywhere in it (in functions too).
+        """
+        modules: dict[str, str] = {}
+        for folder, _, files in os.walk(os.path.join(ROOT, "artcast")):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    dotted = os.path.relpath(path[:-3], ROOT).replace(os.sep, ".")
+                    modules[dotted.removesuffix(".__init__")] = path
+        graph: dict[str, set[str]] = {}
+        for name, path in modules.items():
+            with open(path, encoding="utf-8") as source:
+                tree = ast.parse(source.read(), path)
+            found = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    self.assertEqual(node.level, 0, f"relative import in {name}")
+                    base = node.module or ""
+                    found.add(base)
+                    found.update(f"{base}.{alias.name}" for alias in node.names)
+            graph[name] = {module for module in found if module in modules} - {name}
+        return graph
+
+    def test_noCycle(self) -> None:
+        """
+        No module of C{artcast} imports, however indirectly, a module that
+        imports it back, counting imports made inside functions.
+        """
+        graph = self.imports()
+        self.assertIn("artcast.server.service", graph)
+
+        def reaches(start: str, goal: str) -> list[str] | None:
+            seen: set[str] = set()
+            paths = [[start]]
+            while paths:
+                path = paths.pop()
+                for nextModule in sorted(graph[path[-1]]):
+                    if nextModule == goal:
+                        return path + [nextModule]
+                    if nextModule not in seen:
+                        seen.add(nextModule)
+                        paths.append(path + [nextModule])
+            return None
+
+        cycles = [cycle for cycle in map(lambda m: reaches(m, m), sorted(graph)) if cycle]
+        self.assertEqual(cycles, [])
+
+    def test_tapImportedByNone(self) -> None:
+        """
+        No module imports L{artcast.server.tap} (the options): the plugin
+        names it, and the modules that build the server take what they need
+        from L{artcast.server.service} and L{artcast.server.defaults}.
+        """
+        graph = self.imports()
+        self.assertEqual(
+            sorted(name for name, imported in graph.items() if "artcast.server.tap" in imported),
+            [],
+        )
+
+    def test_defaultsImportNothing(self) -> None:
+        """
+        L{artcast.server.defaults} imports no other module, so the options
+        read their defaults without loading the server.
+        """
+        self.assertEqual(self.imports()["artcast.server.defaults"], set())
+
+    def test_pluginImportsNoArtcast(self) -> None:
+        """
+        Importing the plugin, as twistd does to list its commands, loads no
+        module of C{artcast}.
+        """
+        script = (
+            "import json, sys\n"
+            "import twisted.plugins.artcast_plugin as plugin\n"
+            "loaded = [m for m in sys.modules if m == 'artcast' or m.startswith('artcast.')]\n"
+            "print(json.dumps([plugin.__file__, loaded]))\n"
+        )
+        env = {**os.environ, "PYTHONPATH": ROOT}
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env,
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        pluginFile, loaded = json.loads(result.stdout)
+        self.assertEqual(
+            os.path.realpath(pluginFile),
+            os.path.realpath(os.path.join(ROOT, "twisted", "plugins", "artcast_plugin.py")),
+        )
+        self.assertEqual(loaded, [])
+
+
 class PluginTests(SynchronousTestCase):
     """
     The plugin is found by twistd.
@@ -196,8 +335,8 @@ class PluginTests(SynchronousTestCase):
 
 class GarbageCollectorTuningTests(SynchronousTestCase):
     """
-    L{tap.GarbageCollectorTuning} freezes what starting made and raises the
-    collector's first threshold once the reactor runs.
+    L{artcast.server.service.GarbageCollectorTuning} freezes what starting
+    made and raises the collector's first threshold once the reactor runs.
     """
 
     def test_inService(self) -> None:
@@ -207,7 +346,7 @@ class GarbageCollectorTuningTests(SynchronousTestCase):
         """
         reactor = MulticastMemoryReactor()
         service = tap.makeService(parse("--error-log", "-"), reactor=reactor)
-        tunings = [s for s in service if isinstance(s, tap.GarbageCollectorTuning)]
+        tunings = [s for s in service if isinstance(s, GarbageCollectorTuning)]
         self.assertEqual(len(tunings), 1)
         service.startService()
         self.addCleanup(service.stopService)
@@ -225,6 +364,6 @@ class GarbageCollectorTuningTests(SynchronousTestCase):
         before = gc.get_threshold()
         self.addCleanup(gc.set_threshold, *before)
         self.addCleanup(gc.unfreeze)
-        tap.GarbageCollectorTuning(MulticastMemoryReactor(), threshold=12345).tune()
+        GarbageCollectorTuning(MulticastMemoryReactor(), threshold=12345).tune()
         self.assertEqual(gc.get_threshold(), (12345,) + before[1:])
         self.assertGreater(gc.get_freeze_count(), 0)

@@ -31,7 +31,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web._newclient import ResponseNeverReceived
 
-from artcast.server import tap, workers
+from artcast.server import defaults, tap, workers
 from artcast.server.logs import ErrorLogService
 from artcast.server.workers import (
     LISTEN_FD,
@@ -42,6 +42,7 @@ from artcast.server.workers import (
     STOP_GRACE,
     KILL_GRACE,
     LogForwarder,
+    SupervisorService,
     Worker,
     WorkerSupervisor,
     decodeOptions,
@@ -360,8 +361,18 @@ class WorkerServiceTests(SynchronousTestCase):
         self.assertTrue(any(isinstance(s, ErrorLogService) for s in services))
         [supervisor] = [s for s in services if isinstance(s, WorkerSupervisor)]
         self.assertEqual(supervisor.count, 3)
-        self.assertEqual(supervisor.stopTimeout, tap.DEFAULT_SHUTDOWN_TIMEOUT)
+        self.assertEqual(supervisor.stopTimeout, defaults.DEFAULT_SHUTDOWN_TIMEOUT)
         self.assertEqual(memory.multicast, [])
+
+    def test_supervisorServiceDeclares(self) -> None:
+        """
+        With C{--workers} the service made is a L{SupervisorService} whose
+        C{supervisor} is the L{WorkerSupervisor} it runs.
+        """
+        top = tap.makeService(parse("--workers", "2"), reactor=MulticastMemoryReactor())
+        self.assertIsInstance(top, SupervisorService)
+        self.assertIn(top.supervisor, list(top))
+        self.assertIsInstance(top.supervisor, WorkerSupervisor)
 
 
 def _services(top: Any) -> Any:

@@ -10,7 +10,8 @@ leave through outlets.
   the re-send to the multicast group).
 - The HTTP face (L{artcast.server.routes}), the connections it serves
   (L{artcast.server.connections}), and the service that ties them together
-  (L{artcast.server.tap}).
+  (L{artcast.server.service}, built from the options of L{artcast.server.tap},
+  whose defaults are L{artcast.server.defaults}).
 
 The public library, what sources and clients import, is beside it in
 L{artcast}: L{artcast.wire}, L{artcast.source}, L{artcast.send},

@@ -57,9 +57,20 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from artcast.server.logs import (
+# The defaults of the options (see docs/operations.md).
+from artcast.server.defaults import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LOG_COUNT,
     DEFAULT_LOG_SIZE,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_OUTPUT_BUFFER,
+    DEFAULT_MAX_OUTPUT_TOTAL,
+    DEFAULT_RETRY_AFTER,
+    DEFAULT_TCP_KEEPALIVE,
+)
+from artcast.server.logs import (
     ArtcastSite,
     NamedLogger,
     RateLimitedLog,
@@ -83,35 +94,10 @@ __all__ = [
     "writeBody",
 ]
 
-#: The defaults of the options; see docs/operations.md.
-DEFAULT_MAX_CLIENTS = 10_000
-DEFAULT_HEADER_TIMEOUT = 10.0
-#: Longer than the 60 s idle timeout of most load balancers, so that the
-#: balancer, not the server, closes an idle keep-alive connection (a server
-#: closing first races with the balancer's next request on it).
-DEFAULT_IDLE_TIMEOUT = 75.0
-DEFAULT_RETRY_AFTER = 5
-DEFAULT_TCP_KEEPALIVE = 60.0
-#: A request body (a C{POST}'s value) must be in within this many seconds
-#: of its head: at least 33 KB/s for a value of the default
-#: C{--max-value-size}.
-DEFAULT_BODY_TIMEOUT = 30.0
-#: Bytes a connection may have written and not yet sent; past it, it is
-#: aborted.  Above the most a client that reads can have waiting: one
-#: stream message of C{--max-value-size} plus Twisted's own 64 KiB buffer.
-DEFAULT_MAX_OUTPUT_BUFFER = 2 * 1024 * 1024
 #: What the output bound is never set below, beyond C{--max-value-size}: a
 #: stream's or a WebSocket's message with the largest value is one write,
 #: made while up to Twisted's 64 KiB buffer may still be queued.
 OUTPUT_HEADROOM = 128 * 1024
-#: Bytes all connections together may have written and not yet sent; past
-#: it, the connections holding the most are aborted.  256 MiB: a quarter of
-#: the smallest Raspberry Pi that runs a server for years (1 GiB), and far
-#: above what clients that read hold (a reading client's queue empties in
-#: milliseconds), so it is reached only when many clients do not read: 128
-#: at the full C{--max-output-buffer}, or about 2,000 that asked for a large
-#: answer (each holds at most Twisted's buffer and one piece, 128 KiB).
-DEFAULT_MAX_OUTPUT_TOTAL = 256 * 1024 * 1024
 #: What the charges may pass the real total by before they are measured
 #: again, as a fraction of C{--max-output-total} (see
 #: L{ConnectionLimiter.chargeOutput}).

@@ -55,6 +55,8 @@ from twisted.python.logfile import LogFile
 from twisted.web.iweb import IAccessLogFormatter, IRequest
 from twisted.web.server import Site
 
+from artcast.server.defaults import DEFAULT_LOG_COUNT, DEFAULT_LOG_SIZE
+
 __all__ = [
     "NamedLogger",
     "ArtcastSite",
@@ -65,16 +67,6 @@ __all__ = [
     "errorLogObserver",
     "escapeLogItem",
 ]
-
-DEFAULT_LOG_SIZE = 10_000_000
-"""
-The default size in bytes at which a log file is rotated.
-"""
-
-DEFAULT_LOG_COUNT = 100
-"""
-The default number of rotated files kept for each log.
-"""
 
 ACCESS_LOG_BUFFER = 64 * 1024
 """

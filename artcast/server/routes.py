@@ -36,22 +36,22 @@ from artcast.server.patterns import validatePattern
 from artcast.server.connections import (
     CHUNK_SIZE,
     ArtcastRequest,
-    ConnectionLimiter,
     writeBody,
 )
 from artcast.server.store import Datum, Found, KeyStore, Waiter, encodeJSON
-from artcast.server.feeds.multicast import Stats
 from artcast.server.feeds.publish import HTTPPublisher, Refused
 from artcast.server.stats import (
     EVERYONE,
-    Meter,
     Networks,
+    PublishingFigures,
+    ServerStatistics,
+    Stats,
     metricsText,
-    residentMemory,
     statsPage,
 )
 from artcast.server.shutdown import Closing
 from artcast.server.outlets.streams import NDJSON, STREAM_TYPES, BadStart, StreamManager, isWebSocket
+from artcast.server.outlets.streams import DEFAULT_HEARTBEAT, DEFAULT_MAX_QUEUED
 from artcast.wire import BadKey, validateKey
 
 # werkzeug encodes host names with the idna codec on every request it routes;
@@ -430,6 +430,11 @@ class ArtcastApp:
     @param templates: a folder of per-key HTML pages, C{<key>.html}.
     @param publisher: takes C{POST}/C{PUT /artcasts/<key>}; without one
         those methods are a C{405}.
+    @param closing: where streams register to be told of shutdown (the
+        graceful L{artcast.server.shutdown.ServingService}'s).
+    @param statistics: what C{/stats}, C{/stats.json} and C{/metrics} show;
+        without it, the figures of C{stats} (the counters of what arrived;
+        new ones without it), the store, the streams and the publisher.
     """
 
     app = Klein()
@@ -447,15 +452,14 @@ class ArtcastApp:
         stats: Stats | None = None,
         statsNetworks: Networks | None = None,
         publisher: HTTPPublisher | None = None,
-        heartbeat: float = 15.0,
-        maxQueued: int = 1 << 20,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+        maxQueued: int = DEFAULT_MAX_QUEUED,
+        closing: Closing | None = None,
+        statistics: ServerStatistics | None = None,
     ) -> None:
         self.publisher = publisher
         self.store = store
-        self.stats = stats if stats is not None else Stats()
         self.statsNetworks = statsNetworks or Networks.parse(EVERYONE)
-        self.started = clock.seconds()
-        self._datumRate = Meter(clock, lambda: self.stats.datums)
         self.clock = clock
         self.allowOrigin = allowOrigin.encode("latin-1")
         self.pollTimeout = pollTimeout
@@ -467,19 +471,22 @@ class ArtcastApp:
         #: The C{/artcasts} listing: the store's C{keysVersion} it was made
         #: at, and its JSON and HTML bodies, each made when first asked for.
         self._listing: list[Any] = [None, None, None]
-        #: The HTTP connections, set by L{artcast.server.tap.makeService}; their
-        #: figures (open connections, refusals by reason) join C{/stats}.
-        self.connections: ConnectionLimiter | None = None
         #: Where long-lived answers (streams) register to be told of shutdown.
-        self.closing = Closing()
-        #: Figures naming this process in C{/stats}: a worker's C{worker}
-        #: and C{pid} (set by L{artcast.server.tap.makeService}, L{artcast.server.workers}).
-        self.identity: dict[str, Any] = {}
+        self.closing = closing if closing is not None else Closing()
         #: The SSE, NDJSON and WebSocket streams (see L{artcast.server.outlets.streams}).
         self.streams = StreamManager(
             store, clock, heartbeat=heartbeat, maxQueued=maxQueued,
             allowOrigin=allowOrigin, closing=self.closing,
         )
+        if statistics is None:
+            statistics = ServerStatistics(
+                clock, stats if stats is not None else Stats(), store, [self.streams]
+            )
+            if publisher is not None:
+                statistics.add(PublishingFigures(publisher))
+        #: What C{/stats} shows (L{artcast.server.service.makeService} gives
+        #: it with the connections' figures among its parts).
+        self.serverStatistics = statistics
 
     def resource(self) -> KleinResource:
         """
@@ -980,41 +987,15 @@ class ArtcastApp:
             return self._statsError(request, 403, "Metrics are not shown to your network.")
         return self._body(
             request,
-            metricsText(self.statistics),
+            metricsText(self.serverStatistics.figures),
             b"text/plain; version=0.0.4; charset=utf-8",
         )
 
     def statistics(self) -> dict[str, Any]:
         """
-        What C{/stats} shows.
+        What C{/stats} shows: the figures of L{serverStatistics}.
         """
-        counters = self.stats
-        figures = {
-            "uptime": self.clock.seconds() - self.started,
-            "waiting": self.store.listening,
-            "keys": len(self.store),
-            "datagrams": counters.datagrams,
-            "datums": counters.datums,
-            "datums_per_second": round(self._datumRate.rate(), 3),
-            "registrations": counters.registrations,
-            "missed": counters.missed,
-            "memory": residentMemory(),
-            "keys_evicted": self.store.evicted,
-            "dropped": dict(counters.dropped),
-            "sources": dict(counters.sources),
-            "waiting_per_key": self.store.waitingByPattern(),
-        }
-        figures.update(self.store.statistics())
-        if self.connections is not None:
-            figures.update(self.connections.statistics())
-        figures.update(self.streams.statistics())
-        if self.publisher is not None:
-            figures["published"] = self.publisher.published
-            figures["publish_refused"] = {
-                str(code): count for code, count in self.publisher.refused.items()
-            }
-        figures.update(self.identity)
-        return figures
+        return self.serverStatistics.figures()
 
     def page(self, request: IRequest, key: str) -> bytes:
         """

@@ -29,11 +29,11 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from artcast.server.connections import ConnectionLimiter, RetrySpread, ensureFileLimit
+from artcast.server.defaults import DEFAULT_SHUTDOWN_TIMEOUT
 from artcast.server.logs import NamedLogger
 
-__all__ = ["Closing", "ServingService", "DEFAULT_SHUTDOWN_TIMEOUT"]
+__all__ = ["Closing", "ServingService"]
 
-DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 #: After aborting the connections left at the deadline, how long to wait for
 #: the reactor to report them closed.

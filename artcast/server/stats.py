@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_stats -*-
 """
 What an operator sees: C{/stats} (HTML and JSON) and C{/metrics}
-(Prometheus text format).
+(Prometheus text format), gathered by L{ServerStatistics} from the
+L{Stats} counters, the store and the parts that have figures of their own.
 
 Nothing here is on the path of a datum: the figures are counters kept where
 things happen, read only when somebody asks.
@@ -13,8 +14,8 @@ import html
 import ipaddress
 import os
 import resource
-from collections import deque
-from typing import Any, Callable, Iterable
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -23,6 +24,31 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 from twisted.internet.interfaces import IReactorTime
+
+if TYPE_CHECKING:
+    from artcast.server.store import KeyStore
+
+
+class Stats:
+    """
+    Counters of what arrived and what was dropped, for C{/stats}.
+
+    @ivar dropped: datagrams dropped, by reason.
+    @ivar sources: what the source tracker said of stamped datums, by verdict
+        (C{"reset"} among them), and C{"forgotten"}: sources it forgot to
+        stay within its bound.
+    """
+
+    def __init__(self) -> None:
+        self.datagrams = 0
+        self.datums = 0
+        self.registrations = 0
+        self.dropped: Counter[str] = Counter()
+        self.sources: Counter[str] = Counter()
+        self.missed = 0
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
 
 
 class Meter:
@@ -102,6 +128,120 @@ class Networks:
 
 #: Everyone, the default.
 EVERYONE = "0.0.0.0/0,::/0"
+
+
+class Part(Protocol):
+    """
+    A part of the server that has figures of its own for C{/stats}: the
+    connections, the streams, a feed.
+    """
+
+    def statistics(self) -> dict[str, Any]:
+        """
+        The part's figures, by name, in the order C{/stats} shows them.
+        """
+
+
+class ServerStatistics:
+    """
+    What C{/stats}, C{/stats.json} and C{/metrics} show, gathered when
+    somebody asks: the counters of what arrived, the store's figures, then
+    the figures of each part in the order they were added, then the figures
+    naming this process.
+
+    The parts are added (L{add}) rather than all given at once because some
+    are made from what is made from the figures: the connections come from
+    the site, the site serves the application, and the application shows
+    these figures.  A feed joins the same way.
+
+    @ivar counters: what arrived and what was dropped (L{Stats}).
+    @ivar store: the L{KeyStore}, for the keys held and the requests waiting.
+    @ivar parts: the parts whose figures follow the store's, in order.
+    @ivar identity: figures naming this process: a worker's C{worker} and
+        C{pid} (L{artcast.server.workers.Worker.identity}); none for a
+        single server.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        counters: Stats,
+        store: KeyStore,
+        parts: Iterable[Part] = (),
+        identity: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.counters = counters
+        self.store = store
+        self.parts: list[Part] = list(parts)
+        self.identity: dict[str, Any] = dict(identity or {})
+        self.started = clock.seconds()
+        self._datumRate = Meter(clock, lambda: counters.datums)
+
+    def add(self, part: Part) -> None:
+        """
+        Show C{part}'s figures after those of the parts added before it.
+        """
+        self.parts.append(part)
+
+    def figures(self) -> dict[str, Any]:
+        """
+        What C{/stats} shows.
+        """
+        counters = self.counters
+        store = self.store
+        figures = {
+            "uptime": self.clock.seconds() - self.started,
+            "waiting": store.listening,
+            "keys": len(store),
+            "datagrams": counters.datagrams,
+            "datums": counters.datums,
+            "datums_per_second": round(self._datumRate.rate(), 3),
+            "registrations": counters.registrations,
+            "missed": counters.missed,
+            "memory": residentMemory(),
+            "keys_evicted": store.evicted,
+            "dropped": dict(counters.dropped),
+            "sources": dict(counters.sources),
+            "waiting_per_key": store.waitingByPattern(),
+        }
+        figures.update(store.statistics())
+        for part in self.parts:
+            figures.update(part.statistics())
+        figures.update(self.identity)
+        return figures
+
+
+class Publisher(Protocol):
+    """
+    What L{PublishingFigures} reads of an
+    L{artcast.server.feeds.publish.HTTPPublisher} (which imports this module,
+    for L{countRejected}).
+    """
+
+    published: int
+    refused: Mapping[int, int]
+
+
+class PublishingFigures:
+    """
+    The figures of HTTP publishing, as a L{Part}: datums published, and
+    requests refused by status code.
+
+    @param publisher: the L{artcast.server.feeds.publish.HTTPPublisher}.
+    """
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    def statistics(self) -> dict[str, Any]:
+        publisher = self.publisher
+        return {
+            "published": publisher.published,
+            "publish_refused": {
+                str(code): count for code, count in publisher.refused.items()
+            },
+        }
 
 
 def countRejected(request: Any, reason: str) -> None:
@@ -261,6 +401,6 @@ def statsPage(stats: dict[str, Any]) -> bytes:
 
 
 __all__ = [
-    "Meter", "Networks", "EVERYONE", "countRejected", "metricsText", "statsPage",
-    "residentMemory",
+    "Meter", "Networks", "EVERYONE", "Part", "PublishingFigures", "ServerStatistics",
+    "Stats", "countRejected", "metricsText", "statsPage", "residentMemory",
 ]

@@ -27,14 +27,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+# The defaults of the server's options; see L{KeyStore}.
+from artcast.server.defaults import (
+    DEFAULT_HISTORY,
+    DEFAULT_HISTORY_AGE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_KEYS,
+)
 from artcast.server.patterns import REST, STAR, PatternIndex, isPattern, matches
 from artcast.wire import Stamp, parseDatumId
 
-#: The defaults of the server's options; see L{KeyStore}.
-DEFAULT_HISTORY = 100
-DEFAULT_HISTORY_AGE = 3600.0
-DEFAULT_MAX_KEYS = 10_000
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 _log = Logger(namespace="artcast.keystore")
 

@@ -24,7 +24,7 @@ with these file descriptors (L{IReactorProcess.spawnProcess}'s C{childFDs}):
       events, tagged C{worker-<index>}.
     - C{4}: the listening socket.
 
-A worker builds the same service as a single server (L{artcast.server.tap.makeService}
+A worker builds the same service as a single server (L{artcast.server.service.makeService}
 with C{options["worker"]} set to its L{Worker}), except that its HTTP port
 adopts the socket (L{IReactorSocket.adoptStreamPort}) and that it has no
 error log service of its own.  It joins the multicast groups itself (they are
@@ -87,6 +87,7 @@ from artcast.server.logs import NamedLogger
 
 __all__ = [
     "MAX_WORKERS",
+    "SupervisorService",
     "Worker",
     "WorkerSupervisor",
     "checkOptions",
@@ -185,7 +186,7 @@ def workerAccessLog(path: str | None, index: int) -> str | None:
 class Worker:
     """
     What a worker process knows of itself: set as C{options["worker"]}, it
-    makes L{artcast.server.tap.makeService} build a worker.
+    makes L{artcast.server.service.makeService} build a worker.
 
     @ivar index: The worker's number, from 1.
     @ivar fileno: The listening socket's file descriptor.
@@ -757,7 +758,20 @@ def _how(reason: Failure) -> str:
     return f"exit status {getattr(value, 'exitCode', None)}"
 
 
-def makeSupervisor(options: Mapping[str, Any], reactor: Any) -> MultiService:
+class SupervisorService(MultiService):
+    """
+    What the twistd process of C{--workers N} runs: its error log and the
+    L{WorkerSupervisor}, as children.
+
+    @ivar supervisor: the L{WorkerSupervisor}.
+    """
+
+    def __init__(self, supervisor: WorkerSupervisor) -> None:
+        super().__init__()
+        self.supervisor = supervisor
+
+
+def makeSupervisor(options: Mapping[str, Any], reactor: Any) -> SupervisorService:
     """
     Build the supervisor of C{--workers N}: its error log (the only writer of
     that file; the workers' events arrive through their log pipes) and the
@@ -765,12 +779,11 @@ def makeSupervisor(options: Mapping[str, Any], reactor: Any) -> MultiService:
     """
     from artcast.server.logs import ErrorLogService, errorLogObserver
 
-    top = MultiService()
-    ErrorLogService(
+    errorLog = ErrorLogService(
         errorLogObserver(
             options["error-log"], options["error-log-size"], options["error-log-count"]
         )
-    ).setServiceParent(top)
+    )
     supervisor = WorkerSupervisor(
         reactor,
         serverFromString(reactor, options["client-port"]),
@@ -778,8 +791,9 @@ def makeSupervisor(options: Mapping[str, Any], reactor: Any) -> MultiService:
         options,
         stopTimeout=options["shutdown-timeout"],
     )
+    top = SupervisorService(supervisor)
+    errorLog.setServiceParent(top)
     supervisor.setServiceParent(top)
-    top.supervisor = supervisor  # type: ignore[attr-defined]
     return top
 
 
@@ -835,7 +849,7 @@ def main(
 
         reactor = globalReactor
 
-    from artcast.server.tap import makeService
+    from artcast.server.service import makeService
 
     try:
         service = makeService(options, reactor)

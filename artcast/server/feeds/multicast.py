@@ -4,13 +4,12 @@ Receiving datums: one L{MulticastServerProtocol} per UDP group, and the
 handlers that turn datagrams into KeyStore updates.
 
 A datagram that is not valid is dropped, counted under its reason in
-L{Stats}, and logged at a bounded rate; it never stops the server.
+L{artcast.server.stats.Stats}, and logged at a bounded rate; it never stops the server.
 """
 
 from __future__ import annotations
 
 import socket
-from collections import Counter
 from typing import Callable, Sequence
 
 from twisted.internet.interfaces import IReactorTime
@@ -19,6 +18,7 @@ from twisted.python.failure import Failure
 
 from artcast.server.store import KeyStore
 from artcast.server.logs import NamedLogger, RateLimitedLog
+from artcast.server.stats import Stats
 from artcast.wire import (
     FRAGMENT_MEMORY,
     MAX_SOURCES,
@@ -39,28 +39,6 @@ MAX_UDP_PAYLOAD = 65535
 
 #: The receive buffer asked of the kernel for each group's socket, in bytes.
 RECEIVE_BUFFER = 8 * 1024 * 1024
-
-
-class Stats:
-    """
-    Counters of what arrived and what was dropped, for C{/stats}.
-
-    @ivar dropped: datagrams dropped, by reason.
-    @ivar sources: what the source tracker said of stamped datums, by verdict
-        (C{"reset"} among them), and C{"forgotten"}: sources it forgot to
-        stay within its bound.
-    """
-
-    def __init__(self) -> None:
-        self.datagrams = 0
-        self.datums = 0
-        self.registrations = 0
-        self.dropped: Counter[str] = Counter()
-        self.sources: Counter[str] = Counter()
-        self.missed = 0
-
-    def drop(self, reason: str) -> None:
-        self.dropped[reason] += 1
 
 
 class MulticastServerProtocol(DatagramProtocol):

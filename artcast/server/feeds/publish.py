@@ -45,6 +45,7 @@ from twisted.web.iweb import IRequest
 
 from artcast.server.patterns import matches
 from artcast.server.connections import ArtcastRequest
+from artcast.server.defaults import DEFAULT_AUTH_FAILURES, DEFAULT_MAX_VALUE_SIZE
 from artcast.server.store import Datum, KeyStore, encodeJSON
 from artcast.server.stats import countRejected
 from artcast.wire import (
@@ -60,7 +61,6 @@ from artcast.wire import (
 
 __all__ = [
     "AUTH_THROTTLED",
-    "DEFAULT_AUTH_FAILURES",
     "MIN_TOKEN_LENGTH",
     "AuthThrottle",
     "BoundedRequest",
@@ -241,10 +241,6 @@ def bearerToken(request: IRequest) -> bytes | None:
 
 # --- guessing ---------------------------------------------------------------
 
-#: Failed token checks a client address may make per L{AUTH_WINDOW} seconds
-#: before it is answered C{429} without a check (C{--publish-auth-failures}).
-DEFAULT_AUTH_FAILURES = 10
-
 #: The window of L{AuthThrottle}, in seconds.
 AUTH_WINDOW = 60.0
 
@@ -355,7 +351,7 @@ class BoundedRequest(ArtcastRequest):
     @ivar bodyTooLarge: whether the body was larger than C{maxBody}.
     """
 
-    maxBody = 1_000_000
+    maxBody = DEFAULT_MAX_VALUE_SIZE
     bodyTooLarge = False
     _bodyLength = 0
 
@@ -512,7 +508,7 @@ class HTTPPublisher:
     ) -> None:
         """
         @param sender: sends each datum to the data group and names it.
-        @param stats: the server's L{artcast.server.feeds.multicast.Stats}, whose
+        @param stats: the server's L{artcast.server.stats.Stats}, whose
             C{datums} counts HTTP-published datums too.
         @param throttle: bounds failed token checks per client address; by
             default an L{AuthThrottle} with its defaults.

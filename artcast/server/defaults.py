@@ -1,0 +1,136 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The defaults of C{twistd artcast}'s options, in one place.
+
+L{artcast.server.tap.Options} shows and uses them, and the modules that
+enforce them (the store, the connections, the logs, shutdown, publishing, the
+wire's reassembler and source tracker) take them from here as their own
+defaults, so an option's default and what a module does when given nothing
+cannot drift apart.  This module imports nothing, so that C{twistd artcast
+--help} stays cheap; see C{docs/operations.md} for what each one bounds.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_CLIENT_PORT",
+    "DEFAULT_BACKLOG",
+    "DEFAULT_GROUP",
+    "DEFAULT_DATA_PORT",
+    "DEFAULT_REGISTER_PORT",
+    "DEFAULT_INTERFACE",
+    "DEFAULT_LOG_SIZE",
+    "DEFAULT_LOG_COUNT",
+    "DEFAULT_HISTORY",
+    "DEFAULT_HISTORY_AGE",
+    "DEFAULT_MAX_KEYS",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_VALUE_SIZE",
+    "DEFAULT_SOURCE_MAX_SKEW",
+    "MAX_SOURCES",
+    "FRAGMENT_MEMORY",
+    "DEFAULT_PUBLISH_TTL",
+    "DEFAULT_AUTH_FAILURES",
+    "DEFAULT_MAX_CLIENTS",
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_TCP_KEEPALIVE",
+    "DEFAULT_RETRY_AFTER",
+    "DEFAULT_MAX_OUTPUT_BUFFER",
+    "DEFAULT_MAX_OUTPUT_TOTAL",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+]
+
+# --- where datums come from and clients connect -----------------------------
+
+#: The original Artcast's HTTP port (C{--client-port}).
+DEFAULT_CLIENT_PORT = "tcp:8888"
+
+#: The listen backlog given to TCP ports that do not name one: Twisted's
+#: default of 50 overflows when hundreds of clients reconnect at once (a
+#: server restart, a load balancer moving clients).
+DEFAULT_BACKLOG = 1024
+
+#: The original Artcast's multicast group and ports, for datums and for
+#: registrations (C{--data-group}, C{--data-port}, C{--register-group},
+#: C{--register-port}); the sources of L{artcast.source} send there.
+DEFAULT_GROUP = "224.1.1.1"
+DEFAULT_DATA_PORT = 5007
+DEFAULT_REGISTER_PORT = 5008
+
+#: The local address whose interface joins the groups (C{--interface}):
+#: the one the routing table picks.
+DEFAULT_INTERFACE = "0.0.0.0"
+
+# --- logs (L{artcast.server.logs}) ------------------------------------------
+
+#: The size in bytes at which a log file is rotated.
+DEFAULT_LOG_SIZE = 10_000_000
+
+#: The number of rotated files kept for each log.
+DEFAULT_LOG_COUNT = 100
+
+# --- the store (L{artcast.server.store.KeyStore}) ---------------------------
+
+DEFAULT_HISTORY = 100
+DEFAULT_HISTORY_AGE = 3600.0
+DEFAULT_MAX_KEYS = 10_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+# --- what sources send (L{artcast.wire}, L{artcast.server.feeds}) -----------
+
+#: The largest value accepted, in bytes of JSON (C{--max-value-size}); the
+#: body of a C{POST} is bounded by it too.
+DEFAULT_MAX_VALUE_SIZE = 1_000_000
+
+#: With signing keys: the freshness window, in seconds, of a datum's send
+#: time (C{--source-max-skew}).
+DEFAULT_SOURCE_MAX_SKEW = 30.0
+
+#: The default number of sources a L{artcast.wire.SourceTracker} remembers
+#: (C{--max-sources}).
+MAX_SOURCES = 10_000
+
+#: The default bound on the bytes held by values being put together by a
+#: L{artcast.wire.Reassembler} (C{--fragment-memory}).
+FRAGMENT_MEMORY = 16_000_000
+
+#: The multicast TTL of datums published over HTTP (C{--publish-ttl}).
+DEFAULT_PUBLISH_TTL = 1
+
+#: Failed token checks a client address may make per minute before it is
+#: answered C{429} without a check (C{--publish-auth-failures}).
+DEFAULT_AUTH_FAILURES = 10
+
+# --- connections (L{artcast.server.connections}) ----------------------------
+
+DEFAULT_MAX_CLIENTS = 10_000
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: Longer than the 60 s idle timeout of most load balancers, so that the
+#: balancer, not the server, closes an idle keep-alive connection (a server
+#: closing first races with the balancer's next request on it).
+DEFAULT_IDLE_TIMEOUT = 75.0
+#: A request body (a C{POST}'s value) must be in within this many seconds
+#: of its head: at least 33 KB/s for a value of the default
+#: C{--max-value-size}.
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_TCP_KEEPALIVE = 60.0
+DEFAULT_RETRY_AFTER = 5
+#: Bytes a connection may have written and not yet sent; past it, it is
+#: aborted.  Above the most a client that reads can have waiting: one
+#: stream message of C{--max-value-size} plus Twisted's own 64 KiB buffer.
+DEFAULT_MAX_OUTPUT_BUFFER = 2 * 1024 * 1024
+#: Bytes all connections together may have written and not yet sent; past
+#: it, the connections holding the most are aborted.  256 MiB: a quarter of
+#: the smallest Raspberry Pi that runs a server for years (1 GiB), and far
+#: above what clients that read hold (a reading client's queue empties in
+#: milliseconds), so it is reached only when many clients do not read: 128
+#: at the full C{--max-output-buffer}, or about 2,000 that asked for a large
+#: answer (each holds at most Twisted's buffer and one piece, 128 KiB).
+DEFAULT_MAX_OUTPUT_TOTAL = 256 * 1024 * 1024
+
+# --- shutdown (L{artcast.server.shutdown}) ----------------------------------
+
+#: Seconds to answer and close connections on SIGTERM before cutting the rest.
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0

@@ -1,0 +1,253 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The server C{twistd artcast} runs, built from its options: the store, where
+datums enter (the multicast groups, HTTP publishing, C{--demo}), and the HTTP
+port where they leave.
+
+Each part is made before what uses it and handed to it; nothing is set on a
+part after it is made.  L{artcast.server.tap} parses the options and calls
+L{makeService} (or, with C{--workers}, L{artcast.server.workers.makeSupervisor});
+a worker process of C{--workers} calls it too.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any, Mapping
+
+from twisted.application import internet, service, strports
+
+from artcast.server.connections import (
+    OUTPUT_HEADROOM,
+    ConnectionLimiter,
+    LimitedSite,
+    RetrySpread,
+)
+from artcast.server.feeds.demo import DemoService
+from artcast.server.feeds.multicast import DatagramHandler, MulticastServerProtocol
+from artcast.server.feeds.publish import (
+    AuthThrottle,
+    HTTPPublisher,
+    boundedRequestFactory,
+    publishingSource,
+)
+from artcast.server.logs import ErrorLogService, errorLogObserver
+from artcast.server.routes import ArtcastApp
+from artcast.server.shutdown import Closing, ServingService
+from artcast.server.stats import PublishingFigures, ServerStatistics, Stats
+from artcast.server.store import KeyStore
+
+__all__ = ["ArtcastService", "GarbageCollectorTuning", "makeService"]
+
+
+class ArtcastService(service.MultiService):
+    """
+    The server: its services (the error log, the HTTP port under graceful
+    shutdown, the multicast groups, ...) as children, and the parts a caller
+    may want to look at.
+
+    @ivar store: the L{KeyStore} the datums are kept in.
+    @ivar stats: the counters of what arrived and what was dropped (L{Stats}).
+    @ivar connections: the HTTP port's factory, the L{ConnectionLimiter}.
+    @ivar statistics: what C{/stats} shows (L{ServerStatistics}); a part with
+        figures of its own joins it with L{ServerStatistics.add}.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        stats: Stats,
+        connections: ConnectionLimiter,
+        statistics: ServerStatistics,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.stats = stats
+        self.connections = connections
+        self.statistics = statistics
+
+
+class GarbageCollectorTuning(service.Service):
+    """
+    Once the reactor runs, the objects made while starting (modules, the
+    application) are collected once and frozen out of the cyclic garbage
+    collector's reach (L{gc.freeze}), and its first generation made larger:
+    a busy server makes and drops a request's objects by the thousand a
+    second, and each collection walked every long-lived object again.
+
+    @param threshold: the first generation's threshold (Python's is 700).
+    """
+
+    def __init__(self, reactor: Any, threshold: int = 50_000) -> None:
+        self.reactor = reactor
+        self.threshold = threshold
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self.tune)
+
+    def tune(self) -> None:
+        """
+        Collect, freeze what is left and raise the first threshold.
+        """
+        gc.collect()
+        gc.freeze()
+        _, second, third = gc.get_threshold()
+        gc.set_threshold(self.threshold, second, third)
+
+
+def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
+    """
+    Build the server: the HTTP port, the two multicast groups and, with
+    C{--demo}, the test sources.
+
+    @param options: the parsed options (L{artcast.server.tap.Options}); in a
+        worker process of C{--workers}, C{options["worker"]} is its
+        L{artcast.server.workers.Worker}.
+    @param reactor: the reactor.
+    """
+    # Set in a worker process of --workers (artcast.server.workers).
+    worker = options.get("worker")
+
+    children: list[service.IService] = []
+
+    if worker is None:  # a worker's events go to its supervisor's error log
+        children.append(
+            ErrorLogService(
+                errorLogObserver(
+                    options["error-log"], options["error-log-size"], options["error-log-count"]
+                )
+            )
+        )
+
+    store = KeyStore(
+        reactor,
+        history=options["history"],
+        historyAge=options["history-age"],
+        maxKeys=options["max-keys"],
+        maxBytes=options["max-store-bytes"],
+    )
+    stats = Stats()
+    signingKeys = options.get("source-keys", [])
+    handler = DatagramHandler(
+        store,
+        reactor,
+        stats,
+        signingKeys=signingKeys,
+        maxValueSize=options["max-value-size"],
+        freshness=(options.get("source-max-skew") or None) if signingKeys else None,
+        maxSources=options["max-sources"],
+        fragmentMemory=options["fragment-memory"],
+    )
+    publisher = None
+    if options.get("publish-tokens") is not None:
+        sender = publishingSource(
+            reactor,
+            store.instance + "-http",
+            (options["data-group"], options["data-port"]),
+            options["interface"],
+            options["publish-ttl"],
+            signingKeys[0] if signingKeys else None,
+        )
+        children.append(sender)
+        handler.ownSources.add(sender.src)
+        publisher = HTTPPublisher(
+            store, reactor, options["publish-tokens"], sender,
+            options["max-value-size"], stats,
+            throttle=AuthThrottle(reactor, options["publish-auth-failures"]),
+        )
+
+    # What /stats shows.  The connections' figures are among them, but the
+    # connections are made from the site, which serves the application, which
+    # shows these figures: so the figures are made first, empty of parts, and
+    # each part is added once it exists (below), as a feed's would be.  The
+    # alternative, a site made without its resource and given it afterwards,
+    # would leave a half-made site between two statements.
+    statistics = ServerStatistics(
+        reactor, stats, store, identity=worker.identity() if worker is not None else None
+    )
+    retryAfter = RetrySpread(options["retry-after"])
+    closing = Closing(retryAfter)
+    web = ArtcastApp(
+        store,
+        reactor,
+        allowOrigin=options["access-control-allow-origin"],
+        pollTimeout=options["poll-timeout"],
+        templates=options["templates"],
+        statsNetworks=options["stats-allow"],
+        publisher=publisher,
+        closing=closing,
+        statistics=statistics,
+    )
+    site = LimitedSite(
+        web.resource(),
+        options["access-log"],
+        options["access-log-size"],
+        options["access-log-count"],
+        reactor=reactor,
+        requestFactory=boundedRequestFactory(options["max-value-size"]),
+        headerTimeout=options["header-timeout"],
+        bodyTimeout=options["body-timeout"],
+        idleTimeout=options["idle-timeout"],
+        retryAfter=retryAfter,
+        allowOrigin=options["access-control-allow-origin"],
+    )
+    limiter = ConnectionLimiter(
+        site,
+        maxClients=options["max-clients"],
+        maxPerAddress=options["max-clients-per-address"],
+        tcpKeepAlive=options["tcp-keepalive"],
+        maxOutputBuffer=max(
+            options["max-output-buffer"], options["max-value-size"] + OUTPUT_HEADROOM
+        ),
+        # Never below one connection's bound.
+        maxOutputTotal=max(
+            options["max-output-total"], options["max-output-buffer"],
+            options["max-value-size"] + OUTPUT_HEADROOM,
+        ),
+    )
+    # In the order /stats has always shown them.
+    statistics.add(limiter)
+    statistics.add(web.streams)
+    if publisher is not None:
+        statistics.add(PublishingFigures(publisher))
+
+    # The port's service is the child of the one that shuts down gracefully:
+    # it stops accepting first, then held requests are answered with 503.
+    serving = ServingService(
+        limiter,
+        reactor,
+        options["shutdown-timeout"],
+        closing=closing,
+        afterAnswer=store.cancelWaiters,
+    )
+    if worker is None:
+        portService = strports.service(options["client-port"], limiter, reactor=reactor)
+    else:
+        portService = worker.portService(limiter, reactor)
+    portService.setServiceParent(serving)
+    children.append(serving)
+
+    for group, port, receive in (
+        (options["data-group"], options["data-port"], handler.dataReceived),
+        (options["register-group"], options["register-port"], handler.registerReceived),
+    ):
+        udp = internet.MulticastServer(
+            port,
+            MulticastServerProtocol(group, options["interface"], receive),
+            interface=group,
+            maxPacketSize=65535,
+            listenMultiple=True,
+            reactor=reactor,
+        )
+        children.append(udp)
+
+    if options["demo"]:
+        children.append(DemoService(handler, reactor))
+
+    children.append(GarbageCollectorTuning(reactor))
+
+    top = ArtcastService(store, stats, limiter, statistics)
+    for child in children:
+        child.setServiceParent(top)
+    return top
