@@ -408,7 +408,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
     )
     from artcast.server.connections import ConnectionLimiter, LimitedSite, RetrySpread
     from artcast.server.connections import OUTPUT_HEADROOM
-    from artcast.server.feeds.publish import boundedRequestFactory
+    from artcast.server.connections import boundedRequestFactory
     from artcast.server.shutdown import ServingService
 
     retryAfter = RetrySpread(options["retry-after"])
