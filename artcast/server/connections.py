@@ -509,10 +509,10 @@ class ArtcastRequest(Request):
     """
     The server's request: it tells what it waits on when its client goes.
 
-    A held long poll is one object (L{artcast.server.routes.LongPoll}) that the
-    request points to, instead of the L{Deferred} of C{notifyFinish} and the
-    callbacks on it, which would cost more memory than the rest of a waiting
-    request.
+    A held long poll is one object
+    (L{artcast.server.outlets.longpoll.LongPoll}) that the request points to,
+    instead of the L{Deferred} of C{notifyFinish} and the callbacks on it,
+    which would cost more memory than the rest of a waiting request.
 
     @ivar poll: What the request is waiting on, or L{None}: its C{cancel()}
         is called if the connection is lost before the answer is finished.
