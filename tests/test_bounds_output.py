@@ -46,7 +46,8 @@ from artcast.server.connections import (
 )
 from artcast.server.store import KeyStore
 from artcast.wire import Stamp, encodeData
-from artcast.server.routes import _CACHED_ANSWERS, ArtcastApp
+from artcast.server.answers import _CACHED_ANSWERS
+from artcast.server.routes import ArtcastApp
 from tests import test_connections
 from tests.harness import ArtcastProcess
 from tests.test_integration import rawConnect, requestBytes

@@ -339,12 +339,12 @@ class MetadataTests(SynchronousTestCase):
         store = KeyStore(clock)
         app = ArtcastApp(store, clock)
         store.register("k", {"license": {"uri": "https://example.org/a"}})
-        first = app._link("k")
-        self.assertIs(app._link("k"), first)
+        first = app.answers._link("k")
+        self.assertIs(app.answers._link("k"), first)
         self.assertIs(store.registration("k"), store.registration("k"))
         store.register("k", {"license": {"uri": "https://example.org/b"}})
-        self.assertEqual(app._link("k"), b'<https://example.org/b>; rel="license"')
-        self.assertIsNone(app._link("other"))
+        self.assertEqual(app.answers._link("k"), b'<https://example.org/b>; rel="license"')
+        self.assertIsNone(app.answers._link("other"))
 
 
 class PinnedKeysTests(SynchronousTestCase):

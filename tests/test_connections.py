@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_connections -*-
 """
 Tests for L{artcast.server.connections}: connection limits, the request-head
-deadline, the idle timeout and TCP keepalive.
+deadline, the idle timeout, TCP keepalive and the bounded request body.
 
 The unit tests drive the real site and limiter over L{StringTransport}s with
 a L{Clock}; the integration tests run the real C{twistd artcast}.
@@ -23,19 +23,21 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Site
 
 from artcast.server import tap
 from artcast.server.connections import (
     ABORT_DELAY,
+    BoundedRequest,
     ConnectionLimiter,
     LimitedSite,
     RetrySpread,
     TrackedConnection,
+    boundedRequestFactory,
     configureSocket,
     ensureFileLimit,
-    peerKey,
 )
+from artcast.server.logs import addressHost
 from artcast.server.shutdown import ServingService
 from tests.harness import ArtcastProcess
 from tests.test_integration import rawConnect, requestBytes
@@ -159,16 +161,76 @@ class RetrySpreadTests(SynchronousTestCase):
         self.assertRaises(ValueError, RetrySpread, 0)
 
 
+class _Collector(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, bytes]] = []
+
+    def render_POST(self, request: Any) -> bytes:
+        self.seen.append((request.bodyTooLarge, request.content.read()))
+        return b"ok"
+
+
+class BoundedRequestTests(SynchronousTestCase):
+    """
+    L{BoundedRequest} keeps at most C{maxBody} bytes of any body.
+    """
+
+    def post(self, head: bytes, body: bytes) -> tuple[bool, bytes]:
+        collector = _Collector()
+        site = Site(collector, requestFactory=boundedRequestFactory(10))
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\n" + head + b"\r\n" + body)
+        self.assertIn(b"200 OK", transport.value())
+        channel.connectionLost(None)
+        [seen] = collector.seen
+        return seen
+
+    def test_withinBound(self) -> None:
+        """
+        A body up to the bound is kept whole.
+        """
+        self.assertEqual(self.post(b"Content-Length: 10\r\n", b"0123456789"),
+                         (False, b"0123456789"))
+
+    def test_declaredTooLarge(self) -> None:
+        """
+        A body whose Content-Length is over the bound is not stored.
+        """
+        self.assertEqual(self.post(b"Content-Length: 11\r\n", b"01234567890"), (True, b""))
+
+    def test_chunkedTooLarge(self) -> None:
+        """
+        A chunked body is counted as it arrives and dropped once it passes the
+        bound.
+        """
+        body = b"6\r\n012345\r\n6\r\n678901\r\n0\r\n\r\n"
+        self.assertEqual(self.post(b"Transfer-Encoding: chunked\r\n", body), (True, b""))
+
+    def test_factory(self) -> None:
+        """
+        L{boundedRequestFactory} makes a L{BoundedRequest} class with the
+        bound.
+        """
+        factory = boundedRequestFactory(123)
+        self.assertTrue(issubclass(factory, BoundedRequest))
+        self.assertEqual(factory.maxBody, 123)
+
+
 class PeerKeyTests(SynchronousTestCase):
     """
-    L{peerKey} names the address a connection is counted under.
+    L{addressHost} names the address a connection is counted under.
     """
 
     def test_ipv4(self) -> None:
         """
         An IPv4 peer is counted under its address, whatever its port.
         """
-        self.assertEqual(peerKey(IPv4Address("TCP", "192.0.2.7", 1)), "192.0.2.7")
+        self.assertEqual(addressHost(IPv4Address("TCP", "192.0.2.7", 1)), "192.0.2.7")
 
     def test_ipv4Mapped(self) -> None:
         """
@@ -176,20 +238,20 @@ class PeerKeyTests(SynchronousTestCase):
         address, so one client is one address on either socket.
         """
         self.assertEqual(
-            peerKey(IPv6Address("TCP", "::ffff:192.0.2.7", 1)), "192.0.2.7"
+            addressHost(IPv6Address("TCP", "::ffff:192.0.2.7", 1)), "192.0.2.7"
         )
 
     def test_ipv6(self) -> None:
         """
         An IPv6 peer is counted under its address.
         """
-        self.assertEqual(peerKey(IPv6Address("TCP", "2001:db8::1", 1)), "2001:db8::1")
+        self.assertEqual(addressHost(IPv6Address("TCP", "2001:db8::1", 1)), "2001:db8::1")
 
     def test_unix(self) -> None:
         """
         A UNIX-socket peer has no address to cap.
         """
-        self.assertIsNone(peerKey(UNIXAddress(b"/run/artcast.sock")))
+        self.assertIsNone(addressHost(UNIXAddress(b"/run/artcast.sock")))
 
 
 class MaxClientsTests(SynchronousTestCase):

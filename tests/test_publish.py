@@ -17,12 +17,9 @@ from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet.defer import inlineCallbacks, returnValue, succeed
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from artcast.server.store import KeyStore
@@ -30,11 +27,9 @@ from artcast.server.feeds.multicast import DatagramHandler
 from artcast.server.stats import Stats
 from artcast.server.feeds.publish import (
     MIN_TOKEN_LENGTH,
-    BoundedRequest,
     HTTPPublisher,
     Refused,
     Tokens,
-    boundedRequestFactory,
     parseTokenFile,
     publishingSource,
     readValue,
@@ -159,66 +154,6 @@ class ReadValueTests(SynchronousTestCase):
             with self.assertRaises(Refused) as caught:
                 readValue(contentType, body, 300)
             self.assertEqual(caught.exception.code, code, (contentType, body))
-
-
-class _Collector(Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[bool, bytes]] = []
-
-    def render_POST(self, request: Any) -> bytes:
-        self.seen.append((request.bodyTooLarge, request.content.read()))
-        return b"ok"
-
-
-class BoundedRequestTests(SynchronousTestCase):
-    """
-    L{BoundedRequest} keeps at most C{maxBody} bytes of any body.
-    """
-
-    def post(self, head: bytes, body: bytes) -> tuple[bool, bytes]:
-        collector = _Collector()
-        site = Site(collector, requestFactory=boundedRequestFactory(10))
-        channel = site.buildProtocol(None)
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\n" + head + b"\r\n" + body)
-        self.assertIn(b"200 OK", transport.value())
-        channel.connectionLost(None)
-        [seen] = collector.seen
-        return seen
-
-    def test_withinBound(self) -> None:
-        """
-        A body up to the bound is kept whole.
-        """
-        self.assertEqual(self.post(b"Content-Length: 10\r\n", b"0123456789"),
-                         (False, b"0123456789"))
-
-    def test_declaredTooLarge(self) -> None:
-        """
-        A body whose Content-Length is over the bound is not stored.
-        """
-        self.assertEqual(self.post(b"Content-Length: 11\r\n", b"01234567890"), (True, b""))
-
-    def test_chunkedTooLarge(self) -> None:
-        """
-        A chunked body is counted as it arrives and dropped once it passes the
-        bound.
-        """
-        body = b"6\r\n012345\r\n6\r\n678901\r\n0\r\n\r\n"
-        self.assertEqual(self.post(b"Transfer-Encoding: chunked\r\n", body), (True, b""))
-
-    def test_factory(self) -> None:
-        """
-        L{boundedRequestFactory} makes a L{BoundedRequest} class with the
-        bound.
-        """
-        factory = boundedRequestFactory(123)
-        self.assertTrue(issubclass(factory, BoundedRequest))
-        self.assertEqual(factory.maxBody, 123)
 
 
 class FakePort:

@@ -1,5 +1,6 @@
 """
-Tests for L{artcast.server.routes}: the HTTP resources, driven through treq's
+Tests for L{artcast.server.routes}, L{artcast.server.answers} and
+L{artcast.server.outlets.longpoll}: the HTTP resources, driven through treq's
 L{StubTreq} with a L{Clock}.
 """
 
@@ -15,7 +16,8 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from artcast.server.store import KeyStore
-from artcast.server.routes import ArtcastApp, headerKey, licenseLink
+from artcast.server.answers import headerKey, licenseLink
+from artcast.server.routes import ArtcastApp
 from artcast.wire import Stamp
 
 
@@ -539,10 +541,11 @@ class DirectDispatchTests(AppMixin, SynchronousTestCase):
         def broken(*args: object) -> bytes:
             raise RuntimeError("broken")
 
+        prebuiltAnswer = self.app.prebuiltAnswer
         self.app.prebuiltAnswer = broken  # type: ignore[method-assign]
         failing = self.get("/artcasts/k")
         self.stub.flush()
-        del self.app.prebuiltAnswer
+        self.app.prebuiltAnswer = prebuiltAnswer
         other = self.get("/artcasts/k")
         self.stub.flush()
         self.assertNoResult(failing)
@@ -566,7 +569,7 @@ class DirectDispatchTests(AppMixin, SynchronousTestCase):
         from twisted.web.server import Site
 
         from artcast.server.connections import ArtcastRequest
-        from artcast.server.routes import LongPoll
+        from artcast.server.outlets.longpoll import LongPoll
 
         site = Site(self.app.resource(), reactor=self.clock)
         site.requestFactory = ArtcastRequest
@@ -678,7 +681,7 @@ class DirectDispatchTests(AppMixin, SynchronousTestCase):
 class PrebuiltAnswerTests(AppMixin, SynchronousTestCase):
     """
     A long poll dispatched by L{ArtcastResource} is answered with a prebuilt
-    answer (L{ArtcastApp.prebuiltAnswer}) written at once: the same status
+    answer (L{Answers.prebuiltAnswer}) written at once: the same status
     line, headers and body as Twisted's own header writing gives, with a
     current C{Date}.
     """
@@ -816,3 +819,77 @@ class PrebuiltAnswerTests(AppMixin, SynchronousTestCase):
         self.assertTrue(answers[2].endswith(b"\r\n\r\n22"))
         self.assertFalse(transport.disconnecting)
         self.assertEqual([(r.code, r.sentLength) for r in logged], [(200, 1), (200, 2)])
+
+
+class LongPollStructureTests(SynchronousTestCase):
+    """
+    L{LongPoll} answers through the store, the clock and an L{Answers}
+    object, not through the routes.
+    """
+
+    def setUp(self) -> None:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from artcast.server.answers import Answers
+        from artcast.server.negotiate import JSON
+        from artcast.server.outlets.longpoll import LongPoll
+
+        self.clock = Clock()
+        self.store = KeyStore(self.clock, instance="srv")
+        self.answers = Answers(self.store, self.clock)
+        self.request = DummyRequest([b""])
+        self.poll = LongPoll(
+            self.store, self.clock, self.answers, self.request, "k", JSON, False,
+            self.answers.valueAnswer, timeout=5.0,
+        )
+
+    def test_builtWithoutApp(self) -> None:
+        """
+        A long poll made of a store, a clock and an L{Answers} alone is
+        answered with the next datum, and holds no L{ArtcastApp}.
+        """
+        from artcast.server.outlets.longpoll import LongPoll
+        from artcast.server.store import Waiter
+
+        d = self.poll.wait()
+        self.store.publish("k", [1])
+        self.assertEqual(self.successResultOf(d), b"[1]")
+        self.assertEqual(self.request.responseCode, 200)
+        held = [
+            getattr(self.poll, name, None)
+            for name in LongPoll.__slots__ + Waiter.__slots__
+        ]
+        self.assertEqual([v for v in held if isinstance(v, ArtcastApp)], [])
+        self.assertIs(self.poll.store, self.store)
+
+    def test_timeoutByGivenClock(self) -> None:
+        """
+        A long poll whose timeout passes on the clock it was given is answered
+        with its L{Answers}' C{204}.
+        """
+        d = self.poll.wait()
+        self.clock.advance(5)
+        self.assertEqual(self.successResultOf(d), b"")
+        self.assertEqual(self.request.responseCode, 204)
+
+    def test_fastPathAnswersThroughAnswers(self) -> None:
+        """
+        A long poll L{ArtcastResource} holds itself answers through its app's
+        L{Answers}, with the prebuilt answer.
+        """
+        from twisted.internet.testing import StringTransport
+        from twisted.web.http import HTTPChannel
+        from twisted.web.server import Site
+
+        from artcast.server.connections import ArtcastRequest
+
+        app = ArtcastApp(self.store, self.clock)
+        site = Site(app.resource(), reactor=self.clock)
+        site.requestFactory = ArtcastRequest
+        site.protocol = HTTPChannel
+        channel = site.buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        poll = channel.requests[0].poll
+        self.assertIs(poll.answers, app.answers)
+        self.assertEqual(poll.answer, app.answers.prebuiltAnswer)

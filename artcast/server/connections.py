@@ -32,6 +32,10 @@ queued output passes C{--max-output-buffer} bytes is aborted, and when the
 queued output of all connections together passes C{--max-output-total},
 the connections holding the most are (L{ConnectionLimiter.chargeOutput}).
 
+So is input: every request is a L{BoundedRequest} (made by
+L{boundedRequestFactory}), which keeps at most C{--max-value-size} bytes of
+its body.
+
 Refusals are counted by reason in L{LimitedSite.rejected}: C{max-clients},
 C{per-address}, C{header-timeout}, C{body-timeout}, C{slow-reader},
 C{output-full} and C{shutting-down}.
@@ -43,6 +47,7 @@ import random
 import resource as _resource
 import socket
 from collections import Counter
+from io import BytesIO
 from typing import Any, Callable, TextIO
 
 from twisted.internet.defer import Deferred, succeed
@@ -67,6 +72,7 @@ from artcast.server.defaults import (
     DEFAULT_MAX_CLIENTS,
     DEFAULT_MAX_OUTPUT_BUFFER,
     DEFAULT_MAX_OUTPUT_TOTAL,
+    DEFAULT_MAX_VALUE_SIZE,
     DEFAULT_RETRY_AFTER,
     DEFAULT_TCP_KEEPALIVE,
 )
@@ -81,14 +87,15 @@ __all__ = [
     "ArtcastChannel",
     "ArtcastRequest",
     "BodyProducer",
+    "BoundedRequest",
     "ConnectionLimiter",
     "LimitedSite",
     "RetrySpread",
     "TrackedConnection",
+    "boundedRequestFactory",
     "configureSocket",
     "dropQueuedOutput",
     "ensureFileLimit",
-    "peerKey",
     "queuedOutput",
     "unavailable",
     "writeBody",
@@ -203,17 +210,6 @@ def unavailable(
         request.setHeader(b"Access-Control-Allow-Origin", allowOrigin)
         request.setHeader(b"Access-Control-Expose-Headers", b"Retry-After")
     return body
-
-
-def peerKey(address: IAddress | None) -> str | None:
-    """
-    The client address that C{--max-clients-per-address} counts under: the
-    IP address as text, an IPv4-mapped IPv6 address as plain IPv4.
-
-    @return: L{None} for a peer with no IP address (a UNIX socket: local
-        clients are not capped per address).
-    """
-    return addressHost(address)
 
 
 def _socketOf(transport: Any) -> socket.socket | None:
@@ -501,10 +497,10 @@ class ArtcastRequest(Request):
     """
     The server's request: it tells what it waits on when its client goes.
 
-    A held long poll is one object (L{artcast.server.routes.LongPoll}) that the
-    request points to, instead of the L{Deferred} of C{notifyFinish} and the
-    callbacks on it, which would cost more memory than the rest of a waiting
-    request.
+    A held long poll is one object
+    (L{artcast.server.outlets.longpoll.LongPoll}) that the request points to,
+    instead of the L{Deferred} of C{notifyFinish} and the callbacks on it,
+    which would cost more memory than the rest of a waiting request.
 
     @ivar poll: What the request is waiting on, or L{None}: its C{cancel()}
         is called if the connection is lost before the answer is finished.
@@ -518,6 +514,52 @@ class ArtcastRequest(Request):
         if poll is not None:
             self.poll = None
             poll.cancel()
+
+
+class BoundedRequest(ArtcastRequest):
+    """
+    A request that keeps at most C{maxBody} bytes of its body: every
+    request's class (the one L{artcast.server.tap} gives the site).
+
+    Twisted buffers every request body whole (in a temporary file past
+    100 kB) before any resource sees it, whatever its size.  This request
+    stops storing a body that passes C{maxBody} (declared in
+    C{Content-Length} or counted as it arrives) and sets C{bodyTooLarge},
+    so a client cannot fill the server's memory or disk; the rest of the
+    body is read and thrown away.  Make one with L{boundedRequestFactory}.
+
+    @ivar bodyTooLarge: whether the body was larger than C{maxBody}.
+    """
+
+    maxBody = DEFAULT_MAX_VALUE_SIZE
+    bodyTooLarge = False
+    _bodyLength = 0
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.maxBody:
+            self.bodyTooLarge = True
+            self.content = BytesIO()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.bodyTooLarge:
+            return
+        self._bodyLength += len(data)
+        if self._bodyLength > self.maxBody:
+            self.bodyTooLarge = True
+            self.content.close()
+            self.content = BytesIO()
+            return
+        super().handleContentChunk(data)
+
+
+def boundedRequestFactory(maxBody: int) -> type[BoundedRequest]:
+    """
+    A L{BoundedRequest} class for L{twisted.web.server.Site}'s
+    C{requestFactory}.
+    """
+    return type("BoundedRequest", (BoundedRequest,), {"maxBody": maxBody})
 
 
 class _QuietTimeouts(Logger):
@@ -853,7 +895,7 @@ class TrackedConnection(ProtocolWrapper):
     """
     One client connection, as L{ConnectionLimiter} counts it.
 
-    @ivar peer: The address it is counted under (see L{peerKey}).
+    @ivar peer: The address it is counted under (see L{addressHost}).
     @ivar admitted: Counted as a client (else it is being refused).
     """
 
@@ -1056,7 +1098,7 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
         return None
 
     def buildProtocol(self, addr: IAddress | None) -> TrackedConnection | None:  # type: ignore[override]
-        peer = peerKey(addr)
+        peer = addressHost(addr)
         reason = self._refusal(peer)
         if reason is not None and self.refusing >= self.maxRefusing:
             # Too many being refused already: close this one at once.
@@ -1207,13 +1249,6 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
         self._measureAbove = max(
             budget, self.outputCharged + budget // OUTPUT_SLACK_DIVISOR
         )
-
-    def addressCount(self, peer: str) -> int:
-        """
-        @return: The client connections counted under an address (only
-            counted with a per-address cap).
-        """
-        return self._perAddress.get(peer, 0)
 
     @property
     def addresses(self) -> int:

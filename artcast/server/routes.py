@@ -5,40 +5,38 @@ The HTTP face of Artcast: a Klein application over a L{KeyStore}.
 C{GET /artcasts/<key>} is a long poll: it is answered when the next datum
 for the key arrives, in the representation the client's C{Accept} header
 asks for.
+
+Here are the routes (L{ArtcastApp}), the parsing of their requests, and
+L{ArtcastResource}, which takes long polls itself ahead of Klein's routing.
+The answers are made by L{artcast.server.answers.Answers}; a held long poll
+is an L{artcast.server.outlets.longpoll.LongPoll}.
 """
 
 from __future__ import annotations
 
 import codecs
-import os
 import re
-import stat
 from typing import Any, Callable, cast
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from klein.resource import KleinResource
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath, InsecurePath
-from twisted.web.http import HTTPChannel, datetimeToString
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource, getChildForRequest
+from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import HTTPException, NotFound
 
 from artcast.server import negotiate
+from artcast.server.answers import Answers, SharedBody, answerFailed, headerKey, writeAnswer
 from artcast.server.outlets import pages
+from artcast.server.outlets.longpoll import LongPoll
 from artcast.server.patterns import validatePattern
-from artcast.server.connections import (
-    CHUNK_SIZE,
-    ArtcastRequest,
-    writeBody,
-)
-from artcast.server.store import Datum, Found, KeyStore, Waiter, encodeJSON
+from artcast.server.connections import CHUNK_SIZE
+from artcast.server.store import Datum, Found, KeyStore, encodeJSON
 from artcast.server.feeds.publish import HTTPPublisher, Refused
 from artcast.server.stats import (
     EVERYONE,
@@ -54,13 +52,19 @@ from artcast.server.outlets.streams import NDJSON, STREAM_TYPES, BadStart, Strea
 from artcast.server.outlets.streams import DEFAULT_HEARTBEAT, DEFAULT_MAX_QUEUED
 from artcast.wire import BadKey, validateKey
 
+__all__ = [
+    "LIST_TYPES",
+    "PREFIX",
+    "VALUE_TYPES",
+    "ArtcastApp",
+    "ArtcastResource",
+    "BadRequest",
+]
+
 # werkzeug encodes host names with the idna codec on every request it routes;
 # load it now, before twistd drops privileges and the standard library may no
 # longer be readable.
 codecs.lookup("idna")
-
-#: The headers a cross-origin script may read (CORS).
-ARTCAST_HEADERS = b"Artcast-Key, Artcast-Id, Artcast-Gap, ETag, Link"
 
 #: What C{GET /artcasts/<key>} can answer with, in the server's preference.
 VALUE_TYPES = (
@@ -72,16 +76,10 @@ LIST_TYPES = (negotiate.JSON, negotiate.HTML)
 
 PREFIX = b"/artcasts/"
 
-#: Characters left as they are when a key is put in a header or a URL.
-KEY_SAFE = "/!$&'()*+,;=:@-._~"
-
-
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
-_log = Logger(namespace="artcast.web")
-
-#: How many paths' keys, and keys' license links, an L{ArtcastApp} keeps
-#: made; past it, it starts again.
+#: How many paths' keys an L{ArtcastApp} keeps made; past it, it starts
+#: again.
 _CACHED = 4096
 
 
@@ -90,68 +88,6 @@ class BadRequest(Exception):
     The request cannot be answered as asked; the message says why, and is
     sent to the client as the body of a C{400}.
     """
-
-
-def headerKey(key: str) -> bytes:
-    """
-    A key as it is sent in the C{Artcast-Key} header: ASCII, with anything
-    else percent-encoded as in the key's URL.
-    """
-    return quote(key, safe=KEY_SAFE).encode("ascii")
-
-
-def _quoted(text: str) -> str:
-    """
-    A quoted-string for a header parameter, with controls removed.
-    """
-    clean = "".join(c for c in text if c >= " " and c != "\x7f")
-    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def licenseLink(meta: dict[str, Any] | None) -> bytes | None:
-    """
-    The C{Link} header naming a registered license, if there is one.
-    """
-    if not meta:
-        return None
-    license = meta.get("license")
-    if not isinstance(license, dict) or not isinstance(license.get("uri"), str):
-        return None
-    uri = quote(license["uri"], safe=";/?:@&=+$,-_.!~*'()#%[]")
-    link = f'<{uri}>; rel="license"'
-    title = license.get("title")
-    if isinstance(title, str):
-        link += "; title=" + _quoted(title)
-    return link.encode("utf-8")
-
-
-def readTemplate(folder: FilePath[str], key: str) -> bytes | None:
-    """
-    The content of a key's template, C{<folder>/<key>.html}, or L{None}
-    when there is none.
-
-    Only a regular file reached through real folders is a template: if the
-    file, or any folder below C{folder} on its way, is a symbolic link, the
-    key has no template, wherever the link points (even inside C{folder}).
-    The file itself is opened with C{O_NOFOLLOW}, so a link put in its place
-    after the check is not followed either.  C{folder} itself may be a link.
-
-    @raise InsecurePath: if a level of the key would leave the folder.
-    """
-    template = folder.descendant((key + ".html").split("/"))
-    step = folder
-    for segment in template.segmentsFrom(folder)[:-1]:
-        step = step.child(segment)
-        if step.islink() or not step.isdir():
-            return None
-    try:
-        fd = os.open(template.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as opened:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return opened.read()
 
 
 class ArtcastResource(KleinResource):
@@ -216,12 +152,12 @@ class ArtcastResource(KleinResource):
             request.processingFailed(Failure())
             return NOT_DONE_YET
         if isinstance(result, bytes):
-            _writeAnswer(result, request)
+            writeAnswer(result, request)
         elif isinstance(result, Deferred):
             # A stream: its Deferred fires when it ends.
             request.notifyFinish().addErrback(lambda _: result.cancel())
             result.addCallbacks(
-                _writeAnswer, _answerFailed,
+                writeAnswer, answerFailed,
                 callbackArgs=(request,), errbackArgs=(request,),
             )
         else:
@@ -229,195 +165,10 @@ class ArtcastResource(KleinResource):
         return NOT_DONE_YET
 
 
-class LongPoll(Waiter):
-    """
-    A long poll waiting for the next datum of a key (or of the keys a
-    pattern matches): one object per held request, registered with the
-    L{KeyStore} as its L{Waiter}.
-
-    It answers its request itself (L{hold}, what L{ArtcastResource} does):
-    no L{Deferred}, no callbacks, no C{notifyFinish}; the request
-    (L{ArtcastRequest}) cancels it when the client goes away.  Through Klein,
-    L{wait} gives a L{Deferred} of the body instead.  Either way an answer is
-    made by C{answer} when the datum comes, a C{204} by
-    L{ArtcastApp._noContent} after C{timeout} seconds, and an unexpected error
-    is a logged C{500}.
-    """
-
-    __slots__ = (
-        "app", "request", "contentType", "gap", "answer", "timeout", "timer", "deferred",
-    )
-
-    def __init__(
-        self,
-        app: ArtcastApp,
-        request: IRequest,
-        key: str,
-        contentType: str,
-        gap: bool,
-        answer: Callable[[IRequest, Datum, str, bool], bytes],
-        skipThrough: tuple[str, int, int] | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        super().__init__(app.store, key, skipThrough)
-        self.app = app
-        self.request = request
-        self.contentType = contentType
-        self.gap = gap
-        self.answer = answer
-        self.timeout = timeout
-        self.timer: IDelayedCall | None = None
-        self.deferred: Deferred[bytes] | None = None
-
-    def hold(self) -> None:
-        """
-        Wait, and answer the request when the datum comes.
-        """
-        request = self.request
-        if isinstance(request, ArtcastRequest):
-            request.poll = self
-        else:
-            request.notifyFinish().addErrback(lambda _: self.cancel())
-        self._begin()
-
-    def wait(self) -> Deferred[bytes]:
-        """
-        Wait, and fire the returned L{Deferred} with the body of the answer
-        (its headers set on the request); cancelling it stops the wait.
-        """
-        self.deferred = Deferred(lambda _: self.cancel())
-        self._begin()
-        return self.deferred
-
-    def _begin(self) -> None:
-        self.start()
-        if self.timeout is not None:
-            self.timer = self.app.clock.callLater(self.timeout, self._timedOut)
-
-    def cancel(self) -> None:
-        super().cancel()
-        timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-        request = self.request
-        if isinstance(request, ArtcastRequest) and request.poll is self:
-            # No cycle left for the garbage collector: the poll and its
-            # request are freed as soon as the channel lets go.
-            request.poll = None
-
-    def arrived(self, datum: Datum) -> None:
-        self.cancel()
-        self._respond(self.answer, self.request, datum, self.contentType, self.gap)
-
-    def _timedOut(self) -> None:
-        self.timer = None
-        self.cancel()
-        self._respond(self.app._noContent, self.request, self.pattern)
-
-    def stopped(self) -> None:
-        self.cancel()
-        self._fail(Failure(CancelledError()))
-
-    def _respond(self, make: Callable[..., bytes], *args: Any) -> None:
-        """
-        Answer with what C{make(*args)} gives, unless the request is over.
-        """
-        request = cast(Request, self.request)
-        if self.deferred is None and _isOver(request):
-            return
-        try:
-            body = make(*args)
-        except Exception:
-            self._fail(Failure())
-            return
-        if self.deferred is not None:
-            self.deferred.callback(body)
-        else:
-            _writeAnswer(body, request)
-
-    def _fail(self, failure: Failure) -> None:
-        """
-        The wait failed: a C{500}, and logged (when stopped by the store, a
-        request already answered is left alone).
-        """
-        if self.deferred is not None:
-            if not self.deferred.called:
-                self.deferred.errback(failure)
-            return
-        _answerFailed(failure, cast(Request, self.request))
-
-
-#: Where L{ArtcastApp.prebuiltAnswer} keeps a datum's prebuilt answers in
-#: L{Datum.answers}, and how many kinds (representation, HTTP version,
-#: C{Connection}) it keeps at most: the oldest made goes first.  Only a
-#: key's latest datum keeps answers (the one many clients are sent at
-#: once), and the store lets them go when a newer datum arrives, so what
-#: the cache holds is bounded by the keys held, not by their history.
-_PREBUILT = "prebuilt"
-_CACHED_ANSWERS = 4
-
 #: The methods of a long poll, and the (percent-decoded) first path segment
 #: its key follows: the requests L{ArtcastResource} dispatches itself.
 _POLL_METHODS = frozenset((b"GET", b"HEAD"))
 _POLL_SEGMENT = b"artcasts"
-
-
-def _representation(datum: Datum, contentType: str) -> tuple[bytes, bytes]:
-    """
-    A datum's body and C{Content-Type} for a negotiated long-poll answer:
-    text for C{text/plain}, JSON otherwise.
-    """
-    if contentType == negotiate.TEXT:
-        return datum.text, b"text/plain; charset=utf-8"
-    return datum.json, b"application/json"
-
-
-def _isOver(request: Request) -> bool:
-    """
-    Is the request over: answered, or its client gone?
-    """
-    return bool(request.finished or request._disconnected)
-
-
-def _writeAnswer(body: bytes, request: Request) -> None:
-    """
-    Send a long poll's (or a stream's last) answer, unless the request is
-    over: a large body in pieces, each as the client reads the ones before
-    (L{writeBody}).
-    """
-    if not _isOver(request):
-        writeBody(request, body)
-
-
-class SharedBody(Resource):
-    """
-    Answers with one body, shared by every request that sends it (the
-    C{/artcasts} listing), written through a L{BodyProducer}: a client that
-    reads slowly holds no copy of it.  The request's headers are set.
-    """
-
-    isLeaf = True
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__()
-        self.body = body
-
-    def render(self, request: IRequest) -> Any:  # type: ignore[override]
-        writeBody(request, self.body)
-        return NOT_DONE_YET
-
-
-def _answerFailed(failure: Failure, request: Request) -> None:
-    """
-    A long poll (or a stream) that failed: cancelled because its client went
-    away (nothing to say), or an error, answered with a C{500} and logged
-    (only logged when the request is already over).
-    """
-    if _isOver(request):
-        if not failure.check(CancelledError):
-            _log.failure("Unhandled error answering a long poll.", failure)
-        return
-    request.processingFailed(failure)
 
 
 class ArtcastApp:
@@ -461,13 +212,15 @@ class ArtcastApp:
         self.store = store
         self.statsNetworks = statsNetworks or Networks.parse(EVERYONE)
         self.clock = clock
-        self.allowOrigin = allowOrigin.encode("latin-1")
+        #: What makes its answers: their headers, a datum's representation,
+        #: the prebuilt answers and the C{204} (L{artcast.server.answers}).
+        self.answers = Answers(store, clock, allowOrigin)
+        #: The answer of a long poll dispatched by L{ArtcastResource}, bound
+        #: once (L{Answers.prebuiltAnswer}).
+        self.prebuiltAnswer = self.answers.prebuiltAnswer
         self.pollTimeout = pollTimeout
         self.templates = templates
         self._keys: dict[bytes, str] = {}
-        self._links: dict[str, tuple[bytes | None, bytes | None]] = {}
-        self._dateSecond = -1
-        self._dateLine = b""
         #: The C{/artcasts} listing: the store's C{keysVersion} it was made
         #: at, and its JSON and HTML bodies, each made when first asked for.
         self._listing: list[Any] = [None, None, None]
@@ -496,10 +249,6 @@ class ArtcastApp:
 
     # Helpers
 
-    def _common(self, request: IRequest) -> None:
-        request.setHeader(b"Access-Control-Allow-Origin", self.allowOrigin)
-        request.setHeader(b"Access-Control-Expose-Headers", ARTCAST_HEADERS)
-
     def _body(
         self, request: IRequest, body: bytes, contentType: bytes, code: int = 200
     ) -> bytes:
@@ -509,7 +258,7 @@ class ArtcastApp:
         return body
 
     def _error(self, request: IRequest, code: int, message: str) -> bytes:
-        self._common(request)
+        self.answers.cors(request)
         return self._body(
             request,
             message.encode("utf-8") + b"\n",
@@ -554,21 +303,6 @@ class ArtcastApp:
         self._keys[path] = key
         return key
 
-    def _link(self, key: str) -> bytes | None:
-        """
-        The C{Link} header of a key's registered license, made once per
-        registration.
-        """
-        registration = self.store.registration(key)
-        cached = self._links.get(key)
-        if cached is not None and cached[0] is registration:
-            return cached[1]
-        link = licenseLink(self.store.metadata(key))
-        if len(self._links) >= _CACHED:
-            self._links.clear()
-        self._links[key] = (registration, link)
-        return link
-
     def _argument(self, request: IRequest, name: bytes) -> str | None:
         values = request.args.get(name)
         if not values:
@@ -612,191 +346,6 @@ class ArtcastApp:
         except ValueError:
             raise BadRequest(f"{since!r} is not an Artcast id.")
 
-    def valueAnswer(
-        self, request: IRequest, datum: Datum, contentType: str, gap: bool = False
-    ) -> bytes:
-        """
-        Answer a request with a datum in the negotiated representation.
-
-        The headers and body are made once per datum and representation
-        (and kept with the datum), however many clients it is sent to.
-        """
-        link = self._link(datum.key)
-        answers = self._answersOf(datum)
-        answer = answers.get(contentType)
-        if answer is None or answer[0] is not link or answer[1] is not self.allowOrigin:
-            answer = answers[contentType] = (
-                link, self.allowOrigin, self._answerHeaders(datum, contentType, link)
-            )
-        setHeader = request.setHeader
-        for name, value in answer[2]:
-            setHeader(name, value)
-        if gap:
-            setHeader(b"Artcast-Gap", b"1")
-        request.setResponseCode(200)
-        return _representation(datum, contentType)[0]
-
-    def _answersOf(self, datum: Datum) -> dict[Any, Any]:
-        """
-        Where the answers made of a datum are kept: with the datum when it
-        is its key's latest (its answers go with it when a newer one
-        arrives), else in a dict thrown away after this answer, so that
-        clients resuming through a key's history cannot make every datum
-        held keep headers of its own.
-        """
-        if not self.store.isLatest(datum):
-            return {}
-        answers = datum.answers
-        if answers is None:
-            answers = datum.answers = {}
-        return answers
-
-    def prebuiltAnswer(
-        self, request: IRequest, datum: Datum, contentType: str, gap: bool = False
-    ) -> bytes:
-        """
-        Answer a long poll with a datum in one transport write: the status
-        line and the headers made once per datum, representation, HTTP
-        version and C{Connection} header, with a C{Date} made at most once a
-        second, instead of Twisted's per-request header building, and the
-        datum's own body bytes (not a copy: the cache holds only heads).  A
-        body larger than L{CHUNK_SIZE} is not written with the head: it is
-        returned, for the caller to write as the client reads (L{writeBody}).
-
-        The request is left as Twisted's own write would leave it (code,
-        C{startedWriting}, C{sentLength}): C{finish}, persistence, the access
-        log and C{notifyFinish} work as for any answer.  A request this does
-        not fit (C{HEAD}, headers or a code already set, an encoder, not
-        HTTP/1.x) gets L{valueAnswer}.
-
-        @return: C{b""} when the answer is written, else the body to write
-            (then finish the request).
-        """
-        req = cast(Request, request)
-        headers = req.responseHeaders
-        server = headers.getRawHeaders(b"Server")
-        connection = headers.getRawHeaders(b"Connection")
-        if (
-            req.method != b"GET"
-            or req.startedWriting
-            or req._disconnected
-            or req.code != 200
-            or req.code_message != b"OK"
-            or getattr(req, "_encoder", None) is not None
-            or getattr(req, "_inFakeHead", False)
-            or not isinstance(req.channel, HTTPChannel)
-            or server is None
-            or len(list(headers.getAllRawHeaders()))
-            != (3 if connection is not None else 2)
-            or not headers.hasHeader(b"Date")
-        ):
-            return self.valueAnswer(request, datum, contentType, gap)
-        link = self._link(datum.key)
-        answers = self._answersOf(datum)
-        prebuilt = answers.get(_PREBUILT)
-        if prebuilt is None:
-            prebuilt = answers[_PREBUILT] = {}
-        cacheKey = (
-            contentType, req.clientproto, server[0],
-            connection[0] if connection is not None else None, gap,
-        )
-        cached = prebuilt.get(cacheKey)
-        if cached is None or cached[0] is not link or cached[1] is not self.allowOrigin:
-            if len(prebuilt) >= _CACHED_ANSWERS:
-                del prebuilt[next(iter(prebuilt))]
-            cached = prebuilt[cacheKey] = (
-                link, self.allowOrigin,
-                self._prebuild(datum, contentType, link, req.clientproto,
-                               server, connection, gap),
-            )
-        head, rest = cached[2]
-        body = _representation(datum, contentType)[0]
-        now = int(self.clock.seconds())
-        if now != self._dateSecond:
-            self._dateSecond = now
-            self._dateLine = b"Date: %s\r\n" % (datetimeToString(now),)
-        req.startedWriting = 1
-        if len(body) > CHUNK_SIZE:
-            # Counted by the request as it writes it.
-            req.sentLength = 0
-            req.channel.writeSequence((head, self._dateLine, rest))
-            return body
-        req.sentLength = len(body)
-        req.channel.writeSequence((head, self._dateLine, rest, body))
-        return b""
-
-    def _prebuild(
-        self,
-        datum: Datum,
-        contentType: str,
-        link: bytes | None,
-        version: bytes,
-        server: list[bytes],
-        connection: list[bytes] | None,
-        gap: bool,
-    ) -> tuple[bytes, bytes]:
-        """
-        A prebuilt answer's head: what comes before the C{Date} line (status
-        line, C{Connection} and C{Server}, set before it by Twisted), and what
-        comes after it (the other headers and the blank line); the headers in
-        the order and spelling Twisted's C{writeHeaders} gives them.  The
-        body is not in it: it is the datum's own (L{Datum.json} or
-        L{Datum.text}), so a cached answer costs its head, not a copy of the
-        value.
-        """
-        before = Headers()
-        if connection is not None:
-            before.setRawHeaders(b"Connection", connection)
-        before.setRawHeaders(b"Server", server)
-        after = Headers()
-        for name, value in self._answerHeaders(datum, contentType, link):
-            after.setRawHeaders(name, [value])
-        if gap:
-            after.setRawHeaders(b"Artcast-Gap", [b"1"])
-
-        def lines(headers: Headers) -> bytes:
-            return b"".join(
-                b"%s: %s\r\n" % (name, value)
-                for name, values in headers.getAllRawHeaders()
-                for value in values
-            )
-
-        head = b"%s 200 OK\r\n" % (version,) + lines(before)
-        return head, lines(after) + b"\r\n"
-
-    def _answerHeaders(
-        self, datum: Datum, contentType: str, link: bytes | None
-    ) -> list[tuple[bytes, bytes]]:
-        """
-        The headers of an answer carrying C{datum}, but C{Artcast-Gap}.
-        """
-        datumId = datum.id.encode("ascii")
-        body, mediaType = _representation(datum, contentType)
-        headers = [
-            (b"Access-Control-Allow-Origin", self.allowOrigin),
-            (b"Access-Control-Expose-Headers", ARTCAST_HEADERS),
-            (b"Artcast-Key", headerKey(datum.key)),
-            (b"Artcast-Id", datumId),
-            (b"ETag", b'W/"%s"' % (datumId,)),
-            (b"Cache-Control", b"no-store"),
-            (b"Vary", b"Accept"),
-            (b"Content-Type", mediaType),
-            (b"Content-Length", b"%d" % (len(body),)),
-        ]
-        if link is not None:
-            headers.append((b"Link", link))
-        return headers
-
-    def _noContent(self, request: IRequest, key: str) -> bytes:
-        self._common(request)
-        request.setResponseCode(204)
-        request.setHeader(b"Cache-Control", b"no-store")
-        latest = self.store.latest(key)
-        if latest is not None:
-            request.setHeader(b"Artcast-Id", latest.id.encode("ascii"))
-            request.setHeader(b"ETag", b'W/"%s"' % (latest.id.encode("ascii"),))
-        return b""
-
     # Routes
 
     @app.route("/", methods=["GET", "HEAD"])
@@ -814,7 +363,7 @@ class ArtcastApp:
         chosen = negotiate.negotiate(request.getHeader(b"Accept"), LIST_TYPES)
         if chosen is None:
             return self._error(request, 406, "Only JSON and HTML are offered.")
-        self._common(request)
+        self.answers.cors(request)
         request.setHeader(b"Vary", b"Accept")
         html = chosen == negotiate.HTML
         body = self._listingBody(html)
@@ -854,7 +403,7 @@ class ArtcastApp:
         """
         A long poll (or a stream, a page) of one key, routed by Klein.
         """
-        result = self.poll(request, self.valueAnswer)
+        result = self.poll(request, self.answers.valueAnswer)
         if isinstance(result, LongPoll):
             return result.wait()
         return result
@@ -871,7 +420,8 @@ class ArtcastApp:
         L{LongPoll} to hold.
 
         @param answer: what answers the request with a datum:
-            L{valueAnswer}, or L{prebuiltAnswer} from L{ArtcastResource}.
+            L{Answers.valueAnswer}, or L{Answers.prebuiltAnswer} from
+            L{ArtcastResource}.
         """
         try:
             key = self._key(request)
@@ -885,7 +435,7 @@ class ArtcastApp:
             if chosen == negotiate.HTML:
                 return self.page(request, key)
             if chosen in STREAM_TYPES:
-                self._common(request)
+                self.answers.cors(request)
                 return self.streams.stream(request, key, chosen)
             timeout = self._timeout(request)
             found = self._since(request, key)
@@ -896,7 +446,8 @@ class ArtcastApp:
         if found is not None and found.datum is not None:
             return answer(request, found.datum, chosen, found.gap)
         return LongPoll(
-            self, request, key, chosen, found is not None and found.gap, answer,
+            self.store, self.clock, self.answers, request, key, chosen,
+            found is not None and found.gap, answer,
             found.skipThrough if found else None, timeout,
         )
 
@@ -926,7 +477,7 @@ class ArtcastApp:
                 # Twisted knows no reason phrase for it.
                 request.setResponseCode(429, b"Too Many Requests")
             return body
-        self._common(request)
+        self.answers.cors(request)
         request.setHeader(b"Artcast-Key", headerKey(datum.key))
         request.setHeader(b"Artcast-Id", datum.id.encode("ascii"))
         request.setHeader(b"ETag", b'W/"%s"' % (datum.id.encode("ascii"),))
@@ -1002,11 +553,11 @@ class ArtcastApp:
         The HTML page of a key: the template for it if there is one, else the
         built-in live page.
         """
-        self._common(request)
+        self.answers.cors(request)
         request.setHeader(b"Vary", b"Accept")
         if self.templates is not None:
             try:
-                template = readTemplate(self.templates, key)
+                template = pages.readTemplate(self.templates, key)
             except InsecurePath:
                 return self._error(request, 400, "That key has no page.")
             if template is not None:

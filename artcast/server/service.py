@@ -22,13 +22,13 @@ from artcast.server.connections import (
     ConnectionLimiter,
     LimitedSite,
     RetrySpread,
+    boundedRequestFactory,
 )
 from artcast.server.feeds.demo import DemoService
 from artcast.server.feeds.multicast import DatagramHandler, MulticastServerProtocol
 from artcast.server.feeds.publish import (
     AuthThrottle,
     HTTPPublisher,
-    boundedRequestFactory,
     publishingSource,
 )
 from artcast.server.logs import ErrorLogService, errorLogObserver

@@ -510,7 +510,7 @@ class KeyStore:
                 own.append(datum)
             if previous is not None and _stampOf(datum) <= _stampOf(previous):
                 entry.disordered = True
-            # Answers are kept for a key's latest datum only (artcast.server.routes).
+            # Answers are kept for a key's latest datum only (artcast.server.answers).
             history[-1].answers = None
         history.append(datum)
         self.bytes += datum.cost

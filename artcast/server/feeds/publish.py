@@ -36,7 +36,6 @@ import ipaddress
 import math
 import re
 from collections import Counter, OrderedDict
-from io import BytesIO
 from typing import Any, Iterable, Protocol, Sequence
 
 import attr
@@ -44,8 +43,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from artcast.server.patterns import matches
-from artcast.server.connections import ArtcastRequest
-from artcast.server.defaults import DEFAULT_AUTH_FAILURES, DEFAULT_MAX_VALUE_SIZE
+from artcast.server.defaults import DEFAULT_AUTH_FAILURES
 from artcast.server.store import Datum, KeyStore, encodeJSON
 from artcast.server.stats import countRejected
 from artcast.wire import (
@@ -63,13 +61,11 @@ __all__ = [
     "AUTH_THROTTLED",
     "MIN_TOKEN_LENGTH",
     "AuthThrottle",
-    "BoundedRequest",
     "Grant",
     "HTTPPublisher",
     "Refused",
     "Tokens",
     "bearerToken",
-    "boundedRequestFactory",
     "clientKey",
     "parseTokenFile",
     "publishingSource",
@@ -334,54 +330,7 @@ class AuthThrottle:
             self._table.popitem(last=False)
 
 
-# --- bodies -----------------------------------------------------------------
-
-
-class BoundedRequest(ArtcastRequest):
-    """
-    A request that keeps at most C{maxBody} bytes of its body.
-
-    Twisted buffers every request body whole (in a temporary file past
-    100 kB) before any resource sees it, whatever its size.  This request
-    stops storing a body that passes C{maxBody} (declared in
-    C{Content-Length} or counted as it arrives) and sets C{bodyTooLarge},
-    so a client cannot fill the server's memory or disk; the rest of the
-    body is read and thrown away.  Make one with L{boundedRequestFactory}.
-
-    @ivar bodyTooLarge: whether the body was larger than C{maxBody}.
-    """
-
-    maxBody = DEFAULT_MAX_VALUE_SIZE
-    bodyTooLarge = False
-    _bodyLength = 0
-
-    def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.maxBody:
-            self.bodyTooLarge = True
-            self.content = BytesIO()
-            return
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.bodyTooLarge:
-            return
-        self._bodyLength += len(data)
-        if self._bodyLength > self.maxBody:
-            self.bodyTooLarge = True
-            self.content.close()
-            self.content = BytesIO()
-            return
-        super().handleContentChunk(data)
-
-
-def boundedRequestFactory(maxBody: int) -> type[BoundedRequest]:
-    """
-    A L{BoundedRequest} class for L{twisted.web.server.Site}'s
-    C{requestFactory}.
-    """
-    return type("BoundedRequest", (BoundedRequest,), {"maxBody": maxBody})
-
-
+from artcast.server.defaults import DEFAULT_AUTH_FAILURES
 def _mediaType(header: bytes | None) -> tuple[str, dict[str, str]]:
     """
     Split a C{Content-Type} into its lower-cased media type and parameters.

@@ -1,6 +1,7 @@
-# -*- test-case-name: tests.test_pages -*-
+# -*- test-case-name: tests.test_web -*-
 """
-The HTML pages: the list of artcasts and the live page of one key.
+The HTML pages: the list of artcasts, the live page of one key, and a key's
+own page from the C{--templates} folder (L{readTemplate}).
 
 They need nothing beyond the server (no CDN, no framework).  Every key, value
 and piece of metadata is escaped: a source's text never becomes markup.
@@ -10,8 +11,12 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import stat
 from typing import Any
 from urllib.parse import quote
+
+from twisted.python.filepath import FilePath
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 50rem;
@@ -174,3 +179,32 @@ def livePage(key: str) -> bytes:
 <script>{script}</script>
 </body></html>
 """.encode("utf-8")
+
+
+def readTemplate(folder: FilePath[str], key: str) -> bytes | None:
+    """
+    The content of a key's template, C{<folder>/<key>.html}, or L{None}
+    when there is none.
+
+    Only a regular file reached through real folders is a template: if the
+    file, or any folder below C{folder} on its way, is a symbolic link, the
+    key has no template, wherever the link points (even inside C{folder}).
+    The file itself is opened with C{O_NOFOLLOW}, so a link put in its place
+    after the check is not followed either.  C{folder} itself may be a link.
+
+    @raise InsecurePath: if a level of the key would leave the folder.
+    """
+    template = folder.descendant((key + ".html").split("/"))
+    step = folder
+    for segment in template.segmentsFrom(folder)[:-1]:
+        step = step.child(segment)
+        if step.islink() or not step.isdir():
+            return None
+    try:
+        fd = os.open(template.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as opened:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return opened.read()
