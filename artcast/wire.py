@@ -26,7 +26,8 @@ import math
 import re
 from collections import OrderedDict
 from itertools import accumulate
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
+from urllib.parse import quote
 
 import attr
 
@@ -38,10 +39,14 @@ __all__ = [
     "MAX_SOURCE_LENGTH",
     "MAX_VALUE_SIZE",
     "MAX_META_VALUES",
+    "MAX_VALUE_DEPTH",
     "SIGNATURE_OVERHEAD",
     "REASONS",
+    "KEY_SAFE",
+    "CONTROL_CHARACTERS",
     "BadDatagram",
     "BadKey",
+    "DatumId",
     "Stamp",
     "DataMessage",
     "RegisterMessage",
@@ -50,7 +55,11 @@ __all__ = [
     "parseRegister",
     "validateKey",
     "validateSource",
-    "parseDatumId",
+    "quoteKey",
+    "keyPath",
+    "loadJSON",
+    "valueTooDeep",
+    "encodeJSON",
     "encodeData",
     "encodeRegister",
     "signDocument",
@@ -70,6 +79,10 @@ MAX_SOURCE_LENGTH = 64
 
 MAX_DEPTH = 100
 """The deepest nesting of arrays and objects accepted in a datagram."""
+
+MAX_VALUE_DEPTH = MAX_DEPTH - 1
+"""The deepest nesting of a datum's value: a version 2 datagram's object is
+one more level around it."""
 
 MAX_PARTS = 64
 """The most fragments one value may be split into."""
@@ -108,8 +121,17 @@ _SOURCE_RE = re.compile(r"[A-Za-z0-9_-]{1,%d}" % (MAX_SOURCE_LENGTH,))
 _COUNTER_RE = re.compile(r"0|[1-9][0-9]{0,18}")
 _HEX_RE = re.compile(rb"[0-9a-f]{64}")
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
-_BAD_KEY_CHAR_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROLS = "\x00-\x1f\x7f-\x9f"
+CONTROL_CHARACTERS = re.compile(f"[{_CONTROLS}]")
+"""Matches a control character (C0, DEL or C1): a license's text and a
+request's path hold none (a key holds none either, nor a lone surrogate)."""
+
+KEY_SAFE = "/!$&'()*+,;=:@-._~"
+"""The characters besides ASCII letters and digits left as they are when a
+key is put in a URL or a header (L{quoteKey}); every other one is
+percent-encoded as UTF-8."""
+
+_BAD_KEY_CHAR_RE = re.compile(f"[{_CONTROLS}\ud800-\udfff]")
 _WILDCARDS = frozenset(["*", "..."])
 
 
@@ -132,6 +154,57 @@ class BadKey(ValueError):
     """
 
 
+class DatumId(NamedTuple):
+    """
+    A datum's id, C{"<source>.<boot>.<seq>"}, as its parts.
+
+    Ids are ordered only within one source: by C{boot}, then C{seq}
+    (L{covers}).  An id of another source is neither earlier nor later.
+    """
+
+    source: str
+    boot: int
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str) -> DatumId:
+        """
+        Read a datum id C{"<source>.<boot>.<seq>"}.
+
+        C{boot} and C{seq} are decimal without sign or leading zeros and below
+        2**63; C{seq} is at least 1.
+
+        @raise ValueError: if C{text} is not a datum id.
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"a datum id must be a string, not {type(text).__name__}")
+        pieces = text.split(".")
+        if len(pieces) != 3:
+            raise ValueError(f"{text[:100]!r} is not a datum id <source>.<boot>.<seq>")
+        source, bootText, seqText = pieces
+        validateSource(source)
+        if _COUNTER_RE.fullmatch(bootText) is None or _COUNTER_RE.fullmatch(seqText) is None:
+            raise ValueError(f"{text!r} is not a datum id: boot and seq must be decimal")
+        boot, seq = int(bootText), int(seqText)
+        if boot > MAX_COUNTER or not 1 <= seq <= MAX_COUNTER:
+            raise ValueError(f"{text!r} is not a datum id: boot or seq out of range")
+        return cls(source, boot, seq)
+
+    def __str__(self) -> str:
+        """
+        @return: the id as text, C{"<source>.<boot>.<seq>"}.
+        """
+        return f"{self.source}.{self.boot}.{self.seq}"
+
+    def covers(self, source: str, boot: int, seq: int) -> bool:
+        """
+        Is the datum C{(source, boot, seq)} this one or an earlier one of the
+        same source?  The one ordering of ids: within a source, by C{boot}
+        then C{seq}.
+        """
+        return source == self.source and (boot, seq) <= (self.boot, self.seq)
+
+
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class Stamp:
     """
@@ -150,11 +223,25 @@ class Stamp:
     seq: int
     sent: float
 
+    @property
+    def id(self) -> DatumId:
+        """
+        The datum's id.
+        """
+        return DatumId(self.source, self.boot, self.seq)
+
     def datumId(self) -> str:
         """
         @return: the datum id C{"<source>.<boot>.<seq>"}.
         """
-        return f"{self.source}.{self.boot}.{self.seq}"
+        return str(self.id)
+
+    def isStale(self, now: float, window: float) -> bool:
+        """
+        Is the send time further than C{window} seconds from C{now}, either
+        way?  (The freshness window: C{--source-max-skew}.)
+        """
+        return abs(self.sent - now) > window
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -268,29 +355,20 @@ def validateSource(source: str) -> str:
     return source
 
 
-def parseDatumId(text: str) -> tuple[str, int, int]:
+def quoteKey(key: str) -> str:
     """
-    Split a datum id C{"<source>.<boot>.<seq>"} into its parts.
-
-    C{boot} and C{seq} are decimal without sign or leading zeros and below
-    2**63; C{seq} is at least 1.
-
-    @return: C{(source, boot, seq)}.
-    @raise ValueError: if C{text} is not a datum id.
+    A key (or pattern) as it is written in a URL or a header: ASCII, every
+    character but L{KEY_SAFE} and the unreserved ones percent-encoded as
+    UTF-8.
     """
-    if not isinstance(text, str):
-        raise ValueError(f"a datum id must be a string, not {type(text).__name__}")
-    pieces = text.split(".")
-    if len(pieces) != 3:
-        raise ValueError(f"{text[:100]!r} is not a datum id <source>.<boot>.<seq>")
-    source, bootText, seqText = pieces
-    validateSource(source)
-    if _COUNTER_RE.fullmatch(bootText) is None or _COUNTER_RE.fullmatch(seqText) is None:
-        raise ValueError(f"{text!r} is not a datum id: boot and seq must be decimal")
-    boot, seq = int(bootText), int(seqText)
-    if boot > MAX_COUNTER or not 1 <= seq <= MAX_COUNTER:
-        raise ValueError(f"{text!r} is not a datum id: boot or seq out of range")
-    return source, boot, seq
+    return quote(key, safe=KEY_SAFE)
+
+
+def keyPath(key: str) -> str:
+    """
+    The path of a key (or pattern) on a server: C{/artcasts/<quoted key>}.
+    """
+    return "/artcasts/" + quoteKey(key)
 
 
 def parseKeyFile(contents: bytes) -> bytes:
@@ -406,11 +484,12 @@ def _textTooDeep(text: str, limit: int) -> bool:
     return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets))) > limit
 
 
-def _loads(text: str, reason: str = "not-json") -> Any:
+def loadJSON(text: str, reason: str = "not-json") -> Any:
     """
-    Parse strict JSON: no NaN or Infinity, no numbers that overflow, no
-    lone surrogates, no member name twice in one object, at most
-    L{MAX_DEPTH} levels of nesting.
+    Parse strict JSON, the only JSON Artcast reads from a source (a
+    datagram, a published body, a value given to C{artcast-send}): no NaN or
+    Infinity, no numbers that overflow, no lone surrogates, no member name
+    twice in one object, at most L{MAX_DEPTH} levels of nesting.
 
     @param reason: the L{BadDatagram.reason} for text that is not JSON.
     @raise BadDatagram: if C{text} is not such a document; C{"duplicate-member"}
@@ -428,17 +507,44 @@ def _loads(text: str, reason: str = "not-json") -> Any:
         raise BadDatagram("too-deep", f"JSON nested more than {MAX_DEPTH} levels deep")
     if _SURROGATE_ESCAPE_RE.search(text) is not None:
         try:
-            _dumps(document).encode("utf-8")
+            encodeJSON(document, strict=True)
         except UnicodeEncodeError:
             raise BadDatagram(reason, "JSON string holds a lone surrogate") from None
     return document
 
 
-def _dumps(value: object) -> str:
+def valueTooDeep(text: str) -> bool:
     """
-    Compact JSON text, UTF-8 characters unescaped, no NaN.
+    Whether the JSON text of a value (valid JSON: it parsed) nests arrays
+    and objects more than L{MAX_VALUE_DEPTH} deep, too deep to be sent in a
+    datagram's object.
     """
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.count("[") + text.count("{") > MAX_VALUE_DEPTH and _textTooDeep(
+        text, MAX_VALUE_DEPTH
+    )
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_STRICT_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+#: Strict compact JSON text as a C{str}, for building a document around it.
+_jsonText = _STRICT_ENCODER.encode
+
+
+def encodeJSON(value: object, strict: bool = False) -> bytes:
+    """
+    Encode a value as the compact UTF-8 JSON text Artcast sends and holds:
+    no spaces, characters beyond ASCII as themselves.
+
+    @param strict: refuse NaN and Infinity, as a datagram must; otherwise
+        they are written as Python's L{json} writes them (C{NaN},
+        C{Infinity}), as the server has always held a value given to it so.
+    @raise ValueError: for NaN or Infinity when C{strict};
+        L{UnicodeEncodeError} (a L{ValueError}) for a string with a lone
+        surrogate.
+    @raise TypeError: for a type JSON does not have.
+    """
+    return (_STRICT_ENCODER if strict else _ENCODER).encode(value).encode("utf-8")
 
 
 # --- signatures ---------------------------------------------------------------
@@ -512,7 +618,7 @@ def _document(
     except UnicodeDecodeError as e:
         raise BadDatagram("not-utf8", f"not UTF-8: {e}") from None
     try:
-        document = _loads(text)
+        document = loadJSON(text)
     except BadDatagram as e:
         if signingKeys and not verified and isinstance(e, _DuplicateMemberDatagram) \
                 and e.member == "sig":
@@ -588,7 +694,7 @@ def _stamp(document: dict[str, Any], withSeq: bool) -> Stamp:
 
 
 def _tooLargeValue(value: object, maxValueSize: int) -> BadDatagram:
-    return BadDatagram("too-large", f"value of {len(_dumps(value).encode('utf-8'))} bytes "
+    return BadDatagram("too-large", f"value of {len(encodeJSON(value, strict=True))} bytes "
                        f"exceeds {maxValueSize}")
 
 
@@ -646,7 +752,7 @@ def parseData(
     # Re-encoding can make a value at most ~4.5 times longer (1e15 becomes
     # 1000000000000000.0), so only a datagram this large can exceed the bound.
     if (maxValueSize is not None and len(data) * 5 > maxValueSize
-            and len(_dumps(message.value).encode("utf-8")) > maxValueSize):
+            and len(encodeJSON(message.value, strict=True)) > maxValueSize):
         raise _tooLargeValue(message.value, maxValueSize)
     return message
 
@@ -673,7 +779,7 @@ def _checkedMeta(meta: object) -> dict[str, Any]:
                 continue
             if not isinstance(text, str):
                 raise _shape(f'the license "{name}" must be a string')
-            if _CONTROL_RE.search(text) is not None:
+            if CONTROL_CHARACTERS.search(text) is not None:
                 raise _shape(f'the license "{name}" must not contain control characters')
     return meta
 
@@ -708,9 +814,9 @@ def _boundedMeta(meta: dict[str, Any], size: int, maxValueSize: int | None) -> d
     """
     # As in parseData: re-encoding makes a text at most ~4.5 times longer.
     if (maxValueSize is not None and size * 5 > maxValueSize
-            and len(_dumps(meta).encode("utf-8")) > maxValueSize):
+            and len(encodeJSON(meta, strict=True)) > maxValueSize):
         raise BadDatagram("too-large", f"registration metadata of "
-                          f"{len(_dumps(meta).encode('utf-8'))} bytes exceeds {maxValueSize}")
+                          f"{len(encodeJSON(meta, strict=True))} bytes exceeds {maxValueSize}")
     if size > MAX_META_VALUES and _tooManyValues(meta, MAX_META_VALUES):
         raise BadDatagram("too-large", f"registration metadata holds more than "
                           f"{MAX_META_VALUES} JSON values")
@@ -771,7 +877,7 @@ def _envelope(stamp: Stamp, key: str, withSeq: bool) -> str:
     seq = f'"seq":{stamp.seq},' if withSeq else ""
     return (
         f'{{"v":2,"src":"{stamp.source}","boot":{stamp.boot},{seq}'
-        f'"t":{_dumps(float(stamp.sent))},"key":{_dumps(key)},'
+        f'"t":{_jsonText(float(stamp.sent))},"key":{_jsonText(key)},'
     )
 
 
@@ -780,17 +886,17 @@ def _valueText(value: object) -> str:
     The compact JSON text of a value a server would accept.
 
     @raise ValueError: if C{value} is not JSON (NaN, a lone surrogate, a type
-        JSON does not have) or nests more than L{MAX_DEPTH} - 1 levels.
+        JSON does not have) or nests more than L{MAX_VALUE_DEPTH} levels.
     """
     try:
-        text = _dumps(value)
+        text = _jsonText(value)
         text.encode("utf-8")
     except (TypeError, RecursionError) as e:
         raise ValueError(f"value is not JSON: {e}") from None
     except UnicodeEncodeError:
         raise ValueError("value is not JSON: a string holds a lone surrogate") from None
-    if text.count("[") + text.count("{") >= MAX_DEPTH and _tooDeep(value, MAX_DEPTH - 1):
-        raise ValueError(f"value nests more than {MAX_DEPTH - 1} levels deep")
+    if valueTooDeep(text):
+        raise ValueError(f"value nests more than {MAX_VALUE_DEPTH} levels deep")
     return text
 
 
@@ -809,7 +915,7 @@ def _chunks(text: str, budget: int) -> list[str]:
     while position < len(text):
         length = min(budget, len(text) - position)
         while True:
-            size = len(_dumps(text[position:position + length]).encode("utf-8")) - 2
+            size = len(encodeJSON(text[position:position + length], strict=True)) - 2
             if size <= budget:
                 break
             length = max(1, min(length - 1, length * budget // size))
@@ -843,7 +949,7 @@ def encodeData(
     if stamp is None:
         if signingKey is not None:
             raise ValueError("version 1 datagrams cannot be signed; pass a stamp")
-        data = _dumps([key, value]).encode("utf-8")
+        data = encodeJSON([key, value], strict=True)
         if len(data) > maxDatagram:
             raise ValueError(f"version 1 datagram of {len(data)} bytes exceeds {maxDatagram}")
         return [data]
@@ -863,7 +969,7 @@ def encodeData(
     if len(pieces) > MAX_PARTS:
         raise ValueError(f"value too large: {len(pieces)} fragments, at most {MAX_PARTS}")
     return [
-        _finish(f'{head}"part":{index},"parts":{len(pieces)},"chunk":{_dumps(piece)}}}',
+        _finish(f'{head}"part":{index},"parts":{len(pieces)},"chunk":{_jsonText(piece)}}}',
                 signingKey)
         for index, piece in enumerate(pieces)
     ]
@@ -895,7 +1001,7 @@ def encodeRegister(
     if stamp is None:
         if signingKey is not None:
             raise ValueError("version 1 datagrams cannot be signed; pass a stamp")
-        data = _dumps([key, meta]).encode("utf-8")
+        data = encodeJSON([key, meta], strict=True)
     else:
         data = _finish(f'{_envelope(stamp, key, withSeq=False)}"meta":{metaText}}}', signingKey)
     if len(data) > MAX_DATAGRAM:
@@ -992,7 +1098,7 @@ class Reassembler:
         self._maxPerSource = maxPerSource
         self._maxPerAddress = maxPerAddress
         self._onDrop = onDrop
-        self._pending: OrderedDict[tuple[str, int, int], _Partial] = OrderedDict()
+        self._pending: OrderedDict[DatumId, _Partial] = OrderedDict()
         self._bytes = 0
         self.expired = 0
         self.evicted = 0
@@ -1011,7 +1117,7 @@ class Reassembler:
         """
         return self._bytes
 
-    def _remove(self, ident: tuple[str, int, int]) -> _Partial:
+    def _remove(self, ident: DatumId) -> _Partial:
         partial = self._pending.pop(ident)
         self._bytes -= partial.cost
         return partial
@@ -1026,8 +1132,7 @@ class Reassembler:
             self._onDrop("fragments-expired")
 
     def _evict(self, victim: _Partial) -> None:
-        stamp = victim.stamp
-        self._remove((stamp.source, stamp.boot, stamp.seq))
+        self._remove(victim.stamp.id)
         self.evicted += 1
         self._onDrop("fragments-evicted")
 
@@ -1069,7 +1174,7 @@ class Reassembler:
         @return: whether C{newcomer} is still in progress.
         """
         stamp = newcomer.stamp
-        ident = (stamp.source, stamp.boot, stamp.seq)
+        ident = stamp.id
         if len(self._pending) > self._maxPerSource:
             ofSource = [p for p in self._pending.values() if p.stamp.source == stamp.source]
             if len(ofSource) > self._maxPerSource:
@@ -1104,7 +1209,7 @@ class Reassembler:
         now = self._clock.seconds()
         self._expire(now)
         stamp = fragment.stamp
-        ident = (stamp.source, stamp.boot, stamp.seq)
+        ident = stamp.id
         partial = self._pending.get(ident)
         if partial is None:
             if fragment.parts > MAX_PARTS:
@@ -1142,7 +1247,7 @@ class Reassembler:
             return None
         self._remove(ident)
         text = "".join(partial.chunks[index] for index in range(partial.parts))
-        value = _loads(text, reason="bad-fragment")
+        value = loadJSON(text, reason="bad-fragment")
         return DataMessage(key=partial.key, value=value, stamp=partial.stamp)
 
 
@@ -1251,7 +1356,7 @@ class SourceTracker:
         self.forgotten = 0
 
     def _judge(self, stamp: Stamp, now: float) -> tuple[str, _SourceState | None]:
-        if self._window is not None and abs(stamp.sent - now) > self._window:
+        if self._window is not None and stamp.isStale(now, self._window):
             return "stale", None
         state = self._sources.get(stamp.source)
         if state is None:

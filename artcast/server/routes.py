@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import re
 import stat
 from typing import Any, Callable, cast
 from urllib.parse import quote, unquote_to_bytes
@@ -39,7 +38,7 @@ from artcast.server.connections import (
     ConnectionLimiter,
     writeBody,
 )
-from artcast.server.store import Datum, Found, KeyStore, Waiter, encodeJSON
+from artcast.server.store import Datum, Found, KeyStore, Waiter
 from artcast.server.feeds.multicast import Stats
 from artcast.server.feeds.publish import HTTPPublisher, Refused
 from artcast.server.stats import (
@@ -52,7 +51,7 @@ from artcast.server.stats import (
 )
 from artcast.server.shutdown import Closing
 from artcast.server.outlets.streams import NDJSON, STREAM_TYPES, BadStart, StreamManager, isWebSocket
-from artcast.wire import BadKey, validateKey
+from artcast.wire import CONTROL_CHARACTERS, BadKey, DatumId, encodeJSON, quoteKey, validateKey
 
 # werkzeug encodes host names with the idna codec on every request it routes;
 # load it now, before twistd drops privileges and the standard library may no
@@ -71,12 +70,6 @@ VALUE_TYPES = (
 LIST_TYPES = (negotiate.JSON, negotiate.HTML)
 
 PREFIX = b"/artcasts/"
-
-#: Characters left as they are when a key is put in a header or a URL.
-KEY_SAFE = "/!$&'()*+,;=:@-._~"
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 _log = Logger(namespace="artcast.web")
 
@@ -97,7 +90,7 @@ def headerKey(key: str) -> bytes:
     A key as it is sent in the C{Artcast-Key} header: ASCII, with anything
     else percent-encoded as in the key's URL.
     """
-    return quote(key, safe=KEY_SAFE).encode("ascii")
+    return quoteKey(key).encode("ascii")
 
 
 def _quoted(text: str) -> str:
@@ -178,7 +171,7 @@ class ArtcastResource(KleinResource):
         except UnicodeDecodeError:
             code, problem = 400, b"The path is not UTF-8.\n"
         else:
-            if _CONTROL.search(path):
+            if CONTROL_CHARACTERS.search(path):
                 code, problem = 400, b"The path holds control characters.\n"
             elif postpath and b"/" in postpath[0]:
                 # /artcasts%2Fk is not /artcasts/k: Klein would route the
@@ -256,7 +249,7 @@ class LongPoll(Waiter):
         contentType: str,
         gap: bool,
         answer: Callable[[IRequest, Datum, str, bool], bytes],
-        skipThrough: tuple[str, int, int] | None = None,
+        skipThrough: DatumId | None = None,
         timeout: float | None = None,
     ) -> None:
         super().__init__(app.store, key, skipThrough)

@@ -275,7 +275,7 @@ class DatagramHandler:
         if (
             self.freshness
             and stamp is not None
-            and abs(stamp.sent - self.clock.seconds()) > self.freshness
+            and stamp.isStale(self.clock.seconds(), self.freshness)
         ):
             # Registrations carry no seq, so only the window stops a copied
             # signed registration from being replayed later.
