@@ -52,8 +52,11 @@ __all__ = [
     "Datum",
     "Follower",
     "LATEST",
+    "DEFAULT_GRACE",
+    "DEFAULT_INITIAL_DELAY",
     "backoffDelay",
     "parseRetryAfter",
+    "run",
     "main",
 ]
 

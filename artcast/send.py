@@ -29,7 +29,15 @@ from artcast.wire import (
     validateSource,
 )
 
-__all__ = ["main", "parseValue", "ipv4Argument", "portArgument", "ttlArgument"]
+__all__ = [
+    "DEFAULT_GROUP",
+    "DEFAULT_PORT",
+    "main",
+    "parseValue",
+    "ipv4Argument",
+    "portArgument",
+    "ttlArgument",
+]
 
 DEFAULT_GROUP, DEFAULT_PORT = DEFAULT_GROUPS[0]
 
