@@ -4,8 +4,10 @@ Tests for L{artcast.wire}: the datagram formats.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import hmac
+import inspect
 import json
 from urllib.parse import unquote
 
@@ -14,7 +16,9 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+import artcast.client
 import artcast.send
+import artcast.source
 import artcast.wire
 from artcast.wire import (
     CONTROL_CHARACTERS,
@@ -1226,3 +1230,28 @@ class EncodeJSONTests(SynchronousTestCase):
         self.assertEqual(encodeJSON({"k": "ø"}), '{"k":"ø"}'.encode("utf-8"))
         self.assertRaises(ValueError, encodeJSON, "\ud800")
 
+
+class PublicNamesTests(SynchronousTestCase):
+    """
+    C{__all__} of the public library.
+    """
+
+    def test_all(self) -> None:
+        """
+        Each public module's C{__all__} names exactly the public functions,
+        classes and constants it defines itself.
+        """
+        for module in [artcast.wire, artcast.source, artcast.send, artcast.client]:
+            tree = ast.parse(inspect.getsource(module))
+            defined = set()
+            for node in tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    defined.add(node.name)
+                elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    for target in targets:
+                        for name in ast.walk(target):
+                            if isinstance(name, ast.Name) and name.id.isupper():
+                                defined.add(name.id)
+            public = {name for name in defined if not name.startswith("_")}
+            self.assertEqual(sorted(module.__all__), sorted(public), module.__name__)
