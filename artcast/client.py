@@ -25,7 +25,7 @@ import random as _random
 import sys
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Protocol, Sequence, cast
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import attr
 from treq.client import HTTPClient
@@ -44,14 +44,19 @@ from twisted.web.client import (
 )
 from twisted.web.iweb import IAgent
 
+from artcast.wire import keyPath
+
 __all__ = [
     "ArtcastClient",
     "ArtcastError",
     "Datum",
     "Follower",
     "LATEST",
+    "DEFAULT_GRACE",
+    "DEFAULT_INITIAL_DELAY",
     "backoffDelay",
     "parseRetryAfter",
+    "run",
     "main",
 ]
 
@@ -64,9 +69,6 @@ LATEST = "latest"
 #: arrive between the two polls are not skipped.  The server flags that answer
 #: with C{Artcast-Gap}, which the client knows to be spurious and clears.
 _BEGINNING = "_artcast-client-beginning.0.1"
-
-#: Characters left as they are when a key is put in a URL (as the server does).
-_KEY_SAFE = "/!$&'()*+,;=:@-._~"
 
 #: How long (seconds) to wait, beyond the poll timeout, for a server's answer
 #: before the request is given up.
@@ -298,7 +300,7 @@ class ArtcastClient:
         """
         The URL of a key (or wildcard pattern) on this server.
         """
-        return self.url + "/artcasts/" + quote(key, safe=_KEY_SAFE)
+        return self.url + keyPath(key)
 
     # Requests
 

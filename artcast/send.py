@@ -15,40 +15,43 @@ with C{--v1}, as an original Artcast datagram C{[key, value]}.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import socket
 import sys
 from typing import Any, Sequence, TextIO
 
 from artcast.source import DEFAULT_GROUPS, Source, multicastSocket, sendDatagrams
-from artcast.wire import BadKey, encodeData, parseKeyFile, validateKey, validateSource
+from artcast.wire import (
+    BadKey,
+    encodeData,
+    loadJSON,
+    parseKeyFile,
+    validateKey,
+    validateSource,
+)
 
-__all__ = ["main", "parseValue", "ipv4Argument", "portArgument", "ttlArgument"]
+__all__ = [
+    "DEFAULT_GROUP",
+    "DEFAULT_PORT",
+    "main",
+    "parseValue",
+    "ipv4Argument",
+    "portArgument",
+    "ttlArgument",
+]
 
 DEFAULT_GROUP, DEFAULT_PORT = DEFAULT_GROUPS[0]
-
-
-def _finite(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(text)
-    return number
-
-
-def _notAConstant(name: str) -> Any:
-    raise ValueError(name)
 
 
 def parseValue(text: str) -> object:
     """
     The value a command-line argument stands for: its JSON value when it is
-    strict JSON (no C{NaN}, no C{Infinity}, no number out of range),
-    otherwise the text itself.
+    strict JSON as a server reads it (L{loadJSON}: no C{NaN}, no
+    C{Infinity}, no number out of range, no member twice, no lone
+    surrogate, not too deep), otherwise the text itself.
     """
     try:
-        return json.loads(text, parse_constant=_notAConstant, parse_float=_finite)
-    except (ValueError, RecursionError):
+        return loadJSON(text)
+    except ValueError:
         return text
 
 

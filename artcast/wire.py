@@ -12,6 +12,10 @@ them byte by byte):
     send time (C{t}), optionally split into fragments and optionally signed
     with HMAC-SHA256.
 
+What a receiving server keeps between datagrams (fragments being put back
+together, each source's place in its sequence) is in
+L{artcast.server.feeds.reception}.
+
 Everything here is pure: no sockets, no reactor, no global clock.  Every
 function that reads untrusted bytes raises only L{BadDatagram}, whose
 C{reason} is a short stable label for statistics (see L{REASONS}).
@@ -24,15 +28,11 @@ import hmac
 import json
 import math
 import re
-from collections import OrderedDict
 from itertools import accumulate
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, NamedTuple, Sequence
+from urllib.parse import quote
 
 import attr
-
-# The server's defaults for the reassembler's memory and the sources tracked:
-# its --fragment-memory and --max-sources, kept with the other options'.
-from artcast.server.defaults import FRAGMENT_MEMORY, MAX_SOURCES
 
 __all__ = [
     "MAX_DATAGRAM",
@@ -42,10 +42,15 @@ __all__ = [
     "MAX_SOURCE_LENGTH",
     "MAX_VALUE_SIZE",
     "MAX_META_VALUES",
+    "MAX_VALUE_DEPTH",
+    "MAX_COUNTER",
     "SIGNATURE_OVERHEAD",
     "REASONS",
+    "KEY_SAFE",
+    "CONTROL_CHARACTERS",
     "BadDatagram",
     "BadKey",
+    "DatumId",
     "Stamp",
     "DataMessage",
     "RegisterMessage",
@@ -54,13 +59,15 @@ __all__ = [
     "parseRegister",
     "validateKey",
     "validateSource",
-    "parseDatumId",
+    "quoteKey",
+    "keyPath",
+    "loadJSON",
+    "valueTooDeep",
+    "encodeJSON",
     "encodeData",
     "encodeRegister",
     "signDocument",
     "parseKeyFile",
-    "Reassembler",
-    "SourceTracker",
 ]
 
 MAX_DATAGRAM = 65507
@@ -74,6 +81,10 @@ MAX_SOURCE_LENGTH = 64
 
 MAX_DEPTH = 100
 """The deepest nesting of arrays and objects accepted in a datagram."""
+
+MAX_VALUE_DEPTH = MAX_DEPTH - 1
+"""The deepest nesting of a datum's value: a version 2 datagram's object is
+one more level around it."""
 
 MAX_PARTS = 64
 """The most fragments one value may be split into."""
@@ -112,8 +123,17 @@ _SOURCE_RE = re.compile(r"[A-Za-z0-9_-]{1,%d}" % (MAX_SOURCE_LENGTH,))
 _COUNTER_RE = re.compile(r"0|[1-9][0-9]{0,18}")
 _HEX_RE = re.compile(rb"[0-9a-f]{64}")
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
-_BAD_KEY_CHAR_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROLS = "\x00-\x1f\x7f-\x9f"
+CONTROL_CHARACTERS = re.compile(f"[{_CONTROLS}]")
+"""Matches a control character (C0, DEL or C1): a license's text and a
+request's path hold none (a key holds none either, nor a lone surrogate)."""
+
+KEY_SAFE = "/!$&'()*+,;=:@-._~"
+"""The characters besides ASCII letters and digits left as they are when a
+key is put in a URL or a header (L{quoteKey}); every other one is
+percent-encoded as UTF-8."""
+
+_BAD_KEY_CHAR_RE = re.compile(f"[{_CONTROLS}\ud800-\udfff]")
 _WILDCARDS = frozenset(["*", "..."])
 
 
@@ -136,6 +156,57 @@ class BadKey(ValueError):
     """
 
 
+class DatumId(NamedTuple):
+    """
+    A datum's id, C{"<source>.<boot>.<seq>"}, as its parts.
+
+    Ids are ordered only within one source: by C{boot}, then C{seq}
+    (L{covers}).  An id of another source is neither earlier nor later.
+    """
+
+    source: str
+    boot: int
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str) -> DatumId:
+        """
+        Read a datum id C{"<source>.<boot>.<seq>"}.
+
+        C{boot} and C{seq} are decimal without sign or leading zeros and below
+        2**63; C{seq} is at least 1.
+
+        @raise ValueError: if C{text} is not a datum id.
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"a datum id must be a string, not {type(text).__name__}")
+        pieces = text.split(".")
+        if len(pieces) != 3:
+            raise ValueError(f"{text[:100]!r} is not a datum id <source>.<boot>.<seq>")
+        source, bootText, seqText = pieces
+        validateSource(source)
+        if _COUNTER_RE.fullmatch(bootText) is None or _COUNTER_RE.fullmatch(seqText) is None:
+            raise ValueError(f"{text!r} is not a datum id: boot and seq must be decimal")
+        boot, seq = int(bootText), int(seqText)
+        if boot > MAX_COUNTER or not 1 <= seq <= MAX_COUNTER:
+            raise ValueError(f"{text!r} is not a datum id: boot or seq out of range")
+        return cls(source, boot, seq)
+
+    def __str__(self) -> str:
+        """
+        @return: the id as text, C{"<source>.<boot>.<seq>"}.
+        """
+        return f"{self.source}.{self.boot}.{self.seq}"
+
+    def covers(self, source: str, boot: int, seq: int) -> bool:
+        """
+        Is the datum C{(source, boot, seq)} this one or an earlier one of the
+        same source?  The one ordering of ids: within a source, by C{boot}
+        then C{seq}.
+        """
+        return source == self.source and (boot, seq) <= (self.boot, self.seq)
+
+
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class Stamp:
     """
@@ -154,11 +225,25 @@ class Stamp:
     seq: int
     sent: float
 
+    @property
+    def id(self) -> DatumId:
+        """
+        The datum's id.
+        """
+        return DatumId(self.source, self.boot, self.seq)
+
     def datumId(self) -> str:
         """
         @return: the datum id C{"<source>.<boot>.<seq>"}.
         """
-        return f"{self.source}.{self.boot}.{self.seq}"
+        return str(self.id)
+
+    def isStale(self, now: float, window: float) -> bool:
+        """
+        Is the send time further than C{window} seconds from C{now}, either
+        way?  (The freshness window: C{--source-max-skew}.)
+        """
+        return abs(self.sent - now) > window
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -272,29 +357,20 @@ def validateSource(source: str) -> str:
     return source
 
 
-def parseDatumId(text: str) -> tuple[str, int, int]:
+def quoteKey(key: str) -> str:
     """
-    Split a datum id C{"<source>.<boot>.<seq>"} into its parts.
-
-    C{boot} and C{seq} are decimal without sign or leading zeros and below
-    2**63; C{seq} is at least 1.
-
-    @return: C{(source, boot, seq)}.
-    @raise ValueError: if C{text} is not a datum id.
+    A key (or pattern) as it is written in a URL or a header: ASCII, every
+    character but L{KEY_SAFE} and the unreserved ones percent-encoded as
+    UTF-8.
     """
-    if not isinstance(text, str):
-        raise ValueError(f"a datum id must be a string, not {type(text).__name__}")
-    pieces = text.split(".")
-    if len(pieces) != 3:
-        raise ValueError(f"{text[:100]!r} is not a datum id <source>.<boot>.<seq>")
-    source, bootText, seqText = pieces
-    validateSource(source)
-    if _COUNTER_RE.fullmatch(bootText) is None or _COUNTER_RE.fullmatch(seqText) is None:
-        raise ValueError(f"{text!r} is not a datum id: boot and seq must be decimal")
-    boot, seq = int(bootText), int(seqText)
-    if boot > MAX_COUNTER or not 1 <= seq <= MAX_COUNTER:
-        raise ValueError(f"{text!r} is not a datum id: boot or seq out of range")
-    return source, boot, seq
+    return quote(key, safe=KEY_SAFE)
+
+
+def keyPath(key: str) -> str:
+    """
+    The path of a key (or pattern) on a server: C{/artcasts/<quoted key>}.
+    """
+    return "/artcasts/" + quoteKey(key)
 
 
 def parseKeyFile(contents: bytes) -> bytes:
@@ -410,11 +486,12 @@ def _textTooDeep(text: str, limit: int) -> bool:
     return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets))) > limit
 
 
-def _loads(text: str, reason: str = "not-json") -> Any:
+def loadJSON(text: str, reason: str = "not-json") -> Any:
     """
-    Parse strict JSON: no NaN or Infinity, no numbers that overflow, no
-    lone surrogates, no member name twice in one object, at most
-    L{MAX_DEPTH} levels of nesting.
+    Parse strict JSON, the only JSON Artcast reads from a source (a
+    datagram, a published body, a value given to C{artcast-send}): no NaN or
+    Infinity, no numbers that overflow, no lone surrogates, no member name
+    twice in one object, at most L{MAX_DEPTH} levels of nesting.
 
     @param reason: the L{BadDatagram.reason} for text that is not JSON.
     @raise BadDatagram: if C{text} is not such a document; C{"duplicate-member"}
@@ -432,17 +509,44 @@ def _loads(text: str, reason: str = "not-json") -> Any:
         raise BadDatagram("too-deep", f"JSON nested more than {MAX_DEPTH} levels deep")
     if _SURROGATE_ESCAPE_RE.search(text) is not None:
         try:
-            _dumps(document).encode("utf-8")
+            encodeJSON(document, strict=True)
         except UnicodeEncodeError:
             raise BadDatagram(reason, "JSON string holds a lone surrogate") from None
     return document
 
 
-def _dumps(value: object) -> str:
+def valueTooDeep(text: str) -> bool:
     """
-    Compact JSON text, UTF-8 characters unescaped, no NaN.
+    Whether the JSON text of a value (valid JSON: it parsed) nests arrays
+    and objects more than L{MAX_VALUE_DEPTH} deep, too deep to be sent in a
+    datagram's object.
     """
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.count("[") + text.count("{") > MAX_VALUE_DEPTH and _textTooDeep(
+        text, MAX_VALUE_DEPTH
+    )
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_STRICT_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+#: Strict compact JSON text as a C{str}, for building a document around it.
+_jsonText = _STRICT_ENCODER.encode
+
+
+def encodeJSON(value: object, strict: bool = False) -> bytes:
+    """
+    Encode a value as the compact UTF-8 JSON text Artcast sends and holds:
+    no spaces, characters beyond ASCII as themselves.
+
+    @param strict: refuse NaN and Infinity, as a datagram must; otherwise
+        they are written as Python's L{json} writes them (C{NaN},
+        C{Infinity}), as the server has always held a value given to it so.
+    @raise ValueError: for NaN or Infinity when C{strict};
+        L{UnicodeEncodeError} (a L{ValueError}) for a string with a lone
+        surrogate.
+    @raise TypeError: for a type JSON does not have.
+    """
+    return (_STRICT_ENCODER if strict else _ENCODER).encode(value).encode("utf-8")
 
 
 # --- signatures ---------------------------------------------------------------
@@ -516,7 +620,7 @@ def _document(
     except UnicodeDecodeError as e:
         raise BadDatagram("not-utf8", f"not UTF-8: {e}") from None
     try:
-        document = _loads(text)
+        document = loadJSON(text)
     except BadDatagram as e:
         if signingKeys and not verified and isinstance(e, _DuplicateMemberDatagram) \
                 and e.member == "sig":
@@ -592,7 +696,7 @@ def _stamp(document: dict[str, Any], withSeq: bool) -> Stamp:
 
 
 def _tooLargeValue(value: object, maxValueSize: int) -> BadDatagram:
-    return BadDatagram("too-large", f"value of {len(_dumps(value).encode('utf-8'))} bytes "
+    return BadDatagram("too-large", f"value of {len(encodeJSON(value, strict=True))} bytes "
                        f"exceeds {maxValueSize}")
 
 
@@ -650,7 +754,7 @@ def parseData(
     # Re-encoding can make a value at most ~4.5 times longer (1e15 becomes
     # 1000000000000000.0), so only a datagram this large can exceed the bound.
     if (maxValueSize is not None and len(data) * 5 > maxValueSize
-            and len(_dumps(message.value).encode("utf-8")) > maxValueSize):
+            and len(encodeJSON(message.value, strict=True)) > maxValueSize):
         raise _tooLargeValue(message.value, maxValueSize)
     return message
 
@@ -677,7 +781,7 @@ def _checkedMeta(meta: object) -> dict[str, Any]:
                 continue
             if not isinstance(text, str):
                 raise _shape(f'the license "{name}" must be a string')
-            if _CONTROL_RE.search(text) is not None:
+            if CONTROL_CHARACTERS.search(text) is not None:
                 raise _shape(f'the license "{name}" must not contain control characters')
     return meta
 
@@ -712,9 +816,9 @@ def _boundedMeta(meta: dict[str, Any], size: int, maxValueSize: int | None) -> d
     """
     # As in parseData: re-encoding makes a text at most ~4.5 times longer.
     if (maxValueSize is not None and size * 5 > maxValueSize
-            and len(_dumps(meta).encode("utf-8")) > maxValueSize):
+            and len(encodeJSON(meta, strict=True)) > maxValueSize):
         raise BadDatagram("too-large", f"registration metadata of "
-                          f"{len(_dumps(meta).encode('utf-8'))} bytes exceeds {maxValueSize}")
+                          f"{len(encodeJSON(meta, strict=True))} bytes exceeds {maxValueSize}")
     if size > MAX_META_VALUES and _tooManyValues(meta, MAX_META_VALUES):
         raise BadDatagram("too-large", f"registration metadata holds more than "
                           f"{MAX_META_VALUES} JSON values")
@@ -775,7 +879,7 @@ def _envelope(stamp: Stamp, key: str, withSeq: bool) -> str:
     seq = f'"seq":{stamp.seq},' if withSeq else ""
     return (
         f'{{"v":2,"src":"{stamp.source}","boot":{stamp.boot},{seq}'
-        f'"t":{_dumps(float(stamp.sent))},"key":{_dumps(key)},'
+        f'"t":{_jsonText(float(stamp.sent))},"key":{_jsonText(key)},'
     )
 
 
@@ -784,17 +888,17 @@ def _valueText(value: object) -> str:
     The compact JSON text of a value a server would accept.
 
     @raise ValueError: if C{value} is not JSON (NaN, a lone surrogate, a type
-        JSON does not have) or nests more than L{MAX_DEPTH} - 1 levels.
+        JSON does not have) or nests more than L{MAX_VALUE_DEPTH} levels.
     """
     try:
-        text = _dumps(value)
+        text = _jsonText(value)
         text.encode("utf-8")
     except (TypeError, RecursionError) as e:
         raise ValueError(f"value is not JSON: {e}") from None
     except UnicodeEncodeError:
         raise ValueError("value is not JSON: a string holds a lone surrogate") from None
-    if text.count("[") + text.count("{") >= MAX_DEPTH and _tooDeep(value, MAX_DEPTH - 1):
-        raise ValueError(f"value nests more than {MAX_DEPTH - 1} levels deep")
+    if valueTooDeep(text):
+        raise ValueError(f"value nests more than {MAX_VALUE_DEPTH} levels deep")
     return text
 
 
@@ -813,7 +917,7 @@ def _chunks(text: str, budget: int) -> list[str]:
     while position < len(text):
         length = min(budget, len(text) - position)
         while True:
-            size = len(_dumps(text[position:position + length]).encode("utf-8")) - 2
+            size = len(encodeJSON(text[position:position + length], strict=True)) - 2
             if size <= budget:
                 break
             length = max(1, min(length - 1, length * budget // size))
@@ -847,7 +951,7 @@ def encodeData(
     if stamp is None:
         if signingKey is not None:
             raise ValueError("version 1 datagrams cannot be signed; pass a stamp")
-        data = _dumps([key, value]).encode("utf-8")
+        data = encodeJSON([key, value], strict=True)
         if len(data) > maxDatagram:
             raise ValueError(f"version 1 datagram of {len(data)} bytes exceeds {maxDatagram}")
         return [data]
@@ -867,7 +971,7 @@ def encodeData(
     if len(pieces) > MAX_PARTS:
         raise ValueError(f"value too large: {len(pieces)} fragments, at most {MAX_PARTS}")
     return [
-        _finish(f'{head}"part":{index},"parts":{len(pieces)},"chunk":{_dumps(piece)}}}',
+        _finish(f'{head}"part":{index},"parts":{len(pieces)},"chunk":{_jsonText(piece)}}}',
                 signingKey)
         for index, piece in enumerate(pieces)
     ]
@@ -899,444 +1003,9 @@ def encodeRegister(
     if stamp is None:
         if signingKey is not None:
             raise ValueError("version 1 datagrams cannot be signed; pass a stamp")
-        data = _dumps([key, meta]).encode("utf-8")
+        data = encodeJSON([key, meta], strict=True)
     else:
         data = _finish(f'{_envelope(stamp, key, withSeq=False)}"meta":{metaText}}}', signingKey)
     if len(data) > MAX_DATAGRAM:
         raise ValueError(f"registration of {len(data)} bytes exceeds {MAX_DATAGRAM}")
     return data
-
-
-# --- fragments -----------------------------------------------------------------------
-
-FRAGMENT_TIMEOUT = 5.0
-"""Seconds a value's fragments may take to arrive, from its first one."""
-
-MAX_PENDING = 64
-"""The most values being put together at once."""
-
-MAX_PENDING_PER_SOURCE = 4
-"""The most values one source (C{src}) may have being put together at once."""
-
-MAX_PENDING_PER_ADDRESS = 16
-"""The most values one sender address may have being put together at once."""
-
-_CHUNK_OVERHEAD = 100
-"""What holding a chunk costs beyond its text, in bytes (a str and a slot)."""
-
-
-class _Clock(Protocol):
-    def seconds(self) -> float: ...
-
-
-@attr.s(slots=True, auto_attribs=True)
-class _Partial:
-    key: str
-    stamp: Stamp
-    parts: int
-    started: float
-    sender: str = ""
-    chunks: dict[int, str] = attr.Factory(dict)
-    size: int = 0
-    cost: int = 0
-
-
-def _noDrop(reason: str) -> None:
-    pass
-
-
-class Reassembler:
-    """
-    Puts fragmented values back together, within bounds that no sender can
-    use to push out another's value.
-
-    A value not complete C{timeout} seconds after its first fragment is
-    dropped (C{"fragments-expired"}); expiry is checked on each L{feed}, so
-    no timer is needed.  The values in progress are bounded in number
-    (C{maxPending}) and in bytes held (C{maxBytes}, every chunk's UTF-8
-    text plus a fixed overhead), per source (C{maxPerSource}) and per sender
-    address (C{maxPerAddress}).  When a new fragment would go past a bound,
-    the server makes room from whoever holds the most: the oldest value of
-    the source (within the address) holding the most, counted as
-    C{"fragments-evicted"}; on a tie the newcomer is the one refused.  So a
-    flood of one-fragment sets from one source, or from one address, evicts
-    only its own sets, never a value of another source in progress.
-
-    Check a fragment's stamp (freshness, replay: L{SourceTracker.peek})
-    before feeding it, so that stale or replayed fragments take no memory.
-
-    @ivar expired: values dropped because their fragments did not all come
-        in time.
-    @ivar evicted: values (and newcomers) dropped to stay within the bounds.
-    """
-
-    def __init__(
-        self,
-        clock: _Clock,
-        timeout: float = FRAGMENT_TIMEOUT,
-        maxPending: int = MAX_PENDING,
-        maxValueSize: int = MAX_VALUE_SIZE,
-        maxBytes: int = FRAGMENT_MEMORY,
-        maxPerSource: int = MAX_PENDING_PER_SOURCE,
-        maxPerAddress: int = MAX_PENDING_PER_ADDRESS,
-        onDrop: Callable[[str], None] = _noDrop,
-    ) -> None:
-        """
-        @param onDrop: called with C{"fragments-evicted"} or
-            C{"fragments-expired"} for each value dropped so (for statistics).
-        """
-        self._clock = clock
-        self._timeout = timeout
-        self._maxPending = maxPending
-        self._maxValueSize = maxValueSize
-        self._maxBytes = maxBytes
-        self._maxPerSource = maxPerSource
-        self._maxPerAddress = maxPerAddress
-        self._onDrop = onDrop
-        self._pending: OrderedDict[tuple[str, int, int], _Partial] = OrderedDict()
-        self._bytes = 0
-        self.expired = 0
-        self.evicted = 0
-
-    @property
-    def pending(self) -> int:
-        """
-        How many values are in progress.
-        """
-        return len(self._pending)
-
-    @property
-    def held(self) -> int:
-        """
-        The bytes charged to the values in progress.
-        """
-        return self._bytes
-
-    def _remove(self, ident: tuple[str, int, int]) -> _Partial:
-        partial = self._pending.pop(ident)
-        self._bytes -= partial.cost
-        return partial
-
-    def _expire(self, now: float) -> None:
-        while self._pending:
-            ident, oldest = next(iter(self._pending.items()))
-            if now - oldest.started < self._timeout:
-                break
-            self._remove(ident)
-            self.expired += 1
-            self._onDrop("fragments-expired")
-
-    def _evict(self, victim: _Partial) -> None:
-        stamp = victim.stamp
-        self._remove((stamp.source, stamp.boot, stamp.seq))
-        self.evicted += 1
-        self._onDrop("fragments-evicted")
-
-    def _heaviest(
-        self, partials: list[_Partial], field: str, byBytes: bool, mine: object
-    ) -> list[_Partial]:
-        """
-        The partials of the group (by C{field}: C{"sender"} or C{"source"})
-        that holds the most, by bytes or by count; on a tie, the group of
-        C{mine}, the newcomer's.
-        """
-        weights: dict[object, int] = {}
-        for partial in partials:
-            name = partial.sender if field == "sender" else partial.stamp.source
-            weights[name] = weights.get(name, 0) + (partial.cost if byBytes else 1)
-        top = max(weights.values())
-        chosen = mine if weights.get(mine) == top else next(
-            name for name, weight in weights.items() if weight == top
-        )
-        return [
-            partial for partial in partials
-            if (partial.sender if field == "sender" else partial.stamp.source) == chosen
-        ]
-
-    def _victim(self, newcomer: _Partial, partials: list[_Partial], byBytes: bool) -> _Partial:
-        """
-        The oldest value of the source, within the sender address, holding
-        the most of C{partials}.
-        """
-        group = self._heaviest(partials, "sender", byBytes, newcomer.sender)
-        group = self._heaviest(group, "source", byBytes, newcomer.stamp.source)
-        return group[0]
-
-    def _makeRoom(self, newcomer: _Partial) -> bool:
-        """
-        Evict values until every bound holds, C{newcomer} (already in
-        progress) included.
-
-        @return: whether C{newcomer} is still in progress.
-        """
-        stamp = newcomer.stamp
-        ident = (stamp.source, stamp.boot, stamp.seq)
-        if len(self._pending) > self._maxPerSource:
-            ofSource = [p for p in self._pending.values() if p.stamp.source == stamp.source]
-            if len(ofSource) > self._maxPerSource:
-                self._evict(ofSource[0])
-        if len(self._pending) > self._maxPerAddress:
-            ofSender = [p for p in self._pending.values() if p.sender == newcomer.sender]
-            if len(ofSender) > self._maxPerAddress:
-                self._evict(self._victim(newcomer, ofSender, byBytes=False))
-        while ident in self._pending and (
-            len(self._pending) > self._maxPending or self._bytes > self._maxBytes
-        ):
-            byBytes = len(self._pending) <= self._maxPending
-            self._evict(self._victim(newcomer, list(self._pending.values()), byBytes))
-        return ident in self._pending
-
-    def feed(self, fragment: Fragment, sender: str = "") -> DataMessage | None:
-        """
-        Add a fragment.
-
-        A repeated fragment (same part, same chunk) is ignored.
-
-        @param sender: the sender's address (its host), for fairness.
-        @return: the whole datum when C{fragment} completes it, else L{None}
-            (also when the value was evicted to stay within the bounds).
-        @raise BadDatagram: C{"bad-fragment"} when C{fragment} contradicts
-            the fragments already received for its datum (a different key,
-            count of parts or chunk) or the joined text is not JSON;
-            C{"too-large"} when the value grows past C{maxValueSize};
-            C{"too-deep"} when it nests too deeply.  The value in progress
-            is dropped in each case.
-        """
-        now = self._clock.seconds()
-        self._expire(now)
-        stamp = fragment.stamp
-        ident = (stamp.source, stamp.boot, stamp.seq)
-        partial = self._pending.get(ident)
-        if partial is None:
-            if fragment.parts > MAX_PARTS:
-                raise BadDatagram("bad-fragment", f"more than {MAX_PARTS} parts")
-            partial = _Partial(key=fragment.key, stamp=stamp, parts=fragment.parts,
-                               started=now, sender=sender)
-            self._pending[ident] = partial
-        elif fragment.key != partial.key or fragment.parts != partial.parts:
-            self._remove(ident)
-            raise BadDatagram(
-                "bad-fragment",
-                f"fragment of {stamp.datumId()} disagrees with earlier ones on key or parts",
-            )
-        known = partial.chunks.get(fragment.part)
-        if known is not None:
-            if known != fragment.chunk:
-                self._remove(ident)
-                raise BadDatagram(
-                    "bad-fragment", f"two different chunks for part {fragment.part} "
-                    f"of {stamp.datumId()}"
-                )
-            return None
-        length = len(fragment.chunk.encode("utf-8", "surrogatepass"))
-        partial.size += length
-        if partial.size > self._maxValueSize:
-            self._remove(ident)
-            raise BadDatagram("too-large", f"value of {stamp.datumId()} exceeds "
-                              f"{self._maxValueSize} bytes")
-        partial.chunks[fragment.part] = fragment.chunk
-        partial.cost += length + _CHUNK_OVERHEAD
-        self._bytes += length + _CHUNK_OVERHEAD
-        if not self._makeRoom(partial):
-            return None
-        if len(partial.chunks) < partial.parts:
-            return None
-        self._remove(ident)
-        text = "".join(partial.chunks[index] for index in range(partial.parts))
-        value = _loads(text, reason="bad-fragment")
-        return DataMessage(key=partial.key, value=value, stamp=partial.stamp)
-
-
-# --- sources ----------------------------------------------------------------------------
-
-MAX_AHEAD = 60.0
-"""Without a freshness window: how far ahead of the server's clock, in
-seconds, a source's C{t} may be and still count as a plausible time."""
-
-RECENT = 8
-"""Without a freshness window: how many of a source's latest accepted
-C{(boot, seq)} a L{SourceTracker} remembers to drop copies of."""
-
-
-@attr.s(slots=True, auto_attribs=True)
-class _SourceState:
-    boot: int
-    seq: int
-    newest: float
-    floor: float = -math.inf
-    #: Without a window: the latest accepted C{(boot, seq)}, newest last.
-    recent: list[tuple[int, int]] | None = None
-
-
-def _noForget() -> None:
-    pass
-
-
-class SourceTracker:
-    """
-    Remembers, per source, the latest boot and sequence number seen, to
-    tell new datums from repeated ones and to see gaps.
-
-    Feed it the stamp of every version 2 datum (a whole one, after
-    re-assembly), never a registration's; ask L{peek} about a fragment's
-    stamp before holding the fragment.  At most C{maxSources} sources are
-    remembered; the one least recently heard from is forgotten first (and
-    counted in C{forgotten}).
-
-    B{Reset.}  A source's mark, the latest C{(boot, seq)} accepted, can be
-    wrong: a datagram from a device whose clock was years ahead when it
-    booted, or (without signatures) a forged C{boot} or C{seq} of 2**63-1.
-    Every later datum of the source would then be a replay.  So a datum
-    whose C{(boot, seq)} is not above the mark is still accepted, as
-    C{"reset"}, when its C{t} is later than the C{t} of every datum
-    accepted from the source and not further ahead of the server's clock
-    than the window (or L{MAX_AHEAD} seconds without one): the mark becomes
-    its C{(boot, seq)}, and from then on a datum whose C{t} is not later
-    than the newest C{t} before the reset (the floor) is C{"replayed"}.
-    No datum is accepted twice: a datum once accepted has a C{t} no later
-    than the newest, so it cannot reset, and after a reset it is under the
-    floor.  A datum whose C{t} is too far ahead does not move the newest
-    C{t}, so one forged far-future C{t} cannot block resets.
-
-    B{Without a window} (no signatures: nothing proves who sent a datagram,
-    so anyone can send any C{boot}, C{seq} and C{t} in a source's name) the
-    times prove nothing either, and a forged C{t} ahead of the clock would
-    hold off every reset for as long.  There a datum not above the mark is
-    dropped as C{"replayed"} only when it is a copy of the mark or of one of
-    the source's last L{RECENT} accepted C{(boot, seq)} (multicast
-    duplicates arrive close together); any other is delivered: C{"late"}
-    (the mark's boot: overtaken by a later datagram, or under a forged
-    C{seq}; the mark stays) or C{"reset"} (another boot: the mark becomes
-    its C{(boot, seq)}).  So no forged mark silences a source for even one
-    datum; gaps counted around a forged or very late datagram are
-    approximate.
-
-    @ivar missed: after L{check}, how many datums were lost: the size of the
-        gap for C{"gap"}, the datums of the new boot before this one for
-        C{"restart"}, otherwise 0.
-    @ivar forgotten: sources dropped to stay within C{maxSources}.
-    """
-
-    def __init__(
-        self,
-        clock: _Clock,
-        maxSources: int = MAX_SOURCES,
-        window: float | None = None,
-        reset: bool = True,
-        onForget: Callable[[], None] = _noForget,
-    ) -> None:
-        """
-        @param clock: gives the time to compare C{t} with.
-        @param maxSources: how many sources to remember.
-        @param window: when set, a datum whose C{t} is more than this many
-            seconds away from now is C{"stale"}.
-        @param reset: whether a datum may reset a source's mark (see
-            above).  Without a window, a signed datagram copied while its
-            C{t} was ahead of the server's clock could reset later, so a
-            server that checks signatures without a window should not.
-        @param onForget: called each time a source is forgotten.
-        """
-        self._clock = clock
-        self._maxSources = maxSources
-        self._window = window
-        self._ahead = window if window is not None else MAX_AHEAD
-        self._reset = reset
-        #: Without a window, only copies of recent stamps are replays.
-        self._copiesOnly = reset and window is None
-        self._onForget = onForget
-        self._sources: OrderedDict[str, _SourceState] = OrderedDict()
-        self.missed = 0
-        self.forgotten = 0
-
-    def _judge(self, stamp: Stamp, now: float) -> tuple[str, _SourceState | None]:
-        if self._window is not None and abs(stamp.sent - now) > self._window:
-            return "stale", None
-        state = self._sources.get(stamp.source)
-        if state is None:
-            return "new", None
-        if stamp.sent <= state.floor:
-            return "replayed", state
-        if stamp.boot < state.boot or (stamp.boot == state.boot and stamp.seq <= state.seq):
-            if self._copiesOnly:
-                pair = (stamp.boot, stamp.seq)
-                if pair == (state.boot, state.seq) or (
-                    state.recent is not None and pair in state.recent
-                ):
-                    return "replayed", state
-                return ("late" if stamp.boot == state.boot else "reset"), state
-            if self._reset and state.newest < stamp.sent <= now + self._ahead:
-                return "reset", state
-            return "replayed", state
-        if stamp.boot > state.boot:
-            return "restart", state
-        return ("ok" if stamp.seq == state.seq + 1 else "gap"), state
-
-    def peek(self, stamp: Stamp) -> str | None:
-        """
-        Would L{check} refuse this stamp?  Nothing is remembered.
-
-        @return: C{"stale"} or C{"replayed"} as L{check} would say it, or
-            L{None} when L{check} would accept the stamp.
-        """
-        verdict, _ = self._judge(stamp, self._clock.seconds())
-        return verdict if verdict in ("stale", "replayed") else None
-
-    def check(self, stamp: Stamp) -> str:
-        """
-        Judge a datum's stamp and remember it when it is news.
-
-        @return: one of
-            - C{"new"}: the first datum seen from this source;
-            - C{"ok"}: the next one after the last seen;
-            - C{"gap"}: later than the next one (C{missed} says by how many);
-            - C{"restart"}: the first seen from a newer boot;
-            - C{"reset"}: not newer than the last seen, but sent later
-              than any datum accepted from the source (see above; without a
-              window: of another boot, and not a recent copy): the mark was
-              wrong, and is now this stamp's;
-            - C{"late"}: without a window, of the mark's boot, not newer
-              than the last seen and not a recent copy: delivered, the mark
-              unchanged;
-            - C{"replayed"}: not newer than the last seen (same boot and a
-              C{seq} not greater, or an older boot): a duplicate, a replay
-              or a datagram overtaken by a later one; the state is unchanged;
-            - C{"stale"}: C{t} is outside the window; the state is unchanged.
-        """
-        self.missed = 0
-        now = self._clock.seconds()
-        verdict, state = self._judge(stamp, now)
-        if verdict in ("stale", "replayed"):
-            return verdict
-        plausible = stamp.sent <= now + self._ahead
-        if state is None:
-            while len(self._sources) >= self._maxSources:
-                self._sources.popitem(last=False)
-                self.forgotten += 1
-                self._onForget()
-            self._sources[stamp.source] = _SourceState(
-                stamp.boot, stamp.seq, stamp.sent if plausible else -math.inf
-            )
-            return verdict
-        self._sources.move_to_end(stamp.source)
-        if self._copiesOnly:
-            recent = state.recent
-            if recent is None:
-                recent = state.recent = [(state.boot, state.seq)]
-            recent.append((stamp.boot, stamp.seq))
-            if len(recent) > RECENT:
-                del recent[0]
-            if verdict == "late":
-                # Overtaken by a later datagram (or under a forged mark):
-                # delivered, and the mark stays.
-                return verdict
-        elif verdict == "reset":
-            state.floor = state.newest
-            state.newest = stamp.sent
-        elif plausible and stamp.sent > state.newest:
-            state.newest = stamp.sent
-        if verdict == "restart":
-            self.missed = stamp.seq - 1
-        elif verdict == "gap":
-            self.missed = stamp.seq - state.seq - 1
-        state.boot, state.seq = stamp.boot, stamp.seq
-        return verdict

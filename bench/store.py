@@ -41,7 +41,7 @@ from twisted.internet.task import Clock  # noqa: E402
 
 from artcast.server.store import Datum, Found, KeyStore  # noqa: E402
 from artcast.server.outlets.streams import Start, startOf  # noqa: E402
-from artcast.wire import Stamp, parseDatumId  # noqa: E402
+from artcast.wire import DatumId, Stamp  # noqa: E402
 
 PATTERN = "..."
 
@@ -67,7 +67,7 @@ def sinceIn(held: list[Datum], datumId: str) -> Found:
     C{KeyStore.since} as it was, reading through every datum held (oldest
     first): the reference the bisecting one is measured and tested against.
     """
-    wanted = parseDatumId(datumId)
+    wanted = DatumId.parse(datumId)
     for index in range(len(held) - 1, -1, -1):
         if held[index].id == datumId:
             if index + 1 < len(held):

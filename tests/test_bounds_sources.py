@@ -22,16 +22,20 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from artcast import wire
+
+from artcast.server.feeds import reception
 from artcast.server import tap
 from artcast.server.store import KeyStore
 from artcast.server.feeds.multicast import DatagramHandler
 from artcast.server.feeds.publish import Refused, readValue
+from artcast.server.feeds.reception import (
+    Reassembler,
+    SourceTracker,
+)
 from artcast.wire import (
     MAX_COUNTER,
     BadDatagram,
     Fragment,
-    Reassembler,
-    SourceTracker,
     Stamp,
     encodeData,
     encodeRegister,
@@ -490,8 +494,8 @@ class FragmentTests(SynchronousTestCase):
         """
         options = tap.Options()
         options.parseOptions([])
-        self.assertEqual(options["fragment-memory"], wire.FRAGMENT_MEMORY)
-        self.assertEqual(options["max-sources"], wire.MAX_SOURCES)
+        self.assertEqual(options["fragment-memory"], reception.FRAGMENT_MEMORY)
+        self.assertEqual(options["max-sources"], reception.MAX_SOURCES)
         options = tap.Options()
         options.parseOptions(["--fragment-memory", "5000", "--max-sources", "3",
                               "--error-log", "-"])

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from artcast.server.store import KeyStore
-from artcast.wire import Stamp
+from artcast.wire import DatumId, Stamp
 
 
 def stamp(seq: int, source: str = "src", boot: int = 1000) -> Stamp:
@@ -258,7 +258,7 @@ class WaitTests(SynchronousTestCase):
         A waiter told to skip through an id ignores datums of that source up to
         it (the client already has them from another server).
         """
-        d = self.store.next("a", skipThrough=("src", 1000, 5))
+        d = self.store.next("a", skipThrough=DatumId("src", 1000, 5))
         self.store.publish("a", "old", stamp(5))
         self.assertNoResult(d)
         self.store.publish("a", "new", stamp(6))

@@ -30,6 +30,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from artcast import wire
+
+from artcast.server.feeds import reception
 from bench import abuse, soak
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,7 +230,7 @@ class GarbageTests(SynchronousTestCase):
         be valid (a replay's first copy or a datagram-sized value); a
         fragment never joins into a value that passes --max-value-size.
         """
-        reassembler = wire.Reassembler(Clock(), maxValueSize=soak.DEFAULT_MAX_VALUE_SIZE)
+        reassembler = reception.Reassembler(Clock(), maxValueSize=soak.DEFAULT_MAX_VALUE_SIZE)
         for kind, body, address in self.datagrams(3000):
             try:
                 if address == self.garbage.register:
@@ -595,7 +597,7 @@ class AbuseDatagramTests(SynchronousTestCase):
         source.big()
         self.assertGreater(len(sent), 2)
         self.assertEqual(sent[1], b"flood")
-        reassembler = wire.Reassembler(Clock())
+        reassembler = reception.Reassembler(Clock())
         parts = [wire.parseData(d) for d in sent if d != b"flood"]
         self.assertTrue(all(isinstance(p, wire.Fragment) for p in parts))
         whole = [reassembler.feed(p) for p in parts][-1]

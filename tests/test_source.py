@@ -24,11 +24,13 @@ from artcast.source import (
     SourceService,
     defaultSourceName,
 )
+from artcast.server.feeds.reception import (
+    Reassembler,
+)
 from artcast.wire import (
     BadKey,
     DataMessage,
     Fragment,
-    Reassembler,
     RegisterMessage,
     Stamp,
     parseData,

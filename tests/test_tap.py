@@ -62,7 +62,7 @@ class OptionsTests(SynchronousTestCase):
         Every default the options show (from L{artcast.server.defaults}) is
         the value the modules that enforce them use when given nothing.
         """
-        from artcast import wire
+        from artcast.server.feeds import reception
         from artcast.server import connections, logs, shutdown
         from artcast.server import store as keystore
         from artcast.server.feeds import publish
@@ -86,8 +86,8 @@ class OptionsTests(SynchronousTestCase):
             "max-keys": keystore.DEFAULT_MAX_KEYS,
             "history": keystore.DEFAULT_HISTORY,
             "history-age": keystore.DEFAULT_HISTORY_AGE,
-            "max-sources": wire.MAX_SOURCES,
-            "fragment-memory": wire.FRAGMENT_MEMORY,
+            "max-sources": reception.MAX_SOURCES,
+            "fragment-memory": reception.FRAGMENT_MEMORY,
             "publish-auth-failures": publish.DEFAULT_AUTH_FAILURES,
         }
         self.assertEqual({name: options[name] for name in expected}, expected)

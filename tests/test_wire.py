@@ -4,38 +4,55 @@ Tests for L{artcast.wire}: the datagram formats.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import hmac
+import inspect
 import json
+from urllib.parse import unquote
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+import artcast.client
+import artcast.send
+import artcast.source
+import artcast.wire
+from artcast.server.feeds.reception import (
+    Reassembler,
+    SourceTracker,
+)
 from artcast.wire import (
+    CONTROL_CHARACTERS,
+    KEY_SAFE,
     MAX_DATAGRAM,
     MAX_DEPTH,
     MAX_PARTS,
+    MAX_VALUE_DEPTH,
     REASONS,
     SIGNATURE_OVERHEAD,
     BadDatagram,
     BadKey,
     DataMessage,
+    DatumId,
     Fragment,
-    Reassembler,
     RegisterMessage,
-    SourceTracker,
     Stamp,
     encodeData,
+    encodeJSON,
     encodeRegister,
+    keyPath,
+    loadJSON,
     parseData,
-    parseDatumId,
     parseKeyFile,
     parseRegister,
+    quoteKey,
     signDocument,
     validateKey,
     validateSource,
+    valueTooDeep,
 )
 from artcast.wire import _textTooDeep, _tooDeep
 
@@ -99,14 +116,14 @@ class StampTests(SynchronousTestCase):
 
     def test_parseDatumId(self) -> None:
         """
-        L{parseDatumId} splits an id back into source, boot and seq.
+        L{DatumId.parse} splits an id back into source, boot and seq.
         """
-        self.assertEqual(parseDatumId(STAMP.datumId()), ("oslo-station", 1795312345123, 42))
-        self.assertEqual(parseDatumId("a_b-C.0.1"), ("a_b-C", 0, 1))
+        self.assertEqual(DatumId.parse(STAMP.datumId()), ("oslo-station", 1795312345123, 42))
+        self.assertEqual(DatumId.parse("a_b-C.0.1"), ("a_b-C", 0, 1))
 
     def test_parseDatumIdRejects(self) -> None:
         """
-        L{parseDatumId} raises L{ValueError} for anything that is not an id.
+        L{DatumId.parse} raises L{ValueError} for anything that is not an id.
         """
         for text in [
             "", "a.1", "a.1.2.3", ".1.2", "a b.1.2", "a.01.2", "a.1.02", "a.1.0",
@@ -114,8 +131,8 @@ class StampTests(SynchronousTestCase):
             "a." + "9" * 5000 + ".1", "é.1.2", "a" * 65 + ".1.2", "latest",
             "a.١.2",
         ]:
-            self.assertRaises(ValueError, parseDatumId, text)
-        self.assertRaises(ValueError, parseDatumId, None)
+            self.assertRaises(ValueError, DatumId.parse, text)
+        self.assertRaises(ValueError, DatumId.parse, None)
 
     def test_validateSource(self) -> None:
         """
@@ -979,3 +996,264 @@ class FuzzTests(SynchronousTestCase):
         """
         data = json.dumps(document).encode()
         self.survive(signDocument(data, KEY) if sign and len(document) else data)
+
+
+sources = st.text(
+    alphabet="abcXYZ019_-", min_size=1, max_size=artcast.wire.MAX_SOURCE_LENGTH
+)
+counters = st.integers(min_value=0, max_value=2**63 - 1)
+datumIds = st.builds(DatumId, sources, counters, st.integers(min_value=1, max_value=2**63 - 1))
+
+
+class DatumIdTests(SynchronousTestCase):
+    """
+    L{DatumId}: a datum's id as a value that knows its order.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(datumIds)
+    def test_roundTrip(self, ident: DatumId) -> None:
+        """
+        An id written with C{str} is read back by L{DatumId.parse} as the same id.
+        """
+        self.assertEqual(DatumId.parse(str(ident)), ident)
+        self.assertEqual(str(ident), f"{ident.source}.{ident.boot}.{ident.seq}")
+
+    def test_isATuple(self) -> None:
+        """
+        A L{DatumId} is the tuple C{(source, boot, seq)}, equal and hashed as one.
+        """
+        ident = DatumId("src", 7, 3)
+        self.assertEqual(ident, ("src", 7, 3))
+        self.assertEqual(hash(ident), hash(("src", 7, 3)))
+        self.assertIsInstance(DatumId.parse("src.7.3"), DatumId)
+
+    @settings(max_examples=300, deadline=None)
+    @given(datumIds, st.sampled_from(["src", "other"]), counters, counters)
+    def test_covers(self, ident: DatumId, source: str, boot: int, seq: int) -> None:
+        """
+        L{DatumId.covers} holds exactly for the same source and a C{(boot, seq)}
+        not after the id's, boot first.
+        """
+        ident = ident._replace(source="src")
+        expected = source == "src" and (
+            boot < ident.boot or (boot == ident.boot and seq <= ident.seq)
+        )
+        self.assertEqual(ident.covers(source, boot, seq), expected)
+
+    def test_coversEdges(self) -> None:
+        """
+        An id covers itself and the datums before it in its source, never a later
+        one or one of another source.
+        """
+        ident = DatumId("src", 10, 5)
+        self.assertTrue(ident.covers("src", 10, 5))
+        self.assertTrue(ident.covers("src", 10, 4))
+        self.assertTrue(ident.covers("src", 9, 99))
+        self.assertFalse(ident.covers("src", 10, 6))
+        self.assertFalse(ident.covers("src", 11, 1))
+        self.assertFalse(ident.covers("other", 1, 1))
+
+    def test_stampId(self) -> None:
+        """
+        A L{Stamp}'s C{id} is its L{DatumId}, and C{datumId()} is that id's text.
+        """
+        self.assertEqual(STAMP.id, DatumId("oslo-station", 1795312345123, 42))
+        self.assertEqual(STAMP.datumId(), str(STAMP.id))
+
+    def test_isStale(self) -> None:
+        """
+        L{Stamp.isStale} is true when the send time is more than the window away
+        from now, ahead or behind, and false at the window's edge.
+        """
+        stamp = Stamp("src", 1, 1, 1000.0)
+        self.assertFalse(stamp.isStale(1000.0, 30.0))
+        self.assertFalse(stamp.isStale(1030.0, 30.0))
+        self.assertFalse(stamp.isStale(970.0, 30.0))
+        self.assertTrue(stamp.isStale(1030.5, 30.0))
+        self.assertTrue(stamp.isStale(969.5, 30.0))
+
+
+class KeyURLTests(SynchronousTestCase):
+    """
+    L{quoteKey} and L{keyPath}: the key's URL form.
+    """
+
+    def test_quoteKey(self) -> None:
+        """
+        L{KEY_SAFE} characters and C{/} stay; others, UTF-8 included, are
+        percent-encoded.
+        """
+        self.assertEqual(quoteKey("a/b é"), "a/b%20%C3%A9")
+        self.assertEqual(quoteKey(KEY_SAFE), KEY_SAFE)
+        self.assertEqual(quoteKey("?#%"), "%3F%23%25")
+        self.assertEqual(quoteKey("a/*/..."), "a/*/...")
+
+    def test_keyPath(self) -> None:
+        """
+        L{keyPath} is the key's path under C{/artcasts/}.
+        """
+        self.assertEqual(keyPath("a b/ø?#"), "/artcasts/a%20b/%C3%B8%3F%23")
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(min_size=1, max_size=40))
+    def test_quoteKeyRoundTrip(self, key: str) -> None:
+        """
+        A quoted key is ASCII and unquotes to the key again.
+        """
+        quoted = quoteKey(key.encode("utf-8", "replace").decode("utf-8"))
+        quoted.encode("ascii")
+        self.assertEqual(unquote(quoted), key.encode("utf-8", "replace").decode("utf-8"))
+
+
+class ControlCharacterTests(SynchronousTestCase):
+    """
+    L{CONTROL_CHARACTERS}.
+    """
+
+    def test_exactly(self) -> None:
+        """
+        It matches C0, DEL and C1, and no other character of the first 256.
+        """
+        for code in range(256):
+            expected = code < 0x20 or 0x7F <= code <= 0x9F
+            self.assertEqual(
+                CONTROL_CHARACTERS.search(chr(code)) is not None, expected, hex(code)
+            )
+
+
+class LoadJSONTests(ReasonMixin, SynchronousTestCase):
+    """
+    L{loadJSON}: strict JSON.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(jsonValues)
+    def test_json(self, value: object) -> None:
+        """
+        Any JSON document without a repeated member reads as the value it holds.
+        """
+        self.assertEqual(loadJSON(json.dumps(value)), value)
+
+    def test_refuses(self) -> None:
+        """
+        NaN, Infinity, overflowing numbers, lone surrogates and text that is not
+        JSON are C{"not-json"}, or the reason asked for.
+        """
+        for text in ["NaN", "[Infinity]", "-Infinity", "1e400", '"\\ud800"', "{", "", "'a'"]:
+            self.assertReason("not-json", loadJSON, text)
+            self.assertReason("bad-fragment", loadJSON, text, "bad-fragment")
+
+    def test_duplicate(self) -> None:
+        """
+        A member named twice is C{"duplicate-member"}.
+        """
+        self.assertReason("duplicate-member", loadJSON, '{"a": 1, "a": 2}')
+
+    def test_depth(self) -> None:
+        """
+        L{MAX_DEPTH} levels are read, one more is C{"too-deep"}.
+        """
+        text = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+        self.assertEqual(loadJSON(text), json.loads(text))
+        self.assertReason("too-deep", loadJSON, "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+
+    def test_send(self) -> None:
+        """
+        C{artcast-send}'s values are read by L{loadJSON}: what it refuses is sent
+        as text.
+        """
+        self.assertEqual(artcast.send.parseValue('{"a": [1, 2.5]}'), {"a": [1, 2.5]})
+        for text in ['{"a": 1, "a": 2}', '"\\ud800"', "[" * 101 + "]" * 101, "NaN"]:
+            self.assertEqual(artcast.send.parseValue(text), text)
+
+
+class ValueTooDeepTests(SynchronousTestCase):
+    """
+    L{valueTooDeep}.
+    """
+
+    def test_edge(self) -> None:
+        """
+        L{MAX_VALUE_DEPTH} levels are not too deep, one more is.
+        """
+        self.assertEqual(MAX_VALUE_DEPTH, MAX_DEPTH - 1)
+        depth = MAX_VALUE_DEPTH
+        self.assertFalse(valueTooDeep("[" * depth + "]" * depth))
+        self.assertTrue(valueTooDeep("[" * (depth + 1) + "]" * (depth + 1)))
+        self.assertFalse(valueTooDeep('"' + "[" * 200 + '"'))
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.integers(min_value=40, max_value=110),
+        st.sampled_from([("[", "", "]"), ('{"a":', "0", "}"), ("[1,", '"[{"', "]"),
+                         ('[{"b":', "1", "}]")]),
+    )
+    def test_sameAsValue(self, depth: int, shape: tuple[str, str, str]) -> None:
+        """
+        It gives the answer of the parsed value's depth.
+        """
+        opener, middle, closer = shape
+        text = opener * depth + middle + closer * depth
+        value = json.loads(text)
+        self.assertEqual(valueTooDeep(text), _tooDeep(value, MAX_VALUE_DEPTH))
+
+
+class EncodeJSONTests(SynchronousTestCase):
+    """
+    L{encodeJSON}: the one compact encoder.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(jsonValues)
+    def test_compact(self, value: object) -> None:
+        """
+        The bytes are those of the two encoders it replaces: the store's lenient
+        one and the wire's strict one, for every JSON value.
+        """
+        expected = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        self.assertEqual(encodeJSON(value), expected)
+        self.assertEqual(encodeJSON(value, strict=True), expected)
+
+    def test_nonFinite(self) -> None:
+        """
+        NaN and Infinity are written as Python writes them, or refused when
+        C{strict}.
+        """
+        self.assertEqual(encodeJSON([float("inf"), float("nan")]), b"[Infinity,NaN]")
+        self.assertRaises(ValueError, encodeJSON, float("nan"), strict=True)
+        self.assertRaises(ValueError, encodeJSON, [float("-inf")], strict=True)
+
+    def test_unicode(self) -> None:
+        """
+        Characters beyond ASCII are written as UTF-8, and a lone surrogate is a
+        L{ValueError}.
+        """
+        self.assertEqual(encodeJSON({"k": "ø"}), '{"k":"ø"}'.encode("utf-8"))
+        self.assertRaises(ValueError, encodeJSON, "\ud800")
+
+
+class PublicNamesTests(SynchronousTestCase):
+    """
+    C{__all__} of the public library.
+    """
+
+    def test_all(self) -> None:
+        """
+        Each public module's C{__all__} names exactly the public functions,
+        classes and constants it defines itself.
+        """
+        for module in [artcast.wire, artcast.source, artcast.send, artcast.client]:
+            tree = ast.parse(inspect.getsource(module))
+            defined = set()
+            for node in tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    defined.add(node.name)
+                elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    for target in targets:
+                        for name in ast.walk(target):
+                            if isinstance(name, ast.Name) and name.id.isupper():
+                                defined.add(name.id)
+            public = {name for name in defined if not name.startswith("_")}
+            self.assertEqual(sorted(module.__all__), sorted(public), module.__name__)

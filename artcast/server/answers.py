@@ -32,10 +32,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 from artcast.server import negotiate
 from artcast.server.connections import CHUNK_SIZE, writeBody
 from artcast.server.store import Datum, KeyStore
+from artcast.wire import quoteKey
 
 __all__ = [
     "ARTCAST_HEADERS",
-    "KEY_SAFE",
     "Answers",
     "SharedBody",
     "answerFailed",
@@ -48,8 +48,6 @@ __all__ = [
 #: The headers a cross-origin script may read (CORS).
 ARTCAST_HEADERS = b"Artcast-Key, Artcast-Id, Artcast-Gap, ETag, Link"
 
-#: Characters left as they are when a key is put in a header or a URL.
-KEY_SAFE = "/!$&'()*+,;=:@-._~"
 
 _log = Logger(namespace="artcast.web")
 
@@ -72,7 +70,7 @@ def headerKey(key: str) -> bytes:
     A key as it is sent in the C{Artcast-Key} header: ASCII, with anything
     else percent-encoded as in the key's URL.
     """
-    return quote(key, safe=KEY_SAFE).encode("ascii")
+    return quoteKey(key).encode("ascii")
 
 
 def _quoted(text: str) -> str:

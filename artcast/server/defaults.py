@@ -88,12 +88,12 @@ DEFAULT_MAX_VALUE_SIZE = 1_000_000
 #: time (C{--source-max-skew}).
 DEFAULT_SOURCE_MAX_SKEW = 30.0
 
-#: The default number of sources a L{artcast.wire.SourceTracker} remembers
+#: The default number of sources a L{artcast.server.feeds.reception.SourceTracker} remembers
 #: (C{--max-sources}).
 MAX_SOURCES = 10_000
 
 #: The default bound on the bytes held by values being put together by a
-#: L{artcast.wire.Reassembler} (C{--fragment-memory}).
+#: L{artcast.server.feeds.reception.Reassembler} (C{--fragment-memory}).
 FRAGMENT_MEMORY = 16_000_000
 
 #: The multicast TTL of datums published over HTTP (C{--publish-ttl}).

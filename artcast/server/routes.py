@@ -15,7 +15,6 @@ is an L{artcast.server.outlets.longpoll.LongPoll}.
 from __future__ import annotations
 
 import codecs
-import re
 from typing import Any, Callable, cast
 from urllib.parse import unquote_to_bytes
 
@@ -36,7 +35,7 @@ from artcast.server.outlets import pages
 from artcast.server.outlets.longpoll import LongPoll
 from artcast.server.patterns import validatePattern
 from artcast.server.connections import CHUNK_SIZE
-from artcast.server.store import Datum, Found, KeyStore, encodeJSON
+from artcast.server.store import Datum, Found, KeyStore
 from artcast.server.feeds.publish import HTTPPublisher, Refused
 from artcast.server.stats import (
     EVERYONE,
@@ -50,7 +49,7 @@ from artcast.server.stats import (
 from artcast.server.shutdown import Closing
 from artcast.server.outlets.streams import NDJSON, STREAM_TYPES, BadStart, StreamManager, isWebSocket
 from artcast.server.outlets.streams import DEFAULT_HEARTBEAT, DEFAULT_MAX_QUEUED
-from artcast.wire import BadKey, validateKey
+from artcast.wire import CONTROL_CHARACTERS, BadKey, encodeJSON, validateKey
 
 __all__ = [
     "LIST_TYPES",
@@ -75,8 +74,6 @@ VALUE_TYPES = (
 LIST_TYPES = (negotiate.JSON, negotiate.HTML)
 
 PREFIX = b"/artcasts/"
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 #: How many paths' keys an L{ArtcastApp} keeps made; past it, it starts
 #: again.
@@ -114,7 +111,7 @@ class ArtcastResource(KleinResource):
         except UnicodeDecodeError:
             code, problem = 400, b"The path is not UTF-8.\n"
         else:
-            if _CONTROL.search(path):
+            if CONTROL_CHARACTERS.search(path):
                 code, problem = 400, b"The path holds control characters.\n"
             elif postpath and b"/" in postpath[0]:
                 # /artcasts%2Fk is not /artcasts/k: Klein would route the

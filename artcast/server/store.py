@@ -35,17 +35,10 @@ from artcast.server.defaults import (
     DEFAULT_MAX_KEYS,
 )
 from artcast.server.patterns import REST, STAR, PatternIndex, isPattern, matches
-from artcast.wire import Stamp, parseDatumId
+from artcast.wire import DatumId, Stamp, encodeJSON
 
 
 _log = Logger(namespace="artcast.keystore")
-
-
-def encodeJSON(value: object) -> bytes:
-    """
-    Encode a value as the compact UTF-8 JSON text Artcast sends.
-    """
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 #: What a held datum costs beyond the bytes of its value and of its id: the
@@ -139,13 +132,14 @@ class Datum:
         """
         return _datumCost(self.json, self.id)
 
-    def after(self, stamp: tuple[str, int, int]) -> bool:
+    def after(self, stamp: DatumId) -> bool:
         """
-        Is this datum later than the id C{(source, boot, seq)}?  Only ids of the
-        same source compare; a datum of another source is never "after".
+        Is this datum later than the id C{stamp}?  Only ids of the same source
+        compare (L{DatumId.covers}); a datum of another source is never "after".
         """
-        source, boot, seq = stamp
-        return self.source == source and (self.boot, self.seq) > (boot, seq)
+        return self.source == stamp.source and not stamp.covers(
+            self.source, self.boot, self.seq
+        )
 
 
 @attr.s(slots=True, auto_attribs=True)
@@ -154,13 +148,13 @@ class Found:
     What a history lookup gives: a datum to answer with at once (or L{None}:
     wait for the next), and whether datums were missed (C{Artcast-Gap}).
 
-    @ivar skipThrough: when waiting, ignore datums of this C{(source, boot,
-        seq)} or earlier: the client already has them from another server.
+    @ivar skipThrough: when waiting, ignore datums of this id or earlier
+        (L{DatumId.covers}): the client already has them from another server.
     """
 
     datum: Datum | None
     gap: bool = False
-    skipThrough: tuple[str, int, int] | None = None
+    skipThrough: DatumId | None = None
 
 
 class Waiter:
@@ -172,8 +166,8 @@ class Waiter:
     whose L{Deferred} fires, and the HTTP front end's long poll is a waiter
     that answers its request itself (one object per held request).
 
-    @ivar skipThrough: ignore datums of this C{(source, boot, seq)} or
-        earlier: the client already has them from another server.
+    @ivar skipThrough: ignore datums of this id or earlier
+        (L{DatumId.covers}): the client already has them from another server.
     """
 
     __slots__ = ("store", "pattern", "skipThrough")
@@ -182,7 +176,7 @@ class Waiter:
         self,
         store: KeyStore,
         pattern: str,
-        skipThrough: tuple[str, int, int] | None = None,
+        skipThrough: DatumId | None = None,
     ) -> None:
         self.store = store
         self.pattern = pattern
@@ -210,10 +204,10 @@ class Waiter:
         self.stopped()
 
     def notify(self, datum: Datum) -> None:
-        if self.skipThrough is not None:
-            source, boot, seq = self.skipThrough
-            if datum.source == source and (datum.boot, datum.seq) <= (boot, seq):
-                return
+        if self.skipThrough is not None and self.skipThrough.covers(
+            datum.source, datum.boot, datum.seq
+        ):
+            return
         self.store._listeners.remove(self.pattern, self)
         self.arrived(datum)
 
@@ -318,6 +312,10 @@ def _serialOf(datum: Datum) -> int:
 
 
 def _stampOf(datum: Datum) -> tuple[int, int]:
+    """
+    A datum's place in its source's order (L{DatumId.covers}): the key its
+    source's part of a history is bisected by.
+    """
     return (datum.boot, datum.seq)
 
 
@@ -397,7 +395,7 @@ class KeyStore:
         now = self.clock.seconds()
         entry = self._keys.get(key)
         if stamp is None:
-            datumId = f"{self.instance}.{self.boot}.{self._seq + 1}"
+            datumId = str(DatumId(self.instance, self.boot, self._seq + 1))
         else:
             datumId = stamp.datumId()
         cost = _datumCost(text, datumId)
@@ -766,9 +764,9 @@ class KeyStore:
 
         @raise ValueError: if C{datumId} is not an id.
         """
-        wanted = parseDatumId(datumId)
-        source = wanted[0]
-        mark = (wanted[1], wanted[2])
+        wanted = DatumId.parse(datumId)
+        source = wanted.source
+        mark = (wanted.boot, wanted.seq)
         entries = self._held(pattern)
         hit: Datum | None = None  # the latest datum with that id
         oldest: Datum | None = None  # the first held
@@ -824,7 +822,7 @@ class KeyStore:
             # Older and newer datums of that source are here, only this one is
             # not: the client is in step and misses nothing.
             return Found(firstLater)
-        if firstLater is not None and _stampOf(firstLater) == (wanted[1], wanted[2] + 1):
+        if firstLater is not None and _stampOf(firstLater) == (wanted.boot, wanted.seq + 1):
             return Found(firstLater)
         if oldest is not None:
             return Found(oldest, gap=True)
@@ -861,7 +859,7 @@ class KeyStore:
     # Waiting
 
     def next(
-        self, pattern: str, skipThrough: tuple[str, int, int] | None = None
+        self, pattern: str, skipThrough: DatumId | None = None
     ) -> Deferred[Datum]:
         """
         Wait for the next datum of a key, or of any key a pattern matches.

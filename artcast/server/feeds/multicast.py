@@ -19,15 +19,17 @@ from twisted.python.failure import Failure
 from artcast.server.store import KeyStore
 from artcast.server.logs import NamedLogger, RateLimitedLog
 from artcast.server.stats import Stats
-from artcast.wire import (
+from artcast.server.feeds.reception import (
     FRAGMENT_MEMORY,
     MAX_SOURCES,
+    Reassembler,
+    SourceTracker,
+)
+from artcast.wire import (
     MAX_VALUE_SIZE,
     BadDatagram,
     DataMessage,
     Fragment,
-    Reassembler,
-    SourceTracker,
     Stamp,
     parseData,
     parseRegister,
@@ -252,7 +254,7 @@ class DatagramHandler:
         if (
             self.freshness
             and stamp is not None
-            and abs(stamp.sent - self.clock.seconds()) > self.freshness
+            and stamp.isStale(self.clock.seconds(), self.freshness)
         ):
             # Registrations carry no seq, so only the window stops a copied
             # signed registration from being replayed later.

@@ -44,17 +44,18 @@ from twisted.web.iweb import IRequest
 
 from artcast.server.patterns import matches
 from artcast.server.defaults import DEFAULT_AUTH_FAILURES
-from artcast.server.store import Datum, KeyStore, encodeJSON
+from artcast.server.store import Datum, KeyStore
 from artcast.server.stats import countRejected
 from artcast.wire import (
-    MAX_DEPTH,
+    MAX_VALUE_DEPTH,
     BadDatagram,
     BadKey,
+    DatumId,
     Stamp,
-    _loads,
-    _textTooDeep,
-    parseDatumId,
+    encodeJSON,
+    loadJSON,
     validateKey,
+    valueTooDeep,
 )
 
 __all__ = [
@@ -380,13 +381,12 @@ def readValue(contentType: bytes | None, body: bytes, maxValueSize: int) -> obje
         value: object = text
     else:
         try:
-            value = _loads(text)
+            value = loadJSON(text)
         except BadDatagram as error:
             raise Refused(400, f"The body is not strict JSON: {error}") from None
         # A datagram's own object is one more level around the value.
-        deep = text.count("[") + text.count("{") >= MAX_DEPTH
-        if deep and _textTooDeep(text, MAX_DEPTH - 1):
-            raise Refused(400, f"The value nests more than {MAX_DEPTH - 1} levels.")
+        if valueTooDeep(text):
+            raise Refused(400, f"The value nests more than {MAX_VALUE_DEPTH} levels.")
     if len(encodeJSON(value)) > maxValueSize:
         raise _tooLarge(maxValueSize)
     return value
@@ -560,7 +560,7 @@ class HTTPPublisher:
         except ValueError as error:
             # The key and the value are valid: only size is left.
             raise self._refuse(Refused(413, f"The value cannot be sent: {error}"))
-        source, boot, seq = parseDatumId(datumId)
+        source, boot, seq = DatumId.parse(datumId)
         datum = self.store.publish(key, value, Stamp(source, boot, seq, self.clock.seconds()))
         if datum is None:
             raise self._refuse(

@@ -23,6 +23,7 @@ from twisted.web.server import Request
 from artcast.server.answers import Answers, answerFailed, isOver, writeAnswer
 from artcast.server.connections import ArtcastRequest
 from artcast.server.store import Datum, KeyStore, Waiter
+from artcast.wire import DatumId
 
 __all__ = ["LongPoll"]
 
@@ -65,7 +66,7 @@ class LongPoll(Waiter):
         contentType: str,
         gap: bool,
         answer: Callable[[IRequest, Datum, str, bool], bytes],
-        skipThrough: tuple[str, int, int] | None = None,
+        skipThrough: DatumId | None = None,
         timeout: float | None = None,
     ) -> None:
         super().__init__(store, key, skipThrough)

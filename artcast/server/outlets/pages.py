@@ -14,7 +14,8 @@ import json
 import os
 import stat
 from typing import Any
-from urllib.parse import quote
+
+from artcast.wire import keyPath
 
 from twisted.python.filepath import FilePath
 
@@ -29,16 +30,6 @@ code, pre { font-family: ui-monospace, monospace; }
          margin: 1rem 0; }
 #status { color: #777; font-size: .9rem; }
 """
-
-_KEY_SAFE = "/!$&'()*+,;=:@-._~"
-
-
-def keyURL(key: str) -> str:
-    """
-    The path of a key's artcast.
-    """
-    return "/artcasts/" + quote(key, safe=_KEY_SAFE)
-
 
 def _text(value: object) -> str:
     if isinstance(value, str):
@@ -83,7 +74,7 @@ def listPage(artcasts: list[dict[str, Any]]) -> bytes:
         }
         rows.append(
             "<tr>"
-            f'<td><a href="{html.escape(keyURL(key))}"><code>{html.escape(key)}</code></a></td>'
+            f'<td><a href="{html.escape(keyPath(key))}"><code>{html.escape(key)}</code></a></td>'
             f"<td>{html.escape(_text(artcast.get('description', '')))}</td>"
             f"<td>{html.escape(_text(artcast.get('provenance', '')))}</td>"
             f"<td>{_license(artcast)}</td>"
@@ -167,7 +158,7 @@ def livePage(key: str) -> bytes:
     The live page of a key (or pattern): it shows the latest value and
     updates itself as datums arrive.
     """
-    script = _LIVE_SCRIPT % {"key": _script(key), "url": _script(keyURL(key))}
+    script = _LIVE_SCRIPT % {"key": _script(key), "url": _script(keyPath(key))}
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

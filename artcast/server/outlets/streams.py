@@ -70,10 +70,10 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from artcast.server import negotiate
-from artcast.server.store import Datum, KeyStore, encodeJSON
+from artcast.server.store import Datum, KeyStore
 from artcast.server.logs import RateLimitedLog
 from artcast.server.stats import countRejected
-from artcast.wire import parseDatumId
+from artcast.wire import DatumId, encodeJSON
 
 __all__ = [
     "NDJSON",
@@ -150,14 +150,14 @@ class Start:
     @ivar datums: what to send before the live datums, oldest first.
     @ivar gap: whether datums after C{since} were no longer held.
     @ivar since: the id the client resumed from, if any.
-    @ivar skipThrough: ignore live datums of this C{(source, boot, seq)} or
-        earlier: the client already has them.
+    @ivar skipThrough: ignore live datums of this id or earlier
+        (L{DatumId.covers}): the client already has them.
     """
 
     datums: Sequence[Datum] = ()
     gap: bool = False
     since: str | None = None
-    skipThrough: tuple[str, int, int] | None = None
+    skipThrough: DatumId | None = None
 
 
 def currentValues(store: KeyStore, pattern: str) -> list[Datum]:
@@ -205,7 +205,7 @@ def requestedSince(request: IRequest) -> str | None:
     if not text or text == "latest":
         return None
     try:
-        parseDatumId(text)
+        DatumId.parse(text)
     except ValueError:
         raise BadStart(f"{text[:100]!r} is not an Artcast id.")
     return text
@@ -342,7 +342,7 @@ class _Stream:
         self._queue: deque[tuple[Datum | Start, int]] = deque()
         self._pending: list[Datum] | None = None
         self._lastSerial = 0
-        self._skipThrough: tuple[str, int, int] | None = None
+        self._skipThrough: DatumId | None = None
         self._subscription: Any = None
         self._pumping = False
         self._forget: Callable[[], object] | None = None
@@ -411,11 +411,7 @@ class _Stream:
         if self.closed or datum.serial <= self._lastSerial:
             return
         skip = self._skipThrough
-        if (
-            skip is not None
-            and datum.source == skip[0]
-            and (datum.boot, datum.seq) <= (skip[1], skip[2])
-        ):
+        if skip is not None and skip.covers(datum.source, datum.boot, datum.seq):
             return
         self._lastSerial = datum.serial
         if not self.paused and not self._queue:

@@ -1,0 +1,477 @@
+# -*- test-case-name: tests.test_wire -*-
+"""
+What a receiving server keeps of the sources it hears: values sent in
+fragments, put back together (L{Reassembler}), and each source's place in
+its sequence (L{SourceTracker}), which says whether a stamped datum is new,
+a replay, a gap or a restart.
+
+Sources and clients never need this: the datagram formats themselves are in
+L{artcast.wire}.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Callable, Protocol
+
+import attr
+
+from artcast.server.defaults import FRAGMENT_MEMORY, MAX_SOURCES
+from artcast.wire import (
+    MAX_PARTS,
+    MAX_VALUE_SIZE,
+    BadDatagram,
+    DataMessage,
+    DatumId,
+    Fragment,
+    Stamp,
+    loadJSON,
+)
+
+__all__ = [
+    "FRAGMENT_MEMORY",
+    "FRAGMENT_TIMEOUT",
+    "MAX_AHEAD",
+    "MAX_PENDING",
+    "MAX_PENDING_PER_ADDRESS",
+    "MAX_PENDING_PER_SOURCE",
+    "MAX_SOURCES",
+    "RECENT",
+    "Reassembler",
+    "SourceTracker",
+]
+
+
+# --- fragments -----------------------------------------------------------------------
+
+FRAGMENT_TIMEOUT = 5.0
+"""Seconds a value's fragments may take to arrive, from its first one."""
+
+MAX_PENDING = 64
+"""The most values being put together at once."""
+
+MAX_PENDING_PER_SOURCE = 4
+"""The most values one source (C{src}) may have being put together at once."""
+
+MAX_PENDING_PER_ADDRESS = 16
+"""The most values one sender address may have being put together at once."""
+
+_CHUNK_OVERHEAD = 100
+"""What holding a chunk costs beyond its text, in bytes (a str and a slot)."""
+
+
+class _Clock(Protocol):
+    def seconds(self) -> float: ...
+
+
+@attr.s(slots=True, auto_attribs=True)
+class _Partial:
+    key: str
+    stamp: Stamp
+    parts: int
+    started: float
+    sender: str = ""
+    chunks: dict[int, str] = attr.Factory(dict)
+    size: int = 0
+    cost: int = 0
+
+
+def _noDrop(reason: str) -> None:
+    pass
+
+
+class Reassembler:
+    """
+    Puts fragmented values back together, within bounds that no sender can
+    use to push out another's value.
+
+    A value not complete C{timeout} seconds after its first fragment is
+    dropped (C{"fragments-expired"}); expiry is checked on each L{feed}, so
+    no timer is needed.  The values in progress are bounded in number
+    (C{maxPending}) and in bytes held (C{maxBytes}, every chunk's UTF-8
+    text plus a fixed overhead), per source (C{maxPerSource}) and per sender
+    address (C{maxPerAddress}).  When a new fragment would go past a bound,
+    the server makes room from whoever holds the most: the oldest value of
+    the source (within the address) holding the most, counted as
+    C{"fragments-evicted"}; on a tie the newcomer is the one refused.  So a
+    flood of one-fragment sets from one source, or from one address, evicts
+    only its own sets, never a value of another source in progress.
+
+    Check a fragment's stamp (freshness, replay: L{SourceTracker.peek})
+    before feeding it, so that stale or replayed fragments take no memory.
+
+    @ivar expired: values dropped because their fragments did not all come
+        in time.
+    @ivar evicted: values (and newcomers) dropped to stay within the bounds.
+    """
+
+    def __init__(
+        self,
+        clock: _Clock,
+        timeout: float = FRAGMENT_TIMEOUT,
+        maxPending: int = MAX_PENDING,
+        maxValueSize: int = MAX_VALUE_SIZE,
+        maxBytes: int = FRAGMENT_MEMORY,
+        maxPerSource: int = MAX_PENDING_PER_SOURCE,
+        maxPerAddress: int = MAX_PENDING_PER_ADDRESS,
+        onDrop: Callable[[str], None] = _noDrop,
+    ) -> None:
+        """
+        @param onDrop: called with C{"fragments-evicted"} or
+            C{"fragments-expired"} for each value dropped so (for statistics).
+        """
+        self._clock = clock
+        self._timeout = timeout
+        self._maxPending = maxPending
+        self._maxValueSize = maxValueSize
+        self._maxBytes = maxBytes
+        self._maxPerSource = maxPerSource
+        self._maxPerAddress = maxPerAddress
+        self._onDrop = onDrop
+        self._pending: OrderedDict[DatumId, _Partial] = OrderedDict()
+        self._bytes = 0
+        self.expired = 0
+        self.evicted = 0
+
+    @property
+    def pending(self) -> int:
+        """
+        How many values are in progress.
+        """
+        return len(self._pending)
+
+    @property
+    def held(self) -> int:
+        """
+        The bytes charged to the values in progress.
+        """
+        return self._bytes
+
+    def _remove(self, ident: DatumId) -> _Partial:
+        partial = self._pending.pop(ident)
+        self._bytes -= partial.cost
+        return partial
+
+    def _expire(self, now: float) -> None:
+        while self._pending:
+            ident, oldest = next(iter(self._pending.items()))
+            if now - oldest.started < self._timeout:
+                break
+            self._remove(ident)
+            self.expired += 1
+            self._onDrop("fragments-expired")
+
+    def _evict(self, victim: _Partial) -> None:
+        self._remove(victim.stamp.id)
+        self.evicted += 1
+        self._onDrop("fragments-evicted")
+
+    def _heaviest(
+        self, partials: list[_Partial], field: str, byBytes: bool, mine: object
+    ) -> list[_Partial]:
+        """
+        The partials of the group (by C{field}: C{"sender"} or C{"source"})
+        that holds the most, by bytes or by count; on a tie, the group of
+        C{mine}, the newcomer's.
+        """
+        weights: dict[object, int] = {}
+        for partial in partials:
+            name = partial.sender if field == "sender" else partial.stamp.source
+            weights[name] = weights.get(name, 0) + (partial.cost if byBytes else 1)
+        top = max(weights.values())
+        chosen = mine if weights.get(mine) == top else next(
+            name for name, weight in weights.items() if weight == top
+        )
+        return [
+            partial for partial in partials
+            if (partial.sender if field == "sender" else partial.stamp.source) == chosen
+        ]
+
+    def _victim(self, newcomer: _Partial, partials: list[_Partial], byBytes: bool) -> _Partial:
+        """
+        The oldest value of the source, within the sender address, holding
+        the most of C{partials}.
+        """
+        group = self._heaviest(partials, "sender", byBytes, newcomer.sender)
+        group = self._heaviest(group, "source", byBytes, newcomer.stamp.source)
+        return group[0]
+
+    def _makeRoom(self, newcomer: _Partial) -> bool:
+        """
+        Evict values until every bound holds, C{newcomer} (already in
+        progress) included.
+
+        @return: whether C{newcomer} is still in progress.
+        """
+        stamp = newcomer.stamp
+        ident = stamp.id
+        if len(self._pending) > self._maxPerSource:
+            ofSource = [p for p in self._pending.values() if p.stamp.source == stamp.source]
+            if len(ofSource) > self._maxPerSource:
+                self._evict(ofSource[0])
+        if len(self._pending) > self._maxPerAddress:
+            ofSender = [p for p in self._pending.values() if p.sender == newcomer.sender]
+            if len(ofSender) > self._maxPerAddress:
+                self._evict(self._victim(newcomer, ofSender, byBytes=False))
+        while ident in self._pending and (
+            len(self._pending) > self._maxPending or self._bytes > self._maxBytes
+        ):
+            byBytes = len(self._pending) <= self._maxPending
+            self._evict(self._victim(newcomer, list(self._pending.values()), byBytes))
+        return ident in self._pending
+
+    def feed(self, fragment: Fragment, sender: str = "") -> DataMessage | None:
+        """
+        Add a fragment.
+
+        A repeated fragment (same part, same chunk) is ignored.
+
+        @param sender: the sender's address (its host), for fairness.
+        @return: the whole datum when C{fragment} completes it, else L{None}
+            (also when the value was evicted to stay within the bounds).
+        @raise BadDatagram: C{"bad-fragment"} when C{fragment} contradicts
+            the fragments already received for its datum (a different key,
+            count of parts or chunk) or the joined text is not JSON;
+            C{"too-large"} when the value grows past C{maxValueSize};
+            C{"too-deep"} when it nests too deeply.  The value in progress
+            is dropped in each case.
+        """
+        now = self._clock.seconds()
+        self._expire(now)
+        stamp = fragment.stamp
+        ident = stamp.id
+        partial = self._pending.get(ident)
+        if partial is None:
+            if fragment.parts > MAX_PARTS:
+                raise BadDatagram("bad-fragment", f"more than {MAX_PARTS} parts")
+            partial = _Partial(key=fragment.key, stamp=stamp, parts=fragment.parts,
+                               started=now, sender=sender)
+            self._pending[ident] = partial
+        elif fragment.key != partial.key or fragment.parts != partial.parts:
+            self._remove(ident)
+            raise BadDatagram(
+                "bad-fragment",
+                f"fragment of {stamp.datumId()} disagrees with earlier ones on key or parts",
+            )
+        known = partial.chunks.get(fragment.part)
+        if known is not None:
+            if known != fragment.chunk:
+                self._remove(ident)
+                raise BadDatagram(
+                    "bad-fragment", f"two different chunks for part {fragment.part} "
+                    f"of {stamp.datumId()}"
+                )
+            return None
+        length = len(fragment.chunk.encode("utf-8", "surrogatepass"))
+        partial.size += length
+        if partial.size > self._maxValueSize:
+            self._remove(ident)
+            raise BadDatagram("too-large", f"value of {stamp.datumId()} exceeds "
+                              f"{self._maxValueSize} bytes")
+        partial.chunks[fragment.part] = fragment.chunk
+        partial.cost += length + _CHUNK_OVERHEAD
+        self._bytes += length + _CHUNK_OVERHEAD
+        if not self._makeRoom(partial):
+            return None
+        if len(partial.chunks) < partial.parts:
+            return None
+        self._remove(ident)
+        text = "".join(partial.chunks[index] for index in range(partial.parts))
+        value = loadJSON(text, reason="bad-fragment")
+        return DataMessage(key=partial.key, value=value, stamp=partial.stamp)
+
+
+# --- sources ----------------------------------------------------------------------------
+
+MAX_AHEAD = 60.0
+"""Without a freshness window: how far ahead of the server's clock, in
+seconds, a source's C{t} may be and still count as a plausible time."""
+
+RECENT = 8
+"""Without a freshness window: how many of a source's latest accepted
+C{(boot, seq)} a L{SourceTracker} remembers to drop copies of."""
+
+
+@attr.s(slots=True, auto_attribs=True)
+class _SourceState:
+    boot: int
+    seq: int
+    newest: float
+    floor: float = -math.inf
+    #: Without a window: the latest accepted C{(boot, seq)}, newest last.
+    recent: list[tuple[int, int]] | None = None
+
+
+def _noForget() -> None:
+    pass
+
+
+class SourceTracker:
+    """
+    Remembers, per source, the latest boot and sequence number seen, to
+    tell new datums from repeated ones and to see gaps.
+
+    Feed it the stamp of every version 2 datum (a whole one, after
+    re-assembly), never a registration's; ask L{peek} about a fragment's
+    stamp before holding the fragment.  At most C{maxSources} sources are
+    remembered; the one least recently heard from is forgotten first (and
+    counted in C{forgotten}).
+
+    B{Reset.}  A source's mark, the latest C{(boot, seq)} accepted, can be
+    wrong: a datagram from a device whose clock was years ahead when it
+    booted, or (without signatures) a forged C{boot} or C{seq} of 2**63-1.
+    Every later datum of the source would then be a replay.  So a datum
+    whose C{(boot, seq)} is not above the mark is still accepted, as
+    C{"reset"}, when its C{t} is later than the C{t} of every datum
+    accepted from the source and not further ahead of the server's clock
+    than the window (or L{MAX_AHEAD} seconds without one): the mark becomes
+    its C{(boot, seq)}, and from then on a datum whose C{t} is not later
+    than the newest C{t} before the reset (the floor) is C{"replayed"}.
+    No datum is accepted twice: a datum once accepted has a C{t} no later
+    than the newest, so it cannot reset, and after a reset it is under the
+    floor.  A datum whose C{t} is too far ahead does not move the newest
+    C{t}, so one forged far-future C{t} cannot block resets.
+
+    B{Without a window} (no signatures: nothing proves who sent a datagram,
+    so anyone can send any C{boot}, C{seq} and C{t} in a source's name) the
+    times prove nothing either, and a forged C{t} ahead of the clock would
+    hold off every reset for as long.  There a datum not above the mark is
+    dropped as C{"replayed"} only when it is a copy of the mark or of one of
+    the source's last L{RECENT} accepted C{(boot, seq)} (multicast
+    duplicates arrive close together); any other is delivered: C{"late"}
+    (the mark's boot: overtaken by a later datagram, or under a forged
+    C{seq}; the mark stays) or C{"reset"} (another boot: the mark becomes
+    its C{(boot, seq)}).  So no forged mark silences a source for even one
+    datum; gaps counted around a forged or very late datagram are
+    approximate.
+
+    @ivar missed: after L{check}, how many datums were lost: the size of the
+        gap for C{"gap"}, the datums of the new boot before this one for
+        C{"restart"}, otherwise 0.
+    @ivar forgotten: sources dropped to stay within C{maxSources}.
+    """
+
+    def __init__(
+        self,
+        clock: _Clock,
+        maxSources: int = MAX_SOURCES,
+        window: float | None = None,
+        reset: bool = True,
+        onForget: Callable[[], None] = _noForget,
+    ) -> None:
+        """
+        @param clock: gives the time to compare C{t} with.
+        @param maxSources: how many sources to remember.
+        @param window: when set, a datum whose C{t} is more than this many
+            seconds away from now is C{"stale"}.
+        @param reset: whether a datum may reset a source's mark (see
+            above).  Without a window, a signed datagram copied while its
+            C{t} was ahead of the server's clock could reset later, so a
+            server that checks signatures without a window should not.
+        @param onForget: called each time a source is forgotten.
+        """
+        self._clock = clock
+        self._maxSources = maxSources
+        self._window = window
+        self._ahead = window if window is not None else MAX_AHEAD
+        self._reset = reset
+        #: Without a window, only copies of recent stamps are replays.
+        self._copiesOnly = reset and window is None
+        self._onForget = onForget
+        self._sources: OrderedDict[str, _SourceState] = OrderedDict()
+        self.missed = 0
+        self.forgotten = 0
+
+    def _judge(self, stamp: Stamp, now: float) -> tuple[str, _SourceState | None]:
+        if self._window is not None and stamp.isStale(now, self._window):
+            return "stale", None
+        state = self._sources.get(stamp.source)
+        if state is None:
+            return "new", None
+        if stamp.sent <= state.floor:
+            return "replayed", state
+        if stamp.boot < state.boot or (stamp.boot == state.boot and stamp.seq <= state.seq):
+            if self._copiesOnly:
+                pair = (stamp.boot, stamp.seq)
+                if pair == (state.boot, state.seq) or (
+                    state.recent is not None and pair in state.recent
+                ):
+                    return "replayed", state
+                return ("late" if stamp.boot == state.boot else "reset"), state
+            if self._reset and state.newest < stamp.sent <= now + self._ahead:
+                return "reset", state
+            return "replayed", state
+        if stamp.boot > state.boot:
+            return "restart", state
+        return ("ok" if stamp.seq == state.seq + 1 else "gap"), state
+
+    def peek(self, stamp: Stamp) -> str | None:
+        """
+        Would L{check} refuse this stamp?  Nothing is remembered.
+
+        @return: C{"stale"} or C{"replayed"} as L{check} would say it, or
+            L{None} when L{check} would accept the stamp.
+        """
+        verdict, _ = self._judge(stamp, self._clock.seconds())
+        return verdict if verdict in ("stale", "replayed") else None
+
+    def check(self, stamp: Stamp) -> str:
+        """
+        Judge a datum's stamp and remember it when it is news.
+
+        @return: one of
+            - C{"new"}: the first datum seen from this source;
+            - C{"ok"}: the next one after the last seen;
+            - C{"gap"}: later than the next one (C{missed} says by how many);
+            - C{"restart"}: the first seen from a newer boot;
+            - C{"reset"}: not newer than the last seen, but sent later
+              than any datum accepted from the source (see above; without a
+              window: of another boot, and not a recent copy): the mark was
+              wrong, and is now this stamp's;
+            - C{"late"}: without a window, of the mark's boot, not newer
+              than the last seen and not a recent copy: delivered, the mark
+              unchanged;
+            - C{"replayed"}: not newer than the last seen (same boot and a
+              C{seq} not greater, or an older boot): a duplicate, a replay
+              or a datagram overtaken by a later one; the state is unchanged;
+            - C{"stale"}: C{t} is outside the window; the state is unchanged.
+        """
+        self.missed = 0
+        now = self._clock.seconds()
+        verdict, state = self._judge(stamp, now)
+        if verdict in ("stale", "replayed"):
+            return verdict
+        plausible = stamp.sent <= now + self._ahead
+        if state is None:
+            while len(self._sources) >= self._maxSources:
+                self._sources.popitem(last=False)
+                self.forgotten += 1
+                self._onForget()
+            self._sources[stamp.source] = _SourceState(
+                stamp.boot, stamp.seq, stamp.sent if plausible else -math.inf
+            )
+            return verdict
+        self._sources.move_to_end(stamp.source)
+        if self._copiesOnly:
+            recent = state.recent
+            if recent is None:
+                recent = state.recent = [(state.boot, state.seq)]
+            recent.append((stamp.boot, stamp.seq))
+            if len(recent) > RECENT:
+                del recent[0]
+            if verdict == "late":
+                # Overtaken by a later datagram (or under a forged mark):
+                # delivered, and the mark stays.
+                return verdict
+        elif verdict == "reset":
+            state.floor = state.newest
+            state.newest = stamp.sent
+        elif plausible and stamp.sent > state.newest:
+            state.newest = stamp.sent
+        if verdict == "restart":
+            self.missed = stamp.seq - 1
+        elif verdict == "gap":
+            self.missed = stamp.seq - state.seq - 1
+        state.boot, state.seq = stamp.boot, stamp.seq
+        return verdict
