@@ -26,7 +26,9 @@ import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from artcast.server.interfaces import IListener
 from artcast.server.patterns import REST, STAR, PatternIndex, isPattern, matches
 from artcast.wire import Stamp, parseDatumId
 
@@ -161,6 +163,7 @@ class Found:
     skipThrough: tuple[str, int, int] | None = None
 
 
+@implementer(IListener)
 class Waiter:
     """
     A one-shot listener: the next datum whose key matches C{pattern} (but a
@@ -252,6 +255,7 @@ class DeferredWaiter(Waiter):
         self.deferred.cancel()
 
 
+@implementer(IListener)
 class Subscription:
     """
     A lasting listener: C{callback} is called with every matching datum until
