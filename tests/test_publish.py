@@ -35,9 +35,9 @@ from artcast.server.feeds.publish import (
     Tokens,
     boundedRequestFactory,
     parseTokenFile,
-    publishingSource,
     readValue,
 )
+from artcast.server.outlets.multicast import MulticastOutlet
 from artcast.server.routes import ArtcastApp
 from artcast.wire import parseData
 from tests.harness import ArtcastProcess
@@ -285,7 +285,7 @@ class Server:
         reactor.group.append(self.handler)
         self.publisher = None
         if tokens is not None:
-            sender = publishingSource(
+            sender = MulticastOutlet(
                 reactor, self.store.instance + "-http", GROUP, "127.0.0.1", 0,
                 signingKeys[0] if signingKeys else None,
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from twisted.application import internet, service, strports
+from twisted.application import service, strports
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
@@ -344,7 +344,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
     worker = options.get("worker")
 
     from artcast.server.logs import ErrorLogService, errorLogObserver
-    from artcast.server.feeds.multicast import DatagramHandler, MulticastServerProtocol, Stats
+    from artcast.server.feeds.multicast import DatagramHandler, MulticastFeed, Stats
     from artcast.server.routes import ArtcastApp
 
     top = service.MultiService()
@@ -377,9 +377,10 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
     )
     publisher = None
     if options.get("publish-tokens") is not None:
-        from artcast.server.feeds.publish import HTTPPublisher, publishingSource
+        from artcast.server.feeds.publish import AuthThrottle, HTTPPublisher
+        from artcast.server.outlets.multicast import MulticastOutlet
 
-        sender = publishingSource(
+        outlet = MulticastOutlet(
             reactor,
             store.instance + "-http",
             (options["data-group"], options["data-port"]),
@@ -387,15 +388,14 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
             options["publish-ttl"],
             signingKeys[0] if signingKeys else None,
         )
-        sender.setServiceParent(top)
-        handler.ownSources.add(sender.src)
-        from artcast.server.feeds.publish import AuthThrottle
-
+        handler.ownSources.add(outlet.src)
         publisher = HTTPPublisher(
-            store, reactor, options["publish-tokens"], sender,
+            store, reactor, options["publish-tokens"], outlet,
             options["max-value-size"], stats,
             throttle=AuthThrottle(reactor, options["publish-auth-failures"]),
         )
+        outlet.setServiceParent(publisher)
+        publisher.setServiceParent(top)
     web = ArtcastApp(
         store,
         reactor,
@@ -458,24 +458,18 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
     portService.setServiceParent(serving)
     serving.setServiceParent(top)
 
-    for group, port, receive in (
-        (options["data-group"], options["data-port"], handler.dataReceived),
-        (options["register-group"], options["register-port"], handler.registerReceived),
-    ):
-        udp = internet.MulticastServer(
-            port,
-            MulticastServerProtocol(group, options["interface"], receive),
-            interface=group,
-            maxPacketSize=65535,
-            listenMultiple=True,
-            reactor=reactor,
-        )
-        udp.setServiceParent(top)
+    MulticastFeed(
+        handler,
+        reactor,
+        (options["data-group"], options["data-port"]),
+        (options["register-group"], options["register-port"]),
+        options["interface"],
+    ).setServiceParent(top)
 
     if options["demo"]:
-        from artcast.server.feeds.demo import DemoService
+        from artcast.server.feeds.demo import DemoFeed
 
-        DemoService(handler, reactor).setServiceParent(top)
+        DemoFeed(handler, reactor).setServiceParent(top)
 
     GarbageCollectorTuning(reactor).setServiceParent(top)
 
