@@ -86,8 +86,9 @@ class MulticastServerProtocol(DatagramProtocol):
         self.group = group
         self.interface = interface
         self.handler = handler
-
-    log = Logger(namespace="artcast.multicast.MulticastServerProtocol")
+        # An instance's attribute: as a class attribute, a Logger names
+        # itself after the class's module, not the namespace it is given.
+        self.log = Logger(namespace="artcast.multicast.MulticastServerProtocol", source=self)
 
     def startProtocol(self) -> None:
         self.transport.setLoopbackMode(True)
@@ -154,8 +155,6 @@ class DatagramHandler:
         the publisher put them in the store already.
     """
 
-    log = Logger(namespace="artcast.multicast.DatagramHandler")
-
     def __init__(
         self,
         store: KeyStore,
@@ -167,6 +166,8 @@ class DatagramHandler:
         maxSources: int = MAX_SOURCES,
         fragmentMemory: int = FRAGMENT_MEMORY,
     ) -> None:
+        # An instance's attribute, as in MulticastServerProtocol.
+        self.log = Logger(namespace="artcast.multicast.DatagramHandler", source=self)
         self.store = store
         self.clock = clock
         self.stats = stats if stats is not None else Stats()
