@@ -1049,7 +1049,7 @@ class WorkersIntegrationTests(TestCase):
         while True:
             with open(errors) as log:
                 text = log.read()
-            if all(f"[worker-{i} artcast.server.feeds.multicast" in text for i in (1, 2)):
+            if all(f"[worker-{i} artcast.multicast" in text for i in (1, 2)):
                 break
             if reactor.seconds() > deadline:
                 self.fail(f"no worker warnings in the error log:\n{text}")
