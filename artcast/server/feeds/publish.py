@@ -461,8 +461,7 @@ class HTTPPublisher(MultiService):
     in the store).
 
     A service, so that it sits in the service tree; the server makes the
-    outlet its child (L{artcast.server.tap.makeService}), so that the outlet
-    starts and stops with it.
+    outlet its child, so that the outlet starts and stops with it.
 
     @ivar outlet: sends each datum on and names it.
     @ivar published: how many datums were published over HTTP.
