@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import treq
-from twisted.application.internet import MulticastServer
 from twisted.internet.defer import inlineCallbacks, returnValue
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -23,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from artcast.server import tap
 from artcast.server.store import KeyStore
-from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.feeds.multicast import DatagramHandler, MulticastFeed
 from artcast.wire import Stamp, encodeData, encodeRegister
 from tests.harness import ArtcastProcess
 
@@ -180,8 +179,8 @@ def _handler(service: Any) -> DatagramHandler:
     L{tap.makeService}.
     """
     for child in service:
-        if isinstance(child, MulticastServer):
-            return child.args[1].handler.__self__
+        if isinstance(child, MulticastFeed):
+            return child.handler
     raise AssertionError("no multicast service")
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.application.internet import MulticastServer
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock, deferLater
@@ -26,7 +25,7 @@ from artcast import wire
 from artcast.server.feeds import reception
 from artcast.server import tap
 from artcast.server.store import KeyStore
-from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.feeds.multicast import DatagramHandler, MulticastFeed
 from artcast.server.feeds.publish import Refused, readValue
 from artcast.server.feeds.reception import (
     Reassembler,
@@ -500,8 +499,8 @@ class FragmentTests(SynchronousTestCase):
         options.parseOptions(["--fragment-memory", "5000", "--max-sources", "3",
                               "--error-log", "-"])
         service = tap.makeService(options, reactor=MemoryReactorClock())
-        [handler] = {child.args[1].handler.__self__ for child in service
-                     if isinstance(child, MulticastServer)}
+        [handler] = {child.handler for child in service
+                     if isinstance(child, MulticastFeed)}
         self.assertEqual(handler.reassembler._maxBytes, 5000)
         self.assertEqual(handler.tracker._maxSources, 3)
 

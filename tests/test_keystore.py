@@ -7,8 +7,10 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
-from artcast.server.store import KeyStore
+from artcast.server.interfaces import IListener
+from artcast.server.store import DeferredWaiter, KeyStore
 from artcast.wire import DatumId, Stamp
 
 
@@ -374,3 +376,23 @@ class SinceTests(SynchronousTestCase):
         Something that is not an id is refused with L{ValueError}.
         """
         self.assertRaises(ValueError, self.store.since, "a", "nonsense")
+
+
+class ListenerTests(SynchronousTestCase):
+    """
+    The store's waiters and subscriptions are L{IListener}s.
+    """
+
+    def test_waiter(self) -> None:
+        """
+        A one-shot waiter provides L{IListener}.
+        """
+        waiter = DeferredWaiter(KeyStore(Clock()), "a/*")
+        self.assertTrue(verifyObject(IListener, waiter))
+
+    def test_subscription(self) -> None:
+        """
+        A subscription provides L{IListener}.
+        """
+        subscription = KeyStore(Clock()).subscribe("a", lambda datum: None)
+        self.assertTrue(verifyObject(IListener, subscription))

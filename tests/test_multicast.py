@@ -10,12 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from artcast.server.store import KeyStore
 from artcast.server.logs import RateLimitedLog
-from artcast.server.feeds.multicast import DatagramHandler, MulticastServerProtocol
+from artcast.server.feeds.multicast import (
+    DatagramHandler,
+    MulticastFeed,
+    MulticastServerProtocol,
+)
+from artcast.server.interfaces import IFeed
 from artcast.wire import REASONS, Stamp, encodeData, encodeRegister
 
 ADDRESS = ("127.0.0.1", 5555)
@@ -246,3 +253,91 @@ class RateLimitedLogTests(SynchronousTestCase):
             [formatEvent(e) for e in logged],
             ["one", "1 more pings were not logged", "three"],
         )
+
+
+class _Port:
+    """
+    A multicast port that stops at once.
+    """
+
+    def stopListening(self) -> None:
+        pass
+
+
+class _MulticastReactor(MemoryReactorClock):
+    """
+    A memory reactor that records multicast listens.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.multicast: list[tuple] = []
+
+    def listenMulticast(self, port, protocol, interface="", maxPacketSize=8192,
+                        listenMultiple=False):
+        self.multicast.append((port, protocol, interface, maxPacketSize, listenMultiple))
+        return _Port()
+
+
+class MulticastFeedTests(SynchronousTestCase):
+    """
+    L{MulticastFeed} is the feed of the data and register groups.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = _MulticastReactor()
+        self.store = KeyStore(self.reactor)
+        self.handler = DatagramHandler(self.store, self.reactor)
+        self.feed = MulticastFeed(self.handler, self.reactor, ("239.255.1.1", 5007),
+                                  ("239.255.1.2", 5008), "127.0.0.1")
+
+    def test_interface(self) -> None:
+        """
+        A L{MulticastFeed} provides L{IFeed}, named C{multicast}.
+        """
+        self.assertTrue(verifyObject(IFeed, self.feed))
+        self.assertEqual(self.feed.name, "multicast")
+
+    def test_ports(self) -> None:
+        """
+        Starting the feed binds both groups in C{privilegedStartService}, each
+        port handing its datagrams to its side of the feed's handler.
+        """
+        self.feed.privilegedStartService()
+        self.feed.startService()
+        self.addCleanup(self.feed.stopService)
+        ports = {group: (port, proto, size, multiple)
+                 for port, proto, group, size, multiple in self.reactor.multicast}
+        self.assertEqual(sorted(ports), ["239.255.1.1", "239.255.1.2"])
+        self.assertEqual([ports[g][0] for g in sorted(ports)], [5007, 5008])
+        self.assertTrue(all(size == 65535 and multiple for _, _, size, multiple
+                            in ports.values()))
+        self.assertEqual({p[1].interface for p in ports.values()}, {"127.0.0.1"})
+        [datagram] = encodeData("k", 1, Stamp("src", 7, 1, 0.0))
+        ports["239.255.1.1"][1].datagramReceived(datagram, ADDRESS)
+        ports["239.255.1.2"][1].datagramReceived(
+            encodeRegister("k", {"description": "d"}, Stamp("src", 7, 0, 0.0)), ADDRESS)
+        self.assertEqual(self.store.latest("k").id, "src.7.1")
+        self.assertEqual(self.store.metadata("k")["description"], "d")
+
+    def test_statistics(self) -> None:
+        """
+        The feed's statistics are its handler's counters, under their
+        C{/stats} names.
+        """
+        [datagram] = encodeData("k", 1, Stamp("src", 7, 1, 0.0))
+        self.handler.dataReceived(datagram, ADDRESS)
+        self.handler.dataReceived(b"junk", ADDRESS)
+        self.handler.registerReceived(
+            encodeRegister("k", {"description": "d"}, Stamp("src", 7, 0, 0.0)), ADDRESS)
+        figures = self.feed.statistics()
+        counters = self.handler.stats
+        self.assertEqual(figures, {
+            "datagrams": 2,
+            "datums": 1,
+            "registrations": 1,
+            "missed": 0,
+            "dropped": dict(counters.dropped),
+            "sources": dict(counters.sources),
+        })
+        self.assertEqual(sum(figures["dropped"].values()), 1)

@@ -21,6 +21,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from artcast.server.store import KeyStore
 from artcast.server.feeds.multicast import DatagramHandler
@@ -31,9 +32,10 @@ from artcast.server.feeds.publish import (
     Refused,
     Tokens,
     parseTokenFile,
-    publishingSource,
     readValue,
 )
+from artcast.server.interfaces import IFeed, IOutlet
+from artcast.server.outlets.multicast import MulticastOutlet
 from artcast.server.routes import ArtcastApp
 from artcast.wire import parseData
 from tests.harness import ArtcastProcess
@@ -221,7 +223,7 @@ class Server:
         reactor.group.append(self.handler)
         self.publisher = None
         if tokens is not None:
-            sender = publishingSource(
+            sender = MulticastOutlet(
                 reactor, self.store.instance + "-http", GROUP, "127.0.0.1", 0,
                 signingKeys[0] if signingKeys else None,
             )
@@ -653,3 +655,58 @@ class PublishProcessTests(TestCase):
                 self.assertNotIn(TOKEN.encode(), contents)
                 self.assertNotIn(SENSORS.encode(), contents)
         self.assertNotIn(TOKEN, proc.output)
+
+
+class FeedAndOutletTests(SynchronousTestCase):
+    """
+    HTTP publishing is a feed (L{HTTPPublisher}), whose re-send to the data
+    group is an outlet (L{MulticastOutlet}).
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeMulticastReactor()
+        self.reactor.advance(1_800_000_000)
+        self.server = Server(self, self.reactor, parseTokenFile(TOKEN_FILE))
+
+    def test_feed(self) -> None:
+        """
+        L{HTTPPublisher} provides L{IFeed}, named C{publish}.
+        """
+        self.assertTrue(verifyObject(IFeed, self.server.publisher))
+        self.assertEqual(self.server.publisher.name, "publish")
+
+    def test_statistics(self) -> None:
+        """
+        The publisher's statistics are C{published} and C{publish_refused} by
+        status, as C{/stats} shows them.
+        """
+        self.assertEqual(self.server.publisher.statistics(),
+                         {"published": 0, "publish_refused": {}})
+        self.server.request("POST", "/artcasts/k", b"1")
+        self.server.request("POST", "/artcasts/k", b"1", token=None)
+        self.server.request("POST", "/artcasts/k", b"{")
+        self.assertEqual(self.server.publisher.statistics(),
+                         {"published": 1, "publish_refused": {"401": 1, "400": 1}})
+
+    def test_outlet(self) -> None:
+        """
+        L{MulticastOutlet} provides L{IOutlet}: C{send} writes the datum to
+        the data group and gives its id.
+        """
+        outlet = self.server.publisher.outlet
+        self.assertIsInstance(outlet, MulticastOutlet)
+        self.assertTrue(verifyObject(IOutlet, outlet))
+        datumId = outlet.send("k", [1])
+        [(datagram, address)] = self.server.port.written
+        self.assertEqual(address, GROUP)
+        message = parseData(datagram)
+        self.assertEqual((message.key, message.value), ("k", [1]))
+        self.assertEqual(datumId, "%s.%d.%d" % (message.stamp.source, message.stamp.boot,
+                                                message.stamp.seq))
+
+    def test_outletNotRunning(self) -> None:
+        """
+        An outlet that is not running refuses to send with L{RuntimeError}.
+        """
+        outlet = MulticastOutlet(self.reactor, "x-http", GROUP, "0.0.0.0", 1, None)
+        self.assertRaises(RuntimeError, outlet.send, "k", 1)

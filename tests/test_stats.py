@@ -16,7 +16,6 @@ from artcast.server.feeds.multicast import DatagramHandler
 from artcast.server.stats import (
     Meter,
     Networks,
-    PublishingFigures,
     ServerStatistics,
     Stats,
     residentMemory,
@@ -224,21 +223,6 @@ class ServerStatisticsTests(SynchronousTestCase):
         stub.flush()
         body = self.successResultOf(self.successResultOf(d).content())
         self.assertEqual(json.loads(body)["mine"], 7)
-
-    def test_publishing(self) -> None:
-        """
-        L{PublishingFigures} shows a publisher's datums published and its
-        refusals by status code.
-        """
-
-        class Publisher:
-            published = 4
-            refused = {403: 2}
-
-        self.assertEqual(
-            PublishingFigures(Publisher()).statistics(),
-            {"published": 4, "publish_refused": {"403": 2}},
-        )
 
 
 class PageTests(SynchronousTestCase):

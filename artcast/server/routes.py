@@ -40,7 +40,6 @@ from artcast.server.feeds.publish import HTTPPublisher, Refused
 from artcast.server.stats import (
     EVERYONE,
     Networks,
-    PublishingFigures,
     ServerStatistics,
     Stats,
     metricsText,
@@ -233,7 +232,7 @@ class ArtcastApp:
                 clock, stats if stats is not None else Stats(), store, [self.streams]
             )
             if publisher is not None:
-                statistics.add(PublishingFigures(publisher))
+                statistics.add(publisher)
         #: What C{/stats} shows (L{artcast.server.service.makeService} gives
         #: it with the connections' figures among its parts).
         self.serverStatistics = statistics

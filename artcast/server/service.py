@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 from typing import Any, Mapping
 
-from twisted.application import internet, service, strports
+from twisted.application import service, strports
 
 from artcast.server.connections import (
     OUTPUT_HEADROOM,
@@ -24,17 +24,17 @@ from artcast.server.connections import (
     RetrySpread,
     boundedRequestFactory,
 )
-from artcast.server.feeds.demo import DemoService
-from artcast.server.feeds.multicast import DatagramHandler, MulticastServerProtocol
+from artcast.server.feeds.demo import DemoFeed
+from artcast.server.feeds.multicast import DatagramHandler, MulticastFeed
 from artcast.server.feeds.publish import (
     AuthThrottle,
     HTTPPublisher,
-    publishingSource,
 )
 from artcast.server.logs import ErrorLogService, errorLogObserver
+from artcast.server.outlets.multicast import MulticastOutlet
 from artcast.server.routes import ArtcastApp
 from artcast.server.shutdown import Closing, ServingService
-from artcast.server.stats import PublishingFigures, ServerStatistics, Stats
+from artcast.server.stats import ServerStatistics, Stats
 from artcast.server.store import KeyStore
 
 __all__ = ["ArtcastService", "GarbageCollectorTuning", "makeService"]
@@ -141,7 +141,7 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
     )
     publisher = None
     if options.get("publish-tokens") is not None:
-        sender = publishingSource(
+        outlet = MulticastOutlet(
             reactor,
             store.instance + "-http",
             (options["data-group"], options["data-port"]),
@@ -149,13 +149,15 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
             options["publish-ttl"],
             signingKeys[0] if signingKeys else None,
         )
-        children.append(sender)
-        handler.ownSources.add(sender.src)
+        handler.ownSources.add(outlet.src)
         publisher = HTTPPublisher(
-            store, reactor, options["publish-tokens"], sender,
+            store, reactor, options["publish-tokens"], outlet,
             options["max-value-size"], stats,
             throttle=AuthThrottle(reactor, options["publish-auth-failures"]),
         )
+        # The outlet starts with the publisher and stops with it.
+        outlet.setServiceParent(publisher)
+        children.append(publisher)
 
     # What /stats shows.  The connections' figures are among them, but the
     # connections are made from the site, which serves the application, which
@@ -210,7 +212,7 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
     statistics.add(limiter)
     statistics.add(web.streams)
     if publisher is not None:
-        statistics.add(PublishingFigures(publisher))
+        statistics.add(publisher)
 
     # The port's service is the child of the one that shuts down gracefully:
     # it stops accepting first, then held requests are answered with 503.
@@ -228,22 +230,18 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
     portService.setServiceParent(serving)
     children.append(serving)
 
-    for group, port, receive in (
-        (options["data-group"], options["data-port"], handler.dataReceived),
-        (options["register-group"], options["register-port"], handler.registerReceived),
-    ):
-        udp = internet.MulticastServer(
-            port,
-            MulticastServerProtocol(group, options["interface"], receive),
-            interface=group,
-            maxPacketSize=65535,
-            listenMultiple=True,
-            reactor=reactor,
+    children.append(
+        MulticastFeed(
+            handler,
+            reactor,
+            (options["data-group"], options["data-port"]),
+            (options["register-group"], options["register-port"]),
+            options["interface"],
         )
-        children.append(udp)
+    )
 
     if options["demo"]:
-        children.append(DemoService(handler, reactor))
+        children.append(DemoFeed(handler, reactor))
 
     children.append(GarbageCollectorTuning(reactor))
 

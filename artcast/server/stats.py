@@ -212,38 +212,6 @@ class ServerStatistics:
         return figures
 
 
-class Publisher(Protocol):
-    """
-    What L{PublishingFigures} reads of an
-    L{artcast.server.feeds.publish.HTTPPublisher} (which imports this module,
-    for L{countRejected}).
-    """
-
-    published: int
-    refused: Mapping[int, int]
-
-
-class PublishingFigures:
-    """
-    The figures of HTTP publishing, as a L{Part}: datums published, and
-    requests refused by status code.
-
-    @param publisher: the L{artcast.server.feeds.publish.HTTPPublisher}.
-    """
-
-    def __init__(self, publisher: Publisher) -> None:
-        self.publisher = publisher
-
-    def statistics(self) -> dict[str, Any]:
-        publisher = self.publisher
-        return {
-            "published": publisher.published,
-            "publish_refused": {
-                str(code): count for code, count in publisher.refused.items()
-            },
-        }
-
-
 def countRejected(request: Any, reason: str) -> None:
     """
     Count a refused request (or a connection closed for what its client
@@ -401,6 +369,6 @@ def statsPage(stats: dict[str, Any]) -> bytes:
 
 
 __all__ = [
-    "Meter", "Networks", "EVERYONE", "Part", "PublishingFigures", "ServerStatistics",
+    "Meter", "Networks", "EVERYONE", "Part", "ServerStatistics",
     "Stats", "countRejected", "metricsText", "statsPage", "residentMemory",
 ]

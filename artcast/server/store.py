@@ -26,6 +26,7 @@ import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 # The defaults of the server's options; see L{KeyStore}.
 from artcast.server.defaults import (
@@ -34,6 +35,7 @@ from artcast.server.defaults import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_KEYS,
 )
+from artcast.server.interfaces import IListener
 from artcast.server.patterns import REST, STAR, PatternIndex, isPattern, matches
 from artcast.wire import DatumId, Stamp, encodeJSON
 
@@ -157,6 +159,7 @@ class Found:
     skipThrough: DatumId | None = None
 
 
+@implementer(IListener)
 class Waiter:
     """
     A one-shot listener: the next datum whose key matches C{pattern} (but a
@@ -248,6 +251,7 @@ class DeferredWaiter(Waiter):
         self.deferred.cancel()
 
 
+@implementer(IListener)
 class Subscription:
     """
     A lasting listener: C{callback} is called with every matching datum until

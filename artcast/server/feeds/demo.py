@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_demo -*-
+# -*- test-case-name: tests.test_feeds -*-
 """
 C{--demo}: the two test artcasts, run inside the server so that a new user
 sees live data at once, with no multicast set-up.
@@ -16,8 +16,10 @@ import secrets
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from zope.interface import implementer
 
 from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.interfaces import IFeed
 from artcast.wire import Stamp, encodeData, encodeRegister
 
 #: Where in-process datagrams say they came from.
@@ -45,11 +47,14 @@ ARTCASTS = {
 REGISTER_INTERVAL = 30.0
 
 
-class DemoService(Service):
+@implementer(IFeed)
+class DemoFeed(Service):
     """
-    Send C{test/tick} and C{test/now} once a second, and register both every
-    30 seconds, into a L{DatagramHandler}.
+    The demo feed: send C{test/tick} and C{test/now} once a second, and
+    register both every 30 seconds, into a L{DatagramHandler}.
     """
+
+    name = "demo"
 
     def __init__(self, handler: DatagramHandler, clock: IReactorTime) -> None:
         self.handler = handler
@@ -81,6 +86,13 @@ class DemoService(Service):
             loop.stop()
         self._loops = []
         super().stopService()
+
+    def statistics(self) -> dict[str, object]:
+        """
+        No figures of its own: the handler counts the demo's datagrams with
+        those of the multicast groups.
+        """
+        return {}
 
     def register(self) -> None:
         """

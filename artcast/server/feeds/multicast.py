@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_multicast -*-
 """
-Receiving datums: one L{MulticastServerProtocol} per UDP group, and the
-handlers that turn datagrams into KeyStore updates.
+Receiving datums: the L{MulticastFeed}, one L{MulticastServerProtocol} per
+UDP group, and the handler that turns datagrams into KeyStore updates.
 
 A datagram that is not valid is dropped, counted under its reason in
 L{artcast.server.stats.Stats}, and logged at a bounded rate; it never stops the server.
@@ -10,12 +10,16 @@ L{artcast.server.stats.Stats}, and logged at a bounded rate; it never stops the 
 from __future__ import annotations
 
 import socket
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+from twisted.application.internet import MulticastServer
+from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from artcast.server.interfaces import IFeed
 from artcast.server.store import KeyStore
 from artcast.server.logs import NamedLogger, RateLimitedLog
 from artcast.server.stats import Stats
@@ -262,3 +266,67 @@ class DatagramHandler:
             return
         self.stats.registrations += 1
         self.store.register(message.key, message.meta)
+
+
+@implementer(IFeed)
+class MulticastFeed(MultiService):
+    """
+    The feed of the multicast groups: a L{DatagramHandler} and, as child
+    services, the ports of the data group and the register group, each with
+    a L{MulticastServerProtocol} that hands its datagrams to the handler.
+
+    The ports are bound in C{privilegedStartService}, before twistd drops
+    privileges.
+
+    @ivar handler: the L{DatagramHandler} both groups feed (the demo feed,
+        L{artcast.server.feeds.demo.DemoFeed}, feeds it too).
+    """
+
+    name = "multicast"
+
+    def __init__(
+        self,
+        handler: DatagramHandler,
+        reactor: Any,
+        dataGroup: tuple[str, int],
+        registerGroup: tuple[str, int],
+        interface: str,
+    ) -> None:
+        """
+        @param reactor: provides L{IReactorMulticast}.
+        @param dataGroup: the data group's address and UDP port.
+        @param registerGroup: the register group's address and UDP port.
+        @param interface: the local address whose interface joins the
+            groups.
+        """
+        super().__init__()
+        self.handler = handler
+        for (group, port), receive in (
+            (dataGroup, handler.dataReceived),
+            (registerGroup, handler.registerReceived),
+        ):
+            MulticastServer(
+                port,
+                MulticastServerProtocol(group, interface, receive),
+                interface=group,
+                maxPacketSize=MAX_UDP_PAYLOAD,
+                listenMultiple=True,
+                reactor=reactor,
+            ).setServiceParent(self)
+
+    def statistics(self) -> dict[str, object]:
+        """
+        The handler's counters: C{datagrams}, C{datums} (which counts the
+        datums published over HTTP too, the L{Stats} being shared),
+        C{registrations}, C{missed}, C{dropped} by reason and C{sources} by
+        verdict.
+        """
+        counters = self.handler.stats
+        return {
+            "datagrams": counters.datagrams,
+            "datums": counters.datums,
+            "registrations": counters.registrations,
+            "missed": counters.missed,
+            "dropped": dict(counters.dropped),
+            "sources": dict(counters.sources),
+        }

@@ -12,9 +12,10 @@ publish to (L{parseTokenFile}).  The body is the value: JSON
 The server stamps each published datum as a version 2 source of its own,
 C{<instance>-http}, puts it in its store at once (so the answer carries its
 id and local waiters have it before the answer is sent), and sends it to the
-data group, signed with the server's first C{--source-key-file} key when it
-has one, so that every server fed by the group, behind the same load
-balancer, gets it with the same id.
+data group through its outlet (L{artcast.server.outlets.multicast}), signed
+with the server's first C{--source-key-file} key when it has one, so that
+every server fed by the group, behind the same load balancer, gets it with
+the same id.
 
 The sending socket keeps C{IP_MULTICAST_LOOP} on: other servers on the same
 host (and the tests, where every server joins on 127.0.0.1) hear a datagram
@@ -36,14 +37,17 @@ import ipaddress
 import math
 import re
 from collections import Counter, OrderedDict
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Sequence
 
 import attr
+from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
 from artcast.server.patterns import matches
 from artcast.server.defaults import DEFAULT_AUTH_FAILURES
+from artcast.server.interfaces import IFeed, IOutlet
 from artcast.server.store import Datum, KeyStore
 from artcast.server.stats import countRejected
 from artcast.wire import (
@@ -69,7 +73,6 @@ __all__ = [
     "bearerToken",
     "clientKey",
     "parseTokenFile",
-    "publishingSource",
     "readValue",
 ]
 
@@ -395,82 +398,62 @@ def readValue(contentType: bytes | None, body: bytes, maxValueSize: int) -> obje
 # --- publishing -------------------------------------------------------------
 
 
-class Sender(Protocol):
+@implementer(IFeed)
+class HTTPPublisher(MultiService):
     """
-    What sends published datums to the data group: a
-    L{artcast.source.SourceService}.
-    """
+    The feed of HTTP publishing: carries out publish requests (checks the
+    token, reads the value, sends the datum through its outlet and puts it
+    in the store).
 
-    @property
-    def src(self) -> str: ...
+    A service, so that it sits in the service tree; the server makes the
+    outlet its child, so that the outlet starts and stops with it.
 
-    def publish(self, key: str, value: object) -> str: ...
-
-
-def publishingSource(
-    reactor: Any,
-    name: str,
-    group: tuple[str, int],
-    interface: str,
-    ttl: int,
-    signingKey: bytes | None,
-) -> Any:
-    """
-    The source that sends a server's HTTP-published datums to its data
-    group: C{IP_MULTICAST_IF} C{interface} (the one the server joins on;
-    C{0.0.0.0} leaves the choice to the routing table), C{IP_MULTICAST_TTL}
-    C{ttl}, loop on.
-
-    @return: a L{artcast.source.SourceService}, not started.
-    """
-    from artcast.source import SourceService
-
-    return SourceService(
-        reactor,
-        src=name,
-        groups=[group],
-        registerGroups=[],
-        ttl=ttl,
-        interface=None if interface == "0.0.0.0" else interface,
-        signingKey=signingKey,
-    )
-
-
-class HTTPPublisher:
-    """
-    Carries out publish requests: checks the token, reads the value, sends
-    the datum to the data group and puts it in the store.
-
+    @ivar outlet: sends each datum on and names it.
     @ivar published: how many datums were published over HTTP.
     @ivar refused: publish requests refused, by HTTP status.
     """
+
+    name = "publish"
 
     def __init__(
         self,
         store: KeyStore,
         clock: IReactorTime,
         tokens: Tokens,
-        sender: Sender,
+        outlet: IOutlet,
         maxValueSize: int,
         stats: Any = None,
         throttle: AuthThrottle | None = None,
     ) -> None:
         """
-        @param sender: sends each datum to the data group and names it.
+        @param outlet: sends each datum on (to the data group, an
+            L{artcast.server.outlets.multicast.MulticastOutlet}) and gives
+            its id.
         @param stats: the server's L{artcast.server.stats.Stats}, whose
             C{datums} counts HTTP-published datums too.
         @param throttle: bounds failed token checks per client address; by
             default an L{AuthThrottle} with its defaults.
         """
+        super().__init__()
         self.throttle = throttle if throttle is not None else AuthThrottle(clock)
         self.store = store
         self.clock = clock
         self.tokens = tokens
-        self.sender = sender
+        self.outlet = outlet
         self.maxValueSize = maxValueSize
         self.stats = stats
         self.published = 0
         self.refused: Counter[int] = Counter()
+
+    def statistics(self) -> dict[str, object]:
+        """
+        C{published}, and C{publish_refused}: refused requests by HTTP
+        status (as text).
+        """
+        return {
+            "published": self.published,
+            "publish_refused": {str(code): count for code, count in self.refused.items()},
+        }
 
     def _refuse(self, refusal: Refused) -> Refused:
         self.refused[refusal.code] += 1
@@ -552,7 +535,7 @@ class HTTPPublisher:
             raise self._refuse(refusal)
         created = self.store.latest(key) is None
         try:
-            datumId = self.sender.publish(key, value)
+            datumId = self.outlet.send(key, value)
         except RuntimeError:
             raise self._refuse(
                 Refused(503, "Not ready to publish yet.", [(b"Retry-After", b"1")])
