@@ -7,8 +7,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import hmac
+import importlib
 import inspect
 import json
+import pkgutil
+from types import ModuleType
 from urllib.parse import unquote
 
 from hypothesis import given, settings
@@ -1244,16 +1247,35 @@ class PublicNamesTests(SynchronousTestCase):
         classes and constants it defines itself.
         """
         for module in [artcast.wire, artcast.source, artcast.send, artcast.client]:
-            tree = ast.parse(inspect.getsource(module))
-            defined = set()
-            for node in tree.body:
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                    defined.add(node.name)
-                elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                    for target in targets:
-                        for name in ast.walk(target):
-                            if isinstance(name, ast.Name) and name.id.isupper():
-                                defined.add(name.id)
-            public = {name for name in defined if not name.startswith("_")}
-            self.assertEqual(sorted(module.__all__), sorted(public), module.__name__)
+            self.assertPublicNames(module)
+
+    def test_allServer(self) -> None:
+        """
+        So does each module of the server, the datum's path among them.
+        """
+        import artcast.server
+
+        found = pkgutil.walk_packages(artcast.server.__path__, "artcast.server.")
+        names = sorted(info.name for info in found if not info.ispkg)
+        self.assertIn("artcast.server.store", names)
+        for name in names:
+            self.assertPublicNames(importlib.import_module(name))
+
+    def assertPublicNames(self, module: ModuleType) -> None:
+        """
+        Assert that C{module.__all__} names exactly the public functions,
+        classes and constants C{module} defines itself.
+        """
+        tree = ast.parse(inspect.getsource(module))
+        defined = set()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    for name in ast.walk(target):
+                        if isinstance(name, ast.Name) and name.id.isupper():
+                            defined.add(name.id)
+        public = {name for name in defined if not name.startswith("_")}
+        self.assertEqual(sorted(module.__all__), sorted(public), module.__name__)

@@ -84,6 +84,20 @@ from artcast.server.logs import (
 )
 
 __all__ = [
+    "ABORT_DELAY",
+    "BODY_TIMEOUT",
+    "CHUNK_SIZE",
+    "FILE_HEADROOM",
+    "HEADER_TIMEOUT",
+    "KEEPALIVE_COUNT",
+    "KEEPALIVE_INTERVAL",
+    "MAX_CLIENTS",
+    "OUTPUT_FULL",
+    "OUTPUT_HEADROOM",
+    "OUTPUT_SLACK_DIVISOR",
+    "PER_ADDRESS",
+    "SHUTTING_DOWN",
+    "SLOW_READER",
     "ArtcastChannel",
     "ArtcastRequest",
     "BodyProducer",

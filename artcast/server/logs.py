@@ -58,11 +58,13 @@ from twisted.web.server import Site
 from artcast.server.defaults import DEFAULT_LOG_COUNT, DEFAULT_LOG_SIZE
 
 __all__ = [
-    "NamedLogger",
+    "ACCESS_LOG_BUFFER",
     "ArtcastSite",
-    "addressHost",
     "ErrorLogObserver",
     "ErrorLogService",
+    "NamedLogger",
+    "RateLimitedLog",
+    "addressHost",
     "apacheCombinedLogFormatter",
     "errorLogObserver",
     "escapeLogItem",

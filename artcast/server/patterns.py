@@ -59,7 +59,7 @@ counted.  Keys themselves are at most 256 characters, so up to 128 levels; a
 pattern ending in C{...} still matches keys of any depth.
 """
 
-T = TypeVar("T", bound=Hashable)
+_T = TypeVar("_T", bound=Hashable)
 
 
 def isPattern(key: str) -> bool:
@@ -138,7 +138,7 @@ def _edgeCheck(
     return itemgetter(*[start + offset for offset in offsets]), wanted
 
 
-class _Node(Generic[T]):
+class _Node(Generic[_T]):
     """
     One node of the trie of wildcard patterns: one or more levels.
 
@@ -164,9 +164,9 @@ class _Node(Generic[T]):
     __slots__ = ("depth", "edge", "getter", "wanted", "children", "items", "rest")
 
     def __init__(self, start: int, edge: tuple[str, ...]) -> None:
-        self.children: dict[str, _Node[T]] | None = None
-        self.items: dict[T, int] | None = None
-        self.rest: dict[T, int] | None = None
+        self.children: dict[str, _Node[_T]] | None = None
+        self.items: dict[_T, int] | None = None
+        self.rest: dict[_T, int] | None = None
         self.reshape(start, edge)
 
     def reshape(self, start: int, edge: tuple[str, ...]) -> None:
@@ -187,14 +187,14 @@ class _Node(Generic[T]):
         return not (self.children or self.items or self.rest)
 
 
-def _restName(name: str, node: _Node[T], root: _Node[T]) -> str:
+def _restName(name: str, node: _Node[_T], root: _Node[_T]) -> str:
     """
     The name of the C{...} pattern held at a node.
     """
     return f"{name}/{REST}" if node is not root else REST
 
 
-def _childName(name: str, child: _Node[T], parent: _Node[T], root: _Node[T]) -> str:
+def _childName(name: str, child: _Node[_T], parent: _Node[_T], root: _Node[_T]) -> str:
     """
     The name of the pattern prefix a child stands for.
     """
@@ -202,7 +202,7 @@ def _childName(name: str, child: _Node[T], parent: _Node[T], root: _Node[T]) -> 
     return f"{name}/{levels}" if parent is not root else levels
 
 
-class PatternIndex(Generic[T]):
+class PatternIndex(Generic[_T]):
     """
     Items held under keys that may hold wildcards, found by key.
 
@@ -221,8 +221,8 @@ class PatternIndex(Generic[T]):
     """
 
     def __init__(self) -> None:
-        self._exact: dict[str, dict[T, int]] = {}
-        self._root: _Node[T] = _Node(0, ())
+        self._exact: dict[str, dict[_T, int]] = {}
+        self._root: _Node[_T] = _Node(0, ())
         self._length = 0
         self._counter = 0
 
@@ -232,7 +232,7 @@ class PatternIndex(Generic[T]):
         """
         return self._length
 
-    def _insert(self, levels: list[str]) -> _Node[T]:
+    def _insert(self, levels: list[str]) -> _Node[_T]:
         """
         Find the node that stands for a pattern prefix, making it (and
         splitting a node in two) if it is not there yet.
@@ -260,7 +260,7 @@ class PatternIndex(Generic[T]):
             if same < len(edge):
                 # The prefix leaves this node's levels after "same" of them:
                 # a new node takes those, and the old one keeps the rest.
-                middle: _Node[T] = _Node(depth, edge[:same])
+                middle: _Node[_T] = _Node(depth, edge[:same])
                 child.reshape(depth + same, edge[same:])
                 middle.children = {edge[same]: child}
                 children[first] = middle
@@ -269,7 +269,7 @@ class PatternIndex(Generic[T]):
             depth += same
         return node
 
-    def _trail(self, levels: list[str]) -> list[_Node[T]] | None:
+    def _trail(self, levels: list[str]) -> list[_Node[_T]] | None:
         """
         Find the node that stands for a pattern prefix, and the nodes on the
         way to it.
@@ -293,7 +293,7 @@ class PatternIndex(Generic[T]):
             depth = child.depth
         return trail
 
-    def add(self, pattern: str, item: T) -> None:
+    def add(self, pattern: str, item: _T) -> None:
         """
         Hold an item under a pattern.
 
@@ -322,7 +322,7 @@ class PatternIndex(Generic[T]):
             entries[item] = self._counter
             self._length += 1
 
-    def remove(self, pattern: str, item: T) -> None:
+    def remove(self, pattern: str, item: _T) -> None:
         """
         Stop holding an item under a pattern, and drop or merge whatever part
         of the index that leaves empty or with a single child.  Removing an
@@ -361,7 +361,7 @@ class PatternIndex(Generic[T]):
             node.items = None
         self._prune(trail)
 
-    def _prune(self, trail: list[_Node[T]]) -> None:
+    def _prune(self, trail: list[_Node[_T]]) -> None:
         """
         Drop the nodes at the end of a trail that hold nothing any more, and
         merge a node that holds no items and has one child with that child.
@@ -385,7 +385,7 @@ class PatternIndex(Generic[T]):
             if not parent.children:
                 parent.children = None
 
-    def _walk(self, key: str, named: bool) -> Iterator[tuple[str, dict[T, int]]]:
+    def _walk(self, key: str, named: bool) -> Iterator[tuple[str, dict[_T, int]]]:
         """
         Find the patterns that match a key.
 
@@ -435,7 +435,7 @@ class PatternIndex(Generic[T]):
                 if names is not None:
                     names.append(_childName(name, child, node, root))
 
-    def match(self, key: str) -> list[T]:
+    def match(self, key: str) -> list[_T]:
         """
         Find the items whose pattern matches a key.
 
@@ -464,7 +464,7 @@ class PatternIndex(Generic[T]):
         """
         return [pattern for pattern, _ in self._walk(key, True)]
 
-    def _allEntries(self) -> Iterator[tuple[str, dict[T, int]]]:
+    def _allEntries(self) -> Iterator[tuple[str, dict[_T, int]]]:
         """
         Every pattern that holds items, with its entries: the exact patterns,
         then a walk of the whole trie.
@@ -493,7 +493,7 @@ class PatternIndex(Generic[T]):
         """
         return {pattern: len(entries) for pattern, entries in self._allEntries()}
 
-    def items(self) -> list[tuple[str, T]]:
+    def items(self) -> list[tuple[str, _T]]:
         """
         Every C{(pattern, item)} entry (it visits every pattern: for shutting
         down, not for the path of a datum).

@@ -32,7 +32,11 @@ from artcast.server.connections import ConnectionLimiter, RetrySpread, ensureFil
 from artcast.server.defaults import DEFAULT_SHUTDOWN_TIMEOUT
 from artcast.server.logs import NamedLogger
 
-__all__ = ["Closing", "ServingService"]
+__all__ = [
+    "ABORT_GRACE",
+    "Closing",
+    "ServingService",
+]
 
 
 #: After aborting the connections left at the deadline, how long to wait for

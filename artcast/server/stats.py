@@ -369,6 +369,15 @@ def statsPage(stats: dict[str, Any]) -> bytes:
 
 
 __all__ = [
-    "Meter", "Networks", "EVERYONE", "Part", "ServerStatistics",
-    "Stats", "countRejected", "metricsText", "statsPage", "residentMemory",
+    "EVERYONE",
+    "ArtcastCollector",
+    "Meter",
+    "Networks",
+    "Part",
+    "ServerStatistics",
+    "Stats",
+    "countRejected",
+    "metricsText",
+    "residentMemory",
+    "statsPage",
 ]

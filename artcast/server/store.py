@@ -39,6 +39,18 @@ from artcast.server.interfaces import IListener
 from artcast.server.patterns import REST, STAR, PatternIndex, isPattern, matches
 from artcast.wire import DatumId, Stamp, encodeJSON
 
+__all__ = [
+    "DATUM_OVERHEAD",
+    "KEY_OVERHEAD",
+    "META_OVERHEAD",
+    "Datum",
+    "DeferredWaiter",
+    "Found",
+    "KeyStore",
+    "Subscription",
+    "Waiter",
+]
+
 
 _log = Logger(namespace="artcast.keystore")
 

@@ -21,6 +21,19 @@ from twisted.python.filepath import FilePath
 
 from artcast.server import defaults
 
+__all__ = [
+    "Options",
+    "clientPort",
+    "ipv4",
+    "makeService",
+    "multicastGroup",
+    "portNumber",
+    "positiveInt",
+    "seconds",
+    "skew",
+    "ttl",
+]
+
 
 def clientPort(description: str) -> str:
     """

@@ -86,17 +86,32 @@ from twisted.python.usage import UsageError
 from artcast.server.logs import NamedLogger
 
 __all__ = [
+    "KILL_GRACE",
+    "LISTEN_FD",
+    "LOG_FD",
+    "MAX_LOG_RECORD",
+    "MAX_RESTART_DELAY",
     "MAX_WORKERS",
+    "MIN_RESTART_DELAY",
+    "OPTIONS_FD",
+    "QUICK_DEATH",
+    "SHARED_ENDPOINTS",
+    "STOP_GRACE",
+    "AdoptedPortService",
+    "LogForwarder",
     "SupervisorService",
     "Worker",
+    "WorkerProcess",
     "WorkerSupervisor",
     "checkOptions",
-    "encodeOptions",
     "decodeOptions",
+    "encodeOptions",
     "main",
     "makeSupervisor",
     "workerAccessLog",
     "workerArguments",
+    "workerEnvironment",
+    "workerLogObserver",
     "workerOptions",
 ]
 

@@ -22,6 +22,14 @@ from artcast.server.feeds.multicast import DatagramHandler
 from artcast.server.interfaces import IFeed
 from artcast.wire import Stamp, encodeData, encodeRegister
 
+__all__ = [
+    "ARTCASTS",
+    "DEMO_ADDRESS",
+    "LICENSE",
+    "REGISTER_INTERVAL",
+    "DemoFeed",
+]
+
 #: Where in-process datagrams say they came from.
 DEMO_ADDRESS = ("127.0.0.1", 0)
 

@@ -39,6 +39,14 @@ from artcast.wire import (
     parseRegister,
 )
 
+__all__ = [
+    "MAX_UDP_PAYLOAD",
+    "RECEIVE_BUFFER",
+    "DatagramHandler",
+    "MulticastFeed",
+    "MulticastServerProtocol",
+]
+
 #: The largest UDP payload over IPv4; Twisted's UDP port reads 8,192 bytes
 #: unless told otherwise.
 MAX_UDP_PAYLOAD = 65535

@@ -64,6 +64,8 @@ from artcast.wire import (
 
 __all__ = [
     "AUTH_THROTTLED",
+    "AUTH_WINDOW",
+    "MAX_THROTTLED_ADDRESSES",
     "MIN_TOKEN_LENGTH",
     "AuthThrottle",
     "Grant",

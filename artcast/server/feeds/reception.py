@@ -30,13 +30,11 @@ from artcast.wire import (
 )
 
 __all__ = [
-    "FRAGMENT_MEMORY",
     "FRAGMENT_TIMEOUT",
     "MAX_AHEAD",
     "MAX_PENDING",
     "MAX_PENDING_PER_ADDRESS",
     "MAX_PENDING_PER_SOURCE",
-    "MAX_SOURCES",
     "RECENT",
     "Reassembler",
     "SourceTracker",

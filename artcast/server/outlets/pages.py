@@ -19,6 +19,12 @@ from artcast.wire import keyPath
 
 from twisted.python.filepath import FilePath
 
+__all__ = [
+    "listPage",
+    "livePage",
+    "readTemplate",
+]
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 50rem;
        padding: 0 1rem; color: #222; background: #fdfdfc; }
