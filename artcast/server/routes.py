@@ -30,6 +30,7 @@ from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import HTTPException, NotFound
 
+from artcast.server import internals
 from artcast.server import negotiate
 from artcast.server.outlets import pages
 from artcast.server.patterns import validatePattern
@@ -323,7 +324,7 @@ class LongPoll(Waiter):
         Answer with what C{make(*args)} gives, unless the request is over.
         """
         request = cast(Request, self.request)
-        if self.deferred is None and _isOver(request):
+        if self.deferred is None and internals.requestOver(request):
             return
         try:
             body = make(*args)
@@ -372,20 +373,13 @@ def _representation(datum: Datum, contentType: str) -> tuple[bytes, bytes]:
     return datum.json, b"application/json"
 
 
-def _isOver(request: Request) -> bool:
-    """
-    Is the request over: answered, or its client gone?
-    """
-    return bool(request.finished or request._disconnected)
-
-
 def _writeAnswer(body: bytes, request: Request) -> None:
     """
     Send a long poll's (or a stream's last) answer, unless the request is
     over: a large body in pieces, each as the client reads the ones before
     (L{writeBody}).
     """
-    if not _isOver(request):
+    if not internals.requestOver(request):
         writeBody(request, body)
 
 
@@ -413,7 +407,7 @@ def _answerFailed(failure: Failure, request: Request) -> None:
     away (nothing to say), or an error, answered with a C{500} and logged
     (only logged when the request is already over).
     """
-    if _isOver(request):
+    if internals.requestOver(request):
         if not failure.check(CancelledError):
             _log.failure("Unhandled error answering a long poll.", failure)
         return
@@ -672,11 +666,9 @@ class ArtcastApp:
         if (
             req.method != b"GET"
             or req.startedWriting
-            or req._disconnected
+            or not internals.prebuiltFits(req)
             or req.code != 200
             or req.code_message != b"OK"
-            or getattr(req, "_encoder", None) is not None
-            or getattr(req, "_inFakeHead", False)
             or not isinstance(req.channel, HTTPChannel)
             or server is None
             or len(list(headers.getAllRawHeaders()))

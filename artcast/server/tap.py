@@ -343,6 +343,7 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
     # Set in a worker process of --workers (artcast.server.workers).
     worker = options.get("worker")
 
+    from artcast.server.internals import InternalsService
     from artcast.server.logs import ErrorLogService, errorLogObserver
     from artcast.server.feeds.multicast import DatagramHandler, MulticastServerProtocol, Stats
     from artcast.server.routes import ArtcastApp
@@ -355,6 +356,8 @@ def makeService(options: dict[str, Any], reactor: Any = None) -> service.MultiSe
                 options["error-log"], options["error-log-size"], options["error-log-count"]
             )
         ).setServiceParent(top)
+    # Before anything that uses Twisted's internals is made.
+    InternalsService().setServiceParent(top)
 
     store = keystore.KeyStore(
         reactor,
