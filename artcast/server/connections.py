@@ -512,7 +512,6 @@ class ArtcastChannel(HTTPChannel):
         # request comes: set now, with ours, they cost a shared table of
         # names instead of a dict per channel.
         internals.presetAttributes(self, ("_phase", "_timer"))
-        self._command = self._path = self._version = None
 
     def connectionMade(self) -> None:
         super().connectionMade()

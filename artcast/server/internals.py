@@ -199,7 +199,8 @@ def presetAttributes(channel: http.HTTPChannel, own: tuple[str, ...] = ()) -> No
     """
     Set on a new channel, to the values they have anyway, the attributes
     Twisted's L{HTTPChannel} sets only when its first request comes, then
-    C{own} (its subclass's).
+    C{own} (its subclass's), then the request line's (C{_command},
+    C{_path}, C{_version}) to L{None}.
 
     CPython (3.11, 3.12) keeps the attribute names of a class's instances
     in one shared table, each instance holding only its values, but lets
@@ -213,6 +214,9 @@ def presetAttributes(channel: http.HTTPChannel, own: tuple[str, ...] = ()) -> No
         setattr(channel, name, getattr(channel, name))
     for name in own:
         setattr(channel, name, getattr(channel, name))
+    # The request line's, which Twisted sets with each request and deletes
+    # once its body is in.
+    channel._command = channel._path = channel._version = None  # type: ignore[attr-defined]
 
 
 def _presetOwn(channel: http.HTTPChannel, own: tuple[str, ...] = ()) -> None:
@@ -338,6 +342,17 @@ def _problems() -> dict[str, list[str]]:
     transport = StringTransport()
     _expect(problems, "later", "HTTPChannel's later attributes",
             lambda: all(hasattr(channel, name) for name in _CHANNEL_LATER_ATTRIBUTES))
+
+    def requestLine() -> bool:
+        reading = http.HTTPChannel()
+        reading.callLater = Clock().callLater  # type: ignore[method-assign]
+        reading.makeConnection(StringTransport())
+        reading.dataReceived(b"GET / HTTP/1.1\r\n")
+        line = (reading._command, reading._path, reading._version)  # type: ignore[attr-defined]
+        reading.setTimeout(None)
+        return line == (b"GET", b"/", b"HTTP/1.1")
+
+    _expect(problems, "later", "HTTPChannel's request line", requestLine)
 
     def pipeline() -> bool:
         channel.makeConnection(transport)
