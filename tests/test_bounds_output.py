@@ -41,9 +41,9 @@ from artcast.server.connections import (
     ConnectionLimiter,
     LimitedSite,
     RetrySpread,
-    queuedOutput,
     writeBody,
 )
+from artcast.server.internals import queuedOutput
 from artcast.server.store import KeyStore
 from artcast.wire import Stamp, encodeData
 from artcast.server.answers import _CACHED_ANSWERS

@@ -37,9 +37,8 @@ from artcast.server.connections import (
     OUTPUT_SLACK_DIVISOR,
     ConnectionLimiter,
     TrackedConnection,
-    dropQueuedOutput,
-    queuedOutput,
 )
+from artcast.server.internals import dropQueuedOutput, queuedOutput
 from tests.harness import ArtcastProcess
 from tests.test_bounds_output import Writer, makeLimiter, nonReader, residentKiB
 from tests.test_integration import rawConnect, requestBytes

@@ -29,7 +29,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from artcast.server import negotiate
+from artcast.server import internals, negotiate
 from artcast.server.connections import CHUNK_SIZE, writeBody
 from artcast.server.store import Datum, KeyStore
 from artcast.wire import quoteKey
@@ -40,7 +40,6 @@ __all__ = [
     "SharedBody",
     "answerFailed",
     "headerKey",
-    "isOver",
     "licenseLink",
     "writeAnswer",
 ]
@@ -108,20 +107,13 @@ def _representation(datum: Datum, contentType: str) -> tuple[bytes, bytes]:
     return datum.json, b"application/json"
 
 
-def isOver(request: Request) -> bool:
-    """
-    Is the request over: answered, or its client gone?
-    """
-    return bool(request.finished or request._disconnected)
-
-
 def writeAnswer(body: bytes, request: Request) -> None:
     """
     Send a long poll's (or a stream's last) answer, unless the request is
     over: a large body in pieces, each as the client reads the ones before
     (L{writeBody}).
     """
-    if not isOver(request):
+    if not internals.requestOver(request):
         writeBody(request, body)
 
 
@@ -131,7 +123,7 @@ def answerFailed(failure: Failure, request: Request) -> None:
     away (nothing to say), or an error, answered with a C{500} and logged
     (only logged when the request is already over).
     """
-    if isOver(request):
+    if internals.requestOver(request):
         if not failure.check(CancelledError):
             _log.failure("Unhandled error answering a long poll.", failure)
         return
@@ -265,11 +257,9 @@ class Answers:
         if (
             req.method != b"GET"
             or req.startedWriting
-            or req._disconnected
+            or not internals.prebuiltFits(req)
             or req.code != 200
             or req.code_message != b"OK"
-            or getattr(req, "_encoder", None) is not None
-            or getattr(req, "_inFakeHead", False)
             or not isinstance(req.channel, HTTPChannel)
             or server is None
             or len(list(headers.getAllRawHeaders()))

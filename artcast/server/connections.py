@@ -26,7 +26,8 @@ Three pieces, from the socket up:
     while a request is in progress, so a held long poll is never cut by it)
     is C{--idle-timeout}, and which counts refusals by reason.
 
-Output is bounded too (see L{BodyProducer}, L{queuedOutput}): a large
+Output is bounded too (see L{BodyProducer},
+L{artcast.server.internals.queuedOutput}): a large
 answer is written in chunks as the client reads it, a connection whose
 queued output passes C{--max-output-buffer} bytes is aborted, and when the
 queued output of all connections together passes C{--max-output-total},
@@ -62,6 +63,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from artcast.server import internals
 # The defaults of the options (see docs/operations.md).
 from artcast.server.defaults import (
     DEFAULT_BODY_TIMEOUT,
@@ -108,9 +110,7 @@ __all__ = [
     "TrackedConnection",
     "boundedRequestFactory",
     "configureSocket",
-    "dropQueuedOutput",
     "ensureFileLimit",
-    "queuedOutput",
     "unavailable",
     "writeBody",
 ]
@@ -301,80 +301,6 @@ def configureSocket(transport: Any, keepAliveIdle: float | None) -> bool:
     return True
 
 
-def _bufferingTransport(transport: Any) -> Any:
-    """
-    The transport under C{transport} that buffers what is written: Twisted's
-    L{FileDescriptor}, found by its private C{_tempDataLen} looking through
-    wrappers (TLS, L{ProtocolWrapper}), or L{None}.
-
-    L{queuedOutput} reads its private buffer and L{dropQueuedOutput} empties
-    it: the only places Artcast touches it.  C{tests.test_bounds_output} and
-    C{tests.test_bounds_outtotal} check both against a real socket, so that a
-    Twisted that changes it fails there; at run time such a Twisted gets no
-    bound (L{None} here).
-    """
-    for _ in range(4):
-        if transport is None:
-            return None
-        try:
-            state = transport.__dict__
-        except AttributeError:
-            return None
-        if "_tempDataLen" in state:
-            return transport
-        transport = state.get("transport")
-    return None
-
-
-def queuedOutput(transport: Any) -> int | None:
-    """
-    The bytes written to a connection and not yet sent: what its transport
-    still holds in memory (C{dataBuffer} from C{offset} on, and
-    C{_tempDataLen} bytes waiting to join it; see L{_bufferingTransport}).
-
-    @return: The byte count, or L{None} for a transport whose buffer cannot
-        be read (then no bound is applied to it).
-    """
-    buffering = _bufferingTransport(transport)
-    if buffering is None:
-        return None
-    try:
-        return len(buffering.dataBuffer) - buffering.offset + buffering._tempDataLen
-    except (AttributeError, TypeError):
-        return None
-
-
-def dropQueuedOutput(transport: Any) -> bool:
-    """
-    Let go at once of what an aborted connection's transport holds written
-    and not yet sent, as L{queuedOutput} finds it.
-
-    Twisted's C{abortConnection} discards a TCP transport's buffer, but only
-    when it calls C{connectionLost}, a reactor turn later; until then the
-    buffer is held, so every connection aborted in one turn (a burst of
-    clients that do not read, all cut for the output budget) would hold its
-    output at once.  This empties the buffer only on a transport Twisted
-    marked as aborting (C{_aborting}), whose C{doWrite} it has replaced with
-    a no-op: nothing will read the buffer again.  On a Twisted without that
-    state, nothing is done (the buffer goes a turn later, as before).
-
-    @return: Whether a buffer was let go of.
-    """
-    buffering = _bufferingTransport(transport)
-    if buffering is None:
-        return False
-    state = buffering.__dict__
-    if state.get("_aborting") is not True or not isinstance(
-        state.get("_tempDataBuffer"), list
-    ):
-        return False
-    buffering._tempDataBuffer = []
-    buffering._tempDataLen = 0
-    buffering.dataBuffer = b""
-    buffering.offset = 0
-    return True
-
-
 @implementer(IPushProducer)
 class BodyProducer:
     """
@@ -419,7 +345,7 @@ class BodyProducer:
             request.write(body[start : self.offset])
         if self.offset >= end and self.body is not None:
             self._done()
-            if not (request.finished or request._disconnected):
+            if not internals.requestOver(request):
                 request.finish()
 
     def pauseProducing(self) -> None:
@@ -440,7 +366,7 @@ def writeBody(request: Any, body: bytes) -> None:
     it: at once when it is small, else through a L{BodyProducer}.
     """
     if len(body) <= CHUNK_SIZE or request.method == b"HEAD":
-        if not (request.finished or request._disconnected):
+        if not internals.requestOver(request):
             request.write(body)
             request.finish()
         return
@@ -495,16 +421,6 @@ class _Unavailable(Resource):
 #: answered, but the answer is not yet read by the client (the transport
 #: paused the channel), so the next pipelined request waits.
 _IDLE, _HEAD, _READING, _DISPATCHED, _HELD = range(5)
-
-
-#: The attributes Twisted's L{HTTPChannel} (and ours) set on a channel
-#: after it is made, but for the request line's (see
-#: L{ArtcastChannel.__init__}).
-_LATER_ATTRIBUTES = (
-    "_busyReceiving", "_buffer", "_receivedHeaderSize", "_HTTPChannel__first_line",
-    "_HTTPChannel__header", "_receivedHeaderCount", "persistent", "length",
-    "_savedTimeOut", "line_mode", "_phase", "_timer",
-)
 
 
 class ArtcastRequest(Request):
@@ -608,12 +524,10 @@ class ArtcastChannel(HTTPChannel):
     only between requests: when an answer is finished while the transport
     is full, it goes on to parse and answer every pipelined request it has
     buffered, each answer queued in memory (see L{requestDone}).  The
-    private state of L{HTTPChannel} this reads (C{_waitingForTransport},
-    C{_handlingRequest}, C{_dataBuffer}, C{_networkProducer},
-    C{_optimisticEagerReadSize}) is read in L{requestDone},
-    L{resumeProducing} and L{rawDataReceived} only, with Twisted's own
-    behaviour when it is missing, and checked by
-    C{tests.test_bounds_output.PipelineTests.test_twistedStateFenced}.
+    private state of L{HTTPChannel} this needs is read through
+    L{artcast.server.internals} (L{requestDone}, L{resumeProducing} and
+    L{rawDataReceived}), which falls back to Twisted's own behaviour when
+    that state is not as expected.
 
     @ivar site: The L{LimitedSite} (set by L{twisted.web.server.Site}).
     @ivar refusal: Why the connection was refused (see L{ConnectionLimiter}),
@@ -637,18 +551,10 @@ class ArtcastChannel(HTTPChannel):
 
     def __init__(self) -> None:
         super().__init__()
-        # CPython (3.11, 3.12) keeps the attribute names of a class's
-        # instances in one shared table, each instance holding only its
-        # values, but lets only the first few instances made add names to
-        # it.  Twisted sets many of a channel's attributes only when its
-        # first request comes: when many connections are opened at once,
-        # the table is closed by then, and every channel gets a whole dict
-        # of its own (832 bytes instead of about 300).  Setting them now, to
-        # the values they have anyway, puts their names in the table with
-        # the first channel.
-        for name in _LATER_ATTRIBUTES:
-            setattr(self, name, getattr(self, name))
-        self._command = self._path = self._version = None
+        # Twisted sets many of a channel's attributes only when its first
+        # request comes: set now, with ours, they cost a shared table of
+        # names instead of a dict per channel.
+        internals.presetAttributes(self, ("_phase", "_timer"))
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -735,17 +641,15 @@ class ArtcastChannel(HTTPChannel):
         """
         if self.closing:
             self.persistent = False
-        network = getattr(self, "_networkProducer", None)
         if (
             self.persistent
-            and getattr(self, "_waitingForTransport", False)
-            and network is not None
+            and internals.holdsPipeline(self)
             and not getattr(self.transport, "disconnecting", False)
             and self.requests
             and request is self.requests[0]
         ):
             self._phase = _HELD
-            network.pauseProducing()
+            internals.pauseReading(self)
             return
         self._phase = _IDLE
         super().requestDone(request)
@@ -761,7 +665,7 @@ class ArtcastChannel(HTTPChannel):
         if (
             self._phase == _HELD
             and self.requests
-            and not getattr(self, "_waitingForTransport", False)
+            and not internals.transportFull(self)
         ):
             self._phase = _IDLE
             super().requestDone(self.requests[0])
@@ -774,15 +678,8 @@ class ArtcastChannel(HTTPChannel):
         Stop reading then too (reading resumes when the request is done).
         """
         super().rawDataReceived(data)
-        if (
-            getattr(self, "_handlingRequest", False)
-            and getattr(self, "_waitingForTransport", False)
-            and sum(map(len, getattr(self, "_dataBuffer", ())))
-            > getattr(self, "_optimisticEagerReadSize", 0x4000)
-        ):
-            network = getattr(self, "_networkProducer", None)
-            if network is not None:
-                network.pauseProducing()
+        if internals.readingTooFar(self):
+            internals.pauseReading(self)
 
     def shutDown(self, retryAfter: Callable[[], int]) -> None:
         """
@@ -953,7 +850,7 @@ class TrackedConnection(ProtocolWrapper):
         bound = factory.maxOutputBuffer
         if bound is None and factory.maxOutputTotal is None:
             return
-        queued = queuedOutput(self.transport)
+        queued = internals.queuedOutput(self.transport)
         if queued is None:
             return
         if bound is not None and queued > bound:
@@ -1000,14 +897,14 @@ class TrackedConnection(ProtocolWrapper):
     def abortConnection(self) -> None:
         """
         Abort the connection, dropping what it holds written and not yet
-        sent now (see L{dropQueuedOutput}) and whatever is written to it
-        from now on, and giving back its charge.
+        sent now (see L{artcast.server.internals.dropQueuedOutput}) and
+        whatever is written to it from now on, and giving back its charge.
         """
         self.cut = True
         self.disconnecting = 1
         transport: Any = self.transport
         transport.abortConnection()
-        dropQueuedOutput(transport)
+        internals.dropQueuedOutput(transport)
         if self.outputCharge:
             self.factory.dischargeOutput(self)
 
@@ -1230,7 +1127,7 @@ class ConnectionLimiter(WrappingFactory[TrackedConnection]):
         holders: list[tuple[int, TrackedConnection]] = []
         total = 0
         for connection in list(self._charged):
-            queued = queuedOutput(connection.transport) or 0
+            queued = internals.queuedOutput(connection.transport) or 0
             connection.outputCharge = queued
             if queued:
                 holders.append((queued, connection))

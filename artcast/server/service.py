@@ -30,6 +30,7 @@ from artcast.server.feeds.publish import (
     AuthThrottle,
     HTTPPublisher,
 )
+from artcast.server.internals import InternalsService
 from artcast.server.logs import ErrorLogService, errorLogObserver
 from artcast.server.outlets.multicast import MulticastOutlet
 from artcast.server.routes import ArtcastApp
@@ -119,6 +120,10 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
                 )
             )
         )
+
+    # Before anything that uses Twisted's internals is made: it checks them
+    # once, and falls back to the ordinary path if they are not as expected.
+    children.append(InternalsService())
 
     store = KeyStore(
         reactor,

@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from artcast.server.answers import Answers, answerFailed, isOver, writeAnswer
+from artcast.server import internals
+from artcast.server.answers import Answers, answerFailed, writeAnswer
 from artcast.server.connections import ArtcastRequest
 from artcast.server.store import Datum, KeyStore, Waiter
 from artcast.wire import DatumId
@@ -134,7 +135,7 @@ class LongPoll(Waiter):
         Answer with what C{make(*args)} gives, unless the request is over.
         """
         request = cast(Request, self.request)
-        if self.deferred is None and isOver(request):
+        if self.deferred is None and internals.requestOver(request):
             return
         try:
             body = make(*args)

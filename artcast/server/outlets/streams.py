@@ -69,6 +69,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from artcast.server import internals
 from artcast.server import negotiate
 from artcast.server.store import Datum, KeyStore
 from artcast.server.logs import RateLimitedLog
@@ -869,7 +870,7 @@ class StreamManager:
         self.webSocketFactory.protocol = StreamProtocol
         # Autobahn's own timeouts (the closing handshake) run on our clock,
         # not on the global reactor txaio would pick.
-        self.webSocketFactory._batched_timer = _ClockTimer(clock)
+        internals.useClock(self.webSocketFactory, _ClockTimer(clock))
         self.webSocketFactory.setProtocolOptions(
             # The handshake is answered as soon as Twisted parsed it.
             openHandshakeTimeout=0,

@@ -1,0 +1,429 @@
+# -*- test-case-name: tests.test_internals -*-
+"""
+Everything Artcast reads or writes of Twisted's and Autobahn's private
+state, each behind a small named function, and the check that this state is
+still what these functions expect.
+
+Artcast uses private state only where the public API cannot do the job, or
+not fast enough:
+
+  - L{requestOver} and L{prebuiltFits}: a request's C{_disconnected},
+    C{_encoder} and C{_inFakeHead} (L{twisted.web.server.Request}), for the
+    long poll's prebuilt answer written ahead of Twisted's header building;
+  - L{queuedOutput} and L{dropQueuedOutput}: the output buffer of a
+    transport (L{twisted.internet.abstract.FileDescriptor}'s C{dataBuffer},
+    C{offset}, C{_tempDataBuffer}, C{_tempDataLen}, and
+    L{twisted.internet.tcp.Connection}'s C{_aborting}), for the output
+    bounds;
+  - L{presetAttributes}: the names of the attributes L{HTTPChannel} sets
+    only with a connection's first request (two of them name-mangled), set
+    at once to save memory per connection;
+  - L{holdsPipeline}, L{transportFull}, L{readingTooFar} and
+    L{pauseReading}: L{HTTPChannel}'s C{_waitingForTransport},
+    C{_networkProducer}, C{_handlingRequest}, C{_dataBuffer} and
+    C{_optimisticEagerReadSize}, to start no pipelined request while the
+    client does not read;
+  - L{useClock}: Autobahn's C{WebSocketServerFactory._batched_timer}, so
+    that its timeouts run on the clock given.
+
+L{check}, called once when the service is made (L{InternalsService}), looks
+at that state on objects made in memory.  Where it is not as expected
+(another Twisted or Autobahn), it puts the ordinary path in place of each
+function concerned, and the service says so in one error-log line: then no output is counted beyond what the
+public API gives, no pipelined request is held, no long poll gets the
+prebuilt answer, and Autobahn keeps its own timer.  The choice is made
+there, once: the functions read no flag per call.  Their users call them
+through this module (C{internals.requestOver(request)}), so that they get
+the choice made.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet import abstract, tcp
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger
+from twisted.web import http, server
+
+__all__ = [
+    "InternalsService",
+    "check",
+    "dropQueuedOutput",
+    "holdsPipeline",
+    "pauseReading",
+    "prebuiltFits",
+    "presetAttributes",
+    "queuedOutput",
+    "readingTooFar",
+    "requestOver",
+    "transportFull",
+    "useClock",
+]
+
+_log = Logger(namespace="artcast.internals")
+
+
+# Requests
+
+
+def requestOver(request: Any) -> bool:
+    """
+    Is the request over: answered, or its client gone?
+    """
+    return bool(request.finished or request._disconnected)
+
+
+def _requestOverPublic(request: Any) -> bool:
+    # Twisted's Request.connectionLost sets its (public) channel to None.
+    return bool(request.finished or request.channel is None)
+
+
+def prebuiltFits(request: Any) -> bool:
+    """
+    May the answer to C{request} be written as prebuilt bytes straight to
+    its channel: its client is still there, and Twisted would not change
+    the body it writes (no encoder such as gzip, not a C{HEAD} answered as
+    a C{GET})?
+    """
+    return not (
+        request._disconnected
+        or getattr(request, "_encoder", None) is not None
+        or getattr(request, "_inFakeHead", False)
+    )
+
+
+def _prebuiltNever(request: Any) -> bool:
+    return False
+
+
+# Transports
+
+
+def _bufferingTransport(transport: Any) -> Any:
+    """
+    The transport under C{transport} that buffers what is written: Twisted's
+    L{FileDescriptor}, found by its private C{_tempDataLen} looking through
+    wrappers (TLS, L{ProtocolWrapper}), or L{None}.
+
+    L{queuedOutput} reads its private buffer and L{dropQueuedOutput} empties
+    it.  C{tests.test_bounds_output} and C{tests.test_bounds_outtotal} check
+    both against a real socket, so that a Twisted that changes it fails
+    there; at run time such a Twisted gets no bound (L{None} here).
+    """
+    for _ in range(4):
+        if transport is None:
+            return None
+        try:
+            state = transport.__dict__
+        except AttributeError:
+            return None
+        if "_tempDataLen" in state:
+            return transport
+        transport = state.get("transport")
+    return None
+
+
+def queuedOutput(transport: Any) -> int | None:
+    """
+    The bytes written to a connection and not yet sent: what its transport
+    still holds in memory (C{dataBuffer} from C{offset} on, and
+    C{_tempDataLen} bytes waiting to join it; see L{_bufferingTransport}).
+
+    @return: The byte count, or L{None} for a transport whose buffer cannot
+        be read (then no bound is applied to it).
+    """
+    buffering = _bufferingTransport(transport)
+    if buffering is None:
+        return None
+    try:
+        return len(buffering.dataBuffer) - buffering.offset + buffering._tempDataLen
+    except (AttributeError, TypeError):
+        return None
+
+
+def _queuedOutputUnknown(transport: Any) -> int | None:
+    return None
+
+
+def dropQueuedOutput(transport: Any) -> bool:
+    """
+    Let go at once of what an aborted connection's transport holds written
+    and not yet sent, as L{queuedOutput} finds it.
+
+    Twisted's C{abortConnection} discards a TCP transport's buffer, but only
+    when it calls C{connectionLost}, a reactor turn later; until then the
+    buffer is held, so every connection aborted in one turn (a burst of
+    clients that do not read, all cut for the output budget) would hold its
+    output at once.  This empties the buffer only on a transport Twisted
+    marked as aborting (C{_aborting}), whose C{doWrite} it has replaced with
+    a no-op: nothing will read the buffer again.  On a Twisted without that
+    state, nothing is done (the buffer goes a turn later, as before).
+
+    @return: Whether a buffer was let go of.
+    """
+    buffering = _bufferingTransport(transport)
+    if buffering is None:
+        return False
+    state = buffering.__dict__
+    if state.get("_aborting") is not True or not isinstance(
+        state.get("_tempDataBuffer"), list
+    ):
+        return False
+    buffering._tempDataBuffer = []
+    buffering._tempDataLen = 0
+    buffering.dataBuffer = b""
+    buffering.offset = 0
+    return True
+
+
+def _dropNothing(transport: Any) -> bool:
+    return False
+
+
+# Channels
+
+
+#: The attributes Twisted's L{HTTPChannel} sets on a channel after it is
+#: made, but for the request line's (see L{presetAttributes}).
+_CHANNEL_LATER_ATTRIBUTES = (
+    "_busyReceiving", "_buffer", "_receivedHeaderSize", "_HTTPChannel__first_line",
+    "_HTTPChannel__header", "_receivedHeaderCount", "persistent", "length",
+    "_savedTimeOut", "line_mode",
+)
+
+
+def presetAttributes(channel: http.HTTPChannel, own: tuple[str, ...] = ()) -> None:
+    """
+    Set on a new channel, to the values they have anyway, the attributes
+    Twisted's L{HTTPChannel} sets only when its first request comes, then
+    C{own} (its subclass's), then the request line's (C{_command},
+    C{_path}, C{_version}) to L{None}.
+
+    CPython (3.11, 3.12) keeps the attribute names of a class's instances
+    in one shared table, each instance holding only its values, but lets
+    only the first few instances made add names to it.  When many
+    connections are opened at once, the table is closed by the time their
+    first requests come, and every channel gets a whole dict of its own
+    (832 bytes instead of about 300).  Setting them now puts their names in
+    the table with the first channel.
+    """
+    for name in _CHANNEL_LATER_ATTRIBUTES:
+        setattr(channel, name, getattr(channel, name))
+    for name in own:
+        setattr(channel, name, getattr(channel, name))
+    # The request line's, which Twisted sets with each request and deletes
+    # once its body is in.
+    channel._command = channel._path = channel._version = None  # type: ignore[attr-defined]
+
+
+def _presetOwn(channel: http.HTTPChannel, own: tuple[str, ...] = ()) -> None:
+    for name in own:
+        setattr(channel, name, getattr(channel, name))
+
+
+def holdsPipeline(channel: Any) -> bool:
+    """
+    Should the channel, as an answer is finished, hold its next pipelined
+    request: is its transport full (it paused the channel) and is there a
+    network producer to pause reading with (see L{pauseReading})?
+    """
+    return bool(channel._waitingForTransport and channel._networkProducer is not None)
+
+
+def transportFull(channel: Any) -> bool:
+    """
+    Is the channel's transport full: did it pause the channel?
+    """
+    return bool(channel._waitingForTransport)
+
+
+def readingTooFar(channel: Any) -> bool:
+    """
+    Has the channel, while a request is being answered and its transport
+    is full, buffered more of what the client sends than Twisted's own
+    limit to stop reading at (C{_optimisticEagerReadSize})?
+    """
+    return bool(
+        channel._handlingRequest
+        and channel._waitingForTransport
+        and sum(map(len, channel._dataBuffer)) > channel._optimisticEagerReadSize
+    )
+
+
+def _never(channel: Any) -> bool:
+    return False
+
+
+def pauseReading(channel: Any) -> None:
+    """
+    Stop reading from the channel's client (until Twisted resumes it).
+    """
+    network = getattr(channel, "_networkProducer", None)
+    if network is not None:
+        network.pauseProducing()
+
+
+# Autobahn
+
+
+def useClock(factory: Any, timer: Any) -> None:
+    """
+    Have the protocols of an Autobahn C{WebSocketServerFactory} schedule
+    their timeouts (the opening and closing handshakes, pings) with
+    C{timer}, an object with txaio's C{call_later}, instead of the one
+    Autobahn makes on txaio's (the global) reactor.
+    """
+    factory._batched_timer = timer
+
+
+def _keepAutobahnTimer(factory: Any, timer: Any) -> None:
+    pass
+
+
+# The check
+
+
+#: For each function above, its ordinary path, and the area of private state
+#: it depends on (see L{_problems}).
+_FALLBACKS: dict[str, tuple[str, Callable[..., Any]]] = {
+    "requestOver": ("disconnected", _requestOverPublic),
+    "prebuiltFits": ("request", _prebuiltNever),
+    "queuedOutput": ("transport", _queuedOutputUnknown),
+    "dropQueuedOutput": ("transport", _dropNothing),
+    "presetAttributes": ("later", _presetOwn),
+    "holdsPipeline": ("pipeline", _never),
+    "transportFull": ("pipeline", _never),
+    "readingTooFar": ("pipeline", _never),
+    "useClock": ("autobahn", _keepAutobahnTimer),
+}
+
+_FAST: dict[str, Callable[..., Any]] = {name: globals()[name] for name in _FALLBACKS}
+
+
+def _expect(problems: dict[str, list[str]], area: str, what: str, test: Callable[[], bool]) -> None:
+    try:
+        ok = test()
+    except Exception:
+        ok = False
+    if not ok:
+        problems.setdefault(area, []).append(what)
+
+
+def _problems() -> dict[str, list[str]]:
+    """
+    Look at the private state the functions above use, on objects of the
+    installed Twisted and Autobahn made in memory.
+
+    @return: What is not as expected, by area.
+    """
+    problems: dict[str, list[str]] = {}
+    request = server.Request
+    _expect(problems, "disconnected", "Request._disconnected",
+            lambda: request._disconnected is False)
+    for name, value in (("_disconnected", False), ("_encoder", None), ("_inFakeHead", False)):
+        _expect(problems, "request", "Request.%s" % (name,),
+                lambda name=name, value=value: getattr(request, name) is value)
+
+    descriptor = abstract.FileDescriptor(reactor=MemoryReactorClock())
+    _expect(problems, "transport", "FileDescriptor buffer", lambda: (
+        type(descriptor.dataBuffer) is bytes
+        and type(descriptor.offset) is int
+        and descriptor.__dict__.get("_tempDataBuffer") == []
+        and descriptor.__dict__.get("_tempDataLen") == 0
+    ))
+    _expect(problems, "transport", "tcp.Connection._aborting",
+            lambda: tcp.Connection._aborting is False)
+
+    channel = http.HTTPChannel()
+    channel.callLater = Clock().callLater  # type: ignore[method-assign]
+    transport = StringTransport()
+    _expect(problems, "later", "HTTPChannel's later attributes",
+            lambda: all(hasattr(channel, name) for name in _CHANNEL_LATER_ATTRIBUTES))
+
+    def requestLine() -> bool:
+        reading = http.HTTPChannel()
+        reading.callLater = Clock().callLater  # type: ignore[method-assign]
+        reading.makeConnection(StringTransport())
+        reading.dataReceived(b"GET / HTTP/1.1\r\n")
+        line = (reading._command, reading._path, reading._version)  # type: ignore[attr-defined]
+        reading.setTimeout(None)
+        return line == (b"GET", b"/", b"HTTP/1.1")
+
+    _expect(problems, "later", "HTTPChannel's request line", requestLine)
+
+    def pipeline() -> bool:
+        channel.makeConnection(transport)
+        before = (
+            channel._waitingForTransport is False
+            and channel._handlingRequest is False
+            and channel._dataBuffer == []
+            and type(channel._optimisticEagerReadSize) is int
+        )
+        channel.pauseProducing()
+        paused = (
+            channel._waitingForTransport is True
+            and channel._networkProducer is transport
+        )
+        channel.resumeProducing()
+        return before and paused and channel._waitingForTransport is False
+
+    _expect(problems, "pipeline", "HTTPChannel's producer state", pipeline)
+    channel.setTimeout(None)
+
+    def autobahn() -> bool:
+        from autobahn.twisted.websocket import WebSocketServerFactory
+
+        factory = WebSocketServerFactory(reactor=Clock())
+        return callable(getattr(factory._batched_timer, "call_later", None))
+
+    _expect(problems, "autobahn", "WebSocketServerFactory._batched_timer", autobahn)
+    return problems
+
+
+def check() -> list[str]:
+    """
+    Check that Twisted's and Autobahn's private state is what the functions
+    of this module expect, and put each function's ordinary path in place
+    where it is not (see L{InternalsService}, which calls this once, when
+    the service is made, and logs what it found).
+
+    @return: What was not as expected (empty when all is).
+    """
+    problems = _problems()
+    found: list[str] = []
+    for area in problems.values():
+        for what in area:
+            if what not in found:
+                found.append(what)
+    chosen = globals()
+    for name, (area, fallback) in _FALLBACKS.items():
+        chosen[name] = fallback if area in problems else _FAST[name]
+    return found
+
+
+class InternalsService(Service):
+    """
+    Checks Twisted's and Autobahn's private state when made (L{check}), so
+    that the objects made after it use the functions chosen, and says what
+    was not as expected in one error-log line when started (after the error
+    log, so that the line is in it).
+
+    @ivar problems: What L{check} found not as expected.
+    """
+
+    def __init__(self) -> None:
+        self.problems = check()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.problems:
+            _log.error(
+                "Twisted's or Autobahn's internals are not as expected ({what}): "
+                "using the ordinary path where they are concerned (no output "
+                "accounting, pipelining hold, prebuilt long-poll answers, or "
+                "WebSocket timeouts on our clock)",
+                what=", ".join(self.problems),
+            )
