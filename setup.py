@@ -19,7 +19,7 @@ setup(
     },
     include_package_data=True,
     install_requires=[
-        "twisted>=26.4.0",
+        "twisted>=24.7.0",
         "klein>=23.5.0",
         "treq>=23.11.0",
         "autobahn>=23.6.1",

@@ -909,7 +909,7 @@ class TrackedConnection(ProtocolWrapper):
             self.factory.dischargeOutput(self)
 
 
-class ConnectionLimiter(WrappingFactory[TrackedConnection]):
+class ConnectionLimiter(WrappingFactory):
     """
     Counts the site's connections and refuses those past the limits.
 
