@@ -235,3 +235,32 @@ class FallbackAnswerTests(test_web.PrebuiltAnswerTests):
         self.assertNotIn("prebuilt", datum.answers or {})
         self.assertEqual([r.code for r in logged], [200])
 
+
+
+class QuietIdleTimeoutsTests(SynchronousTestCase):
+    """
+    L{internals.quietIdleTimeouts}: a channel's idle timeouts go unlogged.
+    """
+
+    def test_idleTimeoutNotLogged(self) -> None:
+        """
+        A channel class it decorates logs nothing at C{info} through Twisted's
+        C{_log} (where L{http.HTTPChannel} says C{Timing out client}), but
+        still logs warnings; Twisted's own channel is left as it is.
+        """
+        from twisted.logger import LogPublisher
+
+        events: list[dict[str, Any]] = []
+        publisher = LogPublisher(events.append)
+
+        @internals.quietIdleTimeouts
+        class Channel(http.HTTPChannel):
+            pass
+
+        channel = Channel()
+        log = channel._log
+        log.observer = publisher
+        log.info("Timing out client: {peer}", peer="x")
+        log.warn("something else")
+        self.assertEqual([event["log_format"] for event in events], ["something else"])
+        self.assertIsNot(type(http.HTTPChannel._log), type(Channel._log))

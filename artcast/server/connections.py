@@ -54,7 +54,6 @@ from typing import Any, Callable, TextIO
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -492,21 +491,7 @@ def boundedRequestFactory(maxBody: int) -> type[BoundedRequest]:
     return type("BoundedRequest", (BoundedRequest,), {"maxBody": maxBody})
 
 
-class _QuietTimeouts(Logger):
-    """
-    The log of L{ArtcastChannel}'s idle timeouts: Twisted's L{HTTPChannel}
-    emits C{Timing out client} at C{info} for every connection it closes
-    for being idle, and twistd's log writes every level: one line for each
-    connection anyone opens and leaves (15,000 lines, 2 MB, in the abuse
-    soak's 10 minutes).  A keep-alive client going quiet is ordinary, so
-    those events are not emitted.  Twisted uses its channel's C{_log} for
-    nothing else.
-    """
-
-    def info(self, format: str | None = None, **kwargs: object) -> None:
-        pass
-
-
+@internals.quietIdleTimeouts
 class ArtcastChannel(HTTPChannel):
     """
     An L{HTTPChannel} with a deadline for each request head and body, a way
@@ -540,7 +525,6 @@ class ArtcastChannel(HTTPChannel):
     site: LimitedSite
     refusal: str | None = None
     closing = False
-    _log = _QuietTimeouts(namespace="twisted.web.http.HTTPChannel")
     #: Where the current request is (L{_IDLE}, L{_HEAD}, L{_READING},
     #: L{_DISPATCHED}), and the timer of the head deadline, or once the head
     #: is late, of the abort that follows the close.  Two attributes, not

@@ -24,13 +24,15 @@ not fast enough:
     C{_optimisticEagerReadSize}, to start no pipelined request while the
     client does not read;
   - L{useClock}: Autobahn's C{WebSocketServerFactory._batched_timer}, so
-    that its timeouts run on the clock given.
+    that its timeouts run on the clock given;
+  - L{quietIdleTimeouts}: L{HTTPChannel}'s C{_log}, which logs every idle
+    connection it closes.
 
 L{check}, called once when the service is made (L{InternalsService}), looks
 at that state on objects made in memory.  Where it is not as expected
 (another Twisted or Autobahn), it puts the ordinary path in place of each
-function concerned, and the service says so in one error-log line: then no output is counted beyond what the
-public API gives, no pipelined request is held, no long poll gets the
+function concerned, and the service says so in one error-log line: then no output is
+counted beyond what the public API gives, no pipelined request is held, no long poll gets the
 prebuilt answer, and Autobahn keeps its own timer.  The choice is made
 there, once: the functions read no flag per call.  Their users call them
 through this module (C{internals.requestOver(request)}), so that they get
@@ -39,7 +41,7 @@ the choice made.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet import abstract, tcp
@@ -57,6 +59,7 @@ __all__ = [
     "prebuiltFits",
     "presetAttributes",
     "queuedOutput",
+    "quietIdleTimeouts",
     "readingTooFar",
     "requestOver",
     "transportFull",
@@ -64,6 +67,8 @@ __all__ = [
 ]
 
 _log = Logger(namespace="artcast.internals")
+
+_Channel = TypeVar("_Channel", bound=http.HTTPChannel)
 
 
 # Requests
@@ -281,6 +286,33 @@ def useClock(factory: Any, timer: Any) -> None:
 
 def _keepAutobahnTimer(factory: Any, timer: Any) -> None:
     pass
+
+
+class _QuietTimeouts(Logger):
+    """
+    The log of L{ArtcastChannel}'s idle timeouts: Twisted's L{HTTPChannel}
+    emits C{Timing out client} at C{info} for every connection it closes
+    for being idle, and twistd's log writes every level: one line for each
+    connection anyone opens and leaves (15,000 lines, 2 MB, in the abuse
+    soak's 10 minutes).  A keep-alive client going quiet is ordinary, so
+    those events are not emitted.  Twisted uses its channel's C{_log} for
+    nothing else.
+    """
+
+    def info(self, format: str | None = None, **kwargs: object) -> None:
+        pass
+
+
+def quietIdleTimeouts(channelClass: type[_Channel]) -> type[_Channel]:
+    """
+    A class decorator for a subclass of L{http.HTTPChannel}: the idle
+    timeouts of its connections are not logged (L{_QuietTimeouts}), by
+    giving it its own C{_log}, the private logger of L{http.HTTPChannel}.
+    Should Twisted stop using C{_log}, this does nothing at all, so it needs
+    no check.
+    """
+    channelClass._log = _QuietTimeouts(namespace="twisted.web.http.HTTPChannel")
+    return channelClass
 
 
 # The check
