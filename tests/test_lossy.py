@@ -50,7 +50,7 @@ class LossTests(SynchronousTestCase):
         paced, and return how many arrived.
         """
         receiver = self.receiver.python(
-            ["-m", "bench.lossy", "receive", lossy.GROUP, "6000", self.receiver.address, "1"],
+            ["-m", "bench.lossy", "receive", lossy.GROUP, "6000", self.receiver.address, "2"],
             stdout=subprocess.PIPE)
         self.assertEqual(receiver.stdout.readline(), b"ready\n")
         sender = self.sender.python(
