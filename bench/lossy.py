@@ -47,6 +47,7 @@ The command line (run inside a namespace by the helpers below)::
 from __future__ import annotations
 
 import atexit
+import re
 import json
 import os
 import shutil
@@ -253,6 +254,27 @@ class Host:
         raise RuntimeError("%s did not answer in %s s" % (url, limit))
 
 
+_OURS = re.compile(r"ac(\d+)x\d+(?:br|h\d+)$")
+
+
+def _sweep() -> None:
+    """
+    Remove the namespaces a run that was killed (so its C{atexit} never
+    ran) left behind: those named by this module for a process that no
+    longer exists.
+    """
+    for name in netnsList():
+        found = _OURS.match(name)
+        if found is None or int(found.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(found.group(1)), 0)
+        except ProcessLookupError:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+        except PermissionError:
+            pass
+
+
 class Network:
     """
     A bridge and its hosts, each in a network namespace of its own.  Use
@@ -262,6 +284,7 @@ class Network:
     """
 
     def __init__(self) -> None:
+        _sweep()
         self.prefix = "ac%dx%d" % (os.getpid(), _nextNetwork())
         self.bridge = self.prefix + "br"
         self.hosts: list[Host] = []
