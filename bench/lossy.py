@@ -62,7 +62,8 @@ from typing import Any, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBNET = "10.77.0"
 PREFIX_LENGTH = 24
-GROUP = "224.1.1.1"
+#: The multicast group of every loss experiment (the servers are told it).
+GROUP = "239.255.77.1"
 DATA_PORT = 5007
 REGISTER_PORT = 5008
 COMMAND_LIMIT = 10.0
@@ -221,6 +222,8 @@ class Host:
                 "-n", "--pidfile", os.path.join(directory, "twistd.pid"),
                 "artcast",
                 "--interface", self.address,
+                "--data-group", GROUP, "--data-port", str(DATA_PORT),
+                "--register-group", GROUP, "--register-port", str(REGISTER_PORT),
                 "--client-port", "tcp:%d:interface=%s" % (port, self.address),
                 *extra,
             ], cwd=directory, stdout=out, stderr=subprocess.STDOUT)
@@ -411,14 +414,36 @@ def _paced(count: int, rate: float):
         yield n
 
 
+def _onlyInsideTheNetwork(interface: str) -> None:
+    """
+    The senders use TTL 1, to cross the test network's bridge: refuse to
+    send but from a host of that network, from inside its namespace, where
+    its address (in L{SUBNET}, which this module puts only inside the
+    namespaces it makes) can be bound.
+    """
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if not interface.startswith(SUBNET + "."):
+            raise OSError(interface)
+        probe.bind((interface, 0))
+    except OSError:
+        raise SystemExit(
+            "bench.lossy sends only from a host of its own network, inside its "
+            "namespace (an address in %s.0/%d), not from %s" % (SUBNET, PREFIX_LENGTH, interface)
+        )
+    finally:
+        probe.close()
+
+
 def blast(group: str, port: int, interface: str, count: int, rate: float) -> dict:
     """
     Send C{count} small datagrams C{b"<n>"} to C{group:port} at C{rate}
     per second, TTL 1, out of C{interface}.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+    from artcast.source import multicastSocket
+
+    _onlyInsideTheNetwork(interface)
+    sock = multicastSocket(ttl=1, interface=interface)
     for n in _paced(count, rate):
         sock.sendto(b"%d" % (n,), (group, port))
     return {"sent": count}
@@ -455,6 +480,7 @@ def send(group: str, port: int, registerPort: int, interface: str, key: str,
     """
     from artcast.source import Source
 
+    _onlyInsideTheNetwork(interface)
     source = Source(src="lossy-%d" % (os.getpid(),), groups=[(group, port)],
                     registerGroups=[(group, registerPort)], ttl=1, interface=interface)
     source.register(key, description="loss experiment")

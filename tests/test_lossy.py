@@ -17,6 +17,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,6 +31,31 @@ KEY = "test/loss"
 def _lines(output: bytes) -> list[dict]:
     return [json.loads(line) for line in output.decode().splitlines() if line.strip()]
 
+
+class OutsideTests(SynchronousTestCase):
+    """
+    The senders of L{lossy}, which use TTL 1, send nothing from the
+    machine's own network.
+    """
+
+    def test_refusedOutsideTheNetwork(self) -> None:
+        """
+        C{blast} and C{send} run in the machine's own namespace exit with
+        a one-line refusal and send nothing, even when given an address of
+        the test network (which exists only inside its namespaces).
+        """
+        for command in (
+            ["blast", lossy.GROUP, "6000", "127.0.0.1", "1", "1"],
+            ["blast", lossy.GROUP, "6000", lossy.SUBNET + ".1", "1", "1"],
+            ["send", lossy.GROUP, "6000", "6001", "127.0.0.1", KEY, "1", "1"],
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.lossy", *command],
+                cwd=lossy.ROOT, capture_output=True, text=True, timeout=60,
+            )
+            self.assertNotEqual(done.returncode, 0)
+            self.assertIn("sends only from a host of its own network", done.stderr)
+            self.assertEqual(done.stdout, "")
 
 class LossTests(SynchronousTestCase):
     """
