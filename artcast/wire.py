@@ -29,7 +29,7 @@ import json
 import math
 import re
 from itertools import accumulate
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 from urllib.parse import quote
 
 import attr
@@ -44,6 +44,8 @@ __all__ = [
     "MAX_META_VALUES",
     "MAX_VALUE_DEPTH",
     "MAX_COUNTER",
+    "MAX_RANGES",
+    "MAX_BATCH",
     "SIGNATURE_OVERHEAD",
     "REASONS",
     "KEY_SAFE",
@@ -55,7 +57,13 @@ __all__ = [
     "DataMessage",
     "RegisterMessage",
     "Fragment",
+    "Batch",
+    "Heartbeat",
+    "Confirm",
+    "Gone",
+    "Nack",
     "parseData",
+    "parseNack",
     "parseRegister",
     "validateKey",
     "validateSource",
@@ -66,6 +74,14 @@ __all__ = [
     "encodeJSON",
     "encodeData",
     "encodeRegister",
+    "batchItem",
+    "batchOverhead",
+    "encodeBatch",
+    "encodeHeartbeat",
+    "encodeConfirm",
+    "encodeGone",
+    "encodeNack",
+    "toRanges",
     "signDocument",
     "parseKeyFile",
 ]
@@ -98,6 +114,13 @@ registration's metadata may hold."""
 
 MAX_COUNTER = 2**63 - 1
 """The largest C{boot} or C{seq} (fits a signed 64-bit integer)."""
+
+MAX_RANGES = 64
+"""The most C{[first, last]} ranges of sequence numbers in a NACK, an NCF or
+a gone."""
+
+MAX_BATCH = 1024
+"""The most datums in one batch datagram."""
 
 REASONS = (
     "too-large",
@@ -252,11 +275,17 @@ class DataMessage:
     A datum: a key and its value.
 
     @ivar stamp: L{None} for a version 1 datagram.
+    @ivar repairable: the datagram said C{"r":1}: its source keeps what it
+        sent and answers NACKs (C{docs/protocol.md}, "Repair").
+    @ivar signer: the signing key that verified the datagram, L{None} when it
+        was not signed or not checked (not compared, not shown).
     """
 
     key: str
     value: object
     stamp: Stamp | None
+    repairable: bool = False
+    signer: bytes | None = attr.ib(default=None, eq=False, repr=False)
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -285,6 +314,91 @@ class Fragment:
     part: int
     parts: int
     chunk: str
+    repairable: bool = False
+    signer: bytes | None = attr.ib(default=None, eq=False, repr=False)
+
+
+Ranges = tuple[tuple[int, int], ...]
+"""Sequence numbers as C{(first, last)} pairs, both included, ascending and
+not overlapping."""
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Batch:
+    """
+    Several datums of one source in one datagram (a source's adaptive
+    holdback): item C{i} is the datum C{(key, value)} of sequence number
+    C{stamp.seq + i}, sent at C{stamp.sent}.
+    """
+
+    stamp: Stamp
+    items: tuple[tuple[str, object], ...]
+    repairable: bool = False
+    signer: bytes | None = attr.ib(default=None, eq=False, repr=False)
+
+    def messages(self) -> list[DataMessage]:
+        """
+        The batch's datums, one L{DataMessage} each, in sequence order.
+        """
+        stamp = self.stamp
+        return [
+            DataMessage(key, value, Stamp(stamp.source, stamp.boot, stamp.seq + index,
+                                          stamp.sent), self.repairable, self.signer)
+            for index, (key, value) in enumerate(self.items)
+        ]
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Heartbeat:
+    """
+    An idle source's heartbeat: C{last} is the last sequence number it sent
+    (0 before its first datum), so that a server finds a lost last datum.
+    C{stamp.seq} is 0.
+    """
+
+    stamp: Stamp
+    last: int
+    signer: bytes | None = attr.ib(default=None, eq=False, repr=False)
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Confirm:
+    """
+    A source's NCF ("NACK confirm"): it is re-sending these sequence numbers
+    now, so a server that also misses them waits for the repairs instead of
+    asking.  C{stamp.seq} is 0.
+    """
+
+    stamp: Stamp
+    ranges: Ranges
+    signer: bytes | None = attr.ib(default=None, eq=False, repr=False)
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Gone:
+    """
+    A source's answer that it no longer holds these sequence numbers: a
+    server stops asking and declares them unrecoverable.  C{stamp.seq} is 0.
+    """
+
+    stamp: Stamp
+    ranges: Ranges
+    signer: bytes | None = attr.ib(default=None, eq=False, repr=False)
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Nack:
+    """
+    A server's request that source C{source}, in its run C{boot}, send again
+    the datums of C{ranges}.
+
+    @ivar sent: the server's clock when it asked (informative).
+    """
+
+    source: str
+    boot: int
+    sent: float
+    ranges: Ranges
 
 
 # --- keys, sources and ids ---------------------------------------------------
@@ -568,12 +682,12 @@ def signDocument(document: bytes, signingKey: bytes) -> bytes:
 
 def _checkSignature(
     data: bytes, signingKeys: Sequence[bytes], requireSignature: bool
-) -> tuple[bytes, bool]:
+) -> tuple[bytes, bytes | None]:
     """
     Find and verify a signature at the end of C{data}.
 
     @return: the bytes to parse (the unsigned document when the signature
-        was verified) and whether a signature was verified.
+        was verified) and the key that verified it (L{None} for none).
     @raise BadDatagram: C{"bad-signature"} if a signature is present but
         matches no key; C{"unsigned"} if none is present but one is required.
     """
@@ -585,9 +699,9 @@ def _checkSignature(
     if not hasSuffix:
         if requireSignature:
             raise BadDatagram("unsigned", "datagram is not signed and a signature is required")
-        return data, False
+        return data, None
     if not signingKeys:
-        return data, False
+        return data, None
     signature = data[-66:-2]
     if _HEX_RE.fullmatch(signature) is None:
         raise BadDatagram("bad-signature", "signature is not 64 lowercase hex digits")
@@ -595,7 +709,7 @@ def _checkSignature(
     for signingKey in signingKeys:
         expected = hmac.new(signingKey, unsigned, hashlib.sha256).hexdigest()
         if hmac.compare_digest(expected.encode("ascii"), signature):
-            return unsigned, True
+            return unsigned, signingKey
     raise BadDatagram("bad-signature", "signature matches no signing key")
 
 
@@ -604,17 +718,19 @@ def _checkSignature(
 
 def _document(
     data: bytes, signingKeys: Sequence[bytes], requireSignature: bool
-) -> tuple[Any, bool]:
+) -> tuple[Any, bytes | None]:
     """
     The steps every datagram goes through: size, signature, UTF-8, JSON.
 
-    @return: the parsed document and whether its signature was verified.
+    @return: the parsed document and the key that verified its signature
+        (L{None} for none).
     """
     if not isinstance(data, bytes):
         raise BadDatagram("bad-shape", f"a datagram is bytes, not {type(data).__name__}")
     if len(data) > MAX_DATAGRAM:
         raise BadDatagram("too-large", f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
-    data, verified = _checkSignature(data, signingKeys, requireSignature)
+    data, signer = _checkSignature(data, signingKeys, requireSignature)
+    verified = signer is not None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -631,7 +747,7 @@ def _document(
     if signingKeys and not verified and isinstance(document, dict) and "sig" in document:
         raise BadDatagram("bad-signature",
                           'the "sig" member must be the last bytes of the datagram')
-    return document, verified
+    return document, signer
 
 
 def _shape(message: str) -> BadDatagram:
@@ -700,8 +816,42 @@ def _tooLargeValue(value: object, maxValueSize: int) -> BadDatagram:
                        f"exceeds {maxValueSize}")
 
 
+def _repairable(document: dict[str, Any]) -> bool:
+    """
+    Read the optional C{r} member: C{1} when the source answers NACKs.
+    """
+    flag = document.get("r", 0)
+    if not _isInteger(flag) or flag not in (0, 1):
+        raise _shape('"r" must be 0 or 1')
+    return flag == 1
+
+
+def _ranges(document: dict[str, Any], name: str) -> Ranges:
+    """
+    Read a member holding 1 to L{MAX_RANGES} ranges C{[first, last]} of
+    sequence numbers, ascending and not overlapping.
+    """
+    ranges = document.get(name)
+    if not isinstance(ranges, list) or not 1 <= len(ranges) <= MAX_RANGES:
+        raise _shape(f'"{name}" must be an array of 1 to {MAX_RANGES} ranges [first, last]')
+    result = []
+    previous = 0
+    for pair in ranges:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(_isInteger(n) for n in pair)
+            or not previous < pair[0] <= pair[1] <= MAX_COUNTER
+        ):
+            raise _shape(f'"{name}" must hold ascending, non-overlapping ranges '
+                         f"[first, last] of sequence numbers from 1 to 2**63-1")
+        result.append((pair[0], pair[1]))
+        previous = pair[1]
+    return tuple(result)
+
+
 def _fragment(document: dict[str, Any], key: str, stamp: Stamp,
-              maxValueSize: int | None) -> Fragment:
+              maxValueSize: int | None, signer: bytes | None) -> Fragment:
     if "value" in document:
         raise BadDatagram("bad-fragment", 'a fragment must not have "value"')
     part, parts, chunk = document.get("part"), document.get("parts"), document.get("chunk")
@@ -713,7 +863,51 @@ def _fragment(document: dict[str, Any], key: str, stamp: Stamp,
         raise BadDatagram("bad-fragment", '"chunk" must be a string')
     if maxValueSize is not None and len(chunk) > maxValueSize:
         raise BadDatagram("too-large", f"fragment chunk exceeds {maxValueSize} bytes")
-    return Fragment(key=key, stamp=stamp, part=part, parts=parts, chunk=chunk)
+    return Fragment(key=key, stamp=stamp, part=part, parts=parts, chunk=chunk,
+                    repairable=_repairable(document), signer=signer)
+
+
+def _batch(document: dict[str, Any], size: int, maxValueSize: int | None,
+           signer: bytes | None) -> Batch:
+    """
+    Read a batch: C{seq} is its first datum's, C{batch} 1 to L{MAX_BATCH}
+    items C{[key, value]}.
+    """
+    stamp = _stamp(document, withSeq=True)
+    items = document["batch"]
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise _shape(f'"batch" must be an array of 1 to {MAX_BATCH} items [key, value]')
+    if stamp.seq + len(items) - 1 > MAX_COUNTER:
+        raise _shape('a batch\'s last "seq" would pass 2**63-1')
+    checked = []
+    for item in items:
+        if not isinstance(item, list) or len(item) != 2:
+            raise _shape("a batch item is [key, value]")
+        key, value = item
+        checked.append((_checkedKey(key), value))
+    if maxValueSize is not None and size * 5 > maxValueSize:
+        for _, value in checked:
+            if len(encodeJSON(value, strict=True)) > maxValueSize:
+                raise _tooLargeValue(value, maxValueSize)
+    return Batch(stamp=stamp, items=tuple(checked), repairable=_repairable(document),
+                 signer=signer)
+
+
+def _control(document: dict[str, Any], signer: bytes | None) -> Heartbeat | Confirm | Gone:
+    """
+    Read a source's heartbeat, NCF or gone (a datagram without C{key}).
+    """
+    if "last" in document:
+        stamp = _stamp(document, withSeq=False)
+        return Heartbeat(stamp=stamp, last=_counter(document, "last", 0), signer=signer)
+    if "ncf" in document:
+        stamp = _stamp(document, withSeq=False)
+        return Confirm(stamp=stamp, ranges=_ranges(document, "ncf"), signer=signer)
+    if "gone" in document:
+        stamp = _stamp(document, withSeq=False)
+        return Gone(stamp=stamp, ranges=_ranges(document, "gone"), signer=signer)
+    _stamp(document, withSeq=True)
+    raise _shape(f"the key must be a string, not {_jsonType(document.get('key'))}")
 
 
 def parseData(
@@ -721,7 +915,7 @@ def parseData(
     signingKeys: Sequence[bytes] = (),
     requireSignature: bool = False,
     maxValueSize: int | None = None,
-) -> DataMessage | Fragment:
+) -> DataMessage | Fragment | Batch | Heartbeat | Confirm | Gone:
     """
     Parse a datagram from the data group.
 
@@ -731,24 +925,32 @@ def parseData(
     @param requireSignature: drop datagrams that carry no signature
         (including every version 1 datagram).
     @param maxValueSize: drop values whose compact JSON text is larger than
-        this many bytes (for a fragment: whose chunk is).
-    @return: a L{DataMessage}, or a L{Fragment} to feed to a L{Reassembler}.
+        this many bytes (for a fragment: whose chunk is; for a batch: any
+        of its values).
+    @return: a L{DataMessage}; a L{Fragment} to feed to a
+        L{artcast.server.feeds.reception.Reassembler}; a L{Batch} of
+        datums; or a source's L{Heartbeat}, L{Confirm} (NCF) or L{Gone}.
     @raise BadDatagram: if C{data} is not a valid data datagram.
     """
-    document, _ = _document(data, signingKeys, requireSignature)
+    document, signer = _document(data, signingKeys, requireSignature)
     if isinstance(document, list):
         if len(document) != 2:
             raise _shape(f"a version 1 datagram is [key, value], not {len(document)} elements")
         key, value = document
         message = DataMessage(key=_checkedKey(key), value=value, stamp=None)
     elif isinstance(document, dict):
+        if "key" not in document:
+            if "batch" in document:
+                return _batch(document, len(data), maxValueSize, signer)
+            return _control(document, signer)
         stamp = _stamp(document, withSeq=True)
-        key = _checkedKey(document.get("key"))
+        key = _checkedKey(document["key"])
         if "chunk" in document or "part" in document or "parts" in document:
-            return _fragment(document, key, stamp, maxValueSize)
+            return _fragment(document, key, stamp, maxValueSize, signer)
         if "value" not in document:
             raise _shape('a data datagram needs "value"')
-        message = DataMessage(key=key, value=document["value"], stamp=stamp)
+        message = DataMessage(key=key, value=document["value"], stamp=stamp,
+                              repairable=_repairable(document), signer=signer)
     else:
         raise _shape(f"a datagram is a JSON array or object, not {_jsonType(document)}")
     # Re-encoding can make a value at most ~4.5 times longer (1e15 becomes
@@ -757,6 +959,35 @@ def parseData(
             and len(encodeJSON(message.value, strict=True)) > maxValueSize):
         raise _tooLargeValue(message.value, maxValueSize)
     return message
+
+
+def parseNack(data: bytes, signingKey: bytes | None = None) -> Nack:
+    """
+    Parse a NACK, as a source reads one from its socket.
+
+    @param signingKey: the source's own key: when given, the NACK must be
+        signed with it.
+    @raise BadDatagram: if C{data} is not a valid NACK (C{"unsigned"} or
+        C{"bad-signature"} when it is not signed with C{signingKey}).
+    """
+    keys = () if signingKey is None else (signingKey,)
+    document, _ = _document(data, keys, signingKey is not None)
+    if not isinstance(document, dict):
+        raise _shape(f"a NACK is a JSON object, not {_jsonType(document)}")
+    if "v" not in document:
+        raise _shape('a NACK needs "v": 2')
+    version = document["v"]
+    if not _isInteger(version) or version != 2:
+        raise BadDatagram("bad-version", f"unsupported version {version!r:.40}")
+    source = document.get("nack")
+    if not isinstance(source, str) or _SOURCE_RE.fullmatch(source) is None:
+        raise _shape(f'"nack" must name a source: 1 to {MAX_SOURCE_LENGTH} characters '
+                     "of A-Z a-z 0-9 _ -")
+    boot = _counter(document, "boot", 0)
+    sent = document.get("t")
+    if not isinstance(sent, (int, float)) or isinstance(sent, bool) or not math.isfinite(sent):
+        raise _shape('"t" must be a number (Unix seconds)')
+    return Nack(source=source, boot=boot, sent=float(sent), ranges=_ranges(document, "seqs"))
 
 
 def _checkedMeta(meta: object) -> dict[str, Any]:
@@ -866,10 +1097,11 @@ def parseRegister(
 # --- encoding ----------------------------------------------------------------------
 
 
-def _envelope(stamp: Stamp, key: str, withSeq: bool) -> str:
+def _envelope(stamp: Stamp, key: str | None, withSeq: bool, repairable: bool = False) -> str:
     """
     The start of a version 2 document, up to and including the key member
-    and its trailing comma, in the documented member order.
+    (when there is one) and its trailing comma, in the documented member
+    order: C{v}, C{src}, C{boot}, C{seq}, C{t}, C{r}, C{key}.
     """
     validateSource(stamp.source)
     if not (_isInteger(stamp.boot) and 0 <= stamp.boot <= MAX_COUNTER):
@@ -877,9 +1109,11 @@ def _envelope(stamp: Stamp, key: str, withSeq: bool) -> str:
     if withSeq and not (_isInteger(stamp.seq) and 1 <= stamp.seq <= MAX_COUNTER):
         raise ValueError(f"seq must be an integer from 1 to 2**63-1, not {stamp.seq!r}")
     seq = f'"seq":{stamp.seq},' if withSeq else ""
+    flag = '"r":1,' if repairable else ""
+    keyMember = "" if key is None else f'"key":{_jsonText(key)},'
     return (
         f'{{"v":2,"src":"{stamp.source}","boot":{stamp.boot},{seq}'
-        f'"t":{_jsonText(float(stamp.sent))},"key":{_jsonText(key)},'
+        f'"t":{_jsonText(float(stamp.sent))},{flag}{keyMember}'
     )
 
 
@@ -932,6 +1166,7 @@ def encodeData(
     stamp: Stamp | None = None,
     signingKey: bytes | None = None,
     maxDatagram: int = MAX_DATAGRAM,
+    repairable: bool = False,
 ) -> list[bytes]:
     """
     Encode a datum as datagrams.
@@ -941,6 +1176,8 @@ def encodeData(
     C{maxDatagram}, up to L{MAX_PARTS} fragments that each fit.
 
     @param signingKey: sign every datagram (version 2 only).
+    @param repairable: mark the datagrams C{"r":1}: the source keeps them
+        and answers NACKs (version 2 only).
     @return: the datagrams to send, in order.
     @raise ValueError: (L{BadKey} among them) for a bad key, a value that is
         not JSON (NaN, a lone surrogate, an unknown type), a signature
@@ -956,7 +1193,7 @@ def encodeData(
             raise ValueError(f"version 1 datagram of {len(data)} bytes exceeds {maxDatagram}")
         return [data]
     overhead = 0 if signingKey is None else SIGNATURE_OVERHEAD
-    head = _envelope(stamp, key, withSeq=True)
+    head = _envelope(stamp, key, withSeq=True, repairable=repairable)
     whole = _finish(f'{head}"value":{valueText}}}', signingKey)
     if len(whole) <= maxDatagram:
         return [whole]
@@ -1009,3 +1246,132 @@ def encodeRegister(
     if len(data) > MAX_DATAGRAM:
         raise ValueError(f"registration of {len(data)} bytes exceeds {MAX_DATAGRAM}")
     return data
+
+
+def batchItem(key: str, value: object) -> bytes:
+    """
+    One datum as a batch item: the compact JSON text C{["key",value]}.
+
+    @raise ValueError: (L{BadKey} among them) for a bad key or a value that
+        is not JSON or nests too deeply.
+    """
+    validateKey(key)
+    return f"[{_jsonText(key)},{_valueText(value)}]".encode("utf-8")
+
+
+def _batchHead(stamp: Stamp, repairable: bool) -> str:
+    return _envelope(stamp, None, withSeq=True, repairable=repairable) + '"batch":['
+
+
+def batchOverhead(stamp: Stamp, signed: bool, repairable: bool = True) -> int:
+    """
+    The bytes of a batch datagram besides its items and the commas between
+    them: C{len(encodeBatch(items, stamp, key))} is this plus the items'
+    lengths plus C{len(items) - 1}.
+    """
+    size = len(_batchHead(stamp, repairable).encode("utf-8")) + 2
+    return size + (SIGNATURE_OVERHEAD if signed else 0)
+
+
+def encodeBatch(
+    items: Sequence[bytes],
+    stamp: Stamp,
+    signingKey: bytes | None = None,
+    repairable: bool = True,
+) -> bytes:
+    """
+    Encode several datums as one batch datagram: C{items} (from
+    L{batchItem}) are the datums of sequence numbers C{stamp.seq},
+    C{stamp.seq + 1}, ...
+
+    @raise ValueError: for no items or more than L{MAX_BATCH}, or a last
+        sequence number past 2**63-1.
+    """
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH} items, not {len(items)}")
+    if _isInteger(stamp.seq) and stamp.seq + len(items) - 1 > MAX_COUNTER:
+        raise ValueError("a batch's last seq would pass 2**63-1")
+    head = _batchHead(stamp, repairable).encode("utf-8")
+    data = head + b",".join(items) + b"]}"
+    return data if signingKey is None else signDocument(data, signingKey)
+
+
+def _rangesText(ranges: Iterable[tuple[int, int]]) -> str:
+    """
+    Check ranges as a reader would, and write them as JSON.
+    """
+    pairs = [(first, last) for first, last in ranges]
+    if not 1 <= len(pairs) <= MAX_RANGES:
+        raise ValueError(f"1 to {MAX_RANGES} ranges, not {len(pairs)}")
+    previous = 0
+    for first, last in pairs:
+        if not (_isInteger(first) and _isInteger(last) and previous < first <= last <= MAX_COUNTER):
+            raise ValueError("ranges must be ascending, non-overlapping [first, last] "
+                             "of sequence numbers from 1 to 2**63-1")
+        previous = last
+    return "[" + ",".join(f"[{first},{last}]" for first, last in pairs) + "]"
+
+
+def encodeHeartbeat(stamp: Stamp, last: int, signingKey: bytes | None = None) -> bytes:
+    """
+    Encode a heartbeat: the source's last sequence number sent (0 before its
+    first datum).  C{stamp.seq} is not written.
+    """
+    if not (_isInteger(last) and 0 <= last <= MAX_COUNTER):
+        raise ValueError(f"last must be an integer from 0 to 2**63-1, not {last!r}")
+    return _finish(f'{_envelope(stamp, None, withSeq=False)}"last":{last}}}', signingKey)
+
+
+def encodeConfirm(
+    stamp: Stamp, ranges: Iterable[tuple[int, int]], signingKey: bytes | None = None
+) -> bytes:
+    """
+    Encode an NCF: the source is re-sending the datums of C{ranges} now.
+    """
+    return _finish(f'{_envelope(stamp, None, withSeq=False)}"ncf":{_rangesText(ranges)}}}',
+                   signingKey)
+
+
+def encodeGone(
+    stamp: Stamp, ranges: Iterable[tuple[int, int]], signingKey: bytes | None = None
+) -> bytes:
+    """
+    Encode a gone: the source no longer holds the datums of C{ranges}.
+    """
+    return _finish(f'{_envelope(stamp, None, withSeq=False)}"gone":{_rangesText(ranges)}}}',
+                   signingKey)
+
+
+def encodeNack(
+    source: str,
+    boot: int,
+    ranges: Iterable[tuple[int, int]],
+    sent: float,
+    signingKey: bytes | None = None,
+) -> bytes:
+    """
+    Encode a NACK: ask source C{source}, in its run C{boot}, for the datums
+    of C{ranges} again.
+    """
+    validateSource(source)
+    if not (_isInteger(boot) and 0 <= boot <= MAX_COUNTER):
+        raise ValueError(f"boot must be an integer from 0 to 2**63-1, not {boot!r}")
+    return _finish(
+        f'{{"v":2,"nack":"{source}","boot":{boot},"t":{_jsonText(float(sent))},'
+        f'"seqs":{_rangesText(ranges)}}}',
+        signingKey,
+    )
+
+
+def toRanges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """
+    Sequence numbers as sorted C{(first, last)} ranges, neighbours merged:
+    C{[5, 1, 2, 3, 9]} gives C{[(1, 3), (5, 5), (9, 9)]}.
+    """
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and ranges[-1][1] == seq - 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges

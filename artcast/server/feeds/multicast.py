@@ -32,6 +32,7 @@ from artcast.server.feeds.reception import (
 from artcast.wire import (
     MAX_VALUE_SIZE,
     BadDatagram,
+    Batch,
     DataMessage,
     Fragment,
     Stamp,
@@ -204,6 +205,14 @@ class DatagramHandler:
                 # This server's own HTTP publish, heard back through the
                 # multicast loop: it is in the store already.
                 self.stats.sources["own"] += 1
+                return
+            if isinstance(message, Batch):
+                for datum in message.messages():
+                    if self._fresh(datum.stamp):  # type: ignore[arg-type]
+                        self._publish(datum)
+                return
+            if not isinstance(message, (DataMessage, Fragment)):
+                # A source's heartbeat, NCF or gone: for repair.
                 return
             if isinstance(message, Fragment):
                 # Judge the stamp before the fragment takes any memory: a
