@@ -111,6 +111,8 @@ class Datum:
     #: headers of an answer), made once however many clients it is sent to;
     #: L{None} until it is first sent.
     answers: dict[str, Any] | None = None
+    #: Datums of the datum's (source, boot) declared unrecoverable before it.
+    lost: int = 0
 
     @property
     def value(self) -> Any:
@@ -398,7 +400,9 @@ class KeyStore:
 
     # Publishing
 
-    def publish(self, key: str, value: object, stamp: Stamp | None = None) -> Datum | None:
+    def publish(
+        self, key: str, value: object, stamp: Stamp | None = None, lost: int = 0
+    ) -> Datum | None:
         """
         Store a datum and hand it to everyone waiting for its key.
 
@@ -430,7 +434,7 @@ class KeyStore:
         else:
             datum = Datum(
                 entry.name, text, datumId, stamp.source, stamp.boot,
-                stamp.seq, stamp.sent, now, self._serial,
+                stamp.seq, stamp.sent, now, self._serial, lost=lost,
             )
         self._append(entry, datum)
         self._expire(entry, now)

@@ -280,7 +280,8 @@ class Reassembler:
         self._remove(ident)
         text = "".join(partial.chunks[index] for index in range(partial.parts))
         value = loadJSON(text, reason="bad-fragment")
-        return DataMessage(key=partial.key, value=value, stamp=partial.stamp)
+        return DataMessage(key=partial.key, value=value, stamp=partial.stamp,
+                           repairable=fragment.repairable, signer=fragment.signer)
 
 
 # --- sources ----------------------------------------------------------------------------
