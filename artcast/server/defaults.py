@@ -30,6 +30,7 @@ __all__ = [
     "MAX_SOURCES",
     "FRAGMENT_MEMORY",
     "DEFAULT_PUBLISH_TTL",
+    "DEFAULT_REPAIR",
     "DEFAULT_NACK_BACKOFF",
     "DEFAULT_REPAIR_WAIT",
     "DEFAULT_NACK_RETRIES",
@@ -110,6 +111,10 @@ DEFAULT_PUBLISH_TTL = 1
 DEFAULT_AUTH_FAILURES = 10
 
 # --- repair (L{artcast.server.feeds.repair}) -------------------------------
+
+#: Whether a server asks repairing sources for what it missed (C{--no-repair}
+#: turns it off).
+DEFAULT_REPAIR = True
 
 #: The longest random back-off, in seconds, before a server NACKs a hole of a
 #: repairing source: the time another server's NACK (heard as the source's

@@ -24,6 +24,7 @@ from artcast.server.interfaces import IFeed
 from artcast.server.store import KeyStore
 from artcast.server.logs import NamedLogger, RateLimitedLog
 from artcast.server.stats import Stats
+from artcast.server.defaults import DEFAULT_REPAIR
 from artcast.server.feeds.repair import RepairEngine
 from artcast.server.feeds.reception import (
     FRAGMENT_MEMORY,
@@ -152,7 +153,7 @@ class NackSender:
     def __init__(self, clock: IReactorTime) -> None:
         self.transport: Any = None
         self.failed = 0
-        self._errorLog = RateLimitedLog(self.log, clock)
+        self._errorLog = RateLimitedLog(self.log, clock, what="NACKs not sent")
 
     def send(self, data: bytes, address: tuple[str, int]) -> None:
         """
@@ -204,7 +205,7 @@ class DatagramHandler:
         freshness: float | None = None,
         maxSources: int = MAX_SOURCES,
         fragmentMemory: int = FRAGMENT_MEMORY,
-        repair: bool = True,
+        repair: bool = DEFAULT_REPAIR,
         random: Random | None = None,
     ) -> None:
         """
