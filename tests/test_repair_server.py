@@ -10,6 +10,8 @@ from __future__ import annotations
 from random import Random
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,6 +22,9 @@ from artcast.server.store import Datum, KeyStore
 from artcast.wire import (
     MAX_RANGES,
     DataMessage,
+    Confirm,
+    Gone,
+    Heartbeat,
     Stamp,
     batchItem,
     encodeBatch,
@@ -601,3 +606,89 @@ def _parse(data: bytes) -> Any:
     from artcast.wire import parseData
 
     return parseData(data)
+
+
+_SEQ = st.integers(1, 40)
+_OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("datum"), _SEQ, st.booleans()),
+        st.tuples(st.just("heartbeat"), st.integers(0, 45)),
+        st.tuples(st.just("ncf"), _SEQ, st.integers(0, 5)),
+        st.tuples(st.just("gone"), _SEQ, st.integers(0, 5)),
+        st.tuples(st.just("wait"), st.sampled_from([0.001, 0.01, 0.03, 0.1, 1.0])),
+        st.tuples(st.just("restart")),
+    ),
+    max_size=80,
+)
+
+
+class InvariantTests(SynchronousTestCase):
+    """
+    Whatever arrives, in whatever order, the engine hands datums on in
+    order, once, each with the count of the datums before it that were
+    declared unrecoverable, and holds nothing once the waits are over.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(_OPERATIONS, st.integers(1, 30))
+    def test_inOrderOnceLostExact(self, operations: list[tuple], maxHeld: int) -> None:
+        """
+        Delivered C{(boot, seq)} strictly increase across restarts, each
+        datum's C{lost} is the number of seqs of its boot below it never
+        delivered, and at the end nothing is held and no timer is left.
+        """
+        clock = Clock()
+        clock.advance(1000)
+        # Holes up to 50 (no gap too large to hold, so nothing is "late"),
+        # held datums bounded lower.
+        tracker = SourceTracker(clock, maxHoles=50)
+        delivered: list[tuple[int, int, int]] = []
+        boots = [BOOT]
+
+        def deliver(message: DataMessage, lost: int) -> None:
+            stamp = message.stamp
+            assert stamp is not None
+            delivered.append((stamp.boot, stamp.seq, lost))
+
+        engine = RepairEngine(tracker, deliver, clock, lambda *args: None, Random(3),
+                              maxHeld=maxHeld, holdMemory=20_000)
+
+        def stamp(seq: int = 0) -> Stamp:
+            return Stamp(SOURCE, boots[-1], seq, 1000.0)
+
+        def datum(seq: int, repairable: bool) -> None:
+            message = DataMessage("k", "v" * 100, stamp(seq), repairable)
+            verdict = tracker.check(message.stamp)  # type: ignore[arg-type]
+            if verdict == "ok" and not tracker.holding:
+                deliver(message, tracker.lost)
+            elif verdict not in ("replayed", "stale"):
+                engine.datum(message, verdict, SOURCE_ADDRESS)
+
+        datum(1, True)
+        for operation in operations:
+            kind = operation[0]
+            if kind == "datum":
+                datum(operation[1], operation[2])
+            elif kind == "heartbeat":
+                engine.heartbeat(Heartbeat(stamp(), operation[1]), SOURCE_ADDRESS)
+            elif kind == "ncf":
+                engine.confirm(Confirm(stamp(), ((operation[1], operation[1] + operation[2]),)))
+            elif kind == "gone":
+                engine.gone(Gone(stamp(), ((operation[1], operation[1] + operation[2]),)))
+            elif kind == "restart":
+                boots.append(boots[-1] + 1)
+            else:
+                clock.advance(operation[1])
+            self.assertLessEqual(engine.held, maxHeld)
+            self.assertLessEqual(engine.heldBytes, 20_000)
+        for _ in range(100):
+            clock.advance(1.0)
+        ids = [(boot, seq) for boot, seq, _ in delivered]
+        self.assertEqual(ids, sorted(set(ids)))
+        got = set(ids)
+        for boot, seq, lost in delivered:
+            self.assertEqual(
+                lost, sum(1 for s in range(1, seq) if (boot, s) not in got), delivered
+            )
+        self.assertEqual(engine.held, 0)
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -581,6 +581,8 @@ class SourceTracker:
         self._sources.move_to_end(stamp.source)
         if verdict == "filled":
             self._fill(state, stamp.seq)
+            if stamp.seq > state.seen:
+                state.seen = stamp.seq
             if plausible and stamp.sent > state.newest and not self._copiesOnly:
                 state.newest = stamp.sent
             self.lost = state.lost
@@ -656,7 +658,6 @@ class SourceTracker:
                 self.declared += self._declare(state, hole)
             self._addLost(state, first, last)
             self.declared += size
-            state.low = last + 1
             return
         while state.holes and state.missing + size > self._maxHoles:
             oldest = state.holes[0]
