@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_multicast -*-
 """
 Receiving datums: the L{MulticastFeed}, one L{MulticastServerProtocol} per
-UDP group, and the handler that turns datagrams into KeyStore updates.
+UDP group, and the handler that turns datagrams into KeyStore updates, in
+each source's order, asking repairing sources for what was lost
+(L{artcast.server.feeds.repair}).
 
 A datagram that is not valid is dropped, counted under its reason in
 L{artcast.server.stats.Stats}, and logged at a bounded rate; it never stops the server.
@@ -187,6 +189,11 @@ class DatagramHandler:
         (forgetting one is counted in C{stats.sources["forgotten"]}).
     @param fragmentMemory: the bytes the L{Reassembler} may hold for values
         being put together.
+    @ivar repair: the L{RepairEngine}: a datum that is not the next of a
+        source without holes goes to it, to be held back, NACKed for, and
+        handed on in order; heartbeats, NCFs and gones go to it too.
+    @ivar nacks: the L{NackSender} its NACKs leave by (the data group's
+        socket, once L{MulticastFeed} listens).
     @ivar ownSources: source names of this server's own HTTP publisher
         (L{artcast.server.feeds.publish}); their datagrams, heard back through the
         multicast loop, are ignored (counted in C{stats.sources["own"]}):
