@@ -84,3 +84,23 @@ class RepairIntegrationTests(TestCase):
             seen.append(since)
             self.assertIsNone(response.headers.getRawHeaders("artcast-gap"))
         self.assertEqual(seen, [f"{SOURCE}.{boot}.2", f"{SOURCE}.{boot}.3"])
+
+    @inlineCallbacks
+    def test_noRepair(self) -> None:
+        """
+        With C{--no-repair} the server sends no NACK: the datum after the
+        dropped one is published once the reorder window is over, and the
+        dropped one is counted unrecoverable.
+        """
+        proc = yield ArtcastProcess(self, extra=["--no-repair"]).start()
+        boot = int(time.time() * 1000)
+        for seq in (1, 3):
+            [datagram] = encodeData("r/k", seq, Stamp(SOURCE, boot, seq, time.time()),
+                                    repairable=True)
+            proc.data.send(datagram)
+        stats = yield proc.waitFor(lambda stats: stats["datums"] == 2)
+        self.assertEqual(stats["repair"]["enabled"], False)
+        self.assertEqual(stats["repair"]["unrecoverable"], 1)
+        self.assertEqual(stats["repair"]["nacksSent"], 0)
+        proc.data.socket.setblocking(False)
+        self.assertRaises(BlockingIOError, proc.data.socket.recvfrom, 65535)

@@ -586,6 +586,23 @@ class EngineTests(SynchronousTestCase):
         self.engine.gone(_parse(encodeGone(Stamp(SOURCE, BOOT, 0, 1000.0), [(3, 3)])))
         self.assertEqual(self.delivered, [(1, 0), (4, 2)])
 
+    def test_forgottenSourceReleased(self) -> None:
+        """
+        A source the tracker forgets has what it held handed on, its timer
+        cancelled and its counters dropped (the totals keep them).
+        """
+        self.tracker = SourceTracker(self.clock, maxSources=1, maxHoles=1000,
+                                     forgetting=lambda *args: self.engine.forgetting(*args))
+        self.engine.tracker = self.tracker
+        self.feed(1)
+        self.feed(3)
+        self.assertEqual(self.delivered, [(1, 0)])
+        self.feed(1, source="other")
+        self.assertEqual(self.delivered, [(1, 0), (3, 1), (1, 0)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.engine.statistics()["repair"]["sources"], {})
+        self.assertEqual(self.engine.totals["repairGaps"], 1)
+
     def test_latencyReservoir(self) -> None:
         """
         Repair latencies are kept for the last 1,024 repairs; p50 and p99
