@@ -101,6 +101,11 @@ LINGER = 1.0
 _OVERHEAD_MARGIN = 512
 
 
+#: A thousandth of a token is forgiven: times near 1.8e9 s are exact only to
+#: 2.4e-7 s, so "one token's time later" may refill 0.9995 of a token.
+_TOKEN_SLACK = 1e-3
+
+
 class Flushed(NamedTuple):
     """
     Datagrams ready to send, holding the datums C{first} to C{last}.
@@ -314,7 +319,7 @@ class TokenBucket:
         if not self._queue:
             return []
         self._refill(now)
-        count = min(int(self._tokens), len(self._queue))
+        count = min(int(self._tokens + _TOKEN_SLACK), len(self._queue))
         self._tokens -= count
         return [self._queue.popleft() for _ in range(count)]
 
@@ -326,7 +331,7 @@ class TokenBucket:
         if not self._queue:
             return None
         self._refill(now)
-        if self._tokens >= 1:
+        if self._tokens + _TOKEN_SLACK >= 1:
             return now
         return now + (1 - self._tokens) / self.rate
 
