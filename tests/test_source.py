@@ -5,11 +5,14 @@ C{sources/test-sources.py}.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import random
 import socket
 import struct
+import threading
+import weakref
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -17,6 +20,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import artcast.source
 from artcast.repair import HOLDBACK
 from artcast.source import (
     DEFAULT_GROUPS,
@@ -30,10 +34,14 @@ from artcast.server.feeds.reception import (
 )
 from artcast.wire import (
     BadKey,
+    Batch,
+    Confirm,
     DataMessage,
     Fragment,
     RegisterMessage,
+    Heartbeat,
     Stamp,
+    encodeNack,
     parseData,
     parseRegister,
     validateSource,
@@ -402,6 +410,262 @@ class SourceOverLoopbackTests(SynchronousTestCase):
         message = parseData(second)
         self.assertEqual((message.key, message.value), ("test/x", [1, "two"]))
         self.assertEqual(message.stamp.datumId(), datumId)
+
+
+class RepairSourceTests(SynchronousTestCase):
+    """
+    The blocking L{Source} repairing (the default), without its thread
+    (C{threaded=False}): L{Source.poll}, L{Source.sleep} and L{Source.close}
+    do the thread's work on a fake socket and clock.
+    """
+
+    def setUp(self) -> None:
+        self.socket = FakeSocket()
+        self.time = FakeTime()
+
+    def makeSource(self, **kwargs: Any) -> Source:
+        """
+        A repairing source named C{oslo-station} sending to group A, on fakes.
+        """
+        arguments: dict[str, Any] = dict(
+            src="oslo-station", groups=[GROUP_A], registerGroups=[REGISTER],
+            now=self.time, sleep=self.time.sleep, sock=self.socket, threaded=False,
+        )
+        arguments.update(kwargs)
+        source = Source(**arguments)
+        self.addCleanup(source.close)
+        return source
+
+    def sendSlowly(self, source: Source, count: int) -> list[bytes]:
+        """
+        Send C{count} datums one second apart (the clock left at the last);
+        return their datagrams.
+        """
+        for n in range(1, count + 1):
+            if n > 1:
+                self.time.now += 1
+            source.send("k", n)
+        return self.socket.to(GROUP_A)
+
+    def test_marked(self) -> None:
+        """
+        A repairing source's datums carry C{"r":1}.
+        """
+        source = self.makeSource()
+        [datagram] = self.sendSlowly(source, 1)
+        self.assertIn(b'"t":1795312345.123,"r":1,"key":"k"', datagram)
+        self.assertTrue(parseData(datagram).repairable)
+
+    def test_answersNack(self) -> None:
+        """
+        A NACK read from the socket is answered on the data group with an
+        NCF and the original datagram, byte for byte.
+        """
+        source = self.makeSource()
+        original = self.sendSlowly(source, 3)
+        self.socket.sent.clear()
+        self.socket.inbox.append(encodeNack(source.src, source.boot, [(2, 2)], 0.0))
+        source.poll()
+        [confirm, repair] = self.socket.to(GROUP_A)
+        self.assertEqual(parseData(confirm).ranges, ((2, 2),))
+        self.assertEqual(repair, original[1])
+        stats = source.repairStatistics()
+        self.assertEqual((stats["nacksReceived"], stats["repairsSent"], stats["confirmsSent"]),
+                         (1, 1, 1))
+
+    def test_signedNacks(self) -> None:
+        """
+        A signing source ignores (and counts) a NACK unsigned, signed with
+        another key, or for another boot or source; it answers one signed
+        with its key, signing the answer.
+        """
+        source = self.makeSource(signingKey=b"key")
+        original = self.sendSlowly(source, 1)
+        self.socket.sent.clear()
+        self.socket.inbox += [
+            encodeNack(source.src, source.boot, [(1, 1)], 0.0),
+            encodeNack(source.src, source.boot, [(1, 1)], 0.0, b"other"),
+            encodeNack(source.src, source.boot - 1, [(1, 1)], 0.0, b"key"),
+            encodeNack("bergen", source.boot, [(1, 1)], 0.0, b"key"),
+            b"noise",
+        ]
+        source.poll()
+        self.assertEqual(self.socket.sent, [])
+        self.assertEqual(source.repairStatistics()["nacksIgnored"], 5)
+        self.socket.inbox.append(encodeNack(source.src, source.boot, [(1, 1)], 0.0, b"key"))
+        source.poll()
+        [confirm, repair] = self.socket.to(GROUP_A)
+        self.assertIsInstance(parseData(confirm, [b"key"], True), Confirm)
+        self.assertEqual(repair, original[0])
+
+    def test_sleepRepairs(self) -> None:
+        """
+        Without the thread, L{Source.sleep} answers NACKs and heartbeats
+        while it waits.
+        """
+        source = self.makeSource()
+        source.send("k", 1)
+        self.socket.inbox.append(encodeNack(source.src, source.boot, [(1, 1)], 0.0))
+        source.sleep(1.0)
+        kinds = [type(parseData(d)) for d in self.socket.to(GROUP_A)]
+        self.assertEqual(kinds, [DataMessage, Confirm, DataMessage, Heartbeat, Heartbeat])
+        self.assertEqual(sum(self.time.sleeps), 1.0)
+
+    def test_closeLingers(self) -> None:
+        """
+        L{Source.close} sends an open batch at once, then answers NACKs and
+        heartbeats until one second after the last datum, then closes the
+        socket; a second call does nothing.
+        """
+        source = self.makeSource()
+        source.send("k", 1)
+        source.send("k", 2)
+        self.assertEqual(len(self.socket.to(GROUP_A)), 1)
+        self.time.now += 0.001
+        self.socket.inbox.append(encodeNack(source.src, source.boot, [(2, 2)], 0.0))
+        start = self.time.now
+        source.close()
+        self.assertAlmostEqual(self.time.now - start, 0.999, places=6)
+        self.assertTrue(self.socket.closed)
+        kinds = [type(parseData(d)) for d in self.socket.to(GROUP_A)]
+        self.assertEqual(kinds, [DataMessage, DataMessage, Confirm, DataMessage,
+                                 Heartbeat, Heartbeat])
+        sleeps = list(self.time.sleeps)
+        source.close()
+        self.assertEqual(self.time.sleeps, sleeps)
+
+    def test_lingerPast(self) -> None:
+        """
+        A source whose last datum is older than its linger (or that sent
+        none) closes at once.
+        """
+        source = self.makeSource(linger=2.0)
+        source.send("k", 1)
+        self.time.now += 2.5
+        source.close()
+        self.assertEqual(self.time.sleeps, [])
+        self.makeSource().close()
+        self.assertEqual(self.time.sleeps, [])
+
+    def test_noRepair(self) -> None:
+        """
+        C{repair=False} sends datums without C{"r"}, answers no NACK, never
+        lingers, and its counters are all 0.
+        """
+        source = self.makeSource(repair=False)
+        source.send("k", 1)
+        source.send("k", 2)
+        self.socket.inbox.append(encodeNack(source.src, source.boot, [(1, 1)], 0.0))
+        source.sleep(5)
+        source.close()
+        datagrams = self.socket.to(GROUP_A)
+        self.assertEqual(len(datagrams), 2)
+        self.assertTrue(all(b'"r"' not in d for d in datagrams))
+        self.assertEqual(self.time.sleeps, [5])
+        self.assertEqual(set(source.repairStatistics().values()), {0})
+        self.assertIn("nacksReceived", source.repairStatistics())
+
+    def test_badParameters(self) -> None:
+        """
+        A window, rate or batch size below 1, or a negative holdback, is
+        refused.
+        """
+        for bad in [dict(window=0), dict(windowBytes=0), dict(repairRate=0),
+                    dict(holdback=-1), dict(batchSize=0), dict(batchThreshold=-1)]:
+            self.assertRaises(ValueError, Source, sock=FakeSocket(), now=self.time, **bad)
+
+    def test_atExit(self) -> None:
+        """
+        Sources still open when the interpreter exits are closed then, with
+        their linger; a source dropped without being closed is not kept.
+        """
+        source = self.makeSource()
+        source.send("k", 1)
+        self.assertIn(source, list(artcast.source._openSources))
+        artcast.source._closeOpenSources()
+        self.assertTrue(self.socket.closed)
+        self.assertEqual(sum(self.time.sleeps), 1.0)
+        self.assertNotIn(source, list(artcast.source._openSources))
+        dropped = Source(sock=FakeSocket(), now=self.time, threaded=False)
+        reference = weakref.ref(dropped)
+        del dropped
+        gc.collect()
+        self.assertIsNone(reference())
+
+
+class RepairThreadTests(SynchronousTestCase):
+    """
+    L{Source}'s repair thread, on real loopback sockets (each wait bounded
+    by L{RECEIVE_LIMIT}).
+    """
+
+    def test_nackAnswered(self) -> None:
+        """
+        A NACK sent to the source's own address is answered from its thread
+        (named C{artcast-source-<src>}) with an NCF and the original bytes
+        on the data group; close() stops the thread.
+        """
+        receiver = MulticastReceiver()
+        self.addCleanup(receiver.close)
+        source = Source("loop-thread", groups=[receiver.address], registerGroups=[], ttl=0,
+                        interface="127.0.0.1", linger=0)
+        self.addCleanup(source.close)
+        [thread] = [t for t in threading.enumerate() if t.name == "artcast-source-loop-thread"]
+        self.assertTrue(thread.daemon)
+        datumId = source.send("test/x", 1)
+        original, address = receiver.socket.recvfrom(65536)
+        self.assertEqual(parseData(original).stamp.datumId(), datumId)
+        asker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(asker.close)
+        asker.sendto(encodeNack("loop-thread", source.boot, [(1, 1)], 0.0), address)
+        answers = []
+        for _ in range(10):
+            data = receiver.receive()[0]
+            if not isinstance(parseData(data), Heartbeat):
+                answers.append(data)
+            if len(answers) == 2:
+                break
+        self.assertIsInstance(parseData(answers[0]), Confirm)
+        self.assertEqual(answers[1], original)
+        self.assertEqual(source.repairStatistics()["nacksReceived"], 1)
+        source.close()
+        self.assertFalse(thread.is_alive())
+
+    def test_batchFlushedByThread(self) -> None:
+        """
+        The thread sends an open batch after the holdback, while the script
+        does nothing.
+        """
+        receiver = MulticastReceiver()
+        self.addCleanup(receiver.close)
+        source = Source("loop-batch", groups=[receiver.address], registerGroups=[], ttl=0,
+                        interface="127.0.0.1", linger=0)
+        self.addCleanup(source.close)
+        for n in range(3):
+            source.send("k", n)
+        messages = []
+        for _ in range(10):
+            message = parseData(receiver.receive()[0])
+            if isinstance(message, Batch):
+                messages += message.messages()
+            elif isinstance(message, DataMessage):
+                messages.append(message)
+            if len(messages) == 3:
+                break
+        self.assertEqual([m.value for m in messages], [0, 1, 2])
+        self.assertTrue(all(m.repairable for m in messages))
+
+    def test_droppedSourceEnds(self) -> None:
+        """
+        The thread of a source dropped without close() ends by itself.
+        """
+        source = Source("loop-dropped", groups=[("239.255.1.1", 9)], registerGroups=[],
+                        ttl=0, interface="127.0.0.1")
+        [thread] = [t for t in threading.enumerate() if t.name == "artcast-source-loop-dropped"]
+        del source
+        gc.collect()
+        thread.join(RECEIVE_LIMIT)
+        self.assertFalse(thread.is_alive())
 
 
 class FakePort:
