@@ -29,6 +29,7 @@ from artcast.source import (
     SourceService,
     defaultSourceName,
 )
+from artcast.server.outlets.multicast import MulticastOutlet
 from artcast.server.feeds.reception import (
     Reassembler,
 )
@@ -707,17 +708,20 @@ class FakePort:
 
 class FakeMulticastReactor(Clock):
     """
-    A clock that also hands out L{FakePort}s for C{listenMulticast}.
+    A clock that also hands out L{FakePort}s for C{listenMulticast}, and
+    keeps the protocols given.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.ports: list[FakePort] = []
+        self.protocols: list[DatagramProtocol] = []
 
     def listenMulticast(self, port: int, protocol: DatagramProtocol, interface: str = "",
                         maxPacketSize: int = 8192, listenMultiple: bool = False) -> FakePort:
         fake = FakePort()
         self.ports.append(fake)
+        self.protocols.append(protocol)
         return fake
 
 
@@ -845,6 +849,166 @@ class SourceServiceTests(SynchronousTestCase):
         service.publish("a", 1)
         self.assertEqual(parseData(port.to(GROUP_A)[0], [b"k"], True).value, 1)
         self.assertEqual(parseRegister(port.to(REGISTER)[0], [b"k"], True).key, "a")
+
+
+class SourceServiceRepairTests(SynchronousTestCase):
+    """
+    L{SourceService} repairing (the default) on a fake reactor: NACKs
+    arrive through its port's protocol, timers run on the clock.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeMulticastReactor()
+        self.reactor.advance(1795312345.123)
+        self.service = SourceService(self.reactor, "svc", groups=[GROUP_A],
+                                     registerGroups=[REGISTER])
+
+    def start(self) -> FakePort:
+        """
+        Start the service; return its port.
+        """
+        self.service.startService()
+        return self.reactor.ports[-1]
+
+    def nack(self, *ranges: tuple[int, int], key: bytes | None = None) -> None:
+        """
+        Deliver a NACK for C{ranges} to the service's port.
+        """
+        protocol = self.reactor.protocols[-1]
+        protocol.datagramReceived(encodeNack("svc", self.service.boot, list(ranges), 0.0, key),
+                                  ("127.0.0.1", 5007))
+
+    def test_answersNack(self) -> None:
+        """
+        A NACK arriving on the service's port is answered on the data group
+        with an NCF and the original datagram; one for another boot is
+        ignored and counted.
+        """
+        port = self.start()
+        self.service.publish("k", 1)
+        self.reactor.advance(1)
+        self.service.publish("k", 2)
+        original = [d for d in port.to(GROUP_A) if isinstance(parseData(d), DataMessage)]
+        self.assertEqual(len(original), 2)
+        self.assertTrue(all(b'"r":1,' in d for d in original))
+        port.written.clear()
+        self.nack((1, 1))
+        [confirm, repair] = port.to(GROUP_A)
+        self.assertIsInstance(parseData(confirm), Confirm)
+        self.assertEqual(repair, original[0])
+        self.reactor.protocols[-1].datagramReceived(
+            encodeNack("svc", self.service.boot + 1, [(1, 1)], 0.0), ("127.0.0.1", 5007))
+        stats = self.service.repairStatistics()
+        self.assertEqual((stats["nacksReceived"], stats["nacksIgnored"]), (1, 1))
+
+    def test_heartbeats(self) -> None:
+        """
+        An idle service heartbeats its last seq 0.2 s after its last datum,
+        then 0.4 s later, and so on.
+        """
+        port = self.start()
+        self.service.publish("k", 1)
+        start = self.reactor.seconds()
+        self.reactor.advance(0.2)
+        self.reactor.advance(0.4)
+        self.reactor.advance(0.8)
+        beats = [parseData(d) for d in port.to(GROUP_A)[1:]]
+        self.assertEqual([(b.last, round(b.stamp.sent - start, 6)) for b in beats],
+                         [(1, 0.2), (1, 0.6), (1, 1.4)])
+
+    def test_rateLimitedRepairs(self) -> None:
+        """
+        Repairs over C{repairRate} follow on the clock.
+        """
+        service = SourceService(self.reactor, "svc", groups=[GROUP_A], registerGroups=[],
+                                repairRate=100, holdback=0)
+        service.startService()
+        port = self.reactor.ports[-1]
+        for n in range(100):
+            service.publish("k", n)
+        port.written.clear()
+        self.reactor.protocols[-1].datagramReceived(
+            encodeNack("svc", service.boot, [(1, 100)], 0.0), ("127.0.0.1", 5007))
+        self.assertEqual(len(port.to(GROUP_A)), 1 + 64)
+        self.reactor.pump([0.01] * 40)
+        repaired = [parseData(d) for d in port.to(GROUP_A)[1:]]
+        values = [m.value for m in repaired if isinstance(m, DataMessage)]
+        self.assertEqual(values, list(range(100)))
+
+    def test_stopLingers(self) -> None:
+        """
+        L{SourceService.stopService} sends an open batch at once, answers
+        NACKs until one second after the last datum, then closes the port
+        and fires; no timer is left.
+        """
+        port = self.start()
+        self.service.publish("k", 1)
+        self.service.publish("k", 2)
+        self.reactor.advance(0.1)
+        self.service.publish("k", 3)
+        self.service.publish("k", 4)
+        self.assertEqual(len(port.to(GROUP_A)), 3)
+        stopped = self.service.stopService()
+        self.assertEqual([parseData(d).value for d in port.to(GROUP_A)], [1, 2, 3, 4])
+        self.assertNoResult(stopped)
+        self.assertRaises(RuntimeError, self.service.publish, "k", 5)
+        self.reactor.advance(0.5)
+        port.written.clear()
+        self.nack((4, 4))
+        self.assertEqual(len(port.to(GROUP_A)), 2)
+        self.assertTrue(port.listening)
+        self.reactor.advance(0.5)
+        self.successResultOf(stopped)
+        self.assertFalse(port.listening)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_restartWhileLingering(self) -> None:
+        """
+        Starting again while the last stop lingers ends the linger (its
+        Deferred fires) and begins a new boot on a new port.
+        """
+        port = self.start()
+        self.service.publish("k", 1)
+        stopped = self.service.stopService()
+        newPort = self.start()
+        self.successResultOf(stopped)
+        self.assertFalse(port.listening)
+        self.assertIsNot(newPort, port)
+        self.assertEqual(self.service.publish("k", 1), "svc.1795312345124.1")
+
+    def test_noRepair(self) -> None:
+        """
+        C{repair=False} sends datums without C{"r"}, at once, sets no timer,
+        answers no NACK and stops at once.
+        """
+        service = SourceService(self.reactor, "svc", groups=[GROUP_A], registerGroups=[],
+                                repair=False)
+        service.startService()
+        port = self.reactor.ports[-1]
+        service.publish("k", 1)
+        service.publish("k", 2)
+        self.reactor.protocols[-1].datagramReceived(
+            encodeNack("svc", service.boot, [(1, 1)], 0.0), ("127.0.0.1", 5007))
+        self.assertEqual(len(port.to(GROUP_A)), 2)
+        self.assertTrue(all(b'"r"' not in d for d in port.to(GROUP_A)))
+        self.successResultOf(defer.maybeDeferred(service.stopService))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(set(service.repairStatistics().values()), {0})
+
+    def test_outletPassesThrough(self) -> None:
+        """
+        L{MulticastOutlet} repairs by default and passes the repair
+        parameters on.
+        """
+        outlet = MulticastOutlet(self.reactor, "x-http", GROUP_A, "0.0.0.0", 1, None)
+        outlet.startService()
+        outlet.send("k", 1)
+        self.assertIn(b'"r":1,', self.reactor.ports[-1].to(GROUP_A)[0])
+        plain = MulticastOutlet(self.reactor, "y-http", GROUP_A, "0.0.0.0", 1, None,
+                                repair=False)
+        plain.startService()
+        plain.send("k", 1)
+        self.assertNotIn(b'"r"', self.reactor.ports[-1].to(GROUP_A)[0])
 
 
 class DatagramCollector(DatagramProtocol):
