@@ -671,16 +671,18 @@ class Source(_SourceBase):
             return
         self._closed = True
         engine = self._engine
-        if engine is not None:
-            with self._lock:
-                now = self._now()
-                self._sendQuietly(engine.flush(now))
-                until = engine.lingerUntil(self._linger)
-            if until is not None and until > now:
-                if self._thread is not None:
-                    self._sleep(until - now)
-                else:
-                    self.poll(until - now)
+        try:
+            if engine is not None:
+                with self._lock:
+                    now = self._now()
+                    self._sendQuietly(engine.flush(now))
+                    until = engine.lingerUntil(self._linger)
+                if until is not None and until > now:
+                    if self._thread is not None:
+                        self._sleep(until - now)
+                    else:
+                        self.poll(until - now)
+        finally:
             self._stopping = True
             if self._thread is not None:
                 self._wake()
@@ -689,7 +691,7 @@ class Source(_SourceBase):
                 os.close(self._wakeRead)
                 os.close(self._wakeWrite)
             _openSources.discard(self)
-        self._socket.close()
+            self._socket.close()
 
     def __enter__(self) -> Source:
         return self
