@@ -509,6 +509,17 @@ class Source(_SourceBase):
             self._sendAll(datagrams, self._groups)
         return datumId
 
+    def flush(self) -> None:
+        """
+        Send the open batch now, if there is one: after this, every datum
+        given to L{send} has left (without repair there is never one).
+
+        @raise OSError: when a datagram could not be sent to some group.
+        """
+        if self._engine is not None:
+            with self._lock:
+                self._sendAll(self._engine.flush(self._now()), self._groups)
+
     def _wake(self) -> None:
         try:
             os.write(self._wakeWrite, b"w")
@@ -900,6 +911,13 @@ class SourceService(_SourceBase, Service):
             self._sendAll(datagrams, self._groups)
         self._schedule()
         return datumId
+
+    def flush(self) -> None:
+        """
+        Send the open batch now, if there is one (see L{Source.flush}).
+        """
+        if self._engine is not None and self._port is not None:
+            self._sendAll(self._engine.flush(self._now()), self._groups)
 
     def _schedule(self) -> None:
         """

@@ -535,6 +535,23 @@ class RepairSourceTests(SynchronousTestCase):
         source.close()
         self.assertEqual(self.time.sleeps, sleeps)
 
+    def test_flush(self) -> None:
+        """
+        L{Source.flush} sends the open batch at once; with none open, or
+        without repair, it sends nothing.
+        """
+        source = self.makeSource()
+        source.send("k", 1)
+        source.send("k", 2)
+        source.send("k", 3)
+        self.assertEqual(len(self.socket.to(GROUP_A)), 1)
+        source.flush()
+        [_, batch] = self.socket.to(GROUP_A)
+        self.assertEqual([m.value for m in parseData(batch).messages()], [2, 3])
+        source.flush()
+        self.makeSource(repair=False).flush()
+        self.assertEqual(len(self.socket.to(GROUP_A)), 2)
+
     def test_lingerPast(self) -> None:
         """
         A source whose last datum is older than its linger (or that sent
@@ -961,6 +978,18 @@ class SourceServiceRepairTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertFalse(port.listening)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_flush(self) -> None:
+        """
+        L{SourceService.flush} sends the open batch at once.
+        """
+        port = self.start()
+        self.service.publish("k", 1)
+        self.service.publish("k", 2)
+        self.service.flush()
+        self.assertEqual([parseData(d).value for d in port.to(GROUP_A)], [1, 2])
+        self.service.flush()
+        self.assertEqual(len(port.to(GROUP_A)), 2)
 
     def test_restartWhileLingering(self) -> None:
         """
