@@ -394,3 +394,39 @@ class RangesTests(SynchronousTestCase):
         ranges = toRanges(seqs)
         self.assertEqual({n for first, last in ranges for n in range(first, last + 1)}, seqs)
         self.assertEqual(list(parseData(encodeGone(STAMP, ranges)).ranges), ranges)
+
+
+class DocumentedTests(SynchronousTestCase):
+    """
+    The examples of C{docs/protocol.md}'s "Repair" section.
+    """
+
+    def test_examplesParse(self) -> None:
+        """
+        Every complete datagram the section shows is read as what it says it is.
+        """
+        import os
+
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "docs", "protocol.md")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        section = text[text.index("\n## Repair\n"):text.index("\n## Keys\n")]
+        kinds: dict[str, int] = {}
+        for line in section.splitlines():
+            line = line.strip().strip("`")
+            if line.startswith(("source -> group", "{")):
+                line = line[line.find("{"):]
+                line = line[:line.rfind("}") + 1]
+            if not line.startswith('{"v":2') or "..." in line:
+                continue
+            data = line.encode()
+            if b'"nack"' in data:
+                message: object = parseNack(data)
+            else:
+                message = parseData(data)
+            kinds[type(message).__name__] = kinds.get(type(message).__name__, 0) + 1
+        self.assertEqual(
+            sorted(kinds),
+            ["Batch", "Confirm", "DataMessage", "Gone", "Heartbeat", "Nack"],
+        )
