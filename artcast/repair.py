@@ -338,18 +338,22 @@ class TokenBucket:
 
 class HeartbeatSchedule:
     """
-    When an idle source heartbeats: L{HEARTBEAT_FIRST} seconds after its last
-    datum, then at intervals doubling up to L{HEARTBEAT_MAX}; each datum
-    starts over.  Nothing before the first datum.
+    When an idle source heartbeats: at once when it starts (so that a
+    server learns where its sequence starts before datum 1, and can ask for
+    datum 1 if it is lost), then L{HEARTBEAT_FIRST} seconds after that or
+    after its last datum, then at intervals doubling up to
+    L{HEARTBEAT_MAX}; each datum starts over.
 
-    @ivar next: when the next heartbeat is due, or L{None}.
+    @ivar next: when the next heartbeat is due (minus infinity: at once).
     """
 
     def __init__(self, first: float = HEARTBEAT_FIRST, maximum: float = HEARTBEAT_MAX) -> None:
         self.first = first
         self.maximum = maximum
-        self.next: float | None = None
-        self._interval = first
+        self.next: float | None = -math.inf
+        # Halved, so that the heartbeat after the one at the start comes
+        # HEARTBEAT_FIRST later.
+        self._interval = first / 2
 
     def datum(self, now: float) -> None:
         """

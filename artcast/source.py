@@ -828,6 +828,7 @@ class SourceService(_SourceBase, Service):
         self._port = port
         assert self._loop is not None
         self._loop.start(self.registerInterval, now=True)
+        self._schedule()
 
     def stopService(self) -> Any:
         """

@@ -5,6 +5,8 @@ clock.
 
 from __future__ import annotations
 
+import math
+
 import heapq
 import json
 import random
@@ -219,11 +221,14 @@ class HeartbeatScheduleTests(SynchronousTestCase):
 
     def test_schedule(self) -> None:
         """
-        Nothing is due before the first datum; then 0.2, 0.4, 0.8 ... s
-        apart, up to 10 s; a datum starts over.
+        One is due at once when the source starts, the next 0.2 s later;
+        after a datum 0.2, 0.4, 0.8 ... s apart, up to 10 s; a datum starts
+        over.
         """
         schedule = HeartbeatSchedule()
-        self.assertFalse(schedule.due(START + 1000))
+        self.assertTrue(schedule.due(START - 1000))
+        schedule.sent(START - 1)
+        self.assertAlmostEqual(schedule.next, START - 1 + HEARTBEAT_FIRST)
         schedule.datum(START)
         times = []
         now = START
@@ -483,9 +488,12 @@ class RepairEngineTests(SynchronousTestCase):
 
     def test_heartbeats(self) -> None:
         """
-        An idle source heartbeats its last seq 0.2 s after its last datum.
+        A source heartbeats seq 0 when it starts, and an idle one its last
+        seq 0.2 s after its last datum.
         """
-        self.assertIsNone(self.engine.nextDeadline(START))
+        self.assertEqual(self.engine.nextDeadline(START), -math.inf)
+        [start] = self.engine.tick(START - 1)
+        self.assertEqual(parseData(start), Heartbeat(Stamp(SRC, BOOT, 0, START - 1), 0))
         self.send(2)
         self.assertEqual(self.engine.nextDeadline(START + 0.1), START + 0.3)
         [beat] = self.engine.tick(START + 0.3)
