@@ -10,15 +10,23 @@ C{artcast-send KEY VALUE}: send one datum from a shell.
 VALUE is parsed as JSON when it is valid (strict) JSON, otherwise sent as a
 string.  The datum goes out as a version 2 datagram (its id is printed) or,
 with C{--v1}, as an original Artcast datagram C{[key, value]}.
+
+A version 2 datum is repairable (C{"r":1}): C{artcast-send} stays for
+C{--linger} seconds (1 by default) to answer servers that missed it and
+ask for it again (NACKs), then exits.  C{--no-repair} sends a datagram
+without C{"r"} and exits at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import socket
 import sys
-from typing import Any, Sequence, TextIO
+import time
+from typing import Any, Callable, Sequence, TextIO
 
+from artcast.repair import LINGER
 from artcast.source import DEFAULT_GROUPS, Source, multicastSocket, sendDatagrams
 from artcast.wire import (
     BadKey,
@@ -35,6 +43,7 @@ __all__ = [
     "main",
     "parseValue",
     "ipv4Argument",
+    "lingerArgument",
     "portArgument",
     "ttlArgument",
 ]
@@ -77,6 +86,16 @@ def ttlArgument(text: str) -> int:
     return int(text)
 
 
+def lingerArgument(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"--linger is 0 to 3600 seconds, not {text!r}")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="artcast-send",
@@ -100,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--src", help="the source name (default: host name and random digits)")
     parser.add_argument("--v1", action="store_true",
                         help="send an original Artcast datagram [key, value] (cannot be signed)")
+    parser.add_argument("--linger", type=lingerArgument, default=LINGER, metavar="SECONDS",
+                        help="stay this long after sending to re-send the datum to servers "
+                        f"that missed it and ask (NACK) (default {LINGER:g}; 0: exit at once)")
+    parser.add_argument("--no-repair", action="store_true",
+                        help="send a datagram that servers never ask for again "
+                        "(no \"r\":1) and exit at once")
     return parser
 
 
@@ -109,12 +134,16 @@ def main(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     sock: Any = None,
+    now: Callable[[], float] = time.time,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> int:
     """
     Run C{artcast-send}.
 
     @param argv: the arguments, without the program name; by default C{sys.argv[1:]}.
     @param sock: a socket-like object to send with, for tests.
+    @param now: the clock, for tests.
+    @param sleep: how to wait (the linger), for tests.
     @return: the exit status: 0 when sent, 1 when the network refused,
         2 for bad arguments (argparse's own errors exit with 2 too).
     """
@@ -162,12 +191,14 @@ def main(
                 sendSocket.close()
         else:
             with Source(options.src, groups, (), options.ttl, options.interface,
-                        signingKey, sock=sock) as source:
+                        signingKey, sock=sock, now=now, sleep=sleep,
+                        repair=not options.no_repair, linger=options.linger,
+                        holdback=0) as source:
                 try:
                     datumId = source.send(options.key, value)
                 except ValueError as e:
                     return fail(str(e))
-            print(datumId, file=out)
+                print(datumId, file=out, flush=True)
     except OSError as e:
         where = ", ".join(f"{group}:{port}" for group, port in groups)
         return fail(f"cannot send to {where}: {e}", 1)

@@ -489,6 +489,7 @@ def send(group: str, port: int, registerPort: int, interface: str, key: str,
     for n in _paced(count, rate):
         ids.append(source.send(key, {"n": n}))
         if pause and n + 1 == pause:
+            source.flush()
             print(json.dumps({"paused": ids[-1]}), flush=True)
             sys.stdin.readline()
     source.close()

@@ -13,8 +13,8 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from artcast.send import main, parseValue
-from artcast.wire import parseData
-from tests.test_source import FakeSocket, MulticastReceiver
+from artcast.wire import DataMessage, Fragment, Heartbeat, parseData
+from tests.test_source import FakeSocket, FakeTime, MulticastReceiver
 
 
 class ParseValueTests(SynchronousTestCase):
@@ -48,28 +48,90 @@ class MainTests(SynchronousTestCase):
         self.socket = FakeSocket()
         self.stdout = io.StringIO()
         self.stderr = io.StringIO()
+        self.time = FakeTime()
 
     def send(self, *argv: str) -> int:
         """
-        Run C{artcast-send} with C{argv} on the fake socket.
+        Run C{artcast-send} with C{argv} on the fake socket and clock.
         """
-        return main(list(argv), stdout=self.stdout, stderr=self.stderr, sock=self.socket)
+        return main(list(argv), stdout=self.stdout, stderr=self.stderr, sock=self.socket,
+                    now=self.time, sleep=self.time.sleep)
+
+    def datums(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """
+        The datagrams sent that carry datums (not the heartbeats of the
+        linger).
+        """
+        return [(datagram, address) for datagram, address in self.socket.sent
+                if isinstance(parseData(datagram), (DataMessage, Fragment))]
 
     def test_send(self) -> None:
         """
-        A datum goes to 224.1.1.1:5007 as version 2 with TTL 1, and its id is
-        printed.
+        A datum goes to 224.1.1.1:5007 as version 2 with TTL 1, repairable
+        (C{"r":1}), and its id is printed; the program then lingers one
+        second (heartbeating at 0.2 and 0.6 s) before it closes the socket.
         """
         self.assertEqual(self.send("test/greeting", "hello"), 0)
-        [(datagram, address)] = self.socket.sent
+        [(datagram, address)] = self.datums()
         self.assertEqual(address, ("224.1.1.1", 5007))
         message = parseData(datagram)
         self.assertEqual((message.key, message.value), ("test/greeting", "hello"))
+        self.assertTrue(message.repairable)
+        self.assertIn(b'"r":1,', datagram)
         self.assertEqual(self.stdout.getvalue(), message.stamp.datumId() + "\n")
         self.assertEqual(message.stamp.seq, 1)
         self.assertEqual(self.socket.options[socket.IPPROTO_IP, socket.IP_MULTICAST_TTL],
                          struct.pack("B", 1))
         self.assertTrue(self.socket.closed)
+        self.assertEqual(sum(self.time.sleeps), 1.0)
+        heartbeats = [parseData(d) for d, _ in self.socket.sent[1:]]
+        self.assertEqual([(h.last, round(h.stamp.sent - message.stamp.sent, 6))
+                          for h in heartbeats], [(1, 0.2), (1, 0.6)])
+        self.assertTrue(all(isinstance(h, Heartbeat) for h in heartbeats))
+
+    def test_linger(self) -> None:
+        """
+        C{--linger SECONDS} sets how long the program stays; 0 leaves at once.
+        """
+        self.assertEqual(self.send("k", "1", "--linger", "2.5"), 0)
+        self.assertEqual(sum(self.time.sleeps), 2.5)
+        self.time.sleeps.clear()
+        self.assertEqual(self.send("k", "1", "--linger", "0"), 0)
+        self.assertEqual(self.time.sleeps, [])
+        self.assertEqual(len(self.datums()), 2)
+
+    def test_noRepair(self) -> None:
+        """
+        C{--no-repair} sends exactly one datagram without C{"r"} and leaves
+        at once.
+        """
+        self.assertEqual(self.send("k", "1", "--no-repair"), 0)
+        [(datagram, _)] = self.socket.sent
+        self.assertNotIn(b'"r"', datagram)
+        self.assertFalse(parseData(datagram).repairable)
+        self.assertEqual(self.time.sleeps, [])
+
+    def test_badLinger(self) -> None:
+        """
+        A C{--linger} that is not a number from 0 to 3600 exits with 2.
+        """
+        self.patch(sys, "stderr", self.stderr)
+        for text in ["-1", "x", "nan", "3601"]:
+            error = self.assertRaises(SystemExit, self.send, "k", "1", "--linger", text)
+            self.assertEqual(error.code, 2)
+        self.assertIn("--linger is 0 to 3600 seconds", self.stderr.getvalue())
+        self.assertEqual(self.socket.sent, [])
+
+    def test_help(self) -> None:
+        """
+        C{--help} says what C{--linger} and C{--no-repair} do.
+        """
+        self.patch(sys, "stdout", self.stdout)
+        self.assertRaises(SystemExit, self.send, "--help")
+        text = " ".join(self.stdout.getvalue().split())
+        self.assertIn("--linger SECONDS stay this long after sending to re-send the datum", text)
+        self.assertIn("(default 1; 0: exit at once)", text)
+        self.assertIn("--no-repair send a datagram that servers never ask for again", text)
 
     def test_jsonValue(self) -> None:
         """
@@ -78,7 +140,7 @@ class MainTests(SynchronousTestCase):
         self.send("k", '{"temp": 21.5}')
         self.send("k", '"42"')
         self.send("k", "42")
-        self.assertEqual([parseData(d).value for d, _ in self.socket.sent],
+        self.assertEqual([parseData(d).value for d, _ in self.datums()],
                          [{"temp": 21.5}, "42", 42])
 
     def test_options(self) -> None:
@@ -89,7 +151,7 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(self.send("k", "1", "--group", "239.255.0.1", "--group", "239.255.0.2",
                                   "--port", "15007", "--ttl", "0", "--interface", "127.0.0.1",
                                   "--src", "shell"), 0)
-        self.assertEqual([address for _, address in self.socket.sent],
+        self.assertEqual([address for _, address in self.datums()],
                          [("239.255.0.1", 15007), ("239.255.0.2", 15007)])
         self.assertEqual(self.socket.options, {
             (socket.IPPROTO_IP, socket.IP_MULTICAST_TTL): struct.pack("B", 0),
@@ -114,7 +176,7 @@ class MainTests(SynchronousTestCase):
         path = FilePath(self.mktemp())
         path.setContent(b"s3cret\n")
         self.assertEqual(self.send("k", "1", "--key-file", path.path), 0)
-        [(datagram, _)] = self.socket.sent
+        [(datagram, _)] = self.datums()
         self.assertEqual(parseData(datagram, [b"s3cret"], True).value, 1)
 
     def test_keyFileProblems(self) -> None:
@@ -178,7 +240,7 @@ class MainTests(SynchronousTestCase):
         A value too large for one datagram is sent in fragments.
         """
         self.assertEqual(self.send("k", "x" * 70000), 0)
-        self.assertEqual(len(self.socket.sent), 2)
+        self.assertEqual(len(self.datums()), 2)
 
     def test_networkError(self) -> None:
         """
@@ -201,7 +263,8 @@ class LoopbackTests(SynchronousTestCase):
         receiver = MulticastReceiver()
         self.addCleanup(receiver.close)
         status = main(["sensors/door", "true", "--group", receiver.group,
-                       "--port", str(receiver.port), "--ttl", "0", "--interface", "127.0.0.1"],
+                       "--port", str(receiver.port), "--ttl", "0", "--interface", "127.0.0.1",
+                       "--linger", "0"],
                       stdout=io.StringIO())
         self.assertEqual(status, 0)
         [datagram] = receiver.receive()

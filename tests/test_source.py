@@ -5,11 +5,14 @@ C{sources/test-sources.py}.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import random
 import socket
 import struct
+import threading
+import weakref
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -17,6 +20,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import artcast.source
+from artcast.repair import HOLDBACK
 from artcast.source import (
     DEFAULT_GROUPS,
     DEFAULT_REGISTER_GROUPS,
@@ -24,15 +29,21 @@ from artcast.source import (
     SourceService,
     defaultSourceName,
 )
+from artcast.server.outlets.multicast import MulticastOutlet
 from artcast.server.feeds.reception import (
     Reassembler,
 )
 from artcast.wire import (
+    BadDatagram,
     BadKey,
+    Batch,
+    Confirm,
     DataMessage,
     Fragment,
     RegisterMessage,
+    Heartbeat,
     Stamp,
+    encodeNack,
     parseData,
     parseRegister,
     validateSource,
@@ -52,6 +63,16 @@ def randomGroup() -> str:
     A random group in 239.255.0.0/16.
     """
     return "239.255.%d.%d" % (random.randint(0, 255), random.randint(1, 254))
+
+
+def _isHeartbeat(data: bytes) -> bool:
+    """
+    Is C{data} a source's heartbeat?
+    """
+    try:
+        return isinstance(parseData(data), Heartbeat)
+    except BadDatagram:
+        return False
 
 
 class MulticastReceiver:
@@ -75,9 +96,18 @@ class MulticastReceiver:
 
     def receive(self, count: int = 1) -> list[bytes]:
         """
-        The next C{count} datagrams (C{socket.timeout} if they do not come).
+        The next C{count} datagrams but heartbeats (a repairing source
+        heartbeats when it starts and when idle), C{socket.timeout} if they
+        do not come.
         """
-        return [self.socket.recv(65536) for _ in range(count)]
+        received: list[bytes] = []
+        for _ in range(count + 20):
+            if len(received) == count:
+                break
+            data = self.socket.recv(65536)
+            if not _isHeartbeat(data):
+                received.append(data)
+        return received
 
     def close(self) -> None:
         self.socket.close()
@@ -85,14 +115,21 @@ class MulticastReceiver:
 
 class FakeSocket:
     """
-    Records what a L{Source} does to its socket.
+    Records what a L{Source} does to its socket; datagrams put in C{inbox}
+    are what it reads.
     """
 
     def __init__(self, failFor: tuple[str, int] | None = None) -> None:
         self.options: dict[tuple[int, int], bytes] = {}
         self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.inbox: list[bytes] = []
         self.failFor = failFor
         self.closed = False
+
+    def recvfrom(self, size: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
+        if not self.inbox:
+            raise BlockingIOError()
+        return self.inbox.pop(0), ("127.0.0.1", 5007)
 
     def setsockopt(self, level: int, option: int, value: bytes) -> None:
         self.options[level, option] = value
@@ -133,7 +170,9 @@ class FakeTime:
 
 class SourceTests(SynchronousTestCase):
     """
-    The blocking L{Source}.
+    The blocking L{Source} without repair (C{repair=False}, exactly the
+    datagrams and timing of a source before repair; L{RepairSourceTests}
+    has the rest).
     """
 
     def setUp(self) -> None:
@@ -147,7 +186,7 @@ class SourceTests(SynchronousTestCase):
         """
         arguments: dict[str, Any] = dict(
             src="oslo-station", groups=[GROUP_A, GROUP_B], registerGroups=[REGISTER],
-            now=self.time, sleep=self.time.sleep, sock=self.socket,
+            now=self.time, sleep=self.time.sleep, sock=self.socket, repair=False,
         )
         arguments.update(kwargs)
         return Source(**arguments)
@@ -394,6 +433,282 @@ class SourceOverLoopbackTests(SynchronousTestCase):
         self.assertEqual(message.stamp.datumId(), datumId)
 
 
+class RepairSourceTests(SynchronousTestCase):
+    """
+    The blocking L{Source} repairing (the default), without its thread
+    (C{threaded=False}): L{Source.poll}, L{Source.sleep} and L{Source.close}
+    do the thread's work on a fake socket and clock.
+    """
+
+    def setUp(self) -> None:
+        self.socket = FakeSocket()
+        self.time = FakeTime()
+
+    def makeSource(self, **kwargs: Any) -> Source:
+        """
+        A repairing source named C{oslo-station} sending to group A, on fakes.
+        """
+        arguments: dict[str, Any] = dict(
+            src="oslo-station", groups=[GROUP_A], registerGroups=[REGISTER],
+            now=self.time, sleep=self.time.sleep, sock=self.socket, threaded=False,
+        )
+        arguments.update(kwargs)
+        source = Source(**arguments)
+        self.addCleanup(source.close)
+        return source
+
+    def sendSlowly(self, source: Source, count: int) -> list[bytes]:
+        """
+        Send C{count} datums one second apart (the clock left at the last);
+        return their datagrams.
+        """
+        for n in range(1, count + 1):
+            if n > 1:
+                self.time.now += 1
+            source.send("k", n)
+        return self.socket.to(GROUP_A)
+
+    def test_marked(self) -> None:
+        """
+        A repairing source's datums carry C{"r":1}.
+        """
+        source = self.makeSource()
+        [datagram] = self.sendSlowly(source, 1)
+        self.assertIn(b'"t":1795312345.123,"r":1,"key":"k"', datagram)
+        self.assertTrue(parseData(datagram).repairable)
+
+    def test_answersNack(self) -> None:
+        """
+        A NACK read from the socket is answered on the data group with an
+        NCF and the original datagram, byte for byte.
+        """
+        source = self.makeSource()
+        original = self.sendSlowly(source, 3)
+        self.socket.sent.clear()
+        self.socket.inbox.append(encodeNack(source.src, source.boot, [(2, 2)], 0.0))
+        source.poll()
+        [confirm, repair] = self.socket.to(GROUP_A)
+        self.assertEqual(parseData(confirm).ranges, ((2, 2),))
+        self.assertEqual(repair, original[1])
+        stats = source.repairStatistics()
+        self.assertEqual((stats["nacksReceived"], stats["repairsSent"], stats["confirmsSent"]),
+                         (1, 1, 1))
+
+    def test_signedNacks(self) -> None:
+        """
+        A signing source ignores (and counts) a NACK unsigned, signed with
+        another key, or for another boot or source; it answers one signed
+        with its key, signing the answer.
+        """
+        source = self.makeSource(signingKey=b"key")
+        original = self.sendSlowly(source, 1)
+        self.socket.sent.clear()
+        self.socket.inbox += [
+            encodeNack(source.src, source.boot, [(1, 1)], 0.0),
+            encodeNack(source.src, source.boot, [(1, 1)], 0.0, b"other"),
+            encodeNack(source.src, source.boot - 1, [(1, 1)], 0.0, b"key"),
+            encodeNack("bergen", source.boot, [(1, 1)], 0.0, b"key"),
+            b"noise",
+        ]
+        source.poll()
+        self.assertEqual(self.socket.sent, [])
+        self.assertEqual(source.repairStatistics()["nacksIgnored"], 5)
+        self.socket.inbox.append(encodeNack(source.src, source.boot, [(1, 1)], 0.0, b"key"))
+        source.poll()
+        [confirm, repair] = self.socket.to(GROUP_A)
+        self.assertIsInstance(parseData(confirm, [b"key"], True), Confirm)
+        self.assertEqual(repair, original[0])
+
+    def test_sleepRepairs(self) -> None:
+        """
+        Without the thread, L{Source.sleep} answers NACKs and heartbeats
+        while it waits.
+        """
+        source = self.makeSource()
+        source.send("k", 1)
+        self.socket.inbox.append(encodeNack(source.src, source.boot, [(1, 1)], 0.0))
+        source.sleep(1.0)
+        kinds = [type(parseData(d)) for d in self.socket.to(GROUP_A)]
+        self.assertEqual(kinds, [DataMessage, Confirm, DataMessage, Heartbeat, Heartbeat])
+        self.assertEqual(sum(self.time.sleeps), 1.0)
+
+    def test_closeLingers(self) -> None:
+        """
+        L{Source.close} sends an open batch at once, then answers NACKs and
+        heartbeats until one second after the last datum, then closes the
+        socket; a second call does nothing.
+        """
+        source = self.makeSource()
+        source.send("k", 1)
+        source.send("k", 2)
+        self.assertEqual(len(self.socket.to(GROUP_A)), 1)
+        self.time.now += 0.001
+        self.socket.inbox.append(encodeNack(source.src, source.boot, [(2, 2)], 0.0))
+        start = self.time.now
+        source.close()
+        self.assertAlmostEqual(self.time.now - start, 0.999, places=6)
+        self.assertTrue(self.socket.closed)
+        kinds = [type(parseData(d)) for d in self.socket.to(GROUP_A)]
+        self.assertEqual(kinds, [DataMessage, DataMessage, Confirm, DataMessage,
+                                 Heartbeat, Heartbeat])
+        sleeps = list(self.time.sleeps)
+        source.close()
+        self.assertEqual(self.time.sleeps, sleeps)
+
+    def test_flush(self) -> None:
+        """
+        L{Source.flush} sends the open batch at once; with none open, or
+        without repair, it sends nothing.
+        """
+        source = self.makeSource()
+        source.send("k", 1)
+        source.send("k", 2)
+        source.send("k", 3)
+        self.assertEqual(len(self.socket.to(GROUP_A)), 1)
+        source.flush()
+        [_, batch] = self.socket.to(GROUP_A)
+        self.assertEqual([m.value for m in parseData(batch).messages()], [2, 3])
+        source.flush()
+        self.makeSource(repair=False).flush()
+        self.assertEqual(len(self.socket.to(GROUP_A)), 2)
+
+    def test_lingerPast(self) -> None:
+        """
+        A source whose last datum is older than its linger (or that sent
+        none) closes at once.
+        """
+        source = self.makeSource(linger=2.0)
+        source.send("k", 1)
+        self.time.now += 2.5
+        source.close()
+        self.assertEqual(self.time.sleeps, [])
+        self.makeSource().close()
+        self.assertEqual(self.time.sleeps, [])
+
+    def test_noRepair(self) -> None:
+        """
+        C{repair=False} sends datums without C{"r"}, answers no NACK, never
+        lingers, and its counters are all 0.
+        """
+        source = self.makeSource(repair=False)
+        source.send("k", 1)
+        source.send("k", 2)
+        self.socket.inbox.append(encodeNack(source.src, source.boot, [(1, 1)], 0.0))
+        source.sleep(5)
+        source.close()
+        datagrams = self.socket.to(GROUP_A)
+        self.assertEqual(len(datagrams), 2)
+        self.assertTrue(all(b'"r"' not in d for d in datagrams))
+        self.assertEqual(self.time.sleeps, [5])
+        self.assertEqual(set(source.repairStatistics().values()), {0})
+        self.assertIn("nacksReceived", source.repairStatistics())
+
+    def test_badParameters(self) -> None:
+        """
+        A window, rate or batch size below 1, or a negative holdback, is
+        refused.
+        """
+        for bad in [dict(window=0), dict(windowBytes=0), dict(repairRate=0),
+                    dict(holdback=-1), dict(batchSize=0), dict(batchThreshold=-1)]:
+            self.assertRaises(ValueError, Source, sock=FakeSocket(), now=self.time, **bad)
+
+    def test_atExit(self) -> None:
+        """
+        Sources still open when the interpreter exits are closed then, with
+        their linger; a source dropped without being closed is not kept.
+        """
+        source = self.makeSource()
+        source.send("k", 1)
+        self.assertIn(source, list(artcast.source._openSources))
+        artcast.source._closeOpenSources()
+        self.assertTrue(self.socket.closed)
+        self.assertEqual(sum(self.time.sleeps), 1.0)
+        self.assertNotIn(source, list(artcast.source._openSources))
+        dropped = Source(sock=FakeSocket(), now=self.time, threaded=False)
+        reference = weakref.ref(dropped)
+        del dropped
+        gc.collect()
+        self.assertIsNone(reference())
+
+
+class RepairThreadTests(SynchronousTestCase):
+    """
+    L{Source}'s repair thread, on real loopback sockets (each wait bounded
+    by L{RECEIVE_LIMIT}).
+    """
+
+    def test_nackAnswered(self) -> None:
+        """
+        A NACK sent to the source's own address is answered from its thread
+        (named C{artcast-source-<src>}) with an NCF and the original bytes
+        on the data group; close() stops the thread.
+        """
+        receiver = MulticastReceiver()
+        self.addCleanup(receiver.close)
+        source = Source("loop-thread", groups=[receiver.address], registerGroups=[], ttl=0,
+                        interface="127.0.0.1", linger=0)
+        self.addCleanup(source.close)
+        [thread] = [t for t in threading.enumerate() if t.name == "artcast-source-loop-thread"]
+        self.assertTrue(thread.daemon)
+        datumId = source.send("test/x", 1)
+        for _ in range(5):
+            original, address = receiver.socket.recvfrom(65536)
+            if not _isHeartbeat(original):
+                break
+        self.assertEqual(parseData(original).stamp.datumId(), datumId)
+        asker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(asker.close)
+        asker.sendto(encodeNack("loop-thread", source.boot, [(1, 1)], 0.0), address)
+        answers = []
+        for _ in range(10):
+            data = receiver.receive()[0]
+            if not isinstance(parseData(data), Heartbeat):
+                answers.append(data)
+            if len(answers) == 2:
+                break
+        self.assertIsInstance(parseData(answers[0]), Confirm)
+        self.assertEqual(answers[1], original)
+        self.assertEqual(source.repairStatistics()["nacksReceived"], 1)
+        source.close()
+        self.assertFalse(thread.is_alive())
+
+    def test_batchFlushedByThread(self) -> None:
+        """
+        The thread sends an open batch after the holdback, while the script
+        does nothing.
+        """
+        receiver = MulticastReceiver()
+        self.addCleanup(receiver.close)
+        source = Source("loop-batch", groups=[receiver.address], registerGroups=[], ttl=0,
+                        interface="127.0.0.1", linger=0)
+        self.addCleanup(source.close)
+        for n in range(3):
+            source.send("k", n)
+        messages = []
+        for _ in range(10):
+            message = parseData(receiver.receive()[0])
+            if isinstance(message, Batch):
+                messages += message.messages()
+            elif isinstance(message, DataMessage):
+                messages.append(message)
+            if len(messages) == 3:
+                break
+        self.assertEqual([m.value for m in messages], [0, 1, 2])
+        self.assertTrue(all(m.repairable for m in messages))
+
+    def test_droppedSourceEnds(self) -> None:
+        """
+        The thread of a source dropped without close() ends by itself.
+        """
+        source = Source("loop-dropped", groups=[("239.255.1.1", 9)], registerGroups=[],
+                        ttl=0, interface="127.0.0.1")
+        [thread] = [t for t in threading.enumerate() if t.name == "artcast-source-loop-dropped"]
+        del source
+        gc.collect()
+        thread.join(RECEIVE_LIMIT)
+        self.assertFalse(thread.is_alive())
+
+
 class FakePort:
     """
     What L{FakeMulticastReactor.listenMulticast} returns: records settings
@@ -433,17 +748,20 @@ class FakePort:
 
 class FakeMulticastReactor(Clock):
     """
-    A clock that also hands out L{FakePort}s for C{listenMulticast}.
+    A clock that also hands out L{FakePort}s for C{listenMulticast}, and
+    keeps the protocols given.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.ports: list[FakePort] = []
+        self.protocols: list[DatagramProtocol] = []
 
     def listenMulticast(self, port: int, protocol: DatagramProtocol, interface: str = "",
                         maxPacketSize: int = 8192, listenMultiple: bool = False) -> FakePort:
         fake = FakePort()
         self.ports.append(fake)
+        self.protocols.append(protocol)
         return fake
 
 
@@ -498,12 +816,16 @@ class SourceServiceTests(SynchronousTestCase):
     def test_publish(self) -> None:
         """
         L{SourceService.publish} sends a version 2 datum to every group and
-        returns its id.
+        returns its id; a second datum in the same instant opens a batch, so
+        it goes out (alone, as a plain datum) after the holdback.
         """
         self.service.startService()
         self.assertEqual(self.service.publish("k", "v"), "svc.1795312345123.1")
         self.assertEqual(self.service.publish("k", 2), "svc.1795312345123.2")
         port = self.reactor.ports[0]
+        for group in (GROUP_A, GROUP_B):
+            self.assertEqual([parseData(d).value for d in port.to(group)], ["v"])
+        self.reactor.advance(HOLDBACK)
         for group in (GROUP_A, GROUP_B):
             self.assertEqual([parseData(d).value for d in port.to(group)], ["v", 2])
 
@@ -567,6 +889,178 @@ class SourceServiceTests(SynchronousTestCase):
         service.publish("a", 1)
         self.assertEqual(parseData(port.to(GROUP_A)[0], [b"k"], True).value, 1)
         self.assertEqual(parseRegister(port.to(REGISTER)[0], [b"k"], True).key, "a")
+
+
+class SourceServiceRepairTests(SynchronousTestCase):
+    """
+    L{SourceService} repairing (the default) on a fake reactor: NACKs
+    arrive through its port's protocol, timers run on the clock.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeMulticastReactor()
+        self.reactor.advance(1795312345.123)
+        self.service = SourceService(self.reactor, "svc", groups=[GROUP_A],
+                                     registerGroups=[REGISTER])
+
+    def start(self) -> FakePort:
+        """
+        Start the service; return its port.
+        """
+        self.service.startService()
+        return self.reactor.ports[-1]
+
+    def nack(self, *ranges: tuple[int, int], key: bytes | None = None) -> None:
+        """
+        Deliver a NACK for C{ranges} to the service's port.
+        """
+        protocol = self.reactor.protocols[-1]
+        protocol.datagramReceived(encodeNack("svc", self.service.boot, list(ranges), 0.0, key),
+                                  ("127.0.0.1", 5007))
+
+    def test_answersNack(self) -> None:
+        """
+        A NACK arriving on the service's port is answered on the data group
+        with an NCF and the original datagram; one for another boot is
+        ignored and counted.
+        """
+        port = self.start()
+        self.service.publish("k", 1)
+        self.reactor.advance(1)
+        self.service.publish("k", 2)
+        original = [d for d in port.to(GROUP_A) if isinstance(parseData(d), DataMessage)]
+        self.assertEqual(len(original), 2)
+        self.assertTrue(all(b'"r":1,' in d for d in original))
+        port.written.clear()
+        self.nack((1, 1))
+        [confirm, repair] = port.to(GROUP_A)
+        self.assertIsInstance(parseData(confirm), Confirm)
+        self.assertEqual(repair, original[0])
+        self.reactor.protocols[-1].datagramReceived(
+            encodeNack("svc", self.service.boot + 1, [(1, 1)], 0.0), ("127.0.0.1", 5007))
+        stats = self.service.repairStatistics()
+        self.assertEqual((stats["nacksReceived"], stats["nacksIgnored"]), (1, 1))
+
+    def test_heartbeats(self) -> None:
+        """
+        An idle service heartbeats its last seq 0.2 s after its last datum,
+        then 0.4 s later, and so on.
+        """
+        port = self.start()
+        self.service.publish("k", 1)
+        start = self.reactor.seconds()
+        self.reactor.advance(0.2)
+        self.reactor.advance(0.4)
+        self.reactor.advance(0.8)
+        beats = [parseData(d) for d in port.to(GROUP_A)[1:]]
+        self.assertEqual([(b.last, round(b.stamp.sent - start, 6)) for b in beats],
+                         [(1, 0.2), (1, 0.6), (1, 1.4)])
+
+    def test_rateLimitedRepairs(self) -> None:
+        """
+        Repairs over C{repairRate} follow on the clock.
+        """
+        service = SourceService(self.reactor, "svc", groups=[GROUP_A], registerGroups=[],
+                                repairRate=100, holdback=0)
+        service.startService()
+        port = self.reactor.ports[-1]
+        for n in range(100):
+            service.publish("k", n)
+        port.written.clear()
+        self.reactor.protocols[-1].datagramReceived(
+            encodeNack("svc", service.boot, [(1, 100)], 0.0), ("127.0.0.1", 5007))
+        self.assertEqual(len(port.to(GROUP_A)), 1 + 64)
+        self.reactor.pump([0.01] * 40)
+        repaired = [parseData(d) for d in port.to(GROUP_A)[1:]]
+        values = [m.value for m in repaired if isinstance(m, DataMessage)]
+        self.assertEqual(values, list(range(100)))
+
+    def test_stopLingers(self) -> None:
+        """
+        L{SourceService.stopService} sends an open batch at once, answers
+        NACKs until one second after the last datum, then closes the port
+        and fires; no timer is left.
+        """
+        port = self.start()
+        self.service.publish("k", 1)
+        self.service.publish("k", 2)
+        self.reactor.advance(0.1)
+        self.service.publish("k", 3)
+        self.service.publish("k", 4)
+        self.assertEqual(len(port.to(GROUP_A)), 3)
+        stopped = self.service.stopService()
+        self.assertEqual([parseData(d).value for d in port.to(GROUP_A)], [1, 2, 3, 4])
+        self.assertNoResult(stopped)
+        self.assertRaises(RuntimeError, self.service.publish, "k", 5)
+        self.reactor.advance(0.5)
+        port.written.clear()
+        self.nack((4, 4))
+        self.assertEqual(len(port.to(GROUP_A)), 2)
+        self.assertTrue(port.listening)
+        self.reactor.advance(0.5)
+        self.successResultOf(stopped)
+        self.assertFalse(port.listening)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_flush(self) -> None:
+        """
+        L{SourceService.flush} sends the open batch at once.
+        """
+        port = self.start()
+        self.service.publish("k", 1)
+        self.service.publish("k", 2)
+        self.service.flush()
+        self.assertEqual([parseData(d).value for d in port.to(GROUP_A)], [1, 2])
+        self.service.flush()
+        self.assertEqual(len(port.to(GROUP_A)), 2)
+
+    def test_restartWhileLingering(self) -> None:
+        """
+        Starting again while the last stop lingers ends the linger (its
+        Deferred fires) and begins a new boot on a new port.
+        """
+        port = self.start()
+        self.service.publish("k", 1)
+        stopped = self.service.stopService()
+        newPort = self.start()
+        self.successResultOf(stopped)
+        self.assertFalse(port.listening)
+        self.assertIsNot(newPort, port)
+        self.assertEqual(self.service.publish("k", 1), "svc.1795312345124.1")
+
+    def test_noRepair(self) -> None:
+        """
+        C{repair=False} sends datums without C{"r"}, at once, sets no timer,
+        answers no NACK and stops at once.
+        """
+        service = SourceService(self.reactor, "svc", groups=[GROUP_A], registerGroups=[],
+                                repair=False)
+        service.startService()
+        port = self.reactor.ports[-1]
+        service.publish("k", 1)
+        service.publish("k", 2)
+        self.reactor.protocols[-1].datagramReceived(
+            encodeNack("svc", service.boot, [(1, 1)], 0.0), ("127.0.0.1", 5007))
+        self.assertEqual(len(port.to(GROUP_A)), 2)
+        self.assertTrue(all(b'"r"' not in d for d in port.to(GROUP_A)))
+        self.successResultOf(defer.maybeDeferred(service.stopService))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(set(service.repairStatistics().values()), {0})
+
+    def test_outletPassesThrough(self) -> None:
+        """
+        L{MulticastOutlet} repairs by default and passes the repair
+        parameters on.
+        """
+        outlet = MulticastOutlet(self.reactor, "x-http", GROUP_A, "0.0.0.0", 1, None)
+        outlet.startService()
+        outlet.send("k", 1)
+        self.assertIn(b'"r":1,', self.reactor.ports[-1].to(GROUP_A)[0])
+        plain = MulticastOutlet(self.reactor, "y-http", GROUP_A, "0.0.0.0", 1, None,
+                                repair=False)
+        plain.startService()
+        plain.send("k", 1)
+        self.assertNotIn(b'"r"', self.reactor.ports[-1].to(GROUP_A)[0])
 
 
 class DatagramCollector(DatagramProtocol):
@@ -643,7 +1137,9 @@ class TestSourcesTests(SynchronousTestCase):
     def test_sends(self) -> None:
         """
         Over loopback with TTL 0, the script registers both artcasts with a
-        license, then sends an increasing tick and the time once a second.
+        license, then sends an increasing tick and the time once a second;
+        closing, its source lingers one second (the last sleep) and may
+        heartbeat meanwhile (heartbeats are left out here).
         """
         data, register = MulticastReceiver(), MulticastReceiver()
         self.addCleanup(data.close)
@@ -660,14 +1156,20 @@ class TestSourcesTests(SynchronousTestCase):
         for meta in registrations.values():
             self.assertEqual(set(meta), {"description", "provenance", "license"})
             self.assertEqual(meta["license"]["title"], "CC0 1.0 Universal")
-        messages = [parseData(d) for d in data.receive(6)]
+        messages = []
+        for _ in range(50):
+            message = parseData(data.receive()[0])
+            if isinstance(message, DataMessage):
+                messages.append(message)
+                if len(messages) == 6:
+                    break
         self.assertEqual([m.value for m in messages if m.key == "test/tick"], [1, 2, 3])
         self.assertEqual([m.value for m in messages if m.key == "test/now"],
                          ["2026-11-22T01:53:20Z", "2026-11-22T01:53:21Z",
                           "2026-11-22T01:53:22Z"])
         self.assertEqual([m.stamp.seq for m in messages], [1, 2, 3, 4, 5, 6])
         self.assertTrue(all(m.stamp.source == "test-src" for m in messages))
-        self.assertEqual(clock.sleeps, [0.75, 1.0, 1.0])
+        self.assertEqual(clock.sleeps, [0.75, 1.0, 1.0, 1.0])
 
     def test_defaults(self) -> None:
         """

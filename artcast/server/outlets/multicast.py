@@ -34,12 +34,17 @@ class MulticastOutlet(SourceService):
         interface: str,
         ttl: int,
         signingKey: bytes | None,
+        **repair: Any,
     ) -> None:
         """
         @param reactor: provides L{IReactorMulticast} and L{IReactorTime}.
         @param name: the source name datums are stamped with (C{src}).
         @param group: the data group's address and UDP port.
         @param signingKey: signs every datagram when given.
+        @param repair: L{SourceService}'s repair parameters (C{repair},
+            C{window}, C{windowBytes}, C{repairRate}, C{holdback},
+            C{batchThreshold}, C{batchSize}, C{linger}); repair is on by
+            default.
         """
         super().__init__(
             reactor,
@@ -49,6 +54,7 @@ class MulticastOutlet(SourceService):
             ttl=ttl,
             interface=None if interface == "0.0.0.0" else interface,
             signingKey=signingKey,
+            **repair,
         )
 
     def send(self, key: str, value: object) -> str:
