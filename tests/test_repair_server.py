@@ -575,6 +575,32 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual(self.feed(2), "ok")
         self.assertEqual(self.delivered, [(1, 0), (2, 0)])
 
+    def test_firstDatumRepaired(self) -> None:
+        """
+        A source that heartbeats when it starts (C{last} 0) has its first
+        datum NACKed when it is lost.
+        """
+        self.engine.heartbeat(Heartbeat(Stamp(SOURCE, BOOT, 0, 1000.0), 0), SOURCE_ADDRESS)
+        self.feed(2)
+        self.clock.advance(0.02)
+        self.assertEqual(parseNack(self.nacks[0][0]).ranges, ((1, 1),))
+        self.feed(1)
+        self.assertEqual(self.delivered, [(1, 0), (2, 0)])
+
+    def test_heartbeatOfNewBootReleases(self) -> None:
+        """
+        A new boot's heartbeat hands on what was held of the old boot, with
+        its loss, and NACKs the new boot's datums it names.
+        """
+        self.feed(1)
+        self.feed(3)
+        self.engine.heartbeat(Heartbeat(Stamp(SOURCE, BOOT + 1, 0, 1000.0), 1),
+                              SOURCE_ADDRESS)
+        self.assertEqual(self.delivered, [(1, 0), (3, 1)])
+        self.clock.advance(0.02)
+        nack = parseNack(self.nacks[-1][0])
+        self.assertEqual((nack.boot, nack.ranges), (BOOT + 1, ((1, 1),)))
+
     def test_gone(self) -> None:
         """
         A gone declares what it names at once.

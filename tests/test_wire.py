@@ -1078,8 +1078,35 @@ class SourceTrackerHoleTests(SynchronousTestCase):
         self.tracker.heartbeat(Stamp("s", 1, 0, 0.0), 2)
         self.assertEqual(self.holes(), [(2, 2), (4, 4)])
         self.assertEqual(self.check(6), "ok")
-        self.assertIsNone(self.tracker.heartbeat(Stamp("s", 2, 0, 0.0), 9))
-        self.assertIsNone(self.tracker.heartbeat(Stamp("t", 1, 0, 0.0), 9))
+        self.assertIsNone(self.tracker.heartbeat(Stamp("s", 0, 0, 0.0), 9))
+        self.assertEqual(self.holes(), [(2, 2), (4, 4)])
+
+    def test_heartbeatPlacesNewSource(self) -> None:
+        """
+        A heartbeat of a source not known yet says where it is: with
+        C{last} 0 its first datum, lost, is a hole; with a later C{last},
+        nothing before it is asked for.
+        """
+        self.assertIsNone(self.tracker.heartbeat(Stamp("s", 1, 0, 0.0), 0))
+        self.assertEqual(self.check(2), "gap")
+        self.assertEqual(self.holes(), [(1, 1)])
+        self.assertIsNone(self.tracker.heartbeat(Stamp("t", 1, 0, 0.0), 50))
+        self.assertEqual(self.tracker.check(Stamp("t", 1, 51, 0.0)), "ok")
+        self.assertEqual(self.tracker.check(Stamp("t", 1, 50, 0.0)), "replayed")
+
+    def test_heartbeatOfNewBoot(self) -> None:
+        """
+        A heartbeat of a newer boot is a restart: the old boot's holes are
+        declared (C{ended}), the new boot's C{1..last} are holes.
+        """
+        self.check(1)
+        self.check(3)
+        hole = self.tracker.heartbeat(Stamp("s", 2, 0, 0.0), 2)
+        self.assertEqual((hole.first, hole.last), (1, 2))
+        self.assertEqual(self.tracker.declared, 1)
+        self.assertEqual(self.tracker.ended, [0, [(2, 2)]])
+        self.assertEqual(self.check(1, boot=2), "filled")
+        self.assertIsNone(self.tracker.heartbeat(Stamp("s", 1, 0, 0.0), 9))
 
     def test_restartEndsBoot(self) -> None:
         """

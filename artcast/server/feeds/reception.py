@@ -792,21 +792,40 @@ class SourceTracker:
         The source says C{last} is the last sequence number it sent in
         C{stamp.boot}: the ones after the mark up to it are holes (loss at
         the end of a burst); holes above it (and above every datum
-        received) were never sent and are forgotten.  A heartbeat of a
-        source not remembered or of another boot is ignored.
+        received) were never sent and are forgotten.  A source not
+        remembered is taken to be at C{last} (a source that heartbeats when
+        it starts, with C{last} 0, has its first datum repaired); a newer
+        boot is a restart, its C{1..last} holes (and C{ended} says what the
+        old boot lost); a heartbeat of an older boot, or under a reset's
+        floor, is ignored.
 
         @return: the hole made, if any (C{missed} says how large; larger
             than the bound: declared at once, counted in C{declared}).
         """
         self.missed = 0
         self.declared = 0
+        self.ended = None
         self.created = None
-        state = self._state(stamp.source, stamp.boot)
+        now = self._clock.seconds()
+        plausible = stamp.sent <= now + self._ahead
+        state = self._sources.get(stamp.source)
         if state is None:
+            while len(self._sources) >= self._maxSources:
+                self._forget()
+            self._sources[stamp.source] = _SourceState(
+                stamp.boot, last, stamp.sent if plausible else -math.inf,
+                low=last + 1, seen=last,
+            )
             return None
+        if stamp.sent <= state.floor or stamp.boot < state.boot:
+            return None
+        self._sources.move_to_end(stamp.source)
+        if stamp.boot > state.boot:
+            self._endBoot(state)
+            state.boot, state.seq, state.seen, state.low = stamp.boot, 0, 0, 1
         if last > state.seq:
             self.missed = last - state.seq
-            self._gap(state, state.seq + 1, last, self._clock.seconds())
+            self._gap(state, state.seq + 1, last, now)
             state.seq = last
             return self.created
         bound = max(last, state.seen)

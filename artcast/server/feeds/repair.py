@@ -410,6 +410,9 @@ class RepairEngine:
         if tracker.declared:
             self._count(source, "unrecoverable", tracker.declared)
         state = self._sources.get(source)
+        if tracker.ended is not None and state is not None:
+            self._releaseEnded(state, tracker.ended)
+            state.boot = message.stamp.boot
         if created is not None:
             state = self._found(source, created, True)
         if state is None:
