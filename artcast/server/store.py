@@ -173,11 +173,15 @@ class Found:
 
     @ivar skipThrough: when waiting, ignore datums of this id or earlier
         (L{DatumId.covers}): the client already has them from another server.
+    @ivar origin: when waiting, the datum the client has (or, for an id not
+        held, the latest held of its source and boot before it), if known:
+        what the C{lost} of the datum that comes is compared with.
     """
 
     datum: Datum | None
     gap: bool = False
     skipThrough: DatumId | None = None
+    origin: Datum | None = None
 
 
 @implementer(IListener)
@@ -810,6 +814,8 @@ class KeyStore:
         oldest: Datum | None = None  # the first held
         firstSame: Datum | None = None  # the first of that source
         firstLater: Datum | None = None  # the first of that source after the id
+        lastSame: Datum | None = None  # the latest of that source (not scanned)
+        scanned = False
         for entry in entries:
             history = entry.history
             first = history[0]
@@ -817,6 +823,7 @@ class KeyStore:
                 oldest = first
             if entry.disordered:
                 same, later, exact = self._scan(entry, source, mark, datumId)
+                scanned = True
             else:
                 if entry.sources is not None:
                     own = entry.sources.get(source)
@@ -832,6 +839,9 @@ class KeyStore:
                 if exact is not None and exact.id != datumId:
                     exact = None
                 later = own[index] if index < len(own) else None
+                tail = own[-1]
+                if lastSame is None or tail.serial > lastSame.serial:
+                    lastSame = tail
             if exact is not None and (hit is None or exact.serial > hit.serial):
                 hit = exact
             if same is not None and (firstSame is None or same.serial < firstSame.serial):
@@ -852,11 +862,13 @@ class KeyStore:
             if following is not None:
                 return Found(following, following.lost != 0
                              and self._lossBefore(pattern, following) is not None)
-            return Found(None, skipThrough=wanted)
+            return Found(None, skipThrough=wanted, origin=hit)
         if firstSame is not None and firstLater is None:
             # The client is as far along as this server, or further (it saw a
             # datum from another server that has not reached this one yet).
-            return Found(None, skipThrough=wanted)
+            if scanned or (lastSame is not None and lastSame.boot != wanted.boot):
+                lastSame = None
+            return Found(None, skipThrough=wanted, origin=lastSame)
         if firstLater is not None and _stampOf(firstLater) == (wanted.boot, wanted.seq + 1):
             # The very next datum of that source: nothing is missed.
             return Found(firstLater)
