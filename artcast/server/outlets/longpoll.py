@@ -45,10 +45,10 @@ class LongPoll(Waiter):
 
     A poll that resumes (its client has an id, C{skipThrough}) and waits is
     answered with C{Artcast-Gap: 1} when the datum that comes follows datums
-    of its source this server declared unrecoverable
-    (its C{lost} differs from that of the client's datum, or of the datum
-    of its source held before it: L{KeyStore.lossBefore}), as an answer from
-    history would be.
+    of its source this server declared unrecoverable (its C{lost} differs
+    from that of the client's datum, or of the datum of its source held
+    before it: L{KeyStore.lossBefore}), as an answer from history would be.
+    Only such a poll compares, and only a datum whose C{lost} is not 0.
 
     @param store: the store it waits on.
     @param clock: what times C{timeout}.
@@ -58,7 +58,8 @@ class LongPoll(Waiter):
     @param timeout: seconds to wait before the C{204}, or L{None} to wait
         until a datum comes.
     @param origin: for a poll that resumes, the datum its client has (or
-        the latest held before its id), when known (L{artcast.server.store.Found.origin}).
+        the latest held before its id), when known
+        (L{artcast.server.store.Found.origin}).
     """
 
     __slots__ = (

@@ -16,8 +16,8 @@ C{{"gap": true, "since": <id>}} says that datums after the id may have been
 missed: on resume, those after the id the client resumed from were no longer
 held; before any datum, the server declared datums of its source (and boot)
 unrecoverable since the datum C{<id>} of that source the client has
-(L{Datum.lost}; they may have been of other keys).  In SSE a datum is an unnamed event
-(C{onmessage}) whose C{id:} is the datum id and whose C{data:} is the
+(L{Datum.lost}; they may have been of other keys).  In SSE a datum is an
+unnamed event (C{onmessage}) whose C{id:} is the datum id and whose C{data:} is the
 envelope; the gap marker is an event named C{gap}.
 
 Where a stream starts (L{startOf}): with C{?since=<id>} (or, for SSE, a
