@@ -91,9 +91,12 @@ class Datum:
         follows it.
     @ivar value: the value, parsed from JSON.
     @ivar gap: C{True} when the server said (C{Artcast-Gap: 1}) that datums
-        between the one asked after and this one are no longer held, so some
-        were missed: the server restarted, or the client was away longer than
-        the server's history reaches.
+        between the one asked after and this one may have been missed: they
+        are no longer held (the server restarted, or the client was away
+        longer than the server's history reaches), or the server declared
+        datums of this one's source unrecoverable since the client's datum
+        (lost on the network and not repaired; they may have been of other
+        keys).
     """
 
     key: str
@@ -444,7 +447,8 @@ class ArtcastClient:
         It asks each time for the datum after the last one it gave you, so no
         datum the server still holds is skipped and none comes twice, however
         fast they come and across reconnections.  When the server no longer
-        holds what follows (it restarted, or you were away too long), the next
+        holds what follows (it restarted, or you were away too long), or
+        declared datums of the source unrecoverable in between, the next
         datum comes with C{gap=True}.
 
         Network failures, timeouts, server errors (C{5xx}), C{408} and C{429}

@@ -445,6 +445,7 @@ class ArtcastApp:
             self.store, self.clock, self.answers, request, key, chosen,
             found is not None and found.gap, answer,
             found.skipThrough if found else None, timeout,
+            found.origin if found else None,
         )
 
     @app.route("/artcasts/", branch=True, methods=["POST", "PUT"])

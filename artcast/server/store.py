@@ -59,7 +59,7 @@ _log = Logger(namespace="artcast.keystore")
 #: L{Datum} itself, its numbers, the C{bytes} and C{str} headers, its place
 #: in its key's history (measured with C{tracemalloc}; see
 #: C{tests/test_bounds_store.py}).
-DATUM_OVERHEAD = 360
+DATUM_OVERHEAD = 368
 
 #: What a held key costs beyond the bytes of its name: its entry, its place
 #: in the store's dictionary, its empty history, its place in the index of
@@ -95,6 +95,11 @@ class Datum:
 
     @ivar json: the value as compact UTF-8 JSON text.
     @ivar serial: the store-wide arrival order, for merging keys' histories.
+    @ivar lost: how many datums of the datum's (source, boot) the server
+        declared unrecoverable before it (cumulative, never decreasing
+        within a boot; 0 for version 1 and HTTP-published datums).  Two
+        datums of one (source, boot) whose C{lost} differ have an
+        unrecoverable loss between them (L{KeyStore.lossBefore}).
     """
 
     key: str
@@ -106,13 +111,12 @@ class Datum:
     sent: float | None
     received: float
     serial: int
+    lost: int = 0
     _text: bytes | None = None
     #: What the HTTP front end made of the datum for each representation (the
     #: headers of an answer), made once however many clients it is sent to;
     #: L{None} until it is first sent.
     answers: dict[str, Any] | None = None
-    #: Datums of the datum's (source, boot) declared unrecoverable before it.
-    lost: int = 0
 
     @property
     def value(self) -> Any:
@@ -162,15 +166,22 @@ class Datum:
 class Found:
     """
     What a history lookup gives: a datum to answer with at once (or L{None}:
-    wait for the next), and whether datums were missed (C{Artcast-Gap}).
+    wait for the next), and whether datums were missed (C{Artcast-Gap}):
+    those after the client's id are no longer held, or the server declared
+    datums of the answer's source unrecoverable between the datum the
+    client has and the answer (L{KeyStore.lossBefore}).
 
     @ivar skipThrough: when waiting, ignore datums of this id or earlier
         (L{DatumId.covers}): the client already has them from another server.
+    @ivar origin: when waiting, the datum the client has (or, for an id not
+        held, the latest held of its source and boot before it), if known:
+        what the C{lost} of the datum that comes is compared with.
     """
 
     datum: Datum | None
     gap: bool = False
     skipThrough: DatumId | None = None
+    origin: Datum | None = None
 
 
 @implementer(IListener)
@@ -397,6 +408,8 @@ class KeyStore:
         self.evicted = 0
         self.refused = 0
         self.keysVersion = 0
+        #: The last answer of L{_lossBefore}: C{(pattern, datum, before)}.
+        self._lossCache: tuple[str, Datum, Datum | None] | None = None
 
     # Publishing
 
@@ -408,6 +421,9 @@ class KeyStore:
 
         @param stamp: the source's id for the datum (wire version 2); without
             one (version 1) the server stamps it itself.
+        @param lost: how many datums of the stamp's (source, boot) were
+            declared unrecoverable before this one (L{Datum.lost}); 0 without
+            a stamp.
         @return: the datum, or L{None} if it alone costs more than the whole
             budget (C{maxBytes}) and is not held.
         """
@@ -434,7 +450,7 @@ class KeyStore:
         else:
             datum = Datum(
                 entry.name, text, datumId, stamp.source, stamp.boot,
-                stamp.seq, stamp.sent, now, self._serial, lost=lost,
+                stamp.seq, stamp.sent, now, self._serial, lost,
             )
         self._append(entry, datum)
         self._expire(entry, now)
@@ -782,6 +798,12 @@ class KeyStore:
         the logarithm of their history, not with the datums they hold.  Only
         a history where a source's ids went backwards is read through.
 
+        The answer comes with C{gap} set when the datums after C{datumId} are
+        no longer held, or when the answer's C{lost} differs from that of the
+        latest datum of its (source, boot) held before it
+        (L{KeyStore.lossBefore}): the client's own datum, or for an id not
+        held, the source's datum before the answer.
+
         @raise ValueError: if C{datumId} is not an id.
         """
         wanted = DatumId.parse(datumId)
@@ -792,6 +814,8 @@ class KeyStore:
         oldest: Datum | None = None  # the first held
         firstSame: Datum | None = None  # the first of that source
         firstLater: Datum | None = None  # the first of that source after the id
+        lastSame: Datum | None = None  # the latest of that source (not scanned)
+        scanned = False
         for entry in entries:
             history = entry.history
             first = history[0]
@@ -799,6 +823,7 @@ class KeyStore:
                 oldest = first
             if entry.disordered:
                 same, later, exact = self._scan(entry, source, mark, datumId)
+                scanned = True
             else:
                 if entry.sources is not None:
                     own = entry.sources.get(source)
@@ -814,6 +839,9 @@ class KeyStore:
                 if exact is not None and exact.id != datumId:
                     exact = None
                 later = own[index] if index < len(own) else None
+                tail = own[-1]
+                if lastSame is None or tail.serial > lastSame.serial:
+                    lastSame = tail
             if exact is not None and (hit is None or exact.serial > hit.serial):
                 hit = exact
             if same is not None and (firstSame is None or same.serial < firstSame.serial):
@@ -832,21 +860,89 @@ class KeyStore:
                 ):
                     following = history[index]
             if following is not None:
-                return Found(following)
-            return Found(None, skipThrough=wanted)
+                return Found(following, following.lost != 0
+                             and self._lossBefore(pattern, following) is not None)
+            return Found(None, skipThrough=wanted, origin=hit)
         if firstSame is not None and firstLater is None:
             # The client is as far along as this server, or further (it saw a
             # datum from another server that has not reached this one yet).
-            return Found(None, skipThrough=wanted)
+            if scanned or (lastSame is not None and lastSame.boot != wanted.boot):
+                lastSame = None
+            return Found(None, skipThrough=wanted, origin=lastSame)
+        if firstLater is not None and _stampOf(firstLater) == (wanted.boot, wanted.seq + 1):
+            # The very next datum of that source: nothing is missed.
+            return Found(firstLater)
         if firstLater is not None and firstLater is not firstSame:
             # Older and newer datums of that source are here, only this one is
-            # not: the client is in step and misses nothing.
-            return Found(firstLater)
-        if firstLater is not None and _stampOf(firstLater) == (wanted.boot, wanted.seq + 1):
-            return Found(firstLater)
+            # not: the client is in step and misses nothing, but what this
+            # server declared unrecoverable after the datum before the answer.
+            return Found(firstLater, firstLater.lost != 0
+                         and self._lossBefore(pattern, firstLater) is not None)
         if oldest is not None:
             return Found(oldest, gap=True)
         return Found(None, gap=True)
+
+    def previous(self, pattern: str, datum: Datum) -> Datum | None:
+        """
+        The latest datum of C{datum}'s (source, boot) held for a key or
+        pattern that arrived before it: each matching key's part of that
+        source is bisected by serial.
+
+        @return: that datum, or L{None} if none is held.
+        """
+        source = datum.source
+        serial = datum.serial
+        best: Datum | None = None
+        for entry in self._held(pattern):
+            sources = entry.sources
+            if sources is not None:
+                own = sources.get(source)
+                if own is None:
+                    continue
+            elif entry.history[0].source == source:
+                own = entry.history
+            else:
+                continue
+            index = bisect.bisect_left(own, serial, key=_serialOf)
+            if index:
+                candidate = own[index - 1]
+                if candidate.boot == datum.boot and (
+                    best is None or candidate.serial > best.serial
+                ):
+                    best = candidate
+        return best
+
+    def lossBefore(self, pattern: str, datum: Datum) -> Datum | None:
+        """
+        Did this server declare datums of C{datum}'s (source, boot)
+        unrecoverable between it and the one before it that a client of a
+        key or pattern got (L{previous})?  Only datums whose C{lost} is not 0
+        can follow such a loss, so for any other this costs one comparison.
+
+        A client resuming after the datum before it may have missed those
+        datums (they may have been of another key: C{lost} counts a source's
+        datums, whatever their key).
+
+        @return: the datum before it, whose C{lost} differs, or L{None} (no
+            loss, or none of that source and boot held before it).
+        """
+        if not datum.lost:
+            return None
+        return self._lossBefore(pattern, datum)
+
+    def _lossBefore(self, pattern: str, datum: Datum) -> Datum | None:
+        """
+        L{lossBefore} for a datum whose C{lost} is not 0; the last answer is
+        kept, so that the many long polls a datum answers ask once.
+        """
+        cached = self._lossCache
+        if cached is not None and cached[1] is datum and cached[0] == pattern:
+            return cached[2]
+        before = self.previous(pattern, datum)
+        if before is not None and before.lost == datum.lost:
+            before = None
+        self._lossCache = (pattern, datum, before)
+        return before
 
     def _scan(
         self, entry: _Key, source: str, mark: tuple[int, int], datumId: str

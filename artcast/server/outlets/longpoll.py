@@ -43,6 +43,13 @@ class LongPoll(Waiter):
     datum comes, a C{204} by L{Answers.noContent} after C{timeout} seconds,
     and an unexpected error is a logged C{500}.
 
+    A poll that resumes (its client has an id, C{skipThrough}) and waits is
+    answered with C{Artcast-Gap: 1} when the datum that comes follows datums
+    of its source this server declared unrecoverable (its C{lost} differs
+    from that of the client's datum, or of the datum of its source held
+    before it: L{KeyStore.lossBefore}), as an answer from history would be.
+    Only such a poll compares, and only a datum whose C{lost} is not 0.
+
     @param store: the store it waits on.
     @param clock: what times C{timeout}.
     @param answers: what makes the C{204} when C{timeout} passes.
@@ -50,11 +57,14 @@ class LongPoll(Waiter):
         L{Answers.prebuiltAnswer} or L{Answers.valueAnswer}.
     @param timeout: seconds to wait before the C{204}, or L{None} to wait
         until a datum comes.
+    @param origin: for a poll that resumes, the datum its client has (or
+        the latest held before its id), when known
+        (L{artcast.server.store.Found.origin}).
     """
 
     __slots__ = (
         "clock", "answers", "request", "contentType", "gap", "answer", "timeout",
-        "timer", "deferred",
+        "timer", "deferred", "origin",
     )
 
     def __init__(
@@ -69,8 +79,10 @@ class LongPoll(Waiter):
         answer: Callable[[IRequest, Datum, str, bool], bytes],
         skipThrough: DatumId | None = None,
         timeout: float | None = None,
+        origin: Datum | None = None,
     ) -> None:
         super().__init__(store, key, skipThrough)
+        self.origin = origin
         self.clock = clock
         self.answers = answers
         self.request = request
@@ -119,7 +131,20 @@ class LongPoll(Waiter):
 
     def arrived(self, datum: Datum) -> None:
         self.cancel()
-        self._respond(self.answer, self.request, datum, self.contentType, self.gap)
+        gap = self.gap
+        if datum.lost and self.skipThrough is not None and not gap:
+            # A resuming poll: was a datum of this source declared
+            # unrecoverable since the one the client has?
+            origin = self.origin
+            if (
+                origin is not None
+                and origin.boot == datum.boot
+                and origin.source == datum.source
+            ):
+                gap = origin.lost != datum.lost
+            else:
+                gap = self.store.lossBefore(self.pattern, datum) is not None
+        self._respond(self.answer, self.request, datum, self.contentType, gap)
 
     def _timedOut(self) -> None:
         self.timer = None

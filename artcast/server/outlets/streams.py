@@ -12,9 +12,12 @@ C{GET /artcasts/<key>} can stream instead of answering once:
 
 Each stream carries the same messages, the I{envelope}
 C{{"key": ..., "id": ..., "value": ...}} of each datum; a gap marker
-C{{"gap": true, "since": <id>}} says that datums after the id the client
-resumed from were no longer held.  In SSE a datum is an unnamed event
-(C{onmessage}) whose C{id:} is the datum id and whose C{data:} is the
+C{{"gap": true, "since": <id>}} says that datums after the id may have been
+missed: on resume, those after the id the client resumed from were no longer
+held; before any datum, the server declared datums of its source (and boot)
+unrecoverable since the datum C{<id>} of that source the client has
+(L{Datum.lost}; they may have been of other keys).  In SSE a datum is an
+unnamed event (C{onmessage}) whose C{id:} is the datum id and whose C{data:} is the
 envelope; the gap marker is an event named C{gap}.
 
 Where a stream starts (L{startOf}): with C{?since=<id>} (or, for SSE, a
@@ -157,16 +160,22 @@ class Start:
     Where a stream starts.
 
     @ivar datums: what to send before the live datums, oldest first.
-    @ivar gap: whether datums after C{since} were no longer held.
+    @ivar gap: whether datums after C{since} may have been missed: no
+        longer held, or declared unrecoverable (L{KeyStore.since}).  A
+        stream queues a C{Start} of only C{gap} and C{since} as the gap
+        marker it sends before a live datum that follows such a loss.
     @ivar since: the id the client resumed from, if any.
     @ivar skipThrough: ignore live datums of this id or earlier
         (L{DatumId.covers}): the client already has them.
+    @ivar origin: when nothing is sent before the live datums, the datum the
+        client has, if known (L{artcast.server.store.Found.origin}).
     """
 
     datums: Sequence[Datum] = ()
     gap: bool = False
     since: str | None = None
     skipThrough: DatumId | None = None
+    origin: Datum | None = None
 
 
 def currentValues(store: KeyStore, pattern: str) -> list[Datum]:
@@ -189,7 +198,7 @@ def startOf(store: KeyStore, pattern: str, since: str | None) -> Start:
         return Start(currentValues(store, pattern))
     found = store.since(pattern, since)
     if found.datum is None:
-        return Start((), found.gap, since, found.skipThrough)
+        return Start((), found.gap, since, found.skipThrough, found.origin)
     return Start(store.following(pattern, found.datum), found.gap, since)
 
 
@@ -263,7 +272,8 @@ def envelope(datum: Datum) -> bytes:
 
 def gapMessage(since: str | None) -> bytes:
     """
-    The marker saying that datums after C{since} were no longer held.
+    The marker saying that datums after C{since} may have been missed: no
+    longer held, or declared unrecoverable by the server.
     """
     return encodeJSON({"gap": True, "since": since})
 
@@ -352,6 +362,12 @@ class _Stream:
         self._pending: list[Datum] | None = None
         self._lastSerial = 0
         self._skipThrough: DatumId | None = None
+        #: The latest datum of each source the stream sent (or, resuming,
+        #: that its client has), for L{_lossBefore}.
+        self._sent: dict[str, Datum] = {}
+        #: Whether the client resumed from an id (so it has the datums held
+        #: before it).
+        self._resumed = False
         self._subscription: Any = None
         self._pumping = False
         self._forget: Callable[[], object] | None = None
@@ -390,9 +406,23 @@ class _Stream:
         self._subscription = self.manager.store.subscribe(self.pattern, self._live)
         start = startOf(self.manager.store, self.pattern, since)
         self._skipThrough = start.skipThrough
+        self._resumed = since is not None
+        if start.origin is not None:
+            self._sent[start.origin.source] = start.origin
         if start.gap:
             self._queue.append((start, 0))
+        # A fresh stream's first datums follow nothing its client has; the
+        # first datum of a stream that resumes is compared with what the
+        # client has by the store (start.gap).
+        check = False
         for datum in start.datums:
+            if check and datum.lost:
+                missed = self._lossBefore(datum)
+                if missed is not None:
+                    self._queue.append((Start((), True, missed), 0))
+            else:
+                self._sent[datum.source] = datum
+            check = self._resumed
             self._queue.append((datum, 0))
             self._lastSerial = datum.serial
         pending, self._pending = self._pending, None
@@ -423,6 +453,15 @@ class _Stream:
         if skip is not None and skip.covers(datum.source, datum.boot, datum.seq):
             return
         self._lastSerial = datum.serial
+        if datum.lost:
+            missed = self._lossBefore(datum)
+            if missed is not None:
+                if not self.paused and not self._queue:
+                    self._sendGap(missed)
+                else:
+                    self._queue.append((Start((), True, missed), 0))
+        else:
+            self._sent[datum.source] = datum
         if not self.paused and not self._queue:
             self._sendDatum(datum)
             return
@@ -431,6 +470,29 @@ class _Stream:
         self.queued += cost
         if self.queued > self.manager.maxQueued:
             self.drop()
+
+    def _lossBefore(self, datum: Datum) -> str | None:
+        """
+        Does a datum whose C{lost} is not 0 follow datums of its (source,
+        boot) that the server declared unrecoverable since the one before it
+        that this stream sent?  For a stream that resumed and sent none of
+        that source yet, the store's latest held before it is the client's
+        (L{KeyStore.previous}).  The datum becomes its source's latest sent.
+
+        @return: the id of the datum before the loss (the gap marker's
+            C{since}), or L{None}.
+        """
+        sent = self._sent
+        seen = sent.get(datum.source)
+        sent[datum.source] = datum
+        if seen is not None and seen.boot == datum.boot:
+            return seen.id if seen.lost != datum.lost else None
+        if not self._resumed:
+            return None
+        before = self.manager.store.previous(self.pattern, datum)
+        if before is None or before.lost == datum.lost:
+            return None
+        return before.id
 
     def _pump(self) -> None:
         if self._pumping:
