@@ -95,7 +95,8 @@ class RepairIntegrationTests(TestCase):
         """
         With C{--no-repair} the server sends no NACK: the datum after the
         dropped one is published once the reorder window is over, and the
-        dropped one is counted unrecoverable.
+        dropped one is counted unrecoverable, and a client resuming across
+        it is told of the gap.
         """
         proc = yield ArtcastProcess(self, extra=["--no-repair"]).start()
         boot = int(time.time() * 1000)
@@ -109,6 +110,9 @@ class RepairIntegrationTests(TestCase):
         self.assertEqual(stats["repair"]["nacksSent"], 0)
         proc.data.socket.setblocking(False)
         self.assertRaises(BlockingIOError, proc.data.socket.recvfrom, 65535)
+        response, _ = yield fetch(proc.url + f"/artcasts/r/k?since={SOURCE}.{boot}.1")
+        self.assertEqual(response.headers.getRawHeaders("artcast-id"), [f"{SOURCE}.{boot}.3"])
+        self.assertEqual(response.headers.getRawHeaders("artcast-gap"), ["1"])
 
 
 class RealLossTests(SynchronousTestCase):
