@@ -5,6 +5,7 @@ Tests for L{artcast.server.feeds.multicast}: datagrams in, KeyStore updates out.
 from __future__ import annotations
 
 import json
+from random import Random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,9 +22,21 @@ from artcast.server.feeds.multicast import (
     DatagramHandler,
     MulticastFeed,
     MulticastServerProtocol,
+    NackSender,
 )
 from artcast.server.interfaces import IFeed
-from artcast.wire import REASONS, Stamp, encodeData, encodeRegister
+from artcast.wire import (
+    REASONS,
+    Stamp,
+    batchItem,
+    encodeBatch,
+    encodeConfirm,
+    encodeData,
+    encodeGone,
+    encodeHeartbeat,
+    encodeRegister,
+    parseNack,
+)
 
 ADDRESS = ("127.0.0.1", 5555)
 
@@ -165,6 +178,147 @@ class HandlerTests(SynchronousTestCase):
         self.handler.registerReceived(data, ADDRESS)
 
 
+class _Written:
+    """
+    A datagram transport that keeps what is written (or fails).
+    """
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.written: list[tuple[bytes, tuple[str, int]]] = []
+        self.error = error
+
+    def write(self, data: bytes, address: tuple[str, int]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.written.append((data, address))
+
+
+class RepairHandlerTests(SynchronousTestCase):
+    """
+    L{DatagramHandler} hands the datagrams of repair to its engine, delivers
+    a source's datums in order, and sends NACKs through the data group.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.store = KeyStore(self.clock)
+        self.handler = DatagramHandler(self.store, self.clock, random=Random(1))
+        self.transport = _Written()
+        self.handler.nacks.transport = self.transport
+        self.got: list = []
+        self.store.subscribe("k", self.got.append)
+
+    def send(self, seq: int, **options) -> None:
+        for datagram in encodeData("k", seq, Stamp("src", 7, seq, 1000.0),
+                                   repairable=True, **options):
+            self.handler.dataReceived(datagram, ADDRESS)
+
+    def test_inOrder(self) -> None:
+        """
+        A datum after a hole waits for the hole's datum; both are then
+        published in sequence order.
+        """
+        self.send(1)
+        self.send(3)
+        self.assertEqual([d.seq for d in self.got], [1])
+        self.send(2)
+        self.assertEqual([d.seq for d in self.got], [1, 2, 3])
+        self.assertEqual(self.handler.stats.sources["filled"], 1)
+
+    def test_batch(self) -> None:
+        """
+        A batch's datums are published one by one with their own sequence
+        numbers; a copy of it is replayed.
+        """
+        datagram = encodeBatch([batchItem("k", n) for n in (10, 11, 12)],
+                               Stamp("src", 7, 1, 1000.0))
+        self.handler.dataReceived(datagram, ADDRESS)
+        self.handler.dataReceived(datagram, ADDRESS)
+        self.assertEqual([(d.seq, d.value) for d in self.got], [(1, 10), (2, 11), (3, 12)])
+        self.assertEqual(self.handler.stats.dropped["replayed"], 3)
+
+    def test_heartbeatNacked(self) -> None:
+        """
+        A heartbeat naming a seq after the last seen makes a hole that is
+        NACKed to the source's address, from the data group's socket.
+        """
+        self.send(1)
+        self.handler.dataReceived(encodeHeartbeat(Stamp("src", 7, 0, 1000.0), 3), ADDRESS)
+        self.assertEqual(self.handler.stats.missed, 2)
+        self.clock.advance(0.02)
+        [(data, address)] = self.transport.written
+        self.assertEqual(address, ADDRESS)
+        self.assertEqual(parseNack(data).ranges, ((2, 3),))
+
+    def test_signedNack(self) -> None:
+        """
+        A NACK is signed with the key that verified the source's datagrams.
+        """
+        keys = [b"a" * 32, b"b" * 32]
+        handler = DatagramHandler(self.store, self.clock, signingKeys=keys, freshness=30.0)
+        handler.nacks.transport = self.transport
+        for seq in (1, 3):
+            [datagram] = encodeData("k", seq, Stamp("src", 7, seq, 1000.0), keys[1],
+                                    repairable=True)
+            handler.dataReceived(datagram, ADDRESS)
+        self.clock.advance(0.02)
+        [(data, _)] = self.transport.written
+        self.assertEqual(parseNack(data, keys[1]).ranges, ((2, 2),))
+
+    def test_confirmAndGone(self) -> None:
+        """
+        An NCF suppresses this server's NACK; a gone then declares the hole
+        unrecoverable and publishes what waited, marked with the loss.
+        """
+        self.send(1)
+        self.send(3)
+        self.handler.dataReceived(encodeConfirm(Stamp("src", 7, 0, 1000.0), [(2, 2)]), ADDRESS)
+        self.clock.advance(0.03)
+        self.assertEqual(self.transport.written, [])
+        self.handler.dataReceived(encodeGone(Stamp("src", 7, 0, 1000.0), [(2, 2)]), ADDRESS)
+        self.assertEqual([(d.seq, d.lost) for d in self.got], [(1, 0), (3, 1)])
+
+    def test_staleControlDropped(self) -> None:
+        """
+        With a freshness window, a heartbeat whose time is outside it is
+        dropped as stale.
+        """
+        handler = DatagramHandler(self.store, self.clock, freshness=30.0)
+        handler.dataReceived(encodeHeartbeat(Stamp("src", 7, 0, 1.0), 3), ADDRESS)
+        self.assertEqual(handler.stats.dropped["stale"], 1)
+
+    def test_fragmentOfHole(self) -> None:
+        """
+        The fragments of a hole's datum are let through and fill it.
+        """
+        self.send(1)
+        self.send(3)
+        value = "x" * 3000
+        for datagram in encodeData("k", value, Stamp("src", 7, 2, 1000.0), maxDatagram=1200,
+                                   repairable=True):
+            self.handler.dataReceived(datagram, ADDRESS)
+        self.assertEqual([d.seq for d in self.got], [1, 2, 3])
+
+    def test_nackErrorsLogged(self) -> None:
+        """
+        A NACK that cannot be sent (no socket yet, or an error) is counted
+        and logged at a bounded rate, never raised.
+        """
+        logged: list[dict] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        sender = NackSender(self.clock)
+        sender.send(b"x", ADDRESS)
+        sender.transport = _Written(OSError("unreachable"))
+        for _ in range(100):
+            sender.send(b"x", ADDRESS)
+        self.assertEqual(sender.failed, 101)
+        warnings = [e for e in logged if "NACK" in formatEvent(e)]
+        self.assertGreaterEqual(len(warnings), 1)
+        self.assertLessEqual(len(warnings), 10)
+
+
 class FakeMulticastTransport:
     def __init__(self, joined) -> None:
         self.joined = joined
@@ -290,6 +444,22 @@ class MulticastFeedTests(SynchronousTestCase):
         self.handler = DatagramHandler(self.store, self.reactor)
         self.feed = MulticastFeed(self.handler, self.reactor, ("239.255.1.1", 5007),
                                   ("239.255.1.2", 5008), "127.0.0.1")
+
+    def test_nackSender(self) -> None:
+        """
+        The data group's protocol hands its socket to the handler's NACK
+        sender while it listens; the register group's does not.
+        """
+        self.feed.privilegedStartService()
+        self.feed.startService()
+        [(_, data, *_), (_, register, *_)] = self.reactor.multicast
+        self.assertIs(data.sender, self.handler.nacks)
+        self.assertIsNone(register.sender)
+        transport = FakeMulticastTransport(succeed(None))
+        data.makeConnection(transport)
+        self.assertIs(self.handler.nacks.transport, transport)
+        data.doStop()
+        self.assertIsNone(self.handler.nacks.transport)
 
     def test_interface(self) -> None:
         """

@@ -22,6 +22,7 @@ from artcast.server.stats import (
     statsPage,
 )
 from artcast.server.routes import ArtcastApp
+from artcast.wire import Stamp, encodeData
 
 
 class MeterTests(SynchronousTestCase):
@@ -151,6 +152,41 @@ class ResourceTests(SynchronousTestCase):
         self.assertEqual((dropped.labels, dropped.value), ({"reason": "not-utf8"}, 1))
         self.assertIn("artcast_waiting_requests", families)
         self.assertIn("artcast_streams_dropped", families)
+
+    def test_repair(self) -> None:
+        """
+        The repair engine's figures are C{/stats.json}'s C{"repair"} object
+        and C{/metrics}' per-source counters, with the totals unlabelled.
+        """
+        statistics = ServerStatistics(self.clock, self.counters, self.store,
+                                      parts=[self.handler.repair])
+        self.stub = StubTreq(ArtcastApp(self.store, self.clock, statistics=statistics).resource())
+        for seq in (1, 3):
+            [datagram] = encodeData("k", seq, Stamp("oslo", 7, seq, 0.0), repairable=True)
+            self.handler.dataReceived(datagram, ("127.0.0.1", 1))
+        _, body = self.get("/stats.json")
+        repair = json.loads(body)["repair"]
+        self.assertEqual(repair["enabled"], True)
+        self.assertEqual(repair["repairGaps"], 1)
+        self.assertEqual(repair["repairHeld"], 1)
+        self.assertEqual(repair["repairLatency"], {"count": 0, "p50": None, "p99": None})
+        self.assertEqual(repair["sources"], {"oslo": {
+            "repairGaps": 1, "nacksSent": 0, "nacksSuppressed": 0,
+            "repairsReceived": 0, "unrecoverable": 0}})
+        _, body = self.get("/metrics")
+        families = {
+            family.name: family
+            for family in text_string_to_metric_families(body.decode())
+        }
+        samples = {
+            tuple(sample.labels.items()): sample.value
+            for sample in families["artcast_repair_gaps"].samples
+        }
+        self.assertEqual(samples, {(): 1, (("source", "oslo"),): 1})
+        for name in ("nacks_sent", "nacks_suppressed", "repairs_received", "unrecoverable"):
+            self.assertIn(f"artcast_{name}", families)
+        response, body = self.get("/stats", "text/html")
+        self.assertIn(b"<h2>Repair</h2>", body)
 
     def test_forbidden(self) -> None:
         """

@@ -21,6 +21,7 @@ from artcast.server import tap
 from artcast.server.connections import ConnectionLimiter
 from artcast.server.service import ArtcastService, GarbageCollectorTuning
 from artcast.server.stats import ServerStatistics, Stats
+from artcast.server.feeds.repair import RepairEngine
 from artcast.server.store import KeyStore
 
 #: The folder holding the C{artcast} package and the plugin.
@@ -192,12 +193,23 @@ class ServiceTests(SynchronousTestCase):
         )
 
 
+    def test_noRepair(self) -> None:
+        """
+        Repair is on by default; C{--no-repair} turns it off, and C{/stats}
+        says so.
+        """
+        for args, enabled in (((), True), (("--no-repair",), False)):
+            service = tap.makeService(
+                parse(*args, "--error-log", "-"), reactor=MulticastMemoryReactor()
+            )
+            self.assertEqual(service.statistics.figures()["repair"]["enabled"], enabled)
+
     def test_artcastService(self) -> None:
         """
         L{tap.makeService} returns an L{ArtcastService} whose attributes are
         the parts the server runs with: the store and counters the figures
         read, and the connections the port serves, which join the figures
-        first, the streams after them.
+        first, the streams after them, then the repair engine.
         """
         reactor = MulticastMemoryReactor()
         top = tap.makeService(parse("--error-log", "-"), reactor=reactor)
@@ -213,7 +225,8 @@ class ServiceTests(SynchronousTestCase):
         self.assertIs(top.statistics.store, top.store)
         self.assertIs(top.statistics.counters, top.stats)
         self.assertIs(top.statistics.parts[0], top.connections)
-        self.assertEqual(len(top.statistics.parts), 2)
+        self.assertEqual(len(top.statistics.parts), 3)
+        self.assertIsInstance(top.statistics.parts[2], RepairEngine)
         self.assertEqual(top.statistics.identity, {})
 
 

@@ -26,6 +26,7 @@ import artcast.wire
 from artcast.server.feeds.reception import (
     Reassembler,
     SourceTracker,
+    walkLost,
 )
 from artcast.wire import (
     CONTROL_CHARACTERS,
@@ -861,13 +862,15 @@ class SourceTrackerTests(SynchronousTestCase):
     def test_sequence(self) -> None:
         """
         With a freshness window (signed sources), the tracker tells new, ok,
-        gap, replayed and restart apart and counts what was missed.
+        gap, filled (a datum of a hole, once), replayed and restart apart and
+        counts what was missed.
         """
         self.tracker = SourceTracker(self.clock, window=30.0)
         self.assertEqual(self.check(10, 5), ("new", 0))
         self.assertEqual(self.check(10, 6), ("ok", 0))
         self.assertEqual(self.check(10, 9), ("gap", 2))
         self.assertEqual(self.check(10, 9), ("replayed", 0))
+        self.assertEqual(self.check(10, 7), ("filled", 0))
         self.assertEqual(self.check(10, 7), ("replayed", 0))
         self.assertEqual(self.check(10, 10), ("ok", 0))
         self.assertEqual(self.check(9, 100), ("replayed", 0))
@@ -878,16 +881,17 @@ class SourceTrackerTests(SynchronousTestCase):
 
     def test_sequenceWithoutWindow(self) -> None:
         """
-        Without a window (no signatures), only copies of the mark and of
-        recent stamps are replays: a datagram overtaken by a later one is
-        delivered as C{late}, one of another boot as a C{reset} that moves
-        the mark, so that a forged mark silences nothing.
+        Without a window (no signatures), a datagram overtaken by a later one
+        fills its hole (C{filled}, once); far below the mark only copies of
+        the mark and of recent stamps are replays, others are delivered as
+        C{late}, and one of another boot is a C{reset} that moves the mark,
+        so that a forged mark silences nothing.
         """
         self.assertEqual(self.check(10, 5), ("new", 0))
         self.assertEqual(self.check(10, 6), ("ok", 0))
         self.assertEqual(self.check(10, 9), ("gap", 2))
         self.assertEqual(self.check(10, 9), ("replayed", 0))
-        self.assertEqual(self.check(10, 7), ("late", 0))
+        self.assertEqual(self.check(10, 7), ("filled", 0))
         self.assertEqual(self.check(10, 7), ("replayed", 0))
         self.assertEqual(self.check(10, 6), ("replayed", 0))
         self.assertEqual(self.check(10, 10), ("ok", 0))
@@ -933,6 +937,204 @@ class SourceTrackerTests(SynchronousTestCase):
         self.assertEqual(tracker.forgotten, 1)
         self.assertEqual(tracker.check(Stamp("a", 1, 3, 0.0)), "ok")
         self.assertEqual(tracker.check(Stamp("b", 1, 1, 0.0)), "new")
+
+
+class SourceTrackerHoleTests(SynchronousTestCase):
+    """
+    L{SourceTracker}'s holes: the sequence numbers missing below the mark,
+    filled once, bounded, declared unrecoverable.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.tracker = SourceTracker(self.clock, maxHoles=10)
+
+    def check(self, seq: int, boot: int = 1, sent: float = 0.0) -> str:
+        """
+        Check a stamp of source C{s}; return the verdict.
+        """
+        return self.tracker.check(Stamp("s", boot, seq, sent))
+
+    def holes(self) -> list[tuple[int, int]]:
+        """
+        The holes of source C{s} as ranges.
+        """
+        return [(hole.first, hole.last) for hole in self.tracker.holes("s")]
+
+    def test_fillSplits(self) -> None:
+        """
+        A datum in the middle of a hole splits it; each datum fills once;
+        the engine's attributes of a split hole carry over.
+        """
+        self.check(1)
+        self.clock.advance(2)
+        self.assertEqual(self.check(8), "gap")
+        [hole] = self.tracker.holes("s")
+        self.assertEqual((hole.first, hole.last, hole.found), (2, 7, 2.0))
+        hole.rounds = 3
+        self.assertTrue(self.tracker.holding)
+        self.assertEqual(self.check(4), "filled")
+        self.assertIs(self.tracker.filled, hole)
+        self.assertEqual(self.holes(), [(2, 3), (5, 7)])
+        self.assertEqual([h.rounds for h in self.tracker.holes("s")], [3, 3])
+        for seq in (2, 3, 7, 5, 6):
+            self.assertEqual(self.check(seq), "filled")
+        self.assertEqual(self.holes(), [])
+        for seq in (2, 4, 7):
+            self.assertEqual(self.check(seq), "replayed")
+        self.assertEqual(self.check(9), "ok")
+        self.assertFalse(self.tracker.holding)
+
+    def test_repairAlreadyHadIsReplayed(self) -> None:
+        """
+        A repair re-sent for another server, of a datum this one has (far
+        beyond the L{RECENT} copies), is replayed in both modes.
+        """
+        for tracker in (SourceTracker(self.clock, maxHoles=100),
+                        SourceTracker(self.clock, maxHoles=100, window=30.0)):
+            for seq in range(1, 51):
+                tracker.check(Stamp("s", 1, seq, 0.0))
+            self.assertEqual(tracker.check(Stamp("s", 1, 3, 0.0)), "replayed")
+
+    def test_peekLetsHolesThrough(self) -> None:
+        """
+        L{SourceTracker.peek} refuses a fragment of a datum received, not
+        one of a hole.
+        """
+        self.check(1)
+        self.check(4)
+        self.assertIsNone(self.tracker.peek(Stamp("s", 1, 2, 0.0)))
+        self.assertEqual(self.tracker.peek(Stamp("s", 1, 1, 0.0)), "replayed")
+
+    def test_gapTooLarge(self) -> None:
+        """
+        A gap larger than the bound makes no hole: it and every hole are
+        declared unrecoverable at once, and nothing is held back.
+        """
+        self.check(1)
+        self.check(4)
+        self.assertEqual(self.check(100), "gap")
+        self.assertEqual((self.tracker.missed, self.tracker.declared), (95, 97))
+        self.assertEqual(self.holes(), [])
+        self.assertEqual(self.tracker.settle("s"), 97)
+        self.assertEqual(self.check(101), "ok")
+        self.assertFalse(self.tracker.holding)
+        self.assertEqual(self.tracker.lost, 97)
+        self.assertEqual(self.check(2**63 - 1), "gap")
+        self.assertEqual(self.tracker.created, None)
+
+    def test_boundDeclaresOldest(self) -> None:
+        """
+        Holes span at most C{maxHoles}: a new gap declares the oldest
+        sequence numbers, which count as lost in order.
+        """
+        self.check(1)
+        self.check(8)   # holes 2-7
+        self.check(14)  # holes 9-13: 11 missing, one over
+        self.assertEqual(self.tracker.declared, 1)
+        self.assertEqual(self.holes(), [(3, 7), (9, 13)])
+        self.assertEqual(self.tracker.lostBefore("s", 8), 1)
+
+    def test_lostCountedInOrder(self) -> None:
+        """
+        A range declared above a hole counts only for the datums above it.
+        """
+        self.check(1)
+        self.check(3)   # hole 2
+        self.check(5)   # hole 4
+        self.assertEqual(self.tracker.declareRanges("s", 1, [(4, 4)]), 1)
+        self.assertEqual(self.holes(), [(2, 2)])
+        self.assertEqual(self.check(2), "filled")
+        self.assertEqual(self.tracker.lostBefore("s", 3), 0)
+        self.assertEqual(self.tracker.lostBefore("s", 5), 1)
+        self.assertEqual(self.tracker.settle("s"), 1)
+        self.check(6)
+        self.assertEqual(self.tracker.lost, 1)
+
+    def test_declareRangesSplits(self) -> None:
+        """
+        A gone range in the middle of a hole declares only its part.
+        """
+        self.check(1)
+        self.check(10)
+        self.assertEqual(self.tracker.declareRanges("s", 1, [(3, 4), (6, 6), (20, 30)]), 3)
+        self.assertEqual(self.holes(), [(2, 2), (5, 5), (7, 9)])
+        self.assertEqual(self.tracker.declareRanges("s", 2, [(2, 9)]), 0)
+
+    def test_heartbeat(self) -> None:
+        """
+        A heartbeat above the mark makes a hole of the tail; one below holes
+        above every datum received removes them (never sent).
+        """
+        self.check(1)
+        hole = self.tracker.heartbeat(Stamp("s", 1, 0, 0.0), 4)
+        self.assertEqual((hole.first, hole.last), (2, 4))
+        self.assertEqual(self.check(3), "filled")
+        self.assertEqual(self.check(5), "ok")
+        self.tracker.heartbeat(Stamp("s", 1, 0, 0.0), 9)
+        self.assertEqual(self.holes(), [(2, 2), (4, 4), (6, 9)])
+        self.tracker.heartbeat(Stamp("s", 1, 0, 0.0), 7)
+        self.assertEqual(self.holes(), [(2, 2), (4, 4), (6, 7)])
+        self.tracker.heartbeat(Stamp("s", 1, 0, 0.0), 2)
+        self.assertEqual(self.holes(), [(2, 2), (4, 4)])
+        self.assertEqual(self.check(6), "ok")
+        self.assertIsNone(self.tracker.heartbeat(Stamp("s", 0, 0, 0.0), 9))
+        self.assertEqual(self.holes(), [(2, 2), (4, 4)])
+
+    def test_heartbeatPlacesNewSource(self) -> None:
+        """
+        A heartbeat of a source not known yet says where it is: with
+        C{last} 0 its first datum, lost, is a hole; with a later C{last},
+        nothing before it is asked for.
+        """
+        self.assertIsNone(self.tracker.heartbeat(Stamp("s", 1, 0, 0.0), 0))
+        self.assertEqual(self.check(2), "gap")
+        self.assertEqual(self.holes(), [(1, 1)])
+        self.assertIsNone(self.tracker.heartbeat(Stamp("t", 1, 0, 0.0), 50))
+        self.assertEqual(self.tracker.check(Stamp("t", 1, 51, 0.0)), "ok")
+        self.assertEqual(self.tracker.check(Stamp("t", 1, 50, 0.0)), "replayed")
+
+    def test_heartbeatOfNewBoot(self) -> None:
+        """
+        A heartbeat of a newer boot is a restart: the old boot's holes are
+        declared (C{ended}), the new boot's C{1..last} are holes.
+        """
+        self.check(1)
+        self.check(3)
+        hole = self.tracker.heartbeat(Stamp("s", 2, 0, 0.0), 2)
+        self.assertEqual((hole.first, hole.last), (1, 2))
+        self.assertEqual(self.tracker.declared, 1)
+        self.assertEqual(self.tracker.ended, [0, [(2, 2)]])
+        self.assertEqual(self.check(1, boot=2), "filled")
+        self.assertIsNone(self.tracker.heartbeat(Stamp("s", 1, 0, 0.0), 9))
+
+    def test_restartEndsBoot(self) -> None:
+        """
+        A new boot declares the old boot's holes and says what it lost, in
+        order; its own first sequence numbers missing are holes.
+        """
+        self.check(1)
+        self.check(3)
+        self.check(5)
+        self.tracker.declareRanges("s", 1, [(4, 4)])
+        self.assertEqual(self.check(3, boot=2), "restart")
+        self.assertEqual(self.tracker.declared, 1)
+        ended = self.tracker.ended
+        self.assertEqual([walkLost(ended, seq) for seq in (3, 5)], [1, 2])
+        self.assertEqual(self.holes(), [(1, 2)])
+        self.assertEqual(self.tracker.lost, 0)
+
+    def test_forgettingSaysLost(self) -> None:
+        """
+        A source forgotten is announced with what its boot lost.
+        """
+        forgotten = []
+        tracker = SourceTracker(self.clock, maxSources=1, maxHoles=10,
+                                forgetting=lambda *args: forgotten.append(args))
+        tracker.check(Stamp("a", 1, 1, 0.0))
+        tracker.check(Stamp("a", 1, 4, 0.0))
+        tracker.check(Stamp("b", 1, 1, 0.0))
+        self.assertEqual(forgotten, [("a", 2)])
 
 
 def _envelopes() -> st.SearchStrategy[dict[str, object]]:

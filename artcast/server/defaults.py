@@ -30,6 +30,13 @@ __all__ = [
     "MAX_SOURCES",
     "FRAGMENT_MEMORY",
     "DEFAULT_PUBLISH_TTL",
+    "DEFAULT_REPAIR",
+    "DEFAULT_NACK_BACKOFF",
+    "DEFAULT_REPAIR_WAIT",
+    "DEFAULT_NACK_RETRIES",
+    "DEFAULT_REORDER_WAIT",
+    "DEFAULT_MAX_HELD",
+    "DEFAULT_HOLD_MEMORY",
     "DEFAULT_AUTH_FAILURES",
     "DEFAULT_MAX_CLIENTS",
     "DEFAULT_HEADER_TIMEOUT",
@@ -102,6 +109,37 @@ DEFAULT_PUBLISH_TTL = 1
 #: Failed token checks a client address may make per minute before it is
 #: answered C{429} without a check (C{--publish-auth-failures}).
 DEFAULT_AUTH_FAILURES = 10
+
+# --- repair (L{artcast.server.feeds.repair}) -------------------------------
+
+#: Whether a server asks repairing sources for what it missed (C{--no-repair}
+#: turns it off).
+DEFAULT_REPAIR = True
+
+#: The longest random back-off, in seconds, before a server NACKs a hole of a
+#: repairing source: the time another server's NACK (heard as the source's
+#: NCF) has to make this one unnecessary.
+DEFAULT_NACK_BACKOFF = 0.02
+
+#: The first wait, in seconds, for a repair after a NACK or an NCF; each
+#: further round waits 1.25 times longer, at most 1 s.
+DEFAULT_REPAIR_WAIT = 0.04
+
+#: NACK rounds for a hole before it is declared unrecoverable.
+DEFAULT_NACK_RETRIES = 16
+
+#: Seconds a hole of a source that does not repair (or of every source with
+#: C{--no-repair}) is waited for, reordered datagrams being this late at
+#: most, before it is declared lost.
+DEFAULT_REORDER_WAIT = 0.05
+
+#: Datums held back per source while an earlier one is missing (and the
+#: most missing sequence numbers a source may have); a larger gap is
+#: declared unrecoverable at once.
+DEFAULT_MAX_HELD = 10_000
+
+#: Bytes all held-back datums may cost together.
+DEFAULT_HOLD_MEMORY = 16 * 1024 * 1024
 
 # --- connections (L{artcast.server.connections}) ----------------------------
 

@@ -143,6 +143,7 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
         freshness=(options.get("source-max-skew") or None) if signingKeys else None,
         maxSources=options["max-sources"],
         fragmentMemory=options["fragment-memory"],
+        repair=not options.get("no-repair"),
     )
     publisher = None
     if options.get("publish-tokens") is not None:
@@ -216,6 +217,7 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
     # In the order /stats has always shown them.
     statistics.add(limiter)
     statistics.add(web.streams)
+    statistics.add(handler.repair)
     if publisher is not None:
         statistics.add(publisher)
 

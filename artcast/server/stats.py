@@ -298,6 +298,9 @@ class ArtcastCollector:
                 "artcast_published", "Datums published over HTTP.",
                 value=stats["published"],
             )
+        repair = stats.get("repair")
+        if repair is not None:
+            yield from _repairMetrics(repair)
         for name, help, kind in (
             ("streams_open", "Streams open, by kind.", GaugeMetricFamily),
             ("streams_opened", "Streams opened, by kind.", CounterMetricFamily),
@@ -308,6 +311,54 @@ class ArtcastCollector:
             for value, count in sorted(stats.get(name, {}).items()):
                 family.add_metric([value], count)
             yield family
+
+
+#: The per-source counters of repair: C{/stats} name, metric name, help.
+_REPAIR_COUNTERS = (
+    ("repairGaps", "repair_gaps", "Datums of repairing sources found missing, "
+     "by source (without the label: all sources, forgotten ones included)."),
+    ("nacksSent", "nacks_sent", "NACK datagrams sent, by source."),
+    ("nacksSuppressed", "nacks_suppressed", "NACKs not sent because another "
+     "server's was confirmed first (an NCF), by source."),
+    ("repairsReceived", "repairs_received", "Datums that arrived after a NACK or "
+     "an NCF for them, by source."),
+    ("unrecoverable", "unrecoverable", "Datums declared unrecoverable, by source."),
+)
+
+
+def _repairMetrics(repair: dict[str, Any]) -> Iterable[Any]:
+    """
+    The metrics of C{/stats}' C{"repair"} figures.
+    """
+    sources = repair.get("sources", {})
+    for figure, name, help in _REPAIR_COUNTERS:
+        family = CounterMetricFamily(f"artcast_{name}", help, labels=["source"])
+        family.add_metric([], repair[figure])
+        for source, counts in sorted(sources.items()):
+            family.add_metric([source], counts[figure])
+        yield family
+    yield CounterMetricFamily(
+        "artcast_reordered", "Datums that filled a hole without a NACK (reordered).",
+        value=repair["reordered"],
+    )
+    yield GaugeMetricFamily(
+        "artcast_repair_held", "Datums held back until an earlier one arrives.",
+        value=repair["repairHeld"],
+    )
+    yield GaugeMetricFamily(
+        "artcast_repair_enabled", "1 when repair is on, 0 with --no-repair.",
+        value=1 if repair["enabled"] else 0,
+    )
+    latency = repair["repairLatency"]
+    family = GaugeMetricFamily(
+        "artcast_repair_latency_seconds",
+        "Time from a hole found to its repair, over the last 1,024 repairs.",
+        labels=["quantile"],
+    )
+    for figure, quantile in (("p50", "0.5"), ("p99", "0.99")):
+        if latency.get(figure) is not None:
+            family.add_metric([quantile], latency[figure])
+    yield family
 
 
 def metricsText(read: Callable[[], dict[str, Any]]) -> bytes:

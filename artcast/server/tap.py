@@ -130,6 +130,9 @@ class Options(usage.Options):
 
     optFlags = [
         ["demo", None, "Also run the test sources test/tick and test/now in the server."],
+        ["no-repair", None,
+         "Never NACK: wait for a lost datagram only 50 ms (as for sources that "
+         "do not repair), then declare it lost (see docs/operations.md)."],
     ]
 
     optParameters = [

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_multicast -*-
 """
 Receiving datums: the L{MulticastFeed}, one L{MulticastServerProtocol} per
-UDP group, and the handler that turns datagrams into KeyStore updates.
+UDP group, and the handler that turns datagrams into KeyStore updates, in
+each source's order, asking repairing sources for what was lost
+(L{artcast.server.feeds.repair}).
 
 A datagram that is not valid is dropped, counted under its reason in
 L{artcast.server.stats.Stats}, and logged at a bounded rate; it never stops the server.
@@ -10,6 +12,7 @@ L{artcast.server.stats.Stats}, and logged at a bounded rate; it never stops the 
 from __future__ import annotations
 
 import socket
+from random import Random
 from typing import Any, Callable, Sequence
 
 from twisted.application.internet import MulticastServer
@@ -23,6 +26,8 @@ from artcast.server.interfaces import IFeed
 from artcast.server.store import KeyStore
 from artcast.server.logs import NamedLogger, RateLimitedLog
 from artcast.server.stats import Stats
+from artcast.server.defaults import DEFAULT_REPAIR
+from artcast.server.feeds.repair import RepairEngine
 from artcast.server.feeds.reception import (
     FRAGMENT_MEMORY,
     MAX_SOURCES,
@@ -33,9 +38,11 @@ from artcast.wire import (
     MAX_VALUE_SIZE,
     BadDatagram,
     Batch,
+    Confirm,
     DataMessage,
     Fragment,
-    Stamp,
+    Gone,
+    Heartbeat,
     parseData,
     parseRegister,
 )
@@ -46,6 +53,7 @@ __all__ = [
     "DatagramHandler",
     "MulticastFeed",
     "MulticastServerProtocol",
+    "NackSender",
 ]
 
 #: The largest UDP payload over IPv4; Twisted's UDP port reads 8,192 bytes
@@ -63,6 +71,8 @@ class MulticastServerProtocol(DatagramProtocol):
     @param group: the group's address, e.g. C{"224.1.1.1"}.
     @param interface: the local address whose interface joins the group.
     @param handler: called with each datagram's bytes and sender address.
+    @param sender: sends NACKs through this protocol's socket while it
+        listens (the data group's).
     """
 
     def __init__(
@@ -70,10 +80,12 @@ class MulticastServerProtocol(DatagramProtocol):
         group: str,
         interface: str,
         handler: Callable[[bytes, tuple[str, int]], None],
+        sender: NackSender | None = None,
     ) -> None:
         self.group = group
         self.interface = interface
         self.handler = handler
+        self.sender = sender
 
     log = NamedLogger(namespace="artcast.multicast.MulticastServerProtocol")
 
@@ -82,6 +94,12 @@ class MulticastServerProtocol(DatagramProtocol):
         self._enlargeReceiveBuffer()
         joined = self.transport.joinGroup(self.group, self.interface)
         joined.addErrback(self._notJoined)
+        if self.sender is not None:
+            self.sender.transport = self.transport
+
+    def stopProtocol(self) -> None:
+        if self.sender is not None:
+            self.sender.transport = None
 
     def _enlargeReceiveBuffer(self) -> None:
         """
@@ -121,6 +139,41 @@ class MulticastServerProtocol(DatagramProtocol):
         self.handler(data, addr)
 
 
+class NackSender:
+    """
+    Sends the repair engine's NACKs from the data group's socket, once the
+    data group's L{MulticastServerProtocol} has started (it hands over its
+    transport); a NACK that cannot be sent is logged at a bounded rate,
+    never raised.
+
+    @ivar transport: the data group's transport, L{None} while not listening.
+    @ivar failed: NACKs that could not be sent.
+    """
+
+    log = NamedLogger(namespace="artcast.multicast.NackSender")
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.transport: Any = None
+        self.failed = 0
+        self._errorLog = RateLimitedLog(self.log, clock, what="NACKs not sent")
+
+    def send(self, data: bytes, address: tuple[str, int]) -> None:
+        """
+        Send C{data} to C{address} by unicast.
+        """
+        transport = self.transport
+        try:
+            if transport is None:
+                raise OSError("the data group's socket is not open")
+            transport.write(data, address)
+        except Exception as error:
+            self.failed += 1
+            self._errorLog.warn(
+                "Could not send a NACK to {host}:{port}: {error}",
+                host=address[0], port=address[1], error=str(error),
+            )
+
+
 class DatagramHandler:
     """
     Parse datagrams of the data and register groups and update the KeyStore.
@@ -136,6 +189,11 @@ class DatagramHandler:
         (forgetting one is counted in C{stats.sources["forgotten"]}).
     @param fragmentMemory: the bytes the L{Reassembler} may hold for values
         being put together.
+    @ivar repair: the L{RepairEngine}: a datum that is not the next of a
+        source without holes goes to it, to be held back, NACKed for, and
+        handed on in order; heartbeats, NCFs and gones go to it too.
+    @ivar nacks: the L{NackSender} its NACKs leave by (the data group's
+        socket, once L{MulticastFeed} listens).
     @ivar ownSources: source names of this server's own HTTP publisher
         (L{artcast.server.feeds.publish}); their datagrams, heard back through the
         multicast loop, are ignored (counted in C{stats.sources["own"]}):
@@ -154,7 +212,14 @@ class DatagramHandler:
         freshness: float | None = None,
         maxSources: int = MAX_SOURCES,
         fragmentMemory: int = FRAGMENT_MEMORY,
+        repair: bool = DEFAULT_REPAIR,
+        random: Random | None = None,
     ) -> None:
+        """
+        @param repair: whether holes of repairing sources are NACKed
+            (C{--no-repair}: C{False}).
+        @param random: draws the NACK back-offs (seeded in tests).
+        """
         self.store = store
         self.clock = clock
         self.stats = stats if stats is not None else Stats()
@@ -174,6 +239,11 @@ class DatagramHandler:
             window=freshness or None,
             reset=bool(freshness) or not self.signingKeys,
             onForget=self._forgot,
+            forgetting=self._forgetting,
+        )
+        self.nacks = NackSender(clock)
+        self.repair = RepairEngine(
+            self.tracker, self._publish, clock, self.nacks.send, random, enabled=repair
         )
         self.freshness = freshness
         self.ownSources: set[str] = set()
@@ -206,14 +276,6 @@ class DatagramHandler:
                 # multicast loop: it is in the store already.
                 self.stats.sources["own"] += 1
                 return
-            if isinstance(message, Batch):
-                for datum in message.messages():
-                    if self._fresh(datum.stamp):  # type: ignore[arg-type]
-                        self._publish(datum)
-                return
-            if not isinstance(message, (DataMessage, Fragment)):
-                # A source's heartbeat, NCF or gone: for repair.
-                return
             if isinstance(message, Fragment):
                 # Judge the stamp before the fragment takes any memory: a
                 # stale or replayed fragment (a captured one, say) must not
@@ -226,32 +288,67 @@ class DatagramHandler:
                 if whole is None:
                     return
                 message = whole
+            elif not isinstance(message, DataMessage):
+                self._other(message, addr)
+                return
         except BadDatagram as error:
             self._dropped(error, addr, "data")
             return
-        if message.stamp is not None and not self._fresh(message.stamp):
+        self._datum(message, addr)
+
+    def _other(self, message: Batch | Heartbeat | Confirm | Gone, addr: tuple[str, int]) -> None:
+        """
+        A batch's datums, one by one; a source's heartbeat, NCF or gone, to
+        the repair engine.
+        """
+        if isinstance(message, Batch):
+            for datum in message.messages():
+                self._datum(datum, addr)
             return
-        self._publish(message)
+        stamp = message.stamp
+        if self.freshness and stamp.isStale(self.clock.seconds(), self.freshness):
+            self.stats.drop("stale")
+            return
+        if isinstance(message, Heartbeat):
+            self.repair.heartbeat(message, addr)
+            self.stats.missed += self.tracker.missed
+        elif isinstance(message, Confirm):
+            self.repair.confirm(message)
+        else:
+            self.repair.gone(message)
+
+    def _datum(self, message: DataMessage, addr: tuple[str, int]) -> None:
+        """
+        Ask the source tracker about a whole datum's stamp (count gaps and
+        restarts, drop replayed and stale datums) and publish the datum, or
+        hand it to the repair engine when it is not the next of a source
+        without holes.
+        """
+        stamp = message.stamp
+        if stamp is None:
+            self._publish(message, 0)
+            return
+        tracker = self.tracker
+        verdict = tracker.check(stamp)
+        self.stats.sources[verdict] += 1
+        if verdict == "ok" and not tracker.holding:
+            self._publish(message, tracker.lost)
+            return
+        if verdict == "gap":
+            self.stats.missed += tracker.missed
+        elif verdict in ("replayed", "stale"):
+            self.stats.drop(verdict)
+            return
+        self.repair.datum(message, verdict, addr)
 
     def _forgot(self) -> None:
         self.stats.sources["forgotten"] += 1
 
-    def _fresh(self, stamp: Stamp) -> bool:
-        """
-        Ask the source tracker about a whole datum's stamp; count gaps and
-        restarts, drop replayed and stale datums.
-        """
-        verdict = self.tracker.check(stamp)
-        self.stats.sources[verdict] += 1
-        if verdict == "gap":
-            self.stats.missed += self.tracker.missed
-        if verdict in ("replayed", "stale"):
-            self.stats.drop(verdict)
-            return False
-        return True
+    def _forgetting(self, source: str, lost: int) -> None:
+        self.repair.forgetting(source, lost)
 
-    def _publish(self, message: DataMessage) -> None:
-        if self.store.publish(message.key, message.value, message.stamp) is None:
+    def _publish(self, message: DataMessage, lost: int) -> None:
+        if self.store.publish(message.key, message.value, message.stamp, lost=lost) is None:
             # The value alone costs more than the store's whole budget.
             self.stats.drop("too-large")
         else:
@@ -318,18 +415,23 @@ class MulticastFeed(MultiService):
         """
         super().__init__()
         self.handler = handler
-        for (group, port), receive in (
-            (dataGroup, handler.dataReceived),
-            (registerGroup, handler.registerReceived),
+        for (group, port), receive, sender in (
+            (dataGroup, handler.dataReceived, handler.nacks),
+            (registerGroup, handler.registerReceived, None),
         ):
             MulticastServer(
                 port,
-                MulticastServerProtocol(group, interface, receive),
+                MulticastServerProtocol(group, interface, receive, sender),
                 interface=group,
                 maxPacketSize=MAX_UDP_PAYLOAD,
                 listenMultiple=True,
                 reactor=reactor,
             ).setServiceParent(self)
+
+    def stopService(self) -> Any:
+        # The repair engine's timers end with the groups.
+        self.handler.repair.stop()
+        return super().stopService()
 
     def statistics(self) -> dict[str, object]:
         """
