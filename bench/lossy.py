@@ -39,7 +39,7 @@ The command line (run inside a namespace by the helpers below)::
 
     python -m bench.lossy blast GROUP PORT INTERFACE COUNT RATE
     python -m bench.lossy receive GROUP PORT INTERFACE IDLE
-    python -m bench.lossy send GROUP PORT REGISTERPORT INTERFACE KEY COUNT RATE [PAUSE]
+    python -m bench.lossy send GROUP PORT REGISTERPORT INTERFACE KEY COUNT RATE [PAUSE [REPAIR]]
     python -m bench.lossy get URL
     python -m bench.lossy follow URL KEY IDLE
 """
@@ -469,7 +469,7 @@ def receive(group: str, port: int, interface: str, idle: float) -> dict:
 
 
 def send(group: str, port: int, registerPort: int, interface: str, key: str,
-         count: int, rate: float, pause: int = 0) -> dict:
+         count: int, rate: float, pause: int = 0, repair: bool = True) -> dict:
     """
     Send C{count} datums C{{"n": n}} on C{key} at C{rate} per second with
     L{artcast.source.Source} (version 2, TTL 1, out of C{interface}).
@@ -477,14 +477,22 @@ def send(group: str, port: int, registerPort: int, interface: str, key: str,
     @param pause: when not 0, after that many datums print a JSON line
         C{{"paused": <last id>}} and wait for a line on standard input
         before the rest (so that a test can change the loss in between).
+    @param repair: whether the source repairs (its default); the figures
+        of its repair (L{artcast.source.Source.repairStatistics}) are in
+        the result's C{source}.
     """
     from artcast.source import Source
 
     _onlyInsideTheNetwork(interface)
+    options: dict[str, Any] = {} if repair else {"repair": False}
     source = Source(src="lossy-%d" % (os.getpid(),), groups=[(group, port)],
-                    registerGroups=[(group, registerPort)], ttl=1, interface=interface)
+                    registerGroups=[(group, registerPort)], ttl=1, interface=interface,
+                    **options)
     source.register(key, description="loss experiment")
-    time.sleep(0.2)
+    # A repairing source heartbeats at once and then after 0.2, 0.6 and
+    # 1.4 s: a server that hears any of them knows where the source starts,
+    # so it can ask for datum 1 too if that is lost.
+    time.sleep(1.5)
     ids = []
     for n in _paced(count, rate):
         ids.append(source.send(key, {"n": n}))
@@ -493,7 +501,9 @@ def send(group: str, port: int, registerPort: int, interface: str, key: str,
             print(json.dumps({"paused": ids[-1]}), flush=True)
             sys.stdin.readline()
     source.close()
-    return {"sent": count, "first": ids[0] if ids else None, "last": ids[-1] if ids else None}
+    statistics = getattr(source, "repairStatistics", lambda: {})()
+    return {"sent": count, "first": ids[0] if ids else None, "last": ids[-1] if ids else None,
+            "source": statistics}
 
 
 def get(url: str) -> dict:
@@ -554,7 +564,8 @@ def main(argv: Sequence[str]) -> None:
         result = receive(args[0], int(args[1]), args[2], float(args[3]))
     elif command == "send":
         result = send(args[0], int(args[1]), int(args[2]), args[3], args[4],
-                      int(args[5]), float(args[6]), int(args[7]) if len(args) > 7 else 0)
+                      int(args[5]), float(args[6]), int(args[7]) if len(args) > 7 else 0,
+                      args[8] != "0" if len(args) > 8 else True)
     elif command == "get":
         result = get(args[0])
     elif command == "follow":

@@ -1,21 +1,26 @@
 # -*- test-case-name: tests.test_lossy -*-
 """
-Issue 11's loss measurement, on real kernel loss (L{bench.lossy}).
+Issue 11's loss measurement, on real kernel loss (L{bench.lossy}): datums
+delivered with NACK repair, and without, for the same losses in one run.
 
-For each loss rate, a fresh private network: one source host, without loss,
-sends C{count} version 2 datums (L{artcast.source.Source}) at C{rate} per
-second over multicast (TTL 1) to 3 hosts, each running the real
-C{twistd -n artcast} with its own nftables rule dropping that share of
-every UDP datagram it receives and sends.  Each server has one C{since=}
-client in its namespace (C{python -m bench.lossy follow}), following the
-key with long polls.
+For each loss rate and each mode, a fresh private network: one source host,
+without loss, sends C{count} version 2 datums (L{artcast.source.Source}) at
+C{rate} per second over multicast (TTL 1) to 3 hosts, each running the real
+C{twistd -n artcast} with its own nftables rule dropping that share of every
+UDP datagram it receives and sends (datums, NACKs, NCFs and repairs alike).
+Each server has one C{since=} client in its namespace (C{python -m
+bench.lossy follow}), following the key with long polls.  Mode "repair":
+the source and the servers as they come (repair on); mode "none": the
+servers with C{--no-repair} and the source with C{repair=False}.
 
 Per server it reports: the datums delivered to its client (the fraction of
 those sent), whether they came in order, duplicates, the answers marked
-C{Artcast-Gap: 1}, and the server's own C{missed} (C{/stats.json}).  The
-columns "NACKs per lost datagram" and "repair p50/p99" are for the run with
-repair (issue 11) and print C{-} today: this is the baseline I{without}
-repair.
+C{Artcast-Gap: 1}, the server's own counts (C{/stats.json}): C{missed}
+(datums found missing on arrival), NACKs per lost datagram (its
+C{nacksSent} / its C{repairGaps}), C{unrecoverable}, and the repair latency
+p50/p99 (a hole found -> filled).  The summary line of each loss gives the
+NACKs of all servers per datagram lost at any of them, and what the source
+received and re-sent.
 
 Servers keep a history of 20,000 datums, so that a client that falls behind
 never sees a gap the network did not make.
@@ -49,25 +54,29 @@ IDLE = 3.0
 """Seconds without a datum after which a client stops following."""
 LOSS_RATES = (0, 1, 5, 10, 20)
 QUICK_LOSS_RATES = (0, 10)
+MODES = ("repair", "none")
 COLUMNS = (
-    "loss %", "server", "delivered", "fraction", "in order", "duplicates",
-    "gaps", "missed", "NACKs/lost", "repair p50", "repair p99",
+    "loss %", "repair", "server", "delivered", "fraction", "in order", "duplicates",
+    "gaps", "missed", "NACKs/lost", "unrecoverable", "repair p50", "repair p99",
 )
 
 
-def measure(loss: int, count: int, rate: float, directory: str, servers: int = SERVERS) -> list[dict]:
+def measure(loss: int, count: int, rate: float, directory: str, servers: int = SERVERS,
+            repair: bool = True) -> tuple[list[dict], dict]:
     """
     One loss rate: a new network, C{servers} servers with C{loss} % loss in
     both directions, one source sending C{count} datums at C{rate}/s.
 
-    @return: one row per server.
+    @param repair: repair on (the default of servers and sources), or off.
+    @return: one row per server, and what the source said of itself.
     """
     with lossy.Network() as network:
         source = network.addHost()
         hosts = [network.addHost() for _ in range(servers)]
         for i, host in enumerate(hosts):
-            host.artcast(os.path.join(directory, "loss%d-server%d" % (loss, i + 1)),
-                         ["--history", "20000"])
+            host.artcast(os.path.join(directory, "loss%d-%s-server%d" % (
+                loss, "repair" if repair else "none", i + 1)),
+                ["--history", "20000"] + ([] if repair else ["--no-repair"]))
         for host in hosts:
             host.waitForHTTP("http://%s:8080/stats.json" % (host.address,))
             host.setLoss(loss, direction="both")
@@ -81,7 +90,8 @@ def measure(loss: int, count: int, rate: float, directory: str, servers: int = S
         time.sleep(1.0)
         sender = source.python(
             ["-m", "bench.lossy", "send", lossy.GROUP, str(lossy.DATA_PORT),
-             str(lossy.REGISTER_PORT), source.address, KEY, str(count), str(rate)],
+             str(lossy.REGISTER_PORT), source.address, KEY, str(count), str(rate),
+             "0", "1" if repair else "0"],
             stdout=subprocess.PIPE)
         sent = json.loads(sender.communicate(timeout=count / rate + 60)[0])
         rows = []
@@ -90,8 +100,12 @@ def measure(loss: int, count: int, rate: float, directory: str, servers: int = S
             answers = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
             numbers = [a["n"] for a in answers]
             stats = json.loads(host.get("http://%s:8080/stats.json" % (host.address,))["body"])
+            counts = stats.get("repair") or {}
+            latency = counts.get("repairLatency") or {}
+            gapsSeen = counts.get("repairGaps", 0)
             rows.append({
                 "loss": loss,
+                "repair": repair,
                 "server": i + 1,
                 "sent": sent["sent"],
                 "delivered": len(set(numbers)),
@@ -100,11 +114,21 @@ def measure(loss: int, count: int, rate: float, directory: str, servers: int = S
                 "duplicates": len(numbers) - len(set(numbers)),
                 "gaps": sum(1 for a in answers if a["gap"]),
                 "missed": stats["missed"],
-                "nacksPerLost": None,
-                "repairP50": None,
-                "repairP99": None,
+                "nacksSent": counts.get("nacksSent"),
+                "nacksSuppressed": counts.get("nacksSuppressed"),
+                "repairGaps": counts.get("repairGaps"),
+                "repairsReceived": counts.get("repairsReceived"),
+                "nacksPerLost": (round(counts["nacksSent"] / gapsSeen, 2)
+                                 if repair and gapsSeen else None),
+                "unrecoverable": counts.get("unrecoverable") if repair else None,
+                "repairP50": _ms(latency.get("p50")) if repair else None,
+                "repairP99": _ms(latency.get("p99")) if repair else None,
             })
-        return rows
+        return rows, sent.get("source", {})
+
+
+def _ms(seconds: float | None) -> str | None:
+    return None if seconds is None else "%.0f ms" % (seconds * 1000,)
 
 
 def table(rows: Sequence[dict]) -> str:
@@ -117,10 +141,12 @@ def table(rows: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         lines.append("| " + " | ".join([
-            str(row["loss"]), str(row["server"]), "%d / %d" % (row["delivered"], row["sent"]),
+            str(row["loss"]), "on" if row["repair"] else "off", str(row["server"]),
+            "%d / %d" % (row["delivered"], row["sent"]),
             "%.1f %%" % (100 * row["fraction"],), "yes" if row["inOrder"] else "no",
             str(row["duplicates"]), str(row["gaps"]), str(row["missed"]),
-            cell(row["nacksPerLost"]), cell(row["repairP50"]), cell(row["repairP99"]),
+            cell(row["nacksPerLost"]), cell(row["unrecoverable"]),
+            cell(row["repairP50"]), cell(row["repairP99"]),
         ]) + " |")
     return "\n".join(lines)
 
@@ -138,18 +164,47 @@ def main(argv: Sequence[str]) -> int:
     count, rate, rates = (1000, 500.0, QUICK_LOSS_RATES) if options.quick else (10000, 1000.0, LOSS_RATES)
     started = time.monotonic()
     rows: list[dict] = []
+    summaries: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="artcast-repair-") as directory:
         for loss in rates:
-            rows += measure(loss, count, rate, directory)
+            for mode in MODES:
+                measured, sourceSaid = measure(loss, count, rate, directory,
+                                               repair=mode == "repair")
+                rows += measured
+                if mode == "repair":
+                    summaries.append(summary(loss, measured, sourceSaid))
     seconds = time.monotonic() - started
     print(table(rows))
+    print()
+    for line in summaries:
+        print(line["text"])
     print("%d datums at %g/s to %d servers, %.0f s" % (count, rate, SERVERS, seconds))
     if options.json:
         with open(options.json, "w") as f:
             json.dump({"command": "python -m bench.repair" + (" --quick" if options.quick else ""),
-                       "repair": False, "count": count, "rate": rate, "servers": SERVERS,
-                       "seconds": round(seconds, 1), "rows": rows}, f, indent=1)
+                       "count": count, "rate": rate, "servers": SERVERS,
+                       "seconds": round(seconds, 1), "rows": rows,
+                       "summaries": summaries}, f, indent=1)
     return 0
+
+
+def summary(loss: int, rows: Sequence[dict], sourceSaid: dict) -> dict:
+    """
+    A loss rate's figures over all servers with repair: NACKs per datagram
+    lost at any server, suppressed NACKs, what the source answered.
+    """
+    nacks = sum(r["nacksSent"] or 0 for r in rows)
+    lost = sum(r["repairGaps"] or 0 for r in rows)
+    delivered = sum(r["delivered"] for r in rows)
+    sent = sum(r["sent"] for r in rows)
+    text = ("%d %% loss, repair on: %d of %d datums delivered (%.2f %%); %d NACKs for %d datums "
+            "lost on arrival (%s per lost), %d suppressed; the source: %s" % (
+                loss, delivered, sent, 100.0 * delivered / max(1, sent), nacks, lost,
+                "%.2f" % (nacks / lost,) if lost else "-",
+                sum(r["nacksSuppressed"] or 0 for r in rows), json.dumps(sourceSaid)))
+    return {"loss": loss, "nacks": nacks, "lost": lost, "delivered": delivered, "sent": sent,
+            "nacksPerLost": round(nacks / lost, 3) if lost else None,
+            "source": sourceSaid, "text": text}
 
 
 if __name__ == "__main__":

@@ -6,8 +6,6 @@ UDP in one host's namespace, the real C{twistd artcast} and
 L{artcast.source.Source} in namespaces of their own.
 
 They need root, C{ip netns} and C{nft}, and skip with the reason otherwise.
-They show the behaviour I{without} repair: what repair will change is
-marked.
 """
 
 from __future__ import annotations
@@ -121,11 +119,10 @@ class ServerTests(SynchronousTestCase):
 
     def test_gapsWithoutRepair(self) -> None:
         """
-        A server without repair (C{--no-repair}) losing 20 % of its
-        datagrams counts the lost datums as
-        C{missed}; a live C{since=} follower gets the rest in order, once
-        each; a client resuming from before the lost first datums gets
-        C{Artcast-Gap: 1}.
+        A server started with C{--no-repair} and losing 20 % of its
+        datagrams counts the lost datums as C{missed}; a live C{since=}
+        follower gets the rest in order, once each; a client resuming from
+        before the lost first datums gets C{Artcast-Gap: 1}.
         """
         network = lossy.Network()
         self.addCleanup(network.close)
@@ -142,7 +139,7 @@ class ServerTests(SynchronousTestCase):
         server.setLoss(100)
         sender = source.python(
             ["-m", "bench.lossy", "send", lossy.GROUP, str(lossy.DATA_PORT),
-             str(lossy.REGISTER_PORT), source.address, KEY, "400", "500", "3"],
+             str(lossy.REGISTER_PORT), source.address, KEY, "400", "500", "3", "0"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         paused = json.loads(sender.stdout.readline())["paused"]
         server.setLoss(20)
@@ -162,6 +159,84 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(resumed["status"], 200)
         self.assertEqual(resumed["headers"].get("Artcast-Gap"), "1")
         self.assertEqual(json.loads(resumed["body"])["n"], numbers[0])
+
+
+class RepairTests(SynchronousTestCase):
+    """
+    NACK repair on real loss: three real servers in namespaces of their
+    own, fed by L{artcast.source.Source} (repair on, as it comes).
+    """
+
+    skip = SKIP
+
+    def run3(self, count: int, rate: float, serverLoss: int, sourceLoss: int) -> list[dict]:
+        """
+        Send C{count} datums at C{rate}/s to 3 servers, each losing
+        C{serverLoss} % of the UDP it receives and sends, the source host
+        C{sourceLoss} % of what it sends; each server has a C{since=}
+        follower.
+
+        @return: per server, its follower's answers and its C{/stats.json}.
+        """
+        network = lossy.Network()
+        self.addCleanup(network.close)
+        source = network.addHost()
+        hosts = [network.addHost() for _ in range(3)]
+        directory = os.path.abspath(self.mktemp())
+        for i, host in enumerate(hosts):
+            host.artcast(os.path.join(directory, "server%d" % (i,)), ["--history", "5000"])
+        followers = []
+        for host in hosts:
+            host.waitForHTTP("http://%s:8080/stats.json" % (host.address,))
+            host.setLoss(serverLoss, direction="both")
+            follower = host.python(
+                ["-m", "bench.lossy", "follow", "http://%s:8080" % (host.address,), KEY, "3"],
+                stdout=subprocess.PIPE)
+            self.assertEqual(follower.stdout.readline(), b"ready\n")
+            followers.append(follower)
+        source.setLoss(sourceLoss, direction="out")
+        sender = source.python(
+            ["-m", "bench.lossy", "send", lossy.GROUP, str(lossy.DATA_PORT),
+             str(lossy.REGISTER_PORT), source.address, KEY, str(count), str(rate)],
+            stdout=subprocess.PIPE)
+        self.assertEqual(_lines(sender.communicate(timeout=60)[0])[0]["sent"], count)
+        results = []
+        for host, follower in zip(hosts, followers):
+            answers = _lines(follower.communicate(timeout=90)[0])
+            stats = json.loads(host.get("http://%s:8080/stats.json" % (host.address,))["body"])
+            results.append({"answers": answers, "stats": stats})
+        return results
+
+    def test_twentyPercentEverywhere(self) -> None:
+        """
+        With 20 % loss both ways at each of 3 servers (NACKs, NCFs and
+        repairs lost too), every one of 1,000 datums reaches every server's
+        C{since=} follower, in order, once, with no gap; each server lost
+        some on arrival, asked for them and got them repaired.
+        """
+        for result in self.run3(1000, 500.0, 20, 0):
+            numbers = [answer["n"] for answer in result["answers"]]
+            self.assertEqual(numbers, list(range(1000)))
+            self.assertFalse(any(answer["gap"] for answer in result["answers"]))
+            counts = result["stats"]["repair"]
+            self.assertGreater(counts["repairGaps"], 0)
+            self.assertGreater(counts["nacksSent"], 0)
+            self.assertGreater(counts["repairsReceived"], 0)
+            self.assertEqual(counts["unrecoverable"], 0)
+
+    def test_suppression(self) -> None:
+        """
+        When the source's own link loses 20 % of what it sends, every
+        server misses the same datums: they are all repaired, some servers'
+        NACKs are suppressed by another's, and the 3 servers together send
+        fewer NACKs than the datums they found missing.
+        """
+        results = self.run3(1000, 500.0, 0, 20)
+        for result in results:
+            self.assertEqual([answer["n"] for answer in result["answers"]], list(range(1000)))
+        counts = [result["stats"]["repair"] for result in results]
+        self.assertGreater(sum(c["nacksSuppressed"] for c in counts), 0)
+        self.assertLess(sum(c["nacksSent"] for c in counts), sum(c["repairGaps"] for c in counts))
 
 
 class TeardownTests(SynchronousTestCase):
@@ -217,7 +292,8 @@ class RepairBenchTests(SynchronousTestCase):
         """
         The quick run prints a well-formed table and JSON; at 0 % loss every
         datum reaches every client in order, once, with no gap and nothing
-        missed; at 10 % every server misses some.
+        missed, with or without repair; at 10 % every server misses some on
+        arrival, and with repair every client still gets every datum.
         """
         path = os.path.join(self.mktemp() + ".json")
         out = io.StringIO()
@@ -226,14 +302,17 @@ class RepairBenchTests(SynchronousTestCase):
         with open(path) as f:
             result = json.load(f)
         rows = result["rows"]
-        self.assertEqual([(row["loss"], row["server"]) for row in rows],
-                         [(loss, server) for loss in (0, 10) for server in (1, 2, 3)])
+        self.assertEqual([(row["loss"], row["repair"], row["server"]) for row in rows],
+                         [(loss, mode == "repair", server) for loss in (0, 10)
+                          for mode in repair.MODES for server in (1, 2, 3)])
         lines = out.getvalue().splitlines()
         self.assertEqual(lines[0], "| " + " | ".join(repair.COLUMNS) + " |")
-        self.assertEqual(len(lines), 2 + len(rows) + 1)
-        for line in lines[2:-1]:
+        self.assertEqual(len(lines), 2 + len(rows) + 1 + 2 + 1)
+        for line, row in zip(lines[2:2 + len(rows)], rows):
             self.assertEqual(line.count("|"), len(repair.COLUMNS) + 1)
-            self.assertTrue(line.endswith("| - | - | - |"), line)
+            if not row["repair"]:
+                self.assertTrue(line.endswith("| - | - | - | - |"), line)
+        self.assertEqual([s["loss"] for s in result["summaries"]], [0, 10])
         for row in rows:
             self.assertEqual(row["sent"], 1000)
             self.assertEqual(row["duplicates"], 0)
@@ -242,3 +321,5 @@ class RepairBenchTests(SynchronousTestCase):
                 self.assertEqual((row["delivered"], row["gaps"], row["missed"]), (1000, 0, 0))
             else:
                 self.assertGreater(row["missed"], 0)
+            if row["repair"]:
+                self.assertEqual((row["delivered"], row["unrecoverable"]), (1000, 0))
