@@ -788,15 +788,22 @@ def _counter(document: dict[str, Any], name: str, minimum: int) -> int:
     return value
 
 
+def _version(document: dict[str, Any], what: str) -> None:
+    """
+    Check that an object says C{"v": 2}.
+    """
+    if "v" not in document:
+        raise _shape(f'{what} needs "v": 2')
+    version = document["v"]
+    if not _isInteger(version) or version != 2:
+        raise BadDatagram("bad-version", f"unsupported version {version!r:.40}")
+
+
 def _stamp(document: dict[str, Any], withSeq: bool) -> Stamp:
     """
     Read and check C{v}, C{src}, C{boot}, C{seq} and C{t}.
     """
-    if "v" not in document:
-        raise _shape('an object datagram needs "v": 2')
-    version = document["v"]
-    if not _isInteger(version) or version != 2:
-        raise BadDatagram("bad-version", f"unsupported version {version!r:.40}")
+    _version(document, "an object datagram")
     source = document.get("src")
     if not isinstance(source, str) or _SOURCE_RE.fullmatch(source) is None:
         raise _shape(f'"src" must be 1 to {MAX_SOURCE_LENGTH} characters of A-Z a-z 0-9 _ -')
@@ -974,11 +981,7 @@ def parseNack(data: bytes, signingKey: bytes | None = None) -> Nack:
     document, _ = _document(data, keys, signingKey is not None)
     if not isinstance(document, dict):
         raise _shape(f"a NACK is a JSON object, not {_jsonType(document)}")
-    if "v" not in document:
-        raise _shape('a NACK needs "v": 2')
-    version = document["v"]
-    if not _isInteger(version) or version != 2:
-        raise BadDatagram("bad-version", f"unsupported version {version!r:.40}")
+    _version(document, "a NACK")
     source = document.get("nack")
     if not isinstance(source, str) or _SOURCE_RE.fullmatch(source) is None:
         raise _shape(f'"nack" must name a source: 1 to {MAX_SOURCE_LENGTH} characters '
