@@ -39,7 +39,7 @@ The command line (run inside a namespace by the helpers below)::
 
     python -m bench.lossy blast GROUP PORT INTERFACE COUNT RATE
     python -m bench.lossy receive GROUP PORT INTERFACE IDLE
-    python -m bench.lossy send GROUP PORT REGISTERPORT INTERFACE KEY COUNT RATE [PAUSE [REPAIR]]
+    python -m bench.lossy send GROUP PORT REGISTERPORT INTERFACE KEY COUNT RATE [PAUSE [1|0|unbatched]]
     python -m bench.lossy get URL
     python -m bench.lossy follow URL KEY IDLE
 """
@@ -469,7 +469,8 @@ def receive(group: str, port: int, interface: str, idle: float) -> dict:
 
 
 def send(group: str, port: int, registerPort: int, interface: str, key: str,
-         count: int, rate: float, pause: int = 0, repair: bool = True) -> dict:
+         count: int, rate: float, pause: int = 0, repair: bool = True,
+         batching: bool = True) -> dict:
     """
     Send C{count} datums C{{"n": n}} on C{key} at C{rate} per second with
     L{artcast.source.Source} (version 2, TTL 1, out of C{interface}).
@@ -480,11 +481,15 @@ def send(group: str, port: int, registerPort: int, interface: str, key: str,
     @param repair: whether the source repairs (its default); the figures
         of its repair (L{artcast.source.Source.repairStatistics}) are in
         the result's C{source}.
+    @param batching: whether a repairing source batches (its default), or
+        sends one datagram per datum (C{holdback=0}).
     """
     from artcast.source import Source
 
     _onlyInsideTheNetwork(interface)
     options: dict[str, Any] = {} if repair else {"repair": False}
+    if repair and not batching:
+        options["holdback"] = 0.0
     source = Source(src="lossy-%d" % (os.getpid(),), groups=[(group, port)],
                     registerGroups=[(group, registerPort)], ttl=1, interface=interface,
                     **options)
@@ -578,7 +583,8 @@ def main(argv: Sequence[str]) -> None:
     elif command == "send":
         result = send(args[0], int(args[1]), int(args[2]), args[3], args[4],
                       int(args[5]), float(args[6]), int(args[7]) if len(args) > 7 else 0,
-                      args[8] != "0" if len(args) > 8 else True)
+                      args[8] != "0" if len(args) > 8 else True,
+                      args[8] != "unbatched" if len(args) > 8 else True)
     elif command == "get":
         result = get(args[0])
     elif command == "follow":

@@ -10,8 +10,11 @@ C{twistd -n artcast} with its own nftables rule dropping that share of every
 UDP datagram it receives and sends (datums, NACKs, NCFs and repairs alike).
 Each server has one C{since=} client in its namespace (C{python -m
 bench.lossy follow}), following the key with long polls.  Mode "repair":
-the source and the servers as they come (repair on); mode "none": the
-servers with C{--no-repair} and the source with C{repair=False}.
+the source and the servers as they come (repair on; at 1,000/s the source
+batches about 6 datums a datagram); "unbatched" (full run only): the same
+with a source that sends one datagram per datum (C{holdback=0}), so that a
+lost datagram is a lost datum; "none": the servers with C{--no-repair} and
+the source with C{repair=False}.
 
 Per server it reports: the datums delivered to its client (the fraction of
 those sent), whether they came in order, duplicates, the answers marked
@@ -27,8 +30,9 @@ never sees a gap the network did not make.
 
 Run as root (it makes network namespaces)::
 
-    python -m bench.repair            # 10,000 datums at 1,000/s; 0, 1, 5, 10, 20 % loss
-    python -m bench.repair --quick    # 1,000 datums at 500/s; 0 and 10 %
+    python -m bench.repair            # 10,000 datums at 1,000/s; 0, 1, 5, 10, 20 % loss;
+                                      # repair, repair unbatched, none
+    python -m bench.repair --quick    # 1,000 datums at 500/s; 0 and 10 %; repair, none
     python -m bench.repair --json FILE
 """
 
@@ -55,6 +59,10 @@ IDLE = 3.0
 LOSS_RATES = (0, 1, 5, 10, 20)
 QUICK_LOSS_RATES = (0, 10)
 MODES = ("repair", "none")
+"""The modes of every run: repair as it comes, and no repair."""
+FULL_MODES = ("repair", "unbatched", "none")
+"""The modes of the full run: also repair with a source that sends one
+datagram per datum (C{holdback=0}), where a lost datagram is a lost datum."""
 COLUMNS = (
     "loss %", "repair", "server", "delivered", "fraction", "in order", "duplicates",
     "gaps", "missed", "NACKs/lost", "unrecoverable", "repair p50", "repair p99",
@@ -62,12 +70,13 @@ COLUMNS = (
 
 
 def measure(loss: int, count: int, rate: float, directory: str, servers: int = SERVERS,
-            repair: bool = True) -> tuple[list[dict], dict]:
+            repair: bool = True, batching: bool = True) -> tuple[list[dict], dict]:
     """
     One loss rate: a new network, C{servers} servers with C{loss} % loss in
     both directions, one source sending C{count} datums at C{rate}/s.
 
     @param repair: repair on (the default of servers and sources), or off.
+    @param batching: whether the repairing source batches (its default).
     @return: one row per server, and what the source said of itself.
     """
     with lossy.Network() as network:
@@ -75,7 +84,7 @@ def measure(loss: int, count: int, rate: float, directory: str, servers: int = S
         hosts = [network.addHost() for _ in range(servers)]
         for i, host in enumerate(hosts):
             host.artcast(os.path.join(directory, "loss%d-%s-server%d" % (
-                loss, "repair" if repair else "none", i + 1)),
+                loss, _mode(repair, batching), i + 1)),
                 ["--history", "20000"] + ([] if repair else ["--no-repair"]))
         for host in hosts:
             host.waitForHTTP("http://%s:8080/stats.json" % (host.address,))
@@ -91,7 +100,7 @@ def measure(loss: int, count: int, rate: float, directory: str, servers: int = S
         sender = source.python(
             ["-m", "bench.lossy", "send", lossy.GROUP, str(lossy.DATA_PORT),
              str(lossy.REGISTER_PORT), source.address, KEY, str(count), str(rate),
-             "0", "1" if repair else "0"],
+             "0", "1" if repair and batching else "unbatched" if repair else "0"],
             stdout=subprocess.PIPE)
         sent = json.loads(sender.communicate(timeout=count / rate + 60)[0])
         rows = []
@@ -106,6 +115,7 @@ def measure(loss: int, count: int, rate: float, directory: str, servers: int = S
             rows.append({
                 "loss": loss,
                 "repair": repair,
+                "mode": _mode(repair, batching),
                 "server": i + 1,
                 "sent": sent["sent"],
                 "delivered": len(set(numbers)),
@@ -127,6 +137,10 @@ def measure(loss: int, count: int, rate: float, directory: str, servers: int = S
         return rows, sent.get("source", {})
 
 
+def _mode(repair: bool, batching: bool) -> str:
+    return "none" if not repair else "repair" if batching else "unbatched"
+
+
 def _ms(seconds: float | None) -> str | None:
     return None if seconds is None else "%.0f ms" % (seconds * 1000,)
 
@@ -141,7 +155,8 @@ def table(rows: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         lines.append("| " + " | ".join([
-            str(row["loss"]), "on" if row["repair"] else "off", str(row["server"]),
+            str(row["loss"]), {"repair": "on", "unbatched": "on, unbatched", "none": "off"}[
+                row.get("mode", "repair" if row["repair"] else "none")], str(row["server"]),
             "%d / %d" % (row["delivered"], row["sent"]),
             "%.1f %%" % (100 * row["fraction"],), "yes" if row["inOrder"] else "no",
             str(row["duplicates"]), str(row["gaps"]), str(row["missed"]),
@@ -167,12 +182,13 @@ def main(argv: Sequence[str]) -> int:
     summaries: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="artcast-repair-") as directory:
         for loss in rates:
-            for mode in MODES:
+            for mode in MODES if options.quick else FULL_MODES:
                 measured, sourceSaid = measure(loss, count, rate, directory,
-                                               repair=mode == "repair")
+                                               repair=mode != "none",
+                                               batching=mode == "repair")
                 rows += measured
-                if mode == "repair":
-                    summaries.append(summary(loss, measured, sourceSaid))
+                if mode != "none":
+                    summaries.append(summary(loss, mode, measured, sourceSaid))
     seconds = time.monotonic() - started
     print(table(rows))
     print()
@@ -188,7 +204,7 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def summary(loss: int, rows: Sequence[dict], sourceSaid: dict) -> dict:
+def summary(loss: int, mode: str, rows: Sequence[dict], sourceSaid: dict) -> dict:
     """
     A loss rate's figures over all servers with repair: NACKs per datagram
     lost at any server, suppressed NACKs, what the source answered.
@@ -197,12 +213,13 @@ def summary(loss: int, rows: Sequence[dict], sourceSaid: dict) -> dict:
     lost = sum(r["repairGaps"] or 0 for r in rows)
     delivered = sum(r["delivered"] for r in rows)
     sent = sum(r["sent"] for r in rows)
-    text = ("%d %% loss, repair on: %d of %d datums delivered (%.2f %%); %d NACKs for %d datums "
+    text = ("%d %% loss, %s: %d of %d datums delivered (%.2f %%); %d NACKs for %d datums "
             "lost on arrival (%s per lost), %d suppressed; the source: %s" % (
-                loss, delivered, sent, 100.0 * delivered / max(1, sent), nacks, lost,
+                loss, {"repair": "repair on", "unbatched": "repair on, unbatched"}[mode],
+                delivered, sent, 100.0 * delivered / max(1, sent), nacks, lost,
                 "%.2f" % (nacks / lost,) if lost else "-",
                 sum(r["nacksSuppressed"] or 0 for r in rows), json.dumps(sourceSaid)))
-    return {"loss": loss, "nacks": nacks, "lost": lost, "delivered": delivered, "sent": sent,
+    return {"loss": loss, "mode": mode, "nacks": nacks, "lost": lost, "delivered": delivered, "sent": sent,
             "nacksPerLost": round(nacks / lost, 3) if lost else None,
             "source": sourceSaid, "text": text}
 

@@ -597,3 +597,37 @@ class BaselineTests(SynchronousTestCase):
             self.assertEqual(list(ArtcastHandler.waiters), ["b"])
         finally:
             ArtcastHandler.waiters = saved
+
+
+class BatchingQuickTests(SynchronousTestCase):
+    """
+    C{bench/batching.py --quick} end to end: one source to one real server
+    on loopback, with the holdback, without it, and without repair.
+    """
+
+    def test_quick(self) -> None:
+        """
+        Every datum reaches the server in each mode; with the holdback the
+        datums travel in fewer than half as many datagrams, without it (or
+        without repair) in one data datagram each; the table has one row per
+        mode.
+        """
+        from bench import batching
+
+        path = self.mktemp() + ".json"
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(batching.main(["--quick", "--json", path]), 0)
+        with open(path) as f:
+            rows = {row["mode"]: row for row in json.load(f)["rows"]}
+        self.assertEqual(sorted(rows), sorted(batching.MODES))
+        for row in rows.values():
+            self.assertEqual(row["datums"], row["sent"])
+        self.assertLess(rows["batching"]["datagrams"], rows["batching"]["datums"] / 2)
+        self.assertGreater(rows["batching"]["source"]["batchesSent"], 0)
+        # Without the holdback one data datagram each (the server counts
+        # the source's few heartbeats too); without repair, nothing else.
+        self.assertEqual(rows["no batching"]["source"]["datagramsSent"], rows["no batching"]["sent"])
+        self.assertEqual(rows["no repair"]["datagrams"], rows["no repair"]["datums"])
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 2 + len(batching.MODES) + 1)
