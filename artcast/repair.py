@@ -39,6 +39,7 @@ __all__ = [
     "BATCH_THRESHOLD",
     "HEARTBEAT_FIRST",
     "HEARTBEAT_MAX",
+    "LINGER_HEARTBEAT",
     "HOLDBACK",
     "LINGER",
     "REPAIR_HOLDOFF",
@@ -87,6 +88,9 @@ that a batch is never split into IP fragments."""
 
 HEARTBEAT_FIRST = 0.2
 """Seconds from the last datum to the first heartbeat."""
+
+LINGER_HEARTBEAT = 0.1
+"""Seconds between two heartbeats of a source that closes and lingers."""
 
 HEARTBEAT_MAX = 10.0
 """The longest time between two heartbeats of an idle source; the interval
@@ -368,9 +372,19 @@ class HeartbeatSchedule:
         """
         return self.next is not None and now >= self.next
 
+    def closing(self, now: float, interval: float = 0.1) -> None:
+        """
+        The source is closing (lingering): a heartbeat now and then every
+        C{interval} seconds, so that a server that missed the very last
+        datum learns of it while the source can still answer.
+        """
+        self.next = now
+        self._interval = self.maximum = interval
+
     def sent(self, now: float) -> None:
         """
-        A heartbeat was sent at C{now}: the next one is twice as far.
+        A heartbeat was sent at C{now}: the next one is twice as far (at
+        most L{HEARTBEAT_MAX} apart; while closing, always C{interval}).
         """
         self._interval = min(self._interval * 2, self.maximum)
         self.next = now + self._interval
@@ -639,6 +653,13 @@ class RepairEngine:
             out.append(encodeHeartbeat(self._control(now), self.window.last, self.signingKey))
             self.heartbeatsSent += 1
         return out
+
+    def closing(self, now: float) -> None:
+        """
+        The source closes and lingers: heartbeat every L{LINGER_HEARTBEAT}
+        seconds from now on.
+        """
+        self.heartbeats.closing(now, LINGER_HEARTBEAT)
 
     def lingerUntil(self, linger: float) -> float | None:
         """

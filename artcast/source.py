@@ -688,6 +688,11 @@ class Source(_SourceBase):
                     now = self._now()
                     self._sendQuietly(engine.flush(now))
                     until = engine.lingerUntil(self._linger)
+                    if until is not None and until > now:
+                        engine.closing(now)
+                        if self._thread is not None:
+                            self._waitingUntil = now
+                            self._wake()
                 if until is not None and until > now:
                     if self._thread is not None:
                         self._sleep(until - now)
@@ -849,6 +854,8 @@ class SourceService(_SourceBase, Service):
             self._sendAll(engine.flush(now), self._groups)
             until = engine.lingerUntil(self._linger)
             if until is not None and until > now:
+                engine.closing(now)
+                self._schedule()
                 done: Deferred[None] = Deferred()
                 self._lingering = (self._clock.callLater(until - now, self._endLinger), done)
                 return done

@@ -19,6 +19,7 @@ from artcast.repair import (
     BATCH_SIZE,
     HEARTBEAT_FIRST,
     HEARTBEAT_MAX,
+    LINGER_HEARTBEAT,
     REPAIR_HOLDOFF,
     Batcher,
     HeartbeatSchedule,
@@ -681,3 +682,28 @@ class LossTests(SynchronousTestCase):
         self.assertEqual(set(receiver.got) | receiver.gone, set(range(1, 301)))
         self.assertTrue(receiver.gone)
         self.assertEqual(json.dumps(receiver.got[300]), '{"n": 300}')
+
+
+class ClosingHeartbeatTests(SynchronousTestCase):
+    """
+    L{HeartbeatSchedule.closing}: a lingering source heartbeats often.
+    """
+
+    def test_closing(self) -> None:
+        """
+        Once closing, a heartbeat is due at once and then every
+        L{LINGER_HEARTBEAT} seconds, not doubling.
+        """
+        schedule = HeartbeatSchedule()
+        schedule.sent(START - 5)
+        schedule.datum(START)
+        schedule.closing(START + 0.05, LINGER_HEARTBEAT)
+        self.assertTrue(schedule.due(START + 0.05))
+        times = []
+        now = START + 0.05
+        for _ in range(5):
+            schedule.sent(now)
+            now = schedule.next
+            times.append(round(now - START, 3))
+        self.assertEqual(times, [0.15, 0.25, 0.35, 0.45, 0.55])
+        self.assertEqual(LINGER_HEARTBEAT, 0.1)

@@ -535,8 +535,8 @@ class RepairSourceTests(SynchronousTestCase):
     def test_closeLingers(self) -> None:
         """
         L{Source.close} sends an open batch at once, then answers NACKs and
-        heartbeats until one second after the last datum, then closes the
-        socket; a second call does nothing.
+        heartbeats every 0.1 s until one second after the last datum, then
+        closes the socket; a second call does nothing.
         """
         source = self.makeSource()
         source.send("k", 1)
@@ -549,8 +549,8 @@ class RepairSourceTests(SynchronousTestCase):
         self.assertAlmostEqual(self.time.now - start, 0.999, places=6)
         self.assertTrue(self.socket.closed)
         kinds = [type(parseData(d)) for d in self.socket.to(GROUP_A)]
-        self.assertEqual(kinds, [DataMessage, DataMessage, Confirm, DataMessage,
-                                 Heartbeat, Heartbeat])
+        self.assertEqual(kinds, [DataMessage, DataMessage, Heartbeat, Confirm, DataMessage]
+                         + [Heartbeat] * 9)
         sleeps = list(self.time.sleeps)
         source.close()
         self.assertEqual(self.time.sleeps, sleeps)
