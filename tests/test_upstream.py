@@ -346,15 +346,19 @@ class UpstreamFeedTests(SynchronousTestCase):
     def test_badLines(self) -> None:
         """
         Lines that are not JSON, not envelopes, with a bad key, a bad id or
-        a value past the bound are dropped and counted; the stream goes on.
+        a value past the bound are dropped and counted, and gap markers
+        counted (but the one starting a stream from the oldest datum held);
+        the stream goes on.
         """
         response = self.stream()
+        response.send(b'{"gap": true, "since": null}\n')
+        self.assertEqual(self.feed.gaps, 0)
         response.send(b"garbage\n[1,2]\n{\"key\":\"k\"}\n\xff\xfe\n")
         response.send(line("bad//key", "src.1.1", 1) + line("*", "src.1.1", 1))
         response.send(line("k", "src.1.x", 1) + line("k", "not an id", 1))
         response.send(line("k", "src.99999999999999999999.1", 1))
         response.send(line("k", "src.1.1", "x" * 1001))
-        response.send(b'{"gap": true, "since": null}\n')
+        response.send(b'{"gap": true, "since": "src.1.1"}\n')
         response.send(line("k", "src.1.2", "fine"))
         figures = self.feed.statistics()["upstream"]
         self.assertEqual(

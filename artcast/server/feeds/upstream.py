@@ -332,6 +332,9 @@ class UpstreamFeed(Service):
         self._registrations = LoopingCall(self._readListing)
         self._registrations.clock = clock
         self._followed: int | None = None
+        #: Whether the stream started from the oldest datum the upstream
+        #: holds (nothing taken yet): its first gap marker is no news.
+        self._fromStart = True
         self._errorLog = RateLimitedLog(self.log, clock, what="upstream errors")
         self._switchLog = RateLimitedLog(self.log, clock, what="upstream switches")
 
@@ -388,6 +391,7 @@ class UpstreamFeed(Service):
         if not self.running:
             return
         self.state = "connecting"
+        self._fromStart = self.lastId is None
         url = self.upstreams[self.current]
         request = self.agent.request(
             b"GET", self._streamURL(url), self._headers(b"application/x-ndjson"), None
@@ -502,7 +506,9 @@ class UpstreamFeed(Service):
             self._drop("not-envelope", line)
             return
         if envelope.get("gap") is True:
-            self.gaps += 1
+            # A stream from the oldest datum held starts with one: no news.
+            if not self._fromStart:
+                self.gaps += 1
             return
         if set(envelope) != {"key", "id", "value"}:
             self._drop("not-envelope", line)
@@ -522,6 +528,7 @@ class UpstreamFeed(Service):
             return
         # Where the upstream's stream is, even for a value not taken.
         self.lastId = datumId
+        self._fromStart = False
         if len(line) > self.maxValueSize and len(encodeJSON(value)) > self.maxValueSize:
             self._drop("too-large", line)
             return
