@@ -47,6 +47,12 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT_BUFFER",
     "DEFAULT_MAX_OUTPUT_TOTAL",
     "DEFAULT_SHUTDOWN_TIMEOUT",
+    "DEFAULT_STREAM_HEARTBEAT",
+    "DEFAULT_UPSTREAM_SILENCE",
+    "DEFAULT_UPSTREAM_BACKOFF",
+    "DEFAULT_UPSTREAM_MAX_BACKOFF",
+    "DEFAULT_UPSTREAM_PROBE",
+    "DEFAULT_UPSTREAM_REGISTRATIONS",
 ]
 
 # --- where datums come from and clients connect -----------------------------
@@ -172,3 +178,29 @@ DEFAULT_MAX_OUTPUT_TOTAL = 256 * 1024 * 1024
 
 #: Seconds to answer and close connections on SIGTERM before cutting the rest.
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+
+# --- relays (L{artcast.server.feeds.upstream}) ------------------------------
+
+#: Seconds between the heartbeats of a stream (an SSE comment, an empty
+#: NDJSON line, a WebSocket ping): L{artcast.server.outlets.streams}'
+#: C{DEFAULT_HEARTBEAT} is this.
+DEFAULT_STREAM_HEARTBEAT = 15.0
+
+#: Seconds an upstream's stream may say nothing, not even a heartbeat,
+#: before the relay gives it up and fails over (C{--upstream-silence}):
+#: three heartbeats.
+DEFAULT_UPSTREAM_SILENCE = 3 * DEFAULT_STREAM_HEARTBEAT
+
+#: The first wait, in seconds, before a relay tries the next upstream after
+#: a failure; it doubles after each failure, up to the maximum, and is back
+#: to the first once a stream is open.
+DEFAULT_UPSTREAM_BACKOFF = 0.5
+DEFAULT_UPSTREAM_MAX_BACKOFF = 10.0
+
+#: Seconds between a relay's probes of the upstreams it prefers to the one
+#: it follows; it goes back to the first that answers.
+DEFAULT_UPSTREAM_PROBE = 5.0
+
+#: Seconds between reads of the upstream's registrations (C{/artcasts}),
+#: as often as sources register.
+DEFAULT_UPSTREAM_REGISTRATIONS = 30.0

@@ -15,7 +15,7 @@ is an L{artcast.server.outlets.longpoll.LongPoll}.
 from __future__ import annotations
 
 import codecs
-from typing import Any, Callable, cast
+from typing import Any, Callable, Sequence, cast
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -37,6 +37,7 @@ from artcast.server.patterns import validatePattern
 from artcast.server.connections import CHUNK_SIZE
 from artcast.server.store import Datum, Found, KeyStore
 from artcast.server.feeds.publish import HTTPPublisher, Refused
+from artcast.server.feeds.upstream import UPSTREAMS_HEADER, VIA_HEADER, parseUpstreams
 from artcast.server.stats import (
     EVERYONE,
     Networks,
@@ -182,6 +183,9 @@ class ArtcastApp:
     @param statistics: what C{/stats}, C{/stats.json} and C{/metrics} show;
         without it, the figures of C{stats} (the counters of what arrived;
         new ones without it), the store, the streams and the publisher.
+    @param upstreamNames: gives this server's name and the names of the
+        servers it follows (L{artcast.server.feeds.upstream.UpstreamFeed});
+        by default the store's instance name alone.
     """
 
     app = Klein()
@@ -203,8 +207,13 @@ class ArtcastApp:
         maxQueued: int = DEFAULT_MAX_QUEUED,
         closing: Closing | None = None,
         statistics: ServerStatistics | None = None,
+        upstreamNames: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self.publisher = publisher
+        #: This server's name and those of the servers it follows,
+        #: transitively (a relay's L{UpstreamFeed.upstreamNames}): its
+        #: streams' C{Artcast-Upstreams}, and the followers it refuses.
+        self.upstreamNames = upstreamNames or (lambda: (store.instance,))
         self.store = store
         self.statsNetworks = statsNetworks or Networks.parse(EVERYONE)
         self.clock = clock
@@ -322,6 +331,20 @@ class ArtcastApp:
             )
         return timeout
 
+    def _upstreamHeaders(self, request: IRequest) -> bool:
+        """
+        Name the servers this one follows in the answer's
+        C{Artcast-Upstreams}; refuse (C{False}) a follower, named in the
+        request's C{Artcast-Via}, that is among them: following it would
+        make a loop.
+        """
+        names = self.upstreamNames()
+        request.setHeader(UPSTREAMS_HEADER, ", ".join(names).encode("ascii"))
+        via = request.getHeader(VIA_HEADER)
+        if via is None:
+            return True
+        return not (set(parseUpstreams(via)) & set(names))
+
     def _since(self, request: IRequest, key: str) -> Found | None:
         """
         Where the client says it is: C{since=} or C{If-None-Match}.
@@ -432,6 +455,14 @@ class ArtcastApp:
                 return self.page(request, key)
             if chosen in STREAM_TYPES:
                 self.answers.cors(request)
+                if not self._upstreamHeaders(request):
+                    body = self._error(
+                        request, 508,
+                        "Loop detected: this server follows the server asking.",
+                    )
+                    # Twisted knows no reason phrase for it.
+                    request.setResponseCode(508, b"Loop Detected")
+                    return body
                 return self.streams.stream(request, key, chosen)
             timeout = self._timeout(request)
             found = self._since(request, key)

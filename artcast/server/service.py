@@ -16,6 +16,7 @@ import gc
 from typing import Any, Mapping
 
 from twisted.application import service, strports
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from artcast.server.connections import (
     OUTPUT_HEADROOM,
@@ -24,12 +25,14 @@ from artcast.server.connections import (
     RetrySpread,
     boundedRequestFactory,
 )
+from artcast.server.defaults import DEFAULT_UPSTREAM_SILENCE
 from artcast.server.feeds.demo import DemoFeed
 from artcast.server.feeds.multicast import DatagramHandler, MulticastFeed
 from artcast.server.feeds.publish import (
     AuthThrottle,
     HTTPPublisher,
 )
+from artcast.server.feeds.upstream import UpstreamFeed
 from artcast.server.internals import InternalsService
 from artcast.server.logs import ErrorLogService, errorLogObserver
 from artcast.server.outlets.multicast import MulticastOutlet
@@ -95,6 +98,18 @@ class GarbageCollectorTuning(service.Service):
         gc.freeze()
         _, second, third = gc.get_threshold()
         gc.set_threshold(self.threshold, second, third)
+
+
+def _relayAgent(reactor: Any) -> Agent:
+    """
+    The HTTP client of C{--upstream}: connections not kept for another
+    request (a stream holds its own until it ends), a bounded connect.
+    """
+    return Agent(
+        reactor,
+        connectTimeout=DEFAULT_UPSTREAM_SILENCE,
+        pool=HTTPConnectionPool(reactor, persistent=False),
+    )
 
 
 def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
@@ -165,6 +180,17 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
         outlet.setServiceParent(publisher)
         children.append(publisher)
 
+    upstream = None
+    if options.get("upstream"):
+        upstream = UpstreamFeed(
+            options["upstream"],
+            handler,
+            reactor,
+            _relayAgent(reactor),
+            options["max-value-size"],
+            silence=options.get("upstream-silence", DEFAULT_UPSTREAM_SILENCE),
+        )
+
     # What /stats shows.  The connections' figures are among them, but the
     # connections are made from the site, which serves the application, which
     # shows these figures: so the figures are made first, empty of parts, and
@@ -186,6 +212,7 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
         publisher=publisher,
         closing=closing,
         statistics=statistics,
+        upstreamNames=upstream.upstreamNames if upstream is not None else None,
     )
     site = LimitedSite(
         web.resource(),
@@ -220,6 +247,8 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
     statistics.add(handler.repair)
     if publisher is not None:
         statistics.add(publisher)
+    if upstream is not None:
+        statistics.add(upstream)
 
     # The port's service is the child of the one that shuts down gracefully:
     # it stops accepting first, then held requests are answered with 503.
@@ -249,6 +278,8 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
 
     if options["demo"]:
         children.append(DemoFeed(handler, reactor))
+    if upstream is not None:
+        children.append(upstream)
 
     children.append(GarbageCollectorTuning(reactor))
 

@@ -301,6 +301,9 @@ class ArtcastCollector:
         repair = stats.get("repair")
         if repair is not None:
             yield from _repairMetrics(repair)
+        upstream = stats.get("upstream")
+        if upstream is not None:
+            yield from _upstreamMetrics(upstream)
         for name, help, kind in (
             ("streams_open", "Streams open, by kind.", GaugeMetricFamily),
             ("streams_opened", "Streams opened, by kind.", CounterMetricFamily),
@@ -359,6 +362,52 @@ def _repairMetrics(repair: dict[str, Any]) -> Iterable[Any]:
         if latency.get(figure) is not None:
             family.add_metric([quantile], latency[figure])
     yield family
+
+
+def _upstreamMetrics(upstream: dict[str, Any]) -> Iterable[Any]:
+    """
+    The metrics of C{/stats}' C{"upstream"} figures (a relay's).
+    """
+    for figure, name, help in (
+        ("upstreamDatums", "upstream_datums", "Datums taken from upstreams."),
+        ("upstreamDuplicates", "upstream_duplicates",
+         "Datums from upstreams this server had already."),
+        ("upstreamGaps", "upstream_gaps", "Gap markers upstreams sent."),
+        ("upstreamReconnects", "upstream_reconnects",
+         "Attempts to open a stream again after a failure."),
+        ("upstreamFailovers", "upstream_failovers",
+         "Streams opened to another upstream than the one followed before."),
+    ):
+        yield CounterMetricFamily(f"artcast_{name}", help, value=upstream[figure])
+    family = CounterMetricFamily(
+        "artcast_upstream_dropped", "Lines from upstreams dropped, by reason.",
+        labels=["reason"],
+    )
+    for reason, count in sorted(upstream["upstreamDropped"].items()):
+        family.add_metric([reason], count)
+    yield family
+    connects = CounterMetricFamily(
+        "artcast_upstream_connects", "Streams opened, by upstream.", labels=["url"]
+    )
+    failures = CounterMetricFamily(
+        "artcast_upstream_failures",
+        "Refusals, ends, breaks and silences, by upstream.", labels=["url"],
+    )
+    following = GaugeMetricFamily(
+        "artcast_upstream_following",
+        "1 for the upstream followed (or tried), 0 for the others.", labels=["url"],
+    )
+    for url, counts in sorted(upstream["upstreams"].items()):
+        connects.add_metric([url], counts["upstreamConnects"])
+        failures.add_metric([url], counts["upstreamFailures"])
+        following.add_metric([url], 1 if url == upstream["url"] else 0)
+    yield connects
+    yield failures
+    yield following
+    yield GaugeMetricFamily(
+        "artcast_upstream_streaming", "1 while a stream from an upstream is open.",
+        value=1 if upstream["state"] == "streaming" else 0,
+    )
 
 
 def metricsText(read: Callable[[], dict[str, Any]]) -> bytes:

@@ -226,7 +226,28 @@ class Options(usage.Options):
         ["publish-auth-failures", None, defaults.DEFAULT_AUTH_FAILURES,
          "Unknown bearer tokens a client address may present per minute; "
          "past it, 429 with Retry-After without a check.", positiveInt],
+        # Issue 12, relays.
+        ["upstream-silence", None, defaults.DEFAULT_UPSTREAM_SILENCE,
+         "With --upstream: give up a stream that says nothing, not even a "
+         "heartbeat, for this many seconds, and fail over.", seconds],
     ]
+
+    def opt_upstream(self, url: str) -> None:
+        """
+        Follow the Artcast server whose root is URL (e.g.
+        http://10.0.0.5:8888/): serve every key it serves, with the same ids.
+        Repeat for failover, in order of preference (see docs/relays.md).
+        """
+        from artcast.server.feeds.upstream import upstreamURL
+
+        try:
+            root = upstreamURL(url)
+        except ValueError as error:
+            raise usage.UsageError(f"--upstream: {error}")
+        upstreams = self.setdefault("upstream", [])
+        if root in upstreams:
+            raise usage.UsageError(f"--upstream {root} is given twice")
+        upstreams.append(root)
 
     def opt_source_key_file(self, path: str) -> None:
         """
@@ -248,6 +269,7 @@ class Options(usage.Options):
         from artcast.server.stats import EVERYONE, Networks
 
         self.setdefault("source-keys", [])
+        self.setdefault("upstream", [])
         tokenFile = self["publish-token-file"]
         self["publish-tokens"] = None
         if tokenFile is not None:

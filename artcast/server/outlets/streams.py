@@ -73,6 +73,7 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from artcast.server import internals
+from artcast.server.defaults import DEFAULT_STREAM_HEARTBEAT
 from artcast.server import negotiate
 from artcast.server.store import Datum, KeyStore
 from artcast.server.logs import RateLimitedLog
@@ -111,8 +112,9 @@ NDJSON = "application/x-ndjson"
 #: The media types answered with a stream.
 STREAM_TYPES = (negotiate.EVENT_STREAM, NDJSON)
 
-#: Seconds between heartbeats.
-DEFAULT_HEARTBEAT = 15.0
+#: Seconds between heartbeats (a relay gives up an upstream silent for
+#: three of them: L{artcast.server.defaults.DEFAULT_UPSTREAM_SILENCE}).
+DEFAULT_HEARTBEAT = DEFAULT_STREAM_HEARTBEAT
 
 #: Bytes of live datums a stream may queue for a client that does not read.
 DEFAULT_MAX_QUEUED = 1 << 20

@@ -1,0 +1,706 @@
+"""
+Tests for L{artcast.server.feeds.upstream}: relays (C{--upstream URL}).
+
+The feed is driven through a fake agent whose requests the tests answer by
+hand, with a L{Clock}; the loop refusal through L{StubTreq} on the real
+application; and a chain of real C{twistd artcast} processes, with an
+origin killed and restarted, through L{tests.harness}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import treq
+from treq.testing import StubTreq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import ResponseDone
+from twisted.web.http_headers import Headers
+from zope.interface.verify import verifyObject
+
+from artcast.server import tap
+from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.feeds.upstream import (
+    LINE_MARGIN,
+    UpstreamFeed,
+    parseUpstreams,
+    upstreamURL,
+)
+from artcast.server.interfaces import IFeed
+from artcast.server.routes import ArtcastApp
+from artcast.server.stats import metricsText
+from artcast.server.store import KeyStore
+from artcast.wire import Stamp, encodeData
+
+from tests.harness import ArtcastProcess, freePort, randomGroup
+
+A = "http://a.example:8888/"
+B = "http://b.example:8888/"
+C = "http://c.example:8888/"
+
+
+class _BodyTransport:
+    """
+    The transport a response's body protocol is given.
+    """
+
+    stopped = False
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+class _Response:
+    """
+    An answer to a fake request: a code, headers, and a body the test feeds.
+    """
+
+    def __init__(self, code: int = 200, headers: dict[bytes, list[bytes]] | None = None) -> None:
+        self.code = code
+        self.headers = Headers(headers or {})
+        self.protocol: Any = None
+        self.transport = _BodyTransport()
+
+    def deliverBody(self, protocol: Any) -> None:
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def end(self, reason: Any = None) -> None:
+        self.protocol.connectionLost(Failure(reason or ResponseDone()))
+
+
+class _Request:
+    def __init__(self, method: bytes, uri: bytes, headers: Headers) -> None:
+        self.method = method
+        self.uri = uri.decode("ascii")
+        self.headers = headers
+        self.deferred: Deferred[Any] = Deferred()
+        self.response: _Response | None = None
+
+    @property
+    def root(self) -> str:
+        parts = urlsplit(self.uri)
+        return f"{parts.scheme}://{parts.netloc}/"
+
+    @property
+    def since(self) -> str | None:
+        values = parse_qs(urlsplit(self.uri).query).get("since")
+        return values[-1] if values else None
+
+    def answer(self, code: int = 200, headers: dict[bytes, list[bytes]] | None = None) -> _Response:
+        self.response = _Response(code, headers)
+        self.deferred.callback(self.response)
+        return self.response
+
+
+class _Agent:
+    """
+    An agent whose requests are answered by the test.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[_Request] = []
+
+    def request(self, method: bytes, uri: bytes, headers: Headers | None = None,
+                bodyProducer: Any = None) -> Deferred[Any]:
+        request = _Request(method, uri, headers or Headers())
+        self.requests.append(request)
+        return request.deferred
+
+    def streams(self) -> list[_Request]:
+        return [r for r in self.requests if r.method == b"GET" and "/artcasts/..." in r.uri]
+
+    def last(self) -> _Request:
+        return self.streams()[-1]
+
+    def probes(self) -> list[_Request]:
+        return [r for r in self.requests if r.method == b"HEAD"]
+
+    def listings(self) -> list[_Request]:
+        return [r for r in self.requests if r.uri.endswith("/artcasts")]
+
+
+def line(key: str, datumId: str, value: object) -> bytes:
+    return json.dumps({"key": key, "id": datumId, "value": value}).encode() + b"\n"
+
+
+class UpstreamFeedTests(SynchronousTestCase):
+    """
+    L{UpstreamFeed} follows one upstream at a time and fails over.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = KeyStore(self.clock)
+        self.handler = DatagramHandler(self.store, self.clock)
+        self.agent = _Agent()
+        self.feed = UpstreamFeed(
+            [A, B, C], self.handler, self.clock, self.agent, maxValueSize=1000, silence=45.0,
+        )
+        self.feed.startService()
+        self.addCleanup(self.feed.stopService)
+
+    def stream(self, index: int = -1, headers: dict[bytes, list[bytes]] | None = None) -> _Response:
+        return self.agent.streams()[index].answer(200, headers)
+
+    def ids(self, key: str) -> list[str]:
+        return [d.id for d in self.store.held(key)]
+
+    def test_interface(self) -> None:
+        """
+        The feed is an L{IFeed} named C{upstream}.
+        """
+        self.assertTrue(verifyObject(IFeed, self.feed))
+        self.assertEqual(self.feed.name, "upstream")
+
+    def test_firstRequest(self) -> None:
+        """
+        The first request is one NDJSON stream of every key of the first
+        upstream, naming this server in C{Artcast-Via}, from the oldest datum
+        the upstream holds (an id it cannot know).
+        """
+        [request] = self.agent.requests
+        self.assertEqual(request.root, A)
+        self.assertTrue(urlsplit(request.uri).path.endswith("/artcasts/..."))
+        self.assertEqual(request.headers.getRawHeaders(b"Accept"), [b"application/x-ndjson"])
+        self.assertEqual(
+            request.headers.getRawHeaders(b"Artcast-Via"), [self.store.instance.encode()]
+        )
+        self.assertEqual(request.since, f"{self.store.instance}.0.1")
+        self.assertEqual(self.feed.state, "connecting")
+
+    def test_sameIds(self) -> None:
+        """
+        Each datum is published under the upstream's id, version 2 ids and
+        an upstream's version 1 pseudo-source ids alike.
+        """
+        response = self.stream()
+        response.send(line("a/b", "src.5.1", 1) + line("a/b", "src.5.2", {"x": [1]}))
+        response.send(line("c", "s0bad1dea.1700000000000.7", "v1"))
+        self.assertEqual(self.ids("a/b"), ["src.5.1", "src.5.2"])
+        self.assertEqual(self.store.latest("a/b").value, {"x": [1]})
+        self.assertEqual(self.ids("c"), ["s0bad1dea.1700000000000.7"])
+        self.assertEqual(self.feed.statistics()["upstream"]["upstreamDatums"], 3)
+        self.assertEqual(self.feed.lastId, "s0bad1dea.1700000000000.7")
+        self.assertEqual(self.feed.state, "streaming")
+
+    def test_linesInPieces(self) -> None:
+        """
+        A line split across reads is put together; blank lines (heartbeats)
+        are skipped.
+        """
+        response = self.stream()
+        data = b"\n" + line("k", "src.1.1", "hello") + b"\n"
+        for i in range(len(data)):
+            response.send(data[i:i + 1])
+        self.assertEqual(self.ids("k"), ["src.1.1"])
+
+    def test_duplicates(self) -> None:
+        """
+        A datum the server has already, from multicast or from the stream
+        before a reconnect, is dropped as a duplicate and never delivered
+        twice.
+        """
+        for datagram in encodeData("k", 1, Stamp("src", 5, 1, self.clock.seconds())):
+            self.handler.dataReceived(datagram, ("127.0.0.1", 9))
+        response = self.stream()
+        response.send(line("k", "src.5.1", 1) + line("k", "src.5.2", 2) + line("k", "src.5.2", 2))
+        self.assertEqual(self.ids("k"), ["src.5.1", "src.5.2"])
+        self.assertEqual(self.feed.statistics()["upstream"]["upstreamDuplicates"], 2)
+
+    def test_resumeWithSince(self) -> None:
+        """
+        After the stream ends, the feed reconnects, to the next upstream,
+        from the last id it took, after the first back-off (0.5 s).
+        """
+        response = self.stream()
+        response.send(line("k", "src.5.1", 1) + line("k", "src.5.2", 2))
+        response.end()
+        self.assertEqual(self.feed.state, "waiting")
+        self.assertEqual(len(self.agent.streams()), 1)
+        self.clock.advance(0.5)
+        request = self.agent.last()
+        self.assertEqual(request.root, B)
+        self.assertEqual(request.since, "src.5.2")
+        second = self.stream()
+        second.send(line("k", "src.5.2", 2) + line("k", "src.5.3", 3))
+        self.assertEqual(self.ids("k"), ["src.5.1", "src.5.2", "src.5.3"])
+        figures = self.feed.statistics()["upstream"]
+        self.assertEqual(figures["upstreamFailovers"], 1)
+        self.assertEqual(figures["upstreams"][A]["upstreamFailures"], 1)
+        self.assertEqual(figures["upstreams"][B]["upstreamConnects"], 1)
+
+    def test_refused(self) -> None:
+        """
+        A connection refused, or an answer other than C{200}, moves the feed
+        to the next upstream, and from the last one back to the first.
+        """
+        self.agent.last().deferred.errback(ConnectionRefusedError())
+        self.clock.advance(0.5)
+        self.assertEqual(self.agent.last().root, B)
+        self.agent.last().answer(503)
+        self.clock.advance(1.0)
+        self.assertEqual(self.agent.last().root, C)
+        self.agent.last().answer(404)
+        self.clock.advance(2.0)
+        self.assertEqual(self.agent.last().root, A)
+        self.assertEqual(self.feed.failures, {A: 1, B: 1, C: 1})
+
+    def test_silence(self) -> None:
+        """
+        Heartbeats keep a stream; one silent for the bound is given up, its
+        connection aborted, and the next upstream tried.
+        """
+        response = self.stream()
+        self.clock.advance(30)
+        response.send(b"\n")
+        self.clock.advance(30)
+        self.assertEqual(self.feed.state, "streaming")
+        self.clock.advance(15)
+        self.assertEqual(self.feed.state, "waiting")
+        self.assertTrue(response.transport.stopped)
+        # What the aborted stream still says is ignored.
+        response.send(line("k", "src.1.1", 1))
+        response.end()
+        self.assertEqual(self.ids("k"), [])
+        self.clock.advance(0.5)
+        self.assertEqual(self.agent.last().root, B)
+
+    def test_headersTimeout(self) -> None:
+        """
+        An upstream that does not answer within the silence bound is given
+        up.
+        """
+        self.clock.advance(45)
+        self.assertEqual(self.feed.state, "waiting")
+        self.clock.advance(0.5)
+        self.assertEqual(self.agent.last().root, B)
+
+    def test_backoff(self) -> None:
+        """
+        The wait between attempts doubles from 0.5 s to at most 10 s, and is
+        back to 0.5 s once a stream opens.
+        """
+        waits = []
+        for _ in range(8):
+            self.agent.last().deferred.errback(ConnectionRefusedError())
+            [call] = self.clock.getDelayedCalls()
+            waits.append(call.getTime() - self.clock.seconds())
+            self.clock.advance(waits[-1])
+        self.assertEqual(waits, [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0])
+        self.assertEqual(len(self.agent.streams()), 9)
+        self.stream().end()
+        calls = [c for c in self.clock.getDelayedCalls() if c.func == self.feed._connect]
+        self.assertEqual([c.getTime() - self.clock.seconds() for c in calls], [0.5])
+
+    def test_backToTheFirst(self) -> None:
+        """
+        While it follows a later upstream, the feed probes the earlier ones
+        every 5 s (C{HEAD}) and goes back to the first that answers, from
+        the last id it took, with one stream open at a time.
+        """
+        self.agent.last().deferred.errback(ConnectionRefusedError())
+        self.clock.advance(0.5)
+        self.agent.last().deferred.errback(ConnectionRefusedError())
+        self.clock.advance(1.0)
+        onC = self.stream()
+        onC.send(line("k", "src.1.1", 1))
+        self.clock.advance(5)
+        probes = self.agent.probes()
+        self.assertEqual([p.root for p in probes], [A, B])
+        probes[0].deferred.errback(ConnectionRefusedError())
+        probes[1].answer(200)
+        self.assertTrue(onC.transport.stopped)
+        request = self.agent.last()
+        self.assertEqual((request.root, request.since), (B, "src.1.1"))
+        onB = self.stream()
+        onB.send(line("k", "src.1.2", 2))
+        self.assertEqual(self.ids("k"), ["src.1.1", "src.1.2"])
+        self.clock.advance(5)
+        probes = self.agent.probes()[2:]
+        self.assertEqual([p.root for p in probes], [A])
+        probes[0].answer(508)
+        self.assertFalse(onB.transport.stopped)
+        self.clock.advance(5)
+        self.assertEqual(len(self.agent.probes()), 4)
+
+    def test_noProbeOnFirst(self) -> None:
+        """
+        Following the first upstream, the feed probes nothing.
+        """
+        self.stream()
+        self.clock.advance(60)
+        self.assertEqual(self.agent.probes(), [])
+
+    def test_badLines(self) -> None:
+        """
+        Lines that are not JSON, not envelopes, with a bad key, a bad id or
+        a value past the bound are dropped and counted, and gap markers
+        counted (but the one starting a stream from the oldest datum held);
+        the stream goes on.
+        """
+        response = self.stream()
+        response.send(b'{"gap": true, "since": null}\n')
+        self.assertEqual(self.feed.gaps, 0)
+        response.send(b"garbage\n[1,2]\n{\"key\":\"k\"}\n\xff\xfe\n")
+        response.send(line("bad//key", "src.1.1", 1) + line("*", "src.1.1", 1))
+        response.send(line("k", "src.1.x", 1) + line("k", "not an id", 1))
+        response.send(line("k", "src.99999999999999999999.1", 1))
+        response.send(line("k", "src.1.1", "x" * 1001))
+        response.send(b'{"gap": true, "since": "src.1.1"}\n')
+        response.send(line("k", "src.1.2", "fine"))
+        figures = self.feed.statistics()["upstream"]
+        self.assertEqual(
+            figures["upstreamDropped"],
+            {"not-json": 2, "not-envelope": 2, "bad-key": 2, "bad-id": 3, "too-large": 1},
+        )
+        self.assertEqual(figures["upstreamGaps"], 1)
+        self.assertEqual(self.store.latest("k").value, "fine")
+        self.assertEqual(self.feed.state, "streaming")
+
+    def test_lineTooLong(self) -> None:
+        """
+        A line longer than the largest value plus the margin ends the stream
+        without being held, and the feed fails over.
+        """
+        response = self.stream()
+        limit = 1000 + LINE_MARGIN
+        response.send(b'{"key":"k","id":"src.1.1","value":"' + b"x" * limit)
+        self.assertTrue(response.transport.stopped)
+        self.assertEqual(self.feed.dropped["line-too-long"], 1)
+        self.assertEqual(self.feed.state, "waiting")
+
+    def test_registrations(self) -> None:
+        """
+        When a stream opens and every 30 s after, the upstream's listing is
+        read and each registered key's metadata kept; bad entries counted.
+        """
+        self.stream()
+        [listing] = self.agent.listings()
+        self.assertEqual(listing.uri, A + "artcasts")
+        body = json.dumps([
+            {"key": "a", "description": "A"},
+            {"key": "b"},
+            {"key": "bad//key", "description": "no"},
+            "nonsense",
+            {"key": "big", "description": "x" * 2000},
+        ]).encode()
+        response = listing.answer(200)
+        response.send(body)
+        response.end()
+        self.assertEqual(self.store.metadata("a"), {"description": "A"})
+        self.assertIsNone(self.store.metadata("b"))
+        self.assertEqual(self.feed.dropped["bad-registration"], 3)
+        self.clock.advance(30)
+        self.assertEqual(len(self.agent.listings()), 2)
+
+    def test_loopByHeader(self) -> None:
+        """
+        An upstream whose C{Artcast-Upstreams} names this server is refused;
+        the names of a good one are learned, and given with this server's.
+        """
+        self.stream(headers={b"Artcast-Upstreams": [self.store.instance.encode() + b", x"]})
+        self.assertEqual(self.feed.state, "waiting")
+        self.clock.advance(0.5)
+        self.stream(headers={b"Artcast-Upstreams": [b"up1, up2, bad name!"]})
+        self.assertEqual(self.feed.upstreamNames(), (self.store.instance, "up1", "up2"))
+
+    def test_stop(self) -> None:
+        """
+        Stopping the feed closes its stream and leaves no timer behind.
+        """
+        response = self.stream()
+        self.feed.stopService()
+        self.assertTrue(response.transport.stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.feed.state, "stopped")
+
+    def test_metrics(self) -> None:
+        """
+        C{/metrics} shows the upstream figures.
+        """
+        self.stream().send(line("k", "src.1.1", 1))
+        text = metricsText(lambda: {**_baseFigures(), **self.feed.statistics()}).decode()
+        self.assertIn("artcast_upstream_datums_total 1.0", text)
+        self.assertIn('artcast_upstream_following{url="%s"} 1.0' % (A,), text)
+
+
+def _baseFigures() -> dict[str, Any]:
+    from artcast.server.stats import ServerStatistics, Stats
+
+    clock = Clock()
+    return ServerStatistics(clock, Stats(), KeyStore(clock)).figures()
+
+
+class NamesTests(SynchronousTestCase):
+    """
+    The upstream URLs and the C{Artcast-Upstreams} header.
+    """
+
+    def test_url(self) -> None:
+        """
+        An upstream is an http or https root, given with a final slash.
+        """
+        self.assertEqual(upstreamURL("http://127.0.0.1:8888"), "http://127.0.0.1:8888/")
+        self.assertEqual(upstreamURL("https://a.example/x/"), "https://a.example/x/")
+        for bad in ("ftp://a/", "a.example:8888", "http:///", "http://a/?x=1", "http://a:99999/"):
+            self.assertRaises(ValueError, upstreamURL, bad)
+
+    def test_header(self) -> None:
+        """
+        Only well-formed names are taken, and at most 64.
+        """
+        self.assertEqual(parseUpstreams(b" a , b-c,, d e,\xff"), ("a", "b-c"))
+        self.assertEqual(len(parseUpstreams(b",".join([b"n"] * 1000))), 64)
+        self.assertEqual(parseUpstreams(None), ())
+
+
+class LoopRefusalTests(SynchronousTestCase):
+    """
+    A server names its upstreams on its streams and refuses, with C{508}, a
+    follower among them.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = KeyStore(self.clock)
+        names = (self.store.instance, "up1", "up2")
+        self.stub = StubTreq(ArtcastApp(self.store, self.clock, upstreamNames=lambda: names).resource())
+
+    def head(self, via: bytes | None) -> Any:
+        headers = {b"Accept": [b"application/x-ndjson"]}
+        if via is not None:
+            headers[b"Artcast-Via"] = [via]
+        response = self.successResultOf(
+            self.stub.head("http://server/artcasts/...", headers=headers)
+        )
+        return response
+
+    def test_upstreamsHeader(self) -> None:
+        """
+        A stream answer names this server and the servers it follows.
+        """
+        response = self.head(b"someone")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            response.headers.getRawHeaders(b"Artcast-Upstreams"),
+            [f"{self.store.instance}, up1, up2".encode()],
+        )
+
+    def test_loop(self) -> None:
+        """
+        A follower that is this server or one it follows gets C{508}.
+        """
+        for via in (b"up2", self.store.instance.encode()):
+            response = self.head(via)
+            self.assertEqual(response.code, 508)
+        get = self.successResultOf(self.stub.get(
+            "http://server/artcasts/...",
+            headers={b"Accept": [b"application/x-ndjson"], b"Artcast-Via": [b"up1"]},
+        ))
+        self.assertEqual(get.code, 508)
+        self.assertIn(b"Loop", self.successResultOf(get.content()))
+
+    def test_default(self) -> None:
+        """
+        A server that follows none names itself alone.
+        """
+        store = KeyStore(self.clock)
+        stub = StubTreq(ArtcastApp(store, self.clock).resource())
+        response = self.successResultOf(stub.head(
+            "http://server/artcasts/...", headers={b"Accept": [b"application/x-ndjson"]}
+        ))
+        self.assertEqual(
+            response.headers.getRawHeaders(b"Artcast-Upstreams"), [store.instance.encode()]
+        )
+
+
+class OptionTests(SynchronousTestCase):
+    """
+    C{--upstream} and C{--upstream-silence}.
+    """
+
+    def parse(self, *args: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_options(self) -> None:
+        """
+        C{--upstream} repeats, in order, each URL given a final slash; the
+        silence bound defaults to three stream heartbeats.
+        """
+        options = self.parse("--upstream", "http://a:1", "--upstream", "http://b:2/")
+        self.assertEqual(options["upstream"], ["http://a:1/", "http://b:2/"])
+        self.assertEqual(options["upstream-silence"], 45.0)
+        self.assertEqual(self.parse()["upstream"], [])
+        self.assertEqual(self.parse("--upstream-silence", "3")["upstream-silence"], 3.0)
+
+    def test_bad(self) -> None:
+        """
+        A URL that is not an http root, or given twice, is a usage error.
+        """
+        self.assertRaises(usage.UsageError, self.parse, "--upstream", "ftp://a/")
+        self.assertRaises(
+            usage.UsageError, self.parse, "--upstream", "http://a/", "--upstream", "http://a"
+        )
+        self.assertRaises(usage.UsageError, self.parse, "--upstream-silence", "0")
+
+    def test_service(self) -> None:
+        """
+        The feed is in the service tree only with C{--upstream}, and its
+        figures in C{/stats}.
+        """
+        from tests.test_feeds import _MulticastReactor
+
+        top = tap.makeService(self.parse("--upstream", "http://127.0.0.1:1/"),
+                              reactor=_MulticastReactor())
+        feed = top.getServiceNamed("upstream")
+        self.assertIsInstance(feed, UpstreamFeed)
+        self.assertIn("upstream", top.statistics.figures())
+        plain = tap.makeService(self.parse(), reactor=_MulticastReactor())
+        self.assertRaises(KeyError, plain.getServiceNamed, "upstream")
+
+
+class ChainTests(TestCase):
+    """
+    A chain of real servers: two origins on one multicast group -> a relay
+    that follows both, in order -> a relay; the first origin is killed with
+    SIGKILL and restarted while datums flow.
+    """
+
+    timeout = 120
+
+    #: Datums sent, in four rounds.
+    COUNT = 400
+
+    @inlineCallbacks
+    def test_chainWithFailover(self) -> Any:
+        """
+        A C{since=} client on the last relay gets every datum the servers
+        held, in order and once each, across the first origin's death and
+        return; the first relay fails over to the second origin and back.
+        """
+        import os
+        import signal
+
+        from artcast.source import Source
+
+        group = randomGroup()
+        dataPort, registerPort = freePort(2), freePort(2)
+        originArgs = dict(group=group, dataPort=dataPort, registerPort=registerPort)
+        origin1 = ArtcastProcess(self, **originArgs)
+        origin2 = ArtcastProcess(self, **originArgs)
+        yield origin1.start()
+        yield origin2.start()
+        relay1 = ArtcastProcess(self, [
+            "--upstream", origin1.url, "--upstream", origin2.url, "--upstream-silence", "5",
+        ])
+        yield relay1.start()
+        relay2 = ArtcastProcess(self, ["--upstream", relay1.url, "--upstream-silence", "5"])
+        yield relay2.start()
+
+        def following(url: str) -> Any:
+            return lambda s: (
+                s["upstream"]["state"] == "streaming" and s["upstream"]["url"] == url + "/"
+            )
+
+        yield relay1.waitFor(following(origin1.url))
+        yield relay2.waitFor(following(relay1.url))
+
+        source = Source(
+            src="chain", groups=[(group, dataPort)], registerGroups=[(group, registerPort)],
+            ttl=0, interface="127.0.0.1",
+        )
+        self.addCleanup(source.close)
+        sent = [0]
+
+        @inlineCallbacks
+        def send(upTo: int) -> Any:
+            while sent[0] < upTo:
+                sent[0] += 1
+                source.send("chain/n", sent[0])
+                if sent[0] % 10 == 0:
+                    yield deferLater(reactor, 0.01, lambda: None)
+
+        received: list[int] = []
+        ids: list[str] = []
+        first: Deferred[None] = Deferred()
+
+        @inlineCallbacks
+        def client() -> Any:
+            deadline = reactor.seconds() + 90
+            since = "latest"
+            while len(received) < self.COUNT and reactor.seconds() < deadline:
+                response = yield treq.get(
+                    relay2.url + "/artcasts/chain/n",
+                    params={"since": since, "timeout": "5"}, persistent=False,
+                )
+                body = yield response.content()
+                if response.code == 204:
+                    continue
+                self.assertEqual(response.code, 200, body)
+                since = response.headers.getRawHeaders(b"Artcast-Id")[0].decode()
+                ids.append(since)
+                received.append(json.loads(body))
+                if not first.called:
+                    first.callback(None)
+
+        def has(count: int) -> Any:
+            return relay2.waitFor(lambda s: s["upstream"]["upstreamDatums"] >= count, limit=30)
+
+        # The client starts from the first datum, then asks since= each id.
+        yield send(1)
+        yield has(1)
+        done = client()
+        yield first
+
+        yield send(self.COUNT // 4)
+        yield has(self.COUNT // 4)
+
+        # The first origin dies: the first relay follows the second.
+        os.kill(origin1.pid, signal.SIGKILL)
+        yield origin1.watcher.ended
+        yield send(self.COUNT // 2)
+        yield relay1.waitFor(following(origin2.url), limit=30)
+        yield has(self.COUNT // 2)
+
+        # It comes back, on the same port: the first relay goes back to it.
+        origin1b = ArtcastProcess(self, httpPort=origin1.httpPort, **originArgs)
+        yield origin1b.start()
+        yield send(3 * self.COUNT // 4)
+        yield relay1.waitFor(
+            lambda s: following(origin1.url)(s) and s["upstream"]["upstreamFailovers"] >= 2,
+            limit=30,
+        )
+        yield send(self.COUNT)
+        yield done
+
+        self.assertEqual(received, list(range(1, self.COUNT + 1)))
+        self.assertEqual(len(set(ids)), len(ids))
+        self.assertTrue(all(i.startswith("chain.") for i in ids))
+        stats1 = yield relay1.stats()
+        self.assertEqual(stats1["upstream"]["upstreams"][origin2.url + "/"]["upstreamConnects"], 1)
+        stats2 = yield relay2.stats()
+        self.assertEqual(stats2["upstream"]["upstreamDropped"], {})
+        self.assertEqual(stats2["upstream"]["upstreamDuplicates"], 0)
+        # The second relay refuses to be followed by the first: a loop.
+        response = yield treq.get(
+            relay2.url + "/artcasts/...",
+            headers={"Accept": "application/x-ndjson",
+                     "Artcast-Via": stats1["upstream"]["upstreamNames"][0]},
+            persistent=False,
+        )
+        yield response.content()
+        self.assertEqual(response.code, 508)
