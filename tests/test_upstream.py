@@ -928,3 +928,106 @@ class ChainTests(TestCase):
         )
         yield response.content()
         self.assertEqual(response.code, 508)
+
+
+class SendOnChainTests(TestCase):
+    """
+    Real servers: an origin fed on one group -> a relay with
+    C{--upstream-multicast} on a second group -> a server on that second
+    group with no upstream at all.
+    """
+
+    timeout = 120
+
+    #: Datums sent.
+    COUNT = 200
+
+    @inlineCallbacks
+    def test_lanBehindRelay(self) -> Any:
+        """
+        A C{since=} client on the server behind the relay gets every datum,
+        in order, with the origin's ids, and the relay counts its own
+        datagrams heard back as echoes, not drops.
+        """
+        from artcast.source import Source
+
+        origin = ArtcastProcess(self)
+        yield origin.start()
+        lanGroup = randomGroup()
+        while lanGroup == origin.group:
+            lanGroup = randomGroup()
+        lan = dict(group=lanGroup, dataPort=freePort(2), registerPort=freePort(2))
+        relay = ArtcastProcess(self, [
+            "--upstream", origin.url, "--upstream-multicast", "--publish-ttl", "0",
+        ], **lan)
+        yield relay.start()
+        behind = ArtcastProcess(self, **lan)
+        yield behind.start()
+        yield relay.waitFor(lambda s: s["upstream"]["state"] == "streaming")
+
+        source = Source(
+            src="lan", groups=[(origin.group, origin.dataPort)],
+            registerGroups=[(origin.group, origin.registerPort)], ttl=0, interface="127.0.0.1",
+        )
+        self.addCleanup(source.close)
+        sent = [0]
+
+        @inlineCallbacks
+        def send(upTo: int) -> Any:
+            while sent[0] < upTo:
+                sent[0] += 1
+                source.send("lan/n", sent[0])
+                if sent[0] % 10 == 0:
+                    yield deferLater(reactor, 0.01, lambda: None)
+
+        received: list[int] = []
+        ids: list[str] = []
+        first: Deferred[None] = Deferred()
+
+        @inlineCallbacks
+        def client() -> Any:
+            deadline = reactor.seconds() + 60
+            since = "latest"
+            while len(received) < self.COUNT and reactor.seconds() < deadline:
+                response = yield treq.get(
+                    behind.url + "/artcasts/lan/n",
+                    params={"since": since, "timeout": "5"}, persistent=False,
+                )
+                body = yield response.content()
+                if response.code == 204:
+                    continue
+                self.assertEqual(response.code, 200, body)
+                since = response.headers.getRawHeaders(b"Artcast-Id")[0].decode()
+                ids.append(since)
+                received.append(json.loads(body))
+                if not first.called:
+                    first.callback(None)
+
+        # The client starts from the first datum, then asks since= each id.
+        yield send(1)
+        yield behind.waitFor(lambda s: s["datums"] >= 1, limit=30)
+        done = client()
+        yield first
+        yield send(self.COUNT)
+        yield done
+
+        behindStats = yield behind.stats()
+        relayStats = yield relay.stats()
+        self.assertEqual(received, list(range(1, self.COUNT + 1)), (behindStats, relayStats))
+        # The origin's ids: its latest, and the source's one boot counting
+        # from 1.
+        response = yield treq.get(
+            origin.url + "/artcasts/lan/n", params={"since": "latest"}, persistent=False,
+        )
+        yield response.content()
+        latest = response.headers.getRawHeaders(b"Artcast-Id")[0].decode()
+        boot = latest.split(".")[1]
+        self.assertEqual(ids, ["lan.%s.%d" % (boot, n) for n in range(1, self.COUNT + 1)])
+        self.assertEqual(ids[-1], latest)
+        stats = yield relay.waitFor(
+            lambda s: s["upstream"]["upstreamEchoes"] >= self.COUNT, limit=30
+        )
+        self.assertEqual(stats["upstream"]["upstreamSentOn"], self.COUNT)
+        self.assertEqual(stats["upstream"]["upstreamEchoes"], self.COUNT)
+        self.assertEqual(stats["dropped"], {})
+        self.assertEqual(stats["datums"], self.COUNT)
