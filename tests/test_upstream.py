@@ -961,7 +961,9 @@ class SendOnChainTests(TestCase):
             "--upstream", origin.url, "--upstream-multicast", "--publish-ttl", "0",
         ], **lan)
         yield relay.start()
-        behind = ArtcastProcess(self, **lan)
+        # A history longer than the run: a client slowed by a loaded
+        # machine still finds the datum after its own.
+        behind = ArtcastProcess(self, ["--history", str(2 * self.COUNT)], **lan)
         yield behind.start()
         yield relay.waitFor(lambda s: s["upstream"]["state"] == "streaming")
 
