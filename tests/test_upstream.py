@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import treq
 from treq.testing import StubTreq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
@@ -35,10 +35,11 @@ from artcast.server.feeds.upstream import (
     upstreamURL,
 )
 from artcast.server.interfaces import IFeed
+from artcast.server.outlets.multicast import RelayOutlet
 from artcast.server.routes import ArtcastApp
 from artcast.server.stats import metricsText
 from artcast.server.store import KeyStore
-from artcast.wire import Stamp, encodeData
+from artcast.wire import DataMessage, Stamp, encodeData, parseData
 
 from tests.harness import ArtcastProcess, freePort, randomGroup
 
@@ -436,6 +437,202 @@ class UpstreamFeedTests(SynchronousTestCase):
         self.assertIn('artcast_upstream_following{url="%s"} 1.0' % (A,), text)
 
 
+class _MulticastPort:
+    """
+    A fake UDP port that records its settings and the datagrams written.
+    """
+
+    def __init__(self) -> None:
+        self.ttl: int | None = None
+        self.loop: bool | None = None
+        self.interface: str | None = None
+        self.written: list[tuple[bytes, tuple[str, int]]] = []
+        self.stopped = False
+
+    def setTTL(self, ttl: int) -> None:
+        self.ttl = ttl
+
+    def setLoopbackMode(self, mode: bool) -> None:
+        self.loop = mode
+
+    def setOutgoingInterface(self, address: str) -> Deferred[None]:
+        self.interface = address
+        return succeed(None)
+
+    def write(self, datagram: bytes, address: tuple[str, int]) -> None:
+        self.written.append((datagram, address))
+
+    def stopListening(self) -> None:
+        self.stopped = True
+
+
+class _MulticastClock(Clock):
+    """
+    A clock that also listens on fake multicast ports.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ports: list[_MulticastPort] = []
+
+    def listenMulticast(self, port: int, protocol: Any, interface: str = "",
+                        maxPacketSize: int = 8192, listenMultiple: bool = False) -> _MulticastPort:
+        self.ports.append(_MulticastPort())
+        return self.ports[-1]
+
+
+GROUP = ("239.255.1.2", 4000)
+KEY = b"k" * 32
+
+
+class SendOnTests(SynchronousTestCase):
+    """
+    With C{--upstream-multicast}, the feed's L{RelayOutlet} sends every new
+    datum on to the data group with its original stamp.
+    """
+
+    def makeFeed(self, signingKey: bytes | None = None, outlet: bool = True) -> None:
+        self.clock = _MulticastClock()
+        self.clock.advance(1_800_000_000)
+        self.store = KeyStore(self.clock)
+        self.handler = DatagramHandler(
+            self.store, self.clock, signingKeys=[signingKey] if signingKey else []
+        )
+        self.agent = _Agent()
+        self.outlet = RelayOutlet(self.clock, GROUP, "127.0.0.1", 0, signingKey) if outlet else None
+        self.feed = UpstreamFeed(
+            [A], self.handler, self.clock, self.agent, maxValueSize=1_000_000,
+            outlet=self.outlet,
+        )
+        self.feed.startService()
+        self.addCleanup(self.feed.stopService)
+        self.response = self.agent.last().answer(200)
+
+    def written(self) -> list[bytes]:
+        if not self.clock.ports:
+            return []
+        [port] = self.clock.ports
+        self.assertTrue(all(address == GROUP for _, address in port.written))
+        return [datagram for datagram, _ in port.written]
+
+    def test_sentOn(self) -> None:
+        """
+        A relayed datum is written to the data group as one version 2
+        datagram with the upstream's id, not repairable, from a socket set
+        as the HTTP publisher's (TTL, interface, loop on).
+        """
+        self.makeFeed()
+        [port] = self.clock.ports
+        self.assertEqual((port.ttl, port.loop, port.interface), (0, True, "127.0.0.1"))
+        self.response.send(line("a/b", "src.5.1", {"x": 1}))
+        [datagram] = self.written()
+        message = parseData(datagram)
+        assert isinstance(message, DataMessage) and message.stamp is not None
+        self.assertEqual((message.key, message.value), ("a/b", {"x": 1}))
+        stamp = message.stamp
+        self.assertEqual((stamp.source, stamp.boot, stamp.seq), ("src", 5, 1))
+        self.assertEqual(stamp.sent, self.clock.seconds())
+        self.assertFalse(message.repairable)
+        figures = self.feed.statistics()["upstream"]
+        self.assertEqual(figures["upstreamSentOn"], 1)
+
+    def test_duplicateNotSentOn(self) -> None:
+        """
+        A datum the server had already (from multicast, or twice on the
+        stream) is not sent on.
+        """
+        self.makeFeed()
+        for datagram in encodeData("k", 1, Stamp("src", 5, 1, self.clock.seconds())):
+            self.handler.dataReceived(datagram, ("127.0.0.9", 9))
+        self.response.send(line("k", "src.5.1", 1) + line("k", "src.5.2", 2)
+                           + line("k", "src.5.2", 2))
+        self.assertEqual(
+            [parseData(d).stamp.seq for d in self.written()], [2]  # type: ignore[union-attr]
+        )
+        self.assertEqual(self.feed.statistics()["upstream"]["upstreamSentOn"], 1)
+
+    def test_signedAndFragmented(self) -> None:
+        """
+        With a source key the datagrams are signed with it, a large value
+        goes in fragments, and another server with the key keeps the datum
+        under the upstream's id.
+        """
+        self.makeFeed(signingKey=KEY)
+        big = "v" * 150_000
+        self.response.send(line("big", "src.7.3", big))
+        datagrams = self.written()
+        self.assertGreater(len(datagrams), 1)
+        other = KeyStore(Clock())
+        receiver = DatagramHandler(other, Clock(), signingKeys=[KEY])
+        for datagram in datagrams:
+            receiver.dataReceived(datagram, ("127.0.0.1", 9))
+        [datum] = other.held("big")
+        self.assertEqual((datum.id, datum.value), ("src.7.3", big))
+        unsigned = DatagramHandler(KeyStore(Clock()), Clock(), signingKeys=[b"x" * 32])
+        for datagram in datagrams:
+            unsigned.dataReceived(datagram, ("127.0.0.1", 9))
+        self.assertEqual(unsigned.stats.datums, 0)
+
+    def test_echoes(self) -> None:
+        """
+        The relay's own datagrams heard back through the loop are counted as
+        echoes, not drops, and not delivered twice; a replay of an id it
+        never sent is still a drop.
+        """
+        self.makeFeed()
+        self.response.send(line("k", "src.5.1", 1) + line("big", "src.5.2", "w" * 150_000))
+        datagrams = self.written()
+        for datagram in datagrams:
+            self.handler.dataReceived(datagram, ("127.0.0.1", 5555))
+        self.assertEqual([d.id for d in self.store.held("k")], ["src.5.1"])
+        self.assertEqual([d.id for d in self.store.held("big")], ["src.5.2"])
+        self.assertEqual(dict(self.handler.stats.dropped), {})
+        self.assertNotIn("replayed", self.handler.stats.sources)
+        figures = self.feed.statistics()["upstream"]
+        self.assertEqual(figures["upstreamEchoes"], len(datagrams))
+        self.assertEqual(figures["upstreamSentOn"], 2)
+        # Not one of its own: a replay as before.
+        self.handler.dataReceived(
+            encodeData("k", 1, Stamp("other", 1, 1, self.clock.seconds()))[0], ("127.0.0.9", 9)
+        )
+        self.handler.dataReceived(
+            encodeData("k", 1, Stamp("other", 1, 1, self.clock.seconds()))[0], ("127.0.0.9", 9)
+        )
+        self.assertEqual(dict(self.handler.stats.dropped), {"replayed": 1})
+        self.assertEqual(self.feed.statistics()["upstream"]["upstreamEchoes"], len(datagrams))
+
+    def test_echoMemoryBounded(self) -> None:
+        """
+        The outlet remembers only the last C{memory} ids it sent.
+        """
+        clock = _MulticastClock()
+        outlet = RelayOutlet(clock, GROUP, "0.0.0.0", 1, None, memory=3)
+        outlet.startService()
+        self.assertIsNone(clock.ports[0].interface)
+        for seq in range(1, 11):
+            outlet.sendOn(DataMessage("k", seq, Stamp("s", 1, seq, 0.0)))
+        self.assertEqual(outlet.sentOn, 10)
+        self.assertEqual(len(outlet._sent), 3)
+        self.assertFalse(outlet.isEcho(Stamp("s", 1, 7, 0.0)))
+        self.assertTrue(outlet.isEcho(Stamp("s", 1, 8, 0.0)))
+        outlet.stopService()
+        self.assertTrue(clock.ports[0].stopped)
+        outlet.sendOn(DataMessage("k", 11, Stamp("s", 1, 11, 0.0)))
+        self.assertEqual((outlet.sentOn, outlet.failed), (10, 1))
+
+    def test_withoutFlag(self) -> None:
+        """
+        Without an outlet nothing is sent and the handler asks about no
+        echoes.
+        """
+        self.makeFeed(outlet=False)
+        self.response.send(line("k", "src.5.1", 1))
+        self.assertEqual(self.clock.ports, [])
+        self.assertIsNone(self.handler.echoes)
+        self.assertEqual(self.feed.statistics()["upstream"]["upstreamSentOn"], 0)
+        self.assertEqual([d.id for d in self.store.held("k")], ["src.5.1"])
+
+
 def _baseFigures() -> dict[str, Any]:
     from artcast.server.stats import ServerStatistics, Stats
 
@@ -571,6 +768,33 @@ class OptionTests(SynchronousTestCase):
         self.assertIn("upstream", top.statistics.figures())
         plain = tap.makeService(self.parse(), reactor=_MulticastReactor())
         self.assertRaises(KeyError, plain.getServiceNamed, "upstream")
+        self.assertIsNone(feed.outlet)
+
+    def test_multicastOption(self) -> None:
+        """
+        C{--upstream-multicast} gives the feed a L{RelayOutlet} to the data
+        group, with the publish TTL, the interface and the first source key;
+        it needs C{--upstream}.
+        """
+        from tests.test_feeds import _MulticastReactor
+
+        keyFile = self.mktemp()
+        with open(keyFile, "w") as f:
+            f.write("k" * 64 + "\n")
+        options = self.parse(
+            "--upstream", "http://127.0.0.1:1/", "--upstream-multicast",
+            "--data-group", "239.255.3.4", "--data-port", "4100", "--publish-ttl", "0",
+            "--interface", "127.0.0.1", "--source-key-file", keyFile,
+        )
+        top = tap.makeService(options, reactor=_MulticastReactor())
+        outlet = top.getServiceNamed("upstream").getServiceNamed("relay-outlet")
+        self.assertIsInstance(outlet, RelayOutlet)
+        self.assertEqual(
+            (outlet.group, outlet.ttl, outlet.interface, outlet.signingKey),
+            (("239.255.3.4", 4100), 0, "127.0.0.1", options["source-keys"][0]),
+        )
+        self.assertFalse(self.parse()["upstream-multicast"])
+        self.assertRaises(usage.UsageError, self.parse, "--upstream-multicast")
 
 
 class ChainTests(TestCase):
@@ -704,3 +928,108 @@ class ChainTests(TestCase):
         )
         yield response.content()
         self.assertEqual(response.code, 508)
+
+
+class SendOnChainTests(TestCase):
+    """
+    Real servers: an origin fed on one group -> a relay with
+    C{--upstream-multicast} on a second group -> a server on that second
+    group with no upstream at all.
+    """
+
+    timeout = 120
+
+    #: Datums sent.
+    COUNT = 200
+
+    @inlineCallbacks
+    def test_lanBehindRelay(self) -> Any:
+        """
+        A C{since=} client on the server behind the relay gets every datum,
+        in order, with the origin's ids, and the relay counts its own
+        datagrams heard back as echoes, not drops.
+        """
+        from artcast.source import Source
+
+        origin = ArtcastProcess(self)
+        yield origin.start()
+        lanGroup = randomGroup()
+        while lanGroup == origin.group:
+            lanGroup = randomGroup()
+        lan = dict(group=lanGroup, dataPort=freePort(2), registerPort=freePort(2))
+        relay = ArtcastProcess(self, [
+            "--upstream", origin.url, "--upstream-multicast", "--publish-ttl", "0",
+        ], **lan)
+        yield relay.start()
+        # A history longer than the run: a client slowed by a loaded
+        # machine still finds the datum after its own.
+        behind = ArtcastProcess(self, ["--history", str(2 * self.COUNT)], **lan)
+        yield behind.start()
+        yield relay.waitFor(lambda s: s["upstream"]["state"] == "streaming")
+
+        source = Source(
+            src="lan", groups=[(origin.group, origin.dataPort)],
+            registerGroups=[(origin.group, origin.registerPort)], ttl=0, interface="127.0.0.1",
+        )
+        self.addCleanup(source.close)
+        sent = [0]
+
+        @inlineCallbacks
+        def send(upTo: int) -> Any:
+            while sent[0] < upTo:
+                sent[0] += 1
+                source.send("lan/n", sent[0])
+                if sent[0] % 10 == 0:
+                    yield deferLater(reactor, 0.01, lambda: None)
+
+        received: list[int] = []
+        ids: list[str] = []
+        first: Deferred[None] = Deferred()
+
+        @inlineCallbacks
+        def client() -> Any:
+            deadline = reactor.seconds() + 60
+            since = "latest"
+            while len(received) < self.COUNT and reactor.seconds() < deadline:
+                response = yield treq.get(
+                    behind.url + "/artcasts/lan/n",
+                    params={"since": since, "timeout": "5"}, persistent=False,
+                )
+                body = yield response.content()
+                if response.code == 204:
+                    continue
+                self.assertEqual(response.code, 200, body)
+                since = response.headers.getRawHeaders(b"Artcast-Id")[0].decode()
+                ids.append(since)
+                received.append(json.loads(body))
+                if not first.called:
+                    first.callback(None)
+
+        # The client starts from the first datum, then asks since= each id.
+        yield send(1)
+        yield behind.waitFor(lambda s: s["datums"] >= 1, limit=30)
+        done = client()
+        yield first
+        yield send(self.COUNT)
+        yield done
+
+        behindStats = yield behind.stats()
+        relayStats = yield relay.stats()
+        self.assertEqual(received, list(range(1, self.COUNT + 1)), (behindStats, relayStats))
+        # The origin's ids: its latest, and the source's one boot counting
+        # from 1.
+        response = yield treq.get(
+            origin.url + "/artcasts/lan/n", params={"since": "latest"}, persistent=False,
+        )
+        yield response.content()
+        latest = response.headers.getRawHeaders(b"Artcast-Id")[0].decode()
+        boot = latest.split(".")[1]
+        self.assertEqual(ids, ["lan.%s.%d" % (boot, n) for n in range(1, self.COUNT + 1)])
+        self.assertEqual(ids[-1], latest)
+        stats = yield relay.waitFor(
+            lambda s: s["upstream"]["upstreamEchoes"] >= self.COUNT, limit=30
+        )
+        self.assertEqual(stats["upstream"]["upstreamSentOn"], self.COUNT)
+        self.assertEqual(stats["upstream"]["upstreamEchoes"], self.COUNT)
+        self.assertEqual(stats["dropped"], {})
+        self.assertEqual(stats["datums"], self.COUNT)

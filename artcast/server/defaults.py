@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_UPSTREAM_MAX_BACKOFF",
     "DEFAULT_UPSTREAM_PROBE",
     "DEFAULT_UPSTREAM_REGISTRATIONS",
+    "DEFAULT_UPSTREAM_ECHO_MEMORY",
 ]
 
 # --- where datums come from and clients connect -----------------------------
@@ -204,3 +205,8 @@ DEFAULT_UPSTREAM_PROBE = 5.0
 #: Seconds between reads of the upstream's registrations (C{/artcasts}),
 #: as often as sources register.
 DEFAULT_UPSTREAM_REGISTRATIONS = 30.0
+
+#: How many of the last datums a relay sent on to its data group
+#: (C{--upstream-multicast}) it remembers, to tell its own datagrams heard
+#: back through the multicast loop from replays.
+DEFAULT_UPSTREAM_ECHO_MEMORY = 512

@@ -35,7 +35,7 @@ from artcast.server.feeds.publish import (
 from artcast.server.feeds.upstream import UpstreamFeed
 from artcast.server.internals import InternalsService
 from artcast.server.logs import ErrorLogService, errorLogObserver
-from artcast.server.outlets.multicast import MulticastOutlet
+from artcast.server.outlets.multicast import MulticastOutlet, RelayOutlet
 from artcast.server.routes import ArtcastApp
 from artcast.server.shutdown import Closing, ServingService
 from artcast.server.stats import ServerStatistics, Stats
@@ -189,6 +189,14 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
             _relayAgent(reactor),
             options["max-value-size"],
             silence=options.get("upstream-silence", DEFAULT_UPSTREAM_SILENCE),
+            # Starts and stops with the feed.
+            outlet=RelayOutlet(
+                reactor,
+                (options["data-group"], options["data-port"]),
+                options["interface"],
+                options["publish-ttl"],
+                signingKeys[0] if signingKeys else None,
+            ) if options.get("upstream-multicast") else None,
         )
 
     # What /stats shows.  The connections' figures are among them, but the

@@ -133,6 +133,11 @@ class Options(usage.Options):
         ["no-repair", None,
          "Never NACK: wait for a lost datagram only 50 ms (as for sources that "
          "do not repair), then declare it lost (see docs/operations.md)."],
+        # Issue 12, relays.
+        ["upstream-multicast", None,
+         "With --upstream: also send every datum taken from the upstream on to "
+         "this server's data group, with its id (--publish-ttl, --interface), "
+         "so that servers on this LAN are fed (see docs/relays.md)."],
     ]
 
     optParameters = [
@@ -270,6 +275,8 @@ class Options(usage.Options):
 
         self.setdefault("source-keys", [])
         self.setdefault("upstream", [])
+        if self["upstream-multicast"] and not self["upstream"]:
+            raise usage.UsageError("--upstream-multicast needs --upstream")
         tokenFile = self["publish-token-file"]
         self["publish-tokens"] = None
         if tokenFile is not None:

@@ -43,6 +43,7 @@ from artcast.wire import (
     Fragment,
     Gone,
     Heartbeat,
+    Stamp,
     parseData,
     parseRegister,
 )
@@ -198,6 +199,10 @@ class DatagramHandler:
         (L{artcast.server.feeds.publish}); their datagrams, heard back through the
         multicast loop, are ignored (counted in C{stats.sources["own"]}):
         the publisher put them in the store already.
+    @ivar echoes: with C{--upstream-multicast}, the relay outlet's
+        L{artcast.server.outlets.multicast.RelayOutlet.isEcho}: a datagram
+        refused as replayed or stale that it says it sent is its own heard
+        back through the loop, counted there and not as a drop.
     """
 
     log = NamedLogger(namespace="artcast.multicast.DatagramHandler")
@@ -247,6 +252,7 @@ class DatagramHandler:
         )
         self.freshness = freshness
         self.ownSources: set[str] = set()
+        self.echoes: Callable[[Stamp], bool] | None = None
         self._badLog = RateLimitedLog(self.log, clock)
 
     def _dropped(self, error: BadDatagram, addr: tuple[str, int], group: str) -> None:
@@ -282,6 +288,8 @@ class DatagramHandler:
                 # push out a value in progress.
                 refused = self.tracker.peek(message.stamp)
                 if refused is not None:
+                    if self.echoes is not None and self.echoes(message.stamp):
+                        return
                     self.stats.drop(refused)
                     return
                 whole = self.reassembler.feed(message, addr[0])
@@ -330,10 +338,14 @@ class DatagramHandler:
             return
         tracker = self.tracker
         verdict = tracker.check(stamp)
-        self.stats.sources[verdict] += 1
         if verdict == "ok" and not tracker.holding:
+            self.stats.sources[verdict] += 1
             self._publish(message, tracker.lost)
             return
+        if verdict in ("replayed", "stale") and self.echoes is not None and self.echoes(stamp):
+            # The relay's own datagram, heard back through the loop.
+            return
+        self.stats.sources[verdict] += 1
         if verdict == "gap":
             self.stats.missed += tracker.missed
         elif verdict in ("replayed", "stale"):

@@ -34,6 +34,13 @@ value plus L{LINE_MARGIN} ends the stream (and fails over); a line that is
 not JSON, not an envelope, or has a bad key, a bad id or a value larger than
 C{maxValueSize} is dropped and counted; the store's own bounds (keys, bytes)
 hold as for any feed.
+
+With C{--upstream-multicast} the feed has a
+L{artcast.server.outlets.multicast.RelayOutlet}: every new datum it takes
+(not a duplicate, not dropped) is also sent to this server's data group
+with its original stamp, so that a whole LAN behind the relay is fed with
+the same ids.  The relay's own datagrams heard back through the loop are
+counted as C{upstreamEchoes}, not as drops.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from collections import Counter
 from typing import Any, Sequence
 from urllib.parse import quote, urlsplit
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
@@ -63,6 +70,7 @@ from artcast.server.defaults import (
 from artcast.server.feeds.multicast import DatagramHandler
 from artcast.server.interfaces import IFeed
 from artcast.server.logs import NamedLogger, RateLimitedLog
+from artcast.server.outlets.multicast import RelayOutlet
 from artcast.wire import (
     MAX_SOURCE_LENGTH,
     BadDatagram,
@@ -237,7 +245,7 @@ class _Body(Protocol):
 
 
 @implementer(IFeed)
-class UpstreamFeed(Service):
+class UpstreamFeed(MultiService):
     """
     The feed of C{--upstream}: follows the first upstream that answers, over
     one NDJSON stream of every key, and fails over (see the module's
@@ -271,6 +279,7 @@ class UpstreamFeed(Service):
         probe: float = DEFAULT_UPSTREAM_PROBE,
         registrations: float = DEFAULT_UPSTREAM_REGISTRATIONS,
         maxListing: int | None = None,
+        outlet: RelayOutlet | None = None,
     ) -> None:
         """
         @param upstreams: the roots, each ending in C{/} (L{upstreamURL}).
@@ -288,9 +297,13 @@ class UpstreamFeed(Service):
             listing while a stream is open.
         @param maxListing: the largest listing read, in bytes (by default
             the store's budget).
+        @param outlet: with C{--upstream-multicast}, where new datums are
+            sent on to the data group; it starts and stops with the feed,
+            and the handler asks it about echoes.
         """
         if not upstreams:
             raise ValueError("an UpstreamFeed needs at least one upstream")
+        super().__init__()
         self.upstreams = [upstreamURL(url) for url in upstreams]
         self.handler = handler
         self.store = handler.store
@@ -337,6 +350,10 @@ class UpstreamFeed(Service):
         self._fromStart = True
         self._errorLog = RateLimitedLog(self.log, clock, what="upstream errors")
         self._switchLog = RateLimitedLog(self.log, clock, what="upstream switches")
+        self.outlet = outlet
+        if outlet is not None:
+            outlet.setServiceParent(self)
+            handler.echoes = outlet.isEcho
 
     # --- the service ------------------------------------------------------------
 
@@ -552,10 +569,12 @@ class UpstreamFeed(Service):
             handler = self.handler
             if self.store.publish(key, value, stamp, lost=tracker.lost) is None:
                 handler.stats.drop("too-large")
-            else:
-                handler.stats.datums += 1
-            return
-        self.handler.repair.datum(message, verdict, _ADDRESS)
+                return
+            handler.stats.datums += 1
+        else:
+            self.handler.repair.datum(message, verdict, _ADDRESS)
+        if self.outlet is not None:
+            self.outlet.sendOn(message)
 
     # --- failing over -----------------------------------------------------------
 
@@ -744,6 +763,9 @@ class UpstreamFeed(Service):
                 "upstreamReconnects": self.reconnects,
                 "upstreamFailovers": self.failovers,
                 "upstreamDropped": dict(self.dropped),
+                "upstreamSentOn": self.outlet.sentOn if self.outlet is not None else 0,
+                "upstreamEchoes": self.outlet.echoes if self.outlet is not None else 0,
+                "upstreamSendFailures": self.outlet.failed if self.outlet is not None else 0,
                 "upstreams": {
                     url: {
                         "upstreamConnects": self.connects[url],
