@@ -429,12 +429,14 @@ class UpstreamFeedTests(SynchronousTestCase):
 
     def test_metrics(self) -> None:
         """
-        C{/metrics} shows the upstream figures.
+        C{/metrics} shows the upstream figures, those of sending on among them.
         """
         self.stream().send(line("k", "src.1.1", 1))
         text = metricsText(lambda: {**_baseFigures(), **self.feed.statistics()}).decode()
         self.assertIn("artcast_upstream_datums_total 1.0", text)
         self.assertIn('artcast_upstream_following{url="%s"} 1.0' % (A,), text)
+        for name in ("sent_on", "echoes", "send_failures"):
+            self.assertIn("artcast_upstream_%s_total 0.0" % (name,), text)
 
 
 class _MulticastPort:

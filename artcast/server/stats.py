@@ -377,6 +377,12 @@ def _upstreamMetrics(upstream: dict[str, Any]) -> Iterable[Any]:
          "Attempts to open a stream again after a failure."),
         ("upstreamFailovers", "upstream_failovers",
          "Streams opened to another upstream than the one followed before."),
+        ("upstreamSentOn", "upstream_sent_on",
+         "Datums from upstreams sent on to the data group (--upstream-multicast)."),
+        ("upstreamEchoes", "upstream_echoes",
+         "This relay's own sent-on datagrams heard back on the data group."),
+        ("upstreamSendFailures", "upstream_send_failures",
+         "Datums from upstreams that could not be sent on to the data group."),
     ):
         yield CounterMetricFamily(f"artcast_{name}", help, value=upstream[figure])
     family = CounterMetricFamily(
