@@ -397,13 +397,11 @@ class LossyNetworkTests(SynchronousTestCase):
             self.assertEqual(server.seqs, [1, 2, 3, 4, 5, 6])
             self.assertEqual(server.repair["repairsReceived"], 1)
 
-    def test_unrecoverableAfterRetries(self) -> None:
+    def loseSecondAtOneServer(self) -> None:
         """
-        A source that never answers is NACKed for the configured rounds,
-        then the hole is declared unrecoverable and the datums held behind
-        it are delivered, marked with the loss.
+        Keep one server; send datums 0, 1 and 2 (seqs 1 to 3), the second
+        lost on the way.
         """
-        self.build(loss=0.0, answer=False)
         self.servers = self.servers[:1]
         self.network.servers[1:] = []
         self.source.send(0)
@@ -411,6 +409,15 @@ class LossyNetworkTests(SynchronousTestCase):
         self.source.send(1)
         self.network.loss = 0.0
         self.source.send(2)
+
+    def test_unrecoverableAfterRetries(self) -> None:
+        """
+        A source that never answers is NACKed for the configured rounds,
+        then the hole is declared unrecoverable and the datums held behind
+        it are delivered, marked with the loss.
+        """
+        self.build(loss=0.0, answer=False)
+        self.loseSecondAtOneServer()
         _run(self.clock, 0.5)
         server = self.servers[0]
         self.assertEqual(server.seqs, [1])
@@ -430,13 +437,7 @@ class LossyNetworkTests(SynchronousTestCase):
         unrecoverable after one NACK, and what was held is delivered.
         """
         self.build(loss=0.0, window=1)
-        self.servers = self.servers[:1]
-        self.network.servers[1:] = []
-        self.source.send(0)
-        self.network.loss = 1.0
-        self.source.send(1)
-        self.network.loss = 0.0
-        self.source.send(2)
+        self.loseSecondAtOneServer()
         self.source.send(3)
         _run(self.clock, 0.2)
         server = self.servers[0]

@@ -799,6 +799,71 @@ class OptionTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, self.parse, "--upstream-multicast")
 
 
+class _PacedSender:
+    """
+    Sends datums C{1, 2, ...} on a key with a L{artcast.source.Source},
+    letting the reactor turn every 10 datums.
+    """
+
+    def __init__(self, source: Any, key: str) -> None:
+        self.source = source
+        self.key = key
+        self.sent = 0
+
+    @inlineCallbacks
+    def upTo(self, count: int) -> Any:
+        """
+        Send datums until C{count} have been sent.
+        """
+        while self.sent < count:
+            self.sent += 1
+            self.source.send(self.key, self.sent)
+            if self.sent % 10 == 0:
+                yield deferLater(reactor, 0.01, lambda: None)
+
+
+class _Follower:
+    """
+    A C{since=} client of a key on a real server: it starts from the
+    latest datum, then asks C{since=} each id it got, until it has
+    C{count} datums or C{limit} seconds have passed.
+
+    @ivar received: the values, in the order they came.
+    @ivar ids: their C{Artcast-Id}s.
+    @ivar first: fires when the first datum came.
+    """
+
+    def __init__(self, test: TestCase, url: str, count: int, limit: float) -> None:
+        self.test = test
+        self.url = url
+        self.count = count
+        self.limit = limit
+        self.received: list[int] = []
+        self.ids: list[str] = []
+        self.first: Deferred[None] = Deferred()
+
+    @inlineCallbacks
+    def run(self) -> Any:
+        """
+        Follow the key.
+        """
+        deadline = reactor.seconds() + self.limit
+        since = "latest"
+        while len(self.received) < self.count and reactor.seconds() < deadline:
+            response = yield treq.get(
+                self.url, params={"since": since, "timeout": "5"}, persistent=False,
+            )
+            body = yield response.content()
+            if response.code == 204:
+                continue
+            self.test.assertEqual(response.code, 200, body)
+            since = response.headers.getRawHeaders(b"Artcast-Id")[0].decode()
+            self.ids.append(since)
+            self.received.append(json.loads(body))
+            if not self.first.called:
+                self.first.callback(None)
+
+
 class ChainTests(TestCase):
     """
     A chain of real servers: two origins on one multicast group -> a relay
@@ -850,38 +915,9 @@ class ChainTests(TestCase):
             ttl=0, interface="127.0.0.1",
         )
         self.addCleanup(source.close)
-        sent = [0]
-
-        @inlineCallbacks
-        def send(upTo: int) -> Any:
-            while sent[0] < upTo:
-                sent[0] += 1
-                source.send("chain/n", sent[0])
-                if sent[0] % 10 == 0:
-                    yield deferLater(reactor, 0.01, lambda: None)
-
-        received: list[int] = []
-        ids: list[str] = []
-        first: Deferred[None] = Deferred()
-
-        @inlineCallbacks
-        def client() -> Any:
-            deadline = reactor.seconds() + 90
-            since = "latest"
-            while len(received) < self.COUNT and reactor.seconds() < deadline:
-                response = yield treq.get(
-                    relay2.url + "/artcasts/chain/n",
-                    params={"since": since, "timeout": "5"}, persistent=False,
-                )
-                body = yield response.content()
-                if response.code == 204:
-                    continue
-                self.assertEqual(response.code, 200, body)
-                since = response.headers.getRawHeaders(b"Artcast-Id")[0].decode()
-                ids.append(since)
-                received.append(json.loads(body))
-                if not first.called:
-                    first.callback(None)
+        send = _PacedSender(source, "chain/n").upTo
+        follower = _Follower(self, relay2.url + "/artcasts/chain/n", self.COUNT, 90)
+        received, ids = follower.received, follower.ids
 
         def has(count: int) -> Any:
             return relay2.waitFor(lambda s: s["upstream"]["upstreamDatums"] >= count, limit=30)
@@ -889,8 +925,8 @@ class ChainTests(TestCase):
         # The client starts from the first datum, then asks since= each id.
         yield send(1)
         yield has(1)
-        done = client()
-        yield first
+        done = follower.run()
+        yield follower.first
 
         yield send(self.COUNT // 4)
         yield has(self.COUNT // 4)
@@ -974,44 +1010,15 @@ class SendOnChainTests(TestCase):
             registerGroups=[(origin.group, origin.registerPort)], ttl=0, interface="127.0.0.1",
         )
         self.addCleanup(source.close)
-        sent = [0]
-
-        @inlineCallbacks
-        def send(upTo: int) -> Any:
-            while sent[0] < upTo:
-                sent[0] += 1
-                source.send("lan/n", sent[0])
-                if sent[0] % 10 == 0:
-                    yield deferLater(reactor, 0.01, lambda: None)
-
-        received: list[int] = []
-        ids: list[str] = []
-        first: Deferred[None] = Deferred()
-
-        @inlineCallbacks
-        def client() -> Any:
-            deadline = reactor.seconds() + 60
-            since = "latest"
-            while len(received) < self.COUNT and reactor.seconds() < deadline:
-                response = yield treq.get(
-                    behind.url + "/artcasts/lan/n",
-                    params={"since": since, "timeout": "5"}, persistent=False,
-                )
-                body = yield response.content()
-                if response.code == 204:
-                    continue
-                self.assertEqual(response.code, 200, body)
-                since = response.headers.getRawHeaders(b"Artcast-Id")[0].decode()
-                ids.append(since)
-                received.append(json.loads(body))
-                if not first.called:
-                    first.callback(None)
+        send = _PacedSender(source, "lan/n").upTo
+        follower = _Follower(self, behind.url + "/artcasts/lan/n", self.COUNT, 60)
+        received, ids = follower.received, follower.ids
 
         # The client starts from the first datum, then asks since= each id.
         yield send(1)
         yield behind.waitFor(lambda s: s["datums"] >= 1, limit=30)
-        done = client()
-        yield first
+        done = follower.run()
+        yield follower.first
         yield send(self.COUNT)
         yield done
 
