@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -19,7 +20,7 @@ from typing import Any, Sequence
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succeed
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 
@@ -275,24 +276,7 @@ class ArtcastProcess:
 
 
 #: Where the Redis server of the bus tests is; they are skipped without it.
-REDIS_SERVER = "/usr/bin/redis-server"
-
-
-class _RedisWatcher(ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = bytearray()
-        self.ended: Deferred[Any] = Deferred()
-        self.status: Any = None
-
-    def outReceived(self, data: bytes) -> None:
-        if len(self.output) < 1_000_000:
-            self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        self.status = reason.value
-        self.ended.callback(reason.value)
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 class RedisServer:
@@ -307,7 +291,7 @@ class RedisServer:
         self.testCase = testCase
         self.port = port or freePort()
         self.url = "redis://127.0.0.1:%d" % (self.port,)
-        self.watcher: _RedisWatcher | None = None
+        self.watcher: _Watcher | None = None
         self.pid: int | None = None
         self._cleanup = False
 
@@ -320,7 +304,7 @@ class RedisServer:
         if not self._cleanup:
             self.testCase.addCleanup(self.stop)
             self._cleanup = True
-        self.watcher = _RedisWatcher()
+        self.watcher = _Watcher()
         directory = os.path.abspath(self.testCase.mktemp())
         os.makedirs(directory)
         transport = reactor.spawnProcess(
@@ -342,24 +326,22 @@ class RedisServer:
             yield deferLater(reactor, 0.05, lambda: None)
         returnValue(self)
 
-    @inlineCallbacks
-    def command(self, *args: bytes) -> Any:
+    def command(self, *args: bytes) -> Deferred[bytes | None]:
         """
-        Send one command and give its raw answer (bytes; L{None} if Redis
-        does not answer), over a blocking socket with a 2 s timeout, in a
-        thread-free way: the answer is read until it stops.
+        Send one command and give the first piece of its raw answer (enough
+        for C{PING} or C{XLEN}; L{None} if Redis cannot be reached), over a
+        blocking socket with a 2 s timeout.
         """
-        yield None
         request = b"*%d\r\n" % (len(args),) + b"".join(
             b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args
         )
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=2) as connection:
                 connection.sendall(request)
-                answer = connection.recv(1_000_000)
+                answer: bytes | None = connection.recv(65536)
         except OSError:
-            returnValue(None)
-        returnValue(answer)
+            answer = None
+        return succeed(answer)
 
     @inlineCallbacks
     def stop(self) -> Any:
@@ -375,6 +357,6 @@ class RedisServer:
         if timer.active():
             timer.cancel()
 
-    def _kill(self, watcher: _RedisWatcher) -> None:
+    def _kill(self, watcher: _Watcher) -> None:
         if watcher.status is None and self.pid is not None:
             os.kill(self.pid, signal.SIGKILL)

@@ -16,7 +16,11 @@ import treq
 from twisted.application.service import Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import TimeoutError
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -31,6 +35,7 @@ from artcast.server.feeds.bus import (
     BusFeed,
     DatumEntry,
     Outbox,
+    RedisBus,
     RegistrationEntry,
     parseBusURL,
     parseEntry,
@@ -609,6 +614,140 @@ class BusFeedTests(SynchronousTestCase):
         for name in ("artcast_bus_added_total", "artcast_bus_disconnects_total",
                      "artcast_bus_outbox ", "artcast_bus_up 1.0"):
             self.assertIn(name, text)
+
+
+class RedisBusTests(SynchronousTestCase):
+    """
+    L{RedisBus} speaks Redis's protocol over its two connections.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.bus = RedisBus(self.reactor, BusAddress("127.0.0.1", 6390, 2), maxLength=77, timeout=5)
+        self.addCleanup(self.bus.close)
+
+    def connect(self, index: int = -1) -> tuple[Any, StringTransport]:
+        """
+        Complete the connection the bus asked the reactor for.
+        """
+        host, port, factory, timeout, _ = self.reactor.tcpClients[index]
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 6390, 5))
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_add(self) -> None:
+        """
+        A datum is added with the script (EVALSHA, after SELECT of the
+        URL's database), and the answer is the entry's stream id.
+        """
+        added = self.bus.add("a/b", "s.1.2", b'{"x":1}')
+        protocol, transport = self.connect()
+        self.assertEqual(transport.value(), b"*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n")
+        transport.clear()
+        protocol.dataReceived(b"+OK\r\n")
+        sent = transport.value()
+        self.assertTrue(sent.startswith(b"*10\r\n$7\r\nEVALSHA\r\n"))
+        for part in (b"artcast:datums", b"artcast:seen:s.1.2", b"60000", b"77", b"a/b",
+                     b"s.1.2", b'{"x":1}'):
+            self.assertIn(b"\r\n" + part + b"\r\n", sent)
+        protocol.dataReceived(b"$15\r\n1700000000000-0\r\n")
+        self.assertEqual(self.successResultOf(added), b"1700000000000-0")
+
+    def test_noScript(self) -> None:
+        """
+        When Redis does not have the script (NOSCRIPT), it is sent with
+        EVAL; an id added lately gives L{None}.
+        """
+        added = self.bus.add("k", "s.1.1", b"1")
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"+OK\r\n")
+        transport.clear()
+        protocol.dataReceived(b"-NOSCRIPT No matching script. Please use EVAL.\r\n")
+        self.assertTrue(transport.value().startswith(b"*10\r\n$4\r\nEVAL\r\n"))
+        self.assertIn(b"redis.call('SET', KEYS[2]", transport.value())
+        protocol.dataReceived(b"$-1\r\n")
+        self.assertIsNone(self.successResultOf(added))
+
+    def test_errorAnswer(self) -> None:
+        """
+        An error answer fails the command.
+        """
+        added = self.bus.add("k", "s.1.1", b"1")
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"+OK\r\n")
+        protocol.dataReceived(b"-OOM command not allowed when used memory > 'maxmemory'.\r\n")
+        self.assertIn("OOM", str(self.failureResultOf(added, ResponseError).value))
+
+    def test_read(self) -> None:
+        """
+        A blocking read goes on its own connection and gives the entries;
+        a read that times out (no entry) gives none.
+        """
+        self.bus.last()  # the other connection
+        reading = self.bus.read(b"5-0", 500, 5000)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"+OK\r\n")
+        self.assertIn(b"XREAD\r\n$5\r\nCOUNT\r\n$3\r\n500\r\n$5\r\nBLOCK\r\n$4\r\n5000", transport.value())
+        protocol.dataReceived(
+            b"*1\r\n*2\r\n$14\r\nartcast:datums\r\n*1\r\n*2\r\n$3\r\n6-0\r\n"
+            b"*2\r\n$1\r\nk\r\n$1\r\na\r\n"
+        )
+        self.assertEqual(self.successResultOf(reading), [(b"6-0", [b"k", b"a"])])
+        reading = self.bus.read(b"6-0", 500, 5000)
+        protocol.dataReceived(b"*-1\r\n")
+        self.assertEqual(self.successResultOf(reading), [])
+
+    def test_wholeAnswerAtOnce(self) -> None:
+        """
+        An answer of many bulk strings is read in the same turn, whether it
+        comes in one piece or byte by byte.
+        """
+        entries = [(b"%d-0" % (n,), [b"k", b"key", b"i", b"s.1.%d" % (n,), b"v", b"%d" % (n,)])
+                   for n in range(1, 201)]
+        answer = b"*200\r\n" + b"".join(
+            b"*2\r\n$%d\r\n%s\r\n*6\r\n" % (len(sid), sid)
+            + b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
+            for sid, fields in entries
+        )
+        ranged = self.bus.range(None, 0, 1000)
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"+OK\r\n")
+        protocol.dataReceived(answer)
+        self.assertEqual(self.successResultOf(ranged), entries)
+        ranged = self.bus.range(None, 0, 1000)
+        for index in range(len(answer)):
+            protocol.dataReceived(answer[index:index + 1])
+        self.assertEqual(self.successResultOf(ranged), entries)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_timeout(self) -> None:
+        """
+        A command not answered within the timeout fails, and its connection
+        is dropped.
+        """
+        answer = self.bus.last()
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"+OK\r\n")
+        self.reactor.advance(5)
+        self.failureResultOf(answer, TimeoutError)
+        self.assertTrue(transport.disconnecting)
+
+    def test_refused(self) -> None:
+        """
+        A refused connection fails the commands waiting for it, and the next
+        command connects again.
+        """
+        first = self.bus.last()
+        second = self.bus.trim(0)
+        _, _, factory, _, _ = self.reactor.tcpClients[0]
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.failureResultOf(first, ConnectionRefusedError)
+        self.failureResultOf(second, ConnectionRefusedError)
+        self.bus.last()
+        self.assertEqual(len(self.reactor.tcpClients), 2)
 
 
 class _Child(Service):
