@@ -511,6 +511,27 @@ class BusFeedTests(SynchronousTestCase):
         self.assertEqual(feed.errors, 1)
         self.assertIn("OOM", self.events.matching("bus: lost")[0])
 
+    def test_fullRedis(self) -> None:
+        """
+        A Redis that answers reads but refuses writes (full) is tried less
+        and less often, and the error lines about it stay bounded.
+        """
+        oom = ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        self.patch(self.bus, "add", lambda *a: self.bus._failure(ResponseError, str(oom)))
+        feed = self.started()
+        self.handler.dataReceived(b'["k", 1]', ("127.0.0.1", 9))
+        start = self.clock.seconds()
+        for _ in range(30):
+            self.clock.advance(feed.backoff)
+        self.assertEqual(feed.backoff, 10.0)
+        self.assertEqual(len(feed.outbox), 1)
+        self.assertGreater(feed.disconnects, 20)
+        # At most 10 lines (lost and back) a minute.
+        minutes = (self.clock.seconds() - start) // 60 + 1
+        lines = self.events.matching("bus: lost") + self.events.matching("is back")
+        self.assertLessEqual(len(lines), 10 * minutes)
+        self.assertTrue(self.events.matching("more bus state changes were not logged"))
+
     def test_backoffBounded(self) -> None:
         """
         The wait between tries doubles from 0.5 s up to 10 s.

@@ -498,10 +498,15 @@ def _entries(reply: object) -> list[tuple[bytes, object]]:
     """
     if not isinstance(reply, list):
         return []
-    return [
-        (entry[0], entry[1]) for entry in reply
-        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], bytes)
-    ]
+    entries = []
+    for entry in reply:
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], bytes):
+            try:
+                streamOrder(entry[0])
+            except ValueError:
+                continue
+            entries.append((entry[0], entry[1]))
+    return entries
 
 
 class RedisBus:
@@ -727,6 +732,7 @@ class BusFeed(Service):
         self._trimmer.clock = clock
         self._badLog = RateLimitedLog(self.log, clock, what="bad bus entries")
         self._outboxLog = RateLimitedLog(self.log, clock, what="bus outbox drops")
+        self._stateLog = RateLimitedLog(self.log, clock, what="bus state changes")
 
     # --- the service -----------------------------------------------------------
 
@@ -841,7 +847,7 @@ class BusFeed(Service):
             assert self.cursor is not None
             answer = self.bus.read(self.cursor, READ_COUNT, READ_BLOCK)
             answer.addCallbacks(self._read, self._failed, (generation,), None, (generation,))
-        answer.addErrback(self._unexpected)
+        answer.addErrback(self._crashed, generation)
 
     def _ranged(self, entries: list[tuple[bytes, object]], generation: int) -> Any:
         if generation != self._generation:
@@ -881,12 +887,13 @@ class BusFeed(Service):
             )
             self._setReady()
         else:
-            self.log.warn(
+            self._stateLog.warn(
                 "bus: {url} is back; caught up {count} datums",
                 url=self.url, count=self._caughtUp,
             )
         self.state = "up"
-        self.backoff = self.firstBackoff
+        if not self.outbox:
+            self.backoff = self.firstBackoff
         self._pump()
         self._next()
 
@@ -898,7 +905,16 @@ class BusFeed(Service):
         self._next()
 
     def _unexpected(self, failure: Failure) -> None:
-        self.log.failure("bus: reading failed", failure)
+        self.log.failure("bus: unexpected failure", failure)
+
+    def _crashed(self, failure: Failure, generation: int) -> None:
+        """
+        Taking what was read failed (a bug): logged, and the bus is put
+        down, so that reading starts again after the back-off rather than
+        stopping.
+        """
+        self.log.failure("bus: taking entries failed", failure)
+        self._failed(failure, generation)
 
     def _take(self, streamId: bytes, fields: object) -> None:
         """
@@ -1042,6 +1058,9 @@ class BusFeed(Service):
 
     def _sent(self, result: object, entry: tuple[str, str, str | None, bytes]) -> None:
         self._inFlight -= 1
+        # Redis takes writes again (one that answers reads but refuses
+        # writes, when full, is tried again less and less often).
+        self.backoff = self.firstBackoff
         if entry[0] == "d":
             if isinstance(result, bytes):
                 self.added += 1
@@ -1078,7 +1097,7 @@ class BusFeed(Service):
         self.disconnects += 1
         self._shared.clear()
         reason = failure.getErrorMessage() or failure.type.__name__
-        self.log.error(
+        self._stateLog.error(
             "bus: lost {url}: {reason}; serving local datums only",
             url=self.url, reason=reason,
         )
