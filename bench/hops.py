@@ -18,8 +18,9 @@ arrival time (the end of its line or body) less that, on the same clock.
 The runner reports p50/p99/max per position and client, the latency a hop
 adds (per datum, the position's latency less the one of the position it
 follows, for the same kind of client; p50/p99 of those differences), the
-datums missed (every datum must arrive everywhere: 0) and the CPU each
-server spent per datum.
+datums missed (every datum must arrive everywhere: 0), the rate at which
+each client got them, and the CPU each server spent (per datum, and as a
+share of one core while the datums were sent).
 
 Positions are a list (L{POSITIONS}): each names the position it follows
 (its C{--upstream}), the position it is compared with, and any other
@@ -125,6 +126,8 @@ class Receipts:
     gaps: int = 0
     other: int = 0
     last: int = WARM
+    first: float | None = None
+    lastArrival: float | None = None
 
     def take(self, value: Any, arrived: float) -> None:
         """
@@ -145,6 +148,9 @@ class Receipts:
             self.outOfOrder += 1
         self.last = max(self.last, n)
         self.latencies[n] = round(1000.0 * (arrived - value["t"]), 3)
+        if self.first is None:
+            self.first = arrived
+        self.lastArrival = arrived
 
     def complete(self) -> bool:
         return len(self.latencies) >= self.count
@@ -159,6 +165,9 @@ class Receipts:
             "gaps": self.gaps,
             "other": self.other,
             "warm": self.warm,
+            "per_s": (round((len(self.latencies) - 1) / (self.lastArrival - self.first), 1)
+                      if self.first is not None and self.lastArrival != self.first
+                      else None),
             "latencies": sorted(self.latencies.items()),
         }
 
@@ -489,6 +498,7 @@ def run(count: int, rate: float, directory: Path, positions: Sequence[Position] 
             c.wait("warm", 60)
         log(f"every client has a warm-up datum: sending {count} datums at {rate:g}/s")
         cpuBefore = {name: fanout.cpuSeconds(s.process.pid) for name, s in servers.items()}
+        started = time.monotonic()
         source.send("go")
         sent = source.wait("sent", count / rate + 60)
         reports: dict[tuple[str, str], dict[str, Any]] = {}
@@ -501,6 +511,7 @@ def run(count: int, rate: float, directory: Path, positions: Sequence[Position] 
                 reports[key] = c.wait("report", 5)
         cpu = {name: fanout.cpuSeconds(s.process.pid) - cpuBefore[name]
                for name, s in servers.items()}
+        wall = time.monotonic() - started
         serverStats = {name: stats(s.httpPort) for name, s in servers.items()}
     finally:
         for c in list(clients.values()) + ([source] if source else []):
@@ -519,7 +530,8 @@ def run(count: int, rate: float, directory: Path, positions: Sequence[Position] 
                                    "latency_ms": summary(list(mine.values())),
                                    "against": position.against, "added_ms": None,
                                    "server_cpu_us_per_datum": round(
-                                       1e6 * cpu[position.name] / max(1, count), 1)}
+                                       1e6 * cpu[position.name] / max(1, count), 1),
+                                   "server_cpu_pct": round(100 * cpu[position.name] / wall, 2)}
             if position.against is not None:
                 theirs = dict(reports[position.against, kind]["latencies"])
                 row["added_ms"] = added(mine, theirs)
@@ -544,16 +556,17 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     The rows (any number of positions) as a Markdown table.
     """
     lines = ["| position | client | received | missing | p50 ms | p99 ms | max ms "
-             "| added p50 ms | added p99 ms | server CPU/datum |",
-             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "| added p50 ms | added p99 ms | datums/s | server CPU/datum | server CPU |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         hop = r["added_ms"]
-        lines.append("| %s | %s | %d / %d | %d | %s | %s | %s | %s | %s | %.0f µs |" % (
+        lines.append("| %s | %s | %d / %d | %d | %s | %s | %s | %s | %s | %s | %.0f µs | %.1f %% |" % (
             r["position"], r["client"], r["received"], r["sent"], r["missing"],
             cell(r["latency_ms"]["p50"]), cell(r["latency_ms"]["p99"]), cell(r["latency_ms"]["max"]),
             "n/a" if hop is None else "%s (vs %s)" % (cell(hop["p50"], True), r["against"]),
             "n/a" if hop is None else cell(hop["p99"], True),
-            r["server_cpu_us_per_datum"]))
+            "n/a" if r["per_s"] is None else "%.0f" % (r["per_s"],),
+            r["server_cpu_us_per_datum"], r["server_cpu_pct"]))
     return "\n".join(lines)
 
 

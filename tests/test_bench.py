@@ -674,6 +674,8 @@ class HopsQuickTests(SynchronousTestCase):
             for figure in ("p50", "p99", "max"):
                 self.assertIsInstance(row["latency_ms"][figure], (int, float))
             self.assertIsInstance(row["server_cpu_us_per_datum"], (int, float))
+            self.assertIsInstance(row["server_cpu_pct"], (int, float))
+            self.assertGreater(row["per_s"], 0)
             if position == "direct":
                 self.assertIsNone(row["added_ms"])
             else:
@@ -743,12 +745,12 @@ class HopsPartsTests(SynchronousTestCase):
                     "missing": 0, "latency_ms": {"p50": 1.0, "p99": 2.0, "max": 3.0},
                     "against": against,
                     "added_ms": None if against is None else {"datums": 5, "p50": 0.5, "p99": 1.5},
-                    "server_cpu_us_per_datum": 120.0}
+                    "per_s": 50.0, "server_cpu_us_per_datum": 120.0, "server_cpu_pct": 0.6}
 
         text = table([row("direct", None), row("relay 1", "direct"),
                       row("relay 2", "relay 1"), row("bus peer", "direct")])
         lines = text.splitlines()
         self.assertEqual(len(lines), 2 + 4)
         self.assertIn("| bus peer | stream | 5 / 5 | 0 | 1.00 | 2.00 | 3.00 | +0.50 (vs direct) "
-                      "| +1.50 | 120 µs |", lines)
+                      "| +1.50 | 50 | 120 µs | 0.6 % |", lines)
         self.assertIn("| n/a | n/a |", lines[2])
