@@ -595,7 +595,7 @@ def main(argv: Sequence[str]) -> int:
     print("%d datums at %g/s; latency = arrival - send time; added = per datum, "
           "minus the position followed (same client kind)" % (count, options.rate))
     if options.json:
-        command = "python -m bench.hops" + (" --quick" if options.quick else "")
+        command = " ".join(["python -m bench.hops", *argv])
         with open(options.json, "w") as f:
             json.dump({"command": command, "date": datetime.date.today().isoformat(),
                        "machine": fanout.machine(), "count": count, "rate": options.rate,
