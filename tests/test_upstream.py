@@ -143,6 +143,9 @@ class UpstreamFeedTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
+        # Now, not 1970: a boot is a start time in milliseconds, and one
+        # past now is from the future (HostileUpstreamTests).
+        self.clock.advance(1_800_000_000)
         self.store = KeyStore(self.clock)
         self.handler = DatagramHandler(self.store, self.clock)
         self.agent = _Agent()

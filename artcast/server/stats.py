@@ -373,6 +373,8 @@ def _upstreamMetrics(upstream: dict[str, Any]) -> Iterable[Any]:
         ("upstreamDuplicates", "upstream_duplicates",
          "Datums from upstreams this server had already."),
         ("upstreamGaps", "upstream_gaps", "Gap markers upstreams sent."),
+        ("upstreamFutureIds", "upstream_future_ids",
+         "Datums from upstreams with ids from the future, not resumed from."),
         ("upstreamReconnects", "upstream_reconnects",
          "Attempts to open a stream again after a failure."),
         ("upstreamFailovers", "upstream_failovers",

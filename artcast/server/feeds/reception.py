@@ -494,7 +494,9 @@ class SourceTracker:
         self.created: Hole | None = None
         self.forgotten = 0
 
-    def _judge(self, stamp: Stamp, now: float) -> tuple[str, _SourceState | None]:
+    def _judge(
+        self, stamp: Stamp, now: float, copiesOnly: bool
+    ) -> tuple[str, _SourceState | None]:
         if self._window is not None and stamp.isStale(now, self._window):
             return "stale", None
         state = self._sources.get(stamp.source)
@@ -506,10 +508,10 @@ class SourceTracker:
             if stamp.boot == state.boot:
                 if state.holes and _holeAt(state.holes, stamp.seq) >= 0:
                     return "filled", state
-                if self._copiesOnly and stamp.seq >= max(state.low, state.seq - self._maxHoles):
+                if copiesOnly and stamp.seq >= max(state.low, state.seq - self._maxHoles):
                     # Known: it arrived, or it was declared unrecoverable.
                     return "replayed", state
-            if self._copiesOnly:
+            if copiesOnly:
                 pair = (stamp.boot, stamp.seq)
                 if pair == (state.boot, state.seq) or (
                     state.recent is not None and pair in state.recent
@@ -531,12 +533,18 @@ class SourceTracker:
             L{None} when L{check} would accept the stamp (a fragment of a
             hole among them).
         """
-        verdict, _ = self._judge(stamp, self._clock.seconds())
+        verdict, _ = self._judge(stamp, self._clock.seconds(), self._copiesOnly)
         return verdict if verdict in ("stale", "replayed") else None
 
-    def check(self, stamp: Stamp) -> str:
+    def check(self, stamp: Stamp, relayed: bool = False) -> str:
         """
         Judge a datum's stamp and remember it when it is news.
+
+        @param relayed: the datum came from an upstream over HTTP (its C{t}
+            is when the relay took it, so times prove nothing): judged as
+            without a window, whatever the window, so a copy of a recent
+            datum is a replay and a forged mark is reset by the source's
+            next datum (see above).
 
         @return: one of
             - C{"new"}: the first datum seen from this source;
@@ -564,7 +572,8 @@ class SourceTracker:
         self.filled = None
         self.created = None
         now = self._clock.seconds()
-        verdict, state = self._judge(stamp, now)
+        copiesOnly = relayed or self._copiesOnly
+        verdict, state = self._judge(stamp, now, copiesOnly)
         if verdict in ("stale", "replayed"):
             return verdict
         plausible = stamp.sent <= now + self._ahead
@@ -583,12 +592,12 @@ class SourceTracker:
             self._fill(state, stamp.seq)
             if stamp.seq > state.seen:
                 state.seen = stamp.seq
-            if plausible and stamp.sent > state.newest and not self._copiesOnly:
+            if plausible and stamp.sent > state.newest and not copiesOnly:
                 state.newest = stamp.sent
             self.lost = state.lost
             self.holding = True
             return verdict
-        if self._copiesOnly:
+        if copiesOnly:
             recent = state.recent
             if recent is None:
                 recent = state.recent = [(state.boot, state.seq)]

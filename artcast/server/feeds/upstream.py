@@ -81,6 +81,7 @@ from artcast.server.defaults import (
     DEFAULT_UPSTREAM_SILENCE,
 )
 from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.feeds.reception import MAX_AHEAD
 from artcast.server.interfaces import IFeed
 from artcast.server.logs import NamedLogger, RateLimitedLog
 from artcast.server.outlets.multicast import RelayOutlet
@@ -98,6 +99,7 @@ from artcast.wire import (
 
 __all__ = [
     "LINE_MARGIN",
+    "MAX_PLAUSIBLE_SEQ",
     "MAX_UPSTREAM_NAMES",
     "UPSTREAMS_HEADER",
     "VIA_HEADER",
@@ -115,6 +117,10 @@ UPSTREAMS_HEADER = b"Artcast-Upstreams"
 #: What a stream's line may hold beyond the value: the key, the id, the
 #: envelope's punctuation.
 LINE_MARGIN = 64 * 1024
+
+#: The largest sequence number a relay resumes from: a source sending a
+#: million datums a second reaches it in 285 years.
+MAX_PLAUSIBLE_SEQ = 2**53
 
 #: The most server names taken from an upstream's C{Artcast-Upstreams}.
 MAX_UPSTREAM_NAMES = 64
@@ -409,6 +415,7 @@ class UpstreamFeed(MultiService):
         self.datums = 0
         self.duplicates = 0
         self.gaps = 0
+        self.futureIds = 0
         self.reconnects = 0
         self.failovers = 0
         self.dropped: Counter[str] = Counter()
@@ -655,8 +662,22 @@ class UpstreamFeed(MultiService):
         except ValueError:
             self._drop("bad-id", line)
             return
-        # Where the upstream's stream is, even for a value not taken.
-        self.lastId = datumId
+        if ident.seq > MAX_PLAUSIBLE_SEQ or ident.boot > (
+            self.clock.seconds() + MAX_AHEAD
+        ) * 1000:
+            # An id from the future (a boot past now in milliseconds, a seq
+            # no source reaches): taken as a multicast server would take it
+            # (the tracker resets a forged mark at the source's next
+            # datum), but never resumed from, since an upstream asked for
+            # what follows it would skip the source's real datums.
+            self.futureIds += 1
+            self._errorLog.warn(
+                "Upstream {url} sent an id from the future, {id}: taken, not resumed from",
+                url=self.upstreams[self.current], id=datumId,
+            )
+        else:
+            # Where the upstream's stream is, even for a value not taken.
+            self.lastId = datumId
         self._fromStart = False
         if len(line) > self.maxValueSize and len(encodeJSON(value)) > self.maxValueSize:
             self._drop("too-large", line)
@@ -671,7 +692,7 @@ class UpstreamFeed(MultiService):
         """
         stamp = Stamp(ident.source, ident.boot, ident.seq, self.clock.seconds())
         tracker = self.tracker
-        verdict = tracker.check(stamp)
+        verdict = tracker.check(stamp, relayed=True)
         if verdict in ("replayed", "stale"):
             self.duplicates += 1
             return
@@ -902,6 +923,7 @@ class UpstreamFeed(MultiService):
                 "upstreamDatums": self.datums,
                 "upstreamDuplicates": self.duplicates,
                 "upstreamGaps": self.gaps,
+                "upstreamFutureIds": self.futureIds,
                 "upstreamReconnects": self.reconnects,
                 "upstreamFailovers": self.failovers,
                 "upstreamAuthFailures": sum(self.authFailures.values()),
