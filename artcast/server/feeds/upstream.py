@@ -489,10 +489,13 @@ class UpstreamFeed(MultiService):
             headers.setRawHeaders(b"Authorization", [b"Bearer " + token.encode("ascii")])
         return headers
 
-    def _authRefused(self, url: str, code: int) -> str | None:
+    def _authRefused(self, url: str, code: int, log: bool = True) -> str | None:
         """
         Count and log (at a bounded rate, never the token) an answer C{401}
         or C{403} of C{url}.
+
+        @param log: whether to log it here (a stream's refusal is logged
+            with the failover, L{_failed}).
 
         @return: what it means, or L{None} for another answer.
         """
@@ -504,7 +507,8 @@ class UpstreamFeed(MultiService):
             why = "refused the token (401)" if sent else "wants a token (401)"
         else:
             why = "refused the token (403)" if sent else "refused the request (403; no token sent)"
-        self._authLog.warn("upstream {url} {why}", url=url, why=why)
+        if log:
+            self._authLog.warn("upstream {url} {why}", url=url, why=why)
         return why
 
     def _streamURL(self, root: str) -> bytes:
@@ -540,7 +544,7 @@ class UpstreamFeed(MultiService):
             return
         if response.code != 200:
             self._discard(response)
-            why = self._authRefused(self.upstreams[index], response.code)
+            why = self._authRefused(self.upstreams[index], response.code, log=False)
             self._failed(why or f"answered {response.code}")
             return
         self.learned = parseUpstreams(
