@@ -22,7 +22,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
@@ -43,7 +43,7 @@ from artcast.server.stats import metricsText
 from artcast.server.store import KeyStore
 from artcast.wire import DataMessage, Stamp, encodeData, parseData
 
-from tests.harness import ArtcastProcess, freePort, randomGroup
+from tests.harness import ArtcastProcess, HAProxy, freePort, randomGroup
 
 A = "http://a.example:8888/"
 B = "http://b.example:8888/"
@@ -1469,3 +1469,135 @@ class SendOnChainTests(TestCase):
         self.assertEqual(stats["upstream"]["upstreamEchoes"], self.COUNT)
         self.assertEqual(stats["dropped"], {})
         self.assertEqual(stats["datums"], self.COUNT)
+
+
+class TokenThroughProxyTests(TestCase):
+    """
+    A real haproxy in front of a real origin lets through only requests
+    with C{Authorization: Bearer s3cret}; relays follow the origin through
+    it, with and without the token file.
+    """
+
+    timeout = 120
+
+    #: Datums sent.
+    COUNT = 60
+
+    @inlineCallbacks
+    def test_tokenThroughProxy(self) -> Any:
+        """
+        A relay with the token file follows the origin through the proxy,
+        and a since= client on it gets every datum with the origin's ids; a
+        relay without it is refused with 403s, counted, and takes nothing;
+        neither logs the token.
+        """
+        from artcast.source import Source
+
+        reason = HAProxy.missing()
+        if reason is not None:
+            raise SkipTest(reason)
+        origin = ArtcastProcess(self)
+        yield origin.start()
+        proxy = HAProxy(self, [origin.httpPort], frontend=[
+            'http-request deny deny_status 403 unless { req.hdr(authorization) -m str "Bearer s3cret" }',
+        ])
+        yield proxy.start()
+        tokenFile = os.path.abspath(self.mktemp())
+        with open(tokenFile, "w") as f:
+            f.write("# the proxy's token\n%s s3cret\n" % (proxy.url,))
+        relay = ArtcastProcess(self, ["--upstream", proxy.url, "--upstream-token-file", tokenFile])
+        refused = ArtcastProcess(self, ["--upstream", proxy.url])
+        yield relay.start()
+        yield refused.start()
+        yield relay.waitFor(lambda s: s["upstream"]["state"] == "streaming", limit=30)
+
+        source = Source(
+            src="proxied", groups=[(origin.group, origin.dataPort)],
+            registerGroups=[(origin.group, origin.registerPort)], ttl=0, interface="127.0.0.1",
+        )
+        self.addCleanup(source.close)
+        send = _PacedSender(source, "proxied/n").upTo
+        follower = _Follower(self, relay.url + "/artcasts/proxied/n", self.COUNT, 60)
+        yield send(1)
+        yield relay.waitFor(lambda s: s["upstream"]["upstreamDatums"] >= 1, limit=30)
+        done = follower.run()
+        yield follower.first
+        yield send(self.COUNT)
+        yield done
+
+        self.assertEqual(follower.received, list(range(1, self.COUNT + 1)))
+        response = yield treq.get(
+            origin.url + "/artcasts/proxied/n", params={"since": "latest"}, persistent=False,
+        )
+        yield response.content()
+        latest = response.headers.getRawHeaders(b"Artcast-Id")[0].decode()
+        boot = latest.split(".")[1]
+        self.assertEqual(
+            follower.ids, ["proxied.%s.%d" % (boot, n) for n in range(1, self.COUNT + 1)]
+        )
+        root = proxy.url + "/"
+        stats = yield relay.stats()
+        self.assertEqual(stats["upstream"]["upstreamAuthFailures"], 0)
+        stats = yield refused.waitFor(
+            lambda s: s["upstream"]["upstreams"][root]["upstreamAuthFailures"] >= 2, limit=30,
+        )
+        self.assertNotEqual(stats["upstream"]["state"], "streaming")
+        self.assertEqual(stats["upstream"]["upstreamDatums"], 0)
+        self.assertIn("refused the request (403; no token sent)", refused.output)
+        for server in (relay, refused):
+            self.assertNotIn("s3cret", server.output)
+
+
+class ShutdownSwitchTests(TestCase):
+    """
+    A relay following two real origins on one group, the first stopped with
+    SIGTERM.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_switchAtOnce(self) -> Any:
+        """
+        When its upstream shuts down, the relay follows the next one at once:
+        its C{/stats} counts a shutdown and no failure of the first, and
+        datums keep coming through the second.
+        """
+        from artcast.source import Source
+
+        group = randomGroup()
+        originArgs = dict(group=group, dataPort=freePort(2), registerPort=freePort(2))
+        origin1 = ArtcastProcess(self, **originArgs)
+        origin2 = ArtcastProcess(self, **originArgs)
+        yield origin1.start()
+        yield origin2.start()
+        relay = ArtcastProcess(self, ["--upstream", origin1.url, "--upstream", origin2.url])
+        yield relay.start()
+        yield relay.waitFor(
+            lambda s: s["upstream"]["state"] == "streaming" and s["upstream"]["upstreamIndex"] == 1,
+            limit=30,
+        )
+        source = Source(
+            src="bye", groups=[(group, originArgs["dataPort"])],
+            registerGroups=[(group, originArgs["registerPort"])], ttl=0, interface="127.0.0.1",
+        )
+        self.addCleanup(source.close)
+        send = _PacedSender(source, "bye/n").upTo
+        yield send(10)
+        yield relay.waitFor(lambda s: s["upstream"]["upstreamDatums"] >= 10, limit=30)
+
+        yield origin1.stop()
+        stats = yield relay.waitFor(
+            lambda s: s["upstream"]["state"] == "streaming" and s["upstream"]["upstreamIndex"] == 2,
+            limit=30,
+        )
+        first = stats["upstream"]["upstreams"][origin1.url + "/"]
+        self.assertEqual((first["upstreamShutdowns"], first["upstreamFailures"]), (1, 0))
+        self.assertEqual(stats["upstream"]["upstreamShutdowns"], 1)
+        self.assertIn(
+            "upstream %s/ is shutting down; following %s/" % (origin1.url, origin2.url),
+            relay.output,
+        )
+        yield send(20)
+        stats = yield relay.waitFor(lambda s: s["upstream"]["upstreamDatums"] >= 20, limit=30)
+        self.assertEqual(stats["upstream"]["upstreamDuplicates"], 0)
