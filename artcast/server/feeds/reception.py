@@ -425,7 +425,8 @@ class SourceTracker:
     under a forged C{seq}; the mark stays) or C{"reset"} (another boot: the
     mark becomes its C{(boot, seq)}).  So no forged mark silences a source
     for even one datum; gaps counted around a forged or very late datagram
-    are approximate.
+    are approximate.  Datums relayed from an upstream over HTTP are always
+    judged so (L{checkRelayed}): their C{t} is when the relay took them.
 
     After each L{check}:
 
@@ -494,9 +495,7 @@ class SourceTracker:
         self.created: Hole | None = None
         self.forgotten = 0
 
-    def _judge(
-        self, stamp: Stamp, now: float, copiesOnly: bool
-    ) -> tuple[str, _SourceState | None]:
+    def _judge(self, stamp: Stamp, now: float) -> tuple[str, _SourceState | None]:
         if self._window is not None and stamp.isStale(now, self._window):
             return "stale", None
         state = self._sources.get(stamp.source)
@@ -508,10 +507,10 @@ class SourceTracker:
             if stamp.boot == state.boot:
                 if state.holes and _holeAt(state.holes, stamp.seq) >= 0:
                     return "filled", state
-                if copiesOnly and stamp.seq >= max(state.low, state.seq - self._maxHoles):
+                if self._copiesOnly and stamp.seq >= max(state.low, state.seq - self._maxHoles):
                     # Known: it arrived, or it was declared unrecoverable.
                     return "replayed", state
-            if copiesOnly:
+            if self._copiesOnly:
                 pair = (stamp.boot, stamp.seq)
                 if pair == (state.boot, state.seq) or (
                     state.recent is not None and pair in state.recent
@@ -533,18 +532,12 @@ class SourceTracker:
             L{None} when L{check} would accept the stamp (a fragment of a
             hole among them).
         """
-        verdict, _ = self._judge(stamp, self._clock.seconds(), self._copiesOnly)
+        verdict, _ = self._judge(stamp, self._clock.seconds())
         return verdict if verdict in ("stale", "replayed") else None
 
-    def check(self, stamp: Stamp, relayed: bool = False) -> str:
+    def check(self, stamp: Stamp) -> str:
         """
         Judge a datum's stamp and remember it when it is news.
-
-        @param relayed: the datum came from an upstream over HTTP (its C{t}
-            is when the relay took it, so times prove nothing): judged as
-            without a window, whatever the window, so a copy of a recent
-            datum is a replay and a forged mark is reset by the source's
-            next datum (see above).
 
         @return: one of
             - C{"new"}: the first datum seen from this source;
@@ -572,8 +565,7 @@ class SourceTracker:
         self.filled = None
         self.created = None
         now = self._clock.seconds()
-        copiesOnly = relayed or self._copiesOnly
-        verdict, state = self._judge(stamp, now, copiesOnly)
+        verdict, state = self._judge(stamp, now)
         if verdict in ("stale", "replayed"):
             return verdict
         plausible = stamp.sent <= now + self._ahead
@@ -592,12 +584,12 @@ class SourceTracker:
             self._fill(state, stamp.seq)
             if stamp.seq > state.seen:
                 state.seen = stamp.seq
-            if plausible and stamp.sent > state.newest and not copiesOnly:
+            if plausible and stamp.sent > state.newest and not self._copiesOnly:
                 state.newest = stamp.sent
             self.lost = state.lost
             self.holding = True
             return verdict
-        if copiesOnly:
+        if self._copiesOnly:
             recent = state.recent
             if recent is None:
                 recent = state.recent = [(state.boot, state.seq)]
@@ -631,6 +623,22 @@ class SourceTracker:
         self.lost = state.lost
         self.holding = bool(state.holes or state.lostAbove)
         return verdict
+
+    def checkRelayed(self, stamp: Stamp) -> str:
+        """
+        L{check} a datum taken from an upstream over HTTP
+        (L{artcast.server.feeds.upstream}): its C{t} is when the relay took
+        it, so times prove nothing, and it is judged as without a window,
+        whatever the window: a copy of a recent datum is a replay, and a
+        forged mark is reset by the source's next datum (see above).  The
+        multicast path, L{check}, pays nothing for it.
+        """
+        copiesOnly = self._copiesOnly
+        self._copiesOnly = True
+        try:
+            return self.check(stamp)
+        finally:
+            self._copiesOnly = copiesOnly
 
     def _forget(self) -> None:
         source, state = next(iter(self._sources.items()))

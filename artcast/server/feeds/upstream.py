@@ -696,7 +696,7 @@ class UpstreamFeed(MultiService):
         """
         stamp = Stamp(ident.source, ident.boot, ident.seq, self.clock.seconds())
         tracker = self.tracker
-        verdict = tracker.check(stamp, relayed=True)
+        verdict = tracker.checkRelayed(stamp)
         if verdict in ("replayed", "stale"):
             self.duplicates += 1
             return
