@@ -957,7 +957,9 @@ class HostileUpstreamTests(SynchronousTestCase):
         # The real source's next datums, in the same instant, then later.
         self.response.send(line("k", self.real(2), 2) + line("k", self.real(3), 3))
         self.clock.advance(1)
-        self.response.send(line("k", f"src.{self.BOOT}.{2**62}", "forged") + line("k", self.real(4), 4))
+        self.response.send(
+            line("k", f"src.{self.BOOT}.{2**62}", "forged") + line("k", self.real(4), 4)
+        )
         self.clock.advance(1)
         self.response.send(line("k", self.real(5), 5) + line("k", self.real(5), 5))
         self.assertEqual(
@@ -1019,7 +1021,8 @@ class HostileUpstreamTests(SynchronousTestCase):
             self.response.send(line("k", self.real(seq), value))
         # The datums dropped are holes, waited for 50 ms, then lost.
         self.clock.advance(1)
-        self.assertEqual([d.value for d in self.store.held("k")], list(range(2, 201, 2))[-len(self.store.held("k")):])
+        held = [d.value for d in self.store.held("k")]
+        self.assertEqual(held, list(range(2, 201, 2))[-len(held):])
         self.assertEqual(self.store.latest("k").value, 200)
         self.assertEqual(self.feed.dropped, {"too-large": 100})
         self.assertLessEqual(sum("Dropped a line" in t for t in self.logged), 10)
@@ -1499,7 +1502,8 @@ class TokenThroughProxyTests(TestCase):
         origin = ArtcastProcess(self)
         yield origin.start()
         proxy = HAProxy(self, [origin.httpPort], frontend=[
-            'http-request deny deny_status 403 unless { req.hdr(authorization) -m str "Bearer s3cret" }',
+            "http-request deny deny_status 403"
+            ' unless { req.hdr(authorization) -m str "Bearer s3cret" }',
         ])
         yield proxy.start()
         tokenFile = os.path.abspath(self.mktemp())

@@ -34,8 +34,8 @@ value plus L{LINE_MARGIN} ends the stream (and fails over); a line that is
 not JSON, not an envelope, or has a bad key, a bad id or a value larger than
 C{maxValueSize} is dropped and counted; the store's own bounds (keys, bytes)
 hold as for any feed.  Relayed datums are judged by the tracker as copies
-(L{artcast.server.feeds.reception.SourceTracker.checkRelayed}), so a forged mark is reset by the source's
-next datum; an id from the future (a boot past now in milliseconds, a seq
+(L{artcast.server.feeds.reception.SourceTracker.checkRelayed}), so a forged
+mark is reset by the source's next datum; an id from the future (a boot past now in milliseconds, a seq
 past L{MAX_PLAUSIBLE_SEQ}) is taken but counted and never resumed from.
 
 An upstream may be fronted by a proxy that wants a token (reading is
