@@ -972,6 +972,8 @@ class HostileUpstreamTests(SynchronousTestCase):
         self.assertEqual(figures["upstreamDuplicates"], 1)
         self.assertEqual(self.feed.lastId, self.real(5))
         self.assertEqual(sum("from the future" in t for t in self.logged), 2)
+        metrics = metricsText(lambda: {**_baseFigures(), **self.feed.statistics()}).decode()
+        self.assertIn("artcast_upstream_future_ids_total 2.0", metrics)
         # Failing over, the next upstream is asked from the last real id.
         self.response.end()
         self.clock.advance(0.5)
