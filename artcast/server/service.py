@@ -197,6 +197,7 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
                 options["publish-ttl"],
                 signingKeys[0] if signingKeys else None,
             ) if options.get("upstream-multicast") else None,
+            tokens=options.get("upstream-tokens"),
         )
 
     # What /stats shows.  The connections' figures are among them, but the
