@@ -275,6 +275,129 @@ class ArtcastProcess:
         return self.waitFor(lambda stats: stats["waiting"] >= count)
 
 
+#: Where the Debian package puts haproxy.
+HAPROXY = "/usr/sbin/haproxy"
+
+
+class HAProxy:
+    """
+    A real C{haproxy -db} in front of servers on 127.0.0.1, on a free
+    loopback port, stopped by its own PID.
+
+    The configuration (in a temporary folder) is HTTP mode, with timeouts
+    long enough for streams (C{timeout server}, C{client} and C{tunnel}: an
+    hour) and one backend server per port given, health-checked by TCP
+    every 500 ms (down after 2 failures, up after 1 success), taken in turn
+    (C{balance roundrobin}).
+
+    @ivar port: the frontend's port; C{url} its base URL.
+    @ivar config: the configuration file's path.
+    """
+
+    def __init__(
+        self,
+        testCase: Any,
+        backends: Sequence[int],
+        frontend: Sequence[str] = (),
+        backend: Sequence[str] = (),
+        port: int | None = None,
+    ) -> None:
+        """
+        @param backends: the servers' ports on 127.0.0.1.
+        @param frontend: lines added to the frontend section (ACLs,
+            C{http-request deny ...}).
+        @param backend: lines added to the backend section (C{option
+            httpchk ...}, another C{balance}).
+        """
+        self.testCase = testCase
+        self.backends = list(backends)
+        self.port = port or freePort()
+        self.url = "http://127.0.0.1:%d" % (self.port,)
+        self.directory = os.path.abspath(testCase.mktemp())
+        os.makedirs(self.directory)
+        self.config = os.path.join(self.directory, "haproxy.cfg")
+        lines = [
+            "global",
+            "    maxconn 4096",
+            "defaults",
+            "    mode http",
+            "    timeout connect 5s",
+            "    timeout client 1h",
+            "    timeout server 1h",
+            "    timeout tunnel 1h",
+            "    timeout http-request 10s",
+            "    timeout http-keep-alive 10s",
+            "frontend artcast",
+            "    bind 127.0.0.1:%d" % (self.port,),
+            *("    " + line for line in frontend),
+            "    default_backend servers",
+            "backend servers",
+            "    balance roundrobin",
+            *("    " + line for line in backend),
+            *(
+                "    server s%d 127.0.0.1:%d check inter 500 fall 2 rise 1" % (n, port)
+                for n, port in enumerate(self.backends, 1)
+            ),
+        ]
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.watcher = _Watcher()
+        self.pid: int | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """
+        Why haproxy cannot be run here (a reason for C{SkipTest}), or
+        L{None}.
+        """
+        if not os.access(HAPROXY, os.X_OK):
+            return f"{HAPROXY} is not installed (apt-get install haproxy)"
+        return None
+
+    @property
+    def output(self) -> str:
+        return self.watcher.output.decode("utf-8", "replace")
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        """
+        Start haproxy and wait, a bounded time, until its port accepts
+        connections.  The test stops it at cleanup.
+        """
+        self.testCase.addCleanup(self.stop)
+        transport = reactor.spawnProcess(
+            self.watcher, HAPROXY, [HAPROXY, "-f", self.config, "-db"],
+            env={"PATH": "/usr/sbin:/usr/bin:/bin"}, path=self.directory,
+        )
+        self.pid = transport.pid
+        deadline = reactor.seconds() + START_LIMIT
+        while True:
+            if self.watcher.status is not None:
+                raise RuntimeError("haproxy exited at start:\n" + self.output)
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            if reactor.seconds() > deadline:
+                raise RuntimeError("haproxy did not start:\n" + self.output)
+            yield deferLater(reactor, 0.05, lambda: None)
+        returnValue(self)
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """
+        Stop haproxy by its PID: SIGTERM, then SIGKILL past a bound.
+        """
+        if self.watcher.status is None and self.pid is not None:
+            os.kill(self.pid, signal.SIGTERM)
+            timer = reactor.callLater(
+                STOP_LIMIT,
+                lambda: self.watcher.status is None and os.kill(self.pid, signal.SIGKILL),
+            )
+            yield self.watcher.ended
+            if timer.active():
+                timer.cancel()
+
+
 #: Where the Redis server of the bus tests is; they are skipped without it.
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 

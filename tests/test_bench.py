@@ -631,3 +631,126 @@ class BatchingQuickTests(SynchronousTestCase):
         self.assertEqual(rows["no repair"]["datagrams"], rows["no repair"]["datums"])
         lines = out.getvalue().splitlines()
         self.assertEqual(len(lines), 2 + len(batching.MODES) + 1)
+
+
+class HopsQuickTests(SynchronousTestCase):
+    """
+    C{bench/hops.py --quick} end to end: an origin, a relay following it and
+    a relay following that one, each with a stream client and a long-poll
+    client.
+    """
+
+    skip = None if HAVE_PROC else "the relay benchmark needs /proc"
+
+    def test_quick(self) -> None:
+        """
+        The command writes a JSON document with one row per position and
+        client, each with its latency figures and, but for the origin, the
+        latency added by its hop; every client got every datum, once, in
+        order, with no gap, and the table has one line per row.
+        """
+        from bench import hops
+
+        outDir = os.path.abspath(self.mktemp())
+        path = outDir + ".json"
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "hops.py"), "--quick", "--json", path,
+             "--out-dir", outDir],
+            cwd=str(ROOT), capture_output=True, text=True, timeout=300,
+        )
+        self.assertEqual(result.returncode, 0, f"hops.py --quick failed:\n{result.stderr}")
+        with open(path) as f:
+            document = json.load(f)
+        self.assertEqual(document["count"], 100)
+        self.assertEqual([p["name"] for p in document["positions"]],
+                         [p.name for p in hops.POSITIONS])
+        rows = {(row["position"], row["client"]): row for row in document["rows"]}
+        self.assertEqual(sorted(rows), sorted(
+            (p.name, kind) for p in hops.POSITIONS for kind in hops.KINDS))
+        for (position, kind), row in rows.items():
+            self.assertEqual((row["received"], row["missing"]), (100, 0), (position, kind))
+            self.assertEqual((row["duplicates"], row["outOfOrder"], row["gaps"], row["other"]),
+                             (0, 0, 0, 0), (position, kind))
+            for figure in ("p50", "p99", "max"):
+                self.assertIsInstance(row["latency_ms"][figure], (int, float))
+            self.assertIsInstance(row["server_cpu_us_per_datum"], (int, float))
+            self.assertIsInstance(row["server_cpu_pct"], (int, float))
+            self.assertGreater(row["per_s"], 0)
+            if position == "direct":
+                self.assertIsNone(row["added_ms"])
+            else:
+                self.assertEqual(row["added_ms"]["datums"], 100)
+                self.assertIsInstance(row["added_ms"]["p50"], (int, float))
+                self.assertIsInstance(row["added_ms"]["p99"], (int, float))
+        self.assertEqual(document["source"]["sent"], 100)
+        for relay in ("relay 1", "relay 2"):
+            self.assertGreaterEqual(document["upstream"][relay]["upstreamDatums"], 100)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+        self.assertEqual(len(lines), 1 + len(rows))
+
+
+class HopsPartsTests(SynchronousTestCase):
+    """
+    The pure parts of C{bench/hops.py}: what a client counts, the latency a
+    hop adds, and the table of any number of positions.
+    """
+
+    def test_receipts(self) -> None:
+        """
+        A client keeps one latency per measured datum, counts warm-up
+        datums, duplicates, datums older than one it had, and values that
+        are not the benchmark's, and is complete once it has every datum.
+        """
+        from bench.hops import WARM, Receipts
+
+        receipts = Receipts(3)
+        receipts.take({"t": 10.0, "n": WARM}, 10.5)
+        receipts.take({"t": 10.0, "n": 1}, 10.002)
+        receipts.take({"t": 10.0, "n": 1}, 10.003)
+        receipts.take({"t": 10.0, "n": 0}, 10.004)
+        receipts.take("garbage", 10.005)
+        self.assertFalse(receipts.complete())
+        receipts.take({"t": 11.0, "n": 2}, 11.001)
+        self.assertTrue(receipts.complete())
+        report = receipts.report()
+        self.assertEqual(report["latencies"], [(0, 4.0), (1, 2.0), (2, 1.0)])
+        self.assertEqual(
+            (report["received"], report["missing"], report["warm"], report["duplicates"],
+             report["outOfOrder"], report["other"]),
+            (3, 0, 1, 1, 1, 1))
+
+    def test_added(self) -> None:
+        """
+        The latency a hop adds is taken per datum, over the datums both
+        clients got.
+        """
+        from bench.hops import added
+
+        mine = {n: 10.0 + n for n in range(100)}
+        theirs = {n: 9.0 for n in range(1, 101)}
+        hop = added(mine, theirs)
+        self.assertEqual(hop["datums"], 99)
+        self.assertEqual(hop["p50"], 51.0)
+        self.assertEqual(hop["p99"], 100.0)
+
+    def test_tableOfAnyPositions(self) -> None:
+        """
+        The table has a line per row, whatever the positions, and names the
+        position each hop is measured against.
+        """
+        from bench.hops import table
+
+        def row(position: str, against: str | None) -> dict[str, Any]:
+            return {"position": position, "client": "stream", "received": 5, "sent": 5,
+                    "missing": 0, "latency_ms": {"p50": 1.0, "p99": 2.0, "max": 3.0},
+                    "against": against,
+                    "added_ms": None if against is None else {"datums": 5, "p50": 0.5, "p99": 1.5},
+                    "per_s": 50.0, "server_cpu_us_per_datum": 120.0, "server_cpu_pct": 0.6}
+
+        text = table([row("direct", None), row("relay 1", "direct"),
+                      row("relay 2", "relay 1"), row("bus peer", "direct")])
+        lines = text.splitlines()
+        self.assertEqual(len(lines), 2 + 4)
+        self.assertIn("| bus peer | stream | 5 / 5 | 0 | 1.00 | 2.00 | 3.00 | +0.50 (vs direct) "
+                      "| +1.50 | 50 | 120 µs | 0.6 % |", lines)
+        self.assertIn("| n/a | n/a |", lines[2])

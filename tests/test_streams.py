@@ -39,6 +39,7 @@ from artcast.server.outlets import pages
 from artcast.server.store import KeyStore
 from artcast.server.outlets.streams import (
     NDJSON,
+    shutdownMessage,
     STREAM_TYPES,
     StreamManager,
     envelope,
@@ -530,6 +531,32 @@ class EventStreamTests(StreamMixin, SynchronousTestCase):
             self.assertTrue(client.transport.value().endswith(b"0\r\n\r\n"))
         self.assertEqual(self.store.listening, 0)
         self.assertEqual(self.streams.open, 0)
+
+    def test_shutdownSaysWhy(self) -> None:
+        """
+        At shutdown an SSE stream's last event is named C{shutdown} with the
+        Retry-After in its data, before the C{retry:} field, and an NDJSON
+        stream's last line is C{{"shutdown":true,"retryAfter":N}}.
+        """
+        self.app.closing.retryAfter = lambda: 4
+        sse, ndjson = self.connect(), self.connect()
+        sse.stream("/artcasts/k")
+        ndjson.stream("/artcasts/k", NDJSON)
+        self.store.publish("k", 1)
+        self.app.closing.close()
+        self.assertTrue(sse.body().endswith(
+            b'event: shutdown\ndata: {"retryAfter":4}\n\nretry: 4000\n\n'
+        ))
+        events, _, retry = parseEventStream(sse.body())
+        self.assertEqual(
+            [(e["type"], json.loads(e["data"])) for e in events][-1],
+            ("shutdown", {"retryAfter": 4}),
+        )
+        self.assertEqual(retry, 4000)
+        lines = [json.loads(line) for line in ndjson.lines()]
+        self.assertEqual(lines[-1], {"shutdown": True, "retryAfter": 4})
+        self.assertEqual(lines[-2]["value"], 1)
+        self.assertEqual(shutdownMessage(None), b'{"shutdown":true}')
 
     def test_shutdownForgetsEndedStreams(self) -> None:
         """

@@ -10,6 +10,7 @@ origin killed and restarted, through L{tests.harness}.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,7 +22,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
@@ -31,6 +32,7 @@ from artcast.server.feeds.multicast import DatagramHandler
 from artcast.server.feeds.upstream import (
     LINE_MARGIN,
     UpstreamFeed,
+    parseUpstreamTokens,
     parseUpstreams,
     upstreamURL,
 )
@@ -41,7 +43,7 @@ from artcast.server.stats import metricsText
 from artcast.server.store import KeyStore
 from artcast.wire import DataMessage, Stamp, encodeData, parseData
 
-from tests.harness import ArtcastProcess, freePort, randomGroup
+from tests.harness import ArtcastProcess, HAProxy, freePort, randomGroup
 
 A = "http://a.example:8888/"
 B = "http://b.example:8888/"
@@ -143,6 +145,9 @@ class UpstreamFeedTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
+        # Now, not 1970: a boot is a start time in milliseconds, and one
+        # past now is from the future (HostileUpstreamTests).
+        self.clock.advance(1_800_000_000)
         self.store = KeyStore(self.clock)
         self.handler = DatagramHandler(self.store, self.clock)
         self.agent = _Agent()
@@ -635,6 +640,433 @@ class SendOnTests(SynchronousTestCase):
         self.assertEqual([d.id for d in self.store.held("k")], ["src.5.1"])
 
 
+def _logged() -> tuple[list[str], Any]:
+    """
+    Collect the text of every event logged from now on.
+
+    @return: the list the texts go to, and what to call to stop.
+    """
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    texts: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        texts.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    return texts, lambda: globalLogPublisher.removeObserver(observe)
+
+
+def _bearer(request: _Request) -> list[bytes] | None:
+    return request.headers.getRawHeaders(b"Authorization")
+
+
+class TokenTests(SynchronousTestCase):
+    """
+    With tokens, the feed sends C{Authorization: Bearer} to the upstreams
+    that have one, and counts the answers C{401} and C{403}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.store = KeyStore(self.clock)
+        self.handler = DatagramHandler(self.store, self.clock)
+        self.agent = _Agent()
+        self.feed = UpstreamFeed(
+            [A, B, C], self.handler, self.clock, self.agent, maxValueSize=1000,
+            tokens={A: "token-for-A", B: "token+for/B=="},
+        )
+        self.logged, stop = _logged()
+        self.addCleanup(stop)
+        self.feed.startService()
+        self.addCleanup(self.feed.stopService)
+
+    def test_perUpstream(self) -> None:
+        """
+        Each stream request carries the token of its upstream, and none goes
+        to an upstream without one.
+        """
+        self.assertEqual(_bearer(self.agent.last()), [b"Bearer token-for-A"])
+        self.agent.last().deferred.errback(ConnectionRefusedError())
+        self.clock.advance(0.5)
+        self.assertEqual(self.agent.last().root, B)
+        self.assertEqual(_bearer(self.agent.last()), [b"Bearer token+for/B=="])
+        self.agent.last().deferred.errback(ConnectionRefusedError())
+        self.clock.advance(1.0)
+        self.assertEqual(self.agent.last().root, C)
+        self.assertIsNone(_bearer(self.agent.last()))
+
+    def test_probesAndListings(self) -> None:
+        """
+        The listing of the upstream followed and the probes of the earlier
+        ones carry each upstream's own token.
+        """
+        self.agent.last().deferred.errback(ConnectionRefusedError())
+        self.clock.advance(0.5)
+        self.agent.last().answer(200)
+        [listing] = self.agent.listings()
+        self.assertEqual((listing.root, _bearer(listing)), (B, [b"Bearer token+for/B=="]))
+        self.clock.advance(5)
+        [probe] = self.agent.probes()
+        self.assertEqual((probe.root, _bearer(probe)), (A, [b"Bearer token-for-A"]))
+
+    def test_refusals(self) -> None:
+        """
+        A C{403} or C{401} is counted per upstream (C{/stats} and
+        C{/metrics}), logged as a token refused or wanted without the token,
+        and failed over as any refusal.
+        """
+        self.agent.last().answer(403)
+        self.assertEqual(self.feed.state, "waiting")
+        self.clock.advance(0.5)
+        self.agent.last().answer(401)
+        self.clock.advance(1.0)
+        self.assertEqual(self.agent.last().root, C)
+        self.agent.last().answer(401)
+        self.clock.advance(2.0)
+        self.assertEqual(self.agent.last().root, A)
+        figures = self.feed.statistics()["upstream"]
+        self.assertEqual(figures["upstreamAuthFailures"], 3)
+        self.assertEqual(
+            {url: figures["upstreams"][url]["upstreamAuthFailures"] for url in (A, B, C)},
+            {A: 1, B: 1, C: 1},
+        )
+        self.assertEqual(self.feed.failures, {A: 1, B: 1, C: 1})
+        text = "\n".join(self.logged).lower()
+        self.assertIn(f"upstream {A} refused the token (403)", text)
+        self.assertIn(f"upstream {B} refused the token (401)", text)
+        self.assertIn(f"upstream {C} wants a token (401)", text)
+        self.assertNotIn("token-for-A", text)
+        self.assertNotIn("token+for/B", text)
+        metrics = metricsText(lambda: {**_baseFigures(), **self.feed.statistics()}).decode()
+        self.assertIn('artcast_upstream_auth_failures_total{url="%s"} 1.0' % (A,), metrics)
+
+    def test_probeRefused(self) -> None:
+        """
+        A probe answered C{403} is counted, and the feed stays where it is.
+        """
+        self.agent.last().deferred.errback(ConnectionRefusedError())
+        self.clock.advance(0.5)
+        onB = self.agent.last().answer(200)
+        self.clock.advance(5)
+        self.agent.probes()[0].answer(403)
+        self.assertEqual(self.feed.authFailures, {A: 1})
+        self.assertFalse(onB.transport.stopped)
+        self.assertEqual(self.feed.state, "streaming")
+
+    def test_boundedLog(self) -> None:
+        """
+        Refusals are logged at most ten a minute (then a count), each
+        counted, and a stream's refusal in one line with its failover.
+        """
+        self.agent.last().answer(403)
+        self.assertEqual(sum("token" in t for t in self.logged), 1)
+        for _ in range(100):
+            self.feed._authRefused(B, 401)
+        self.assertEqual(self.feed.authFailures, {A: 1, B: 100})
+        self.assertEqual(sum("token" in t for t in self.logged), 11)
+
+
+class TokenFileTests(SynchronousTestCase):
+    """
+    L{parseUpstreamTokens} and C{--upstream-token-file}.
+    """
+
+    def test_lines(self) -> None:
+        """
+        A line C{TOKEN} is for every upstream, a line C{URL TOKEN} for that
+        one (it wins); blank lines and comments are ignored.
+        """
+        data = b"# tokens\n\n  shared-token  \nhttp://b.example:8888 b-token\n"
+        self.assertEqual(
+            parseUpstreamTokens(data, [A, B]), {A: "shared-token", B: "b-token"},
+        )
+        self.assertEqual(parseUpstreamTokens(b"%s t\n" % (C.encode(),), [A, C]), {C: "t"})
+
+    def test_bad(self) -> None:
+        """
+        A malformed line, a URL not among the upstreams, a second token for
+        the same upstreams, a file that is not UTF-8 or holds no token is a
+        one-line error that never shows a token.
+        """
+        for data, words in [
+            (b"a b c\n", "line 1: expected TOKEN or URL TOKEN"),
+            (b"secret1 http://a.example:8888/\n", "line 1: a token is made of"),
+            (b"secret1 secret2\n", "line 1: expected URL TOKEN"),
+            (b"\nsecret\xff\n", "not UTF-8"),
+            (b"sec ret\"\n".replace(b" ", b""), "line 1: a token is made of"),
+            (b"http://other:1/ secret\n", "http://other:1/ is not among the --upstream given"),
+            (b"secret\nsecret2\n", "line 2: a second token for every upstream"),
+            (b"%s secret\n%s secret2\n" % (A.encode(), A.encode()),
+             f"line 2: a second token for {A}"),
+            (b"# nothing\n\n", "no token in it"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                parseUpstreamTokens(data, [A, B])
+            message = str(caught.exception)
+            self.assertIn(words, message)
+            self.assertNotIn("secret", message)
+            self.assertNotIn("\n", message)
+
+    def parse(self, *args: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(args))
+        return options
+
+    def tokenFile(self, data: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_option(self) -> None:
+        """
+        C{--upstream-token-file} gives the feed each upstream's token,
+        wherever it is among the options.
+        """
+        from tests.test_feeds import _MulticastReactor
+
+        path = self.tokenFile(b"http://127.0.0.1:2 two\none\n")
+        options = self.parse(
+            "--upstream-token-file", path,
+            "--upstream", "http://127.0.0.1:1", "--upstream", "http://127.0.0.1:2/",
+        )
+        self.assertEqual(
+            options["upstream-tokens"],
+            {"http://127.0.0.1:1/": "one", "http://127.0.0.1:2/": "two"},
+        )
+        top = tap.makeService(options, reactor=_MulticastReactor())
+        self.assertEqual(top.getServiceNamed("upstream").tokens, options["upstream-tokens"])
+        self.assertEqual(self.parse()["upstream-tokens"], {})
+
+    def test_optionErrors(self) -> None:
+        """
+        A missing or malformed file, a URL not among the C{--upstream}
+        given, or no C{--upstream} at all, is a usage error naming the file.
+        """
+        missing = os.path.join(self.mktemp(), "none")
+        bad = self.tokenFile(b"http://127.0.0.1:9/ secret\n")
+        for args, words in [
+            (["--upstream-token-file", missing], "No such file"),
+            (["--upstream-token-file", bad], "not among the --upstream given"),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                self.parse("--upstream", "http://127.0.0.1:1/", *args)
+            self.assertIn(words, str(caught.exception))
+            self.assertIn("--upstream-token-file", str(caught.exception))
+            self.assertNotIn("secret", str(caught.exception))
+        self.assertRaises(
+            usage.UsageError, self.parse, "--upstream-token-file", self.tokenFile(b"t\n")
+        )
+
+
+class ShutdownLineTests(SynchronousTestCase):
+    """
+    An upstream's last line C{{"shutdown": true, ...}} moves the feed to the
+    next upstream at once.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.store = KeyStore(self.clock)
+        self.handler = DatagramHandler(self.store, self.clock)
+        self.agent = _Agent()
+        self.feed = UpstreamFeed([A, B, C], self.handler, self.clock, self.agent, maxValueSize=1000)
+        self.logged, stop = _logged()
+        self.addCleanup(stop)
+        self.feed.startService()
+        self.addCleanup(self.feed.stopService)
+
+    def test_atOnce(self) -> None:
+        """
+        On the line the stream is closed and the next upstream asked at
+        once, from the last id, without a back-off; it is counted as a
+        shutdown, not as a failure, and logged.
+        """
+        onA = self.agent.last().answer(200)
+        onA.send(line("k", "src.5.1", 1) + b'{"shutdown":true,"retryAfter":3}\n')
+        self.assertTrue(onA.transport.stopped)
+        request = self.agent.last()
+        self.assertEqual((request.root, request.since), (B, "src.5.1"))
+        self.assertEqual(self.feed.state, "connecting")
+        onA.end()
+        self.assertEqual(self.agent.last(), request)
+        request.answer(200).send(line("k", "src.5.2", 2))
+        self.assertEqual([d.id for d in self.store.held("k")], ["src.5.1", "src.5.2"])
+        figures = self.feed.statistics()["upstream"]
+        self.assertEqual(figures["upstreamShutdowns"], 1)
+        self.assertEqual(figures["upstreams"][A]["upstreamShutdowns"], 1)
+        self.assertEqual(figures["upstreams"][A]["upstreamFailures"], 0)
+        self.assertEqual(figures["upstreamFailovers"], 1)
+        self.assertEqual(figures["upstreamDropped"], {})
+        self.assertIn(f"upstream {A} is shutting down; following {B}", "\n".join(self.logged))
+        metrics = metricsText(lambda: {**_baseFigures(), **self.feed.statistics()}).decode()
+        self.assertIn('artcast_upstream_shutdowns_total{url="%s"} 1.0' % (A,), metrics)
+
+    def test_againSoon(self) -> None:
+        """
+        A second shutdown line within ten seconds is followed after the
+        back-off, so an upstream that says it again and again makes no busy
+        loop.
+        """
+        self.agent.last().answer(200).send(b'{"shutdown":true}\n')
+        self.clock.advance(1)
+        self.agent.last().answer(200).send(b'{"shutdown":true}\n')
+        self.assertEqual(self.agent.last().root, B)
+        self.assertEqual(self.feed.state, "waiting")
+        self.clock.advance(0.5)
+        self.assertEqual(self.agent.last().root, C)
+        self.assertEqual(self.feed.shutdowns, {A: 1, B: 1})
+        self.assertEqual(sum(self.feed.failures.values()), 0)
+
+
+class HostileUpstreamTests(SynchronousTestCase):
+    """
+    An upstream that sends ids from the future, values too large, endless
+    keys and garbage: each is counted and logged at a bounded rate, the store
+    stays within its bounds, and good datums after them are delivered.
+    """
+
+    BOOT = 1_799_000_000_000
+
+    def makeFeed(self, freshness: float | None = None, maxKeys: int = 100) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.store = KeyStore(self.clock, maxKeys=maxKeys, maxBytes=2_000_000)
+        self.handler = DatagramHandler(self.store, self.clock, freshness=freshness)
+        self.agent = _Agent()
+        self.feed = UpstreamFeed([A, B], self.handler, self.clock, self.agent, maxValueSize=1000)
+        self.logged, stop = _logged()
+        self.addCleanup(stop)
+        self.feed.startService()
+        self.addCleanup(self.feed.stopService)
+        self.response = self.agent.last().answer(200)
+
+    def real(self, seq: int) -> str:
+        return f"src.{self.BOOT}.{seq}"
+
+    def ids(self, key: str = "k") -> list[str]:
+        return [d.id for d in self.store.held(key)]
+
+    def futureIds(self, freshness: float | None) -> None:
+        self.makeFeed(freshness)
+        self.response.send(line("k", self.real(1), 1))
+        self.response.send(line("k", f"src.{2**62}.{2**62}", "forged"))
+        # The real source's next datums, in the same instant, then later.
+        self.response.send(line("k", self.real(2), 2) + line("k", self.real(3), 3))
+        self.clock.advance(1)
+        self.response.send(
+            line("k", f"src.{self.BOOT}.{2**62}", "forged") + line("k", self.real(4), 4)
+        )
+        self.clock.advance(1)
+        self.response.send(line("k", self.real(5), 5) + line("k", self.real(5), 5))
+        self.assertEqual(
+            self.ids(),
+            [self.real(1), f"src.{2**62}.{2**62}", self.real(2), self.real(3),
+             f"src.{self.BOOT}.{2**62}", self.real(4), self.real(5)],
+        )
+        figures = self.feed.statistics()["upstream"]
+        self.assertEqual(figures["upstreamFutureIds"], 2)
+        self.assertEqual(figures["upstreamDuplicates"], 1)
+        self.assertEqual(self.feed.lastId, self.real(5))
+        self.assertEqual(sum("from the future" in t for t in self.logged), 2)
+        metrics = metricsText(lambda: {**_baseFigures(), **self.feed.statistics()}).decode()
+        self.assertIn("artcast_upstream_future_ids_total 2.0", metrics)
+        # Failing over, the next upstream is asked from the last real id.
+        self.response.end()
+        self.clock.advance(0.5)
+        request = self.agent.last()
+        self.assertEqual((request.root, request.since), (B, self.real(5)))
+        request.answer(200).send(line("k", self.real(5), 5) + line("k", self.real(6), 6))
+        self.assertEqual(self.ids()[-2:], [self.real(5), self.real(6)])
+
+    def test_futureIds(self) -> None:
+        """
+        A forged id from the future (boot and seq 2**62, or seq 2**62 in the
+        real boot) is taken but never resumed from, and does not make the
+        real source's next datums, even in the same instant, be dropped;
+        a real duplicate still is.
+        """
+        self.futureIds(None)
+
+    def test_futureIdsWindow(self) -> None:
+        """
+        The same holds on a server with a freshness window, where relayed
+        datums' send times (when the relay took them) prove nothing.
+        """
+        self.futureIds(60.0)
+
+    def test_resetNotDuplicate(self) -> None:
+        """
+        With a window, a datum an upstream sends again after a failover is a
+        duplicate, not a reset, though it was taken later.
+        """
+        self.makeFeed(60.0)
+        self.response.send(line("k", self.real(1), 1) + line("k", self.real(2), 2))
+        self.response.end()
+        self.clock.advance(0.5)
+        self.agent.last().answer(200).send(line("k", self.real(1), 1) + line("k", self.real(2), 2)
+                                          + line("k", self.real(3), 3))
+        self.assertEqual(self.ids(), [self.real(n) for n in (1, 2, 3)])
+        self.assertEqual(self.feed.duplicates, 2)
+
+    def test_largeValues(self) -> None:
+        """
+        Values past C{--max-value-size} are dropped, counted and logged at a
+        bounded rate; the good datums between them are delivered.
+        """
+        self.makeFeed()
+        for seq in range(1, 201):
+            value = "x" * 5000 if seq % 2 else seq
+            self.response.send(line("k", self.real(seq), value))
+        # The datums dropped are holes, waited for 50 ms, then lost.
+        self.clock.advance(1)
+        held = [d.value for d in self.store.held("k")]
+        self.assertEqual(held, list(range(2, 201, 2))[-len(held):])
+        self.assertEqual(self.store.latest("k").value, 200)
+        self.assertEqual(self.feed.dropped, {"too-large": 100})
+        self.assertLessEqual(sum("Dropped a line" in t for t in self.logged), 10)
+        self.assertTrue(all(d.size <= 1000 for d in self.store.held("k")))
+
+    def test_endlessKeys(self) -> None:
+        """
+        An upstream sending new keys without end makes the store forget the
+        least recently updated ones: it holds at most C{--max-keys} keys and
+        its byte budget, and the latest datums are delivered.
+        """
+        self.makeFeed(maxKeys=100)
+        for seq in range(1, 5001):
+            self.response.send(line(f"spam/{seq}", self.real(seq), "v" * 200))
+        self.assertLessEqual(len(self.store), 100)
+        self.assertLessEqual(self.store.bytes, self.store.maxBytes)
+        self.assertGreaterEqual(self.store.evicted, 4900)
+        self.assertEqual(self.ids("spam/5000"), [self.real(5000)])
+        self.assertEqual(self.feed.datums, 5000)
+        self.assertEqual(self.feed.state, "streaming")
+
+    def test_garbageMixed(self) -> None:
+        """
+        Garbage lines between good ones are dropped, counted and logged at a
+        bounded rate; every good datum is delivered, in order.
+        """
+        self.makeFeed()
+        garbage = [b"garbage", b"\xff\xfe", b"[1,2]", b'{"key":"k"}',
+                   line("k", "not an id", 1).strip(), line("bad//key", self.real(1), 1).strip()]
+        for seq in range(1, 301):
+            self.response.send(garbage[seq % len(garbage)] + b"\n" + line("k", self.real(seq), seq))
+        self.assertEqual(self.store.latest("k").value, 300)
+        self.assertEqual(
+            [d.value for d in self.store.held("k")],
+            list(range(301 - len(self.store.held("k")), 301)),
+        )
+        self.assertEqual(sum(self.feed.dropped.values()), 300)
+        self.assertEqual(self.feed.datums, 300)
+        self.assertLessEqual(sum("Dropped a line" in t for t in self.logged), 10)
+        self.assertEqual(self.feed.state, "streaming")
+
+
 def _baseFigures() -> dict[str, Any]:
     from artcast.server.stats import ServerStatistics, Stats
 
@@ -1042,3 +1474,136 @@ class SendOnChainTests(TestCase):
         self.assertEqual(stats["upstream"]["upstreamEchoes"], self.COUNT)
         self.assertEqual(stats["dropped"], {})
         self.assertEqual(stats["datums"], self.COUNT)
+
+
+class TokenThroughProxyTests(TestCase):
+    """
+    A real haproxy in front of a real origin lets through only requests
+    with C{Authorization: Bearer s3cret}; relays follow the origin through
+    it, with and without the token file.
+    """
+
+    timeout = 120
+
+    #: Datums sent.
+    COUNT = 60
+
+    @inlineCallbacks
+    def test_tokenThroughProxy(self) -> Any:
+        """
+        A relay with the token file follows the origin through the proxy,
+        and a since= client on it gets every datum with the origin's ids; a
+        relay without it is refused with 403s, counted, and takes nothing;
+        neither logs the token.
+        """
+        from artcast.source import Source
+
+        reason = HAProxy.missing()
+        if reason is not None:
+            raise SkipTest(reason)
+        origin = ArtcastProcess(self)
+        yield origin.start()
+        proxy = HAProxy(self, [origin.httpPort], frontend=[
+            "http-request deny deny_status 403"
+            ' unless { req.hdr(authorization) -m str "Bearer s3cret" }',
+        ])
+        yield proxy.start()
+        tokenFile = os.path.abspath(self.mktemp())
+        with open(tokenFile, "w") as f:
+            f.write("# the proxy's token\n%s s3cret\n" % (proxy.url,))
+        relay = ArtcastProcess(self, ["--upstream", proxy.url, "--upstream-token-file", tokenFile])
+        refused = ArtcastProcess(self, ["--upstream", proxy.url])
+        yield relay.start()
+        yield refused.start()
+        yield relay.waitFor(lambda s: s["upstream"]["state"] == "streaming", limit=30)
+
+        source = Source(
+            src="proxied", groups=[(origin.group, origin.dataPort)],
+            registerGroups=[(origin.group, origin.registerPort)], ttl=0, interface="127.0.0.1",
+        )
+        self.addCleanup(source.close)
+        send = _PacedSender(source, "proxied/n").upTo
+        follower = _Follower(self, relay.url + "/artcasts/proxied/n", self.COUNT, 60)
+        yield send(1)
+        yield relay.waitFor(lambda s: s["upstream"]["upstreamDatums"] >= 1, limit=30)
+        done = follower.run()
+        yield follower.first
+        yield send(self.COUNT)
+        yield done
+
+        self.assertEqual(follower.received, list(range(1, self.COUNT + 1)))
+        response = yield treq.get(
+            origin.url + "/artcasts/proxied/n", params={"since": "latest"}, persistent=False,
+        )
+        yield response.content()
+        latest = response.headers.getRawHeaders(b"Artcast-Id")[0].decode()
+        boot = latest.split(".")[1]
+        self.assertEqual(
+            follower.ids, ["proxied.%s.%d" % (boot, n) for n in range(1, self.COUNT + 1)]
+        )
+        root = proxy.url + "/"
+        stats = yield relay.stats()
+        self.assertEqual(stats["upstream"]["upstreamAuthFailures"], 0)
+        stats = yield refused.waitFor(
+            lambda s: s["upstream"]["upstreams"][root]["upstreamAuthFailures"] >= 2, limit=30,
+        )
+        self.assertNotEqual(stats["upstream"]["state"], "streaming")
+        self.assertEqual(stats["upstream"]["upstreamDatums"], 0)
+        self.assertIn("refused the request (403; no token sent)", refused.output)
+        for server in (relay, refused):
+            self.assertNotIn("s3cret", server.output)
+
+
+class ShutdownSwitchTests(TestCase):
+    """
+    A relay following two real origins on one group, the first stopped with
+    SIGTERM.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_switchAtOnce(self) -> Any:
+        """
+        When its upstream shuts down, the relay follows the next one at once:
+        its C{/stats} counts a shutdown and no failure of the first, and
+        datums keep coming through the second.
+        """
+        from artcast.source import Source
+
+        group = randomGroup()
+        originArgs = dict(group=group, dataPort=freePort(2), registerPort=freePort(2))
+        origin1 = ArtcastProcess(self, **originArgs)
+        origin2 = ArtcastProcess(self, **originArgs)
+        yield origin1.start()
+        yield origin2.start()
+        relay = ArtcastProcess(self, ["--upstream", origin1.url, "--upstream", origin2.url])
+        yield relay.start()
+        yield relay.waitFor(
+            lambda s: s["upstream"]["state"] == "streaming" and s["upstream"]["upstreamIndex"] == 1,
+            limit=30,
+        )
+        source = Source(
+            src="bye", groups=[(group, originArgs["dataPort"])],
+            registerGroups=[(group, originArgs["registerPort"])], ttl=0, interface="127.0.0.1",
+        )
+        self.addCleanup(source.close)
+        send = _PacedSender(source, "bye/n").upTo
+        yield send(10)
+        yield relay.waitFor(lambda s: s["upstream"]["upstreamDatums"] >= 10, limit=30)
+
+        yield origin1.stop()
+        stats = yield relay.waitFor(
+            lambda s: s["upstream"]["state"] == "streaming" and s["upstream"]["upstreamIndex"] == 2,
+            limit=30,
+        )
+        first = stats["upstream"]["upstreams"][origin1.url + "/"]
+        self.assertEqual((first["upstreamShutdowns"], first["upstreamFailures"]), (1, 0))
+        self.assertEqual(stats["upstream"]["upstreamShutdowns"], 1)
+        self.assertIn(
+            "upstream %s/ is shutting down; following %s/" % (origin1.url, origin2.url),
+            relay.output,
+        )
+        yield send(20)
+        stats = yield relay.waitFor(lambda s: s["upstream"]["upstreamDatums"] >= 20, limit=30)
+        self.assertEqual(stats["upstream"]["upstreamDuplicates"], 0)

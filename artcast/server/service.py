@@ -202,6 +202,7 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
                 options["publish-ttl"],
                 signingKeys[0] if signingKeys else None,
             ) if options.get("upstream-multicast") else None,
+            tokens=options.get("upstream-tokens"),
         )
 
     bus = None

@@ -376,6 +376,8 @@ def _upstreamMetrics(upstream: dict[str, Any]) -> Iterable[Any]:
         ("upstreamDuplicates", "upstream_duplicates",
          "Datums from upstreams this server had already."),
         ("upstreamGaps", "upstream_gaps", "Gap markers upstreams sent."),
+        ("upstreamFutureIds", "upstream_future_ids",
+         "Datums from upstreams with ids from the future, not resumed from."),
         ("upstreamReconnects", "upstream_reconnects",
          "Attempts to open a stream again after a failure."),
         ("upstreamFailovers", "upstream_failovers",
@@ -402,6 +404,15 @@ def _upstreamMetrics(upstream: dict[str, Any]) -> Iterable[Any]:
         "artcast_upstream_failures",
         "Refusals, ends, breaks and silences, by upstream.", labels=["url"],
     )
+    authFailures = CounterMetricFamily(
+        "artcast_upstream_auth_failures",
+        "Answers 401 or 403 (a token wanted or refused), by upstream.", labels=["url"],
+    )
+    shutdowns = CounterMetricFamily(
+        "artcast_upstream_shutdowns",
+        "Streams the upstream ended saying it was shutting down, by upstream.",
+        labels=["url"],
+    )
     following = GaugeMetricFamily(
         "artcast_upstream_following",
         "1 for the upstream followed (or tried), 0 for the others.", labels=["url"],
@@ -409,9 +420,13 @@ def _upstreamMetrics(upstream: dict[str, Any]) -> Iterable[Any]:
     for url, counts in sorted(upstream["upstreams"].items()):
         connects.add_metric([url], counts["upstreamConnects"])
         failures.add_metric([url], counts["upstreamFailures"])
+        authFailures.add_metric([url], counts["upstreamAuthFailures"])
+        shutdowns.add_metric([url], counts["upstreamShutdowns"])
         following.add_metric([url], 1 if url == upstream["url"] else 0)
     yield connects
     yield failures
+    yield authFailures
+    yield shutdowns
     yield following
     yield GaugeMetricFamily(
         "artcast_upstream_streaming", "1 while a stream from an upstream is open.",

@@ -235,6 +235,9 @@ class Options(usage.Options):
         ["upstream-silence", None, defaults.DEFAULT_UPSTREAM_SILENCE,
          "With --upstream: give up a stream that says nothing, not even a "
          "heartbeat, for this many seconds, and fail over.", seconds],
+        ["upstream-token-file", None, None,
+         "With --upstream: send the bearer tokens in this file to the upstreams "
+         "(lines TOKEN, for every upstream, or URL TOKEN; see docs/relays.md)."],
         # Issue 12, the Redis bus.
         ["bus", None, None,
          "Share every datum with the other servers on this Redis, "
@@ -288,6 +291,20 @@ class Options(usage.Options):
         self.setdefault("upstream", [])
         if self["upstream-multicast"] and not self["upstream"]:
             raise usage.UsageError("--upstream-multicast needs --upstream")
+        tokenFile = self["upstream-token-file"]
+        self["upstream-tokens"] = {}
+        if tokenFile is not None:
+            from artcast.server.feeds.upstream import parseUpstreamTokens
+
+            if not self["upstream"]:
+                raise usage.UsageError("--upstream-token-file needs --upstream")
+            try:
+                with open(tokenFile, "rb") as tokens:
+                    self["upstream-tokens"] = parseUpstreamTokens(
+                        tokens.read(1 << 20), self["upstream"]
+                    )
+            except (OSError, ValueError) as error:
+                raise usage.UsageError(f"--upstream-token-file {tokenFile}: {error}")
         if self["bus"] is not None:
             from artcast.server.feeds.bus import parseBusURL
 

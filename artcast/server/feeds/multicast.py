@@ -356,9 +356,10 @@ class DatagramHandler:
     def relayed(self, message: DataMessage, address: tuple[str, int]) -> str:
         """
         Take a datum another server took first (from a relay's upstream, or
-        the Redis bus), with its id: through the source tracker, so that a
-        datum this server has already (heard on multicast too) is a
-        duplicate; one that follows a hole waits for it in the repair engine
+        the Redis bus), with its id: through the source tracker, judged as a
+        copy (L{SourceTracker.checkRelayed}: its time is when the other
+        server took it), so that a datum this server has already (heard on
+        multicast too) is a duplicate; one that follows a hole waits for it in the repair engine
         as a multicast datum would, but is never NACKed for (C{message} is
         not C{repairable}, and C{address} names no socket).
 
@@ -369,7 +370,9 @@ class DatagramHandler:
         stamp = message.stamp
         assert stamp is not None
         tracker = self.tracker
-        verdict = tracker.check(stamp)
+        # Its time is when the other server took it, which proves nothing:
+        # judged as a copy (SourceTracker.checkRelayed).
+        verdict = tracker.checkRelayed(stamp)
         if verdict in ("replayed", "stale"):
             return "duplicate"
         if verdict == "ok" and not tracker.holding:

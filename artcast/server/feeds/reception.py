@@ -425,7 +425,8 @@ class SourceTracker:
     under a forged C{seq}; the mark stays) or C{"reset"} (another boot: the
     mark becomes its C{(boot, seq)}).  So no forged mark silences a source
     for even one datum; gaps counted around a forged or very late datagram
-    are approximate.
+    are approximate.  Datums relayed from an upstream over HTTP are always
+    judged so (L{checkRelayed}): their C{t} is when the relay took them.
 
     After each L{check}:
 
@@ -622,6 +623,22 @@ class SourceTracker:
         self.lost = state.lost
         self.holding = bool(state.holes or state.lostAbove)
         return verdict
+
+    def checkRelayed(self, stamp: Stamp) -> str:
+        """
+        L{check} a datum taken from an upstream over HTTP
+        (L{artcast.server.feeds.upstream}): its C{t} is when the relay took
+        it, so times prove nothing, and it is judged as without a window,
+        whatever the window: a copy of a recent datum is a replay, and a
+        forged mark is reset by the source's next datum (see above).  The
+        multicast path, L{check}, pays nothing for it.
+        """
+        copiesOnly = self._copiesOnly
+        self._copiesOnly = True
+        try:
+            return self.check(stamp)
+        finally:
+            self._copiesOnly = copiesOnly
 
     def _forget(self) -> None:
         source, state = next(iter(self._sources.items()))

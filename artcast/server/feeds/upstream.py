@@ -33,7 +33,22 @@ What a hostile upstream sends is bounded: a line longer than the largest
 value plus L{LINE_MARGIN} ends the stream (and fails over); a line that is
 not JSON, not an envelope, or has a bad key, a bad id or a value larger than
 C{maxValueSize} is dropped and counted; the store's own bounds (keys, bytes)
-hold as for any feed.
+hold as for any feed.  Relayed datums are judged by the tracker as copies
+(L{artcast.server.feeds.reception.SourceTracker.checkRelayed}), so a forged
+mark is reset by the source's next datum; an id from the future (a boot past now in milliseconds, a seq
+past L{MAX_PLAUSIBLE_SEQ}) is taken but counted and never resumed from.
+
+An upstream may be fronted by a proxy that wants a token (reading is
+public on an Artcast server itself): with C{--upstream-token-file}
+(L{parseUpstreamTokens}) each request to that upstream, the stream, the
+probes and the listing, carries C{Authorization: Bearer <token>}.  A C{401}
+or C{403} answer is counted (C{upstreamAuthFailures}), logged at a bounded
+rate without the token, and failed over as any refusal.
+
+An upstream that shuts down says so as the last line of its stream,
+C{{"shutdown": true, "retryAfter": N}}: the feed moves to the next upstream
+at once, without a back-off, counting it as C{upstreamShutdowns}, not as a
+failure.
 
 With C{--upstream-multicast} the feed has a
 L{artcast.server.outlets.multicast.RelayOutlet}: every new datum it takes
@@ -45,9 +60,10 @@ counted as C{upstreamEchoes}, not as drops.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 from twisted.application.service import MultiService
@@ -68,6 +84,7 @@ from artcast.server.defaults import (
     DEFAULT_UPSTREAM_SILENCE,
 )
 from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.feeds.reception import MAX_AHEAD
 from artcast.server.interfaces import IFeed
 from artcast.server.logs import NamedLogger, RateLimitedLog
 from artcast.server.outlets.multicast import RelayOutlet
@@ -85,10 +102,12 @@ from artcast.wire import (
 
 __all__ = [
     "LINE_MARGIN",
+    "MAX_PLAUSIBLE_SEQ",
     "MAX_UPSTREAM_NAMES",
     "UPSTREAMS_HEADER",
     "VIA_HEADER",
     "UpstreamFeed",
+    "parseUpstreamTokens",
     "parseUpstreams",
     "upstreamURL",
 ]
@@ -102,6 +121,10 @@ UPSTREAMS_HEADER = b"Artcast-Upstreams"
 #: envelope's punctuation.
 LINE_MARGIN = 64 * 1024
 
+#: The largest sequence number a relay resumes from: a source sending a
+#: million datums a second reaches it in 285 years.
+MAX_PLAUSIBLE_SEQ = 2**53
+
 #: The most server names taken from an upstream's C{Artcast-Upstreams}.
 MAX_UPSTREAM_NAMES = 64
 
@@ -109,6 +132,12 @@ MAX_UPSTREAM_NAMES = 64
 _ADDRESS = ("upstream", 0)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,%d}" % (MAX_SOURCE_LENGTH,))
+
+#: RFC 6750's b64token: what may follow C{Bearer }.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+#: The most lines a token file may hold.
+_MAX_TOKEN_LINES = 10_000
 
 
 def upstreamURL(text: str) -> str:
@@ -144,6 +173,63 @@ def parseUpstreams(header: bytes | None) -> tuple[str, ...]:
         if _NAME_RE.fullmatch(name):
             names.append(name)
     return tuple(names)
+
+
+def parseUpstreamTokens(data: bytes, upstreams: Sequence[str]) -> dict[str, str]:
+    """
+    Read an C{--upstream-token-file}: each line C{TOKEN} (sent to every
+    upstream) or C{URL TOKEN} (sent to that upstream only, which wins);
+    blank lines and lines starting with C{#} are ignored.  No error message
+    holds a token.
+
+    @param upstreams: the C{--upstream} roots given (L{upstreamURL}).
+    @return: the token of each upstream that has one, by root.
+    @raise ValueError: for a file that is not UTF-8 text, a malformed line,
+        a URL not among C{upstreams}, a URL or the default given twice, or
+        no token at all.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text")
+    default: str | None = None
+    tokens: dict[str, str] = {}
+    lines = text.splitlines()
+    if len(lines) > _MAX_TOKEN_LINES:
+        raise ValueError(f"more than {_MAX_TOKEN_LINES} lines")
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) > 2:
+            raise ValueError(f"line {number}: expected TOKEN or URL TOKEN")
+        token = fields[-1]
+        if not _TOKEN_RE.fullmatch(token):
+            raise ValueError(
+                f"line {number}: a token is made of letters, digits and -._~+/ "
+                "(then = signs)"
+            )
+        if len(fields) == 1:
+            if default is not None:
+                raise ValueError(f"line {number}: a second token for every upstream")
+            default = token
+            continue
+        try:
+            root = upstreamURL(fields[0])
+        except ValueError:
+            # Not the field itself: it may be a token written first.
+            raise ValueError(f"line {number}: expected URL TOKEN, the URL an http(s) root")
+        if root not in upstreams:
+            raise ValueError(f"line {number}: {root} is not among the --upstream given")
+        if root in tokens:
+            raise ValueError(f"line {number}: a second token for {root}")
+        tokens[root] = token
+    if default is None and not tokens:
+        raise ValueError("no token in it")
+    if default is not None:
+        for root in upstreams:
+            tokens.setdefault(root, default)
+    return tokens
 
 
 class _Lines(Protocol):
@@ -280,6 +366,7 @@ class UpstreamFeed(MultiService):
         registrations: float = DEFAULT_UPSTREAM_REGISTRATIONS,
         maxListing: int | None = None,
         outlet: RelayOutlet | None = None,
+        tokens: Mapping[str, str] | None = None,
     ) -> None:
         """
         @param upstreams: the roots, each ending in C{/} (L{upstreamURL}).
@@ -300,11 +387,14 @@ class UpstreamFeed(MultiService):
         @param outlet: with C{--upstream-multicast}, where new datums are
             sent on to the data group; it starts and stops with the feed,
             and the handler asks it about echoes.
+        @param tokens: the bearer token sent to each upstream that has one,
+            by root (L{parseUpstreamTokens}).
         """
         if not upstreams:
             raise ValueError("an UpstreamFeed needs at least one upstream")
         super().__init__()
         self.upstreams = [upstreamURL(url) for url in upstreams]
+        self.tokens = {upstreamURL(url): token for url, token in (tokens or {}).items()}
         self.handler = handler
         self.store = handler.store
         self.tracker = handler.tracker
@@ -328,11 +418,14 @@ class UpstreamFeed(MultiService):
         self.datums = 0
         self.duplicates = 0
         self.gaps = 0
+        self.futureIds = 0
         self.reconnects = 0
         self.failovers = 0
         self.dropped: Counter[str] = Counter()
         self.connects: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
+        self.authFailures: Counter[str] = Counter()
+        self.shutdowns: Counter[str] = Counter()
         # What is in flight.
         self._request: Deferred[Any] | None = None
         self._lines: _Lines | None = None
@@ -345,11 +438,14 @@ class UpstreamFeed(MultiService):
         self._registrations = LoopingCall(self._readListing)
         self._registrations.clock = clock
         self._followed: int | None = None
+        #: When an upstream last said it was shutting down.
+        self._lastShutdown = -math.inf
         #: Whether the stream started from the oldest datum the upstream
         #: holds (nothing taken yet): its first gap marker is no news.
         self._fromStart = True
         self._errorLog = RateLimitedLog(self.log, clock, what="upstream errors")
         self._switchLog = RateLimitedLog(self.log, clock, what="upstream switches")
+        self._authLog = RateLimitedLog(self.log, clock, what="upstream token refusals")
         self.outlet = outlet
         if outlet is not None:
             outlet.setServiceParent(self)
@@ -385,12 +481,38 @@ class UpstreamFeed(MultiService):
 
     # --- connecting -------------------------------------------------------------
 
-    def _headers(self, accept: bytes) -> Headers:
-        return Headers({
+    def _headers(self, accept: bytes, url: str) -> Headers:
+        headers = Headers({
             b"Accept": [accept],
             VIA_HEADER: [self.instance.encode("ascii")],
             b"User-Agent": [b"Artcast relay"],
         })
+        token = self.tokens.get(url)
+        if token is not None:
+            headers.setRawHeaders(b"Authorization", [b"Bearer " + token.encode("ascii")])
+        return headers
+
+    def _authRefused(self, url: str, code: int, log: bool = True) -> str | None:
+        """
+        Count and log (at a bounded rate, never the token) an answer C{401}
+        or C{403} of C{url}.
+
+        @param log: whether to log it here (a stream's refusal is logged
+            with the failover, L{_failed}).
+
+        @return: what it means, or L{None} for another answer.
+        """
+        if code not in (401, 403):
+            return None
+        self.authFailures[url] += 1
+        sent = url in self.tokens
+        if code == 401:
+            why = "refused the token (401)" if sent else "wants a token (401)"
+        else:
+            why = "refused the token (403)" if sent else "refused the request (403; no token sent)"
+        if log:
+            self._authLog.warn("upstream {url} {why}", url=url, why=why)
+        return why
 
     def _streamURL(self, root: str) -> bytes:
         url = root + "artcasts/..."
@@ -411,7 +533,7 @@ class UpstreamFeed(MultiService):
         self._fromStart = self.lastId is None
         url = self.upstreams[self.current]
         request = self.agent.request(
-            b"GET", self._streamURL(url), self._headers(b"application/x-ndjson"), None
+            b"GET", self._streamURL(url), self._headers(b"application/x-ndjson", url), None
         )
         request.addTimeout(self.silence, self.clock)
         self._request = request
@@ -425,7 +547,8 @@ class UpstreamFeed(MultiService):
             return
         if response.code != 200:
             self._discard(response)
-            self._failed(f"answered {response.code}")
+            why = self._authRefused(self.upstreams[index], response.code, log=False)
+            self._failed(why or f"answered {response.code}")
             return
         self.learned = parseUpstreams(
             response.headers.getRawHeaders(UPSTREAMS_HEADER, [b""])[-1]
@@ -522,6 +645,9 @@ class UpstreamFeed(MultiService):
         if not isinstance(envelope, dict):
             self._drop("not-envelope", line)
             return
+        if envelope.get("shutdown") is True:
+            self._shuttingDown()
+            return
         if envelope.get("gap") is True:
             # A stream from the oldest datum held starts with one: no news.
             if not self._fromStart:
@@ -543,8 +669,22 @@ class UpstreamFeed(MultiService):
         except ValueError:
             self._drop("bad-id", line)
             return
-        # Where the upstream's stream is, even for a value not taken.
-        self.lastId = datumId
+        if ident.seq > MAX_PLAUSIBLE_SEQ or ident.boot > (
+            self.clock.seconds() + MAX_AHEAD
+        ) * 1000:
+            # An id from the future (a boot past now in milliseconds, a seq
+            # no source reaches): taken as a multicast server would take it
+            # (the tracker resets a forged mark at the source's next
+            # datum), but never resumed from, since an upstream asked for
+            # what follows it would skip the source's real datums.
+            self.futureIds += 1
+            self._errorLog.warn(
+                "Upstream {url} sent an id from the future, {id}: taken, not resumed from",
+                url=self.upstreams[self.current], id=datumId,
+            )
+        else:
+            # Where the upstream's stream is, even for a value not taken.
+            self.lastId = datumId
         self._fromStart = False
         if len(line) > self.maxValueSize and len(encodeJSON(value)) > self.maxValueSize:
             self._drop("too-large", line)
@@ -587,6 +727,32 @@ class UpstreamFeed(MultiService):
         probes, self._probes = self._probes, None
         if probes is not None:
             probes.cancel()
+
+    def _shuttingDown(self) -> None:
+        """
+        The upstream said it is shutting down: follow the next one at once,
+        without a back-off and without counting a failure.  Only once per
+        C{maxBackoff} seconds though: an upstream that says it again and
+        again is left after the back-off, so no loop runs unchecked.
+        """
+        url = self.upstreams[self.current]
+        self.shutdowns[url] += 1
+        self.current = (self.current + 1) % len(self.upstreams)
+        self._switchLog.warn(
+            "upstream {url} is shutting down; following {next}",
+            url=url, next=self.upstreams[self.current],
+        )
+        self.state = "waiting"
+        self._closeStream()
+        self.learned = ()
+        now = self.clock.seconds()
+        last, self._lastShutdown = self._lastShutdown, now
+        if now - last < self.maxBackoff:
+            self._retry(self.backoff)
+            self.backoff = min(self.backoff * 2, self.maxBackoff)
+            return
+        self.reconnects += 1
+        self._connect()
 
     def _failed(self, why: str) -> None:
         """
@@ -633,19 +799,21 @@ class UpstreamFeed(MultiService):
             return
         asked = []
         for index in range(self.current):
+            url = self.upstreams[index]
             request = self.agent.request(
-                b"HEAD", self._streamURL(self.upstreams[index]),
-                self._headers(b"application/x-ndjson"), None,
+                b"HEAD", self._streamURL(url),
+                self._headers(b"application/x-ndjson", url), None,
             )
             request.addTimeout(min(self.silence, self.probeInterval), self.clock)
-            request.addCallback(self._probed)
+            request.addCallback(self._probed, url)
             asked.append(request)
         probes: Deferred[Any] = DeferredList(asked, consumeErrors=True)
         self._probes = probes
         probes.addCallback(self._probesDone, self.current)
 
-    def _probed(self, response: Any) -> bool:
+    def _probed(self, response: Any, url: str) -> bool:
         self._discard(response)
+        self._authRefused(url, response.code)
         return response.code == 200 and self.instance not in parseUpstreams(
             response.headers.getRawHeaders(UPSTREAMS_HEADER, [b""])[-1]
         )
@@ -678,7 +846,8 @@ class UpstreamFeed(MultiService):
             return
         url = self.upstreams[self.current]
         request = self.agent.request(
-            b"GET", (url + "artcasts").encode("ascii"), self._headers(b"application/json"), None
+            b"GET", (url + "artcasts").encode("ascii"),
+            self._headers(b"application/json", url), None,
         )
         request.addTimeout(self.silence, self.clock)
         self._listing = request
@@ -686,6 +855,7 @@ class UpstreamFeed(MultiService):
         def answered(response: Any) -> Any:
             if response.code != 200:
                 self._discard(response)
+                self._authRefused(url, response.code)
                 raise ValueError(f"the listing answered {response.code}")
             body = _Body(self.maxListing)
             response.deliverBody(body)
@@ -751,8 +921,11 @@ class UpstreamFeed(MultiService):
                 "upstreamDatums": self.datums,
                 "upstreamDuplicates": self.duplicates,
                 "upstreamGaps": self.gaps,
+                "upstreamFutureIds": self.futureIds,
                 "upstreamReconnects": self.reconnects,
                 "upstreamFailovers": self.failovers,
+                "upstreamAuthFailures": sum(self.authFailures.values()),
+                "upstreamShutdowns": sum(self.shutdowns.values()),
                 "upstreamDropped": dict(self.dropped),
                 "upstreamSentOn": self.outlet.sentOn if self.outlet is not None else 0,
                 "upstreamEchoes": self.outlet.echoes if self.outlet is not None else 0,
@@ -761,6 +934,8 @@ class UpstreamFeed(MultiService):
                     url: {
                         "upstreamConnects": self.connects[url],
                         "upstreamFailures": self.failures[url],
+                        "upstreamAuthFailures": self.authFailures[url],
+                        "upstreamShutdowns": self.shutdowns[url],
                     }
                     for url in self.upstreams
                 },

@@ -46,9 +46,14 @@ A comment (SSE), an empty line (NDJSON) or a ping (WebSocket) is sent to
 every stream each C{heartbeat} seconds, so that proxies do not cut idle
 connections and dead ones are found.
 
-At shutdown (through an L{artcast.server.shutdown.Closing}) an SSE stream ends with
-a C{retry:} field saying when to come back, an NDJSON stream just ends, and
-a WebSocket is closed with code 1001 ("going away").
+At shutdown (through an L{artcast.server.shutdown.Closing}) each stream says
+why it ends (L{shutdownMessage}): an NDJSON stream's last line is
+C{{"shutdown":true,"retryAfter":N}}; an SSE stream ends with an event
+C{shutdown} whose C{data:} is C{{"retryAfter":N}}, then a C{retry:} field
+saying when to come back; a WebSocket is closed with code 1001 ("going
+away", reason "shutting down").  A relay following the stream moves to its
+next upstream at once (L{artcast.server.feeds.upstream}); clients ignore
+lines and events they do not know.
 """
 
 from __future__ import annotations
@@ -103,6 +108,7 @@ __all__ = [
     "isWebSocket",
     "originPattern",
     "requestedSince",
+    "shutdownMessage",
     "startOf",
 ]
 
@@ -280,6 +286,17 @@ def gapMessage(since: str | None) -> bytes:
     return encodeJSON({"gap": True, "since": since})
 
 
+def shutdownMessage(retryAfter: int | None) -> bytes:
+    """
+    The last message of an NDJSON stream when the server shuts down:
+    C{{"shutdown":true,"retryAfter":N}}, N being in how many seconds to come
+    back (left out when not known).
+    """
+    if retryAfter is None:
+        return b'{"shutdown":true}'
+    return b'{"shutdown":true,"retryAfter":%d}' % (retryAfter,)
+
+
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class _Format:
     """
@@ -301,12 +318,17 @@ class _Format:
 
     def farewell(self, retryAfter: int | None) -> bytes:
         """
-        What is written before the server ends a stream: for SSE, when to
-        reconnect.
+        What is written before the server ends a stream (it is shutting
+        down): for NDJSON a last line L{shutdownMessage}; for SSE an event
+        C{shutdown}, then when to reconnect.
         """
-        if self.mode == SSE and retryAfter is not None:
-            return b"retry: %d\n\n" % (retryAfter * 1000,)
-        return b""
+        if self.mode == SSE:
+            if retryAfter is None:
+                return b"event: shutdown\ndata: {}\n\n"
+            return b'event: shutdown\ndata: {"retryAfter":%d}\n\nretry: %d\n\n' % (
+                retryAfter, retryAfter * 1000,
+            )
+        return shutdownMessage(retryAfter) + b"\n"
 
 
 def _sseFormat(retry: int) -> _Format:
