@@ -25,6 +25,7 @@ setup(
         "autobahn>=23.6.1",
         "prometheus_client>=0.17.0",
         "attrs>=22.2.0",
+        "txredisapi>=1.6.0",
     ],
     extras_require={
         "test": [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -19,7 +20,7 @@ from typing import Any, Sequence
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succeed
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 
@@ -395,3 +396,90 @@ class HAProxy:
             yield self.watcher.ended
             if timer.active():
                 timer.cancel()
+
+
+#: Where the Redis server of the bus tests is; they are skipped without it.
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisServer:
+    """
+    A real C{redis-server} on a free loopback port, without persistence,
+    stopped by its own PID.
+
+    @ivar url: the C{--bus} URL, e.g. C{redis://127.0.0.1:6380}.
+    """
+
+    def __init__(self, testCase: Any, port: int | None = None) -> None:
+        self.testCase = testCase
+        self.port = port or freePort()
+        self.url = "redis://127.0.0.1:%d" % (self.port,)
+        self.watcher: _Watcher | None = None
+        self.pid: int | None = None
+        self._cleanup = False
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        """
+        Start it and wait, a bounded time, until it answers C{PING}; the
+        test stops it at cleanup.
+        """
+        if not self._cleanup:
+            self.testCase.addCleanup(self.stop)
+            self._cleanup = True
+        self.watcher = _Watcher()
+        directory = os.path.abspath(self.testCase.mktemp())
+        os.makedirs(directory)
+        transport = reactor.spawnProcess(
+            self.watcher, REDIS_SERVER,
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", directory],
+            env={}, path=directory,
+        )
+        self.pid = transport.pid
+        deadline = reactor.seconds() + START_LIMIT
+        while True:
+            if self.watcher.status is not None:
+                raise RuntimeError("redis-server exited:\n" + self.watcher.output.decode())
+            answer = yield self.command(b"PING")
+            if answer == b"+PONG\r\n":
+                break
+            if reactor.seconds() > deadline:
+                raise RuntimeError("redis-server did not start")
+            yield deferLater(reactor, 0.05, lambda: None)
+        returnValue(self)
+
+    def command(self, *args: bytes) -> Deferred[bytes | None]:
+        """
+        Send one command and give the first piece of its raw answer (enough
+        for C{PING} or C{XLEN}; L{None} if Redis cannot be reached), over a
+        blocking socket with a 2 s timeout.
+        """
+        request = b"*%d\r\n" % (len(args),) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args
+        )
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as connection:
+                connection.sendall(request)
+                answer: bytes | None = connection.recv(65536)
+        except OSError:
+            answer = None
+        return succeed(answer)
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """
+        Stop it by its PID: SIGTERM, then SIGKILL past a bound.
+        """
+        watcher = self.watcher
+        if watcher is None or watcher.status is not None or self.pid is None:
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        timer = reactor.callLater(STOP_LIMIT, self._kill, watcher)
+        yield watcher.ended
+        if timer.active():
+            timer.cancel()
+
+    def _kill(self, watcher: _Watcher) -> None:
+        if watcher.status is None and self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)

@@ -409,6 +409,21 @@ class RateLimitedLogTests(SynchronousTestCase):
         )
 
 
+    def test_error(self) -> None:
+        """
+        Errors are logged at the error level, within the same bound as
+        warnings.
+        """
+        from twisted.logger import Logger, LogLevel
+
+        logged: list[dict] = []
+        log = RateLimitedLog(Logger(observer=logged.append), Clock(), burst=1, period=10)
+        log.error("bad")
+        log.warn("not logged")
+        self.assertEqual([(formatEvent(e), e["log_level"]) for e in logged],
+                         [("bad", LogLevel.error)])
+
+
 class _Port:
     """
     A multicast port that stops at once.

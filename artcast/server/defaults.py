@@ -54,6 +54,14 @@ __all__ = [
     "DEFAULT_UPSTREAM_PROBE",
     "DEFAULT_UPSTREAM_REGISTRATIONS",
     "DEFAULT_UPSTREAM_ECHO_MEMORY",
+    "DEFAULT_BUS_HISTORY",
+    "DEFAULT_BUS_TIMEOUT",
+    "DEFAULT_BUS_BACKOFF",
+    "DEFAULT_BUS_MAX_BACKOFF",
+    "DEFAULT_BUS_SEEN_TTL",
+    "DEFAULT_BUS_TRIM_INTERVAL",
+    "DEFAULT_BUS_OUTBOX",
+    "DEFAULT_BUS_OUTBOX_BYTES",
 ]
 
 # --- where datums come from and clients connect -----------------------------
@@ -210,3 +218,30 @@ DEFAULT_UPSTREAM_REGISTRATIONS = 30.0
 #: (C{--upstream-multicast}) it remembers, to tell its own datagrams heard
 #: back through the multicast loop from replays.
 DEFAULT_UPSTREAM_ECHO_MEMORY = 512
+
+# --- the Redis bus (L{artcast.server.feeds.bus}) ------------------------------
+
+#: The entries the bus's stream keeps (C{--bus-history}; C{XADD ... MAXLEN ~}):
+#: the default C{--history} (100 a key) for 1,000 busy keys.
+DEFAULT_BUS_HISTORY = 100_000
+
+#: Seconds Redis may take to answer at start before the server serves
+#: without the bus's history, and to answer any command (C{--bus-timeout}).
+DEFAULT_BUS_TIMEOUT = 5.0
+
+#: The first wait, in seconds, before trying Redis again after a failure;
+#: doubled after each failure up to the maximum.
+DEFAULT_BUS_BACKOFF = 0.5
+DEFAULT_BUS_MAX_BACKOFF = 10.0
+
+#: Seconds Redis remembers that a datum's id was added to the stream (the
+#: C{artcast:seen:<id>} keys), so that servers that heard the same datagram
+#: add it once.
+DEFAULT_BUS_SEEN_TTL = 60.0
+
+#: Seconds between trims of the stream by age (C{XTRIM ... MINID ~}).
+DEFAULT_BUS_TRIM_INTERVAL = 60.0
+
+#: Local datums held while Redis is away, at most, in entries and bytes.
+DEFAULT_BUS_OUTBOX = 10_000
+DEFAULT_BUS_OUTBOX_BYTES = 16 * 1024 * 1024

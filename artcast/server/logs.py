@@ -613,6 +613,18 @@ class RateLimitedLog:
         self._suppressed = 0
 
     def warn(self, format: str, **kw: object) -> None:
+        """
+        Log a warning, unless C{burst} were logged in this period.
+        """
+        self._emit(self.log.warn, format, kw)
+
+    def error(self, format: str, **kw: object) -> None:
+        """
+        Log an error, unless C{burst} events were logged in this period.
+        """
+        self._emit(self.log.error, format, kw)
+
+    def _emit(self, emit: Callable[..., None], format: str, kw: dict[str, object]) -> None:
         now = self.clock.seconds()
         if now - self._windowStart >= self.period:
             if self._suppressed:
@@ -626,7 +638,7 @@ class RateLimitedLog:
             self._suppressed = 0
         if self._count < self.burst:
             self._count += 1
-            self.log.warn(format, **kw)
+            emit(format, **kw)
         else:
             self._suppressed += 1
 

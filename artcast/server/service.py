@@ -25,7 +25,12 @@ from artcast.server.connections import (
     RetrySpread,
     boundedRequestFactory,
 )
-from artcast.server.defaults import DEFAULT_UPSTREAM_SILENCE
+from artcast.server.defaults import (
+    DEFAULT_BUS_HISTORY,
+    DEFAULT_BUS_TIMEOUT,
+    DEFAULT_UPSTREAM_SILENCE,
+)
+from artcast.server.feeds.bus import BusFeed, RedisBus, parseBusURL
 from artcast.server.feeds.demo import DemoFeed
 from artcast.server.feeds.multicast import DatagramHandler, MulticastFeed
 from artcast.server.feeds.publish import (
@@ -200,6 +205,22 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
             tokens=options.get("upstream-tokens"),
         )
 
+    bus = None
+    if options.get("bus"):
+        address = parseBusURL(options["bus"])
+        busTimeout = options.get("bus-timeout", DEFAULT_BUS_TIMEOUT)
+        busHistory = options.get("bus-history", DEFAULT_BUS_HISTORY)
+        bus = BusFeed(
+            RedisBus(reactor, address, maxLength=busHistory, timeout=busTimeout),
+            handler,
+            reactor,
+            address.url(),
+            options["max-value-size"],
+            history=busHistory,
+            historyAge=options["history-age"],
+            timeout=busTimeout,
+        )
+
     # What /stats shows.  The connections' figures are among them, but the
     # connections are made from the site, which serves the application, which
     # shows these figures: so the figures are made first, empty of parts, and
@@ -258,6 +279,8 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
         statistics.add(publisher)
     if upstream is not None:
         statistics.add(upstream)
+    if bus is not None:
+        statistics.add(bus)
 
     # The port's service is the child of the one that shuts down gracefully:
     # it stops accepting first, then held requests are answered with 503.
@@ -267,6 +290,8 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
         options["shutdown-timeout"],
         closing=closing,
         afterAnswer=store.cancelWaiters,
+        # With --bus, the port is bound once the bus's history is read.
+        ready=bus.whenReady() if bus is not None else None,
     )
     if worker is None:
         portService = strports.service(options["client-port"], limiter, reactor=reactor)
@@ -289,6 +314,8 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
         children.append(DemoFeed(handler, reactor))
     if upstream is not None:
         children.append(upstream)
+    if bus is not None:
+        children.append(bus)
 
     children.append(GarbageCollectorTuning(reactor))
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from artcast.server.connections import ConnectionLimiter, RetrySpread, ensureFileLimit
@@ -137,6 +137,7 @@ class ServingService(MultiService):
         closing: Closing | None = None,
         afterAnswer: Callable[[], object] | None = None,
         fileLimit: Callable[[int], int] = ensureFileLimit,
+        ready: Deferred[object] | None = None,
     ) -> None:
         """
         @param limiter: The L{ConnectionLimiter} the port serves.
@@ -148,6 +149,11 @@ class ServingService(MultiService):
             answered, e.g. L{artcast.server.store.KeyStore.cancelWaiters}, so
             that nothing is left waiting behind the answers.
         @param fileLimit: Raises the open-files limit (for tests).
+        @param ready: When given, the port (the children) is bound and
+            started only once it fires, e.g. when C{--bus} has read the
+            history (L{artcast.server.feeds.bus.BusFeed.whenReady}): no
+            request is answered before.  The port is then bound after
+            twistd drops privileges (C{--uid}).
         """
         super().__init__()
         self.limiter = limiter
@@ -159,6 +165,9 @@ class ServingService(MultiService):
         self.afterAnswer = afterAnswer
         self._fileLimit = fileLimit
         self._stopping: Deferred[None] | None = None
+        self.ready = ready
+        #: Whether the children (the port) were started.
+        self._childrenStarted = ready is None
 
     def privilegedStartService(self) -> None:
         wanted = self.limiter.fileLimitWanted()
@@ -172,7 +181,26 @@ class ServingService(MultiService):
                 wanted=wanted,
                 maxClients=self.limiter.maxClients,
             )
-        super().privilegedStartService()
+        if self.ready is None:
+            super().privilegedStartService()
+
+    def startService(self) -> None:
+        if self.ready is None:
+            super().startService()
+            return
+        Service.startService(self)
+        self.ready.addCallback(self._startChildren)
+
+    def _startChildren(self, _: object) -> None:
+        """
+        The wait is over: bind and start the port.
+        """
+        if not self.running or self._childrenStarted:
+            return
+        self._childrenStarted = True
+        for child in self:
+            child.privilegedStartService()
+            child.startService()
 
     def stopService(self) -> Deferred[None]:
         """
@@ -184,7 +212,11 @@ class ServingService(MultiService):
         if self._stopping is not None:
             return self._stopping
         # Stop listening first (the port service is our child).
-        portsStopped = super().stopService()
+        if self._childrenStarted:
+            portsStopped = super().stopService()
+        else:
+            Service.stopService(self)
+            portsStopped = succeed(None)
         self.limiter.shutDown(self.closing.retryAfter)
         streamsClosed = self.closing.close()
         if self.afterAnswer is not None:

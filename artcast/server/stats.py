@@ -304,6 +304,9 @@ class ArtcastCollector:
         upstream = stats.get("upstream")
         if upstream is not None:
             yield from _upstreamMetrics(upstream)
+        bus = stats.get("bus")
+        if bus is not None:
+            yield from _busMetrics(bus)
         for name, help, kind in (
             ("streams_open", "Streams open, by kind.", GaugeMetricFamily),
             ("streams_opened", "Streams opened, by kind.", CounterMetricFamily),
@@ -428,6 +431,41 @@ def _upstreamMetrics(upstream: dict[str, Any]) -> Iterable[Any]:
     yield GaugeMetricFamily(
         "artcast_upstream_streaming", "1 while a stream from an upstream is open.",
         value=1 if upstream["state"] == "streaming" else 0,
+    )
+
+
+def _busMetrics(bus: dict[str, Any]) -> Iterable[Any]:
+    """
+    The metrics of C{/stats}' C{"bus"} figures (C{--bus}).
+    """
+    for figure, name, help in (
+        ("busAdded", "bus_added", "Datums this server added to the bus."),
+        ("busSeen", "bus_seen",
+         "Datums not added because another server (or this one) added them first."),
+        ("busTaken", "bus_taken", "Datums taken from the bus."),
+        ("busDuplicates", "bus_duplicates",
+         "Datums from the bus this server had already."),
+        ("busOwn", "bus_own", "This server's own entries read back from the bus."),
+        ("busRegistrations", "bus_registrations", "Registrations taken from the bus."),
+        ("busErrors", "bus_errors", "Redis commands that failed."),
+        ("busDisconnects", "bus_disconnects", "Times the bus went down."),
+        ("busOutboxDropped", "bus_outbox_dropped",
+         "Local datums not added to the bus: the outbox was full."),
+        ("busLoaded", "bus_loaded", "Entries read from the bus's history at start."),
+    ):
+        yield CounterMetricFamily(f"artcast_{name}", help, value=bus[figure])
+    family = CounterMetricFamily(
+        "artcast_bus_dropped", "Entries from the bus dropped, by reason.", labels=["reason"]
+    )
+    for reason, count in sorted(bus["busDropped"].items()):
+        family.add_metric([reason], count)
+    yield family
+    yield GaugeMetricFamily(
+        "artcast_bus_outbox", "Local datums waiting to be added to the bus.",
+        value=bus["busOutbox"],
+    )
+    yield GaugeMetricFamily(
+        "artcast_bus_up", "1 while the bus is up.", value=1 if bus["busState"] == "up" else 0
     )
 
 

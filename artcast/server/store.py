@@ -410,6 +410,9 @@ class KeyStore:
         self.keysVersion = 0
         #: The last answer of L{_lossBefore}: C{(pattern, datum, before)}.
         self._lossCache: tuple[str, Datum, Datum | None] | None = None
+        #: Called with C{(key, metadata JSON text)} for each registration
+        #: held (L{watchRegistrations}).
+        self._registrationWatchers: list[Callable[[str, bytes], object]] = []
 
     # Publishing
 
@@ -490,7 +493,30 @@ class KeyStore:
         entry.meta = text
         self.bytes += len(text) + META_OVERHEAD
         self._makeRoom(entry)
+        for watcher in self._registrationWatchers:
+            try:
+                watcher(key, text)
+            except Exception:
+                _log.failure("A watcher of registrations failed.")
         return True
+
+    def watchRegistrations(
+        self, callback: Callable[[str, bytes], object]
+    ) -> Callable[[], None]:
+        """
+        Call C{callback(key, metadata JSON text)} for every registration
+        held from now on (repeated registrations included: sources repeat
+        theirs every 30 s).
+
+        @return: a function that stops the calls (harmless to call twice).
+        """
+        self._registrationWatchers.append(callback)
+
+        def unwatch() -> None:
+            if callback in self._registrationWatchers:
+                self._registrationWatchers.remove(callback)
+
+        return unwatch
 
     def _keyCost(self, entry: _Key | str) -> int:
         """

@@ -238,6 +238,17 @@ class Options(usage.Options):
         ["upstream-token-file", None, None,
          "With --upstream: send the bearer tokens in this file to the upstreams "
          "(lines TOKEN, for every upstream, or URL TOKEN; see docs/relays.md)."],
+        # Issue 12, the Redis bus.
+        ["bus", None, None,
+         "Share every datum with the other servers on this Redis, "
+         "redis://HOST:PORT[/DB], through a Redis Stream that also keeps the "
+         "history (see docs/bus.md)."],
+        ["bus-history", None, defaults.DEFAULT_BUS_HISTORY,
+         "With --bus: entries the stream keeps (XADD MAXLEN ~), and reads at "
+         "most at start.", positiveInt],
+        ["bus-timeout", None, defaults.DEFAULT_BUS_TIMEOUT,
+         "With --bus: seconds Redis may take to answer; at start, the HTTP "
+         "port waits this long at most for the history.", seconds],
     ]
 
     def opt_upstream(self, url: str) -> None:
@@ -294,6 +305,18 @@ class Options(usage.Options):
                     )
             except (OSError, ValueError) as error:
                 raise usage.UsageError(f"--upstream-token-file {tokenFile}: {error}")
+        if self["bus"] is not None:
+            from artcast.server.feeds.bus import parseBusURL
+
+            try:
+                self["bus"] = parseBusURL(self["bus"]).url()
+            except ValueError as error:
+                raise usage.UsageError(f"--bus: {error}")
+            if self["workers"]:
+                raise usage.UsageError(
+                    "--bus cannot be used with --workers yet: run one server per "
+                    "core on the bus instead, each on its own --client-port"
+                )
         tokenFile = self["publish-token-file"]
         self["publish-tokens"] = None
         if tokenFile is not None:

@@ -353,6 +353,37 @@ class DatagramHandler:
             return
         self.repair.datum(message, verdict, addr)
 
+    def relayed(self, message: DataMessage, address: tuple[str, int]) -> str:
+        """
+        Take a datum another server took first (from a relay's upstream, or
+        the Redis bus), with its id: through the source tracker, judged as a
+        copy (L{SourceTracker.checkRelayed}: its time is when the other
+        server took it), so that a datum this server has already (heard on
+        multicast too) is a duplicate; one that follows a hole waits for it in the repair engine
+        as a multicast datum would, but is never NACKed for (C{message} is
+        not C{repairable}, and C{address} names no socket).
+
+        @return: C{"duplicate"} (the tracker had it: replayed or stale),
+            C{"too-large"} (the store's whole budget is smaller; counted as
+            a drop) or C{"taken"} (published, or held in order).
+        """
+        stamp = message.stamp
+        assert stamp is not None
+        tracker = self.tracker
+        # Its time is when the other server took it, which proves nothing:
+        # judged as a copy (SourceTracker.checkRelayed).
+        verdict = tracker.checkRelayed(stamp)
+        if verdict in ("replayed", "stale"):
+            return "duplicate"
+        if verdict == "ok" and not tracker.holding:
+            if self.store.publish(message.key, message.value, stamp, lost=tracker.lost) is None:
+                self.stats.drop("too-large")
+                return "too-large"
+            self.stats.datums += 1
+        else:
+            self.repair.datum(message, verdict, address)
+        return "taken"
+
     def _forgot(self) -> None:
         self.stats.sources["forgotten"] += 1
 

@@ -693,27 +693,18 @@ class UpstreamFeed(MultiService):
 
     def _take(self, key: str, value: object, ident: DatumId) -> None:
         """
-        Publish a datum under its id, unless the tracker has it already; one
-        that follows a hole waits for it in the repair engine as a
-        multicast datum would, but is never NACKed for.
+        Publish a datum under its id, unless the tracker has it already
+        (L{DatagramHandler.relayed}).
         """
-        stamp = Stamp(ident.source, ident.boot, ident.seq, self.clock.seconds())
-        tracker = self.tracker
-        verdict = tracker.checkRelayed(stamp)
-        if verdict in ("replayed", "stale"):
+        message = DataMessage(
+            key, value, Stamp(ident.source, ident.boot, ident.seq, self.clock.seconds())
+        )
+        taken = self.handler.relayed(message, _ADDRESS)
+        if taken == "duplicate":
             self.duplicates += 1
             return
         self.datums += 1
-        message = DataMessage(key, value, stamp)
-        if verdict == "ok" and not tracker.holding:
-            handler = self.handler
-            if self.store.publish(key, value, stamp, lost=tracker.lost) is None:
-                handler.stats.drop("too-large")
-                return
-            handler.stats.datums += 1
-        else:
-            self.handler.repair.datum(message, verdict, _ADDRESS)
-        if self.outlet is not None:
+        if taken == "taken" and self.outlet is not None:
             self.outlet.sendOn(message)
 
     # --- failing over -----------------------------------------------------------

@@ -1,0 +1,1172 @@
+# -*- test-case-name: tests.test_bus -*-
+"""
+The Redis bus: C{--bus redis://HOST:PORT[/DB]}.  Servers that share a Redis
+exchange every datum any of them takes in (multicast, HTTP publishing, an
+upstream) through one Redis Stream, C{artcast:datums}, with the datum's own
+id, and keep their history there (C{docs/bus.md}).
+
+  - B{Adding.}  Every datum the store takes that did not come from the bus
+    (a L{Subscription} on C{...}) goes to a bounded L{Outbox} and from there
+    to Redis, through one Lua script that adds it to the stream only if its
+    id was not added in the last minute (C{SET artcast:seen:<id> NX PX}):
+    servers that heard the same datagram add it once.  Registrations go to
+    the hash C{artcast:registrations} and, as an entry, to the stream.
+  - B{Taking.}  A second connection reads the stream (C{XRANGE} in pages
+    until it is caught up, then C{XREAD BLOCK}); each datum is taken with
+    its id through the server's source tracker
+    (L{DatagramHandler.relayed}), so one heard on multicast too is a
+    duplicate, counted and not served twice.  Every entry is checked (key,
+    id, JSON, size); a bad one is dropped, counted and logged at a bounded
+    rate.
+  - B{Start.}  The history of the stream (entries newer than
+    C{--history-age}, at most C{--bus-history}) is read before the HTTP
+    port is bound (L{BusFeed.whenReady}), within C{--bus-timeout}.
+  - B{Redis going away.}  Any failure (refused, lost, an error answer such
+    as C{OOM}) puts the bus down: one error-log line, local datums wait in
+    the outbox (bounded), Redis is tried again after a back-off (0.5 s
+    doubling to 10 s); when it answers, the reader catches up from the last
+    entry it read (from the start of the stream if Redis came back empty),
+    the outbox is sent, and one line says so.
+
+The feed talks to Redis through a thin interface, L{RedisBus}'s methods
+(C{add}, C{register}, C{registrations}, C{range}, C{read}, C{last},
+C{trim}, C{reset}, C{close}); the tests drive it with an in-memory fake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, OrderedDict, deque
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, TimeoutError, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import ClientFactory
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+from txredisapi import BaseRedisProtocol, ConnectionError as RedisConnectionError
+from zope.interface import implementer
+
+from artcast.server.defaults import (
+    DEFAULT_BUS_BACKOFF,
+    DEFAULT_BUS_HISTORY,
+    DEFAULT_BUS_MAX_BACKOFF,
+    DEFAULT_BUS_OUTBOX,
+    DEFAULT_BUS_OUTBOX_BYTES,
+    DEFAULT_BUS_SEEN_TTL,
+    DEFAULT_BUS_TIMEOUT,
+    DEFAULT_BUS_TRIM_INTERVAL,
+    DEFAULT_HISTORY_AGE,
+)
+from artcast.server.feeds.multicast import DatagramHandler
+from artcast.server.interfaces import IFeed
+from artcast.server.logs import NamedLogger, RateLimitedLog
+from artcast.server.store import Datum
+from artcast.wire import (
+    BadDatagram,
+    BadKey,
+    DataMessage,
+    DatumId,
+    Stamp,
+    loadJSON,
+    validateKey,
+)
+
+__all__ = [
+    "ADD_SCRIPT",
+    "BadEntry",
+    "BusAddress",
+    "BusFeed",
+    "DatumEntry",
+    "MAX_IN_FLIGHT",
+    "Outbox",
+    "READ_BLOCK",
+    "READ_COUNT",
+    "RANGE_PAGE",
+    "REGISTRATIONS_KEY",
+    "RedisBus",
+    "RegistrationEntry",
+    "STREAM_KEY",
+    "parseBusURL",
+    "parseEntry",
+    "registrationEntry",
+    "streamOrder",
+]
+
+#: The stream every datum and registration goes through, and the hash of the
+#: registrations.
+STREAM_KEY = b"artcast:datums"
+REGISTRATIONS_KEY = b"artcast:registrations"
+_SEEN_PREFIX = b"artcast:seen:"
+
+#: Adds a datum to the stream unless its id was added in the last C{ttl}
+#: milliseconds: C{KEYS} are the stream and the id's "seen" key; C{ARGV}
+#: the ttl, the stream's C{MAXLEN ~}, the key, the id and the value's JSON.
+ADD_SCRIPT = b"""\
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+                    'k', ARGV[3], 'i', ARGV[4], 'v', ARGV[5])
+end
+return false
+"""
+_ADD_SHA = hashlib.sha1(ADD_SCRIPT).hexdigest().encode("ascii")
+
+#: Entries read at once: a page of C{XRANGE} while catching up, and
+#: C{XREAD}'s C{COUNT} and C{BLOCK} (milliseconds) once caught up.
+RANGE_PAGE = 1000
+READ_COUNT = 500
+READ_BLOCK = 5000
+
+#: Commands adding datums or registrations in flight at once, at most.
+MAX_IN_FLIGHT = 64
+
+#: What an outbox entry costs beyond its key, id and value, in bytes.
+_ENTRY_OVERHEAD = 100
+
+#: How many ids of this server's own datums are remembered, so that they are
+#: skipped when read back.
+_OWN_MEMORY = 10_000
+
+#: Where datums from the bus say they came from (never NACKed).
+_ADDRESS = ("bus", 0)
+
+
+class BusAddress(NamedTuple):
+    """
+    Where the bus's Redis is: C{redis://HOST:PORT[/DB]}.
+    """
+
+    host: str
+    port: int
+    db: int
+
+    def url(self) -> str:
+        """
+        @return: the address as a URL, the database shown only when not 0.
+        """
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{host}:{self.port}" + (f"/{self.db}" if self.db else "")
+
+
+def parseBusURL(text: str) -> BusAddress:
+    """
+    Read a C{--bus} URL, C{redis://HOST:PORT[/DB]} (the port is 6379 when
+    left out, the database 0).
+
+    @raise ValueError: for anything else (another scheme, a user or password,
+        a query, a bad port or database).
+    """
+    text = text.strip()
+    parts = urlsplit(text)
+    if parts.scheme == "redis+sentinel":
+        raise ValueError(
+            "redis+sentinel:// (Redis Sentinel) is not supported yet; "
+            "give the master as redis://HOST:PORT (see docs/bus.md)"
+        )
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError(f"{text!r} is not a redis://HOST:PORT[/DB] URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"{text!r}: only redis://HOST:PORT[/DB] is understood")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError(f"{text!r}: the port is not a number from 1 to 65535")
+    path = parts.path.strip("/")
+    if path and (not path.isdigit() or int(path) > 1_000_000):
+        raise ValueError(f"{text!r}: the database must be a number (redis://HOST:PORT/DB)")
+    return BusAddress(parts.hostname, port, int(path) if path else 0)
+
+
+def streamOrder(streamId: bytes) -> tuple[int, int]:
+    """
+    A stream entry id C{b"<ms>-<seq>"} as a pair that sorts as Redis does.
+
+    @raise ValueError: if it is not one.
+    """
+    ms, _, seq = streamId.partition(b"-")
+    return (int(ms), int(seq or 0))
+
+
+class BadEntry(ValueError):
+    """
+    A stream entry that is not a datum or a registration this server takes.
+
+    @ivar reason: a stable label, counted in C{busDropped}.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DatumEntry(NamedTuple):
+    """
+    A datum read from the stream.
+    """
+
+    key: str
+    ident: DatumId
+    value: object
+
+
+class RegistrationEntry(NamedTuple):
+    """
+    A registration read from the stream (or the registrations' hash).
+    """
+
+    key: str
+    meta: dict[str, Any]
+    #: The metadata's JSON text, as read.
+    text: bytes
+
+
+def _key(raw: object) -> str:
+    if not isinstance(raw, bytes):
+        raise BadEntry("bad-key", "the key is missing")
+    try:
+        return validateKey(raw.decode("utf-8"))
+    except (UnicodeDecodeError, BadKey) as error:
+        raise BadEntry("bad-key", f"bad key {raw[:100]!r}: {error}")
+
+
+def _json(raw: object, maxValueSize: int, what: str) -> object:
+    if not isinstance(raw, bytes):
+        raise BadEntry("bad-" + what, f"the {what} is missing")
+    if len(raw) > maxValueSize:
+        raise BadEntry("too-large", f"the {what} is {len(raw)} bytes, more than {maxValueSize}")
+    try:
+        return loadJSON(raw.decode("utf-8"))
+    except (UnicodeDecodeError, BadDatagram) as error:
+        raise BadEntry("not-json", f"the {what} is not JSON: {error}")
+
+
+def registrationEntry(key: object, meta: object, maxValueSize: int) -> RegistrationEntry:
+    """
+    Check a registration's key and metadata JSON text.
+
+    @raise BadEntry: if either is bad.
+    """
+    checked = _key(key)
+    value = _json(meta, maxValueSize, "metadata")
+    if not isinstance(value, dict):
+        raise BadEntry("bad-metadata", "the metadata is not a JSON object")
+    assert isinstance(meta, bytes)
+    return RegistrationEntry(checked, value, meta)
+
+
+def parseEntry(fields: object, maxValueSize: int) -> DatumEntry | RegistrationEntry:
+    """
+    Check one stream entry's fields, as Redis gives them (a flat list of
+    names and values): a datum has C{k}, C{i}, C{v}; a registration C{k},
+    C{m}.
+
+    @raise BadEntry: for anything else, with its reason.
+    """
+    if (
+        not isinstance(fields, list)
+        or len(fields) % 2
+        or len(fields) > 16
+        or not all(isinstance(field, bytes) for field in fields)
+    ):
+        raise BadEntry("bad-entry", "the entry's fields are not names and values")
+    entry = dict(zip(fields[::2], fields[1::2]))
+    if set(entry) == {b"k", b"i", b"v"}:
+        key = _key(entry[b"k"])
+        try:
+            ident = DatumId.parse(entry[b"i"].decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise BadEntry("bad-id", f"bad id {entry[b'i'][:100]!r}: {error}")
+        return DatumEntry(key, ident, _json(entry[b"v"], maxValueSize, "value"))
+    if set(entry) == {b"k", b"m"}:
+        return registrationEntry(entry[b"k"], entry[b"m"], maxValueSize)
+    raise BadEntry("bad-entry", f"an entry with the fields {sorted(entry)!r:.100}")
+
+
+class Outbox:
+    """
+    What waits to be added to the bus, in order, bounded in entries and in
+    bytes: past either bound a new entry is refused (and counted by the
+    caller).  An entry is C{(kind, key, id, json)}: C{kind} C{"d"} for a
+    datum, C{"m"} for a registration (C{id} L{None}).
+    """
+
+    def __init__(
+        self, maxEntries: int = DEFAULT_BUS_OUTBOX, maxBytes: int = DEFAULT_BUS_OUTBOX_BYTES
+    ) -> None:
+        self.maxEntries = maxEntries
+        self.maxBytes = maxBytes
+        self.bytes = 0
+        self._entries: deque[tuple[str, str, str | None, bytes]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def _cost(entry: tuple[str, str, str | None, bytes]) -> int:
+        return len(entry[1]) + len(entry[2] or "") + len(entry[3]) + _ENTRY_OVERHEAD
+
+    def append(self, entry: tuple[str, str, str | None, bytes]) -> bool:
+        """
+        Add an entry at the end, unless a bound is reached.
+
+        @return: whether it was added.
+        """
+        cost = self._cost(entry)
+        if len(self._entries) >= self.maxEntries or self.bytes + cost > self.maxBytes:
+            return False
+        self._entries.append(entry)
+        self.bytes += cost
+        return True
+
+    def putBack(self, entry: tuple[str, str, str | None, bytes]) -> None:
+        """
+        Put an entry taken with L{popleft} back at the front (one whose
+        sending failed); the bounds are exceeded by at most the entries in
+        flight.
+        """
+        self._entries.appendleft(entry)
+        self.bytes += self._cost(entry)
+
+    def popleft(self) -> tuple[str, str, str | None, bytes]:
+        """
+        Take the first entry.
+        """
+        entry = self._entries.popleft()
+        self.bytes -= self._cost(entry)
+        return entry
+
+
+class _Protocol(BaseRedisProtocol):
+    """
+    txredisapi's protocol, telling its L{_Link} when the connection is lost,
+    and reading a whole answer in one go.
+
+    txredisapi hands the bytes that follow each bulk string to the next turn
+    of the global reactor, pausing the transport meanwhile: an C{XREAD} of
+    500 entries took some 3,500 turns.  Here they are read in a loop in the
+    same turn (L{setLineMode} keeps them, L{dataReceived} goes on with
+    them), without recursion.
+    """
+
+    link: _Link | None = None
+    _rest = b""
+
+    def setLineMode(self, extra: bytes = b"") -> None:
+        self.line_mode = 1
+        if extra:
+            self._rest = extra
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        while data:
+            self._rest = b""
+            super().dataReceived(data)
+            data = self._rest
+
+    def connectionLost(self, why: Failure) -> None:
+        link = self.link
+        if link is not None:
+            link._lost(self)
+        super().connectionLost(why)
+
+
+class _Factory(ClientFactory):
+    """
+    Gives its one protocol, quietly (no "Starting factory" line each time
+    Redis is connected again).
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: _Protocol) -> None:
+        self.protocol_ = protocol
+
+    def buildProtocol(self, addr: Any) -> _Protocol:
+        return self.protocol_
+
+
+class _Link:
+    """
+    One connection to Redis, made when a command needs it, never queueing
+    more than the commands its caller has in flight: a failed connection
+    fails them, and the next command connects again.
+    """
+
+    def __init__(self, reactor: Any, address: BusAddress, timeout: float) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.timeout = timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: list[Deferred[_Protocol]] | None = None
+        self._closed = False
+
+    def command(self, *args: bytes | int, timeout: float | None = None) -> Deferred[Any]:
+        """
+        Send a command and give its answer (an error answer fails the
+        L{Deferred} with txredisapi's C{ResponseError}).
+
+        @param timeout: seconds to wait for the answer (C{self.timeout} by
+            default); past it the connection is dropped.
+        """
+        if self._closed:
+            return _failed(RedisConnectionError("the bus is stopped"))
+        protocol = self._protocol
+        if protocol is not None and protocol.connected:
+            return self._send(protocol, args, timeout)
+        waiting: Deferred[_Protocol] = Deferred()
+        if self._connecting is None:
+            self._connecting = [waiting]
+            self._connect()
+        else:
+            self._connecting.append(waiting)
+        return waiting.addCallback(self._send, args, timeout)
+
+    def _connect(self) -> None:
+        protocol = _Protocol(charset=None, convertNumbers=False)
+        protocol.link = self
+        protocol.callLater = self.reactor.callLater
+        endpoint = TCP4ClientEndpoint(
+            self.reactor, self.address.host, self.address.port, timeout=self.timeout
+        )
+        connected = endpoint.connect(_Factory(protocol))
+
+        def select(protocol: _Protocol) -> Any:
+            self._protocol = protocol
+            if not self.address.db:
+                return protocol
+            answer = self._send(protocol, (b"SELECT", self.address.db), None)
+            return answer.addCallback(lambda _: protocol)
+
+        connected.addCallback(select)
+        connected.addBoth(self._connected)
+
+    def _connected(self, result: Any) -> None:
+        waiting, self._connecting = self._connecting or [], None
+        if isinstance(result, Failure):
+            self.reset()
+            for one in waiting:
+                one.errback(result)
+            return
+        for one in waiting:
+            one.callback(result)
+
+    def _send(self, protocol: _Protocol, args: tuple[Any, ...], timeout: float | None) -> Deferred[Any]:
+        try:
+            answer = protocol.execute_command(*args)
+        except Exception as error:
+            return _failed(error)
+        answer.addTimeout(self.timeout if timeout is None else timeout, self.reactor)
+
+        def timedOut(failure: Failure) -> Failure:
+            if failure.check(TimeoutError) and protocol.transport is not None:
+                protocol.transport.abortConnection()
+            return failure
+
+        return answer.addErrback(timedOut)
+
+    def _lost(self, protocol: _Protocol) -> None:
+        if self._protocol is protocol:
+            self._protocol = None
+
+    def reset(self) -> None:
+        """
+        Drop the connection: what is in flight fails.
+        """
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abortConnection()
+
+    def close(self) -> None:
+        """
+        Drop the connection and refuse every later command.
+        """
+        self._closed = True
+        self.reset()
+
+
+def _failed(error: BaseException) -> Deferred[Any]:
+    failed: Deferred[Any] = Deferred()
+    failed.errback(Failure(error))
+    return failed
+
+
+def _entries(reply: object) -> list[tuple[bytes, object]]:
+    """
+    The C{(stream id, fields)} pairs of an C{XRANGE} answer, shape checked.
+    """
+    if not isinstance(reply, list):
+        return []
+    entries = []
+    for entry in reply:
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], bytes):
+            try:
+                streamOrder(entry[0])
+            except ValueError:
+                continue
+            entries.append((entry[0], entry[1]))
+    return entries
+
+
+class RedisBus:
+    """
+    The feed's thin interface to Redis, over two connections (txredisapi's
+    protocol): one for the blocking reads, one for everything else.
+
+    @param address: where Redis is.
+    @param maxLength: the stream's C{MAXLEN ~} (C{--bus-history}).
+    @param timeout: seconds any command may take (C{--bus-timeout}); a
+        blocking read may take its block time more.
+    @param seenTTL: seconds an added id is remembered, so it is added once.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        address: BusAddress,
+        maxLength: int = DEFAULT_BUS_HISTORY,
+        timeout: float = DEFAULT_BUS_TIMEOUT,
+        seenTTL: float = DEFAULT_BUS_SEEN_TTL,
+    ) -> None:
+        self.address = address
+        self.maxLength = maxLength
+        self.timeout = timeout
+        self.seenTTL = int(seenTTL * 1000)
+        self._commands = _Link(reactor, address, timeout)
+        self._reader = _Link(reactor, address, timeout)
+
+    def add(self, key: str, datumId: str, json: bytes) -> Deferred[bytes | None]:
+        """
+        Add a datum unless its id was added lately.
+
+        @return: the entry's stream id, or L{None} if the id was added lately.
+        """
+        args = (
+            2, STREAM_KEY, _SEEN_PREFIX + datumId.encode("ascii"),
+            self.seenTTL, self.maxLength, key.encode("utf-8"), datumId.encode("ascii"), json,
+        )
+        answer = self._commands.command(b"EVALSHA", _ADD_SHA, *args)
+
+        def noScript(failure: Failure) -> Any:
+            if str(failure.value).startswith("NOSCRIPT"):
+                return self._commands.command(b"EVAL", ADD_SCRIPT, *args)
+            return failure
+
+        return answer.addErrback(noScript)
+
+    def register(self, key: str, meta: bytes) -> Deferred[Any]:
+        """
+        Keep a key's metadata in the registrations' hash and add it to the
+        stream as a registration entry.
+        """
+        raw = key.encode("utf-8")
+        self._commands.command(b"HSET", REGISTRATIONS_KEY, raw, meta).addErrback(lambda _: None)
+        return self._commands.command(
+            b"XADD", STREAM_KEY, b"MAXLEN", b"~", self.maxLength, b"*", b"k", raw, b"m", meta
+        )
+
+    def registrations(self) -> Deferred[list[tuple[object, object]]]:
+        """
+        Every registration in the hash, as C{(key, metadata)} pairs of bytes.
+        """
+        def pairs(reply: object) -> list[tuple[object, object]]:
+            if not isinstance(reply, list):
+                return []
+            return list(zip(reply[::2], reply[1::2]))
+
+        return self._commands.command(b"HGETALL", REGISTRATIONS_KEY).addCallback(pairs)
+
+    def range(self, after: bytes | None, minimum: int, count: int) -> Deferred[list[tuple[bytes, object]]]:
+        """
+        Up to C{count} entries after the stream id C{after} or, without one,
+        from the time C{minimum} (Unix milliseconds) on.
+        """
+        start = b"(" + after if after is not None else b"%d" % (max(0, minimum),)
+        return self._reader.command(
+            b"XRANGE", STREAM_KEY, start, b"+", b"COUNT", count
+        ).addCallback(_entries)
+
+    def read(self, after: bytes, count: int, block: int) -> Deferred[list[tuple[bytes, object]]]:
+        """
+        Up to C{count} entries after C{after}, waiting at most C{block}
+        milliseconds for the first.
+        """
+        def entries(reply: object) -> list[tuple[bytes, object]]:
+            if not isinstance(reply, list) or not reply or not isinstance(reply[0], list):
+                return []
+            return _entries(reply[0][1] if len(reply[0]) == 2 else None)
+
+        return self._reader.command(
+            b"XREAD", b"COUNT", count, b"BLOCK", block, b"STREAMS", STREAM_KEY, after,
+            timeout=block / 1000 + self.timeout,
+        ).addCallback(entries)
+
+    def last(self) -> Deferred[bytes | None]:
+        """
+        The stream id of the stream's last entry, L{None} when it is empty.
+        """
+        def first(reply: object) -> bytes | None:
+            entries = _entries(reply)
+            return entries[0][0] if entries else None
+
+        return self._commands.command(
+            b"XREVRANGE", STREAM_KEY, b"+", b"-", b"COUNT", 1
+        ).addCallback(first)
+
+    def trim(self, minimum: int) -> Deferred[Any]:
+        """
+        Forget the entries older than the time C{minimum} (Unix ms).
+        """
+        return self._commands.command(b"XTRIM", STREAM_KEY, b"MINID", b"~", max(0, minimum))
+
+    def reset(self) -> None:
+        """
+        Drop both connections (what is in flight fails); the next command
+        connects again.
+        """
+        self._commands.reset()
+        self._reader.reset()
+
+    def close(self) -> None:
+        """
+        Drop both connections for good.
+        """
+        self._commands.close()
+        self._reader.close()
+
+
+@implementer(IFeed)
+class BusFeed(Service):
+    """
+    The feed of C{--bus} (see the module's docstring).
+
+    @ivar state: C{"stopped"}, C{"loading"} (reading the history at start),
+        C{"up"}, C{"down"} (Redis failed; trying again after the back-off)
+        or C{"catching-up"} (Redis answers again; reading what was added
+        meanwhile).
+    @ivar cursor: the stream id of the last entry read, where reading goes
+        on.
+    """
+
+    name = "bus"
+
+    log = NamedLogger(namespace="artcast.bus")
+
+    def __init__(
+        self,
+        bus: Any,
+        handler: DatagramHandler,
+        clock: IReactorTime,
+        url: str,
+        maxValueSize: int,
+        history: int = DEFAULT_BUS_HISTORY,
+        historyAge: float = DEFAULT_HISTORY_AGE,
+        timeout: float = DEFAULT_BUS_TIMEOUT,
+        backoff: float = DEFAULT_BUS_BACKOFF,
+        maxBackoff: float = DEFAULT_BUS_MAX_BACKOFF,
+        outbox: Outbox | None = None,
+        trimInterval: float = DEFAULT_BUS_TRIM_INTERVAL,
+    ) -> None:
+        """
+        @param bus: the interface to Redis (a L{RedisBus}).
+        @param handler: the multicast handler, whose store, tracker and
+            repair engine datums from the bus go through.
+        @param url: the bus's URL, for the log and C{/stats}.
+        @param maxValueSize: the largest value or metadata taken, in bytes.
+        @param history: the most entries read at start (C{--bus-history}).
+        @param historyAge: only entries newer than this many seconds are
+            read at start; older ones are trimmed (C{--history-age}).
+        @param timeout: seconds the start may wait for Redis before the
+            server serves without the bus's history.
+        """
+        self.bus = bus
+        self.handler = handler
+        self.store = handler.store
+        self.clock = clock
+        self.url = url
+        self.maxValueSize = maxValueSize
+        self.history = history
+        self.historyAge = historyAge
+        self.timeout = timeout
+        self.firstBackoff = backoff
+        self.maxBackoff = maxBackoff
+        self.backoff = backoff
+        self.outbox = outbox if outbox is not None else Outbox()
+        self.trimInterval = trimInterval
+        self.instance = self.store.instance
+        self.state = "stopped"
+        self.cursor: bytes | None = None
+        # Counters.
+        self.added = 0
+        self.seen = 0
+        self.taken = 0
+        self.duplicates = 0
+        self.own = 0
+        self.registrations = 0
+        self.errors = 0
+        self.disconnects = 0
+        self.outboxDropped = 0
+        self.loaded = 0
+        self.dropped: Counter[str] = Counter()
+        # Work in progress.
+        self._generation = 0
+        self._inFlight = 0
+        self._pumping = False
+        #: The id of the datum being taken from the bus, if one is.
+        self._taking: str | None = None
+        self._registering = False
+        self._caughtUp = 0
+        self._registrationsLoaded = False
+        self._ready = False
+        self._readyWaiters: list[Deferred[None]] = []
+        self._readyCall: Any = None
+        self._retryCall: Any = None
+        self._subscription: Any = None
+        self._unwatch: Any = None
+        self._shared: dict[str, bytes] = {}
+        #: The ids of the datums this server added lately, skipped when read
+        #: back (without asking the source tracker).
+        self._mine: OrderedDict[str, None] = OrderedDict()
+        self._trimmer = LoopingCall(self._trim)
+        self._trimmer.clock = clock
+        self._badLog = RateLimitedLog(self.log, clock, what="bad bus entries")
+        self._outboxLog = RateLimitedLog(self.log, clock, what="bus outbox drops")
+        self._stateLog = RateLimitedLog(self.log, clock, what="bus state changes")
+
+    # --- the service -----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._subscription = self.store.subscribe("...", self._local)
+        self._unwatch = self.store.watchRegistrations(self._localRegistration)
+        self._readyCall = self.clock.callLater(self.timeout, self._slow)
+        self._trimmer.start(self.trimInterval, now=False)
+        self.state = "loading"
+        self._load()
+
+    def stopService(self) -> Any:
+        self.state = "stopped"
+        self._generation += 1
+        if self._subscription is not None:
+            self._subscription.cancel()
+            self._subscription = None
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        for call in (self._readyCall, self._retryCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._readyCall = self._retryCall = None
+        if self._trimmer.running:
+            self._trimmer.stop()
+        self.bus.close()
+        # Whoever waits for the history (the HTTP port) is stopping too.
+        return super().stopService()
+
+    def whenReady(self) -> Deferred[None]:
+        """
+        A L{Deferred} that fires once the history is read at start, or
+        Redis failed or was slower than C{timeout}: when the HTTP port may
+        be bound.
+        """
+        if self._ready:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._readyWaiters.append(waiting)
+        return waiting
+
+    def _setReady(self) -> None:
+        if self._ready:
+            return
+        self._ready = True
+        if self._readyCall is not None and self._readyCall.active():
+            self._readyCall.cancel()
+        self._readyCall = None
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for waiting in waiters:
+            waiting.callback(None)
+
+    def _slow(self) -> None:
+        self._readyCall = None
+        if self._ready:
+            return
+        self.log.error(
+            "bus: {url} did not answer within {timeout} s; serving before its"
+            " history is read",
+            url=self.url, timeout=self.timeout,
+        )
+        self._setReady()
+
+    # --- reading ---------------------------------------------------------------
+
+    def _minimum(self) -> int:
+        return int((self.clock.seconds() - self.historyAge) * 1000)
+
+    def _load(self) -> None:
+        """
+        Read the registrations, then the stream from its history on.
+        """
+        generation = self._generation
+        answer = self.bus.registrations()
+        answer.addCallbacks(
+            self._registrationsRead, self._failed, (generation,), None, (generation,)
+        )
+
+    def _registrationsRead(self, pairs: list[tuple[object, object]], generation: int) -> None:
+        if generation != self._generation:
+            return
+        self._registrationsLoaded = True
+        if self.state == "down":
+            self.state = "catching-up"
+        for key, meta in pairs[: self.store.maxKeys]:
+            try:
+                entry = registrationEntry(key, meta, self.maxValueSize)
+            except BadEntry as error:
+                self._drop(error, b"(registrations)")
+                continue
+            self._register(entry)
+        self._catchUp()
+
+    def _catchUp(self) -> None:
+        self._caughtUp = 0
+        self._next()
+
+    def _next(self) -> None:
+        """
+        Read the next entries: a page of the stream while catching up, then
+        a blocking read.
+        """
+        if self.state == "stopped":
+            return
+        generation = self._generation
+        if self.state in ("loading", "catching-up"):
+            answer = self.bus.range(self.cursor, self._minimum(), RANGE_PAGE)
+            answer.addCallbacks(self._ranged, self._failed, (generation,), None, (generation,))
+        else:
+            assert self.cursor is not None
+            answer = self.bus.read(self.cursor, READ_COUNT, READ_BLOCK)
+            answer.addCallbacks(self._read, self._failed, (generation,), None, (generation,))
+        answer.addErrback(self._crashed, generation)
+
+    def _ranged(self, entries: list[tuple[bytes, object]], generation: int) -> Any:
+        if generation != self._generation:
+            return None
+        for streamId, fields in entries:
+            self._take(streamId, fields)
+        self._caughtUp += len(entries)
+        if self.state == "loading" and self.loaded + self._caughtUp >= self.history:
+            # At most --bus-history entries at start: go on from the end.
+            answer = self.bus.last()
+            answer.addCallbacks(self._skipped, self._failed, (generation,), None, (generation,))
+            return answer
+        if len(entries) >= RANGE_PAGE:
+            self._next()
+            return None
+        self._upToDate()
+        return None
+
+    def _skipped(self, last: bytes | None, generation: int) -> None:
+        if generation != self._generation:
+            return
+        if last is not None and (self.cursor is None or streamOrder(last) > streamOrder(self.cursor)):
+            self.cursor = last
+        self._upToDate()
+
+    def _upToDate(self) -> None:
+        """
+        Caught up with the stream: serve (at start), say so (after a
+        failure), send the outbox and read on with blocking reads.
+        """
+        if self.cursor is None:
+            self.cursor = b"%d-0" % (max(0, self._minimum()),)
+        if self.state == "loading":
+            self.loaded += self._caughtUp
+            self.log.info(
+                "bus: {url}: read {count} entries of history", url=self.url, count=self._caughtUp
+            )
+            self._setReady()
+        else:
+            self._stateLog.warn(
+                "bus: {url} is back; caught up {count} datums",
+                url=self.url, count=self._caughtUp,
+            )
+        self.state = "up"
+        if not self.outbox:
+            self.backoff = self.firstBackoff
+        self._pump()
+        self._next()
+
+    def _read(self, entries: list[tuple[bytes, object]], generation: int) -> None:
+        if generation != self._generation:
+            return
+        for streamId, fields in entries:
+            self._take(streamId, fields)
+        self._next()
+
+    def _unexpected(self, failure: Failure) -> None:
+        self.log.failure("bus: unexpected failure", failure)
+
+    def _crashed(self, failure: Failure, generation: int) -> None:
+        """
+        Taking what was read failed (a bug): logged, and the bus is put
+        down, so that reading starts again after the back-off rather than
+        stopping.
+        """
+        self.log.failure("bus: taking entries failed", failure)
+        self._failed(failure, generation)
+
+    def _take(self, streamId: bytes, fields: object) -> None:
+        """
+        Take one entry: a datum with its id (unless it is this server's
+        own), or a registration.
+        """
+        try:
+            order = streamOrder(streamId)
+        except ValueError:
+            self.dropped["bad-entry"] += 1
+            return
+        if self.cursor is None or order > streamOrder(self.cursor):
+            self.cursor = streamId
+        try:
+            entry = parseEntry(fields, self.maxValueSize)
+        except BadEntry as error:
+            self._drop(error, streamId)
+            return
+        if isinstance(entry, RegistrationEntry):
+            self._register(entry)
+            return
+        ident = entry.ident
+        datumId = str(ident)
+        if datumId in self._mine:
+            # A datum this server added (or tried to: another added it first).
+            del self._mine[datumId]
+            self.own += 1
+            return
+        if ident.source == self.instance or ident.source in self.handler.ownSources:
+            # This server's own (a version 1 datum, an HTTP publish), older
+            # than what it remembers adding.
+            self.own += 1
+            return
+        message = DataMessage(
+            entry.key, entry.value, Stamp(ident.source, ident.boot, ident.seq, self.clock.seconds())
+        )
+        # The store hands this datum to the subscription too: not added
+        # back (held datums it releases are: Redis drops those it has).
+        self._taking = datumId
+        try:
+            taken = self.handler.relayed(message, _ADDRESS)
+        finally:
+            self._taking = None
+        if taken == "duplicate":
+            self.duplicates += 1
+        else:
+            self.taken += 1
+
+    def _register(self, entry: RegistrationEntry) -> None:
+        if self._shared.get(entry.key) == entry.text:
+            # This server's own, read back.
+            self.own += 1
+            return
+        self._registering = True
+        try:
+            if self.store.register(entry.key, entry.meta):
+                self.registrations += 1
+        finally:
+            self._registering = False
+
+    def _drop(self, error: BadEntry, streamId: bytes) -> None:
+        self.dropped[error.reason] += 1
+        self._badLog.warn(
+            "bus: dropped entry {id} of {url}: {reason}: {error}",
+            id=streamId.decode("ascii", "replace"), url=self.url,
+            reason=error.reason, error=str(error),
+        )
+
+    # --- adding ----------------------------------------------------------------
+
+    def _local(self, datum: Datum) -> None:
+        """
+        A datum the store took: unless it came from the bus, it goes to the
+        outbox.
+        """
+        datumId = datum.id
+        if datumId == self._taking:
+            return
+        # Remembered first: the add may be answered, and the entry read
+        # back, before the outbox returns.
+        self._mine[datumId] = None
+        if len(self._mine) > _OWN_MEMORY:
+            self._mine.popitem(last=False)
+        if not self._queue(("d", datum.key, datumId, datum.json)):
+            self._mine.pop(datumId, None)
+
+    def _localRegistration(self, key: str, meta: bytes) -> None:
+        if self._registering:
+            self._shared[key] = meta
+            return
+        if self._shared.get(key) == meta:
+            return
+        if len(self._shared) > 2 * self.store.maxKeys:
+            self._shared.clear()
+        self._shared[key] = meta
+        self._queue(("m", key, None, meta))
+
+    def _queue(self, entry: tuple[str, str, str | None, bytes]) -> bool:
+        """
+        Put an entry in the outbox, and send it if the bus is up.
+
+        @return: whether the outbox took it.
+        """
+        if not self.outbox.append(entry):
+            self.outboxDropped += 1
+            self._outboxLog.warn(
+                "bus: the outbox is full ({count} entries, {bytes} bytes) while"
+                " {url} is away; dropped {key!r} {id}",
+                count=len(self.outbox), bytes=self.outbox.bytes, url=self.url,
+                key=entry[1], id=entry[2],
+            )
+            return False
+        if self.state == "up" and not self._pumping:
+            self._pump()
+        return True
+
+    def _pump(self) -> None:
+        """
+        Send what the outbox holds, at most L{MAX_IN_FLIGHT} at once.
+        """
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self.state == "up" and self.outbox and self._inFlight < MAX_IN_FLIGHT:
+                entry = self.outbox.popleft()
+                kind, key, datumId, text = entry
+                self._inFlight += 1
+                generation = self._generation
+                if kind == "d":
+                    assert datumId is not None
+                    answer = self.bus.add(key, datumId, text)
+                else:
+                    answer = self.bus.register(key, text)
+                answer.addCallbacks(
+                    self._sent, self._notSent, (entry,), None, (entry, generation)
+                )
+                answer.addErrback(self._unexpected)
+        finally:
+            self._pumping = False
+
+    def _sent(self, result: object, entry: tuple[str, str, str | None, bytes]) -> None:
+        self._inFlight -= 1
+        # Redis takes writes again (one that answers reads but refuses
+        # writes, when full, is tried again less and less often).
+        self.backoff = self.firstBackoff
+        if entry[0] == "d":
+            if isinstance(result, bytes):
+                self.added += 1
+            else:
+                self.seen += 1
+        if not self._pumping:
+            self._pump()
+
+    def _notSent(
+        self, failure: Failure, entry: tuple[str, str, str | None, bytes], generation: int
+    ) -> None:
+        self._inFlight -= 1
+        self.outbox.putBack(entry)
+        if entry[0] == "m":
+            self._shared.pop(entry[1], None)
+        self._failed(failure, generation)
+
+    # --- Redis going away -------------------------------------------------------
+
+    def _failed(self, failure: Failure, generation: int) -> None:
+        """
+        A command failed: unless the bus is down already, it is now.
+        """
+        if self.state == "stopped" or generation != self._generation:
+            # Stopped, or failed because an earlier failure reset the bus.
+            return
+        self.errors += 1
+        if self.state == "down":
+            # A try while down failed: try again later.
+            self._retryLater()
+            return
+        self._generation += 1
+        self.state = "down"
+        self.disconnects += 1
+        self._shared.clear()
+        reason = failure.getErrorMessage() or failure.type.__name__
+        self._stateLog.error(
+            "bus: lost {url}: {reason}; serving local datums only",
+            url=self.url, reason=reason,
+        )
+        # What is still in flight fails, and is ignored.
+        self.bus.reset()
+        self._setReady()
+        self._retryLater()
+
+    def _retryLater(self) -> None:
+        self._retryCall = self.clock.callLater(self.backoff, self._resume)
+        self.backoff = min(self.backoff * 2, self.maxBackoff)
+
+    def _resume(self) -> None:
+        """
+        Try Redis again: read on from the last entry read (from the stream's
+        start if Redis came back without it).
+        """
+        self._retryCall = None
+        if self.state != "down":
+            return
+        generation = self._generation
+        if not self._registrationsLoaded:
+            self._load()
+            return
+        answer = self.bus.last()
+        answer.addCallbacks(self._resumed, self._failed, (generation,), None, (generation,))
+        answer.addErrback(self._unexpected)
+
+    def _resumed(self, last: bytes | None, generation: int) -> None:
+        if generation != self._generation:
+            return
+        if self.cursor is not None and (last is None or streamOrder(last) < streamOrder(self.cursor)):
+            self.log.warn(
+                "bus: the stream of {url} ends before the last entry read ({cursor}):"
+                " Redis lost it; reading the stream from its start",
+                url=self.url, cursor=self.cursor.decode("ascii", "replace"),
+            )
+            self.cursor = b"0-0"
+            self._mine.clear()
+        self.state = "catching-up"
+        self._catchUp()
+
+    def _trim(self) -> None:
+        if self.state != "up":
+            return
+        generation = self._generation
+        self.bus.trim(self._minimum()).addErrback(self._failed, generation)
+
+    # --- figures ----------------------------------------------------------------
+
+    def statistics(self) -> dict[str, object]:
+        """
+        The C{"bus"} figures of C{/stats}.
+        """
+        return {
+            "bus": {
+                "busURL": self.url,
+                "busState": self.state,
+                "busAdded": self.added,
+                "busSeen": self.seen,
+                "busTaken": self.taken,
+                "busDuplicates": self.duplicates,
+                "busOwn": self.own,
+                "busRegistrations": self.registrations,
+                "busDropped": dict(self.dropped),
+                "busErrors": self.errors,
+                "busDisconnects": self.disconnects,
+                "busOutbox": len(self.outbox),
+                "busOutboxDropped": self.outboxDropped,
+                "busLoaded": self.loaded,
+            }
+        }
