@@ -43,6 +43,7 @@ from artcast.server.feeds.bus import (
 )
 from artcast.server.feeds.multicast import DatagramHandler
 from artcast.server.interfaces import IFeed
+from artcast.server.service import StartWhenReady
 from artcast.server.shutdown import ServingService
 from artcast.server.stats import ServerStatistics, Stats, metricsText
 from artcast.server.store import KeyStore
@@ -813,6 +814,44 @@ class ReadyTests(SynchronousTestCase):
         serving.privilegedStartService()
         serving.startService()
         serving.stopService()
+        ready.callback(None)
+        self.assertFalse(child.running)
+
+
+class StartWhenReadyTests(SynchronousTestCase):
+    """
+    With C{--bus}, the feeds other than multicast (the demo, an upstream)
+    start only once the history is read (L{StartWhenReady}).
+    """
+
+    def test_waits(self) -> None:
+        """
+        The services start once C{ready} fires, whether it fires before or
+        after the parent starts.
+        """
+        for early in (False, True):
+            ready: Deferred[Any] = Deferred()
+            child = Service()
+            gate = StartWhenReady(ready, [child])
+            if early:
+                ready.callback(None)
+            gate.startService()
+            self.assertEqual(child.running, early)
+            if not early:
+                ready.callback(None)
+            self.assertTrue(child.running)
+            gate.stopService()
+            self.assertFalse(child.running)
+
+    def test_stopBeforeReady(self) -> None:
+        """
+        Stopped before C{ready} fires, the services never start.
+        """
+        ready: Deferred[Any] = Deferred()
+        child = Service()
+        gate = StartWhenReady(ready, [child])
+        gate.startService()
+        gate.stopService()
         ready.callback(None)
         self.assertFalse(child.running)
 

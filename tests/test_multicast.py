@@ -9,7 +9,7 @@ from random import Random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -18,8 +18,10 @@ from zope.interface.verify import verifyObject
 
 from artcast.server.store import KeyStore
 from artcast.server.logs import RateLimitedLog
+from artcast.server.stats import Stats
 from artcast.server.feeds.multicast import (
     DatagramHandler,
+    HeldDatagrams,
     MulticastFeed,
     MulticastServerProtocol,
     NackSender,
@@ -526,3 +528,45 @@ class MulticastFeedTests(SynchronousTestCase):
             "sources": dict(counters.sources),
         })
         self.assertEqual(sum(figures["dropped"].values()), 1)
+
+
+class HeldDatagramsTests(SynchronousTestCase):
+    """
+    L{HeldDatagrams} holds what the groups hear until the feed may start
+    (with C{--bus}: the history is read), then hands it on in order.
+    """
+
+    def setUp(self) -> None:
+        self.ready: Deferred[object] = Deferred()
+        self.stats = Stats()
+        self.heard: list[tuple[str, bytes]] = []
+        self.held = HeldDatagrams(self.ready, self.stats, maxDatagrams=3, maxBytes=100)
+        self.data = self.held.wrap(lambda data, addr: self.heard.append(("data", data)))
+        self.register = self.held.wrap(lambda data, addr: self.heard.append(("register", data)))
+
+    def test_heldThenInOrder(self) -> None:
+        """
+        Nothing is handed on before C{ready} fires; then everything held, in
+        the order heard across both groups, and what comes later at once.
+        """
+        self.data(b"1", ("127.0.0.1", 1))
+        self.register(b"2", ("127.0.0.1", 1))
+        self.data(b"3", ("127.0.0.1", 1))
+        self.assertEqual(self.heard, [])
+        self.ready.callback(None)
+        self.assertEqual(self.heard, [("data", b"1"), ("register", b"2"), ("data", b"3")])
+        self.data(b"4", ("127.0.0.1", 1))
+        self.assertEqual(self.heard[-1], ("data", b"4"))
+        self.assertIsNone(self.held.held)
+
+    def test_bounded(self) -> None:
+        """
+        Past its count or its bytes, a datagram is dropped and counted
+        C{held-overflow}, not held.
+        """
+        for n in range(5):
+            self.data(b"%d" % (n,), ("127.0.0.1", 1))
+        self.register(b"x" * 101, ("127.0.0.1", 1))
+        self.assertEqual(self.stats.dropped["held-overflow"], 3)
+        self.ready.callback(None)
+        self.assertEqual([data for _, data in self.heard], [b"0", b"1", b"2"])

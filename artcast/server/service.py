@@ -13,9 +13,10 @@ a worker process of C{--workers} calls it too.
 from __future__ import annotations
 
 import gc
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from twisted.application import service, strports
+from twisted.internet.defer import Deferred
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from artcast.server.connections import (
@@ -46,7 +47,7 @@ from artcast.server.shutdown import Closing, ServingService
 from artcast.server.stats import ServerStatistics, Stats
 from artcast.server.store import KeyStore
 
-__all__ = ["ArtcastService", "GarbageCollectorTuning", "makeService"]
+__all__ = ["ArtcastService", "GarbageCollectorTuning", "StartWhenReady", "makeService"]
 
 
 class ArtcastService(service.MultiService):
@@ -103,6 +104,43 @@ class GarbageCollectorTuning(service.Service):
         gc.freeze()
         _, second, third = gc.get_threshold()
         gc.set_threshold(self.threshold, second, third)
+
+
+class StartWhenReady(service.MultiService):
+    """
+    Services started only once a L{Deferred} fires (with C{--bus}: the
+    feeds other than multicast, once the history is read from Redis), and
+    stopped with this one, started or not.
+    """
+
+    def __init__(self, ready: Deferred[object], services: Iterable[service.IService]) -> None:
+        super().__init__()
+        for child in services:
+            child.setServiceParent(self)
+        self._ready = self._started = False
+        ready.addCallback(self._readyNow)
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self._startChildren()
+
+    def _readyNow(self, result: object) -> object:
+        self._ready = True
+        self._startChildren()
+        return result
+
+    def _startChildren(self) -> None:
+        if self.running and self._ready and not self._started:
+            self._started = True
+            for child in self:
+                child.startService()
+
+    def stopService(self) -> Any:
+        if not self._started:
+            service.Service.stopService(self)
+            return None
+        self._started = False
+        return super().stopService()
 
 
 def _relayAgent(reactor: Any) -> Agent:
@@ -300,6 +338,9 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
     portService.setServiceParent(serving)
     children.append(serving)
 
+    # With --bus, the live feeds wait for the history read from Redis, so
+    # that the store takes the past before the present: the multicast
+    # groups are bound at once but hold what they hear meanwhile.
     children.append(
         MulticastFeed(
             handler,
@@ -307,15 +348,21 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
             (options["data-group"], options["data-port"]),
             (options["register-group"], options["register-port"]),
             options["interface"],
+            ready=bus.whenReady() if bus is not None else None,
         )
     )
 
+    later: list[service.IService] = []
     if options["demo"]:
-        children.append(DemoFeed(handler, reactor))
+        later.append(DemoFeed(handler, reactor))
     if upstream is not None:
-        children.append(upstream)
+        later.append(upstream)
     if bus is not None:
         children.append(bus)
+        if later:
+            children.append(StartWhenReady(bus.whenReady(), later))
+    else:
+        children.extend(later)
 
     children.append(GarbageCollectorTuning(reactor))
 

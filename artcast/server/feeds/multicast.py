@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 from twisted.application.internet import MulticastServer
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
@@ -49,9 +50,12 @@ from artcast.wire import (
 )
 
 __all__ = [
+    "HELD_BYTES",
+    "HELD_DATAGRAMS",
     "MAX_UDP_PAYLOAD",
     "RECEIVE_BUFFER",
     "DatagramHandler",
+    "HeldDatagrams",
     "MulticastFeed",
     "MulticastServerProtocol",
     "NackSender",
@@ -60,6 +64,12 @@ __all__ = [
 #: The largest UDP payload over IPv4; Twisted's UDP port reads 8,192 bytes
 #: unless told otherwise.
 MAX_UDP_PAYLOAD = 65535
+
+#: The most datagrams, and bytes of them, held while the feed waits to
+#: start (L{HeldDatagrams}): with C{--bus}, the few moments the history is
+#: read from Redis.
+HELD_DATAGRAMS = 10_000
+HELD_BYTES = 16 * 1024 * 1024
 
 #: The receive buffer asked of the kernel for each group's socket, in bytes.
 RECEIVE_BUFFER = 8 * 1024 * 1024
@@ -425,6 +435,58 @@ class DatagramHandler:
         self.store.register(message.key, message.meta)
 
 
+class HeldDatagrams:
+    """
+    Datagrams held until a L{Deferred} fires, then handed on in the order
+    they came, whatever group each came on; at most C{maxDatagrams} of them
+    and C{maxBytes} bytes: beyond, each is dropped and counted
+    C{held-overflow}.
+
+    @ivar held: what is held, or L{None} once handed on.
+    """
+
+    def __init__(
+        self,
+        ready: Deferred[object],
+        stats: Stats,
+        maxDatagrams: int = HELD_DATAGRAMS,
+        maxBytes: int = HELD_BYTES,
+    ) -> None:
+        self.stats = stats
+        self.maxDatagrams = maxDatagrams
+        self.maxBytes = maxBytes
+        self.held: list[tuple[Callable[[bytes, tuple[str, int]], None], bytes, tuple[str, int]]] | None = []
+        self.size = 0
+        ready.addCallback(self._release)
+
+    def wrap(
+        self, receive: Callable[[bytes, tuple[str, int]], None]
+    ) -> Callable[[bytes, tuple[str, int]], None]:
+        """
+        @return: a receiver that holds datagrams while waiting, then hands
+            each straight to C{receive}.
+        """
+
+        def received(data: bytes, addr: tuple[str, int]) -> None:
+            held = self.held
+            if held is None:
+                receive(data, addr)
+            elif len(held) >= self.maxDatagrams or self.size + len(data) > self.maxBytes:
+                self.stats.drop("held-overflow")
+            else:
+                held.append((receive, data, addr))
+                self.size += len(data)
+
+        return received
+
+    def _release(self, result: object) -> object:
+        held, self.held = self.held, None
+        self.size = 0
+        for receive, data, addr in held or ():
+            receive(data, addr)
+        return result
+
+
 @implementer(IFeed)
 class MulticastFeed(MultiService):
     """
@@ -448,6 +510,7 @@ class MulticastFeed(MultiService):
         dataGroup: tuple[str, int],
         registerGroup: tuple[str, int],
         interface: str,
+        ready: Deferred[object] | None = None,
     ) -> None:
         """
         @param reactor: provides L{IReactorMulticast}.
@@ -455,12 +518,22 @@ class MulticastFeed(MultiService):
         @param registerGroup: the register group's address and UDP port.
         @param interface: the local address whose interface joins the
             groups.
+        @param ready: when given, the datagrams heard before it fires are
+            held (L{HeldDatagrams}) and handed on, in order, once it has:
+            with C{--bus}, the history read from Redis goes into the store
+            before any live datum, so that the tracker takes it as the past
+            it is, not as copies.
         """
         super().__init__()
         self.handler = handler
+        data, register = handler.dataReceived, handler.registerReceived
+        self.held = None
+        if ready is not None:
+            self.held = HeldDatagrams(ready, handler.stats)
+            data, register = self.held.wrap(data), self.held.wrap(register)
         for (group, port), receive, sender in (
-            (dataGroup, handler.dataReceived, handler.nacks),
-            (registerGroup, handler.registerReceived, None),
+            (dataGroup, data, handler.nacks),
+            (registerGroup, register, None),
         ):
             MulticastServer(
                 port,
