@@ -30,6 +30,34 @@ from tests.harness import (
     randomGroup,
 )
 
+#: The HAProxy configuration docs/scaling.md gives.
+DOCUMENTED_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "docs", "examples", "haproxy-cluster.cfg",
+)
+
+
+def documentedBackend() -> list[str]:
+    """
+    The lines of the documented configuration's backend that say how
+    requests fail over (not its C{balance} or its C{server}s, which the
+    harness writes for the test's ports).
+    """
+    lines: list[str] = []
+    inBackend = False
+    with open(DOCUMENTED_CONFIG) as config:
+        for line in config:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            if line.split()[0] in ("global", "defaults", "frontend", "backend", "listen"):
+                inBackend = line.split()[0] == "backend"
+                continue
+            if inBackend and line.split()[0] not in ("server", "balance"):
+                lines.append(line)
+    return lines
+
+
 #: Why the cluster test cannot run here, or None.
 _SKIP = HAProxy.missing() or (
     None if os.access(REDIS_SERVER, os.X_OK)
@@ -241,10 +269,7 @@ class ClusterTests(TestCase):
             yield server.start()
         # As docs/scaling.md has it: a request that cannot reach its server
         # goes to another at once.
-        proxy = HAProxy(
-            self, [server.httpPort for server in servers],
-            backend=["option redispatch 1", "retries 3", "retry-on conn-failure empty-response"],
-        )
+        proxy = HAProxy(self, [server.httpPort for server in servers], backend=documentedBackend())
         yield proxy.start()
 
         source = Source(
@@ -325,3 +350,18 @@ class ClusterTests(TestCase):
         # Each datum is in Redis once, whichever server heard it first.
         length = yield redis.command(b"XLEN", b"artcast:datums")
         self.assertEqual(length, b":%d\r\n" % (self.COUNT,))
+
+    def test_documentedConfig(self) -> None:
+        """
+        The configuration docs/scaling.md gives is one HAProxy accepts, and
+        says how requests fail over (the lines the cluster test runs with).
+        """
+        import subprocess
+
+        from tests.harness import HAPROXY
+
+        checked = subprocess.run(
+            [HAPROXY, "-c", "-f", DOCUMENTED_CONFIG], capture_output=True, timeout=30,
+        )
+        self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
+        self.assertIn("option redispatch 1", documentedBackend())
