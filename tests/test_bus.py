@@ -955,7 +955,7 @@ class SentinelTests(SynchronousTestCase):
         error = str(self.failureResultOf(answer, RedisConnectionError).value)
         self.assertIn("no sentinel named the master mymaster", error)
         self.assertIn("127.0.0.1:26390: Connection was refused", error)
-        self.assertIn("127.0.0.1:26391: ", error)
+        self.assertIn("127.0.0.1:26391: no answer within 5 s", error)
         self.assertEqual(len(self.reactor.tcpClients), 2)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
@@ -1333,3 +1333,135 @@ class IntegrationTests(TestCase):
         self.assertEqual((code, ident, body), (200, b"srcR.1.2", b"2"))
         with open(errors) as log:
             self.assertIn(f"bus: {self.redis.url} is back", log.read())
+
+
+@inlineCallbacks
+def _until(ask: Any, check: Any, what: str, limit: float) -> Any:
+    """
+    Call C{ask()} (a L{Deferred}) every 0.1 s until C{check} holds for its
+    answer, C{limit} seconds at most.
+    """
+    deadline = reactor.seconds() + limit
+    while True:
+        answer = yield ask()
+        if answer is not None and check(answer):
+            return answer
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"waited {limit} s for {what}; the last answer: {answer!r}")
+        yield deferLater(reactor, 0.1, lambda: None)
+
+
+class SentinelIntegrationTests(TestCase):
+    """
+    Real C{twistd artcast} servers on C{--bus redis+sentinel://}, with a real
+    Redis master, replica and sentinel, through a failover.
+    """
+
+    timeout = 180
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        if not os.path.exists(REDIS_SERVER):
+            raise self.skipTest(f"{REDIS_SERVER} is not installed")
+        self.master = yield RedisServer(self).start()
+        self.replica = yield RedisServer(
+            self, extra=["--replicaof", "127.0.0.1", str(self.master.port)]
+        ).start()
+        replicaPort = b"\r\n%d\r\n" % (self.replica.port,)
+        yield _until(
+            lambda: self.master.command(b"ROLE"), lambda answer: replicaPort in answer,
+            "the replica to follow the master", 20,
+        )
+        self.sentinel = RedisServer(self, sentinel=[
+            f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 1",
+            "sentinel down-after-milliseconds mymaster 1000",
+            "sentinel failover-timeout mymaster 5000",
+        ])
+        try:
+            yield self.sentinel.start()
+        except RuntimeError as error:
+            raise self.skipTest(f"{REDIS_SERVER} cannot run as a sentinel: {error}")
+        name = b"127.0.0.1:%d" % (self.replica.port,)
+        yield _until(
+            lambda: self.sentinel.command(b"SENTINEL", b"replicas", b"mymaster"),
+            lambda answer: name in answer, "the sentinel to know the replica", 20,
+        )
+        self.url = f"redis+sentinel://127.0.0.1:{self.sentinel.port}/mymaster"
+
+    def masterPort(self) -> Deferred[bytes | None]:
+        return self.sentinel.command(b"SENTINEL", b"get-master-addr-by-name", b"mymaster")
+
+    @inlineCallbacks
+    def sendUntil(self, server: ArtcastProcess, datagram: bytes, check: Any, limit: float) -> Any:
+        """
+        Send a datagram (again, loopback may drop it) until C{check(stats)}.
+        """
+        deadline = reactor.seconds() + limit
+        while True:
+            server.data.send(datagram)
+            stats = yield server.stats()
+            if check(stats):
+                return stats
+            if reactor.seconds() > deadline:
+                raise self.failureException(f"condition not met: {stats!r}")
+            yield deferLater(reactor, 0.1, lambda: None)
+
+    @inlineCallbacks
+    def since(self, server: ArtcastProcess, key: str, datumId: str) -> Any:
+        response = yield treq.get(
+            f"{server.url}/artcasts/{key}?since={datumId}&timeout=10", persistent=False
+        )
+        body = yield response.content()
+        ident = response.headers.getRawHeaders(b"Artcast-Id", [None])[0]
+        return (response.code, ident, body)
+
+    @inlineCallbacks
+    def test_failover(self) -> Any:
+        """
+        Datums sent to one server's group reach a since= client of another
+        server, on another group, before and after the master is killed and
+        the sentinel promotes the replica; the second server counts the
+        change of master and logs the outage naming the sentinel.
+        """
+        errors = os.path.abspath(self.mktemp())
+        a = yield ArtcastProcess(self, extra=["--bus", self.url]).start()
+        b = yield ArtcastProcess(self, extra=["--bus", self.url, "--error-log", errors]).start()
+        self.assertNotEqual(a.group, b.group)
+        yield self.sendUntil(a, _v2("t/f", 1, "srcF", 1), lambda s: s["bus"]["busAdded"] >= 1, 10)
+        yield self.sendUntil(a, _v2("t/f", 2, "srcF", 2), lambda s: s["bus"]["busAdded"] >= 2, 10)
+        code, ident, body = yield self.since(b, "t/f", "srcF.1.1")
+        self.assertEqual((code, ident, body), (200, b"srcF.1.2", b"2"))
+        stats = yield b.stats()
+        self.assertEqual(
+            (stats["bus"]["busMaster"], stats["bus"]["busMasterChanges"]),
+            (f"127.0.0.1:{self.master.port}", 0),
+        )
+        # What the master took has reached the replica; then the master dies.
+        yield _until(
+            lambda: self.replica.command(b"XLEN", b"artcast:datums"),
+            lambda answer: answer.startswith(b":") and int(answer[1:]) >= 2,
+            "the replica to hold the datums", 10,
+        )
+        yield self.master.kill()
+        replicaPort = b"\r\n%d\r\n" % (self.replica.port,)
+        yield _until(
+            self.masterPort, lambda answer: replicaPort in answer,
+            "the sentinel to promote the replica", 30,
+        )
+        yield self.sendUntil(
+            a, _v2("t/f", 3, "srcF", 3),
+            lambda s: s["bus"]["busAdded"] >= 3 and s["bus"]["busState"] == "up", 40,
+        )
+        stats = yield b.waitFor(
+            lambda s: s["bus"]["busState"] == "up" and s["bus"]["busMasterChanges"] >= 1,
+            limit=40,
+        )
+        self.assertEqual(stats["bus"]["busMaster"], f"127.0.0.1:{self.replica.port}")
+        code, ident, body = yield self.since(b, "t/f", "srcF.1.2")
+        self.assertEqual((code, ident, body), (200, b"srcF.1.3", b"3"))
+        code, ident, body = yield self.since(b, "t/f", "srcF.1.1")
+        self.assertEqual((code, ident, body), (200, b"srcF.1.2", b"2"))
+        with open(errors) as log:
+            text = log.read()
+        self.assertIn(f"bus: lost {self.url}", text)
+        self.assertIn(f"the master is now 127.0.0.1:{self.replica.port}", text)

@@ -543,7 +543,10 @@ class _Master:
 
         def failed(failure: Failure) -> None:
             if not self._closed:
-                reason = failure.getErrorMessage() or failure.type.__name__
+                if failure.check(TimeoutError):
+                    reason = f"no answer within {self.timeout:g} s"
+                else:
+                    reason = (failure.getErrorMessage() or failure.type.__name__).rstrip(".")
                 reasons.append(f"{_hostPort(host, port)}: {reason}")
             self._ask(index + 1, reasons)
 
