@@ -39,6 +39,7 @@ import os
 import random
 import signal
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
@@ -71,13 +72,23 @@ def log(message: str) -> None:
     fanout.log(f"busload: {message}")
 
 
-def busFigures(port: int) -> dict[str, Any]:
+def busFigures(port: int, timeout: float = 10.0) -> dict[str, Any]:
     """
-    The C{bus} section of a server's C{/stats.json} (the counters above).
+    The C{bus} section of a server's C{/stats.json} (the counters above),
+    asked again until it answers (a server just freed of 10,000 polls may
+    still refuse a connection) for at most C{timeout} seconds; if it never
+    does, C{{"error": ...}}.
     """
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats.json", timeout=10) as r:
-        bus = json.loads(r.read()).get("bus") or {}
-    return {k: v for k, v in bus.items() if k in BUS_COUNTERS}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats.json", timeout=10) as r:
+                bus = json.loads(r.read()).get("bus") or {}
+            return {k: v for k, v in bus.items() if k in BUS_COUNTERS}
+        except (OSError, ValueError) as e:
+            if time.monotonic() > deadline:
+                return {"error": str(e)}
+            time.sleep(0.2)
 
 
 def runCell(mode: str, clients: int, rate: float, duration: float, since: bool,
@@ -134,6 +145,8 @@ def runCell(mode: str, clients: int, rate: float, duration: float, since: bool,
                 1e6 * seconds / sent if seconds is not None and sent else None)
         if not server.alive():
             raise fanout.BenchError(f"{label}: the measured server died during the run")
+        loadgen.stop()  # its N connections may leave no room for /stats
+        loadgen = None
         phase["bus"] = None
         if redis is not None and feeder is not None:
             phase["bus"] = {"measured": busFigures(measured.httpPort),
