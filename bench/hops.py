@@ -665,8 +665,9 @@ def main(argv: Sequence[str]) -> int:
         if redis is not None:
             redis.stop()
     print(table(result["rows"]))
-    print()
-    print(cpuTable(result["processes"]))
+    if bus:  # Redis's CPU next to the servers' (without a bus, the table above has it all)
+        print()
+        print(cpuTable(result["processes"]))
     print("%d datums at %g/s; latency = arrival - send time; added = per datum, "
           "minus the position followed (same client kind)%s" % (
               count, options.rate, "; bus: " + ", ".join(
