@@ -405,15 +405,32 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 class RedisServer:
     """
     A real C{redis-server} on a free loopback port, without persistence,
-    stopped by its own PID.
+    stopped by its own PID; or, given C{sentinel} lines, a Redis Sentinel
+    (C{redis-server sentinel.conf --sentinel}, the configuration written to
+    a temporary directory).
 
     @ivar url: the C{--bus} URL, e.g. C{redis://127.0.0.1:6380}.
     """
 
-    def __init__(self, testCase: Any, port: int | None = None) -> None:
+    def __init__(
+        self,
+        testCase: Any,
+        port: int | None = None,
+        extra: Sequence[str] = (),
+        sentinel: Sequence[str] | None = None,
+    ) -> None:
+        """
+        @param extra: more arguments for C{redis-server}, e.g.
+            C{["--replicaof", "127.0.0.1", "6380"]}.
+        @param sentinel: the lines of C{sentinel.conf} after C{port}, C{bind}
+            and C{dir}, e.g. C{["sentinel monitor mymaster 127.0.0.1 6380
+            1"]}: then a sentinel is started.
+        """
         self.testCase = testCase
         self.port = port or freePort()
         self.url = "redis://127.0.0.1:%d" % (self.port,)
+        self.extra = list(extra)
+        self.sentinel = list(sentinel) if sentinel is not None else None
         self.watcher: _Watcher | None = None
         self.pid: int | None = None
         self._cleanup = False
@@ -430,11 +447,21 @@ class RedisServer:
         self.watcher = _Watcher()
         directory = os.path.abspath(self.testCase.mktemp())
         os.makedirs(directory)
+        if self.sentinel is not None:
+            config = os.path.join(directory, "sentinel.conf")
+            with open(config, "w") as text:
+                text.write("".join(
+                    line + "\n" for line in
+                    [f"port {self.port}", "bind 127.0.0.1", f"dir {directory}", *self.sentinel]
+                ))
+            arguments = [REDIS_SERVER, config, "--sentinel", *self.extra]
+        else:
+            arguments = [
+                REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", directory, *self.extra,
+            ]
         transport = reactor.spawnProcess(
-            self.watcher, REDIS_SERVER,
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", directory],
-            env={}, path=directory,
+            self.watcher, REDIS_SERVER, arguments, env={}, path=directory,
         )
         self.pid = transport.pid
         deadline = reactor.seconds() + START_LIMIT
@@ -483,3 +510,18 @@ class RedisServer:
     def _kill(self, watcher: _Watcher) -> None:
         if watcher.status is None and self.pid is not None:
             os.kill(self.pid, signal.SIGKILL)
+
+    @inlineCallbacks
+    def kill(self) -> Any:
+        """
+        Kill it by its PID with SIGKILL, and wait (a bounded time) until it
+        has ended.
+        """
+        watcher = self.watcher
+        if watcher is None or watcher.status is not None or self.pid is None:
+            return
+        os.kill(self.pid, signal.SIGKILL)
+        limit = reactor.callLater(STOP_LIMIT, watcher.ended.cancel)
+        yield watcher.ended
+        if limit.active():
+            limit.cancel()

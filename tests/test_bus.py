@@ -213,8 +213,42 @@ class ParsingTests(SynchronousTestCase):
             "redis://u:p@h:1", "redis://h:1?db=2", "h:6379",
         ):
             self.assertRaises(ValueError, parseBusURL, text)
-        error = self.assertRaises(ValueError, parseBusURL, "redis+sentinel://h:1/m")
-        self.assertIn("not supported yet", str(error))
+        error = self.assertRaises(ValueError, parseBusURL, "redis+sentinel://h:1")
+        self.assertIn("service name is missing", str(error))
+
+    def test_sentinelURL(self) -> None:
+        """
+        A redis+sentinel:// URL gives its sentinels (port 26379 by default),
+        the master's service name and the database, and reads back the same.
+        """
+        address = parseBusURL("redis+sentinel://127.0.0.1:26390,s2,[::1]:5/my-master.1/3")
+        self.assertEqual(
+            address,
+            BusAddress("", 0, 3, (("127.0.0.1", 26390), ("s2", 26379), ("::1", 5)), "my-master.1"),
+        )
+        self.assertEqual(
+            address.url(), "redis+sentinel://127.0.0.1:26390,s2:26379,[::1]:5/my-master.1/3"
+        )
+        self.assertEqual(parseBusURL(address.url()), address)
+        self.assertEqual(
+            parseBusURL("redis+sentinel://h:1/m/").url(), "redis+sentinel://h:1/m"
+        )
+
+    def test_badSentinelURL(self) -> None:
+        """
+        A redis+sentinel:// URL without a service name, with a bad, missing
+        or repeated sentinel, a bad database, a user or a query is refused
+        with a one-line reason.
+        """
+        for text in (
+            "redis+sentinel://h:1", "redis+sentinel://h:1/", "redis+sentinel://h:x/m",
+            "redis+sentinel:///m", "redis+sentinel://a,,b/m", "redis+sentinel://a,a:26379/m",
+            "redis+sentinel://a:1/m/x", "redis+sentinel://a:1/m/1/2", "redis+sentinel://u@a/m",
+            "redis+sentinel://a:1/m?db=1", "redis+sentinel://a:1/m m",
+            "redis+sentinel://" + ",".join(f"h{n}" for n in range(17)) + "/m",
+        ):
+            error = self.assertRaises(ValueError, parseBusURL, text)
+            self.assertNotIn("\n", str(error))
 
     def test_datumEntry(self) -> None:
         """
@@ -772,6 +806,235 @@ class RedisBusTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.tcpClients), 2)
 
 
+#: A sentinel's answer naming the master 127.0.0.1:6391, and a master's
+#: and a replica's answers to ROLE.
+_MASTER_6391 = b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6391\r\n"
+_ROLE_MASTER = b"*3\r\n$6\r\nmaster\r\n:10\r\n*0\r\n"
+_ROLE_REPLICA = b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6390\r\n$9\r\nconnected\r\n:10\r\n"
+_ASK_MASTER = b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$8\r\nmymaster\r\n"
+
+
+class SentinelTests(SynchronousTestCase):
+    """
+    With C{redis+sentinel://}, L{RedisBus} asks the sentinels for the master
+    each time it connects, and checks the master's C{ROLE}.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.bus = self.makeBus("redis+sentinel://127.0.0.1:26390,127.0.0.1:26391/mymaster")
+
+    def makeBus(self, url: str) -> RedisBus:
+        bus = RedisBus(self.reactor, parseBusURL(url), timeout=5)
+        self.addCleanup(bus.close)
+        return bus
+
+    def connect(self, index: int, where: tuple[str, int]) -> tuple[Any, StringTransport]:
+        """
+        Complete the connection the bus asked the reactor for, to C{where}.
+        """
+        host, port, factory, timeout, _ = self.reactor.tcpClients[index]
+        self.assertEqual((host, port, timeout), (*where, 5))
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def sentinelAnswers(self, index: int, answer: bytes, port: int = 26390) -> StringTransport:
+        """
+        The sentinel asked in connection C{index} is asked for the master,
+        and answers C{answer}.
+        """
+        protocol, transport = self.connect(index, ("127.0.0.1", port))
+        self.assertEqual(transport.value(), _ASK_MASTER)
+        protocol.dataReceived(answer)
+        return transport
+
+    def test_lookup(self) -> None:
+        """
+        The first command asks the first sentinel, over a connection of its
+        own closed once it answers, then connects to the master it names,
+        checks that it says ROLE master, SELECTs the database and sends the
+        command; /stats' figures name the master.
+        """
+        bus = self.makeBus("redis+sentinel://127.0.0.1:26390/mymaster/2")
+        answer = bus.last()
+        sentinel = self.sentinelAnswers(0, _MASTER_6391)
+        self.assertTrue(sentinel.disconnecting)
+        protocol, transport = self.connect(1, ("127.0.0.1", 6391))
+        self.assertEqual(transport.value(), b"*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n")
+        transport.clear()
+        protocol.dataReceived(b"+OK\r\n")
+        self.assertEqual(transport.value(), b"*1\r\n$4\r\nROLE\r\n")
+        self.assertNoResult(answer)
+        transport.clear()
+        protocol.dataReceived(_ROLE_MASTER)
+        self.assertIn(b"XREVRANGE", transport.value())
+        protocol.dataReceived(b"*0\r\n")
+        self.assertIsNone(self.successResultOf(answer))
+        self.assertEqual(
+            bus.statistics(),
+            {"busMaster": "127.0.0.1:6391", "busMasterChanges": 0, "busNotMaster": 0},
+        )
+        # Connected: the next command goes straight to the master.
+        bus.trim(0)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_oneLookupForBoth(self) -> None:
+        """
+        The two connections, made at once, share one lookup; commands given
+        while the master's ROLE is checked wait for it.
+        """
+        first = self.bus.last()
+        reading = self.bus.read(b"0-0", 10, 5000)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.sentinelAnswers(0, _MASTER_6391)
+        self.assertEqual(len(self.reactor.tcpClients), 3)
+        protocol, transport = self.connect(1, ("127.0.0.1", 6391))
+        self.bus.trim(0)
+        self.assertEqual(transport.value(), b"*1\r\n$4\r\nROLE\r\n")
+        transport.clear()
+        protocol.dataReceived(_ROLE_MASTER)
+        self.assertIn(b"XREVRANGE", transport.value())
+        self.assertIn(b"XTRIM", transport.value())
+        self.assertNoResult(first)
+        self.assertNoResult(reading)
+
+    def test_notMaster(self) -> None:
+        """
+        A server the sentinels name that says it is a replica is dropped:
+        the commands fail, it is counted, and the next command asks the
+        sentinels again.
+        """
+        answer = self.bus.last()
+        self.sentinelAnswers(0, _MASTER_6391)
+        protocol, transport = self.connect(1, ("127.0.0.1", 6391))
+        protocol.dataReceived(_ROLE_REPLICA)
+        error = self.failureResultOf(answer, RedisConnectionError).value
+        self.assertIn("127.0.0.1:6391, named by the sentinels, is not the master", str(error))
+        self.assertIn("slave", str(error))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.bus.statistics()["busNotMaster"], 1)
+        self.assertIsNone(self.bus.statistics()["busMaster"])
+        again = self.bus.last()
+        self.assertEqual(self.reactor.tcpClients[2][:2], ("127.0.0.1", 26390))
+        self.bus.close()
+        self.failureResultOf(again, RedisConnectionError)
+
+    def test_nextSentinel(self) -> None:
+        """
+        A sentinel that refuses, or does not know the master, is passed
+        over for the next; the one that answered is asked first next time.
+        """
+        self.bus.last()
+        _, _, factory, _, _ = self.reactor.tcpClients[0]
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.sentinelAnswers(1, _MASTER_6391, port=26391)
+        protocol, _ = self.connect(2, ("127.0.0.1", 6391))
+        protocol.dataReceived(_ROLE_MASTER)
+        self.bus.reset()
+        self.bus.last()
+        self.assertEqual(self.reactor.tcpClients[3][:2], ("127.0.0.1", 26391))
+        self.sentinelAnswers(3, b"*-1\r\n", port=26391)
+        self.sentinelAnswers(4, _MASTER_6391, port=26390)
+        self.assertEqual(self.reactor.tcpClients[5][:2], ("127.0.0.1", 6391))
+
+    def test_noSentinel(self) -> None:
+        """
+        When no sentinel names the master (one refuses, one never answers
+        within the timeout), the command fails with a reason naming each
+        sentinel, and no master is connected to.
+        """
+        answer = self.bus.last()
+        _, _, factory, _, _ = self.reactor.tcpClients[0]
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        _, transport = self.connect(1, ("127.0.0.1", 26391))
+        self.assertNoResult(answer)
+        self.reactor.advance(5)
+        self.assertTrue(transport.disconnecting)
+        error = str(self.failureResultOf(answer, RedisConnectionError).value)
+        self.assertIn("no sentinel named the master mymaster", error)
+        self.assertIn("127.0.0.1:26390: Connection was refused", error)
+        self.assertIn("127.0.0.1:26391: no answer within 5 s", error)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_badAnswer(self) -> None:
+        """
+        A sentinel's answer that is not a host and a port, or an error
+        answer, is passed over like a silent sentinel.
+        """
+        answer = self.bus.last()
+        self.sentinelAnswers(0, b"*2\r\n$9\r\n127.0.0.1\r\n$5\r\n99999\r\n")
+        self.sentinelAnswers(1, b"-ERR unknown command\r\n", port=26391)
+        error = str(self.failureResultOf(answer, RedisConnectionError).value)
+        self.assertIn("127.0.0.1:26390: a strange answer", error)
+        self.assertIn("127.0.0.1:26391: ERR unknown command", error)
+
+    def test_masterChanges(self) -> None:
+        """
+        After the connection is lost, the next command asks the sentinels
+        again; a new master is counted in busMasterChanges.
+        """
+        answer = self.bus.last()
+        self.sentinelAnswers(0, _MASTER_6391)
+        protocol, _ = self.connect(1, ("127.0.0.1", 6391))
+        protocol.dataReceived(_ROLE_MASTER)
+        protocol.connectionLost(Failure(RedisConnectionError("lost")))
+        self.failureResultOf(answer, RedisConnectionError)
+        self.bus.last()
+        self.sentinelAnswers(2, b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6392\r\n")
+        protocol, _ = self.connect(3, ("127.0.0.1", 6392))
+        protocol.dataReceived(_ROLE_MASTER)
+        figures = self.bus.statistics()
+        self.assertEqual((figures["busMaster"], figures["busMasterChanges"]), ("127.0.0.1:6392", 1))
+
+    def test_closeDuringLookup(self) -> None:
+        """
+        Closed while a sentinel is asked, the bus fails the command, drops
+        that connection and asks no other sentinel.
+        """
+        answer = self.bus.last()
+        _, transport = self.connect(0, ("127.0.0.1", 26390))
+        self.bus.close()
+        self.failureResultOf(answer, RedisConnectionError)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.failureResultOf(self.bus.last(), RedisConnectionError)
+
+    def test_withoutSentinel(self) -> None:
+        """
+        Without Sentinel, busMaster is the URL's address once connected, and
+        no ROLE is asked.
+        """
+        bus = self.makeBus("redis://127.0.0.1:6390")
+        self.assertIsNone(bus.statistics()["busMaster"])
+        bus.last()
+        protocol, transport = self.connect(0, ("127.0.0.1", 6390))
+        self.assertIn(b"XREVRANGE", transport.value())
+        self.assertNotIn(b"ROLE", transport.value())
+        self.assertEqual(bus.statistics()["busMaster"], "127.0.0.1:6390")
+
+    def test_feedStatistics(self) -> None:
+        """
+        The feed's /stats part has the connection's figures, and /metrics
+        their counters.
+        """
+        clock = Clock()
+        store = KeyStore(clock)
+        feed = BusFeed(self.bus, DatagramHandler(store, clock), clock, self.bus.address.url(), 1000)
+        figures = feed.statistics()["bus"]
+        self.assertEqual(
+            (figures["busMaster"], figures["busMasterChanges"], figures["busNotMaster"]),
+            (None, 0, 0),
+        )
+        statistics = ServerStatistics(clock, Stats(), store)
+        statistics.add(feed)
+        text = metricsText(statistics.figures).decode()
+        self.assertIn("artcast_bus_master_changes_total 0.0", text)
+        self.assertIn("artcast_bus_not_master_total 0.0", text)
+
+
 class _Child(Service):
     privileged = False
 
@@ -882,6 +1145,21 @@ class OptionTests(SynchronousTestCase):
         A bad --bus URL is a one-line usage error.
         """
         error = self.assertRaises(usage.UsageError, self.parse, "--bus", "http://h:1")
+        self.assertTrue(str(error).startswith("--bus: "))
+        self.assertNotIn("\n", str(error))
+
+    def test_sentinel(self) -> None:
+        """
+        --bus takes a redis+sentinel:// URL, written back in full; a bad one
+        is a one-line usage error.
+        """
+        options = self.parse("--bus", "redis+sentinel://127.0.0.1,127.0.0.1:26391/mymaster/1")
+        self.assertEqual(
+            options["bus"], "redis+sentinel://127.0.0.1:26379,127.0.0.1:26391/mymaster/1"
+        )
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "--bus", "redis+sentinel://127.0.0.1:26390"
+        )
         self.assertTrue(str(error).startswith("--bus: "))
         self.assertNotIn("\n", str(error))
 
@@ -1088,3 +1366,135 @@ class IntegrationTests(TestCase):
         )
         code, ident, body = yield self.since(b, "t/full", "srcF.1.1")
         self.assertEqual((code, ident, json.loads(body)), (200, b"srcF.1.2", big))
+
+
+@inlineCallbacks
+def _until(ask: Any, check: Any, what: str, limit: float) -> Any:
+    """
+    Call C{ask()} (a L{Deferred}) every 0.1 s until C{check} holds for its
+    answer, C{limit} seconds at most.
+    """
+    deadline = reactor.seconds() + limit
+    while True:
+        answer = yield ask()
+        if answer is not None and check(answer):
+            return answer
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"waited {limit} s for {what}; the last answer: {answer!r}")
+        yield deferLater(reactor, 0.1, lambda: None)
+
+
+class SentinelIntegrationTests(TestCase):
+    """
+    Real C{twistd artcast} servers on C{--bus redis+sentinel://}, with a real
+    Redis master, replica and sentinel, through a failover.
+    """
+
+    timeout = 180
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        if not os.path.exists(REDIS_SERVER):
+            raise self.skipTest(f"{REDIS_SERVER} is not installed")
+        self.master = yield RedisServer(self).start()
+        self.replica = yield RedisServer(
+            self, extra=["--replicaof", "127.0.0.1", str(self.master.port)]
+        ).start()
+        replicaPort = b"\r\n%d\r\n" % (self.replica.port,)
+        yield _until(
+            lambda: self.master.command(b"ROLE"), lambda answer: replicaPort in answer,
+            "the replica to follow the master", 20,
+        )
+        self.sentinel = RedisServer(self, sentinel=[
+            f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 1",
+            "sentinel down-after-milliseconds mymaster 1000",
+            "sentinel failover-timeout mymaster 5000",
+        ])
+        try:
+            yield self.sentinel.start()
+        except RuntimeError as error:
+            raise self.skipTest(f"{REDIS_SERVER} cannot run as a sentinel: {error}")
+        name = b"127.0.0.1:%d" % (self.replica.port,)
+        yield _until(
+            lambda: self.sentinel.command(b"SENTINEL", b"replicas", b"mymaster"),
+            lambda answer: name in answer, "the sentinel to know the replica", 20,
+        )
+        self.url = f"redis+sentinel://127.0.0.1:{self.sentinel.port}/mymaster"
+
+    def masterPort(self) -> Deferred[bytes | None]:
+        return self.sentinel.command(b"SENTINEL", b"get-master-addr-by-name", b"mymaster")
+
+    @inlineCallbacks
+    def sendUntil(self, server: ArtcastProcess, datagram: bytes, check: Any, limit: float) -> Any:
+        """
+        Send a datagram (again, loopback may drop it) until C{check(stats)}.
+        """
+        deadline = reactor.seconds() + limit
+        while True:
+            server.data.send(datagram)
+            stats = yield server.stats()
+            if check(stats):
+                return stats
+            if reactor.seconds() > deadline:
+                raise self.failureException(f"condition not met: {stats!r}")
+            yield deferLater(reactor, 0.1, lambda: None)
+
+    @inlineCallbacks
+    def since(self, server: ArtcastProcess, key: str, datumId: str) -> Any:
+        response = yield treq.get(
+            f"{server.url}/artcasts/{key}?since={datumId}&timeout=10", persistent=False
+        )
+        body = yield response.content()
+        ident = response.headers.getRawHeaders(b"Artcast-Id", [None])[0]
+        return (response.code, ident, body)
+
+    @inlineCallbacks
+    def test_failover(self) -> Any:
+        """
+        Datums sent to one server's group reach a since= client of another
+        server, on another group, before and after the master is killed and
+        the sentinel promotes the replica; the second server counts the
+        change of master and logs the outage naming the sentinel.
+        """
+        errors = os.path.abspath(self.mktemp())
+        a = yield ArtcastProcess(self, extra=["--bus", self.url]).start()
+        b = yield ArtcastProcess(self, extra=["--bus", self.url, "--error-log", errors]).start()
+        self.assertNotEqual(a.group, b.group)
+        yield self.sendUntil(a, _v2("t/f", 1, "srcF", 1), lambda s: s["bus"]["busAdded"] >= 1, 10)
+        yield self.sendUntil(a, _v2("t/f", 2, "srcF", 2), lambda s: s["bus"]["busAdded"] >= 2, 10)
+        code, ident, body = yield self.since(b, "t/f", "srcF.1.1")
+        self.assertEqual((code, ident, body), (200, b"srcF.1.2", b"2"))
+        stats = yield b.stats()
+        self.assertEqual(
+            (stats["bus"]["busMaster"], stats["bus"]["busMasterChanges"]),
+            (f"127.0.0.1:{self.master.port}", 0),
+        )
+        # What the master took has reached the replica; then the master dies.
+        yield _until(
+            lambda: self.replica.command(b"XLEN", b"artcast:datums"),
+            lambda answer: answer.startswith(b":") and int(answer[1:]) >= 2,
+            "the replica to hold the datums", 10,
+        )
+        yield self.master.kill()
+        replicaPort = b"\r\n%d\r\n" % (self.replica.port,)
+        yield _until(
+            self.masterPort, lambda answer: replicaPort in answer,
+            "the sentinel to promote the replica", 30,
+        )
+        yield self.sendUntil(
+            a, _v2("t/f", 3, "srcF", 3),
+            lambda s: s["bus"]["busAdded"] >= 3 and s["bus"]["busState"] == "up", 40,
+        )
+        stats = yield b.waitFor(
+            lambda s: s["bus"]["busState"] == "up" and s["bus"]["busMasterChanges"] >= 1,
+            limit=40,
+        )
+        self.assertEqual(stats["bus"]["busMaster"], f"127.0.0.1:{self.replica.port}")
+        code, ident, body = yield self.since(b, "t/f", "srcF.1.2")
+        self.assertEqual((code, ident, body), (200, b"srcF.1.3", b"3"))
+        code, ident, body = yield self.since(b, "t/f", "srcF.1.1")
+        self.assertEqual((code, ident, body), (200, b"srcF.1.2", b"2"))
+        with open(errors) as log:
+            text = log.read()
+        self.assertIn(f"bus: lost {self.url}", text)
+        self.assertIn(f"the master is now 127.0.0.1:{self.replica.port}", text)

@@ -467,6 +467,15 @@ def _busMetrics(bus: dict[str, Any]) -> Iterable[Any]:
     yield GaugeMetricFamily(
         "artcast_bus_up", "1 while the bus is up.", value=1 if bus["busState"] == "up" else 0
     )
+    # The connection's (a RedisBus): the master's changes, with Sentinel.
+    for figure, name, help in (
+        ("busMasterChanges", "bus_master_changes",
+         "Times the bus connected to another master (Redis Sentinel)."),
+        ("busNotMaster", "bus_not_master",
+         "Servers named by the sentinels that were not the master."),
+    ):
+        if figure in bus:
+            yield CounterMetricFamily(f"artcast_{name}", help, value=bus[figure])
 
 
 def metricsText(read: Callable[[], dict[str, Any]]) -> bytes:

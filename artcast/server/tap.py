@@ -242,7 +242,9 @@ class Options(usage.Options):
         ["bus", None, None,
          "Share every datum with the other servers on this Redis, "
          "redis://HOST:PORT[/DB], through a Redis Stream that also keeps the "
-         "history (see docs/bus.md)."],
+         "history; with Redis Sentinel, redis+sentinel://HOST:PORT[,HOST:PORT"
+         "...]/SERVICE[/DB] names the sentinels and the master's name "
+         "(see docs/bus.md)."],
         ["bus-history", None, defaults.DEFAULT_BUS_HISTORY,
          "With --bus: entries the stream keeps (XADD MAXLEN ~), and reads at "
          "most at start.", positiveInt],

@@ -36,6 +36,7 @@ C{trim}, C{reset}, C{close}); the tests drive it with an in-memory fake.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter, OrderedDict, deque
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -136,48 +137,107 @@ _ADDRESS = ("bus", 0)
 
 class BusAddress(NamedTuple):
     """
-    Where the bus's Redis is: C{redis://HOST:PORT[/DB]}.
+    Where the bus's Redis is: C{redis://HOST:PORT[/DB]}, or, with Redis
+    Sentinel, C{redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]}
+    (then C{host} is C{""} and C{port} 0: the master is asked of the
+    sentinels each time the bus connects).
     """
 
     host: str
     port: int
     db: int
+    #: The sentinels' C{(host, port)}, in the URL's order; empty without
+    #: Sentinel.
+    sentinels: tuple[tuple[str, int], ...] = ()
+    #: The name the sentinels monitor the master under.
+    service: str = ""
 
     def url(self) -> str:
         """
         @return: the address as a URL, the database shown only when not 0.
         """
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{host}:{self.port}" + (f"/{self.db}" if self.db else "")
+        db = f"/{self.db}" if self.db else ""
+        if self.sentinels:
+            where = ",".join(_hostPort(host, port) for host, port in self.sentinels)
+            return f"redis+sentinel://{where}/{self.service}{db}"
+        return f"redis://{_hostPort(self.host, self.port)}{db}"
+
+
+def _hostPort(host: str, port: int) -> str:
+    """
+    C{HOST:PORT}, an IPv6 address in brackets.
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+#: The most sentinels a C{redis+sentinel://} URL may name.
+_MAX_SENTINELS = 16
+
+_SERVICE = re.compile(r"[A-Za-z0-9._-]{1,100}\Z")
+_SENTINEL_FORM = "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]"
+
+
+def _database(text: str, path: str, form: str) -> int:
+    if path and (not path.isdigit() or int(path) > 1_000_000):
+        raise ValueError(f"{text!r}: the database must be a number ({form})")
+    return int(path) if path else 0
+
+
+def _parseSentinelURL(text: str) -> BusAddress:
+    rest = text[len("redis+sentinel://"):]
+    where, _, path = rest.partition("/")
+    if any(mark in rest for mark in "@?#"):
+        raise ValueError(f"{text!r}: only {_SENTINEL_FORM} is understood")
+    sentinels: list[tuple[str, int]] = []
+    for one in where.split(","):
+        parts = urlsplit("//" + one.strip())
+        try:
+            port = parts.port or 26379
+        except ValueError:
+            raise ValueError(f"{text!r}: the port of {one!r} is not a number from 1 to 65535")
+        if not parts.hostname or parts.path:
+            raise ValueError(f"{text!r}: {one!r} is not a sentinel's HOST:PORT ({_SENTINEL_FORM})")
+        if (parts.hostname, port) in sentinels:
+            raise ValueError(f"{text!r}: the sentinel {one!r} is given twice")
+        sentinels.append((parts.hostname, port))
+    if len(sentinels) > _MAX_SENTINELS:
+        raise ValueError(f"{text!r}: more than {_MAX_SENTINELS} sentinels")
+    service, _, db = path.partition("/")
+    if not _SERVICE.match(service):
+        raise ValueError(
+            f"{text!r}: the master's service name is missing or not letters, digits,"
+            f" '.', '_', '-' ({_SENTINEL_FORM})"
+        )
+    return BusAddress("", 0, _database(text, db.strip("/"), _SENTINEL_FORM), tuple(sentinels), service)
 
 
 def parseBusURL(text: str) -> BusAddress:
     """
-    Read a C{--bus} URL, C{redis://HOST:PORT[/DB]} (the port is 6379 when
-    left out, the database 0).
+    Read a C{--bus} URL: C{redis://HOST:PORT[/DB]} (the port is 6379 when
+    left out, the database 0), or
+    C{redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]} (a sentinel's
+    port is 26379 when left out).
 
     @raise ValueError: for anything else (another scheme, a user or password,
-        a query, a bad port or database).
+        a query, a bad port, service name or database).
     """
     text = text.strip()
+    if text.startswith("redis+sentinel://"):
+        return _parseSentinelURL(text)
     parts = urlsplit(text)
-    if parts.scheme == "redis+sentinel":
-        raise ValueError(
-            "redis+sentinel:// (Redis Sentinel) is not supported yet; "
-            "give the master as redis://HOST:PORT (see docs/bus.md)"
-        )
     if parts.scheme != "redis" or not parts.hostname:
-        raise ValueError(f"{text!r} is not a redis://HOST:PORT[/DB] URL")
+        raise ValueError(
+            f"{text!r} is not a redis://HOST:PORT[/DB] URL (or {_SENTINEL_FORM})"
+        )
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError(f"{text!r}: only redis://HOST:PORT[/DB] is understood")
     try:
         port = parts.port or 6379
     except ValueError:
         raise ValueError(f"{text!r}: the port is not a number from 1 to 65535")
-    path = parts.path.strip("/")
-    if path and (not path.isdigit() or int(path) > 1_000_000):
-        raise ValueError(f"{text!r}: the database must be a number (redis://HOST:PORT/DB)")
-    return BusAddress(parts.hostname, port, int(path) if path else 0)
+    return BusAddress(
+        parts.hostname, port, _database(text, parts.path.strip("/"), "redis://HOST:PORT/DB")
+    )
 
 
 def streamOrder(streamId: bytes) -> tuple[int, int]:
@@ -387,17 +447,180 @@ class _Factory(ClientFactory):
         return self.protocol_
 
 
-class _Link:
+class _Master:
     """
-    One connection to Redis, made when a command needs it, never queueing
-    more than the commands its caller has in flight: a failed connection
-    fails them, and the next command connects again.
+    Where a L{RedisBus}'s master is, shared by its two L{_Link}s.
+
+    With Redis Sentinel, each connection is made to the address the
+    sentinels give, asked afresh each time (one lookup at once, shared by the
+    links that connect then): the sentinels in turn, each over a short
+    connection of its own bounded by the timeout, C{SENTINEL
+    get-master-addr-by-name SERVICE}; the one that answered is asked first
+    the next time.  Without it, the master is the URL's address.
+
+    @ivar current: the master the bus last connected to, C{HOST:PORT}.
+    @ivar changes: times it changed (the first connection not counted).
+    @ivar notMaster: connections given up because the server the sentinels
+        named did not say C{ROLE} C{master}.
     """
+
+    log = NamedLogger(namespace="artcast.bus")
 
     def __init__(self, reactor: Any, address: BusAddress, timeout: float) -> None:
         self.reactor = reactor
         self.address = address
         self.timeout = timeout
+        self.sentinels = list(address.sentinels)
+        self.current: str | None = None
+        self.changes = 0
+        self.notMaster = 0
+        self._waiting: list[Deferred[tuple[str, int]]] | None = None
+        self._asking: Deferred[Any] | None = None
+        self._closed = False
+
+    def find(self) -> Deferred[tuple[str, int]]:
+        """
+        The master's C{(host, port)}: asked of the sentinels, if there are.
+
+        @return: a L{Deferred} that fails with txredisapi's
+            C{ConnectionError} when no sentinel names the master.
+        """
+        if not self.sentinels:
+            return succeed((self.address.host, self.address.port))
+        if self._closed:
+            return _failed(RedisConnectionError("the bus is stopped"))
+        waiting: Deferred[tuple[str, int]] = Deferred()
+        if self._waiting is None:
+            self._waiting = [waiting]
+            self._ask(0, [])
+        else:
+            self._waiting.append(waiting)
+        return waiting
+
+    def _ask(self, index: int, reasons: list[str]) -> None:
+        """
+        Ask the sentinel at C{index}, and the next ones if it does not name
+        the master.
+        """
+        if self._closed:
+            reasons.append("the bus is stopped")
+            index = len(self.sentinels)
+        if index >= len(self.sentinels):
+            self._found(Failure(RedisConnectionError(
+                f"no sentinel named the master {self.address.service}: " + "; ".join(reasons)
+            )))
+            return
+        host, port = self.sentinels[index]
+        protocol = _Protocol(charset=None, convertNumbers=False)
+        protocol.callLater = self.reactor.callLater
+        endpoint = TCP4ClientEndpoint(self.reactor, host, port, timeout=self.timeout)
+        service = self.address.service.encode("ascii")
+
+        def ask(protocol: _Protocol) -> Any:
+            return protocol.execute_command(b"SENTINEL", b"get-master-addr-by-name", service)
+
+        asking = endpoint.connect(_Factory(protocol)).addCallback(ask)
+        # Connecting and answering, bounded together.
+        asking.addTimeout(self.timeout, self.reactor)
+        self._asking = asking
+
+        def done(result: Any) -> Any:
+            self._asking = None
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()
+            return result
+
+        def answered(reply: object) -> None:
+            try:
+                master = _masterAddress(reply)
+            except ValueError as error:
+                reasons.append(f"{_hostPort(host, port)}: {error}")
+                self._ask(index + 1, reasons)
+                return
+            # The sentinel that answered is asked first next time.
+            self.sentinels.insert(0, self.sentinels.pop(index))
+            self._found(master)
+
+        def failed(failure: Failure) -> None:
+            if not self._closed:
+                if failure.check(TimeoutError):
+                    reason = f"no answer within {self.timeout:g} s"
+                else:
+                    reason = (failure.getErrorMessage() or failure.type.__name__).rstrip(".")
+                reasons.append(f"{_hostPort(host, port)}: {reason}")
+            self._ask(index + 1, reasons)
+
+        asking.addBoth(done)
+        asking.addCallbacks(answered, failed)
+
+    def _found(self, result: tuple[str, int] | Failure) -> None:
+        waiting, self._waiting = self._waiting or [], None
+        for one in waiting:
+            if isinstance(result, Failure):
+                one.errback(result)
+            else:
+                one.callback(result)
+
+    def confirmed(self, host: str, port: int) -> None:
+        """
+        The bus connected to the master at C{host}:C{port}.
+        """
+        where = _hostPort(host, port)
+        if self.current is not None and self.current != where:
+            self.changes += 1
+            self.log.warn(
+                "bus: {url}: the master is now {master} (was {previous})",
+                url=self.address.url(), master=where, previous=self.current,
+            )
+        self.current = where
+
+    def close(self) -> None:
+        """
+        Ask no sentinel any more (a lookup under way fails).
+        """
+        self._closed = True
+        asking, self._asking = self._asking, None
+        if asking is not None:
+            asking.cancel()
+
+
+def _masterAddress(reply: object) -> tuple[str, int]:
+    """
+    The C{(host, port)} of a sentinel's answer to C{SENTINEL
+    get-master-addr-by-name}.
+
+    @raise ValueError: if it names none.
+    """
+    if reply is None:
+        raise ValueError("it does not know the master")
+    if not (isinstance(reply, list) and len(reply) == 2
+            and all(isinstance(part, bytes) for part in reply)):
+        raise ValueError(f"a strange answer {reply!r:.100}")
+    try:
+        host = reply[0].decode("ascii")
+        port = int(reply[1])
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"a strange answer {reply!r:.100}")
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"a strange answer {reply!r:.100}")
+    return host, port
+
+
+class _Link:
+    """
+    One connection to Redis, made when a command needs it, never queueing
+    more than the commands its caller has in flight: a failed connection
+    fails them, and the next command connects again (with Sentinel, to the
+    master the sentinels name then, once it says C{ROLE} C{master}).
+    """
+
+    def __init__(
+        self, reactor: Any, address: BusAddress, timeout: float, master: _Master | None = None
+    ) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.timeout = timeout
+        self.master = master if master is not None else _Master(reactor, address, timeout)
         self._protocol: _Protocol | None = None
         self._connecting: list[Deferred[_Protocol]] | None = None
         self._closed = False
@@ -413,7 +636,7 @@ class _Link:
         if self._closed:
             return _failed(RedisConnectionError("the bus is stopped"))
         protocol = self._protocol
-        if protocol is not None and protocol.connected:
+        if protocol is not None and protocol.connected and self._connecting is None:
             return self._send(protocol, args, timeout)
         waiting: Deferred[_Protocol] = Deferred()
         if self._connecting is None:
@@ -424,12 +647,16 @@ class _Link:
         return waiting.addCallback(self._send, args, timeout)
 
     def _connect(self) -> None:
+        found = self.master.find()
+        found.addCallback(self._connectTo)
+        found.addBoth(self._connected)
+
+    def _connectTo(self, where: tuple[str, int]) -> Deferred[_Protocol]:
+        host, port = where
         protocol = _Protocol(charset=None, convertNumbers=False)
         protocol.link = self
         protocol.callLater = self.reactor.callLater
-        endpoint = TCP4ClientEndpoint(
-            self.reactor, self.address.host, self.address.port, timeout=self.timeout
-        )
+        endpoint = TCP4ClientEndpoint(self.reactor, host, port, timeout=self.timeout)
         connected = endpoint.connect(_Factory(protocol))
 
         def select(protocol: _Protocol) -> Any:
@@ -439,8 +666,27 @@ class _Link:
             answer = self._send(protocol, (b"SELECT", self.address.db), None)
             return answer.addCallback(lambda _: protocol)
 
-        connected.addCallback(select)
-        connected.addBoth(self._connected)
+        def role(protocol: _Protocol) -> Any:
+            if not self.address.sentinels:
+                return protocol
+
+            def check(reply: object) -> _Protocol:
+                if isinstance(reply, list) and reply and reply[0] == b"master":
+                    return protocol
+                self.master.notMaster += 1
+                said = reply[0] if isinstance(reply, list) and reply else reply
+                raise RedisConnectionError(
+                    f"{_hostPort(host, port)}, named by the sentinels, is not the master"
+                    f" (ROLE: {said!r:.40})"
+                )
+
+            return self._send(protocol, (b"ROLE",), None).addCallback(check)
+
+        def confirm(protocol: _Protocol) -> _Protocol:
+            self.master.confirmed(host, port)
+            return protocol
+
+        return connected.addCallback(select).addCallback(role).addCallback(confirm)
 
     def _connected(self, result: Any) -> None:
         waiting, self._connecting = self._connecting or [], None
@@ -448,6 +694,11 @@ class _Link:
             self.reset()
             for one in waiting:
                 one.errback(result)
+            return
+        if self._closed:
+            self.reset()
+            for one in waiting:
+                one.errback(RedisConnectionError("the bus is stopped"))
             return
         for one in waiting:
             one.callback(result)
@@ -533,8 +784,11 @@ class RedisBus:
         self.maxLength = maxLength
         self.timeout = timeout
         self.seenTTL = int(seenTTL * 1000)
-        self._commands = _Link(reactor, address, timeout)
-        self._reader = _Link(reactor, address, timeout)
+        #: Where the master is (asked of the sentinels with Sentinel),
+        #: shared by both connections.
+        self.master = _Master(reactor, address, timeout)
+        self._commands = _Link(reactor, address, timeout, self.master)
+        self._reader = _Link(reactor, address, timeout, self.master)
 
     def add(self, key: str, datumId: str, json: bytes) -> Deferred[bytes | None]:
         """
@@ -632,8 +886,21 @@ class RedisBus:
         """
         Drop both connections for good.
         """
+        self.master.close()
         self._commands.close()
         self._reader.close()
+
+    def statistics(self) -> dict[str, object]:
+        """
+        The connection's figures in C{/stats}' C{"bus"} part: the master
+        (C{HOST:PORT}) last connected to, how often it changed, and the
+        servers the sentinels named that were not the master.
+        """
+        return {
+            "busMaster": self.master.current,
+            "busMasterChanges": self.master.changes,
+            "busNotMaster": self.master.notMaster,
+        }
 
 
 @implementer(IFeed)
@@ -1168,5 +1435,7 @@ class BusFeed(Service):
                 "busOutbox": len(self.outbox),
                 "busOutboxDropped": self.outboxDropped,
                 "busLoaded": self.loaded,
+                # The connection's: the master (busMaster, busMasterChanges).
+                **getattr(self.bus, "statistics", dict)(),
             }
         }
