@@ -24,9 +24,16 @@ share of one core while the datums were sent).
 
 Positions are a list (L{POSITIONS}): each names the position it follows
 (its C{--upstream}), the position it is compared with, and any other
-C{twistd artcast} arguments, so a server on a Redis bus drops in as one
-more entry; L{startServer} starts any of them and L{table} prints any
-number.
+C{twistd artcast} arguments; L{startServer} starts any of them and
+L{table} prints any number.
+
+With C{--bus} (the default when C{redis-server} is installed) the runner
+also starts a real C{redis-server} (L{bench.redisserver}) and runs
+L{busPositions}: the origin is also on the bus, and a I{bus peer}
+(C{--bus}, on a data group of its own: every datum it serves came through
+Redis) is compared with C{direct}.  Redis's own CPU per datum (its
+C{/proc} utime+stime over the run, divided by the datums) is reported next
+to the servers' (L{cpuTable}).
 
 Everything stays on this machine: HTTP on 127.0.0.1, the source sends with
 C{IP_MULTICAST_IF} 127.0.0.1 and TTL 0 to a group in 239.255.0.0/16 on a
@@ -36,6 +43,7 @@ C{bench/out/hops-<time>/} (C{--out-dir}).
 
     python -m bench.hops                 # 6,000 datums at 50/s, about 2.5 min
     python -m bench.hops --quick         # 100 datums at 50/s, seconds
+    python -m bench.hops --no-bus        # the relay chain alone, no Redis
     python -m bench.hops --json FILE     # every figure as JSON
 """
 
@@ -63,7 +71,7 @@ from typing import Any, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import fanout
+from bench import fanout, redisserver
 from bench.emitter import checkGroup
 
 KEY = "bench/hops"
@@ -100,6 +108,20 @@ POSITIONS: tuple[Position, ...] = (
     Position("relay 2", upstream="relay 1", against="relay 1"),
 )
 """The relay chain: origin, a relay following it, a relay following that one."""
+
+BUS_PEER = "bus peer"
+
+
+def busPositions(url: str) -> tuple[Position, ...]:
+    """
+    The relay chain with the origin also on the bus at C{url}, and a bus
+    peer: a server on the same bus and a data group of its own (it hears
+    nothing by multicast), compared with C{direct}.
+    """
+    bus = ("--bus", url)
+    return tuple(Position(p.name, p.fed, p.upstream, p.against,
+                          p.extra + (bus if p.name == "direct" else ()))
+                 for p in POSITIONS) + (Position(BUS_PEER, against="direct", extra=bus),)
 
 
 # --------------------------------------------------------------------------
@@ -462,10 +484,12 @@ def added(mine: dict[int, float], theirs: dict[int, float]) -> dict[str, Any]:
 
 
 def run(count: int, rate: float, directory: Path, positions: Sequence[Position] = POSITIONS,
-        seed: int | None = None) -> dict[str, Any]:
+        seed: int | None = None,
+        redis: redisserver.RedisServer | None = None) -> dict[str, Any]:
     """
     Start every position and its clients, send C{count} datums at C{rate},
-    and return every figure.
+    and return every figure; with C{redis} (the bus the positions use), its
+    CPU over the same time too.
     """
     rng = random.Random(seed)
     servers: dict[str, Server] = {}
@@ -498,6 +522,7 @@ def run(count: int, rate: float, directory: Path, positions: Sequence[Position] 
             c.wait("warm", 60)
         log(f"every client has a warm-up datum: sending {count} datums at {rate:g}/s")
         cpuBefore = {name: fanout.cpuSeconds(s.process.pid) for name, s in servers.items()}
+        redisBefore = redis.cpuSeconds() if redis is not None else 0.0
         started = time.monotonic()
         source.send("go")
         sent = source.wait("sent", count / rate + 60)
@@ -511,8 +536,10 @@ def run(count: int, rate: float, directory: Path, positions: Sequence[Position] 
                 reports[key] = c.wait("report", 5)
         cpu = {name: fanout.cpuSeconds(s.process.pid) - cpuBefore[name]
                for name, s in servers.items()}
+        redisCpu = redis.cpuSeconds() - redisBefore if redis is not None else None
         wall = time.monotonic() - started
         serverStats = {name: stats(s.httpPort) for name, s in servers.items()}
+        streamLength = redis.streamLength() if redis is not None else None
     finally:
         for c in list(clients.values()) + ([source] if source else []):
             c.process.stop()
@@ -540,9 +567,28 @@ def run(count: int, rate: float, directory: Path, positions: Sequence[Position] 
                        if k in ("upstreamDatums", "upstreamDuplicates", "upstreamGaps",
                                 "upstreamReconnects", "upstreamFailovers", "upstreamDropped")}
                 for name, s in serverStats.items() if s.get("upstream")}
+    bus = {name: {k: v for k, v in s.get("bus", {}).items()
+                  if k in ("busState", "busAdded", "busSeen", "busTaken", "busDuplicates",
+                           "busOwn", "busDropped", "busErrors", "busDisconnects",
+                           "busOutboxDropped")}
+           for name, s in serverStats.items() if s.get("bus")}
+    processes = [processRow(name, "server", cpu[name], count, wall) for name in servers]
+    if redisCpu is not None:
+        processes.append(processRow("redis-server", "redis", redisCpu, count, wall))
     return {"positions": [{"name": p.name, "fed": p.fed, "upstream": p.upstream,
                            "against": p.against, "extra": list(p.extra)} for p in positions],
-            "rows": rows, "source": sent, "upstream": upstream}
+            "rows": rows, "source": sent, "upstream": upstream, "bus": bus,
+            "processes": processes, "seconds": round(wall, 3),
+            "redis": None if redis is None else {"stream_length": streamLength}}
+
+
+def processRow(name: str, kind: str, cpu: float, count: int, wall: float) -> dict[str, Any]:
+    """
+    One process's CPU over the run: seconds, per datum, share of a core.
+    """
+    return {"process": name, "kind": kind, "cpu_s": round(cpu, 3),
+            "cpu_us_per_datum": round(1e6 * cpu / max(1, count), 1),
+            "cpu_pct": round(100 * cpu / wall, 2) if wall > 0 else None}
 
 
 def cell(value: float | None, sign: bool = False) -> str:
@@ -570,6 +616,18 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def cpuTable(processes: Sequence[dict[str, Any]]) -> str:
+    """
+    Each server's and Redis's CPU over the run as a Markdown table.
+    """
+    lines = ["| process | CPU | CPU/datum | share of a core |", "|---|---:|---:|---:|"]
+    for p in processes:
+        lines.append("| %s | %.2f s | %.0f µs | %s |" % (
+            p["process"], p["cpu_s"], p["cpu_us_per_datum"],
+            "n/a" if p["cpu_pct"] is None else "%.1f %%" % (p["cpu_pct"],)))
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str]) -> int:
     if argv and argv[0] == "send":
         group, port, count, rate = argv[1:5]
@@ -585,21 +643,42 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--out-dir", metavar="DIR",
                         help="process logs (default bench/out/hops-<time>/)")
+    parser.add_argument("--bus", action=argparse.BooleanOptionalAction, default=None,
+                        help="also a Redis bus: the origin on it and a bus peer (default: "
+                        "on when redis-server is installed; --no-bus: the relay chain alone)")
     options = parser.parse_args(argv)
+    if options.bus and not redisserver.available():
+        parser.error("--bus needs redis-server (Debian: apt-get install redis-server)")
+    bus = redisserver.available() if options.bus is None else options.bus
     count = options.count or (100 if options.quick else 6000)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     directory = Path(options.out_dir or fanout.BENCH / "out" / f"hops-{stamp}")
     directory.mkdir(parents=True, exist_ok=True)
-    result = run(count, options.rate, directory)
+    redis: redisserver.RedisServer | None = None
+    try:
+        if bus:
+            redis = redisserver.RedisServer(directory / "redis")
+            log(f"redis-server: {redis.url} (pid {redis.pid})")
+        positions = busPositions(redis.url) if redis is not None else POSITIONS
+        result = run(count, options.rate, directory, positions, redis=redis)
+    finally:
+        if redis is not None:
+            redis.stop()
     print(table(result["rows"]))
+    if bus:  # Redis's CPU next to the servers' (without a bus, the table above has it all)
+        print()
+        print(cpuTable(result["processes"]))
     print("%d datums at %g/s; latency = arrival - send time; added = per datum, "
-          "minus the position followed (same client kind)" % (count, options.rate))
+          "minus the position followed (same client kind)%s" % (
+              count, options.rate, "; bus: " + ", ".join(
+                  "%s added %s, took %s" % (name, b.get("busAdded"), b.get("busTaken"))
+                  for name, b in result["bus"].items()) if result["bus"] else ""))
     if options.json:
         command = " ".join(["python -m bench.hops", *argv])
         with open(options.json, "w") as f:
             json.dump({"command": command, "date": datetime.date.today().isoformat(),
                        "machine": fanout.machine(), "count": count, "rate": options.rate,
-                       "logs": str(directory), **result}, f, indent=1)
+                       "logs": str(directory), "with_bus": bus, **result}, f, indent=1)
     return 0
 
 

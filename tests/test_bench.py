@@ -635,9 +635,9 @@ class BatchingQuickTests(SynchronousTestCase):
 
 class HopsQuickTests(SynchronousTestCase):
     """
-    C{bench/hops.py --quick} end to end: an origin, a relay following it and
-    a relay following that one, each with a stream client and a long-poll
-    client.
+    C{bench/hops.py --quick --no-bus} end to end: an origin, a relay
+    following it and a relay following that one, each with a stream client
+    and a long-poll client.
     """
 
     skip = None if HAVE_PROC else "the relay benchmark needs /proc"
@@ -654,8 +654,8 @@ class HopsQuickTests(SynchronousTestCase):
         outDir = os.path.abspath(self.mktemp())
         path = outDir + ".json"
         result = subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "hops.py"), "--quick", "--json", path,
-             "--out-dir", outDir],
+            [sys.executable, str(ROOT / "bench" / "hops.py"), "--quick", "--no-bus",
+             "--json", path, "--out-dir", outDir],
             cwd=str(ROOT), capture_output=True, text=True, timeout=300,
         )
         self.assertEqual(result.returncode, 0, f"hops.py --quick failed:\n{result.stderr}")
@@ -754,3 +754,196 @@ class HopsPartsTests(SynchronousTestCase):
         self.assertIn("| bus peer | stream | 5 / 5 | 0 | 1.00 | 2.00 | 3.00 | +0.50 (vs direct) "
                       "| +1.50 | 50 | 120 µs | 0.6 % |", lines)
         self.assertIn("| n/a | n/a |", lines[2])
+
+
+HAVE_REDIS = shutil.which("redis-server") is not None
+
+
+class HopsBusQuickTests(SynchronousTestCase):
+    """
+    C{bench/hops.py --quick --bus} end to end: the relay chain with the
+    origin also on a real Redis bus, and a bus peer fed only through Redis.
+    """
+
+    skip = (None if HAVE_PROC and HAVE_REDIS
+            else "the bus benchmark needs /proc and redis-server")
+
+    def test_quick(self) -> None:
+        """
+        Every client of every position, the bus peer's included, got every
+        datum once, in order, with no gap; the bus peer's hop is measured
+        against the origin; the peer took every datum from Redis and the
+        origin added every one; Redis's CPU per datum is reported with the
+        servers'.
+        """
+        from bench import hops
+
+        outDir = os.path.abspath(self.mktemp())
+        path = outDir + ".json"
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "hops.py"), "--quick", "--bus",
+             "--json", path, "--out-dir", outDir],
+            cwd=str(ROOT), capture_output=True, text=True, timeout=300,
+        )
+        self.assertEqual(result.returncode, 0, f"hops.py --quick --bus failed:\n{result.stderr}")
+        with open(path) as f:
+            document = json.load(f)
+        self.assertTrue(document["with_bus"])
+        names = [p.name for p in hops.busPositions("redis://127.0.0.1:1")]
+        self.assertEqual([p["name"] for p in document["positions"]], names)
+        rows = {(row["position"], row["client"]): row for row in document["rows"]}
+        self.assertEqual(sorted(rows), sorted((name, kind) for name in names for kind in hops.KINDS))
+        for key, row in rows.items():
+            self.assertEqual((row["received"], row["missing"]), (100, 0), key)
+            self.assertEqual((row["duplicates"], row["outOfOrder"], row["gaps"], row["other"]),
+                             (0, 0, 0, 0), key)
+        for kind in hops.KINDS:
+            peer = rows[hops.BUS_PEER, kind]
+            self.assertEqual(peer["against"], "direct")
+            self.assertEqual(peer["added_ms"]["datums"], 100)
+            self.assertIsInstance(peer["added_ms"]["p50"], (int, float))
+        self.assertGreaterEqual(document["bus"]["direct"]["busAdded"], 100)
+        self.assertGreaterEqual(document["bus"][hops.BUS_PEER]["busTaken"], 100)
+        self.assertEqual(document["bus"][hops.BUS_PEER]["busAdded"], 0)
+        for figures in document["bus"].values():
+            self.assertEqual((figures["busDropped"], figures["busErrors"],
+                              figures["busDisconnects"]), ({}, 0, 0))
+        self.assertGreaterEqual(document["redis"]["stream_length"], 100)
+        processes = {p["process"]: p for p in document["processes"]}
+        self.assertEqual(sorted(processes), sorted(names + ["redis-server"]))
+        self.assertEqual(processes["redis-server"]["kind"], "redis")
+        self.assertIsInstance(processes["redis-server"]["cpu_us_per_datum"], (int, float))
+        lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+        self.assertEqual(len(lines), 1 + len(rows) + 1 + len(processes))
+        self.assertIn("| redis-server |", result.stdout)
+
+
+class BusloadQuickTests(SynchronousTestCase):
+    """
+    C{bench/busload.py --quick --since} end to end: one server on multicast
+    alone, then the same server fed through a real Redis by another server,
+    each with plain polls and with C{since=} polls.
+    """
+
+    skip = (None if HAVE_GCC and HAVE_PROC and HAVE_REDIS
+            else "the bus load benchmark needs gcc, /proc and redis-server")
+
+    def test_quick(self) -> None:
+        """
+        The JSON document has a result per mode and poll kind, each with
+        every figure; the clients following ids got every datum on both
+        modes; on the bus the measured server took every datum from Redis
+        and added none, the feeding server added every one, Redis's CPU per
+        datum is a number; the table has a row per figure with the ratio.
+        """
+        from bench import busload
+
+        outDir = os.path.abspath(self.mktemp())
+        path = outDir + ".json"
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "busload.py"), "--quick", "--since",
+             "--json", path, "--out-dir", outDir],
+            cwd=str(ROOT), capture_output=True, text=True, timeout=300,
+        )
+        self.assertEqual(result.returncode, 0, f"busload.py --quick failed:\n{result.stderr}")
+        with open(path) as f:
+            document = json.load(f)
+        self.assertTrue(document["settings"]["quick"])
+        results = {(r["mode"], r["since"]): r for r in document["results"]}
+        self.assertEqual(sorted(results), sorted(
+            (mode, since) for mode in busload.MODES for since in (False, True)))
+        for key, r in results.items():
+            for field, _ in busload.FIGURES:
+                self.assertIn(field, r)
+            self.assertEqual((r["clients"], r["rate"]), (50, 10.0), key)
+            self.assertGreater(r["emitter"]["sent"], 0, key)
+            self.assertGreater(r["deliveries_per_s"], 0, key)
+            self.assertGreater(r["fraction_delivered"], 0, key)
+            self.assertLessEqual(r["fraction_delivered"], 1, key)
+            if r["since"]:
+                self.assertEqual(r["fraction_delivered"], 1, key)
+                self.assertEqual(r["fraction_complete"], 1, key)
+        for since in (False, True):
+            plain, bus = results["multicast", since], results["bus", since]
+            self.assertIsNone(plain["bus"])
+            self.assertIsNone(plain["redis_cpu_us_per_datum"])
+            sent = bus["emitter"]["sent"]
+            self.assertGreaterEqual(bus["bus"]["measured"]["busTaken"], sent)
+            self.assertEqual(bus["bus"]["measured"]["busAdded"], 0)
+            self.assertGreaterEqual(bus["bus"]["feeder"]["busAdded"], sent)
+            for figures in (bus["bus"]["measured"], bus["bus"]["feeder"]):
+                self.assertEqual((figures["busState"], figures["busDropped"],
+                                  figures["busErrors"]), ("up", {}, 0))
+            self.assertIsInstance(bus["redis_cpu_us_per_datum"], (int, float))
+            self.assertIsInstance(bus["feeder_cpu_us_per_datum"], (int, float))
+        lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+        self.assertEqual(len(lines), 1 + 2 * len(busload.FIGURES))
+        self.assertIn("bus/multicast", lines[0])
+
+
+class BusPartsTests(SynchronousTestCase):
+    """
+    The pure parts of the bus benchmarks: the positions with a bus, the CPU
+    table, the cells of C{busload.py} and its table.
+    """
+
+    def test_busPositions(self) -> None:
+        """
+        With a bus, the origin gets C{--bus}, the relays are unchanged, and
+        a bus peer on the bus alone is compared with the origin.
+        """
+        from bench.hops import BUS_PEER, POSITIONS, busPositions
+
+        positions = {p.name: p for p in busPositions("redis://127.0.0.1:7")}
+        self.assertEqual(list(positions), [p.name for p in POSITIONS] + [BUS_PEER])
+        self.assertEqual(positions["direct"].extra, ("--bus", "redis://127.0.0.1:7"))
+        self.assertTrue(positions["direct"].fed)
+        self.assertEqual(positions["relay 1"], POSITIONS[1])
+        peer = positions[BUS_PEER]
+        self.assertEqual((peer.fed, peer.upstream, peer.against, peer.extra),
+                         (False, None, "direct", ("--bus", "redis://127.0.0.1:7")))
+
+    def test_cpuTable(self) -> None:
+        """
+        The CPU table has a line per process, Redis's included.
+        """
+        from bench.hops import cpuTable, processRow
+
+        text = cpuTable([processRow("direct", "server", 1.5, 1000, 10.0),
+                         processRow("redis-server", "redis", 0.25, 1000, 10.0)])
+        lines = text.splitlines()
+        self.assertEqual(len(lines), 2 + 2)
+        self.assertEqual(lines[3], "| redis-server | 0.25 s | 250 µs | 2.5 % |")
+
+    def test_cells(self) -> None:
+        """
+        C{--cells} takes N@rate pairs; C{--quick} is N=50 at 10/s for 3 s;
+        anything else is refused.
+        """
+        from bench import busload
+
+        self.assertEqual(busload.parseArgs([]).cells, [(1000, 100.0), (10000, 10.0)])
+        quick = busload.parseArgs(["--quick"])
+        self.assertEqual((quick.cells, quick.duration), ([(50, 10.0)], 3.0))
+        self.assertEqual(busload.parseArgs(["--cells", "200@5"]).cells, [(200, 5.0)])
+        with contextlib.redirect_stderr(io.StringIO()):
+            for bad in ("200", "0@5", "x@y"):
+                self.assertRaises(SystemExit, busload.parseArgs, ["--cells", bad])
+
+    def test_table(self) -> None:
+        """
+        The table has a row per figure with both modes and their ratio, and
+        no ratio for the figures only the bus has.
+        """
+        from bench import busload
+
+        def result(mode: str, deliveries: float) -> dict[str, Any]:
+            figures: dict[str, Any] = {field: None for field, _ in busload.FIGURES}
+            figures.update(deliveries_per_s=deliveries, redis_cpu_us_per_datum=(
+                40.0 if mode == "bus" else None))
+            return {"mode": mode, "since": False, "clients": 1000, "rate": 100.0, **figures}
+
+        lines = busload.table([result("multicast", 10000.0), result("bus", 9000.0)]).splitlines()
+        self.assertEqual(len(lines), 2 + len(busload.FIGURES))
+        self.assertIn("| 1,000 | 100 | plain | deliveries/s | 10,000 | 9,000 | x0.90 |", lines)
+        self.assertIn("| 1,000 | 100 | plain | Redis CPU per datum (us) | n/a | 40.0 |  |", lines)

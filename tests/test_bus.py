@@ -1100,3 +1100,36 @@ class IntegrationTests(TestCase):
         self.assertEqual((code, ident, body), (200, b"srcR.1.2", b"2"))
         with open(errors) as log:
             self.assertIn(f"bus: {self.redis.url} is back", log.read())
+
+    @inlineCallbacks
+    def test_redisFull(self) -> Any:
+        """
+        A Redis at its C{maxmemory} refuses the adds (C{OOM}): the server
+        says so (a counter, an error line naming the refusal) and keeps
+        serving its own datums; given room again, it adds what it kept and
+        the other server gets it.
+        """
+        errors = os.path.abspath(self.mktemp())
+        a = yield self.server("--error-log", errors).start()
+        b = yield self.server().start()
+        yield self.sendUntil(a, _v2("t/full", 1, "srcF", 1), lambda s: s["bus"]["busAdded"] >= 1)
+        yield b.waitFor(lambda s: s["bus"]["busTaken"] >= 1)
+        # No room for one more byte: every write is refused from now on.
+        answer = yield self.redis.command(b"CONFIG", b"SET", b"maxmemory", b"1")
+        self.assertEqual(answer, b"+OK\r\n")
+        big = "x" * 20_000
+        yield self.sendUntil(
+            a, _v2("t/full", big, "srcF", 2),
+            lambda s: s["bus"]["busErrors"] >= 1 and s["datums"] >= 2,
+        )
+        code, ident, body = yield self.since(a, "t/full", "srcF.1.1")
+        self.assertEqual((code, ident, json.loads(body)), (200, b"srcF.1.2", big))
+        with open(errors) as log:
+            self.assertIn("OOM", log.read())
+        answer = yield self.redis.command(b"CONFIG", b"SET", b"maxmemory", b"0")
+        self.assertEqual(answer, b"+OK\r\n")
+        yield a.waitFor(
+            lambda s: s["bus"]["busState"] == "up" and s["bus"]["busOutbox"] == 0, limit=30
+        )
+        code, ident, body = yield self.since(b, "t/full", "srcF.1.1")
+        self.assertEqual((code, ident, json.loads(body)), (200, b"srcF.1.2", big))

@@ -41,7 +41,7 @@ from artcast.server.outlets.multicast import RelayOutlet
 from artcast.server.routes import ArtcastApp
 from artcast.server.stats import metricsText
 from artcast.server.store import KeyStore
-from artcast.wire import DataMessage, Stamp, encodeData, parseData
+from artcast.wire import DataMessage, Stamp, encodeData, parseData, parseRegister
 
 from tests.harness import ArtcastProcess, HAProxy, freePort, randomGroup
 
@@ -489,6 +489,7 @@ class _MulticastClock(Clock):
 
 
 GROUP = ("239.255.1.2", 4000)
+REGISTER_GROUP = ("239.255.1.2", 4001)
 KEY = b"k" * 32
 
 
@@ -498,7 +499,10 @@ class SendOnTests(SynchronousTestCase):
     datum on to the data group with its original stamp.
     """
 
-    def makeFeed(self, signingKey: bytes | None = None, outlet: bool = True) -> None:
+    def makeFeed(
+        self, signingKey: bytes | None = None, outlet: bool = True,
+        registerGroup: tuple[str, int] | None = None,
+    ) -> None:
         self.clock = _MulticastClock()
         self.clock.advance(1_800_000_000)
         self.store = KeyStore(self.clock)
@@ -506,7 +510,9 @@ class SendOnTests(SynchronousTestCase):
             self.store, self.clock, signingKeys=[signingKey] if signingKey else []
         )
         self.agent = _Agent()
-        self.outlet = RelayOutlet(self.clock, GROUP, "127.0.0.1", 0, signingKey) if outlet else None
+        self.outlet = RelayOutlet(
+            self.clock, GROUP, "127.0.0.1", 0, signingKey, registerGroup=registerGroup,
+        ) if outlet else None
         self.feed = UpstreamFeed(
             [A], self.handler, self.clock, self.agent, maxValueSize=1_000_000,
             outlet=self.outlet,
@@ -542,6 +548,28 @@ class SendOnTests(SynchronousTestCase):
         self.assertFalse(message.repairable)
         figures = self.feed.statistics()["upstream"]
         self.assertEqual(figures["upstreamSentOn"], 1)
+
+    def test_registrationsSentOn(self) -> None:
+        """
+        A registration read from the upstream's listing is sent on to the
+        register group when it is new or changed, not when it is the same,
+        and signed (version 2) when the relay has a key.
+        """
+        for signingKey in (None, KEY):
+            self.makeFeed(signingKey, registerGroup=REGISTER_GROUP)
+            for description, expected in (("A", 1), ("A", 1), ("B", 2)):
+                [listing] = self.agent.listings()[-1:]
+                response = listing.answer(200)
+                response.send(json.dumps([{"key": "a", "description": description}]).encode())
+                response.end()
+                sent = [d for d, address in self.clock.ports[0].written if address == REGISTER_GROUP]
+                self.assertEqual(len(sent), expected)
+                message = parseRegister(sent[-1], signingKeys=[signingKey] if signingKey else [])
+                self.assertEqual((message.key, message.meta), ("a", {"description": description}))
+                self.assertEqual(message.stamp is not None, signingKey is not None)
+                self.response.send(b"\n")  # the stream's heartbeat
+                self.clock.advance(30)
+            self.assertEqual(self.feed.statistics()["upstream"]["upstreamRegistrationsSentOn"], 2)
 
     def test_duplicateNotSentOn(self) -> None:
         """

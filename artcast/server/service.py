@@ -239,6 +239,8 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
                 options["interface"],
                 options["publish-ttl"],
                 signingKeys[0] if signingKeys else None,
+                registerGroup=(options["register-group"], options["register-port"]),
+                source=store.instance + "-relay",
             ) if options.get("upstream-multicast") else None,
             tokens=options.get("upstream-tokens"),
         )

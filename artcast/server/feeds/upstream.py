@@ -903,7 +903,13 @@ class UpstreamFeed(MultiService):
             if len(encodeJSON(meta)) > self.maxValueSize:
                 self.dropped["bad-registration"] += 1
                 continue
-            self.store.register(key, meta)
+            before = self.store.registration(key) if self.outlet is not None else None
+            if (
+                self.store.register(key, meta) and self.outlet is not None
+                and self.store.registration(key) != before
+            ):
+                # New or changed: the LAN behind the relay learns it too.
+                self.outlet.registerOn(key, meta)
 
     # --- figures -----------------------------------------------------------------
 
@@ -928,6 +934,9 @@ class UpstreamFeed(MultiService):
                 "upstreamShutdowns": sum(self.shutdowns.values()),
                 "upstreamDropped": dict(self.dropped),
                 "upstreamSentOn": self.outlet.sentOn if self.outlet is not None else 0,
+                "upstreamRegistrationsSentOn": (
+                    self.outlet.registrationsSentOn if self.outlet is not None else 0
+                ),
                 "upstreamEchoes": self.outlet.echoes if self.outlet is not None else 0,
                 "upstreamSendFailures": self.outlet.failed if self.outlet is not None else 0,
                 "upstreams": {

@@ -20,7 +20,7 @@ from artcast.server.defaults import DEFAULT_UPSTREAM_ECHO_MEMORY
 from artcast.server.interfaces import IOutlet
 from artcast.server.logs import NamedLogger, RateLimitedLog
 from artcast.source import SourceService
-from artcast.wire import DataMessage, Stamp, encodeData
+from artcast.wire import DataMessage, Stamp, encodeData, encodeRegister
 
 __all__ = ["MulticastOutlet", "RelayOutlet"]
 
@@ -108,12 +108,19 @@ class RelayOutlet(Service):
         ttl: int,
         signingKey: bytes | None,
         memory: int = DEFAULT_UPSTREAM_ECHO_MEMORY,
+        registerGroup: tuple[str, int] | None = None,
+        source: str = "relay",
     ) -> None:
         """
         @param reactor: provides L{IReactorMulticast} and L{IReactorTime}.
         @param group: the data group's address and UDP port.
         @param signingKey: signs every datagram when given.
         @param memory: how many of the last ids sent are remembered.
+        @param registerGroup: the register group's address and UDP port,
+            where registrations are sent on (L{registerOn}).
+        @param source: the C{src} of the registrations sent on when they are
+            signed (a signed registration is version 2, and carries a stamp
+            of its own: a registration has no id to keep).
         """
         self.reactor = reactor
         self.group = group
@@ -121,7 +128,11 @@ class RelayOutlet(Service):
         self.ttl = ttl
         self.signingKey = signingKey
         self.memory = memory
+        self.registerGroup = registerGroup
+        self.source = source
+        self.boot = int(reactor.seconds() * 1000)
         self.sentOn = 0
+        self.registrationsSentOn = 0
         self.echoes = 0
         self.failed = 0
         self._port: Any = None
@@ -185,6 +196,35 @@ class RelayOutlet(Service):
             self._failed(stamp, str(error))
             return
         self.sentOn += 1
+
+    def registerOn(self, key: str, meta: dict[str, Any]) -> None:
+        """
+        Send a registration taken from the upstream on to the register
+        group, signed when a key is given; one that cannot be sent is
+        counted and logged.
+        """
+        if self.registerGroup is None:
+            return
+        if self._port is None:
+            self._registrationFailed(key, "the outlet is not sending yet")
+            return
+        stamp = None
+        if self.signingKey is not None:
+            stamp = Stamp(self.source, self.boot, 0, self.reactor.seconds())
+        try:
+            datagram = encodeRegister(key, meta, stamp, self.signingKey)
+            self._port.write(datagram, self.registerGroup)
+        except (ValueError, OSError) as error:
+            self._registrationFailed(key, str(error))
+            return
+        self.registrationsSentOn += 1
+
+    def _registrationFailed(self, key: str, why: str) -> None:
+        self.failed += 1
+        self._errorLog.warn(
+            "Could not send the registration of {key!r} on to {group}: {why}",
+            key=key, group="%s:%d" % self.registerGroup, why=why,
+        )
 
     def _failed(self, stamp: Stamp, why: str) -> None:
         self.failed += 1
