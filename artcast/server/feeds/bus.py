@@ -41,7 +41,7 @@ id, and keep their history there (C{docs/bus.md}).
     the outbox is sent, and one line says so.
 
 The feed talks to Redis through a thin interface, L{RedisBus}'s methods
-(C{add}, C{register}, C{registrations}, C{range}, C{read}, C{last},
+(C{add}, C{claim}, C{register}, C{registrations}, C{range}, C{read}, C{last},
 C{trim}, C{reset}, C{close}); the tests drive it with an in-memory fake.
 """
 
@@ -1247,13 +1247,18 @@ class BusFeed(Service):
                 " {key!r} at once", count=len(self._claims), url=self.url, key=message.key,
             )
             return False
+        try:
+            digest = version1Digest(address, message.key, message.value)
+        except ValueError:
+            # Not JSON the store can hold either: the handler says so.
+            return False
         self._claimNumber += 1
         number = self._claimNumber
         self._claims[number] = (message, self.clock.seconds() + self.timeout)
         if self._claimCall is None:
             self._claimCall = self.clock.callLater(self.timeout, self._claimsTimedOut)
         generation = self._generation
-        answer = self.bus.claim(version1Digest(address, message.key, message.value), self.v1Window)
+        answer = self.bus.claim(digest, self.v1Window)
         answer.addCallbacks(
             self._claimed, self._notClaimed, (number,), None, (number, generation)
         )
