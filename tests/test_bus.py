@@ -73,6 +73,15 @@ class FakeBus:
         #: may give lower ones).
         self.offset = 0
         self._reading: tuple[Deferred[Any], bytes] | None = None
+        #: Version 1 claims: digest -> when the claim ends.
+        self.claimed: dict[bytes, float] = {}
+        #: When a list, claims wait in it (as C{(Deferred, digest, window)})
+        #: rather than being answered; when an exception, claims fail with it.
+        self.heldClaims: list[tuple[Deferred[Any], bytes, float]] | None = None
+        self.claimError: Exception | None = None
+        #: When a list, adds wait in it (as C{(Deferred, key, id, text)}) for
+        #: L{answerAdds}.
+        self.heldAdds: list[tuple[Deferred[Any], str, str, bytes]] | None = None
 
     def _failure(self, kind: type = RedisConnectionError, text: str = "Connection refused") -> Deferred[Any]:
         failed: Deferred[Any] = Deferred()
@@ -113,13 +122,49 @@ class FakeBus:
             chosen = [e for e in self.stream if streamOrder(e[0]) > streamOrder(after)]
         return chosen[:count]
 
+    def claim(self, digest: bytes, window: float) -> Deferred[bool]:
+        if self.down or self.hang:
+            return self._answer(None)
+        if self.claimError is not None:
+            return self._failure(type(self.claimError), str(self.claimError))
+        if self.heldClaims is not None:
+            waiting: Deferred[Any] = Deferred()
+            self.heldClaims.append((waiting, digest, window))
+            return waiting
+        now = self.clock.seconds()
+        if self.claimed.get(digest, 0) > now:
+            return succeed(False)
+        self.claimed[digest] = now + window
+        return succeed(True)
+
     def add(self, key: str, datumId: str, text: bytes) -> Deferred[bytes | None]:
         if self.down or self.hang:
             return self._answer(None)
+        if self.heldAdds is not None:
+            waiting: Deferred[Any] = Deferred()
+            self.heldAdds.append((waiting, key, datumId, text))
+            return waiting
+        return succeed(self._add(key, datumId, text))
+
+    def answerAdds(self) -> int:
+        """
+        Answer the adds held in L{heldAdds} (and those they lead to), as
+        Redis would.
+
+        @return: how many were answered.
+        """
+        count = 0
+        while self.heldAdds:
+            waiting, key, datumId, text = self.heldAdds.pop(0)
+            waiting.callback(self._add(key, datumId, text))
+            count += 1
+        return count
+
+    def _add(self, key: str, datumId: str, text: bytes) -> bytes | None:
         if datumId in self.seen:
-            return succeed(None)
+            return None
         self.seen.add(datumId)
-        return succeed(self.append([b"k", key.encode(), b"i", datumId.encode(), b"v", text]))
+        return self.append([b"k", key.encode(), b"i", datumId.encode(), b"v", text])
 
     def register(self, key: str, meta: bytes) -> Deferred[Any]:
         if self.down or self.hang:

@@ -452,6 +452,12 @@ def _busMetrics(bus: dict[str, Any]) -> Iterable[Any]:
         ("busOutboxDropped", "bus_outbox_dropped",
          "Local datums not added to the bus: the outbox was full."),
         ("busLoaded", "bus_loaded", "Entries read from the bus's history at start."),
+        ("busV1Claimed", "bus_v1_claimed",
+         "Version 1 datums this server claimed on the bus, and stamped."),
+        ("busV1Copies", "bus_v1_copies",
+         "Version 1 datums another server claimed first (taken from the bus)."),
+        ("busStopUnsent", "bus_stop_unsent",
+         "Outbox entries not added to the bus when the server stopped."),
     ):
         yield CounterMetricFamily(f"artcast_{name}", help, value=bus[figure])
     family = CounterMetricFamily(
@@ -460,6 +466,18 @@ def _busMetrics(bus: dict[str, Any]) -> Iterable[Any]:
     for reason, count in sorted(bus["busDropped"].items()):
         family.add_metric([reason], count)
     yield family
+    family = CounterMetricFamily(
+        "artcast_bus_v1_local",
+        "Version 1 datums published without a claim on the bus, by why.",
+        labels=["reason"],
+    )
+    for reason, count in sorted(bus["busV1Local"].items()):
+        family.add_metric([reason], count)
+    yield family
+    yield GaugeMetricFamily(
+        "artcast_bus_v1_waiting", "Version 1 datums waiting for their claim on the bus.",
+        value=bus["busV1Waiting"],
+    )
     yield GaugeMetricFamily(
         "artcast_bus_outbox", "Local datums waiting to be added to the bus.",
         value=bus["busOutbox"],

@@ -21,6 +21,18 @@ id, and keep their history there (C{docs/bus.md}).
   - B{Start.}  The history of the stream (entries newer than
     C{--history-age}, at most C{--bus-history}) is read before the HTTP
     port is bound (L{BusFeed.whenReady}), within C{--bus-timeout}.
+  - B{Version 1 datums.}  A version 1 datagram has no id: each server
+    that hears it stamps it itself.  So that servers on one group serve it
+    once, under one id, the server that hears one asks Redis first
+    (L{BusFeed.version1}, C{SET artcast:v1:<hash> 1 NX PX 250}, the hash
+    naming the sender's address and port, the key and the value): the one
+    that sets the key stamps the datum and publishes it (it is then added
+    as any datum); the others take it from the stream under its id.  While
+    the bus is down, or Redis does not answer within C{--bus-timeout}, it is
+    published at once, as without a bus.
+  - B{Stopping.}  What the outbox still holds is added first, for at most
+    C{min(--bus-timeout, 2 s)} (L{BusFeed.stopService} returns a
+    L{Deferred} twistd waits for).
   - B{Redis going away.}  Any failure (refused, lost, an error answer such
     as C{OOM}) puts the bus down: one error-log line, local datums wait in
     the outbox (bounded), Redis is tried again after a back-off (0.5 s
@@ -29,7 +41,7 @@ id, and keep their history there (C{docs/bus.md}).
     the outbox is sent, and one line says so.
 
 The feed talks to Redis through a thin interface, L{RedisBus}'s methods
-(C{add}, C{register}, C{registrations}, C{range}, C{read}, C{last},
+(C{add}, C{claim}, C{register}, C{registrations}, C{range}, C{read}, C{last},
 C{trim}, C{reset}, C{close}); the tests drive it with an in-memory fake.
 """
 
@@ -72,6 +84,7 @@ from artcast.wire import (
     DataMessage,
     DatumId,
     Stamp,
+    encodeJSON,
     loadJSON,
     validateKey,
 )
@@ -83,6 +96,7 @@ __all__ = [
     "BusFeed",
     "DatumEntry",
     "MAX_IN_FLIGHT",
+    "MAX_V1_WAITING",
     "Outbox",
     "READ_BLOCK",
     "READ_COUNT",
@@ -90,11 +104,14 @@ __all__ = [
     "REGISTRATIONS_KEY",
     "RedisBus",
     "RegistrationEntry",
+    "STOP_DRAIN",
     "STREAM_KEY",
+    "V1_WINDOW",
     "parseBusURL",
     "parseEntry",
     "registrationEntry",
     "streamOrder",
+    "version1Digest",
 ]
 
 #: The stream every datum and registration goes through, and the hash of the
@@ -102,6 +119,22 @@ __all__ = [
 STREAM_KEY = b"artcast:datums"
 REGISTRATIONS_KEY = b"artcast:registrations"
 _SEEN_PREFIX = b"artcast:seen:"
+_V1_PREFIX = b"artcast:v1:"
+
+#: Seconds within which a version 1 datum heard by several servers (the same
+#: sender's address and port, key and value) is taken as one datum: the
+#: first server to claim it stamps it, the others take it from the stream.
+#: A source that sends the same value for the same key twice within this
+#: time has the second taken as a copy of the first (on a bus only).
+V1_WINDOW = 0.25
+
+#: Version 1 datums waiting for Redis to say whether they are this server's
+#: to stamp, at most; beyond, each is published at once.
+MAX_V1_WAITING = 1000
+
+#: Seconds a stopping server waits, at most, for its outbox to be added
+#: (and never more than C{--bus-timeout}).
+STOP_DRAIN = 2.0
 
 #: Adds a datum to the stream unless its id was added in the last C{ttl}
 #: milliseconds: C{KEYS} are the stream and the id's "seen" key; C{ARGV}
@@ -248,6 +281,19 @@ def streamOrder(streamId: bytes) -> tuple[int, int]:
     """
     ms, _, seq = streamId.partition(b"-")
     return (int(ms), int(seq or 0))
+
+
+def version1Digest(address: tuple[str, int], key: str, value: object) -> bytes:
+    """
+    What names a version 1 datum among servers that heard it: the SHA-1,
+    in hexadecimal, of its sender's address and port, its key and its
+    value's compact JSON text.
+    """
+    digest = hashlib.sha1(b"%s:%d\0" % (str(address[0]).encode("utf-8", "replace"), address[1]))
+    digest.update(key.encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(encodeJSON(value))
+    return digest.hexdigest().encode("ascii")
 
 
 class BadEntry(ValueError):
@@ -809,6 +855,20 @@ class RedisBus:
 
         return answer.addErrback(noScript)
 
+    def claim(self, digest: bytes, window: float = V1_WINDOW) -> Deferred[bool]:
+        """
+        Claim a version 1 datum for this server: C{SET artcast:v1:<digest>
+        1 NX PX <window>}, atomic in Redis.
+
+        @param digest: the datum's L{version1Digest}.
+        @param window: seconds the claim holds.
+        @return: whether this server claimed it (C{False}: another server
+            did, within the window).
+        """
+        return self._commands.command(
+            b"SET", _V1_PREFIX + digest, b"1", b"NX", b"PX", max(1, int(window * 1000))
+        ).addCallback(lambda reply: reply is not None)
+
     def register(self, key: str, meta: bytes) -> Deferred[Any]:
         """
         Keep a key's metadata in the registrations' hash and add it to the
@@ -909,9 +969,10 @@ class BusFeed(Service):
     The feed of C{--bus} (see the module's docstring).
 
     @ivar state: C{"stopped"}, C{"loading"} (reading the history at start),
-        C{"up"}, C{"down"} (Redis failed; trying again after the back-off)
-        or C{"catching-up"} (Redis answers again; reading what was added
-        meanwhile).
+        C{"up"}, C{"down"} (Redis failed; trying again after the back-off),
+        C{"catching-up"} (Redis answers again; reading what was added
+        meanwhile) or C{"stopping"} (adding what the outbox holds before
+        the bus is closed).
     @ivar cursor: the stream id of the last entry read, where reading goes
         on.
     """
@@ -934,6 +995,9 @@ class BusFeed(Service):
         maxBackoff: float = DEFAULT_BUS_MAX_BACKOFF,
         outbox: Outbox | None = None,
         trimInterval: float = DEFAULT_BUS_TRIM_INTERVAL,
+        v1Window: float = V1_WINDOW,
+        maxV1Waiting: int = MAX_V1_WAITING,
+        stopDrain: float = STOP_DRAIN,
     ) -> None:
         """
         @param bus: the interface to Redis (a L{RedisBus}).
@@ -945,7 +1009,14 @@ class BusFeed(Service):
         @param historyAge: only entries newer than this many seconds are
             read at start; older ones are trimmed (C{--history-age}).
         @param timeout: seconds the start may wait for Redis before the
-            server serves without the bus's history.
+            server serves without the bus's history; seconds a version 1
+            datum may wait for its claim.
+        @param v1Window: seconds within which one version 1 datum heard by
+            several servers is taken as one (L{V1_WINDOW}).
+        @param maxV1Waiting: version 1 datums waiting for their claim, at
+            most (L{MAX_V1_WAITING}).
+        @param stopDrain: seconds a stop may wait for the outbox to be added
+            (at most C{timeout}).
         """
         self.bus = bus
         self.handler = handler
@@ -961,6 +1032,9 @@ class BusFeed(Service):
         self.backoff = backoff
         self.outbox = outbox if outbox is not None else Outbox()
         self.trimInterval = trimInterval
+        self.v1Window = v1Window
+        self.maxV1Waiting = maxV1Waiting
+        self.stopDrain = min(timeout, stopDrain)
         self.instance = self.store.instance
         self.state = "stopped"
         self.cursor: bytes | None = None
@@ -976,6 +1050,15 @@ class BusFeed(Service):
         self.outboxDropped = 0
         self.loaded = 0
         self.dropped: Counter[str] = Counter()
+        self.v1Claimed = 0
+        self.v1Copies = 0
+        #: Version 1 datums published at once, by why: C{"down"} (the bus
+        #: was not up), C{"failed"} (the claim failed), C{"timeout"} (no
+        #: answer within C{timeout}), C{"full"} (L{MAX_V1_WAITING} wait
+        #: already), C{"stopped"} (waiting when the server stopped).
+        self.v1Local: Counter[str] = Counter()
+        #: Entries of the outbox not added when the server stopped.
+        self.stopUnsent = 0
         # Work in progress.
         self._generation = 0
         self._inFlight = 0
@@ -995,11 +1078,19 @@ class BusFeed(Service):
         #: The ids of the datums this server added lately, skipped when read
         #: back (without asking the source tracker).
         self._mine: OrderedDict[str, None] = OrderedDict()
+        #: Version 1 datums waiting for their claim, in the order heard:
+        #: number -> (the datum, when it stops waiting).
+        self._claims: OrderedDict[int, tuple[DataMessage, float]] = OrderedDict()
+        self._claimNumber = 0
+        self._claimCall: Any = None
+        self._drained: Deferred[None] | None = None
+        self._drainCall: Any = None
         self._trimmer = LoopingCall(self._trim)
         self._trimmer.clock = clock
         self._badLog = RateLimitedLog(self.log, clock, what="bad bus entries")
         self._outboxLog = RateLimitedLog(self.log, clock, what="bus outbox drops")
         self._stateLog = RateLimitedLog(self.log, clock, what="bus state changes")
+        self._v1Log = RateLimitedLog(self.log, clock, what="version 1 datums not claimed")
 
     # --- the service -----------------------------------------------------------
 
@@ -1010,10 +1101,22 @@ class BusFeed(Service):
         self._readyCall = self.clock.callLater(self.timeout, self._slow)
         self._trimmer.start(self.trimInterval, now=False)
         self.state = "loading"
+        self.handler.version1 = self.version1
         self._load()
 
     def stopService(self) -> Any:
-        self.state = "stopped"
+        """
+        Stop taking and reading; add what the outbox holds first, for at
+        most C{stopDrain} seconds, if Redis answers.
+
+        @return: a L{Deferred} that fires when the bus is closed.
+        """
+        # Waiting version 1 datums are published, into the outbox.
+        self._publishClaims("stopped")
+        if self.handler.version1 == self.version1:
+            self.handler.version1 = None
+        draining = self.state in ("up", "catching-up") and bool(self.outbox or self._inFlight)
+        self.state = "stopping" if draining else "stopped"
         self._generation += 1
         if self._subscription is not None:
             self._subscription.cancel()
@@ -1027,9 +1130,45 @@ class BusFeed(Service):
         self._readyCall = self._retryCall = None
         if self._trimmer.running:
             self._trimmer.stop()
-        self.bus.close()
         # Whoever waits for the history (the HTTP port) is stopping too.
-        return super().stopService()
+        super().stopService()
+        if not draining:
+            self._closed()
+            return succeed(None)
+        self._drained = Deferred()
+        self._drainCall = self.clock.callLater(self.stopDrain, self._drainEnd)
+        self._pump()
+        return self._drained
+
+    def _drainEnd(self) -> None:
+        """
+        The outbox is added, or could not be (Redis failed, or the time is
+        up): close the bus.
+        """
+        if self.state != "stopping":
+            return
+        self.state = "stopped"
+        if self._drainCall is not None and self._drainCall.active():
+            self._drainCall.cancel()
+        self._drainCall = None
+        self._closed()
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            drained.callback(None)
+
+    def _closed(self) -> None:
+        """
+        Count, and say, what the outbox still holds (and what was in flight,
+        unanswered), and close the bus.
+        """
+        unsent = len(self.outbox) + self._inFlight
+        if unsent:
+            self.stopUnsent += unsent
+            self.log.error(
+                "bus: stopping: {count} entries were not added to {url}",
+                count=unsent, url=self.url,
+            )
+        self.bus.close()
 
     def whenReady(self) -> Deferred[None]:
         """
@@ -1104,7 +1243,7 @@ class BusFeed(Service):
         Read the next entries: a page of the stream while catching up, then
         a blocking read.
         """
-        if self.state == "stopped":
+        if self.state in ("stopped", "stopping"):
             return
         generation = self._generation
         if self.state in ("loading", "catching-up"):
@@ -1306,7 +1445,11 @@ class BusFeed(Service):
             return
         self._pumping = True
         try:
-            while self.state == "up" and self.outbox and self._inFlight < MAX_IN_FLIGHT:
+            while (
+                self.state in ("up", "stopping")
+                and self.outbox
+                and self._inFlight < MAX_IN_FLIGHT
+            ):
                 entry = self.outbox.popleft()
                 kind, key, datumId, text = entry
                 self._inFlight += 1
@@ -1335,6 +1478,8 @@ class BusFeed(Service):
                 self.seen += 1
         if not self._pumping:
             self._pump()
+        if self.state == "stopping" and not self.outbox and not self._inFlight:
+            self._drainEnd()
 
     def _notSent(
         self, failure: Failure, entry: tuple[str, str, str | None, bytes], generation: int
@@ -1343,7 +1488,102 @@ class BusFeed(Service):
         self.outbox.putBack(entry)
         if entry[0] == "m":
             self._shared.pop(entry[1], None)
+        if self.state == "stopping":
+            self._drainEnd()
+            return
         self._failed(failure, generation)
+
+    # --- version 1 datums -------------------------------------------------------
+
+    def version1(self, message: DataMessage, address: tuple[str, int]) -> bool:
+        """
+        The handler's hook (L{DatagramHandler.version1}) for a version 1
+        datum heard on multicast: claim it in Redis, so that of the servers
+        that heard it only one stamps it (L{RedisBus.claim}).
+
+        @return: whether the datum waits for its claim; if not (the bus is
+            down, too many wait already) the handler publishes it at once.
+        """
+        if self.state not in ("loading", "up", "catching-up"):
+            self.v1Local["down"] += 1
+            return False
+        if len(self._claims) >= self.maxV1Waiting:
+            self.v1Local["full"] += 1
+            self._v1Log.warn(
+                "bus: {count} version 1 datums wait for {url} already; published"
+                " {key!r} at once", count=len(self._claims), url=self.url, key=message.key,
+            )
+            return False
+        try:
+            digest = version1Digest(address, message.key, message.value)
+        except ValueError:
+            # Not JSON the store can hold either: the handler says so.
+            return False
+        self._claimNumber += 1
+        number = self._claimNumber
+        self._claims[number] = (message, self.clock.seconds() + self.timeout)
+        if self._claimCall is None:
+            self._claimCall = self.clock.callLater(self.timeout, self._claimsTimedOut)
+        generation = self._generation
+        answer = self.bus.claim(digest, self.v1Window)
+        answer.addCallbacks(
+            self._claimed, self._notClaimed, (number,), None, (number, generation)
+        )
+        answer.addErrback(self._unexpected)
+        return True
+
+    def _claimed(self, mine: bool, number: int) -> None:
+        waiting = self._claims.pop(number, None)
+        if waiting is None:
+            # Published already: the claim took too long, or the bus failed.
+            return
+        if mine:
+            self.v1Claimed += 1
+            self.handler.publishVersion1(waiting[0])
+        else:
+            # Another server claimed it: it comes through the stream, with
+            # that server's id.
+            self.v1Copies += 1
+
+    def _notClaimed(self, failure: Failure, number: int, generation: int) -> None:
+        waiting = self._claims.pop(number, None)
+        if waiting is not None:
+            self.v1Local["failed"] += 1
+            self.handler.publishVersion1(waiting[0])
+        self._failed(failure, generation)
+
+    def _claimsTimedOut(self) -> None:
+        """
+        Publish the version 1 datums that waited C{timeout} for their claim
+        (the oldest first), and wait for the next.
+        """
+        self._claimCall = None
+        now = self.clock.seconds()
+        claims = self._claims
+        while claims:
+            number, (message, deadline) = next(iter(claims.items()))
+            if deadline > now:
+                self._claimCall = self.clock.callLater(deadline - now, self._claimsTimedOut)
+                return
+            del claims[number]
+            self.v1Local["timeout"] += 1
+            self._v1Log.warn(
+                "bus: {url} did not answer a claim within {timeout} s; published"
+                " {key!r} at once", url=self.url, timeout=self.timeout, key=message.key,
+            )
+            self.handler.publishVersion1(message)
+
+    def _publishClaims(self, why: str) -> None:
+        """
+        Publish every version 1 datum waiting for its claim, in order.
+        """
+        if self._claimCall is not None and self._claimCall.active():
+            self._claimCall.cancel()
+        self._claimCall = None
+        claims, self._claims = self._claims, OrderedDict()
+        for message, _ in claims.values():
+            self.v1Local[why] += 1
+            self.handler.publishVersion1(message)
 
     # --- Redis going away -------------------------------------------------------
 
@@ -1368,6 +1608,8 @@ class BusFeed(Service):
             "bus: lost {url}: {reason}; serving local datums only",
             url=self.url, reason=reason,
         )
+        # Version 1 datums waiting for their claim are published now.
+        self._publishClaims("failed")
         # What is still in flight fails, and is ignored.
         self.bus.reset()
         self._setReady()
@@ -1435,6 +1677,11 @@ class BusFeed(Service):
                 "busOutbox": len(self.outbox),
                 "busOutboxDropped": self.outboxDropped,
                 "busLoaded": self.loaded,
+                "busV1Claimed": self.v1Claimed,
+                "busV1Copies": self.v1Copies,
+                "busV1Local": dict(self.v1Local),
+                "busV1Waiting": len(self._claims),
+                "busStopUnsent": self.stopUnsent,
                 # The connection's: the master (busMaster, busMasterChanges).
                 **getattr(self.bus, "statistics", dict)(),
             }

@@ -209,6 +209,11 @@ class DatagramHandler:
         (L{artcast.server.feeds.publish}); their datagrams, heard back through the
         multicast loop, are ignored (counted in C{stats.sources["own"]}):
         the publisher put them in the store already.
+    @ivar version1: with C{--bus}, L{artcast.server.feeds.bus.BusFeed.version1}:
+        asked about each version 1 datum heard (one without a stamp), it
+        says whether it takes it (to publish once Redis says no other server
+        took the same one, through L{publishVersion1}); without a bus
+        (L{None}), or when it declines, the datum is published at once.
     @ivar echoes: with C{--upstream-multicast}, the relay outlet's
         L{artcast.server.outlets.multicast.RelayOutlet.isEcho}: a datagram
         refused as replayed or stale that it says it sent is its own heard
@@ -263,6 +268,7 @@ class DatagramHandler:
         self.freshness = freshness
         self.ownSources: set[str] = set()
         self.echoes: Callable[[Stamp], bool] | None = None
+        self.version1: Callable[[DataMessage, tuple[str, int]], bool] | None = None
         self._badLog = RateLimitedLog(self.log, clock)
 
     def _dropped(self, error: BadDatagram, addr: tuple[str, int], group: str) -> None:
@@ -344,7 +350,9 @@ class DatagramHandler:
         """
         stamp = message.stamp
         if stamp is None:
-            self._publish(message, 0)
+            version1 = self.version1
+            if version1 is None or not version1(message, addr):
+                self._publish(message, 0)
             return
         tracker = self.tracker
         verdict = tracker.check(stamp)
@@ -393,6 +401,13 @@ class DatagramHandler:
         else:
             self.repair.datum(message, verdict, address)
         return "taken"
+
+    def publishVersion1(self, message: DataMessage) -> None:
+        """
+        Publish a version 1 datum that L{version1} took, stamped by the
+        store as any version 1 datum is.
+        """
+        self._publish(message, 0)
 
     def _forgot(self) -> None:
         self.stats.sources["forgotten"] += 1
