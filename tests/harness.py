@@ -525,3 +525,27 @@ class RedisServer:
         yield watcher.ended
         if limit.active():
             limit.cancel()
+
+
+class PacedSender:
+    """
+    Sends datums C{1, 2, ...} on a key with a L{artcast.source.Source}, 10
+    at a time, letting the reactor turn C{pause} seconds after each ten.
+    """
+
+    def __init__(self, source: Any, key: str, pause: float = 0.01) -> None:
+        self.source = source
+        self.key = key
+        self.pause = pause
+        self.sent = 0
+
+    @inlineCallbacks
+    def upTo(self, count: int) -> Any:
+        """
+        Send datums until C{count} have been sent.
+        """
+        while self.sent < count:
+            self.sent += 1
+            self.source.send(self.key, self.sent)
+            if self.sent % 10 == 0:
+                yield deferLater(reactor, self.pause, lambda: None)

@@ -25,6 +25,7 @@ from tests.harness import (
     REDIS_SERVER,
     ArtcastProcess,
     HAProxy,
+    PacedSender,
     RedisServer,
     freePort,
     randomGroup,
@@ -63,30 +64,6 @@ _SKIP = HAProxy.missing() or (
     None if os.access(REDIS_SERVER, os.X_OK)
     else f"{REDIS_SERVER} is not installed (apt-get install redis-server)"
 )
-
-
-class _Paced:
-    """
-    Sends datums C{1, 2, ...} on a key with a L{artcast.source.Source},
-    10 every 50 ms (about 200 a second), so that the clients are in the
-    middle of the stream when servers go.
-    """
-
-    def __init__(self, source: Any, key: str) -> None:
-        self.source = source
-        self.key = key
-        self.sent = 0
-
-    @inlineCallbacks
-    def upTo(self, count: int) -> Any:
-        """
-        Send datums until C{count} have been sent.
-        """
-        while self.sent < count:
-            self.sent += 1
-            self.source.send(self.key, self.sent)
-            if self.sent % 10 == 0:
-                yield deferLater(reactor, 0.05, lambda: None)
 
 
 class _Client:
@@ -276,7 +253,9 @@ class ClusterTests(TestCase):
             src="cluster", groups=[(group, net["dataPort"])], ttl=0, interface="127.0.0.1",
         )
         self.addCleanup(source.close)
-        send = _Paced(source, "cluster/n").upTo
+        # About 200 a second, so that the clients are in the middle of the
+        # stream when servers go.
+        send = PacedSender(source, "cluster/n", pause=0.05).upTo
         url = proxy.url + "/artcasts/cluster/n"
         polls = _SinceFollower(url, self.COUNT, 240)
         events = _SSEFollower(url, self.COUNT, 240)

@@ -19,7 +19,7 @@ from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
@@ -43,7 +43,7 @@ from artcast.server.stats import metricsText
 from artcast.server.store import KeyStore
 from artcast.wire import DataMessage, Stamp, encodeData, parseData, parseRegister
 
-from tests.harness import ArtcastProcess, HAProxy, freePort, randomGroup
+from tests.harness import ArtcastProcess, HAProxy, PacedSender, freePort, randomGroup
 
 A = "http://a.example:8888/"
 B = "http://b.example:8888/"
@@ -1259,29 +1259,6 @@ class OptionTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, self.parse, "--upstream-multicast")
 
 
-class _PacedSender:
-    """
-    Sends datums C{1, 2, ...} on a key with a L{artcast.source.Source},
-    letting the reactor turn every 10 datums.
-    """
-
-    def __init__(self, source: Any, key: str) -> None:
-        self.source = source
-        self.key = key
-        self.sent = 0
-
-    @inlineCallbacks
-    def upTo(self, count: int) -> Any:
-        """
-        Send datums until C{count} have been sent.
-        """
-        while self.sent < count:
-            self.sent += 1
-            self.source.send(self.key, self.sent)
-            if self.sent % 10 == 0:
-                yield deferLater(reactor, 0.01, lambda: None)
-
-
 class _Follower:
     """
     A C{since=} client of a key on a real server: it starts from the
@@ -1375,7 +1352,7 @@ class ChainTests(TestCase):
             ttl=0, interface="127.0.0.1",
         )
         self.addCleanup(source.close)
-        send = _PacedSender(source, "chain/n").upTo
+        send = PacedSender(source, "chain/n").upTo
         follower = _Follower(self, relay2.url + "/artcasts/chain/n", self.COUNT, 90)
         received, ids = follower.received, follower.ids
 
@@ -1470,7 +1447,7 @@ class SendOnChainTests(TestCase):
             registerGroups=[(origin.group, origin.registerPort)], ttl=0, interface="127.0.0.1",
         )
         self.addCleanup(source.close)
-        send = _PacedSender(source, "lan/n").upTo
+        send = PacedSender(source, "lan/n").upTo
         follower = _Follower(self, behind.url + "/artcasts/lan/n", self.COUNT, 60)
         received, ids = follower.received, follower.ids
 
@@ -1550,7 +1527,7 @@ class TokenThroughProxyTests(TestCase):
             registerGroups=[(origin.group, origin.registerPort)], ttl=0, interface="127.0.0.1",
         )
         self.addCleanup(source.close)
-        send = _PacedSender(source, "proxied/n").upTo
+        send = PacedSender(source, "proxied/n").upTo
         follower = _Follower(self, relay.url + "/artcasts/proxied/n", self.COUNT, 60)
         yield send(1)
         yield relay.waitFor(lambda s: s["upstream"]["upstreamDatums"] >= 1, limit=30)
@@ -1616,7 +1593,7 @@ class ShutdownSwitchTests(TestCase):
             registerGroups=[(group, originArgs["registerPort"])], ttl=0, interface="127.0.0.1",
         )
         self.addCleanup(source.close)
-        send = _PacedSender(source, "bye/n").upTo
+        send = PacedSender(source, "bye/n").upTo
         yield send(10)
         yield relay.waitFor(lambda s: s["upstream"]["upstreamDatums"] >= 10, limit=30)
 
