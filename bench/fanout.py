@@ -529,7 +529,64 @@ def buildLoadgen(source: Path = LOADGEN_SOURCE, target: Path = LOADGEN) -> Path:
     return target
 
 
-class LoadGen:
+class JSONLinesChild:
+    """
+    A child process that speaks JSON lines on its stdout (one event each,
+    named by its C{"event"}) and takes commands on its stdin, one a line.
+    """
+
+    def __init__(self, name: str, process: Process) -> None:
+        self.name = name
+        self.process = process
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        stdout = self.process.popen.stdout
+        assert stdout is not None
+        for line in stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:
+                self.events.put({"event": "garbage", "line": line.decode(errors="replace")})
+        self.events.put({"event": "eof"})
+
+    def send(self, command: str) -> None:
+        stdin = self.process.popen.stdin
+        assert stdin is not None
+        stdin.write((command + "\n").encode())
+        stdin.flush()
+
+    def other(self, item: dict[str, Any]) -> None:
+        """
+        An event skipped while waiting for another (ignored here).
+        """
+
+    def wait(self, event: str, timeout: float) -> dict[str, Any]:
+        """
+        The next event named C{event}, skipping others (each given to
+        L{other}).
+
+        @raise BenchError: on timeout or if the child exits first.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BenchError(f"{self.name}: no {event!r} within {timeout:.0f} s")
+            try:
+                item = self.events.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if item.get("event") == event:
+                return item
+            self.other(item)
+            if item.get("event") == "eof":
+                raise BenchError(f"{self.name} exited while waiting for {event!r}")
+
+
+class LoadGen(JSONLinesChild):
     """
     The running load generator, driven over its stdin/stdout.
     """
@@ -552,52 +609,13 @@ class LoadGen:
         ]
         if since:
             argv.append("--since")
-        self.process = Process(
+        super().__init__("loadgen", Process(
             "loadgen",
             pinning.load(argv),
             logPath,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-        )
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        stdout = self.process.popen.stdout
-        assert stdout is not None
-        for line in stdout:
-            try:
-                self.events.put(json.loads(line))
-            except ValueError:
-                self.events.put({"event": "garbage", "line": line.decode(errors="replace")})
-        self.events.put({"event": "eof"})
-
-    def send(self, command: str) -> None:
-        stdin = self.process.popen.stdin
-        assert stdin is not None
-        stdin.write((command + "\n").encode())
-        stdin.flush()
-
-    def wait(self, event: str, timeout: float) -> dict[str, Any]:
-        """
-        The next event named C{event}, skipping others.
-
-        @raise BenchError: on timeout or if the load generator exits.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BenchError(f"loadgen: no {event!r} within {timeout:.0f} s")
-            try:
-                item = self.events.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if item.get("event") == event:
-                return item
-            if item.get("event") == "eof":
-                raise BenchError(f"loadgen exited while waiting for {event!r}")
+        ))
 
     def status(self) -> dict[str, Any]:
         self.send("STATUS")

@@ -60,8 +60,6 @@ import select
 import signal
 import subprocess
 import sys
-import threading
-import queue
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -359,57 +357,19 @@ def _paced(count: int, rate: float):
 # The runner
 
 
-class Child:
+class Child(fanout.JSONLinesChild):
     """
     A child of this runner speaking JSON lines on its stdout.
     """
 
     def __init__(self, name: str, argv: list[str], logPath: Path) -> None:
-        self.name = name
-        self.process = fanout.Process(
+        super().__init__(name, fanout.Process(
             name, argv, logPath, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            cwd=fanout.ROOT, env=fanout.serverEnv())
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+            cwd=fanout.ROOT, env=fanout.serverEnv()))
 
-    def _read(self) -> None:
-        stdout = self.process.popen.stdout
-        assert stdout is not None
-        for line in stdout:
-            try:
-                self.events.put(json.loads(line))
-            except ValueError:
-                self.events.put({"event": "garbage", "line": line.decode(errors="replace")})
-        self.events.put({"event": "eof"})
-
-    def send(self, line: str) -> None:
-        stdin = self.process.popen.stdin
-        assert stdin is not None
-        stdin.write((line + "\n").encode())
-        stdin.flush()
-
-    def wait(self, event: str, timeout: float) -> dict[str, Any]:
-        """
-        The next event named C{event}, skipping others (errors are logged).
-
-        @raise fanout.BenchError: on timeout, or if the child exits first.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise fanout.BenchError(f"{self.name}: no {event!r} within {timeout:.0f} s")
-            try:
-                item = self.events.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if item.get("event") == event:
-                return item
-            if item.get("event") in ("error", "garbage"):
-                log(f"{self.name}: {item}")
-            if item.get("event") == "eof":
-                raise fanout.BenchError(f"{self.name} exited while waiting for {event!r}")
+    def other(self, item: dict[str, Any]) -> None:
+        if item.get("event") in ("error", "garbage"):
+            log(f"{self.name}: {item}")
 
 
 @dataclass
