@@ -28,7 +28,7 @@ import time
 MAX_VALUE = 4096  # the largest value read, in bytes
 MAX_LINE = 512  # a longer header line is skipped: none that matters is
 MAX_RETRY_AFTER = 300  # seconds: a larger Retry-After is cut to this
-UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/*"
+UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/*"
 
 
 class Failed(Exception):
@@ -49,7 +49,7 @@ def say(text, stream=None):
 def quote(key):
     out = ""
     for byte in key.encode("utf-8"):
-        out += chr(byte) if byte in UNRESERVED else "%%%02X" % byte
+        out += chr(byte) if chr(byte) in UNRESERVED else "%%%02X" % byte
     return out
 
 
