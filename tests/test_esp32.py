@@ -20,11 +20,12 @@ import subprocess
 from typing import Any, Callable
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from artcast.source import Source
@@ -116,13 +117,19 @@ class Sketch(ProcessProtocol):
         ]
 
     @inlineCallbacks
-    def waitUntil(self, condition: Callable[[], bool], what: str, limit: float = LIMIT) -> Any:
+    def waitUntil(
+        self, condition: Callable[[], bool], what: str, limit: float = LIMIT,
+        running: bool = True,
+    ) -> Any:
         """
-        Wait, a bounded time, until C{condition()} is true.
+        Wait, a bounded time, until C{condition()} is true; with C{running},
+        fail at once if the program has ended without it.
         """
         deadline = reactor.seconds() + limit
         while not condition():
-            if reactor.seconds() > deadline or (self.status is not None and not condition()):
+            if reactor.seconds() > deadline or (
+                running and self.status is not None and not condition()
+            ):
                 raise AssertionError(
                     "the sketch did not get to %s; it printed:\n%s\nlog:\n%s"
                     % (what, self.out.decode("utf-8", "replace")[-2000:],
@@ -134,7 +141,7 @@ class Sketch(ProcessProtocol):
         """
         Wait, a bounded time, until the program has ended by itself.
         """
-        return self.waitUntil(lambda: self.status is not None, "its end")
+        return self.waitUntil(lambda: self.status is not None, "its end", running=False)
 
     @inlineCallbacks
     def stop(self) -> Any:
@@ -271,6 +278,30 @@ class Busy(Resource):
         return b"42"
 
 
+class _Channel(HTTPChannel):
+    """
+    A connection of a L{CountingSite}: counted while open.
+    """
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.open += 1
+
+    def connectionLost(self, reason: Any) -> None:
+        self.site.open -= 1
+        super().connectionLost(reason)
+
+
+class CountingSite(Site):
+    """
+    A L{Site} that knows how many connections it has open, so a test can
+    wait until they are all closed.
+    """
+
+    protocol = _Channel
+    open = 0
+
+
 class RetryAfterTests(TestCase):
     """
     The sketch obeys a C{503}'s C{Retry-After}.
@@ -285,7 +316,8 @@ class RetryAfterTests(TestCase):
         than a second later (its backoff alone would be under half a second).
         """
         busy = Busy()
-        port = reactor.listenTCP(0, Site(busy), interface="127.0.0.1")
+        site = CountingSite(busy)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         sketch = Sketch(self, build(self, port.getHost().port, "esp/b"), ARDUINO_LINES=2)
         yield sketch.waitForEnd()
@@ -293,4 +325,4 @@ class RetryAfterTests(TestCase):
         self.assertEqual(len(busy.times), 2, busy.paths)
         self.assertGreaterEqual(busy.times[1] - busy.times[0], 1.0)
         self.assertEqual(busy.paths, [b"/artcasts/esp/b?timeout=30"] * 2)
-        returnValue(None)
+        yield sketch.waitUntil(lambda: site.open == 0, "its connection closed", running=False)
