@@ -155,6 +155,7 @@ class FileWatcher(Service):
         maxValueSize: int = MAX_VALUE_SIZE,
         notifier: Any = None,
         sent: Callable[[str], object] = lambda datumId: None,
+        log: Logger | None = None,
     ) -> None:
         """
         @param clock: the reactor's clock.
@@ -169,6 +170,7 @@ class FileWatcher(Service):
             a fake one with C{watch} and C{loseConnection}); needed when
             C{poll} is L{None}.
         @param sent: called with each datum id sent.
+        @param log: where to log (by default the class's L{Logger}).
         """
         if poll is None and notifier is None:
             raise ValueError("give a notifier or a poll interval")
@@ -182,6 +184,8 @@ class FileWatcher(Service):
         self.maxValueSize = maxValueSize
         self.notifier = notifier
         self.sent = sent
+        if log is not None:
+            self.log = log
         self.counts = dict.fromkeys(
             ["sent", "unchanged", "missing", "unreadable", "tooLarge", "binary", "rejected"], 0)
         self._bad = RateLimitedLog(self.log, clock, what="problems with the watched file")
