@@ -259,16 +259,14 @@ class FileWatcher(Service):
             if e.reason == "missing":
                 if not self._missing:
                     self._missing = True
-                    self.log.warn("{path} is missing; waiting for it to come back",
-                                  path=self.path)
+                    self._bad.warn("{path} is missing; waiting for it to come back",
+                                   path=self.path)
             else:
                 self._missing = False
                 self._bad.warn("{path} not sent ({reason}): {detail}",
                                path=self.path, reason=e.reason, detail=str(e))
             return
-        if self._missing:
-            self._missing = False
-            self.log.info("{path} is back", path=self.path)
+        self._missing = False
         if data == self._last:
             self.counts["unchanged"] += 1
             return
