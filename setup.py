@@ -42,6 +42,7 @@ setup(
         "console_scripts": [
             "artcast-send = artcast.send:main",
             "artcast-follow = artcast.client:main",
+            "artcast-watch = artcast.watch:main",
         ],
     },
     classifiers=[

@@ -14,8 +14,9 @@ with callbacks, from C{@inlineCallbacks}, or from an C{async def} run with
 L{Deferred.fromCoroutine} under the reactor (for example by
 L{twisted.internet.task.react}).  See C{docs/clients.md}.
 
-C{python -m artcast.client URL [KEY]} follows a key (or lists the artcasts)
-from a shell.
+C{python -m artcast.client URL [KEY]} (the C{artcast-follow} command) follows
+a key (or lists the artcasts) from a shell; with C{--write PATH} it also
+keeps a file holding the latest value (L{writeAtomically}).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ __all__ = [
     "parseRetryAfter",
     "run",
     "main",
+    "valueText",
+    "writeAtomically",
 ]
 
 #: The C{since} value asking for the latest datum at once.
@@ -609,7 +612,73 @@ def _options(argv: Sequence[str]) -> Any:
         "--max-delay", type=float, default=30.0, metavar="S",
         help="longest wait between reconnection attempts (default 30)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--write", metavar="PATH",
+        help="also replace the file at PATH (atomically) with each value: "
+        "a JSON string as its bare text, any other value as its JSON text",
+    )
+    options = parser.parse_args(argv)
+    if options.write is not None and options.key is None:
+        parser.error("--write needs a KEY")
+    return options
+
+
+def valueText(value: Any) -> str:
+    """
+    The text C{artcast-follow --write} writes for a value: a JSON string as
+    its bare text, any other value as its JSON text (as C{text/plain}
+    answers).
+    """
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def writeAtomically(path: str, data: bytes) -> None:
+    """
+    Replace the file at C{path} with C{data} so that a reader sees the old
+    content or the new, never a part: write a temporary file in the same
+    directory, flush it to the disk, and rename it over C{path} (then flush
+    the directory, where the system allows).  A file already at C{path}
+    keeps its permissions; a new one gets C{0666} less the umask.
+
+    @raise OSError: when it cannot be written (the temporary file removed).
+    """
+    import os
+    import tempfile
+
+    path = os.path.abspath(path)
+    directory, name = os.path.split(path)
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    try:
+        folder = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
 
 
 def _line(datum: Datum) -> str:
@@ -640,6 +709,11 @@ async def run(
         since = LATEST if options.latest else options.since
         count = 0
         async for datum in client.follow(options.key, since, options.max_delay):
+            if options.write is not None:
+                try:
+                    writeAtomically(options.write, valueText(datum.value).encode("utf-8"))
+                except OSError as e:
+                    _log.warn("Cannot write {path}: {error}", path=options.write, error=e)
             print(_line(datum), file=out, flush=True)
             count += 1
             if options.count is not None and count >= options.count:
@@ -651,7 +725,7 @@ async def run(
 def main(argv: Sequence[str] | None = None) -> None:
     """
     The command line: C{python -m artcast.client URL [KEY] [--since ID |
-    --latest] [--count N]}.
+    --latest] [--count N] [--write PATH]}.
     """
     from twisted.internet.task import react
     from twisted.logger import (

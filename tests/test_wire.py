@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import artcast.client
 import artcast.send
 import artcast.source
+import artcast.watch
 import artcast.wire
 from artcast.server.feeds.reception import (
     Reassembler,
@@ -1448,7 +1449,8 @@ class PublicNamesTests(SynchronousTestCase):
         Each public module's C{__all__} names exactly the public functions,
         classes and constants it defines itself.
         """
-        for module in [artcast.wire, artcast.source, artcast.send, artcast.client]:
+        for module in [artcast.wire, artcast.source, artcast.send, artcast.client,
+                       artcast.watch]:
             self.assertPublicNames(module)
 
     def test_allServer(self) -> None:
