@@ -40,6 +40,7 @@ from artcast.wire import (
 __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_PORT",
+    "addNetworkOptions",
     "main",
     "parseValue",
     "ipv4Argument",
@@ -96,14 +97,12 @@ def lingerArgument(text: str) -> float:
     return seconds
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="artcast-send",
-        description="Send one datum to Artcast servers over multicast.",
-        epilog="VALUE is parsed as JSON when it is valid JSON, else sent as a string.",
-    )
-    parser.add_argument("key", metavar="KEY", help="the artcast's key, e.g. test/greeting")
-    parser.add_argument("value", metavar="VALUE", help="the value: JSON, or any text")
+def addNetworkOptions(parser: argparse.ArgumentParser) -> None:
+    """
+    Add the options that say where and how datagrams are sent (C{--group},
+    C{--port}, C{--ttl}, C{--interface}, C{--key-file}, C{--src}): the same
+    for C{artcast-send} and C{artcast-watch}.
+    """
     parser.add_argument("--group", action="append", type=ipv4Argument, metavar="ADDRESS",
                         help=f"multicast group to send to (default {DEFAULT_GROUP}); "
                         "repeat to feed several groups")
@@ -115,8 +114,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--interface", type=ipv4Argument, metavar="ADDRESS",
                         help="local address of the interface to send from")
     parser.add_argument("--key-file", metavar="PATH",
-                        help="sign the datagram with the key in this file")
-    parser.add_argument("--src", help="the source name (default: host name and random digits)")
+                        help="sign the datagrams with the key in this file")
+    parser.add_argument("--src", help="the source name (default: host name and random "
+                        "digits); keep it across restarts")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="artcast-send",
+        description="Send one datum to Artcast servers over multicast.",
+        epilog="VALUE is parsed as JSON when it is valid JSON, else sent as a string.",
+    )
+    parser.add_argument("key", metavar="KEY", help="the artcast's key, e.g. test/greeting")
+    parser.add_argument("value", metavar="VALUE", help="the value: JSON, or any text")
+    addNetworkOptions(parser)
     parser.add_argument("--v1", action="store_true",
                         help="send an original Artcast datagram [key, value] (cannot be signed)")
     parser.add_argument("--linger", type=lingerArgument, default=LINGER, metavar="SECONDS",

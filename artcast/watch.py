@@ -38,7 +38,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from artcast.send import DEFAULT_GROUP, DEFAULT_PORT, ipv4Argument, portArgument, ttlArgument
+from artcast.send import DEFAULT_GROUP, addNetworkOptions
 from artcast.server.logs import RateLimitedLog
 from artcast.wire import MAX_VALUE_SIZE, BadKey, loadJSON, parseKeyFile, validateKey, validateSource
 
@@ -323,20 +323,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("path", metavar="PATH", help="the file to watch")
     parser.add_argument("key", metavar="KEY", help="the artcast's key, e.g. panel/status")
-    parser.add_argument("--group", action="append", type=ipv4Argument, metavar="ADDRESS",
-                        help=f"multicast group to send to (default {DEFAULT_GROUP}); "
-                        "repeat to feed several groups")
-    parser.add_argument("--port", type=portArgument, default=DEFAULT_PORT,
-                        help=f"UDP port of the data group (default {DEFAULT_PORT})")
-    parser.add_argument("--ttl", type=ttlArgument, default=1,
-                        help="multicast TTL: 1 stays on the local network (default), "
-                        "0 on this host")
-    parser.add_argument("--interface", type=ipv4Argument, metavar="ADDRESS",
-                        help="local address of the interface to send from")
-    parser.add_argument("--key-file", metavar="PATH",
-                        help="sign the datagrams with the key in this file")
-    parser.add_argument("--src", help="the source name (default: host name and random "
-                        "digits); keep it across restarts")
+    addNetworkOptions(parser)
     parser.add_argument("--no-repair", action="store_true",
                         help="send datagrams that servers never ask for again")
     parser.add_argument("--poll", type=_secondsArgument("--poll"), metavar="SECONDS",
