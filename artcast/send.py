@@ -41,11 +41,13 @@ __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_PORT",
     "addNetworkOptions",
+    "checkNames",
     "main",
     "parseValue",
     "ipv4Argument",
     "lingerArgument",
     "portArgument",
+    "readSigningKey",
     "ttlArgument",
 ]
 
@@ -95,6 +97,35 @@ def lingerArgument(text: str) -> float:
     if not 0 <= seconds <= 3600:
         raise argparse.ArgumentTypeError(f"--linger is 0 to 3600 seconds, not {text!r}")
     return seconds
+
+
+def checkNames(options: argparse.Namespace) -> None:
+    """
+    Check the C{KEY} and C{--src} of C{artcast-send} or C{artcast-watch}.
+
+    @raise ValueError: with the one line to print.
+    """
+    try:
+        validateKey(options.key)
+    except BadKey as e:
+        raise ValueError(f"bad key: {e}") from None
+    if options.src is not None:
+        validateSource(options.src)
+
+
+def readSigningKey(options: argparse.Namespace) -> bytes | None:
+    """
+    The key of C{--key-file}, or L{None} without one.
+
+    @raise ValueError: with the one line to print.
+    """
+    if not options.key_file:
+        return None
+    try:
+        with open(options.key_file, "rb") as keyFile:
+            return parseKeyFile(keyFile.read())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the key file {options.key_file}: {e}") from None
 
 
 def addNetworkOptions(parser: argparse.ArgumentParser) -> None:
@@ -167,25 +198,17 @@ def main(
         return status
 
     try:
-        validateKey(options.key)
-    except BadKey as e:
-        return fail(f"bad key: {e}")
-    if options.src is not None:
-        try:
-            validateSource(options.src)
-        except ValueError as e:
-            return fail(str(e))
+        checkNames(options)
+    except ValueError as e:
+        return fail(str(e))
     if options.v1 and options.key_file:
         return fail("--v1 datagrams cannot be signed; leave out --key-file or --v1")
     if options.v1 and options.src:
         return fail("--v1 datagrams carry no source name; leave out --src or --v1")
-    signingKey = None
-    if options.key_file:
-        try:
-            with open(options.key_file, "rb") as keyFile:
-                signingKey = parseKeyFile(keyFile.read())
-        except (OSError, ValueError) as e:
-            return fail(f"cannot read the key file {options.key_file}: {e}")
+    try:
+        signingKey = readSigningKey(options)
+    except ValueError as e:
+        return fail(str(e))
     value = parseValue(options.value)
     groups = [(group, options.port) for group in (options.group or [DEFAULT_GROUP])]
 

@@ -38,9 +38,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from artcast.send import DEFAULT_GROUP, addNetworkOptions
+from artcast.send import DEFAULT_GROUP, addNetworkOptions, checkNames, readSigningKey
 from artcast.server.logs import RateLimitedLog
-from artcast.wire import MAX_VALUE_SIZE, BadKey, loadJSON, parseKeyFile, validateKey, validateSource
+from artcast.wire import MAX_VALUE_SIZE, loadJSON
 
 __all__ = [
     "DEBOUNCE",
@@ -377,24 +377,16 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
         return 2
 
     try:
-        validateKey(options.key)
-    except BadKey as e:
-        return fail(f"bad key: {e}")
-    if options.src is not None:
-        try:
-            validateSource(options.src)
-        except ValueError as e:
-            return fail(str(e))
+        checkNames(options)
+    except ValueError as e:
+        return fail(str(e))
     directory = os.path.dirname(os.path.abspath(options.path))
     if not os.path.isdir(directory):
         return fail(f"no such directory: {directory}")
-    signingKey = None
-    if options.key_file:
-        try:
-            with open(options.key_file, "rb") as keyFile:
-                signingKey = parseKeyFile(keyFile.read())
-        except (OSError, ValueError) as e:
-            return fail(f"cannot read the key file {options.key_file}: {e}")
+    try:
+        signingKey = readSigningKey(options)
+    except ValueError as e:
+        return fail(str(e))
     if reactor is None:
         from twisted.internet import reactor as globalReactor
         reactor = globalReactor
