@@ -229,6 +229,13 @@ class DatumId(NamedTuple):
         """
         return source == self.source and (boot, seq) <= (self.boot, self.seq)
 
+    def isNext(self, source: str, boot: int, seq: int) -> bool:
+        """
+        Is the datum C{(source, boot, seq)} the one right after this one: of
+        the same source and boot, its C{seq} one more?
+        """
+        return source == self.source and boot == self.boot and seq == self.seq + 1
+
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class Stamp:

@@ -83,7 +83,7 @@ def sinceIn(held: list[Datum], datumId: str) -> Found:
         return Found(later[0])
     if held:
         return Found(held[0], gap=True)
-    return Found(None, gap=True)
+    return Found(None, gap=True, skipThrough=wanted, unlessNext=True)
 
 
 def currentBefore(store: KeyStore, pattern: str) -> list[Datum]:

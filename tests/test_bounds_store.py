@@ -467,7 +467,8 @@ class PatternReadTests(SynchronousTestCase):
             found = store.since(pattern, datumId)
             self.assertIs(found.datum, expected.datum)
             self.assertEqual(
-                (found.gap, found.skipThrough), (expected.gap, expected.skipThrough)
+                (found.gap, found.skipThrough, found.unlessNext),
+                (expected.gap, expected.skipThrough, expected.unlessNext),
             )
             if found.datum is not None:
                 start = held.index(found.datum)

@@ -393,6 +393,34 @@ class EventStreamTests(StreamMixin, SynchronousTestCase):
         events = client.events()
         self.assertEqual([event["type"] for event in events], ["gap", "message"])
 
+    def test_nothingHeldNextDatum(self) -> None:
+        """
+        Resuming from an id when nothing is held (the server restarted) gives
+        no gap event when the first datum is the very next of the client's
+        source, and skips what the client already has.
+        """
+        client = self.connect()
+        client.stream("/artcasts/k?since=src.7.41")
+        self.store.publish("k", 41, Stamp("src", 7, 41, None))
+        self.store.publish("k", 42, Stamp("src", 7, 42, None))
+        events = client.events()
+        self.assertEqual([event["type"] for event in events], ["message"])
+        self.assertEqual([m["value"] for m in messages(events)], [42])
+
+    def test_nothingHeldLaterDatum(self) -> None:
+        """
+        Resuming from an id when nothing is held gives the gap event before
+        the first datum when that datum is not the very next of the client's
+        source (here, one was skipped).
+        """
+        client = self.connect()
+        client.stream("/artcasts/k?since=src.7.41")
+        self.store.publish("k", 43, Stamp("src", 7, 43, None))
+        self.store.publish("k", 44, Stamp("src", 7, 44, None))
+        events = client.events()
+        self.assertEqual([event["type"] for event in events], ["gap", "message", "message"])
+        self.assertEqual(json.loads(events[0]["data"]), {"gap": True, "since": "src.7.41"})
+
     def test_otherServerAhead(self) -> None:
         """
         A client that saw a datum on another server before this one got it
@@ -700,15 +728,17 @@ class NDJSONTests(StreamMixin, SynchronousTestCase):
 
     def test_gapAndHeartbeat(self) -> None:
         """
-        A gap is a line of its own, and the heartbeat is an empty line.
+        A gap is a line of its own, and the heartbeat is an empty line; when
+        the server holds nothing for the key, the gap comes with the first
+        datum that does not follow the client's.
         """
         client = self.connect()
         client.stream("/artcasts/k?since=gone.1.1", NDJSON)
         self.clock.advance(15)
         self.store.publish("k", 1)
         lines = client.lines()
-        self.assertEqual(json.loads(lines[0]), {"gap": True, "since": "gone.1.1"})
-        self.assertEqual(lines[1], b"")
+        self.assertEqual(lines[0], b"")
+        self.assertEqual(json.loads(lines[1]), {"gap": True, "since": "gone.1.1"})
         self.assertEqual(json.loads(lines[2])["value"], 1)
 
 

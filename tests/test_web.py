@@ -179,6 +179,34 @@ class LongPollTests(AppMixin, SynchronousTestCase):
         self.assertEqual(body, b"50")
         self.assertEqual(response.headers.getRawHeaders("Artcast-Gap"), ["1"])
 
+    def test_sinceNothingHeldNext(self) -> None:
+        """
+        A poll resuming from an id when nothing is held (the server
+        restarted) is answered without C{Artcast-Gap} when the datum that
+        comes is the very next of the client's source, and a datum the
+        client has is not its answer.
+        """
+        d = self.get("/artcasts/k?since=s.1.41")
+        self.stub.flush()
+        self.store.publish("k", 41, Stamp("s", 1, 41, 0.0))
+        self.store.publish("k", 42, Stamp("s", 1, 42, 0.0))
+        response, body = self.answer(d)
+        self.assertEqual(body, b"42")
+        self.assertIsNone(response.headers.getRawHeaders("Artcast-Gap"))
+
+    def test_sinceNothingHeldLater(self) -> None:
+        """
+        A poll resuming from an id when nothing is held is answered with
+        C{Artcast-Gap: 1} when the datum that comes is not the very next of
+        the client's source.
+        """
+        d = self.get("/artcasts/k?since=s.1.41")
+        self.stub.flush()
+        self.store.publish("k", 43, Stamp("s", 1, 43, 0.0))
+        response, body = self.answer(d)
+        self.assertEqual(body, b"43")
+        self.assertEqual(response.headers.getRawHeaders("Artcast-Gap"), ["1"])
+
     def test_wildcard(self) -> None:
         """
         A wildcard request is answered by the first matching datum, and

@@ -477,6 +477,7 @@ class ArtcastApp:
             found is not None and found.gap, answer,
             found.skipThrough if found else None, timeout,
             found.origin if found else None,
+            found is not None and found.unlessNext,
         )
 
     @app.route("/artcasts/", branch=True, methods=["POST", "PUT"])

@@ -176,12 +176,16 @@ class Found:
     @ivar origin: when waiting, the datum the client has (or, for an id not
         held, the latest held of its source and boot before it), if known:
         what the C{lost} of the datum that comes is compared with.
+    @ivar unlessNext: when waiting with C{gap} because nothing is held (a
+        server that restarted), the gap stands unless the datum that comes
+        is the very next of C{skipThrough}'s source (L{DatumId.isNext}).
     """
 
     datum: Datum | None
     gap: bool = False
     skipThrough: DatumId | None = None
     origin: Datum | None = None
+    unlessNext: bool = False
 
 
 @implementer(IListener)
@@ -906,7 +910,9 @@ class KeyStore:
                          and self._lossBefore(pattern, firstLater) is not None)
         if oldest is not None:
             return Found(oldest, gap=True)
-        return Found(None, gap=True)
+        # Nothing held (the server restarted): what comes next says whether
+        # the client missed anything.
+        return Found(None, gap=True, skipThrough=wanted, unlessNext=True)
 
     def previous(self, pattern: str, datum: Datum) -> Datum | None:
         """

@@ -60,11 +60,14 @@ class LongPoll(Waiter):
     @param origin: for a poll that resumes, the datum its client has (or
         the latest held before its id), when known
         (L{artcast.server.store.Found.origin}).
+    @param unlessNext: the C{gap} stands unless the datum that comes is the
+        very next of C{skipThrough}'s source
+        (L{artcast.server.store.Found.unlessNext}).
     """
 
     __slots__ = (
         "clock", "answers", "request", "contentType", "gap", "answer", "timeout",
-        "timer", "deferred", "origin",
+        "timer", "deferred", "origin", "unlessNext",
     )
 
     def __init__(
@@ -80,9 +83,11 @@ class LongPoll(Waiter):
         skipThrough: DatumId | None = None,
         timeout: float | None = None,
         origin: Datum | None = None,
+        unlessNext: bool = False,
     ) -> None:
         super().__init__(store, key, skipThrough)
         self.origin = origin
+        self.unlessNext = unlessNext
         self.clock = clock
         self.answers = answers
         self.request = request
@@ -132,7 +137,17 @@ class LongPoll(Waiter):
     def arrived(self, datum: Datum) -> None:
         self.cancel()
         gap = self.gap
-        if datum.lost and self.skipThrough is not None and not gap:
+        skipThrough = self.skipThrough
+        if (
+            gap
+            and self.unlessNext
+            and skipThrough is not None
+            and skipThrough.isNext(datum.source, datum.boot, datum.seq)
+        ):
+            # The server held nothing, and this is the datum right after the
+            # client's: nothing was missed.
+            gap = False
+        elif datum.lost and self.skipThrough is not None and not gap:
             # A resuming poll: was a datum of this source declared
             # unrecoverable since the one the client has?
             origin = self.origin

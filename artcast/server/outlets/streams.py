@@ -177,6 +177,9 @@ class Start:
         (L{DatumId.covers}): the client already has them.
     @ivar origin: when nothing is sent before the live datums, the datum the
         client has, if known (L{artcast.server.store.Found.origin}).
+    @ivar unlessNext: the gap marker is sent before the first live datum
+        unless that datum is the very next of C{skipThrough}'s source
+        (L{artcast.server.store.Found.unlessNext}).
     """
 
     datums: Sequence[Datum] = ()
@@ -184,6 +187,7 @@ class Start:
     since: str | None = None
     skipThrough: DatumId | None = None
     origin: Datum | None = None
+    unlessNext: bool = False
 
 
 def currentValues(store: KeyStore, pattern: str) -> list[Datum]:
@@ -206,7 +210,8 @@ def startOf(store: KeyStore, pattern: str, since: str | None) -> Start:
         return Start(currentValues(store, pattern))
     found = store.since(pattern, since)
     if found.datum is None:
-        return Start((), found.gap, since, found.skipThrough, found.origin)
+        return Start((), found.gap, since, found.skipThrough, found.origin,
+                     found.unlessNext)
     return Start(store.following(pattern, found.datum), found.gap, since)
 
 
@@ -386,6 +391,9 @@ class _Stream:
         self._pending: list[Datum] | None = None
         self._lastSerial = 0
         self._skipThrough: DatumId | None = None
+        #: The gap marker held back until the first live datum says whether
+        #: it is due (L{Start.unlessNext}).
+        self._heldGap: Start | None = None
         #: The latest datum of each source the stream sent (or, resuming,
         #: that its client has), for L{_lossBefore}.
         self._sent: dict[str, Datum] = {}
@@ -433,7 +441,9 @@ class _Stream:
         self._resumed = since is not None
         if start.origin is not None:
             self._sent[start.origin.source] = start.origin
-        if start.gap:
+        if start.unlessNext:
+            self._heldGap = start
+        elif start.gap:
             self._queue.append((start, 0))
         # A fresh stream's first datums follow nothing its client has; the
         # first datum of a stream that resumes is compared with what the
@@ -477,6 +487,14 @@ class _Stream:
         if skip is not None and skip.covers(datum.source, datum.boot, datum.seq):
             return
         self._lastSerial = datum.serial
+        held = self._heldGap
+        if held is not None:
+            self._heldGap = None
+            if skip is None or not skip.isNext(datum.source, datum.boot, datum.seq):
+                if not self.paused and not self._queue:
+                    self._sendGap(held.since)
+                else:
+                    self._queue.append((held, 0))
         if datum.lost:
             missed = self._lossBefore(datum)
             if missed is not None:
