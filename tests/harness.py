@@ -572,7 +572,12 @@ class Mosquitto:
         return None
 
     def _configure(self) -> str:
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        import pwd
+
+        # Run as whoever runs the tests: started by root, mosquitto would
+        # become the user mosquitto, who cannot read the test's files.
+        user = pwd.getpwuid(os.getuid()).pw_name
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {user}"]
         if self.passwords is None:
             lines.append("allow_anonymous true")
         else:
