@@ -512,6 +512,9 @@ class BridgeTests(TestCase):
         )
         code, body = yield _get(self.server.url + "/artcasts/good/x?since=latest")
         self.assertEqual((code, json.loads(body)), (200, [1, 2]))
+        code, metrics = yield _get(self.server.url + "/metrics")
+        self.assertIn(b"artcast_mqtt_bad_topic_total 1.0", metrics)
+        self.assertIn(b"artcast_mqtt_up 1.0", metrics)
 
     @inlineCallbacks
     def test_brokerRestart(self) -> None:
