@@ -345,6 +345,30 @@ class FeedTests(SynchronousTestCase):
         feed._connected(self.client, None, None, _Reason(), None)
         self.assertEqual(feed._delay, 0.5)
 
+    def test_clientRaises(self) -> None:
+        """
+        When paho raises while reading, the socket is no longer watched and
+        the bridge connects again after the back-off.
+        """
+        feed = self.feed()
+        feed._connected(self.client, None, None, _Reason(), None)
+        sock = type("S", (), {"fileno": lambda self: 99})()
+
+        def broken() -> None:
+            raise RuntimeError("boom")
+
+        self.client.loop_read = broken  # type: ignore[attr-defined]
+        for call in self.reactor.getDelayedCalls():
+            call.cancel()
+        feed._retry = None
+        feed._watch(sock)
+        self.assertEqual(self.reactor.readers, {feed._descriptor})
+        feed._descriptor.doRead()
+        self.assertEqual(self.reactor.readers, set())
+        self.assertEqual((feed.state, feed.counts["disconnects"]), ("down", 1))
+        self.assertTrue(any(c.func == feed._tryConnect for c in self.reactor.getDelayedCalls()))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
 
 # --- a real broker and a real server ------------------------------------------
 

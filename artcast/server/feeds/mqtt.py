@@ -237,12 +237,15 @@ class MQTTRefused(Exception):
 class _PahoSocket:
     """
     paho's socket as the reactor sees it: readable means C{loop_read},
-    writable C{loop_write}.
+    writable C{loop_write}.  Should paho raise, C{failed} is called (the
+    bridge drops the connection and connects again) instead of the reactor
+    being left watching a socket paho still thinks is fine.
     """
 
-    def __init__(self, client: Any, sock: Any) -> None:
+    def __init__(self, client: Any, sock: Any, failed: Callable[[], None]) -> None:
         self.client = client
         self.sock = sock
+        self.failed = failed
 
     def fileno(self) -> int:
         try:
@@ -254,16 +257,24 @@ class _PahoSocket:
         return "mqtt"
 
     def doRead(self) -> None:
-        self.client.loop_read()
-        # TLS may hold decrypted bytes the socket no longer signals.
-        pending = getattr(self.sock, "pending", None)
-        for _ in range(1000):
-            if pending is None or self.client.socket() is not self.sock or not pending():
-                break
+        try:
             self.client.loop_read()
+            # TLS may hold decrypted bytes the socket no longer signals.
+            pending = getattr(self.sock, "pending", None)
+            for _ in range(1000):
+                if pending is None or self.client.socket() is not self.sock or not pending():
+                    break
+                self.client.loop_read()
+        except Exception:
+            MQTTFeed.log.failure("mqtt: reading from the broker failed")
+            self.failed()
 
     def doWrite(self) -> None:
-        self.client.loop_write()
+        try:
+            self.client.loop_write()
+        except Exception:
+            MQTTFeed.log.failure("mqtt: writing to the broker failed")
+            self.failed()
 
     def connectionLost(self, reason: object) -> None:
         pass
@@ -407,10 +418,21 @@ class MQTTFeed(MultiService):
 
     def _watch(self, sock: Any) -> None:
         self._unwatch()
-        self._descriptor = _PahoSocket(self.client, sock)
+        self._descriptor = _PahoSocket(self.client, sock, self._failed)
         self.reactor.addReader(self._descriptor)
         if self.client.want_write():
             self._registerWrite(self.client, None, sock)
+
+    def _failed(self) -> None:
+        """
+        paho raised while reading or writing: stop watching its socket and
+        connect again (paho's reconnect closes the old socket).
+        """
+        self._unwatch()
+        if self.state == "up":
+            self.counts["disconnects"] += 1
+        if self.running:
+            self._down("the connection failed")
 
     def _unwatch(self) -> None:
         descriptor, self._descriptor = self._descriptor, None
