@@ -26,6 +26,7 @@ setup(
         "prometheus_client>=0.17.0",
         "attrs>=22.2.0",
         "txredisapi>=1.6.0",
+        "paho-mqtt>=2.0",
     ],
     extras_require={
         "test": [

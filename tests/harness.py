@@ -527,6 +527,146 @@ class RedisServer:
             limit.cancel()
 
 
+#: Where the MQTT broker of the MQTT tests is; they are skipped without it.
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+class Mosquitto:
+    """
+    A real C{mosquitto} broker on a free loopback port, its configuration
+    written to a temporary directory, stopped (or killed) by its own PID.
+
+    @ivar url: the C{--mqtt} URL, e.g. C{mqtt://127.0.0.1:1884}.
+    """
+
+    def __init__(
+        self,
+        testCase: Any,
+        port: int | None = None,
+        passwords: dict[str, str] | None = None,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        """
+        @param passwords: users and their passwords: anonymous clients are
+            refused (a C{password_file} made with C{mosquitto_passwd -b}).
+        @param tls: C{(certificate file, key file)}: the listener speaks TLS.
+        """
+        self.testCase = testCase
+        self.port = port or freePort()
+        self.url = "%s://127.0.0.1:%d" % ("mqtts" if tls else "mqtt", self.port)
+        self.passwords = passwords
+        self.tls = tls
+        self.directory = os.path.abspath(testCase.mktemp())
+        os.makedirs(self.directory)
+        self.watcher: _Watcher | None = None
+        self.pid: int | None = None
+        self._cleanup = False
+
+    @staticmethod
+    def missing() -> str | None:
+        """
+        Why the broker cannot be run here, or L{None}.
+        """
+        if not os.access(MOSQUITTO, os.X_OK):
+            return "mosquitto is not installed (apt-get install mosquitto)"
+        return None
+
+    def _configure(self) -> str:
+        import pwd
+
+        # Run as whoever runs the tests: started by root, mosquitto would
+        # become the user mosquitto, who cannot read the test's files.
+        user = pwd.getpwuid(os.getuid()).pw_name
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {user}"]
+        if self.passwords is None:
+            lines.append("allow_anonymous true")
+        else:
+            passwordFile = os.path.join(self.directory, "passwords")
+            open(passwordFile, "w").close()
+            os.chmod(passwordFile, 0o600)
+            for user, password in self.passwords.items():
+                subprocessRun(["mosquitto_passwd", "-b", passwordFile, user, password])
+            lines += ["allow_anonymous false", f"password_file {passwordFile}"]
+        if self.tls is not None:
+            lines += [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"]
+        config = os.path.join(self.directory, "mosquitto.conf")
+        with open(config, "w") as text:
+            text.write("".join(line + "\n" for line in lines))
+        return config
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        """
+        Start it and wait, a bounded time, until its port takes connections;
+        the test stops it at cleanup.  Started again after L{kill}, on the
+        same port.
+        """
+        if not self._cleanup:
+            self.testCase.addCleanup(self.stop)
+            self._cleanup = True
+        config = self._configure()
+        self.watcher = _Watcher()
+        transport = reactor.spawnProcess(
+            self.watcher, MOSQUITTO, [MOSQUITTO, "-c", config], env={}, path=self.directory,
+        )
+        self.pid = transport.pid
+        deadline = reactor.seconds() + START_LIMIT
+        while True:
+            if self.watcher.status is not None:
+                raise RuntimeError("mosquitto exited:\n" + self.watcher.output.decode())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                pass
+            if reactor.seconds() > deadline:
+                raise RuntimeError("mosquitto did not start:\n" + self.watcher.output.decode())
+            yield deferLater(reactor, 0.05, lambda: None)
+        returnValue(self)
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """
+        Stop it by its PID: SIGTERM, then SIGKILL past a bound.
+        """
+        watcher = self.watcher
+        if watcher is None or watcher.status is not None or self.pid is None:
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        timer = reactor.callLater(STOP_LIMIT, self._kill, watcher)
+        yield watcher.ended
+        if timer.active():
+            timer.cancel()
+
+    def _kill(self, watcher: _Watcher) -> None:
+        if watcher.status is None and self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    @inlineCallbacks
+    def kill(self) -> Any:
+        """
+        Kill it by its PID with SIGKILL, and wait (a bounded time) until it
+        has ended.
+        """
+        watcher = self.watcher
+        if watcher is None or watcher.status is not None or self.pid is None:
+            return
+        os.kill(self.pid, signal.SIGKILL)
+        limit = reactor.callLater(STOP_LIMIT, watcher.ended.cancel)
+        yield watcher.ended
+        if limit.active():
+            limit.cancel()
+
+
+def subprocessRun(arguments: Sequence[str]) -> None:
+    """
+    Run a short command to its end (bounded: 20 s), raising if it fails.
+    """
+    import subprocess
+
+    subprocess.run(list(arguments), check=True, timeout=20, capture_output=True)
+
+
 class PacedSender:
     """
     Sends datums C{1, 2, ...} on a key with a L{artcast.source.Source}, 10

@@ -62,6 +62,11 @@ __all__ = [
     "DEFAULT_BUS_TRIM_INTERVAL",
     "DEFAULT_BUS_OUTBOX",
     "DEFAULT_BUS_OUTBOX_BYTES",
+    "DEFAULT_MQTT_BACKOFF",
+    "DEFAULT_MQTT_MAX_BACKOFF",
+    "DEFAULT_MQTT_KEEPALIVE",
+    "DEFAULT_MQTT_OUTBOX",
+    "DEFAULT_MQTT_OUTBOX_BYTES",
 ]
 
 # --- where datums come from and clients connect -----------------------------
@@ -245,3 +250,18 @@ DEFAULT_BUS_TRIM_INTERVAL = 60.0
 #: Local datums held while Redis is away, at most, in entries and bytes.
 DEFAULT_BUS_OUTBOX = 10_000
 DEFAULT_BUS_OUTBOX_BYTES = 16 * 1024 * 1024
+
+# --- the MQTT bridge (--mqtt) ------------------------------------------------
+
+#: The first wait, in seconds, before connecting to the broker again after
+#: it went away or refused; doubled after each failure up to the maximum.
+DEFAULT_MQTT_BACKOFF = 0.5
+DEFAULT_MQTT_MAX_BACKOFF = 10.0
+
+#: Seconds between MQTT keep-alive pings when nothing else is sent.
+DEFAULT_MQTT_KEEPALIVE = 30
+
+#: Messages waiting to be published while the broker is away, at most, in
+#: messages and bytes; past either the oldest is dropped.
+DEFAULT_MQTT_OUTBOX = 10_000
+DEFAULT_MQTT_OUTBOX_BYTES = 16 * 1024 * 1024

@@ -33,6 +33,7 @@ from artcast.server.defaults import (
 )
 from artcast.server.feeds.bus import BusFeed, RedisBus, parseBusURL
 from artcast.server.feeds.demo import DemoFeed
+from artcast.server.feeds.mqtt import MQTTFeed
 from artcast.server.feeds.multicast import DatagramHandler, MulticastFeed
 from artcast.server.feeds.publish import (
     AuthThrottle,
@@ -261,6 +262,35 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
             timeout=busTimeout,
         )
 
+    mqtt = None
+    if options.get("mqtt-address") is not None:
+        mqttOutlet = MulticastOutlet(
+            reactor,
+            store.instance + "-mqtt",
+            (options["data-group"], options["data-port"]),
+            options["interface"],
+            options["publish-ttl"],
+            signingKeys[0] if signingKeys else None,
+        )
+        handler.ownSources.add(mqttOutlet.src)
+        mqtt = MQTTFeed(
+            store,
+            reactor,
+            options["mqtt-address"],
+            options.get("mqtt-topic", []),
+            options.get("mqtt-publish", []),
+            mqttOutlet,
+            options["max-value-size"],
+            stats,
+            tlsFiles=(
+                options.get("mqtt-ca-file"),
+                options.get("mqtt-cert-file"),
+                options.get("mqtt-key-file"),
+            ),
+        )
+        # The outlet starts with the bridge and stops with it.
+        mqttOutlet.setServiceParent(mqtt)
+
     # What /stats shows.  The connections' figures are among them, but the
     # connections are made from the site, which serves the application, which
     # shows these figures: so the figures are made first, empty of parts, and
@@ -321,6 +351,8 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
         statistics.add(upstream)
     if bus is not None:
         statistics.add(bus)
+    if mqtt is not None:
+        statistics.add(mqtt)
 
     # The port's service is the child of the one that shuts down gracefully:
     # it stops accepting first, then held requests are answered with 503.
@@ -359,6 +391,8 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
         later.append(DemoFeed(handler, reactor))
     if upstream is not None:
         later.append(upstream)
+    if mqtt is not None:
+        later.append(mqtt)
     if bus is not None:
         children.append(bus)
         if later:

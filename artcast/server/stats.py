@@ -307,6 +307,9 @@ class ArtcastCollector:
         bus = stats.get("bus")
         if bus is not None:
             yield from _busMetrics(bus)
+        mqtt = stats.get("mqtt")
+        if mqtt is not None:
+            yield from _mqttMetrics(mqtt)
         for name, help, kind in (
             ("streams_open", "Streams open, by kind.", GaugeMetricFamily),
             ("streams_opened", "Streams opened, by kind.", CounterMetricFamily),
@@ -494,6 +497,40 @@ def _busMetrics(bus: dict[str, Any]) -> Iterable[Any]:
     ):
         if figure in bus:
             yield CounterMetricFamily(f"artcast_{name}", help, value=bus[figure])
+
+
+def _mqttMetrics(mqtt: dict[str, Any]) -> Iterable[Any]:
+    """
+    The metrics of C{/stats}' C{"mqtt"} figures (C{--mqtt}).
+    """
+    for figure, name, help in (
+        ("mqttReceived", "mqtt_received", "MQTT messages received."),
+        ("mqttTaken", "mqtt_taken", "MQTT messages taken in as datums."),
+        ("mqttRetainedKnown", "mqtt_retained_known",
+         "Retained MQTT messages whose value the key held already."),
+        ("mqttPublished", "mqtt_published", "Datums published to the MQTT broker."),
+        ("mqttBadTopic", "mqtt_bad_topic", "MQTT messages whose topic is not a key."),
+        ("mqttNotUTF8", "mqtt_not_utf8", "MQTT messages whose payload is not UTF-8."),
+        ("mqttTooLarge", "mqtt_too_large",
+         "MQTT messages larger than --max-value-size."),
+        ("mqttEmpty", "mqtt_empty", "MQTT messages with an empty payload (ignored)."),
+        ("mqttEchoes", "mqtt_echoes",
+         "MQTT messages an Artcast server published (ignored)."),
+        ("mqttOutboxDropped", "mqtt_outbox_dropped",
+         "Datums not published to the broker: the outbox was full."),
+        ("mqttReconnects", "mqtt_reconnects", "Times the bridge connected again."),
+        ("mqttDisconnects", "mqtt_disconnects", "Times the broker went away."),
+        ("mqttConnectFailures", "mqtt_connect_failures", "Connects that failed."),
+    ):
+        yield CounterMetricFamily(f"artcast_{name}", help, value=mqtt[figure])
+    yield GaugeMetricFamily(
+        "artcast_mqtt_outbox", "Datums waiting to be published to the broker.",
+        value=mqtt["mqttOutbox"],
+    )
+    yield GaugeMetricFamily(
+        "artcast_mqtt_up", "1 while the bridge is connected to the broker.",
+        value=1 if mqtt["mqttState"] == "up" else 0,
+    )
 
 
 def metricsText(read: Callable[[], dict[str, Any]]) -> bytes:

@@ -251,7 +251,52 @@ class Options(usage.Options):
         ["bus-timeout", None, defaults.DEFAULT_BUS_TIMEOUT,
          "With --bus: seconds Redis may take to answer; at start, the HTTP "
          "port waits this long at most for the history.", seconds],
+        # Issue 13, the MQTT bridge.
+        ["mqtt", None, None,
+         "Bridge with the MQTT broker at mqtt://[USER[:PASSWORD]@]HOST[:PORT] "
+         "(port 1883) or mqtts://... (TLS, port 8883): see --mqtt-topic and "
+         "--mqtt-publish, and docs/mqtt.md."],
+        ["mqtt-password-file", None, None,
+         "With --mqtt: the broker's USER:PASSWORD (or PASSWORD, the user "
+         "being the URL's) in this file, kept out of the process list."],
+        ["mqtt-ca-file", None, None,
+         "With --mqtt mqtts://: the CA certificates (PEM) the broker's "
+         "certificate is checked against (default: the system's)."],
+        ["mqtt-cert-file", None, None,
+         "With --mqtt mqtts://: this client certificate (PEM) for brokers "
+         "that ask for one."],
+        ["mqtt-key-file", None, None,
+         "With --mqtt-cert-file: its private key (PEM), if not in the "
+         "certificate file."],
     ]
+
+    def opt_mqtt_topic(self, topicFilter: str) -> None:
+        """
+        With --mqtt: take the messages of this MQTT topic filter ('+' one
+        level, '#' the rest) as datums, topic -> key, payload -> JSON value
+        when it parses, else text. Repeat for more.
+        """
+        from artcast.server.feeds.mqtt import checkTopicFilter
+
+        try:
+            checkTopicFilter(topicFilter)
+        except ValueError as error:
+            raise usage.UsageError(f"--mqtt-topic: {error}")
+        self.setdefault("mqtt-topic", []).append(topicFilter)
+
+    def opt_mqtt_publish(self, pattern: str) -> None:
+        """
+        With --mqtt: publish every datum of a key this pattern ('*' one
+        level, '...' the rest) matches to the broker, topic = key, payload =
+        the value's JSON, retained. Repeat for more.
+        """
+        from artcast.wire import BadKey, validateKey
+
+        try:
+            validateKey(pattern, allowWildcards=True)
+        except BadKey as error:
+            raise usage.UsageError(f"--mqtt-publish {pattern!r}: {error}")
+        self.setdefault("mqtt-publish", []).append(pattern)
 
     def opt_upstream(self, url: str) -> None:
         """
@@ -319,6 +364,7 @@ class Options(usage.Options):
                     "--bus cannot be used with --workers yet: run one server per "
                     "core on the bus instead, each on its own --client-port"
                 )
+        self._checkMQTT()
         tokenFile = self["publish-token-file"]
         self["publish-tokens"] = None
         if tokenFile is not None:
@@ -361,6 +407,58 @@ class Options(usage.Options):
         from artcast.server.workers import checkOptions
 
         checkOptions(self)
+
+    def _checkMQTT(self) -> None:
+        """
+        Read C{--mqtt} and its options into C{self["mqtt-address"]} (an
+        L{artcast.server.feeds.mqtt.MQTTAddress}, or L{None}).
+        """
+        self.setdefault("mqtt-topic", [])
+        self.setdefault("mqtt-publish", [])
+        self["mqtt-address"] = None
+        url = self["mqtt"]
+        if url is None:
+            for name in ("mqtt-topic", "mqtt-publish", "mqtt-password-file",
+                         "mqtt-ca-file", "mqtt-cert-file", "mqtt-key-file"):
+                if self[name]:
+                    raise usage.UsageError(f"--{name} needs --mqtt")
+            return
+        from artcast.server.feeds.mqtt import parseMQTTURL, readPasswordFile
+
+        try:
+            address = parseMQTTURL(url)
+        except ValueError as error:
+            raise usage.UsageError(f"--mqtt: {error}")
+        if not self["mqtt-topic"] and not self["mqtt-publish"]:
+            raise usage.UsageError(
+                "--mqtt needs --mqtt-topic FILTER or --mqtt-publish PATTERN (or both)"
+            )
+        if self["workers"]:
+            raise usage.UsageError("--mqtt cannot be used with --workers yet")
+        path = self["mqtt-password-file"]
+        if path is not None:
+            try:
+                with open(path, "rb") as secret:
+                    username, password = readPasswordFile(secret.read(4096))
+            except (OSError, ValueError) as error:
+                raise usage.UsageError(f"--mqtt-password-file {path}: {error}")
+            address = address.withPassword(username, password)
+            if not address.username:
+                raise usage.UsageError(
+                    f"--mqtt-password-file {path}: no user, in the file (USER:PASSWORD) "
+                    "or in the URL (mqtt://USER@HOST)"
+                )
+        for name in ("mqtt-ca-file", "mqtt-cert-file", "mqtt-key-file"):
+            path = self[name]
+            if path is None:
+                continue
+            if not address.tls:
+                raise usage.UsageError(f"--{name} needs --mqtt mqtts://...")
+            if not FilePath(path).isfile():
+                raise usage.UsageError(f"--{name} {path}: no such file")
+        if self["mqtt-key-file"] and not self["mqtt-cert-file"]:
+            raise usage.UsageError("--mqtt-key-file needs --mqtt-cert-file")
+        self["mqtt-address"] = address
 
 
 def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService:
