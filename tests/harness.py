@@ -398,6 +398,161 @@ class HAProxy:
                 timer.cancel()
 
 
+#: Where the Debian package puts nginx.
+NGINX = "/usr/sbin/nginx"
+
+#: The nginx configuration docs/operations.md gives.
+NGINX_EXAMPLE = os.path.join(ROOT, "docs", "examples", "nginx-artcast.conf")
+
+
+class Nginx:
+    """
+    A real C{nginx} running the documented configuration
+    (C{docs/examples/nginx-artcast.conf}) in front of servers on 127.0.0.1,
+    on a free loopback port, in the foreground, stopped by its own PID.
+
+    The top-level C{nginx.conf} (in a temporary folder, with its pidfile,
+    error log and temporary folders there) includes a copy of the example
+    whose C{listen} is 127.0.0.1 and a free port, and whose upstream
+    C{server} lines are the test's servers.
+
+    @ivar port: the port nginx listens on; C{url} its base URL.
+    @ivar config: the top-level configuration file's path.
+    @ivar site: the copy of the example it includes.
+    """
+
+    def __init__(
+        self, testCase: Any, backends: Sequence[int], port: int | None = None,
+        example: str = NGINX_EXAMPLE,
+    ) -> None:
+        """
+        @param backends: the servers' ports on 127.0.0.1.
+        @param example: the configuration to include, as docs show it.
+        """
+        self.testCase = testCase
+        self.backends = list(backends)
+        self.port = port or freePort()
+        self.url = "http://127.0.0.1:%d" % (self.port,)
+        self.directory = os.path.abspath(testCase.mktemp())
+        os.makedirs(self.directory)
+        with open(example) as f:
+            text = f.read()
+        self.site = os.path.join(self.directory, "artcast.conf")
+        with open(self.site, "w") as f:
+            f.write(self.adapt(text, self.backends, self.port))
+        self.config = os.path.join(self.directory, "nginx.conf")
+        d = self.directory
+        lines = [
+            "daemon off;",
+            "master_process on;",
+            "worker_processes 1;",
+            *(["user root;"] if os.getuid() == 0 else []),
+            f"pid {d}/nginx.pid;",
+            f"error_log {d}/error.log warn;",
+            "events { worker_connections 256; }",
+            "http {",
+            "    access_log off;",
+            f"    client_body_temp_path {d}/client_body;",
+            f"    proxy_temp_path {d}/proxy;",
+            f"    fastcgi_temp_path {d}/fastcgi;",
+            f"    uwsgi_temp_path {d}/uwsgi;",
+            f"    scgi_temp_path {d}/scgi;",
+            f"    include {self.site};",
+            "}",
+        ]
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.watcher = _Watcher()
+        self.pid: int | None = None
+
+    @staticmethod
+    def adapt(text: str, backends: Sequence[int], port: int) -> str:
+        """
+        The example with its C{listen} port replaced by 127.0.0.1:C{port}
+        and its upstream's C{server} lines by one per backend port.
+
+        @raise ValueError: if the example has no C{listen} or C{server}
+            line to replace (the test would then not test it).
+        """
+        out: list[str] = []
+        listens = servers = 0
+        for line in text.splitlines(keepends=True):
+            words = line.split("#", 1)[0].split()
+            indent = line[: len(line) - len(line.lstrip())]
+            if words[:1] == ["listen"]:
+                listens += 1
+                out.append(f"{indent}listen 127.0.0.1:{port};\n")
+            elif words[:1] == ["server"] and len(words) == 2 and words[1].endswith(";"):
+                if servers == 0:
+                    out.extend(f"{indent}server 127.0.0.1:{b};\n" for b in backends)
+                servers += 1
+            else:
+                out.append(line)
+        if not listens or not servers:
+            raise ValueError("the nginx example has no listen or upstream server line")
+        return "".join(out)
+
+    @staticmethod
+    def missing() -> str | None:
+        """
+        Why nginx cannot be run here (a reason for C{SkipTest}), or L{None}.
+        """
+        if not os.access(NGINX, os.X_OK):
+            return f"{NGINX} is not installed (apt-get install nginx-light)"
+        return None
+
+    @property
+    def output(self) -> str:
+        text = self.watcher.output.decode("utf-8", "replace")
+        try:
+            with open(os.path.join(self.directory, "error.log")) as f:
+                text += f.read()
+        except OSError:
+            pass
+        return text
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        """
+        Start nginx and wait, a bounded time, until its port accepts
+        connections.  The test stops it at cleanup.
+        """
+        self.testCase.addCleanup(self.stop)
+        transport = reactor.spawnProcess(
+            self.watcher, NGINX,
+            [NGINX, "-p", self.directory + "/", "-c", self.config],
+            env={"PATH": "/usr/sbin:/usr/bin:/bin"}, path=self.directory,
+        )
+        self.pid = transport.pid
+        deadline = reactor.seconds() + START_LIMIT
+        while True:
+            if self.watcher.status is not None:
+                raise RuntimeError("nginx exited at start:\n" + self.output)
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            if reactor.seconds() > deadline:
+                raise RuntimeError("nginx did not start:\n" + self.output)
+            yield deferLater(reactor, 0.05, lambda: None)
+        returnValue(self)
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """
+        Stop nginx by its PID: SIGQUIT is a graceful stop, which waits for
+        open streams, so SIGTERM (a fast stop), then SIGKILL past a bound.
+        """
+        if self.watcher.status is None and self.pid is not None:
+            os.kill(self.pid, signal.SIGTERM)
+            timer = reactor.callLater(
+                STOP_LIMIT,
+                lambda: self.watcher.status is None and os.kill(self.pid, signal.SIGKILL),
+            )
+            yield self.watcher.ended
+            if timer.active():
+                timer.cancel()
+
+
 #: Where the Redis server of the bus tests is; they are skipped without it.
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
