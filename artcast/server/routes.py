@@ -227,8 +227,9 @@ class ArtcastApp:
         self.templates = templates
         self._keys: dict[bytes, str] = {}
         #: The C{/artcasts} listing: the store's C{keysVersion} it was made
-        #: at, and its JSON and HTML bodies, each made when first asked for.
-        self._listing: list[Any] = [None, None, None]
+        #: at, its JSON and HTML bodies, each made when first asked for, and
+        #: the store's C{lastSerial} the HTML (which shows values) was made at.
+        self._listing: list[Any] = [None, None, None, None]
         #: Where long-lived answers (streams) register to be told of shutdown.
         self.closing = closing if closing is not None else Closing()
         #: The SSE, NDJSON and WebSocket streams (see L{artcast.server.outlets.streams}).
@@ -402,18 +403,27 @@ class ArtcastApp:
         """
         cache = self._listing
         if cache[0] != self.store.keysVersion:
-            cache[:] = [self.store.keysVersion, None, None]
+            cache[:] = [self.store.keysVersion, None, None, None]
+        if html and cache[3] != self.store.lastSerial:
+            # The dashboard shows the latest values too.
+            cache[2] = None
+            cache[3] = self.store.lastSerial
         index = 2 if html else 1
         body = cache[index]
         if body is None:
             artcasts = []
+            latest = {}
             for key, meta in self.store.keys():
                 entry = {"key": key}
                 if meta:
                     entry.update((k, v) for k, v in meta.items() if k != "key")
                 artcasts.append(entry)
+                if html:
+                    datum = self.store.latest(key)
+                    if datum is not None:
+                        latest[key] = datum
             body = cache[index] = (
-                pages.listPage(artcasts) if html else encodeJSON(artcasts)
+                pages.listPage(artcasts, latest) if html else encodeJSON(artcasts)
             )
         return body
 
@@ -590,7 +600,13 @@ class ArtcastApp:
                 return self._error(request, 400, "That key has no page.")
             if template is not None:
                 return self._body(request, template, b"text/html; charset=utf-8")
-        return self._body(request, pages.livePage(key), b"text/html; charset=utf-8")
+        page = pages.livePage(
+            key,
+            self.store.latest(key),
+            self.store.recent(key, pages.CHART_POINTS),
+            self.clock.seconds(),
+        )
+        return self._body(request, page, b"text/html; charset=utf-8")
 
     @app.handle_errors(BadRequest)
     def badRequest(self, request: IRequest, failure: Any) -> bytes:
