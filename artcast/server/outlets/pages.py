@@ -65,14 +65,18 @@ td, th { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid var(-
          vertical-align: top; }
 th { font-size: .8rem; text-transform: uppercase; letter-spacing: .04em; color: var(--muted);
      font-weight: 600; }
-td { overflow-wrap: anywhere; }
+td { overflow-wrap: break-word; }
+tbody tr:hover td { background-color: #f5f7fa; }
 code, pre, .value { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; }
-tr.artcast td.value { font-size: 1.05rem; font-weight: 600; max-width: 22rem; }
+tr.artcast td.key { white-space: nowrap; }
+tr.artcast td.value { font-weight: 600; max-width: 22rem; overflow-wrap: anywhere; }
 tr.artcast td.changed { color: var(--muted); white-space: nowrap; font-size: .85rem; }
 tr.artcast td { transition: background-color 1.2s ease-out; }
 tr.artcast.flash td { background-color: var(--flash); transition: none; }
 #value { font-size: 2.5rem; white-space: pre-wrap; word-break: break-all;
          margin: 1rem 0; font-weight: 600; }
+.long #value { font-size: 1.1rem; font-family: ui-monospace, "SFMono-Regular", Menlo, monospace;
+              font-weight: 500; max-height: 12rem; overflow: auto; }
 #status { color: var(--muted); font-size: .9rem; }
 #chart { width: 100%; margin: 1rem 0 .5rem; }
 #chart svg { display: block; width: 100%; height: auto; background: #fff;
@@ -334,7 +338,7 @@ def listPage(
 <tbody id="rows">
 {body}
 </tbody></table>
-<p id="status">Live values follow by themselves.</p>
+<p id="status">Values follow live.</p>
 <p><a href="/artcasts">JSON</a> with <code>Accept: application/json</code></p>
 <script>{script}</script>
 </body></html>
@@ -441,6 +445,12 @@ _LIVE_SCRIPT = """
                                  "stroke-width": 2, "stroke-linejoin": "round",
                                  "stroke-linecap": "round"});
       line.setAttribute("data-field", f);
+      if (fields.length === 1 && coords.length > 1) {
+        var first = coords[0].split(",")[0], end = coords[coords.length - 1].split(",")[0];
+        svg.appendChild(el("polygon", {
+          points: first + "," + y(bottomV) + " " + coords.join(" ") + " " + end + "," + y(bottomV),
+          fill: COLOURS[0], "fill-opacity": 0.08, stroke: "none"}));
+      }
       svg.appendChild(line);
       var last = coords[coords.length - 1].split(",");
       svg.appendChild(el("circle", {cx: last[0], cy: last[1], r: 3.5,
@@ -468,7 +478,9 @@ _LIVE_SCRIPT = """
   });
   function show(message) {
     var value = message.value;
-    valueEl.textContent = typeof value === "string" ? value : JSON.stringify(value);
+    var text = typeof value === "string" ? value : JSON.stringify(value);
+    valueEl.textContent = text;
+    valueEl.parentNode.className = text.length > 24 ? "long" : "";
     keyEl.textContent = message.key || key;
     if (add(Date.now() - skew, value)) draw();
     statusEl.textContent = "Updated " + new Date().toLocaleTimeString() +
@@ -487,6 +499,7 @@ _LIVE_SCRIPT = """
       lastId === null ? url : url + "?since=" + encodeURIComponent(lastId));
     source.onopen = function () {
       delay = 1000;
+      if (lastId !== null) statusEl.textContent = "Live; the latest value has id " + lastId;
     };
     source.onmessage = function (event) {
       var message;
@@ -551,8 +564,11 @@ def livePage(
     script = _LIVE_SCRIPT % {"config": _script(config)}
     if latest is None:
         value, status = "\u2026", "Waiting for the first value\u2026"
+        long = ""
     else:
-        value = html.escape(_shown(latest, LATEST_TEXT))
+        shown = _shown(latest, LATEST_TEXT)
+        long = ' class="long"' if len(shown) > 24 else ""
+        value = html.escape(shown)
         status = "Latest value held by the server (id " + html.escape(latest.id) + ")"
     matched = key if latest is None else latest.key
     return f"""<!DOCTYPE html>
@@ -561,7 +577,7 @@ def livePage(
 <title>{html.escape(key)} — Artcast</title><style>{_STYLE}</style></head>
 <body><p><a href="/artcasts">All artcasts</a></p>
 <h1><code id="matched">{html.escape(matched)}</code></h1>
-<div id="value">{value}</div>
+<div id="latest"{long}><div id="value">{value}</div></div>
 <div id="chart"></div>
 <div id="legend"></div>
 <p id="status">{status}</p>
