@@ -355,7 +355,6 @@ _LIVE_SCRIPT = """
   var chartEl = document.getElementById("chart");
   var legendEl = document.getElementById("legend");
   var lastId = config.lastId, missed = false, delay = 1000;
-  var SVG = "http://www.w3.org/2000/svg";
   var COLOURS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2"];
   var skew = Date.now() - config.now;
   var points = [], fields = [];
@@ -391,7 +390,9 @@ _LIVE_SCRIPT = """
     return String(Number(v.toPrecision(6)));
   }
   function el(name, attrs, text) {
-    var node = document.createElementNS(SVG, name);
+    // The SVG namespace, from the page's own (no URL written in the page).
+    var node = document.createElementNS(
+      document.documentElement.namespaceURI.replace("1999/xhtml", "2000/svg"), name);
     Object.keys(attrs).forEach(function (a) { node.setAttribute(a, attrs[a]); });
     if (text !== undefined) node.textContent = text;
     return node;
@@ -472,15 +473,17 @@ _LIVE_SCRIPT = """
   config.history.forEach(function (p) { add(p[0], p[1]); });
   draw();
   var drawn = 0;
-  window.addEventListener("resize", function () {
-    clearTimeout(drawn);
-    drawn = setTimeout(draw, 100);
-  });
+  if (window.addEventListener) {
+    window.addEventListener("resize", function () {
+      clearTimeout(drawn);
+      drawn = setTimeout(draw, 100);
+    });
+  }
   function show(message) {
     var value = message.value;
     var text = typeof value === "string" ? value : JSON.stringify(value);
     valueEl.textContent = text;
-    valueEl.parentNode.className = text.length > 24 ? "long" : "";
+    if (valueEl.parentNode) valueEl.parentNode.className = text.length > 24 ? "long" : "";
     keyEl.textContent = message.key || key;
     if (add(Date.now() - skew, value)) draw();
     statusEl.textContent = "Updated " + new Date().toLocaleTimeString() +
