@@ -358,6 +358,7 @@ _LIVE_SCRIPT = """
   var COLOURS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2"];
   var skew = Date.now() - config.now;
   var points = [], fields = [];
+  if (!chartEl || !legendEl) config.chart = false;
   function numeric(value) {
     return typeof value === "number" && isFinite(value);
   }
