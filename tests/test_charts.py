@@ -26,6 +26,7 @@ from artcast.server.outlets import pages
 from artcast.server.store import KeyStore
 from tests.test_browser import chromium, dumpDOM, runChromium
 from tests.harness import ArtcastProcess
+from tests.test_web import AppMixin
 
 log = Logger()
 
@@ -318,3 +319,45 @@ class ChartBrowserTests(TestCase):
         rows2 = re.findall(
             rb'<code>([^<]*)</code></a></td><td class="value">([^<]*)</td>', dom2)
         self.assertEqual(rows2, [(b"a/first", b"1"), (b"b/new", b"2"), (b"c/last", b"5")])
+
+
+class PageRouteTests(AppMixin, SynchronousTestCase):
+    """
+    The pages as the app serves them: what it embeds, and how often it makes
+    the dashboard again.
+    """
+
+    def html(self, path: str) -> bytes:
+        response, body = self.answer(self.get(path, {"Accept": "text/html"}))
+        self.assertEqual(response.code, 200)
+        return body
+
+    def test_liveChart(self) -> None:
+        """
+        A key's page embeds its history, the id of its latest datum and the
+        server's time.
+        """
+        self.clock.advance(100)
+        for n in range(3):
+            self.store.publish("k", n)
+        config = embedded(self.html("/artcasts/k"))
+        self.assertEqual([v for _, v in config["history"]], [0, 1, 2])
+        self.assertEqual(config["lastId"], self.store.latest("k").id)
+        self.assertEqual(config["now"], 100_000)
+
+    def test_dashboardRefresh(self) -> None:
+        """
+        The dashboard is made again for a datum at most once a second (its
+        live part resumes from the id it shows), and at once for a new key.
+        """
+        self.clock.advance(100)
+        self.store.publish("k", 1)
+        first = self.html("/artcasts")
+        self.store.publish("k", 2)
+        self.assertEqual(self.html("/artcasts"), first)
+        self.clock.advance(1)
+        second = self.html("/artcasts")
+        self.assertIn(b'<td class="value">2</td>', second)
+        self.assertEqual(embedded(second)["lastId"], self.store.latest("k").id)
+        self.store.publish("new", 3)
+        self.assertIn(b'<td class="value">3</td>', self.html("/artcasts"))
