@@ -11,6 +11,7 @@ not installed (on Debian: C{apt-get install -y chromium}).
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -74,12 +75,15 @@ class _Output(ProcessProtocol):
         self.ended.callback(None)
 
 
-def dumpDOM(testCase: TestCase, url: str) -> tuple[Deferred[bytes], int]:
+def runChromium(
+    testCase: TestCase, url: str, options: list[str]
+) -> tuple[Deferred[bytes], int]:
     """
-    Load C{url} in headless Chromium, let its scripts run for 10 seconds of
-    virtual time, and give the DOM it ends with.
+    Run headless Chromium on C{url} with C{options}, in a profile of its own,
+    stopped by its PID past L{BROWSER_LIMIT}.
 
-    @return: a L{Deferred} of the serialized DOM, and Chromium's PID.
+    @return: a L{Deferred} of what it wrote on its standard output, and its
+        PID.
     """
     executable = chromium()
     if executable is None:
@@ -94,7 +98,7 @@ def dumpDOM(testCase: TestCase, url: str) -> tuple[Deferred[bytes], int]:
             executable, "--headless", "--no-sandbox", "--disable-gpu",
             "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run", "--user-data-dir=" + profile,
-            "--virtual-time-budget=10000", "--dump-dom", url,
+            *options, url,
         ],
         env={"HOME": profile, "PATH": os.environ.get("PATH", "/usr/bin")},
     )
@@ -116,6 +120,23 @@ def dumpDOM(testCase: TestCase, url: str) -> tuple[Deferred[bytes], int]:
     testCase.addCleanup(lambda: output.ended)
     testCase.addCleanup(lambda: timer.active() and kill())
     return output.ended.addCallback(ended), pid
+
+
+def dumpDOM(testCase: TestCase, url: str) -> tuple[Deferred[bytes], int]:
+    """
+    Load C{url} in headless Chromium, let its scripts run for 10 seconds of
+    virtual time, and give the DOM it ends with.
+
+    @return: a L{Deferred} of the serialized DOM, and Chromium's PID.
+    """
+    return runChromium(testCase, url, ["--virtual-time-budget=10000", "--dump-dom"])
+
+
+def streamsOpen(count: int) -> Any:
+    """
+    A condition on C{/stats}: at least C{count} streams are open.
+    """
+    return lambda stats: sum(stats["streams_open"].values()) >= count
 
 
 def _path(key: str) -> str:
@@ -169,8 +190,20 @@ class BrowserTests(TestCase):
         proc.data.sendDatum(HOSTILE_KEY, HOSTILE_VALUE)
         yield proc.waitFor(lambda s: s["keys"] >= 2 and s["registrations"] >= 1)
         dom, _ = dumpDOM(self, proc.url + "/artcasts")
+        # The dashboard follows every key with one stream: once it is open,
+        # stop the server so that Chromium's virtual time runs out.
+        yield proc.waitFor(streamsOpen(1))
+        proc.data.sendDatum(HOSTILE_KEY + "/live", HOSTILE_VALUE)
+        proc.data.sendDatum(HOSTILE_KEY, {"n": 1, "<b>x</b>": HOSTILE_VALUE})
+        yield proc.waitFor(lambda s: s["datums"] >= 3)
+        yield proc.stop()
         dom = yield dom
-        self.assertNothingRan(dom, scripts=0)
+        # The page's own script, and none else.
+        self.assertNothingRan(dom, scripts=1)
+        # The rows made live hold the hostile key and value as text.
+        self.assertIn(
+            html.escape(HOSTILE_KEY + "/live", quote=False).encode() + b"</code>", dom)
+        self.assertIn(b"&lt;b&gt;x&lt;/b&gt;", dom)
         self.assertIn(b"&lt;script&gt;document.title=", dom)
         self.assertIn(b"&lt;img src=x onerror=", dom)
         self.assertIn(b"&lt;iframe srcdoc=", dom)

@@ -79,6 +79,10 @@ PREFIX = b"/artcasts/"
 #: again.
 _CACHED = 4096
 
+#: The shortest time, in seconds, between two makings of the HTML listing
+#: for datums that arrived (a new key or new metadata makes it at once).
+_LISTING_REFRESH = 1.0
+
 
 class BadRequest(Exception):
     """
@@ -227,8 +231,10 @@ class ArtcastApp:
         self.templates = templates
         self._keys: dict[bytes, str] = {}
         #: The C{/artcasts} listing: the store's C{keysVersion} it was made
-        #: at, and its JSON and HTML bodies, each made when first asked for.
-        self._listing: list[Any] = [None, None, None]
+        #: at, its JSON and HTML bodies, each made when first asked for, and
+        #: the store's C{lastSerial} the HTML (which shows values) was made at,
+        #: and when.
+        self._listing: list[Any] = [None, None, None, None, 0.0]
         #: Where long-lived answers (streams) register to be told of shutdown.
         self.closing = closing if closing is not None else Closing()
         #: The SSE, NDJSON and WebSocket streams (see L{artcast.server.outlets.streams}).
@@ -398,22 +404,38 @@ class ArtcastApp:
         """
         The listing's JSON or HTML body, made anew only when the keys or
         their metadata changed since it was last made (metadata registered
-        again with the same content is no change).
+        again with the same content is no change); the HTML one, which shows
+        the latest values, also when datums arrived, at most once a
+        L{_LISTING_REFRESH}.
         """
         cache = self._listing
+        now = self.clock.seconds()
         if cache[0] != self.store.keysVersion:
-            cache[:] = [self.store.keysVersion, None, None]
+            cache[:] = [self.store.keysVersion, None, None, None, 0.0]
+        if html and cache[3] != self.store.lastSerial and now - cache[4] >= _LISTING_REFRESH:
+            # The dashboard shows the latest values too: made again when a
+            # datum arrived, at most once a _LISTING_REFRESH however many ask
+            # (its live part resumes after the latest value it shows, so a
+            # page a little behind misses nothing).
+            cache[2] = None
         index = 2 if html else 1
         body = cache[index]
         if body is None:
             artcasts = []
+            latest = {}
             for key, meta in self.store.keys():
                 entry = {"key": key}
                 if meta:
                     entry.update((k, v) for k, v in meta.items() if k != "key")
                 artcasts.append(entry)
+                if html:
+                    datum = self.store.latest(key)
+                    if datum is not None:
+                        latest[key] = datum
+            if html:
+                cache[3], cache[4] = self.store.lastSerial, now
             body = cache[index] = (
-                pages.listPage(artcasts) if html else encodeJSON(artcasts)
+                pages.listPage(artcasts, latest) if html else encodeJSON(artcasts)
             )
         return body
 
@@ -591,7 +613,13 @@ class ArtcastApp:
                 return self._error(request, 400, "That key has no page.")
             if template is not None:
                 return self._body(request, template, b"text/html; charset=utf-8")
-        return self._body(request, pages.livePage(key), b"text/html; charset=utf-8")
+        page = pages.livePage(
+            key,
+            self.store.latest(key),
+            self.store.recent(key, pages.CHART_POINTS),
+            self.clock.seconds(),
+        )
+        return self._body(request, page, b"text/html; charset=utf-8")
 
     @app.handle_errors(BadRequest)
     def badRequest(self, request: IRequest, failure: Any) -> bytes:

@@ -802,6 +802,24 @@ class KeyStore:
             return list(histories[0])
         return list(heapq.merge(*histories, key=_serialOf))
 
+    def recent(self, key: str, count: int) -> list[Datum]:
+        """
+        The last C{count} datums held for a key (not a pattern), oldest
+        first: what a key's live page draws.  Its cost follows C{count}.
+        """
+        held = self._held(key) if count > 0 and not isPattern(key) else []
+        if not held:
+            return []
+        return held[0].history[-count:]
+
+    @property
+    def lastSerial(self) -> int:
+        """
+        The serial of the last datum taken in: it changes whenever a datum
+        is stored, so what is made of the latest values can tell.
+        """
+        return self._serial
+
     def following(self, pattern: str, datum: Datum) -> list[Datum]:
         """
         The datums held for a key or pattern from C{datum} (included) on, in

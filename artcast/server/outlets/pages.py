@@ -12,29 +12,84 @@ from __future__ import annotations
 import html
 import json
 import os
+import math
 import stat
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from artcast.server.patterns import REST, isPattern
 from artcast.wire import keyPath
 
 from twisted.python.filepath import FilePath
 
+if TYPE_CHECKING:
+    from artcast.server.store import Datum
+
 __all__ = [
+    "CHART_BYTES",
+    "CHART_POINTS",
+    "CHART_SERIES",
+    "DASHBOARD_TEXT",
+    "LATEST_TEXT",
+    "chartPoints",
     "listPage",
     "livePage",
     "readTemplate",
 ]
 
+#: How many of a key's last values its live page embeds for the chart.
+CHART_POINTS = 100
+
+#: The most JSON text of values the live page embeds: older values past it
+#: are left out (the chart then starts with fewer points).
+CHART_BYTES = 64 * 1024
+
+#: How many numeric fields of an object the chart draws, one line each.
+CHART_SERIES = 6
+
+#: How many characters of a value the dashboard shows.
+DASHBOARD_TEXT = 120
+
+#: How much of a value's text the live page shows before following it live.
+LATEST_TEXT = 64 * 1024
+
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 50rem;
-       padding: 0 1rem; color: #222; background: #fdfdfc; }
-h1 { font-size: 1.4rem; } table { border-collapse: collapse; width: 100%; }
-td, th { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #ddd;
+:root { color-scheme: light; --ink: #1f2933; --muted: #6b7280; --line: #e5e7eb;
+        --accent: #2563eb; --paper: #fdfdfc; --flash: #fef3c7; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 64rem; padding: 0 1rem; color: var(--ink); background: var(--paper); }
+a { color: var(--accent); text-decoration: none; } a:hover { text-decoration: underline; }
+h1 { font-size: 1.4rem; font-weight: 600; margin: .5rem 0; overflow-wrap: anywhere; }
+table { border-collapse: collapse; width: 100%; font-size: .95rem; }
+td, th { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid var(--line);
          vertical-align: top; }
-code, pre { font-family: ui-monospace, monospace; }
+th { font-size: .8rem; text-transform: uppercase; letter-spacing: .04em; color: var(--muted);
+     font-weight: 600; }
+td { overflow-wrap: break-word; }
+tbody tr:hover td { background-color: #f5f7fa; }
+code, pre, .value { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; }
+tr.artcast td.key { white-space: nowrap; }
+tr.artcast td.value { font-weight: 600; max-width: 22rem; overflow-wrap: anywhere; }
+tr.artcast td.changed { color: var(--muted); white-space: nowrap; font-size: .85rem; }
+tr.artcast td { transition: background-color 1.2s ease-out; }
+tr.artcast.flash td { background-color: var(--flash); transition: none; }
 #value { font-size: 2.5rem; white-space: pre-wrap; word-break: break-all;
-         margin: 1rem 0; }
-#status { color: #777; font-size: .9rem; }
+         margin: 1rem 0; font-weight: 600; }
+.long #value { font-size: 1.1rem; font-family: ui-monospace, "SFMono-Regular", Menlo, monospace;
+              font-weight: 500; max-height: 12rem; overflow: auto; }
+#status { color: var(--muted); font-size: .9rem; }
+#chart { width: 100%; margin: 1rem 0 .5rem; }
+#chart svg { display: block; width: 100%; height: auto; background: #fff;
+             border: 1px solid var(--line); border-radius: 6px; }
+#chart text { font: 12px system-ui, sans-serif; fill: var(--muted); }
+#legend { display: flex; flex-wrap: wrap; gap: .4rem 1.2rem; font-size: .9rem;
+          margin-bottom: 1rem; }
+#legend span.swatch { display: inline-block; width: .9rem; height: .25rem;
+                      border-radius: 2px; vertical-align: middle; margin-right: .35rem; }
+@media (max-width: 40rem) {
+  body { margin: 1rem auto; } #value { font-size: 1.8rem; }
+  td.more, th.more, td.provenance, th.provenance { display: none; }
+}
 """
 
 def _text(value: object) -> str:
@@ -66,68 +121,134 @@ def _license(meta: dict[str, Any]) -> str:
     return title
 
 
-def listPage(artcasts: list[dict[str, Any]]) -> bytes:
+def _shown(datum: Datum, limit: int) -> str:
     """
-    The page listing every artcast, linking to each one's live page.
+    The first C{limit} characters of a datum's text (a string as itself,
+    anything else as JSON), with an ellipsis if there is more; only the
+    beginning of a long value is decoded.
     """
-    rows = []
-    for artcast in artcasts:
-        key = artcast["key"]
-        extra = {
-            name: value
-            for name, value in artcast.items()
-            if name not in ("key", "description", "provenance", "license")
-        }
-        rows.append(
-            "<tr>"
-            f'<td><a href="{html.escape(keyPath(key))}"><code>{html.escape(key)}</code></a></td>'
-            f"<td>{html.escape(_text(artcast.get('description', '')))}</td>"
-            f"<td>{html.escape(_text(artcast.get('provenance', '')))}</td>"
-            f"<td>{_license(artcast)}</td>"
-            f"<td>{html.escape(_text(extra)) if extra else ''}</td>"
-            "</tr>"
-        )
-    body = "\n".join(rows) or '<tr><td colspan="5">No artcasts yet.</td></tr>'
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Artcasts</title><style>{_STYLE}</style></head>
-<body><h1>Artcasts</h1>
-<table><thead><tr><th>Key</th><th>Description</th><th>Provenance</th><th>License</th><th>More</th></tr></thead>
-<tbody>
-{body}
-</tbody></table>
-<p id="status"><a href="/artcasts">JSON</a> with <code>Accept: application/json</code></p>
-</body></html>
-""".encode("utf-8")
+    text = datum.text
+    shown = text[: 4 * limit + 4].decode("utf-8", "replace")
+    if len(shown) > limit or len(text) > 4 * limit + 4:
+        return shown[:limit] + "\u2026"
+    return shown
 
 
-_LIVE_SCRIPT = """
+def _isNumber(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def chartPoints(datums: Sequence[Datum]) -> list[list[Any]]:
+    """
+    What a key's live page embeds for its chart: C{[time in ms, value]} for
+    each of the last L{CHART_POINTS} datums whose value is a number, or an
+    object with numeric top-level fields (only those, and only the first
+    L{CHART_SERIES} field names met, oldest first).  Booleans, strings and
+    other values are left out; so are the older datums past L{CHART_BYTES}
+    of JSON text, which are never decoded.
+    """
+    chosen: list[Datum] = []
+    size = 0
+    for datum in reversed(datums[-CHART_POINTS:]):
+        size += datum.size
+        if size > CHART_BYTES:
+            break
+        chosen.append(datum)
+    points: list[list[Any]] = []
+    fields: list[str] = []
+    for datum in reversed(chosen):
+        value = datum.value
+        if _isNumber(value):
+            points.append([round(datum.received * 1000), value])
+        elif isinstance(value, dict):
+            numeric = {}
+            for name, field in value.items():
+                if not _isNumber(field):
+                    continue
+                if name not in fields:
+                    if len(fields) >= CHART_SERIES:
+                        continue
+                    fields.append(name)
+                numeric[name] = field
+            if numeric:
+                points.append([round(datum.received * 1000), numeric])
+    return points
+
+
+_LIST_SCRIPT = """
 (function () {
-  var key = %(key)s, url = %(url)s;
-  var valueEl = document.getElementById("value");
+  var config = %(config)s;
+  var body = document.getElementById("rows");
   var statusEl = document.getElementById("status");
-  var keyEl = document.getElementById("matched");
-  var lastId = null, missed = false, delay = 1000;
+  var rows = new Map();
+  var lastId = config.lastId, missed = false, delay = 1000;
+  function path(key) {
+    return "/artcasts/" + key.split("/").map(encodeURIComponent).join("/");
+  }
+  function when(cell, ms) {
+    var date = new Date(ms);
+    cell.textContent = date.toLocaleTimeString();
+    cell.title = date.toLocaleString();
+  }
+  Array.prototype.forEach.call(body.querySelectorAll("tr.artcast"), function (row) {
+    rows.set(row.getAttribute("data-key"), row);
+    var cell = row.querySelector("td.changed");
+    var ms = Number(cell.getAttribute("data-ms"));
+    if (ms) when(cell, ms);
+  });
+  function newRow(key) {
+    var row = document.createElement("tr");
+    row.className = "artcast";
+    row.setAttribute("data-key", key);
+    ["key", "value", "changed", "description", "provenance", "license", "more"]
+      .forEach(function (name) {
+        var cell = document.createElement("td");
+        cell.className = name;
+        row.appendChild(cell);
+      });
+    var link = document.createElement("a"), code = document.createElement("code");
+    link.href = path(key);
+    code.textContent = key;
+    link.appendChild(code);
+    row.firstChild.appendChild(link);
+    var empty = document.getElementById("empty");
+    if (empty) empty.parentNode.removeChild(empty);
+    var before = null;
+    rows.forEach(function (other, name) {
+      if (name > key && (before === null || name < before.getAttribute("data-key")))
+        before = other;
+    });
+    body.insertBefore(row, before);
+    rows.set(key, row);
+    return row;
+  }
   function show(message) {
+    if (typeof message.key !== "string") return;
+    var row = rows.get(message.key) || newRow(message.key);
     var value = message.value;
-    valueEl.textContent = typeof value === "string" ? value : JSON.stringify(value);
-    keyEl.textContent = message.key || key;
-    statusEl.textContent = "Updated " + new Date().toLocaleTimeString() +
-      " (id " + message.id + ")" + (missed ? "; some values were missed" : "");
+    var text = typeof value === "string" ? value : JSON.stringify(value);
+    if (text.length > config.limit) text = text.slice(0, config.limit) + "\\u2026";
+    row.querySelector("td.value").textContent = text;
+    when(row.querySelector("td.changed"), Date.now());
+    row.classList.remove("flash");
+    void row.offsetWidth;
+    row.classList.add("flash");
+    setTimeout(function () { row.classList.remove("flash"); }, 300);
+    statusEl.textContent = "Live; last change " + new Date().toLocaleTimeString() +
+      (missed ? "; some values were missed" : "");
     missed = false;
   }
   function connect() {
-    if (!window.EventSource) {
-      statusEl.textContent = "This browser cannot follow live values.";
-      return;
-    }
-    // EventSource resumes by itself with Last-Event-ID; a new one (after it
-    // gave up, as on a proxy's error page) resumes with since=.
+    if (!window.EventSource) return;
     var source = new EventSource(
-      lastId === null ? url : url + "?since=" + encodeURIComponent(lastId));
+      lastId === null ? config.url : config.url + "?since=" + encodeURIComponent(lastId));
     source.onopen = function () {
       delay = 1000;
+      statusEl.textContent = "Live";
     };
     source.onmessage = function (event) {
       var message;
@@ -150,7 +271,7 @@ _LIVE_SCRIPT = """
         setTimeout(connect, delay);
         delay = Math.min(delay * 2, 30000);
       } else {
-        statusEl.textContent = "Reconnecting\u2026";
+        statusEl.textContent = "Reconnecting\\u2026";
       }
     };
   }
@@ -159,20 +280,311 @@ _LIVE_SCRIPT = """
 """
 
 
-def livePage(key: str) -> bytes:
+def listPage(
+    artcasts: list[dict[str, Any]],
+    latest: Mapping[str, Datum] | None = None,
+) -> bytes:
+    """
+    The dashboard of every artcast: a row per key with a link to its live
+    page, its current value (the first L{DASHBOARD_TEXT} characters), when
+    it last changed and its registration; the rows follow every key through
+    one C{EventSource} on C{/artcasts/...}, resumed after the latest datum
+    shown.
+
+    @param latest: the latest datum of each key that has one.
+    """
+    latest = latest or {}
+    rows = []
+    last: Datum | None = None
+    for artcast in artcasts:
+        key = artcast["key"]
+        extra = {
+            name: value
+            for name, value in artcast.items()
+            if name not in ("key", "description", "provenance", "license")
+        }
+        datum = latest.get(key)
+        if datum is not None and (last is None or datum.serial > last.serial):
+            last = datum
+        value = "" if datum is None else html.escape(_shown(datum, DASHBOARD_TEXT))
+        changed = (
+            '<td class="changed"></td>' if datum is None else
+            f'<td class="changed" data-ms="{round(datum.received * 1000)}">'
+            f'{time.strftime("%H:%M:%S UTC", time.gmtime(datum.received))}</td>'
+        )
+        rows.append(
+            f'<tr class="artcast" data-key="{html.escape(key)}">'
+            f'<td class="key"><a href="{html.escape(keyPath(key))}"><code>{html.escape(key)}</code></a></td>'
+            f'<td class="value">{value}</td>'
+            f"{changed}"
+            f"<td class=\"description\">{html.escape(_text(artcast.get('description', '')))}</td>"
+            f"<td class=\"provenance\">{html.escape(_text(artcast.get('provenance', '')))}</td>"
+            f'<td class="license">{_license(artcast)}</td>'
+            f'<td class="more">{html.escape(_text(extra)) if extra else ""}</td>'
+            "</tr>"
+        )
+    body = "\n".join(rows) or '<tr id="empty"><td colspan="7">No artcasts yet.</td></tr>'
+    script = _LIST_SCRIPT % {"config": _script({
+        "url": keyPath(REST),
+        "lastId": None if last is None else last.id,
+        "limit": DASHBOARD_TEXT,
+    })}
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Artcasts</title><style>{_STYLE}</style></head>
+<body><h1>Artcasts</h1>
+<table><thead><tr><th>Key</th><th>Value</th><th>Changed</th><th>Description</th><th class="provenance">Provenance</th><th>License</th><th class="more">More</th></tr></thead>
+<tbody id="rows">
+{body}
+</tbody></table>
+<p id="status">Values follow live.</p>
+<p><a href="/artcasts">JSON</a> with <code>Accept: application/json</code></p>
+<script>{script}</script>
+</body></html>
+""".encode("utf-8")
+
+
+_LIVE_SCRIPT = """
+(function () {
+  var config = %(config)s;
+  var key = config.key, url = config.url;
+  var valueEl = document.getElementById("value");
+  var statusEl = document.getElementById("status");
+  var keyEl = document.getElementById("matched");
+  var chartEl = document.getElementById("chart");
+  var legendEl = document.getElementById("legend");
+  var lastId = config.lastId, missed = false, delay = 1000;
+  var COLOURS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2"];
+  var skew = Date.now() - config.now;
+  var points = [], fields = [];
+  if (!chartEl || !legendEl) config.chart = false;
+  function numeric(value) {
+    return typeof value === "number" && isFinite(value);
+  }
+  function add(ms, value) {
+    if (!config.chart) return false;
+    var point = {t: ms, v: {}}, any = false;
+    if (numeric(value)) {
+      if (fields.indexOf("") < 0 && fields.length < config.series) fields.push("");
+      if (fields.indexOf("") >= 0) { point.v[""] = value; any = true; }
+    } else if (value && typeof value === "object" && !Array.isArray(value)) {
+      Object.keys(value).forEach(function (name) {
+        if (!numeric(value[name])) return;
+        if (fields.indexOf(name) < 0) {
+          if (fields.length >= config.series) return;
+          fields.push(name);
+        }
+        point.v[name] = value[name];
+        any = true;
+      });
+    }
+    if (!any) return false;
+    points.push(point);
+    if (points.length > config.points) points.splice(0, points.length - config.points);
+    return true;
+  }
+  function label(v) {
+    if (v === 0) return "0";
+    var a = Math.abs(v);
+    if (a >= 1e6 || a < 1e-3) return v.toPrecision(4);
+    return String(Number(v.toPrecision(6)));
+  }
+  function el(name, attrs, text) {
+    // The SVG namespace, from the page's own (no URL written in the page).
+    var node = document.createElementNS(
+      document.documentElement.namespaceURI.replace("1999/xhtml", "2000/svg"), name);
+    Object.keys(attrs).forEach(function (a) { node.setAttribute(a, attrs[a]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  function draw() {
+    if (!points.length) return;
+    var width = Math.max(320, Math.round(chartEl.clientWidth || 800));
+    var height = Math.round(Math.min(360, Math.max(200, width * 0.42)));
+    var left = 64, right = 16, top = 14, bottom = 30;
+    var lo = Infinity, hi = -Infinity, t0 = points[0].t, t1 = points[points.length - 1].t;
+    points.forEach(function (p) {
+      Object.keys(p.v).forEach(function (f) {
+        lo = Math.min(lo, p.v[f]);
+        hi = Math.max(hi, p.v[f]);
+      });
+    });
+    var span = hi - lo || Math.abs(hi) || 1;
+    var bottomV = hi === lo ? lo - span / 2 : lo, topV = hi === lo ? hi + span / 2 : hi;
+    function x(p, i) {
+      var w = width - left - right;
+      if (t1 > t0) return left + w * (p.t - t0) / (t1 - t0);
+      return left + (points.length > 1 ? w * i / (points.length - 1) : w);
+    }
+    function y(v) {
+      return top + (height - top - bottom) * (topV - v) / (topV - bottomV);
+    }
+    var svg = el("svg", {viewBox: "0 0 " + width + " " + height, width: width,
+                         height: height, role: "img"});
+    [topV, (topV + bottomV) / 2, bottomV].forEach(function (v) {
+      svg.appendChild(el("line", {x1: left, x2: width - right, y1: y(v), y2: y(v),
+                                  stroke: "#e5e7eb", "stroke-width": 1}));
+    });
+    svg.appendChild(el("text", {id: "ymax", x: left - 8, y: y(hi) + 4,
+                                "text-anchor": "end"}, label(hi)));
+    svg.appendChild(el("text", {id: "ymin", x: left - 8, y: y(lo) + 4,
+                                "text-anchor": "end"}, label(lo)));
+    function clock(ms) {
+      return new Date(ms + skew).toLocaleTimeString();
+    }
+    svg.appendChild(el("text", {id: "tfirst", x: left, y: height - 8}, clock(t0)));
+    svg.appendChild(el("text", {id: "tlast", x: width - right, y: height - 8,
+                                "text-anchor": "end"}, clock(t1)));
+    fields.forEach(function (f, n) {
+      var coords = [];
+      points.forEach(function (p, i) {
+        if (f in p.v) coords.push(x(p, i).toFixed(1) + "," + y(p.v[f]).toFixed(1));
+      });
+      if (!coords.length) return;
+      var line = el("polyline", {"class": "series", points: coords.join(" "),
+                                 fill: "none", stroke: COLOURS[n %% COLOURS.length],
+                                 "stroke-width": 2, "stroke-linejoin": "round",
+                                 "stroke-linecap": "round"});
+      line.setAttribute("data-field", f);
+      if (fields.length === 1 && coords.length > 1) {
+        var first = coords[0].split(",")[0], end = coords[coords.length - 1].split(",")[0];
+        svg.appendChild(el("polygon", {
+          points: first + "," + y(bottomV) + " " + coords.join(" ") + " " + end + "," + y(bottomV),
+          fill: COLOURS[0], "fill-opacity": 0.08, stroke: "none"}));
+      }
+      svg.appendChild(line);
+      var last = coords[coords.length - 1].split(",");
+      svg.appendChild(el("circle", {cx: last[0], cy: last[1], r: 3.5,
+                                    fill: COLOURS[n %% COLOURS.length]}));
+    });
+    chartEl.replaceChildren(svg);
+    legendEl.replaceChildren();
+    if (fields.length > 1 || (fields.length === 1 && fields[0] !== "")) {
+      fields.forEach(function (f, n) {
+        var item = document.createElement("span"), swatch = document.createElement("span");
+        swatch.className = "swatch";
+        swatch.style.background = COLOURS[n %% COLOURS.length];
+        item.appendChild(swatch);
+        item.appendChild(document.createTextNode(f || "value"));
+        legendEl.appendChild(item);
+      });
+    }
+  }
+  config.history.forEach(function (p) { add(p[0], p[1]); });
+  draw();
+  var drawn = 0;
+  if (window.addEventListener) {
+    window.addEventListener("resize", function () {
+      clearTimeout(drawn);
+      drawn = setTimeout(draw, 100);
+    });
+  }
+  function show(message) {
+    var value = message.value;
+    var text = typeof value === "string" ? value : JSON.stringify(value);
+    valueEl.textContent = text;
+    if (valueEl.parentNode) valueEl.parentNode.className = text.length > 24 ? "long" : "";
+    keyEl.textContent = message.key || key;
+    if (add(Date.now() - skew, value)) draw();
+    statusEl.textContent = "Updated " + new Date().toLocaleTimeString() +
+      " (id " + message.id + ")" + (missed ? "; some values were missed" : "");
+    missed = false;
+  }
+  function connect() {
+    if (!window.EventSource) {
+      statusEl.textContent = "This browser cannot follow live values.";
+      return;
+    }
+    // EventSource resumes by itself with Last-Event-ID; a new one (after it
+    // gave up, as on a proxy's error page) resumes with since=, as does the
+    // first one after the value the page came with.
+    var source = new EventSource(
+      lastId === null ? url : url + "?since=" + encodeURIComponent(lastId));
+    source.onopen = function () {
+      delay = 1000;
+      if (lastId !== null) statusEl.textContent = "Live; the latest value has id " + lastId;
+    };
+    source.onmessage = function (event) {
+      var message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (error) {
+        return;
+      }
+      lastId = message.id || event.lastEventId || lastId;
+      show(message);
+    };
+    source.addEventListener("gap", function () {
+      missed = true;
+    });
+    source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED) {
+        source.close();
+        statusEl.textContent = "Disconnected; trying again in " +
+          Math.round(delay / 1000) + " s";
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 30000);
+      } else {
+        statusEl.textContent = "Reconnecting\\u2026";
+      }
+    };
+  }
+  connect();
+})();
+"""
+
+
+def livePage(
+    key: str,
+    latest: Datum | None = None,
+    recent: Sequence[Datum] = (),
+    now: float = 0.0,
+) -> bytes:
     """
     The live page of a key (or pattern): it shows the latest value and
-    updates itself as datums arrive.
+    updates itself as datums arrive, following from C{latest} on so that
+    nothing is missed or shown twice.
+
+    A key (not a pattern) whose values are numbers, or objects with numeric
+    fields, gets a chart too: C{recent} (its last datums, oldest first) is
+    embedded as L{chartPoints}, and live values are added to it.
+
+    @param latest: the latest datum of the key or pattern, if any.
+    @param now: the server's time, to place the embedded points on the
+        browser's clock.
     """
-    script = _LIVE_SCRIPT % {"key": _script(key), "url": _script(keyPath(key))}
+    chart = not isPattern(key)
+    config = {
+        "key": key,
+        "url": keyPath(key),
+        "lastId": None if latest is None else latest.id,
+        "now": round(now * 1000),
+        "chart": chart,
+        "history": chartPoints(recent) if chart else [],
+        "points": CHART_POINTS,
+        "series": CHART_SERIES,
+    }
+    script = _LIVE_SCRIPT % {"config": _script(config)}
+    if latest is None:
+        value, status = "\u2026", "Waiting for the first value\u2026"
+        long = ""
+    else:
+        shown = _shown(latest, LATEST_TEXT)
+        long = ' class="long"' if len(shown) > 24 else ""
+        value = html.escape(shown)
+        status = "Latest value held by the server (id " + html.escape(latest.id) + ")"
+    matched = key if latest is None else latest.key
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(key)} — Artcast</title><style>{_STYLE}</style></head>
 <body><p><a href="/artcasts">All artcasts</a></p>
-<h1><code id="matched">{html.escape(key)}</code></h1>
-<div id="value">…</div>
-<p id="status">Waiting for the first value…</p>
+<h1><code id="matched">{html.escape(matched)}</code></h1>
+<div id="latest"{long}><div id="value">{value}</div></div>
+<div id="chart"></div>
+<div id="legend"></div>
+<p id="status">{status}</p>
 <script>{script}</script>
 </body></html>
 """.encode("utf-8")
