@@ -15,9 +15,11 @@ L{artcast.source.SourceService}.
 The file is watched with inotify (L{twisted.internet.inotify}) where the
 system has it, by polling elsewhere (or with C{--poll SECONDS}).  inotify
 watches the file's directory, so a file replaced by a rename (what editors
-and careful scripts do) is followed.  Changes are debounced: the file is
-read C{--debounce} seconds (50 ms by default) after the last change seen,
-and sent only when its content differs from what was last sent.
+and careful scripts do) is followed.  A writer that is done (inotify's
+C{IN_CLOSE_WRITE}, or C{IN_MOVED_TO} for a rename) has the file read at
+once; other changes are debounced: the file is read C{--debounce} seconds
+(50 ms by default) after the last change seen.  Either way it is sent only
+when its content differs from what was last sent.
 
 A file that is missing (deleted, or not there yet), unreadable, larger than
 C{--max-value-size}, or not UTF-8 text is not sent: it is counted, logged
@@ -57,6 +59,9 @@ DEBOUNCE = 0.05
 #: When inotify is used: the changes of the directory that may change the file.
 _MASK = 0x00000002 | 0x00000004 | 0x00000008 | 0x00000040 | 0x00000080 | 0x00000100 | 0x00000200
 # IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+
+#: inotify's IN_CLOSE_WRITE | IN_MOVED_TO: the writer is done with the file.
+_DONE = 0x00000008 | 0x00000080
 
 #: Seconds between two tries to send while the source is not ready yet.
 _RETRY = 0.1
@@ -224,7 +229,7 @@ class FileWatcher(Service):
         read the file soon.
         """
         if filepath.asBytesMode().basename() == self._name:
-            self.changed()
+            self.changed(done=bool(mask & _DONE))
 
     def _polled(self) -> None:
         signature = _signature(self.path)
@@ -232,17 +237,22 @@ class FileWatcher(Service):
             self._signature = signature
             self.changed()
 
-    def changed(self) -> None:
+    def changed(self, done: bool = False) -> None:
         """
         The file may have changed: read it C{debounce} seconds after the
-        last such call.
+        last such call, or at once (in the reactor's next turn) when its
+        writer is done with it.
+
+        @param done: the writer closed the file it wrote, or renamed a file
+            into its place: what is there is whole.
         """
         if not self.running:
             return
+        delay = 0.0 if done else self.debounce
         if self._pending is not None and self._pending.active():
-            self._pending.reset(self.debounce)
+            self._pending.reset(delay)
         else:
-            self._pending = self.clock.callLater(self.debounce, self.check)
+            self._pending = self.clock.callLater(delay, self.check)
 
     def check(self) -> None:
         """
@@ -331,7 +341,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(the default where the system has it; else 1 second)")
     parser.add_argument("--debounce", type=_debounceArgument, default=DEBOUNCE,
                         metavar="SECONDS", help="read the file this long after the last "
-                        f"change seen (default {DEBOUNCE:g})")
+                        f"change seen (default {DEBOUNCE:g}); with inotify, at once when "
+                        "its writer closed it or renamed it into place")
     parser.add_argument("--max-value-size", type=_sizeArgument, default=MAX_VALUE_SIZE,
                         metavar="BYTES", help="skip the file while it is larger than this "
                         f"(default {MAX_VALUE_SIZE}, also the servers' default)")

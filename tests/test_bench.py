@@ -947,3 +947,45 @@ class BusPartsTests(SynchronousTestCase):
         self.assertEqual(len(lines), 2 + len(busload.FIGURES))
         self.assertIn("| 1,000 | 100 | plain | deliveries/s | 10,000 | 9,000 | x0.90 |", lines)
         self.assertIn("| 1,000 | 100 | plain | Redis CPU per datum (us) | n/a | 40.0 |  |", lines)
+
+
+class PanelsQuickTests(SynchronousTestCase):
+    """
+    C{bench/panels.py --quick} end to end: a server with an MQTT bridge on a
+    real mosquitto, panels following a key fed by a source, one fed by a
+    watched file through C{artcast-watch} and one fed through the broker.
+    """
+
+    skip = None if shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK) \
+        else "the panels benchmark needs mosquitto (Debian: apt-get install mosquitto)"
+
+    def test_quick(self) -> None:
+        """
+        The command writes a JSON document with one row per way in, each
+        panel got every datum once, in order, with no gap, the baseline's
+        ratios are 1, and the table has one line per way.
+        """
+        from bench import panels
+
+        path = os.path.abspath(self.mktemp()) + ".json"
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "panels.py"), "--quick", "--json", path],
+            cwd=str(ROOT), capture_output=True, text=True, timeout=300,
+        )
+        self.assertEqual(result.returncode, 0, f"panels.py --quick failed:\n{result.stderr}")
+        with open(path) as f:
+            document = json.load(f)
+        self.assertEqual((document["panels"], document["count"]), (5, 20))
+        rows = {row["way"]: row for row in document["rows"]}
+        self.assertEqual(sorted(rows), sorted(panels.WAYS))
+        for way, row in rows.items():
+            self.assertEqual((row["deliveries"], row["missing"]), (100, 0), way)
+            self.assertEqual((row["duplicates"], row["outOfOrder"], row["gaps"]), (0, 0, 0), way)
+            for figure in ("p50", "p99", "max", "within_100ms_pct"):
+                self.assertIsInstance(row["latency_ms"][figure], (int, float), way)
+        self.assertEqual((rows["direct"]["p50_vs_direct"], rows["direct"]["p99_vs_direct"]),
+                         (1.0, 1.0))
+        self.assertGreaterEqual(document["mqtt"]["mqttTaken"], 20)
+        tableLines = [line for line in result.stdout.splitlines()
+                      if line.split()[:1] and line.split()[0] in panels.WAYS]
+        self.assertEqual(len(tableLines), len(panels.WAYS))

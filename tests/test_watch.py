@@ -177,6 +177,27 @@ class FileWatcherTests(SynchronousTestCase):
         self.clock.advance(0.01)
         self.assertEqual(self.values(), [1, 5])
 
+    def test_doneReadAtOnce(self) -> None:
+        """
+        A writer that is done (a close after writing, a rename into place)
+        has the file read in the reactor's next turn, not after the debounce,
+        even while a debounce of earlier changes is pending.
+        """
+        self.write(b"1")
+        notifier = _FakeNotifier()
+        self.watcher(poll=None, notifier=notifier, debounce=0.05)
+        self.write(b"2")
+        notifier.event(self.path, 0x02)
+        notifier.event(self.path, 0x08)
+        self.clock.advance(0)
+        self.assertEqual(self.values(), [1, 2])
+        temporary = self.path + ".new"
+        self.write(b"3", temporary)
+        os.replace(temporary, self.path)
+        notifier.event(self.path, 0x80)
+        self.clock.advance(0)
+        self.assertEqual(self.values(), [1, 2, 3])
+
     def test_otherFilesIgnored(self) -> None:
         """
         Events about other files of the directory do not read the file.
