@@ -197,23 +197,27 @@ def say(event: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def followStream(port: int, receipts: Receipts, deadline: float) -> None:
+def followStream(port: int, receipts: Receipts, deadline: float, key: str = KEY,
+                 tell: Any = say) -> None:
     """
-    Follow C{KEY} on one NDJSON stream (resuming with C{since=} should it
+    Follow C{key} on one NDJSON stream (resuming with C{since=} should it
     break), until every measured datum arrived or C{deadline}.
+
+    @param tell: what is told of the events C{ready} (the stream is open),
+        C{warm} and C{error}: by default, the runner on stdout.
     """
     since: str | None = None
     said = False
     while not receipts.complete() and time.time() < deadline:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
-            path = f"/artcasts/{KEY}" + (f"?since={since}" if since else "")
+            path = f"/artcasts/{key}" + (f"?since={since}" if since else "")
             connection.request("GET", path, headers={"Accept": "application/x-ndjson"})
             response = connection.getresponse()
             if response.status != 200:
                 raise OSError(f"stream answered {response.status}")
             if not said:
-                say({"event": "ready"})
+                tell({"event": "ready"})
                 said = True
             while not receipts.complete():
                 line = response.readline()
@@ -230,9 +234,9 @@ def followStream(port: int, receipts: Receipts, deadline: float) -> None:
                 before = receipts.warm
                 receipts.take(envelope.get("value"), arrived)
                 if before == 0 and receipts.warm:
-                    say({"event": "warm"})
+                    tell({"event": "warm"})
         except (OSError, ValueError, http.client.HTTPException) as e:
-            say({"event": "error", "error": str(e)})
+            tell({"event": "error", "error": str(e)})
             time.sleep(0.2)
         finally:
             connection.close()

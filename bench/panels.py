@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.client
 import json
 import os
 import random
@@ -117,37 +116,13 @@ class Panel(threading.Thread):
         self.errors: list[str] = []
 
     def run(self) -> None:
-        since: str | None = None
-        receipts = self.receipts
-        for _ in range(20):
-            if receipts.complete() or time.time() >= self.deadline:
-                return
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            try:
-                path = f"/artcasts/{self.key}" + (f"?since={since}" if since else "")
-                connection.request("GET", path, headers={"Accept": "application/x-ndjson"})
-                response = connection.getresponse()
-                if response.status != 200:
-                    raise OSError(f"stream answered {response.status}")
-                self.ready.set()
-                while not receipts.complete():
-                    line = response.readline()
-                    arrived = time.time()
-                    if not line:
-                        break
-                    if not line.strip():
-                        continue
-                    envelope = json.loads(line)
-                    if envelope.get("gap"):
-                        receipts.gaps += 1
-                        continue
-                    since = envelope.get("id", since)
-                    receipts.take(envelope.get("value"), arrived)
-            except (OSError, ValueError, http.client.HTTPException) as error:
-                self.errors.append(str(error))
-                time.sleep(0.2)
-            finally:
-                connection.close()
+        hops.followStream(self.port, self.receipts, self.deadline, self.key, self.tell)
+
+    def tell(self, event: dict[str, Any]) -> None:
+        if event["event"] == "ready":
+            self.ready.set()
+        elif event["event"] == "error":
+            self.errors.append(event["error"])
 
 
 def value(n: int) -> dict[str, Any]:
