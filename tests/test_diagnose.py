@@ -14,6 +14,7 @@ import treq
 from twisted.internet.defer import fail, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from artcast.send import main, routeInterface, sentLines
@@ -506,3 +507,21 @@ class ServerTests(TestCase):
         self.assertIn(f"datums on {proc.group}:{proc.dataPort} via 127.0.0.1: 1 datagram,",
                       page)
         self.assertIn("Listening for datums on", proc.output)
+
+
+class DocsTests(SynchronousTestCase):
+    """
+    The docs tell a newcomer how a local source reaches a loopback server.
+    """
+
+    def test_docs(self) -> None:
+        """
+        docs/running.md has the "Nothing arrives?" section the messages point
+        to, and the README sends to its own loopback server by loopback.
+        """
+        root = FilePath(__file__).parent().parent()
+        running = root.descendant(["docs", "running.md"]).getContent().decode("utf-8")
+        self.assertIn("\n## Nothing arrives?\n", running)
+        self.assertIn("artcast-send --interface 127.0.0.1 --ttl 0 greeting", running)
+        readme = root.child("README.md").getContent().decode("utf-8")
+        self.assertIn("`artcast-send --interface 127.0.0.1 --ttl 0 greeting '\"hello\"'`", readme)
