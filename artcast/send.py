@@ -48,6 +48,8 @@ __all__ = [
     "lingerArgument",
     "portArgument",
     "readSigningKey",
+    "routeInterface",
+    "sentLines",
     "ttlArgument",
 ]
 
@@ -150,6 +152,63 @@ def addNetworkOptions(parser: argparse.ArgumentParser) -> None:
                         "digits); keep it across restarts")
 
 
+def routeInterface(group: str, port: int, probe: Any = None) -> str | None:
+    """
+    The local address the kernel sends from to C{group} when no
+    C{--interface} is given (the default route's interface, usually): a UDP
+    socket is connected to the group and asked its own address; no packet
+    is sent.
+
+    @param probe: the UDP socket to connect (a fake one, for tests); by
+        default a new one.  It is closed.
+    @return: the address, or L{None} when there is no route to the group.
+    """
+    if probe is None:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((group, port))
+        return str(probe.getsockname()[0])
+    except OSError:
+        return None
+    finally:
+        probe.close()
+
+
+def sentLines(
+    groups: Sequence[tuple[str, int]],
+    interface: str | None,
+    ttl: int,
+    route: Callable[[str, int], str | None] = routeInterface,
+) -> list[str]:
+    """
+    What C{artcast-send} says on standard error once it sent: where the
+    datagram went, from which interface, with which TTL; and, when no
+    C{--interface} was given and the datagram left by another interface
+    than loopback, how to reach a server on this host that listens on
+    loopback only.
+
+    @param route: finds the interface the kernel sends from
+        (L{routeInterface}), for tests.
+    """
+    where = ", ".join(f"{group}:{port}" for group, port in groups)
+    if interface is not None:
+        via = f"{interface} (--interface)"
+        local = interface
+    else:
+        local = route(*groups[0])
+        via = (
+            f"{local} (the default route's interface)" if local is not None
+            else "the interface the kernel chooses (no route to the group found)"
+        )
+    lines = [f"artcast-send: sent to {where} via {via}, TTL {ttl}"]
+    if interface is None and not (local or "").startswith("127."):
+        lines.append(
+            "artcast-send: a server started with --interface 127.0.0.1 hears this "
+            "only with --interface 127.0.0.1 --ttl 0"
+        )
+    return lines
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="artcast-send",
@@ -178,14 +237,18 @@ def main(
     sock: Any = None,
     now: Callable[[], float] = time.time,
     sleep: Callable[[float], object] = time.sleep,
+    route: Callable[[str, int], str | None] = routeInterface,
 ) -> int:
     """
-    Run C{artcast-send}.
+    Run C{artcast-send}: the datum's id on standard output, and where it
+    went on standard error (L{sentLines}).
 
     @param argv: the arguments, without the program name; by default C{sys.argv[1:]}.
     @param sock: a socket-like object to send with, for tests.
     @param now: the clock, for tests.
     @param sleep: how to wait (the linger), for tests.
+    @param route: finds the interface the kernel sends from
+        (L{routeInterface}), for tests.
     @return: the exit status: 0 when sent, 1 when the network refused,
         2 for bad arguments (argparse's own errors exit with 2 too).
     """
@@ -212,6 +275,10 @@ def main(
     value = parseValue(options.value)
     groups = [(group, options.port) for group in (options.group or [DEFAULT_GROUP])]
 
+    def sent() -> None:
+        for line in sentLines(groups, options.interface, options.ttl, route):
+            print(line, file=err, flush=True)
+
     try:
         if options.v1:
             try:
@@ -223,6 +290,7 @@ def main(
                 sendDatagrams(sendSocket, datagrams, groups)
             finally:
                 sendSocket.close()
+            sent()
         else:
             with Source(options.src, groups, (), options.ttl, options.interface,
                         signingKey, sock=sock, now=now, sleep=sleep,
@@ -233,6 +301,7 @@ def main(
                 except ValueError as e:
                     return fail(str(e))
                 print(datumId, file=out, flush=True)
+                sent()
     except OSError as e:
         where = ", ".join(f"{group}:{port}" for group, port in groups)
         return fail(f"cannot send to {where}: {e}", 1)

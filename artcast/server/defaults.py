@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_DATA_PORT",
     "DEFAULT_REGISTER_PORT",
     "DEFAULT_INTERFACE",
+    "SILENCE_WARNING",
     "DEFAULT_LOG_SIZE",
     "DEFAULT_LOG_COUNT",
     "DEFAULT_HISTORY",
@@ -89,6 +90,11 @@ DEFAULT_REGISTER_PORT = 5008
 #: The local address whose interface joins the groups (C{--interface}):
 #: the one the routing table picks.
 DEFAULT_INTERFACE = "0.0.0.0"
+
+#: Seconds after start with no datagram heard on the data group before the
+#: error log says so, once, with how a source on this host reaches the
+#: server (docs/running.md, "Nothing arrives?").
+SILENCE_WARNING = 60.0
 
 # --- logs (L{artcast.server.logs}) ------------------------------------------
 

@@ -15,7 +15,7 @@ is an L{artcast.server.outlets.longpoll.LongPoll}.
 from __future__ import annotations
 
 import codecs
-from typing import Any, Callable, Sequence, cast
+from typing import Any, Callable, Mapping, Sequence, cast
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -190,6 +190,10 @@ class ArtcastApp:
     @param upstreamNames: gives this server's name and the names of the
         servers it follows (L{artcast.server.feeds.upstream.UpstreamFeed});
         by default the store's instance name alone.
+    @param listening: gives the multicast groups' figures, by group
+        (L{artcast.server.feeds.multicast.Listening.figures}): the
+        dashboard says where the server listens and when it last heard a
+        datagram.
     """
 
     app = Klein()
@@ -212,8 +216,13 @@ class ArtcastApp:
         closing: Closing | None = None,
         statistics: ServerStatistics | None = None,
         upstreamNames: Callable[[], Sequence[str]] | None = None,
+        listening: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
     ) -> None:
         self.publisher = publisher
+        #: Gives where the server listens for datagrams and when it last
+        #: heard one, by group (L{artcast.server.feeds.multicast.Listening.figures}),
+        #: for the dashboard's status line; L{None}: no such line.
+        self.listening = listening
         #: This server's name and those of the servers it follows,
         #: transitively (a relay's L{UpstreamFeed.upstreamNames}): its
         #: streams' C{Artcast-Upstreams}, and the followers it refuses.
@@ -233,8 +242,8 @@ class ArtcastApp:
         #: The C{/artcasts} listing: the store's C{keysVersion} it was made
         #: at, its JSON and HTML bodies, each made when first asked for, and
         #: the store's C{lastSerial} the HTML (which shows values) was made at,
-        #: and when.
-        self._listing: list[Any] = [None, None, None, None, 0.0]
+        #: and when, and the last datagram's time on each group it shows.
+        self._listing: list[Any] = [None, None, None, None, 0.0, None]
         #: Where long-lived answers (streams) register to be told of shutdown.
         self.closing = closing if closing is not None else Closing()
         #: The SSE, NDJSON and WebSocket streams (see L{artcast.server.outlets.streams}).
@@ -411,12 +420,22 @@ class ArtcastApp:
         cache = self._listing
         now = self.clock.seconds()
         if cache[0] != self.store.keysVersion:
-            cache[:] = [self.store.keysVersion, None, None, None, 0.0]
-        if html and cache[3] != self.store.lastSerial and now - cache[4] >= _LISTING_REFRESH:
-            # The dashboard shows the latest values too: made again when a
-            # datum arrived, at most once a _LISTING_REFRESH however many ask
-            # (its live part resumes after the latest value it shows, so a
-            # page a little behind misses nothing).
+            cache[:] = [self.store.keysVersion, None, None, None, 0.0, None]
+        listening = None
+        heard = None
+        if html and self.listening is not None:
+            listening = list(self.listening().values())
+            heard = tuple(group["last_datagram"] for group in listening)
+        if (
+            html
+            and (cache[3] != self.store.lastSerial or cache[5] != heard)
+            and now - cache[4] >= _LISTING_REFRESH
+        ):
+            # The dashboard shows the latest values too, and when each group
+            # last heard a datagram: made again when a datum or a datagram
+            # arrived, at most once a _LISTING_REFRESH however many ask (its
+            # live part resumes after the latest value it shows, so a page a
+            # little behind misses nothing).
             cache[2] = None
         index = 2 if html else 1
         body = cache[index]
@@ -433,9 +452,10 @@ class ArtcastApp:
                     if datum is not None:
                         latest[key] = datum
             if html:
-                cache[3], cache[4] = self.store.lastSerial, now
+                cache[3], cache[4], cache[5] = self.store.lastSerial, now, heard
             body = cache[index] = (
-                pages.listPage(artcasts, latest) if html else encodeJSON(artcasts)
+                pages.listPage(artcasts, latest, listening) if html
+                else encodeJSON(artcasts)
             )
         return body
 

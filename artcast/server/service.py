@@ -298,7 +298,10 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
     # alternative, a site made without its resource and given it afterwards,
     # would leave a half-made site between two statements.
     statistics = ServerStatistics(
-        reactor, stats, store, identity=worker.identity() if worker is not None else None
+        reactor, stats, store, identity=worker.identity() if worker is not None else None,
+        # Where the groups listen and what they heard; the multicast feed is
+        # made below, once the port's service is.
+        listening=lambda: multicast.listening.figures(),
     )
     retryAfter = RetrySpread(options["retry-after"])
     closing = Closing(retryAfter)
@@ -313,6 +316,8 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
         closing=closing,
         statistics=statistics,
         upstreamNames=upstream.upstreamNames if upstream is not None else None,
+        # The multicast feed is made below, once the port's service is.
+        listening=lambda: multicast.listening.figures(),
     )
     site = LimitedSite(
         web.resource(),
@@ -375,16 +380,15 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
     # With --bus, the live feeds wait for the history read from Redis, so
     # that the store takes the past before the present: the multicast
     # groups are bound at once but hold what they hear meanwhile.
-    children.append(
-        MulticastFeed(
-            handler,
-            reactor,
-            (options["data-group"], options["data-port"]),
-            (options["register-group"], options["register-port"]),
-            options["interface"],
-            ready=bus.whenReady() if bus is not None else None,
-        )
+    multicast = MulticastFeed(
+        handler,
+        reactor,
+        (options["data-group"], options["data-port"]),
+        (options["register-group"], options["register-port"]),
+        options["interface"],
+        ready=bus.whenReady() if bus is not None else None,
     )
+    children.append(multicast)
 
     later: list[service.IService] = []
     if options["demo"]:

@@ -14,6 +14,7 @@ import html
 import ipaddress
 import os
 import resource
+import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
 
@@ -169,7 +170,14 @@ class ServerStatistics:
         store: KeyStore,
         parts: Iterable[Part] = (),
         identity: Mapping[str, Any] | None = None,
+        listening: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
+        """
+        @param listening: gives where the multicast groups listen and what
+            they heard (L{artcast.server.feeds.multicast.Listening.figures}),
+            shown under C{listening} after the parts' figures.
+        """
+        self.listening = listening
         self.clock = clock
         self.counters = counters
         self.store = store
@@ -208,8 +216,40 @@ class ServerStatistics:
         figures.update(store.statistics())
         for part in self.parts:
             figures.update(part.statistics())
+        if self.listening is not None:
+            figures["listening"] = dict(self.listening())
         figures.update(self.identity)
         return figures
+
+
+def isoTime(when: float) -> str:
+    """
+    C{when}, seconds since the epoch, as an ISO 8601 time in UTC to the
+    second, e.g. C{2026-12-05T15:27:30Z}.
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def listeningText(group: Mapping[str, Any]) -> str:
+    """
+    One line on a group of C{/stats}' C{listening} figures
+    (L{artcast.server.feeds.multicast.MulticastServerProtocol.figures}):
+    where it listens and when it last heard a datagram, e.g.
+    C{datums on 224.1.1.1:5007 via 127.0.0.1: 12 datagrams, the last
+    3 s ago (2026-12-05T15:27:30Z)}.
+    """
+    where = (
+        f"{group['carries']} on {group['group']}:{group['port']} via {group['interface']}"
+    )
+    if not group["datagrams"]:
+        return f"{where}: nothing heard yet"
+    ago = group.get("last_datagram_ago")
+    when = group.get("last_datagram")
+    age = "" if ago is None else f"{ago:.0f} s ago "
+    return (
+        f"{where}: {group['datagrams']} datagram{'s' if group['datagrams'] != 1 else ''}, "
+        f"the last {age}({when})"
+    )
 
 
 def countRejected(request: Any, reason: str) -> None:
@@ -310,6 +350,25 @@ class ArtcastCollector:
         mqtt = stats.get("mqtt")
         if mqtt is not None:
             yield from _mqttMetrics(mqtt)
+        listening = stats.get("listening")
+        if listening:
+            heard = CounterMetricFamily(
+                "artcast_group_datagrams", "Datagrams heard on each multicast group.",
+                labels=["group", "port", "carries"],
+            )
+            age = GaugeMetricFamily(
+                "artcast_group_last_datagram_age_seconds",
+                "Seconds since the last datagram heard on each multicast group "
+                "(absent before the first).",
+                labels=["group", "port", "carries"],
+            )
+            for figures in listening.values():
+                labels = [figures["group"], str(figures["port"]), figures["carries"]]
+                heard.add_metric(labels, figures["datagrams"])
+                if figures.get("last_datagram_ago") is not None:
+                    age.add_metric(labels, figures["last_datagram_ago"])
+            yield heard
+            yield age
         for name, help, kind in (
             ("streams_open", "Streams open, by kind.", GaugeMetricFamily),
             ("streams_opened", "Streams opened, by kind.", CounterMetricFamily),
@@ -572,7 +631,12 @@ def statsPage(stats: dict[str, Any]) -> bytes:
     for name, table in stats.items():
         if not isinstance(table, dict):
             continue
-        if all(isinstance(count, (int, float)) for count in table.values()):
+        if name == "listening":
+            # Where the server listens, a line per group.
+            rows = [
+                (group, listeningText(figures)) for group, figures in table.items()
+            ]
+        elif all(isinstance(count, (int, float)) for count in table.values()):
             # Counts: the largest first.
             rows = sorted(table.items(), key=lambda item: (-item[1], item[0]))
         else:
@@ -600,6 +664,8 @@ __all__ = [
     "ServerStatistics",
     "Stats",
     "countRejected",
+    "isoTime",
+    "listeningText",
     "metricsText",
     "residentMemory",
     "statsPage",

@@ -26,8 +26,8 @@ from zope.interface import implementer
 from artcast.server.interfaces import IFeed
 from artcast.server.store import KeyStore
 from artcast.server.logs import NamedLogger, RateLimitedLog
-from artcast.server.stats import Stats
-from artcast.server.defaults import DEFAULT_REPAIR
+from artcast.server.stats import Stats, isoTime
+from artcast.server.defaults import DEFAULT_REPAIR, SILENCE_WARNING
 from artcast.server.feeds.repair import RepairEngine
 from artcast.server.feeds.reception import (
     FRAGMENT_MEMORY,
@@ -56,6 +56,7 @@ __all__ = [
     "RECEIVE_BUFFER",
     "DatagramHandler",
     "HeldDatagrams",
+    "Listening",
     "MulticastFeed",
     "MulticastServerProtocol",
     "NackSender",
@@ -92,11 +93,37 @@ class MulticastServerProtocol(DatagramProtocol):
         interface: str,
         handler: Callable[[bytes, tuple[str, int]], None],
         sender: NackSender | None = None,
+        *,
+        port: int = 0,
+        clock: IReactorTime | None = None,
+        carries: str = "datums",
+        silence: float | None = None,
     ) -> None:
+        """
+        @param port: the group's UDP port, for what is logged and shown.
+        @param clock: gives the time of each datagram heard (L{lastHeard});
+            without one, only L{heard} is counted.
+        @param carries: what the group carries (C{"datums"},
+            C{"registrations"}), for what is logged and shown.
+        @param silence: when given (with a clock), a warning is logged
+            once if no datagram was heard this many seconds after the
+            protocol started (L{SILENCE_WARNING} for the data group).
+        """
         self.group = group
         self.interface = interface
         self.handler = handler
         self.sender = sender
+        self.port = port
+        self.clock = clock
+        self.carries = carries
+        self.silence = silence
+        #: Datagrams heard on this group.
+        self.heard = 0
+        #: The clock's time of the last datagram heard, or L{None}.
+        self.lastHeard: float | None = None
+        #: The clock's time the protocol started, or L{None}.
+        self.started: float | None = None
+        self._silenceCall: Any = None
 
     log = NamedLogger(namespace="artcast.multicast.MulticastServerProtocol")
 
@@ -104,13 +131,74 @@ class MulticastServerProtocol(DatagramProtocol):
         self.transport.setLoopbackMode(True)
         self._enlargeReceiveBuffer()
         joined = self.transport.joinGroup(self.group, self.interface)
-        joined.addErrback(self._notJoined)
+        joined.addCallbacks(self._joined, self._notJoined)
         if self.sender is not None:
             self.sender.transport = self.transport
+        clock = self.clock
+        if clock is not None:
+            self.started = clock.seconds()
+            if self.silence is not None:
+                self._silenceCall = clock.callLater(self.silence, self._silent)
 
     def stopProtocol(self) -> None:
         if self.sender is not None:
             self.sender.transport = None
+        call, self._silenceCall = self._silenceCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _joined(self, result: object) -> None:
+        """
+        Say where the server listens, once the group is joined.
+        """
+        self.log.info(
+            "Listening for {carries} on {group}:{port} on interface {interface}",
+            carries=self.carries,
+            group=self.group,
+            port=self.port,
+            interface=self.interface,
+        )
+
+    def _silent(self) -> None:
+        """
+        L{silence} seconds after start: if nothing was heard, say so once,
+        with how a source on this host reaches the server.
+        """
+        self._silenceCall = None
+        if self.heard:
+            return
+        self.log.warn(
+            "No datagram heard on {group}:{port} via {interface} in {seconds:g} s; "
+            "a source on this host must send with --interface 127.0.0.1 --ttl 0 "
+            "when the server listens on 127.0.0.1 (artcast-send --help, "
+            "docs/running.md#nothing-arrives)",
+            group=self.group,
+            port=self.port,
+            interface=self.interface,
+            seconds=self.silence,
+        )
+
+    def figures(self) -> dict[str, Any]:
+        """
+        What C{/stats} shows of this group: C{group}, C{port},
+        C{interface}, what it C{carries}, the C{datagrams} heard, and the
+        last one's time (C{last_datagram}, ISO 8601 in UTC) and age
+        (C{last_datagram_ago}, seconds), both L{None} before the first.
+        """
+        last = self.lastHeard
+        clock = self.clock
+        return {
+            "group": self.group,
+            "port": self.port,
+            "interface": self.interface,
+            "carries": self.carries,
+            "datagrams": self.heard,
+            "last_datagram": None if last is None else isoTime(last),
+            "last_datagram_ago": (
+                None if last is None or clock is None
+                else round(max(0.0, clock.seconds() - last), 3)
+            ),
+        }
 
     def _enlargeReceiveBuffer(self) -> None:
         """
@@ -147,6 +235,11 @@ class MulticastServerProtocol(DatagramProtocol):
         )
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        # A count and the time: what /stats and the dashboard say was heard.
+        self.heard += 1
+        clock = self.clock
+        if clock is not None:
+            self.lastHeard = clock.seconds()
         self.handler(data, addr)
 
 
@@ -502,6 +595,31 @@ class HeldDatagrams:
         return result
 
 
+class Listening:
+    """
+    Where the server listens for datagrams and what it heard there: the
+    C{listening} figures of C{/stats}, by group (C{"data"},
+    C{"register"}), each a L{MulticastServerProtocol.figures}.
+
+    @ivar groups: each group's protocol, by name.
+    """
+
+    def __init__(self, groups: dict[str, MulticastServerProtocol]) -> None:
+        self.groups = groups
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """
+        Each group's figures, by name.
+        """
+        return {name: protocol.figures() for name, protocol in self.groups.items()}
+
+    def statistics(self) -> dict[str, object]:
+        """
+        The figures under C{listening}, for L{artcast.server.stats.ServerStatistics}.
+        """
+        return {"listening": self.figures()}
+
+
 @implementer(IFeed)
 class MulticastFeed(MultiService):
     """
@@ -514,6 +632,8 @@ class MulticastFeed(MultiService):
 
     @ivar handler: the L{DatagramHandler} both groups feed (the demo feed,
         L{artcast.server.feeds.demo.DemoFeed}, feeds it too).
+    @ivar listening: the groups' own figures (L{Listening}): where the
+        server listens and when it last heard a datagram on each.
     """
 
     name = "multicast"
@@ -546,18 +666,26 @@ class MulticastFeed(MultiService):
         if ready is not None:
             self.held = HeldDatagrams(ready, handler.stats)
             data, register = self.held.wrap(data), self.held.wrap(register)
-        for (group, port), receive, sender in (
-            (dataGroup, data, handler.nacks),
-            (registerGroup, register, None),
+        groups = {}
+        for name, (group, port), receive, sender, carries, silence in (
+            ("data", dataGroup, data, handler.nacks, "datums", SILENCE_WARNING),
+            ("register", registerGroup, register, None, "registrations", None),
         ):
+            protocol = groups[name] = MulticastServerProtocol(
+                group, interface, receive, sender,
+                port=port, clock=reactor, carries=carries, silence=silence,
+            )
             MulticastServer(
                 port,
-                MulticastServerProtocol(group, interface, receive, sender),
+                protocol,
                 interface=group,
                 maxPacketSize=MAX_UDP_PAYLOAD,
                 listenMultiple=True,
                 reactor=reactor,
             ).setServiceParent(self)
+        #: What C{/stats} shows of each group, and the dashboard's status
+        #: line: where the server listens, and when it last heard something.
+        self.listening = Listening(groups)
 
     def stopService(self) -> Any:
         # The repair engine's timers end with the groups.

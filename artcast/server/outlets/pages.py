@@ -33,6 +33,7 @@ __all__ = [
     "LATEST_TEXT",
     "chartPoints",
     "listPage",
+    "listeningLine",
     "livePage",
     "readTemplate",
 ]
@@ -280,9 +281,42 @@ _LIST_SCRIPT = """
 """
 
 
+def listeningLine(listening: Sequence[Mapping[str, Any]] | None) -> str:
+    """
+    The dashboard's status line on the multicast groups, as HTML: for each,
+    where the server listens and when it last heard a datagram, or that it
+    heard nothing yet and where the docs say why that may be.
+
+    @param listening: each group's figures
+        (L{artcast.server.feeds.multicast.MulticastServerProtocol.figures}),
+        or L{None} for no line.
+    """
+    if not listening:
+        return ""
+    parts = []
+    for group in listening:
+        where = html.escape(
+            f"Listening for {group['carries']} on {group['group']}:{group['port']} "
+            f"via {group['interface']}"
+        )
+        last = group.get("last_datagram")
+        if last is None:
+            parts.append(
+                f'<span class="group">{where} \u2014 nothing heard yet: see '
+                "<code>docs/running.md#nothing-arrives</code></span>"
+            )
+        else:
+            parts.append(
+                f'<span class="group">{where} \u2014 last datagram at '
+                f'<time datetime="{html.escape(last)}">{html.escape(last)}</time></span>'
+            )
+    return '<p id="listening">' + "<br>".join(parts) + "</p>"
+
+
 def listPage(
     artcasts: list[dict[str, Any]],
     latest: Mapping[str, Datum] | None = None,
+    listening: Sequence[Mapping[str, Any]] | None = None,
 ) -> bytes:
     """
     The dashboard of every artcast: a row per key with a link to its live
@@ -292,6 +326,8 @@ def listPage(
     shown.
 
     @param latest: the latest datum of each key that has one.
+    @param listening: the multicast groups' figures, for a status line
+        under the table (L{listeningLine}).
     """
     latest = latest or {}
     rows = []
@@ -339,6 +375,7 @@ def listPage(
 {body}
 </tbody></table>
 <p id="status">Values follow live.</p>
+{listeningLine(listening)}
 <p><a href="/artcasts">JSON</a> with <code>Accept: application/json</code></p>
 <script>{script}</script>
 </body></html>
