@@ -81,8 +81,12 @@ def clientPort(description: str) -> str:
     as the original Artcast took, means TCP on every interface; a TCP port
     that names no C{backlog} gets L{defaults.DEFAULT_BACKLOG}.
 
+    A C{tcp:} or C{tcp6:} description is checked by building it; others
+    (whose building may read files or the environment) are checked by
+    L{Options.postOptions} under twistd, with L{endpointProblem}.
+
     @raise ValueError: If it is not a port number or an endpoint
-        description Twisted can build.
+        description.
     """
     description = description.strip()
     if description.isdigit():
@@ -92,12 +96,15 @@ def clientPort(description: str) -> str:
         description = f"tcp:{number}"
     if not description:
         raise ValueError(f"empty endpoint description; {_ENDPOINT_HINT}")
-    problem = endpointProblem(description)
-    if problem is not None:
-        raise ValueError(
-            f"not an endpoint description ({problem}); {_ENDPOINT_HINT}"
-        )
     kind = description.split(":", 1)[0].lower()
+    if ":" not in description:
+        raise ValueError(f"not an endpoint description; {_ENDPOINT_HINT}")
+    if kind in ("tcp", "tcp6"):
+        problem = endpointProblem(description)
+        if problem is not None:
+            raise ValueError(
+                f"not an endpoint description ({problem}); {_ENDPOINT_HINT}"
+            )
     if kind in ("tcp", "tcp6") and "backlog=" not in description:
         description += f":backlog={defaults.DEFAULT_BACKLOG}"
     return description
@@ -481,6 +488,15 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         # The default is written as the original's; give it the backlog too.
         self["client-port"] = clientPort(self["client-port"])
+        if self.parent is not None:
+            # Under twistd, the endpoint is built right after: build it now,
+            # so that a mistake is an answer in one line, not a traceback.
+            problem = endpointProblem(self["client-port"])
+            if problem is not None:
+                raise usage.UsageError(
+                    f"--client-port {self['client-port']}: not a usable endpoint "
+                    f"({problem}); {_ENDPOINT_HINT}"
+                )
         from artcast.server.feeds.publish import parseTokenFile
         from artcast.server.stats import EVERYONE, Networks
 
