@@ -881,7 +881,7 @@ def makeSupervisor(options: Mapping[str, Any], reactor: Any) -> SupervisorServic
     that file; the workers' events arrive through their log pipes) and the
     L{WorkerSupervisor}.
     """
-    from artcast.server.logs import ErrorLogService, errorLogObserver
+    from artcast.server.logs import ErrorLogService, errorLogObserver, repeatsTwistdLog
 
     errorLog = ErrorLogService(
         errorLogObserver(
@@ -896,7 +896,9 @@ def makeSupervisor(options: Mapping[str, Any], reactor: Any) -> SupervisorServic
         stopTimeout=options["shutdown-timeout"],
     )
     top = SupervisorService(supervisor)
-    errorLog.setServiceParent(top)
+    # Under twistd -n, an error log on standard error would repeat twistd's.
+    if not repeatsTwistdLog(options["error-log"], getattr(options, "parent", None)):
+        errorLog.setServiceParent(top)
     supervisor.setServiceParent(top)
     return top
 
