@@ -100,7 +100,10 @@ def clientPort(description: str) -> str:
     if ":" not in description:
         raise ValueError(f"not an endpoint description; {_ENDPOINT_HINT}")
     if kind in ("tcp", "tcp6"):
+        port = description.split(":", 2)[1] if description.count(":") else ""
         problem = endpointProblem(description)
+        if problem is None and port.isdigit() and int(port) > 65535:
+            problem = f"{port} is not a port number from 0 to 65535"
         if problem is not None:
             raise ValueError(
                 f"not an endpoint description ({problem}); {_ENDPOINT_HINT}"
