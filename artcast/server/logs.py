@@ -697,7 +697,7 @@ MAX_EARLY_EVENTS = 100
 def repeatsTwistdLog(
     path: str | None,
     twistdConfig: Mapping[str, Any] | None,
-    fstat: Callable[[int], os.stat_result] = os.fstat,
+    fstat: Callable[[int], os.stat_result] | None = None,
 ) -> bool:
     """
     Whether an error log at C{path} would only repeat, on the same screen or
@@ -709,7 +709,8 @@ def repeatsTwistdLog(
 
     @param twistdConfig: twistd's options (the C{parent} of
         L{artcast.server.tap.Options}), or L{None} outside twistd.
-    @param fstat: L{os.fstat} (for tests).
+    @param fstat: L{os.fstat} (for tests; by default the one of the
+        moment).
     """
     if path is not None or twistdConfig is None:
         return False
@@ -718,6 +719,8 @@ def repeatsTwistdLog(
     logfile = twistdConfig.get("logfile")
     if not (logfile == "-" or (twistdConfig.get("nodaemon") and not logfile)):
         return False
+    if fstat is None:
+        fstat = os.fstat
     try:
         out, err = fstat(1), fstat(2)
     except OSError:
