@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from zope.interface import implementer, provider
 
@@ -62,12 +62,14 @@ __all__ = [
     "ArtcastSite",
     "ErrorLogObserver",
     "ErrorLogService",
+    "MAX_EARLY_EVENTS",
     "NamedLogger",
     "RateLimitedLog",
     "addressHost",
     "apacheCombinedLogFormatter",
     "errorLogObserver",
     "escapeLogItem",
+    "repeatsTwistdLog",
 ]
 
 ACCESS_LOG_BUFFER = 64 * 1024
@@ -687,6 +689,45 @@ class ErrorLogObserver:
         self._destination.close()
 
 
+#: Warnings and errors L{ErrorLogService} holds, at most, between its
+#: C{privilegedStartService} and its C{startService}.
+MAX_EARLY_EVENTS = 100
+
+
+def repeatsTwistdLog(
+    path: str | None,
+    twistdConfig: Mapping[str, Any] | None,
+    fstat: Callable[[int], os.stat_result] | None = None,
+) -> bool:
+    """
+    Whether an error log at C{path} would only repeat, on the same screen or
+    file, what twistd's own log already shows: the error log goes to
+    standard error (C{path} is L{None}: no C{--error-log}), twistd logs to
+    standard output (C{twistd -n} without C{--logfile}, or C{--logfile -})
+    and both are one file (a terminal, or C{> file 2>&1}).  Every warning
+    would then be printed twice.
+
+    @param twistdConfig: twistd's options (the C{parent} of
+        L{artcast.server.tap.Options}), or L{None} outside twistd.
+    @param fstat: L{os.fstat} (for tests; by default the one of the
+        moment).
+    """
+    if path is not None or twistdConfig is None:
+        return False
+    if twistdConfig.get("syslog") or twistdConfig.get("logger") is not None:
+        return False
+    logfile = twistdConfig.get("logfile")
+    if not (logfile == "-" or (twistdConfig.get("nodaemon") and not logfile)):
+        return False
+    if fstat is None:
+        fstat = os.fstat
+    try:
+        out, err = fstat(1), fstat(2)
+    except OSError:
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+
+
 def errorLogObserver(
     path: str | None,
     size: int = DEFAULT_LOG_SIZE,
@@ -736,12 +777,39 @@ class ErrorLogService(Service):
         """
         self.observer = observer
         self._publisher = publisher
+        #: What is logged between L{privilegedStartService} and
+        #: L{startService} (at most L{MAX_EARLY_EVENTS}), or L{None}.
+        self._early: list[dict[str, Any]] | None = None
+
+    def privilegedStartService(self) -> None:
+        """
+        Hold the warnings logged while the other services start with
+        privileges (e.g. the open-files warning), before the log is opened
+        as the server's user: L{startService} writes them.
+        """
+        self._early = []
+        self._publisher.addObserver(self._hold)
+        super().privilegedStartService()
+
+    def _hold(self, event: dict[str, Any]) -> None:
+        early = self._early
+        if (
+            early is not None
+            and len(early) < MAX_EARLY_EVENTS
+            and (event.get("log_level") in _ERROR_LEVELS or "log_failure" in event)
+        ):
+            early.append(event)
 
     def startService(self) -> None:
         """
-        Open the log and start observing.
+        Open the log, write what was held, and start observing.
         """
+        early, self._early = self._early, None
+        if early is not None:
+            self._publisher.removeObserver(self._hold)
         self.observer.open()
+        for event in early or ():
+            self.observer(event)
         self._publisher.addObserver(self.observer)
         super().startService()
 

@@ -41,7 +41,7 @@ from artcast.server.feeds.publish import (
 )
 from artcast.server.feeds.upstream import UpstreamFeed
 from artcast.server.internals import InternalsService
-from artcast.server.logs import ErrorLogService, errorLogObserver
+from artcast.server.logs import ErrorLogService, errorLogObserver, repeatsTwistdLog
 from artcast.server.outlets.multicast import MulticastOutlet, RelayOutlet
 from artcast.server.routes import ArtcastApp
 from artcast.server.shutdown import Closing, ServingService
@@ -171,7 +171,11 @@ def makeService(options: Mapping[str, Any], reactor: Any) -> ArtcastService:
 
     children: list[service.IService] = []
 
-    if worker is None:  # a worker's events go to its supervisor's error log
+    # A worker's events go to its supervisor's error log; under twistd -n,
+    # an error log on standard error would repeat twistd's own log.
+    if worker is None and not repeatsTwistdLog(
+        options["error-log"], getattr(options, "parent", None)
+    ):
         children.append(
             ErrorLogService(
                 errorLogObserver(

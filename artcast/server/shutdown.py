@@ -28,7 +28,12 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from artcast.server.connections import ConnectionLimiter, RetrySpread, ensureFileLimit
+from artcast.server.connections import (
+    FILE_HEADROOM,
+    ConnectionLimiter,
+    RetrySpread,
+    ensureFileLimit,
+)
 from artcast.server.defaults import DEFAULT_SHUTDOWN_TIMEOUT
 from artcast.server.logs import NamedLogger
 
@@ -170,16 +175,28 @@ class ServingService(MultiService):
         self._childrenStarted = ready is None
 
     def privilegedStartService(self) -> None:
+        # Ask for room for every client, every refusal being answered and
+        # the server's own files; but warn only when the clients themselves
+        # (and the server's own files) cannot be held: refusals are brief,
+        # and a refusal that finds no file is only a connection not accepted
+        # yet.
         wanted = self.limiter.fileLimitWanted()
         limit = self._fileLimit(wanted)
-        if limit < wanted:
+        maxClients = self.limiter.maxClients
+        needed = maxClients + FILE_HEADROOM
+        if limit < needed:
             self._log.warn(
                 "Only {limit} open files are allowed (ulimit -n), fewer than the"
-                " {wanted} that --max-clients {maxClients} may need; raise the"
-                " limit or lower --max-clients.",
+                " {needed} that --max-clients {maxClients} needs ({maxClients}"
+                " clients and {headroom} for the server's own files): raise the"
+                " limit (ulimit -n {needed}, or LimitNOFILE= in a systemd unit)"
+                " or use --max-clients {fits}.",
                 limit=limit,
+                needed=needed,
                 wanted=wanted,
-                maxClients=self.limiter.maxClients,
+                headroom=FILE_HEADROOM,
+                maxClients=maxClients,
+                fits=max(1, limit - FILE_HEADROOM),
             )
         if self.ready is None:
             super().privilegedStartService()

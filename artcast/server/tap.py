@@ -13,7 +13,8 @@ the service is made, so that C{twistd artcast --help} stays quick.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import sys
+from typing import Any, Callable, Mapping
 
 from twisted.application.service import MultiService
 from twisted.python import usage
@@ -24,6 +25,7 @@ from artcast.server import defaults
 __all__ = [
     "Options",
     "clientPort",
+    "endpointProblem",
     "ipv4",
     "makeService",
     "multicastGroup",
@@ -32,7 +34,45 @@ __all__ = [
     "seconds",
     "skew",
     "ttl",
+    "workerCount",
 ]
+
+
+#: The endpoint kinds whose descriptions are checked by building the
+#: endpoint (which binds nothing): their arguments are numbers and files.
+_BUILT_ENDPOINTS = ("tcp", "tcp6", "unix", "ssl")
+
+#: What a user may write for C{--client-port}.
+_ENDPOINT_HINT = "try 8888, tcp:8888 or tcp:8888:interface=127.0.0.1"
+
+
+def endpointProblem(description: str) -> str | None:
+    """
+    What is wrong with a server endpoint description, checked with Twisted's
+    own parser (L{twisted.internet.endpoints.serverFromString}) without
+    binding anything.
+
+    @return: L{None} when C{description} is a usable description, else the
+        reason, in words.
+    """
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.interfaces import IStreamServerEndpointStringParser
+    from twisted.plugin import getPlugins
+
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind not in _BUILT_ENDPOINTS:
+        known = {p.prefix.lower() for p in getPlugins(IStreamServerEndpointStringParser)}
+        if kind not in known:
+            return f"{kind!r} is not an endpoint type"
+        return None
+    try:
+        # Building a tcp:, tcp6:, unix: or ssl: endpoint touches no reactor.
+        serverFromString(object(), description)
+    except (ValueError, TypeError, KeyError, OSError) as error:
+        return str(error) or error.__class__.__name__
+    except Exception as error:  # e.g. an ssl: certificate that does not load
+        return f"{error.__class__.__name__}: {error}"
+    return None
 
 
 def clientPort(description: str) -> str:
@@ -40,42 +80,85 @@ def clientPort(description: str) -> str:
     Turn C{--client-port} into an endpoint description: a bare port number,
     as the original Artcast took, means TCP on every interface; a TCP port
     that names no C{backlog} gets L{defaults.DEFAULT_BACKLOG}.
+
+    A C{tcp:} or C{tcp6:} description is checked by building it; others
+    (whose building may read files or the environment) are checked by
+    L{Options.postOptions} under twistd, with L{endpointProblem}.
+
+    @raise ValueError: If it is not a port number or an endpoint
+        description.
     """
     description = description.strip()
     if description.isdigit():
         number = int(description)
         if not 0 <= number <= 65535:
-            raise ValueError(f"{number} is not a port number")
+            raise ValueError(f"not a port number; {_ENDPOINT_HINT}")
         description = f"tcp:{number}"
     if not description:
-        raise ValueError("empty endpoint description")
+        raise ValueError(f"empty endpoint description; {_ENDPOINT_HINT}")
     kind = description.split(":", 1)[0].lower()
+    if ":" not in description:
+        raise ValueError(f"not an endpoint description; {_ENDPOINT_HINT}")
+    if kind in ("tcp", "tcp6"):
+        port = description.split(":", 2)[1] if description.count(":") else ""
+        problem = endpointProblem(description)
+        if problem is None and port.isdigit() and int(port) > 65535:
+            problem = f"{port} is not a port number from 0 to 65535"
+        if problem is not None:
+            raise ValueError(
+                f"not an endpoint description ({problem}); {_ENDPOINT_HINT}"
+            )
     if kind in ("tcp", "tcp6") and "backlog=" not in description:
         description += f":backlog={defaults.DEFAULT_BACKLOG}"
     return description
+
+
+def _number(text: str, hint: str, kind: Callable[[str], Any] = int) -> Any:
+    """
+    C{kind(text)}, with an error that says what was expected and C{hint},
+    what would work.
+    """
+    try:
+        return kind(text)
+    except ValueError:
+        expected = "a whole number" if kind is int else "a number"
+        raise ValueError(f"not {expected}; {hint}") from None
 
 
 def portNumber(text: str) -> int:
     """
     A UDP port number, 1-65535.
     """
-    number = int(text)
+    number = _number(text, "use 1 to 65535")
     if not 1 <= number <= 65535:
-        raise ValueError(f"{number} is not a port number from 1 to 65535")
+        raise ValueError("not a port number; use 1 to 65535")
     return number
 
 
 def positiveInt(text: str) -> int:
-    number = int(text)
+    """
+    A whole number, at least 1.
+    """
+    number = _number(text, "use a whole number of at least 1")
     if number < 1:
-        raise ValueError(f"{number} is not a whole number of at least 1")
+        raise ValueError("too small; use a whole number of at least 1")
     return number
 
 
+def workerCount(text: str) -> int:
+    """
+    A count of worker processes, C{0} (none) or more.
+    """
+    return _number(text, "use 0 (no workers) or the number of processes")
+
+
 def seconds(text: str) -> float:
-    number = float(text)
+    """
+    A positive, finite number of seconds.
+    """
+    number = _number(text, "use e.g. 30 or 0.5", float)
     if not 0 < number < float("inf"):
-        raise ValueError(f"{text} is not a positive number of seconds")
+        raise ValueError("not a positive number of seconds; use e.g. 30 or 0.5")
     return number
 
 
@@ -83,9 +166,9 @@ def skew(text: str) -> float:
     """
     A freshness window in seconds; C{0} turns the time check off.
     """
-    number = float(text)
+    number = _number(text, "use e.g. 30 (0 for no check)", float)
     if not 0 <= number < float("inf"):
-        raise ValueError(f"{text} is not a number of seconds (0 for no check)")
+        raise ValueError("not a number of seconds; use e.g. 30 (0 for no check)")
     return number
 
 
@@ -93,9 +176,9 @@ def ttl(text: str) -> int:
     """
     A multicast TTL, 0-255.
     """
-    number = int(text)
+    number = _number(text, "use 0 (this host) to 255")
     if not 0 <= number <= 255:
-        raise ValueError(f"{number} is not a TTL from 0 to 255")
+        raise ValueError("not a TTL; use 0 (this host) to 255")
     return number
 
 
@@ -105,16 +188,48 @@ def multicastGroup(text: str) -> str:
     """
     from ipaddress import IPv4Address
 
-    address = IPv4Address(text)
+    try:
+        address = IPv4Address(text)
+    except ValueError:
+        raise ValueError(
+            f"not an IPv4 address; use a multicast group such as {defaults.DEFAULT_GROUP}"
+        ) from None
     if not address.is_multicast:
-        raise ValueError(f"{text} is not a multicast group (224.0.0.0/4)")
+        raise ValueError(
+            "not a multicast group (224.0.0.0/4); use e.g. "
+            f"{defaults.DEFAULT_GROUP}"
+        )
     return str(address)
 
 
 def ipv4(text: str) -> str:
+    """
+    An IPv4 address: the local address of an interface.
+    """
     from ipaddress import IPv4Address
 
-    return str(IPv4Address(text))
+    try:
+        return str(IPv4Address(text))
+    except ValueError:
+        raise ValueError(
+            "not an IPv4 address; use one of this host's addresses, e.g. "
+            "127.0.0.1 (or 0.0.0.0 for the default interface)"
+        ) from None
+
+
+def _naming(name: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
+    """
+    Wrap an option's coercer so that its error names the option and the
+    value: C{--data-port 0: not a port number; use 1 to 65535}.
+    """
+
+    def named(value: str) -> Any:
+        try:
+            return coerce(value)
+        except ValueError as error:
+            raise usage.UsageError(f"--{name} {value}: {error}") from None
+
+    return named
 
 
 class Options(usage.Options):
@@ -226,7 +341,7 @@ class Options(usage.Options):
          "cutting the rest.", seconds],
         ["workers", None, 0,
          "Serve HTTP from this many worker processes sharing the port "
-         "(0: serve in this process).", int],
+         "(0: serve in this process).", workerCount],
         # Issue 9, streams and publishing: bearer-token guessing.
         ["publish-auth-failures", None, defaults.DEFAULT_AUTH_FAILURES,
          "Unknown bearer tokens a client address may present per minute; "
@@ -269,6 +384,51 @@ class Options(usage.Options):
          "With --mqtt-cert-file: its private key (PEM), if not in the "
          "certificate file."],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, dispatcher in self._dispatch.items():
+            if isinstance(dispatcher, usage.CoerceParameter):
+                dispatcher.coerce = _naming(name, dispatcher.coerce)
+
+    def parseOptions(self, options: Any = None) -> None:
+        """
+        Parse the options.  Under twistd (when this is its C{artcast}
+        subcommand, with a C{parent}), a mistake is written to standard error
+        as one line, and the process exits with status 1: twistd itself would
+        print the whole help before it (L{twisted.application.app.run}).
+        The help is printed by C{--help} only.
+
+        @raise SystemExit: Under twistd, on a mistake.
+        @raise usage.UsageError: Otherwise, on a mistake.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            if self.parent is None:
+                raise
+            text = str(error)
+            if text.startswith(("No such option", "option ")):
+                text += " (twistd artcast --help lists the options)"
+            sys.stderr.write(f"twistd artcast: {text}\n")
+            sys.stderr.flush()
+            raise SystemExit(1)
+
+    def opt_version(self) -> None:
+        """
+        Display Artcast's and Twisted's versions and exit.
+        """
+        from importlib.metadata import PackageNotFoundError, version
+
+        from twisted import copyright
+
+        try:
+            ours = version("artcast")
+        except PackageNotFoundError:
+            ours = "unknown (not installed: pip install -e .)"
+        print(f"Artcast version: {ours}")
+        print(f"Twisted version: {copyright.version}")
+        sys.exit(0)
 
     def opt_mqtt_topic(self, topicFilter: str) -> None:
         """
@@ -331,6 +491,15 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         # The default is written as the original's; give it the backlog too.
         self["client-port"] = clientPort(self["client-port"])
+        if self.parent is not None:
+            # Under twistd, the endpoint is built right after: build it now,
+            # so that a mistake is an answer in one line, not a traceback.
+            problem = endpointProblem(self["client-port"])
+            if problem is not None:
+                raise usage.UsageError(
+                    f"--client-port {self['client-port']}: not a usable endpoint "
+                    f"({problem}); {_ENDPOINT_HINT}"
+                )
         from artcast.server.feeds.publish import parseTokenFile
         from artcast.server.stats import EVERYONE, Networks
 
@@ -404,9 +573,16 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "the data and register groups must differ in group or port"
             )
-        from artcast.server.workers import checkOptions
+        from artcast.server.workers import checkOptions, interpreterProblem
 
         checkOptions(self)
+        parent = self.parent
+        if self["workers"] and parent is not None and parent.get("uid") is not None:
+            problem = interpreterProblem(parent["uid"], parent.get("gid"))
+            if problem is not None:
+                raise usage.UsageError(
+                    f"--workers {self['workers']} --uid {parent['uid']}: {problem}"
+                )
 
     def _checkMQTT(self) -> None:
         """

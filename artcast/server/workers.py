@@ -106,6 +106,7 @@ __all__ = [
     "checkOptions",
     "decodeOptions",
     "encodeOptions",
+    "interpreterProblem",
     "main",
     "makeSupervisor",
     "workerAccessLog",
@@ -174,6 +175,94 @@ def checkOptions(options: Mapping[str, Any]) -> None:
         raise UsageError(
             f"--workers can share tcp:, tcp6: and systemd: ports, not {kind}:"
         )
+
+
+def _permitted(
+    info: os.stat_result, uid: int, groups: set[int], owner: int, group: int, other: int
+) -> bool:
+    """
+    Whether the user C{uid} in C{groups} has the permission bits wanted on
+    the file C{info} describes (the owner's, the group's or the others'
+    bits, as the kernel picks them).
+    """
+    if info.st_uid == uid:
+        return bool(info.st_mode & owner)
+    if info.st_gid in groups:
+        return bool(info.st_mode & group)
+    return bool(info.st_mode & other)
+
+
+def interpreterProblem(
+    uid: int,
+    gid: int | None = None,
+    executable: str = sys.executable,
+    statPath: Callable[[str], os.stat_result] = os.stat,
+    groupsOf: Callable[[int, int | None], set[int]] | None = None,
+) -> str | None:
+    """
+    Why the worker processes, started after twistd switched to C{--uid},
+    could not run the interpreter (L{workerArguments}), if they could not.
+    Checked before anything starts, because a worker that cannot be
+    executed only shows as workers dying at start.
+
+    @param uid: The user the workers run as.
+    @param gid: Its group (default: the user's own).
+    @param executable: The interpreter the workers run.
+    @param statPath: L{os.stat} (for tests).
+    @param groupsOf: The groups of a user and group (for tests): by default
+        the group and the user's supplementary groups.
+
+    @return: L{None}, or the reason in one sentence, with what would work.
+    """
+    if uid == 0:
+        return None
+    if groupsOf is None:
+        groupsOf = _groupsOf
+    groups = groupsOf(uid, gid)
+    fix = (
+        "install Artcast in a virtualenv that user can run (e.g. under /opt), "
+        "or choose another --uid"
+    )
+    paths = [os.path.abspath(executable), os.path.realpath(executable)]
+    for path in dict.fromkeys(paths):
+        folder = os.path.dirname(path)
+        while True:
+            if not _permitted(
+                statPath(folder), uid, groups, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH
+            ):
+                return (
+                    f"the workers run as uid {uid} cannot reach {executable}: "
+                    f"the folder {folder} is closed to that user; {fix}"
+                )
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                break
+            folder = parent
+    if not _permitted(
+        statPath(os.path.realpath(executable)),
+        uid, groups, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH,
+    ):
+        return f"the workers run as uid {uid} cannot execute {executable}; {fix}"
+    return None
+
+
+def _groupsOf(uid: int, gid: int | None) -> set[int]:
+    """
+    The groups a process switched to C{uid} (and C{gid}) by twistd has: the
+    group and, for a user with a name, its supplementary groups.
+    """
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return set() if gid is None else {gid}
+    if gid is None:
+        gid = entry.pw_gid
+    try:
+        return {gid, *os.getgrouplist(entry.pw_name, gid)}
+    except OSError:
+        return {gid}
 
 
 def workerAccessLog(path: str | None, index: int) -> str | None:
@@ -792,7 +881,7 @@ def makeSupervisor(options: Mapping[str, Any], reactor: Any) -> SupervisorServic
     that file; the workers' events arrive through their log pipes) and the
     L{WorkerSupervisor}.
     """
-    from artcast.server.logs import ErrorLogService, errorLogObserver
+    from artcast.server.logs import ErrorLogService, errorLogObserver, repeatsTwistdLog
 
     errorLog = ErrorLogService(
         errorLogObserver(
@@ -807,7 +896,9 @@ def makeSupervisor(options: Mapping[str, Any], reactor: Any) -> SupervisorServic
         stopTimeout=options["shutdown-timeout"],
     )
     top = SupervisorService(supervisor)
-    errorLog.setServiceParent(top)
+    # Under twistd -n, an error log on standard error would repeat twistd's.
+    if not repeatsTwistdLog(options["error-log"], getattr(options, "parent", None)):
+        errorLog.setServiceParent(top)
     supervisor.setServiceParent(top)
     return top
 
