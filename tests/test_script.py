@@ -225,6 +225,6 @@ class ScriptBrowserTests(TestCase):
         # Chromium's virtual time out: it writes the DOM.
         yield second.stop()
         dom = yield dom
+        # Each value as the page wrote it: a gap would add text to its item.
         values = re.findall(rb'<li data-id="[^"]+">([^<]*)</li>', dom)
         self.assertEqual(values, [b"%d" % (n,) for n in range(1, 41)], dom)
-        self.assertNotIn(b"missed", dom)
