@@ -15,6 +15,8 @@ setup(
     + ["twisted.plugins"],
     package_data={
         "artcast": ["py.typed"],
+        # The browser client served at /artcast.js.
+        "artcast.server.outlets": ["artcast.js"],
         "twisted": ["plugins/artcast_plugin.py"],
     },
     include_package_data=True,

@@ -254,3 +254,20 @@ class InstallTests(SynchronousTestCase):
         self.assertTrue(os.path.isfile(script))
         done = made.run([script, "--help"])
         self.assertIn("KEY", done.stdout.upper())
+
+    def test_browserScript(self) -> None:
+        """
+        The browser client served at C{/artcast.js} is installed as package
+        data, and the installed routes read it.
+        """
+        made = installation()
+        done = made.run([made.python, "-c", (
+            "import artcast.server.routes as r\n"
+            "print(r.__file__); print(len(r.SCRIPT)); print(b'Artcast.follow' in r.SCRIPT)\n"
+        )])
+        path, size, found = done.stdout.split()
+        venv = os.path.realpath(made.venv) + os.sep
+        self.assertTrue(os.path.realpath(path).startswith(venv), path)
+        with open(os.path.join(ROOT, "artcast", "server", "outlets", "artcast.js"), "rb") as f:
+            self.assertEqual(int(size), len(f.read()))
+        self.assertEqual(found, "True")

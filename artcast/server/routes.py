@@ -15,6 +15,8 @@ is an L{artcast.server.outlets.longpoll.LongPoll}.
 from __future__ import annotations
 
 import codecs
+import hashlib
+from importlib.resources import files
 from typing import Any, Callable, Mapping, Sequence, cast
 from urllib.parse import unquote_to_bytes
 
@@ -54,6 +56,7 @@ from artcast.wire import CONTROL_CHARACTERS, BadKey, encodeJSON, validateKey
 __all__ = [
     "LIST_TYPES",
     "PREFIX",
+    "SCRIPT",
     "VALUE_TYPES",
     "ArtcastApp",
     "ArtcastResource",
@@ -75,6 +78,16 @@ LIST_TYPES = (negotiate.JSON, negotiate.HTML)
 
 PREFIX = b"/artcasts/"
 
+#: The browser client served at C{/artcast.js}, read once, at import (before
+#: twistd drops privileges): package data of L{artcast.server.outlets}.
+SCRIPT = files("artcast.server.outlets").joinpath("artcast.js").read_bytes()
+
+#: Its weak C{ETag}: it changes only with the file.
+_SCRIPT_TAG = b'W/"%s"' % (hashlib.sha256(SCRIPT).hexdigest()[:16].encode("ascii"),)
+
+#: How long, in seconds, a browser may keep C{/artcast.js} without asking.
+_SCRIPT_MAX_AGE = 3600
+
 #: How many paths' keys an L{ArtcastApp} keeps made; past it, it starts
 #: again.
 _CACHED = 4096
@@ -82,6 +95,16 @@ _CACHED = 4096
 #: The shortest time, in seconds, between two makings of the HTML listing
 #: for datums that arrived (a new key or new metadata makes it at once).
 _LISTING_REFRESH = 1.0
+
+
+def _matches(ifNoneMatch: bytes, tag: bytes) -> bool:
+    """
+    Whether an C{If-None-Match} value names C{tag}, by the weak comparison
+    (C{W/} ignored), or is C{*}.
+    """
+    wanted = tag.removeprefix(b"W/")
+    tags = [one.strip().removeprefix(b"W/") for one in ifNoneMatch.split(b",")]
+    return b"*" in tags or wanted in tags
 
 
 class BadRequest(Exception):
@@ -386,6 +409,21 @@ class ArtcastApp:
     def root(self, request: IRequest) -> bytes:
         request.redirect(b"/artcasts")
         return self._body(request, b"", b"text/plain; charset=utf-8", 302)
+
+    @app.route("/artcast.js", methods=["GET", "HEAD"])
+    def script(self, request: IRequest) -> bytes:
+        """
+        The browser client, L{SCRIPT}: cached by browsers for an hour, then
+        asked again with C{If-None-Match} (a C{304} while it is the same).
+        """
+        self.answers.cors(request)
+        request.setHeader(b"ETag", _SCRIPT_TAG)
+        request.setHeader(b"Cache-Control", b"public, max-age=%d" % (_SCRIPT_MAX_AGE,))
+        match = request.getHeader(b"If-None-Match")
+        if match is not None and _matches(match, _SCRIPT_TAG):
+            request.setResponseCode(304)
+            return b""
+        return self._body(request, SCRIPT, b"text/javascript; charset=utf-8")
 
     @app.route("/artcasts", methods=["GET", "HEAD"])
     def listing(self, request: IRequest) -> bytes | IResource:
