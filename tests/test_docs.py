@@ -66,6 +66,7 @@ COVERED_PAGES = (
     "docs/chadburn.md",
     "docs/protocol.md",
     "docs/relays.md",
+    "docs/bus.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
@@ -74,6 +75,7 @@ PAGE_NEEDS = {
     "docs/chadburn.md": ("curl",),
     "docs/sources.md": ("curl", "gcc"),
     "docs/protocol.md": ("gcc",),
+    "docs/bus.md": ("redis-server", "redis-cli", "curl"),
 }
 
 RUN_LANGUAGES = ("python", "sh", "c")
