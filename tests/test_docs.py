@@ -9,7 +9,7 @@ method per code block, named after its line (C{test_line_0019_python}). Blocks a
   - C{sh} blocks run with C{bash} (C{set -euo pipefail}), this interpreter's C{bin} first on
     C{PATH} (C{twistd}, C{artcast-send}, C{artcast-follow}), this checkout first on
     C{PYTHONPATH}, in a temporary folder shared by the page's blocks (with links to the checkout's
-    C{sources/} and C{examples/}, as in a clone), each bounded in time;
+    C{sources/}, C{examples/} and C{docs/}, as in a clone), each bounded in time;
   - C{c} blocks are compiled with C{gcc -Wall -Werror}, and run when they have a C{main};
   - C{text} and C{json} blocks are output or data, shown and not run; a block in any other language
     (C{html}, a configuration, no language at all) must be marked as not runnable.
@@ -67,6 +67,7 @@ COVERED_PAGES = (
     "docs/protocol.md",
     "docs/relays.md",
     "docs/bus.md",
+    "docs/scaling.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
@@ -76,6 +77,7 @@ PAGE_NEEDS = {
     "docs/sources.md": ("curl", "gcc"),
     "docs/protocol.md": ("gcc",),
     "docs/bus.md": ("redis-server", "redis-cli", "curl"),
+    "docs/scaling.md": ("redis-server", "haproxy", "curl"),
 }
 
 RUN_LANGUAGES = ("python", "sh", "c")
@@ -86,7 +88,7 @@ BUILD_LIMIT = 60.0
 START_LIMIT = 20.0
 STOP_LIMIT = 10.0
 #: Folders of the checkout a page's temporary folder links to, as a reader in a clone has them.
-CHECKOUT_FOLDERS = ("sources", "examples")
+CHECKOUT_FOLDERS = ("sources", "examples", "docs")
 LOCK_PATH = os.path.join(tempfile.gettempdir(), "artcast-docs-pages.lock")
 
 _MARKER = re.compile(r"^(server(?: (\d+))?|background|until-stopped (\d+(?:\.\d+)?))$")
