@@ -68,6 +68,7 @@ COVERED_PAGES = (
     "docs/relays.md",
     "docs/bus.md",
     "docs/scaling.md",
+    "docs/delivery.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
@@ -78,6 +79,7 @@ PAGE_NEEDS = {
     "docs/protocol.md": ("gcc",),
     "docs/bus.md": ("redis-server", "redis-cli", "curl"),
     "docs/scaling.md": ("redis-server", "haproxy", "curl"),
+    "docs/delivery.md": ("curl",),
 }
 
 RUN_LANGUAGES = ("python", "sh", "c")
