@@ -236,6 +236,7 @@ class PageRun:
         self.outcomes: dict[int, BaseException | None] = {}
         self.marker: Marker | None = None
         self.background: list[tuple[int, subprocess.Popen[bytes], str]] = []
+        self.outputs: dict[int, str] = {}
         self.kernel: subprocess.Popen[bytes] | None = None
         self.kernelResults: Any = None
         self.directory = ""
@@ -304,48 +305,55 @@ class PageRun:
         """
         Run a shell block with bash, bounded in time.
         """
-        process = subprocess.Popen(
-            ["bash", "-c", "set -euo pipefail\n" + source],
-            cwd=self.directory,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # Output goes to a file: a server in the background logs without anyone reading a pipe.
+        outputPath = os.path.join(self.directory, ".block%d.out" % (line,))
+        with open(outputPath, "wb") as outputFile:
+            process = subprocess.Popen(
+                ["bash", "-c", "set -euo pipefail\n" + source],
+                cwd=self.directory,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=outputFile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.outputs[line] = outputPath
         if marker is not None and marker.kind in ("server", "background"):
             self.background.append((line, process, name))
             if marker.kind == "server":
-                self.waitForPort(process, marker.port, name)
+                self.waitForPort(process, line, marker.port, name)
             return
         limit = marker.seconds if marker is not None else BLOCK_LIMIT
         try:
-            output, _ = process.communicate(timeout=limit)
+            process.wait(timeout=limit)
         except subprocess.TimeoutExpired:
             _stopGroup(process, signal.SIGINT if marker is not None else signal.SIGKILL)
-            output = process.stdout.read() if process.stdout else b""
             if marker is None:
-                raise BlockFailed(
-                    "%s: still running after %ss:\n%s" % (name, limit, output.decode("utf-8", "replace"))
-                )
+                raise BlockFailed("%s: still running after %ss:\n%s" % (name, limit, self.output(line)))
             return
         _stopGroup(process, signal.SIGKILL)
         if process.returncode != 0:
-            raise BlockFailed(
-                "%s: exit status %s:\n%s" % (name, process.returncode, output.decode("utf-8", "replace"))
-            )
+            raise BlockFailed("%s: exit status %s:\n%s" % (name, process.returncode, self.output(line)))
 
-    def waitForPort(self, process: subprocess.Popen[bytes], port: int, name: str) -> None:
+    def output(self, line: int) -> str:
+        """
+        What the shell block at C{line} printed (its last 8 KiB).
+        """
+        with open(self.outputs[line], "rb") as f:
+            return f.read()[-8192:].decode("utf-8", "replace")
+
+    def waitForPort(
+        self, process: subprocess.Popen[bytes], line: int, port: int, name: str
+    ) -> None:
         """
         Wait, a bounded time, until 127.0.0.1:port accepts connections.
         """
         deadline = time.monotonic() + START_LIMIT
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                output = process.stdout.read() if process.stdout else b""
                 raise BlockFailed(
                     "%s: the server exited (%s) at start:\n%s"
-                    % (name, process.returncode, output.decode("utf-8", "replace"))
+                    % (name, process.returncode, self.output(line))
                 )
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -437,13 +445,10 @@ class PageRun:
             ended = process.poll()
             _stopGroup(process)
             if ended not in (None, 0) and self.outcomes.get(line) is None:
-                output = process.stdout.read() if process.stdout else b""
                 self.outcomes[line] = BlockFailed(
                     "%s: ended with exit status %s before the page was done:\n%s"
-                    % (name, ended, output.decode("utf-8", "replace"))
+                    % (name, ended, self.output(line))
                 )
-            if process.stdout is not None:
-                process.stdout.close()
         self.background = []
 
 
