@@ -31,12 +31,14 @@ A page whose programs are missing (C{mosquitto}, C{gcc}, C{curl}: L{PAGE_NEEDS})
 Background processes are stopped (their process group, by PID) when the page is done; one that ended
 with an error before fails its block. Pages use port 8888 and the default multicast groups as
 pasted: a file lock runs them one page at a time, across the processes of C{trial -j}. A page runs
-once per process, at its first test; each test reports its own block's outcome.
+once, at its first test (under C{trial -j}, the workers share its outcomes through a file named after
+the run); each test reports its own block's outcome.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -92,6 +94,7 @@ STOP_LIMIT = 10.0
 #: Folders of the checkout a page's temporary folder links to, as a reader in a clone has them.
 CHECKOUT_FOLDERS = ("sources", "examples", "docs")
 LOCK_PATH = os.path.join(tempfile.gettempdir(), "artcast-docs-pages.lock")
+SHARED_PATH = os.path.join(tempfile.gettempdir(), "artcast-docs-runs")
 
 _MARKER = re.compile(r"^(server(?: (\d+))?|background|until-stopped (\d+(?:\.\d+)?))$")
 
@@ -244,7 +247,33 @@ class PageRun:
 
     def run(self) -> None:
         """
-        Run every block of the page, holding the pages' lock, and stop what the page started.
+        Run every block of the page, holding the pages' lock, and stop what the page started; or,
+        under C{trial -j}, take the outcomes another worker of the same run recorded.
+        """
+        with open(LOCK_PATH, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                shared = _sharedOutcomesPath(self.page)
+                if shared is not None and os.path.exists(shared):
+                    with open(shared) as f:
+                        self.outcomes = {int(k): _thawOutcome(v) for k, v in json.load(f).items()}
+                    return
+                self.runBlocks()
+                if shared is not None:
+                    os.makedirs(os.path.dirname(shared), exist_ok=True)
+                    for name in os.listdir(SHARED_PATH):  # earlier runs' outcomes, a day old
+                        old = os.path.join(SHARED_PATH, name)
+                        if os.path.getmtime(old) < time.time() - 86400:
+                            shutil.rmtree(old, ignore_errors=True)
+                    with open(shared + ".new", "w") as f:
+                        json.dump({str(k): _freezeOutcome(v) for k, v in self.outcomes.items()}, f)
+                    os.replace(shared + ".new", shared)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def runBlocks(self) -> None:
+        """
+        Run every block of the page in order, in a temporary folder, and stop what the page started.
         """
         document = parsePage(self.page)
         document.namespace["runner"] = self
@@ -256,25 +285,27 @@ class PageRun:
         self.env["PYTHONPATH"] = os.pathsep.join(
             [ROOT] + [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p]
         )
-        with open(LOCK_PATH, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                for example in document.examples():
-                    try:
-                        example.evaluate()
-                    except BaseException as e:
-                        if isinstance(example.parsed, CodeBlock):
-                            self.outcomes[example.line] = e
-                        else:
-                            self.marker = None
-                            self.outcomes[example.line] = e
-                    else:
-                        if isinstance(example.parsed, CodeBlock):
-                            self.outcomes.setdefault(example.line, None)
-            finally:
-                self.stopAll()
-                fcntl.flock(lock, fcntl.LOCK_UN)
-                shutil.rmtree(self.directory, ignore_errors=True)
+        pending: BaseException | None = None
+        try:
+            for example in document.examples():
+                isBlock = isinstance(example.parsed, CodeBlock)
+                try:
+                    example.evaluate()
+                except BaseException as e:
+                    if not isBlock:
+                        # A marker or a skip that is wrong fails the block it was for.
+                        self.marker = None
+                        pending = e
+                        continue
+                    self.outcomes[example.line] = e
+                else:
+                    if isBlock:
+                        self.outcomes.setdefault(example.line, None)
+                if isBlock and pending is not None:
+                    self.outcomes[example.line], pending = pending, None
+        finally:
+            self.stopAll()
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def evaluate(self, example: Any) -> None:
         """
@@ -455,6 +486,42 @@ class PageRun:
 _runs: dict[str, PageRun] = {}
 
 
+def _sharedOutcomesPath(page: str) -> str | None:
+    """
+    Where the workers of one C{trial -j} run share a page's outcomes, so that it runs once: they
+    have one parent, whose PID and start time name the run. C{None} outside C{trial -j}.
+    """
+    if not sys.argv or not sys.argv[0].endswith(os.path.join("_dist", "workertrial.py")):
+        return None
+    parent = os.getppid()
+    try:
+        with open("/proc/%d/stat" % (parent,)) as f:
+            started = f.read().rsplit(")", 1)[1].split()[19]
+        with open(os.path.join(ROOT, page), "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    except (OSError, IndexError):
+        return None
+    return os.path.join(
+        SHARED_PATH, "%d-%s" % (parent, started), re.sub(r"\W", "_", page) + "-" + digest + ".json"
+    )
+
+
+def _freezeOutcome(outcome: BaseException | None) -> Any:
+    if outcome is None:
+        return None
+    if isinstance(outcome, unittest.SkipTest):
+        return {"skip": str(outcome)}
+    return {"fail": str(outcome)}
+
+
+def _thawOutcome(frozen: Any) -> BaseException | None:
+    if frozen is None:
+        return None
+    if "skip" in frozen:
+        return unittest.SkipTest(frozen["skip"])
+    return BlockFailed(frozen["fail"])
+
+
 def _which(program: str) -> str | None:
     return shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
 
@@ -591,7 +658,7 @@ class CoverageTests(unittest.SynchronousTestCase):
             with open(path, "w") as f:
                 f.write(text)
             run = PageRun(path)
-            run.run()
+            run.runBlocks()
         outcomes = [run.outcomes[line] for line in sorted(run.outcomes)]
         self.assertEqual(outcomes[:3], [None, None, None])
         self.assertIn("gone", str(outcomes[3]))
