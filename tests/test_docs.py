@@ -336,6 +336,13 @@ class PageRun:
         """
         Run a shell block with bash, bounded in time.
         """
+        daemon = daemonizes(source)
+        if daemon is not None:
+            raise BlockFailed(
+                "%s: %r would leave a daemon the test cannot stop: run it in the foreground "
+                "(twistd -n) marked <!-- docs-test: server -->, or mark the block skipped with a reason"
+                % (name, daemon)
+            )
         # Output goes to a file: a server in the background logs without anyone reading a pipe.
         outputPath = os.path.join(self.directory, ".block%d.out" % (line,))
         with open(outputPath, "wb") as outputFile:
@@ -481,6 +488,23 @@ class PageRun:
                     % (name, ended, self.output(line))
                 )
         self.background = []
+
+
+def daemonizes(source: str) -> str | None:
+    """
+    The command of a shell block that would detach a daemon (C{twistd} without C{-n}, C{--daemonize
+    yes}), or C{None}.
+    """
+    for command in source.replace("\\\n", " ").splitlines():
+        command = command.split("#", 1)[0]
+        words = command.split()
+        if "twistd" in [os.path.basename(w) for w in words] and not (
+            {"-n", "--nodaemon"} & set(words)
+        ):
+            return command.strip()
+        if "--daemonize" in words and "yes" in words:
+            return command.strip()
+    return None
 
 
 _runs: dict[str, PageRun] = {}
@@ -664,3 +688,12 @@ class CoverageTests(unittest.SynchronousTestCase):
         self.assertIn("gone", str(outcomes[3]))
         self.assertIn("visible", str(outcomes[4]))
         self.assertIn("broken", str(outcomes[5]))
+
+    def test_daemonRefused(self) -> None:
+        """
+        A shell block that would detach a daemon is named, and one in the foreground is not.
+        """
+        self.assertEqual(daemonizes("twistd artcast --demo"), "twistd artcast --demo")
+        self.assertIsNotNone(daemonizes("redis-server --port 6390 \\\n  --daemonize yes"))
+        self.assertIsNone(daemonizes("twistd -n --pidfile=a.pid artcast \\\n  --demo  # twistd"))
+        self.assertIsNone(daemonizes("echo twistd-like"))
