@@ -33,6 +33,8 @@ setup(
     extras_require={
         "test": [
             "hypothesis>=6.80.0",
+            # tests/test_docs.py runs the documentation's code blocks.
+            "sybil>=10",
             # The benchmark's short mode runs in the test suite, against the
             # Tornado baseline.
             "tornado>=6.3",
