@@ -91,6 +91,52 @@ class _Watcher(ProcessProtocol):
         self.ended.callback(reason.value)
 
 
+class _Peer:
+    """
+    A real peer the tests start (haproxy, nginx, redis-server, mosquitto),
+    stopped and killed by its own PID.
+
+    @ivar watcher: the process's protocol, once started.
+    @ivar pid: its PID, once started.
+    """
+
+    watcher: _Watcher | None = None
+    pid: int | None = None
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """
+        Stop it by its PID: SIGTERM, then SIGKILL past a bound.
+        """
+        watcher = self.watcher
+        if watcher is None or watcher.status is not None or self.pid is None:
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        timer = reactor.callLater(STOP_LIMIT, self._kill, watcher)
+        yield watcher.ended
+        if timer.active():
+            timer.cancel()
+
+    def _kill(self, watcher: _Watcher) -> None:
+        if watcher.status is None and self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    @inlineCallbacks
+    def kill(self) -> Any:
+        """
+        Kill it by its PID with SIGKILL, and wait (a bounded time) until it
+        has ended.
+        """
+        watcher = self.watcher
+        if watcher is None or watcher.status is not None or self.pid is None:
+            return
+        os.kill(self.pid, signal.SIGKILL)
+        limit = reactor.callLater(STOP_LIMIT, watcher.ended.cancel)
+        yield watcher.ended
+        if limit.active():
+            limit.cancel()
+
+
 class ArtcastProcess:
     """
     A real C{twistd -n artcast} process on free loopback ports.
@@ -279,7 +325,7 @@ class ArtcastProcess:
 HAPROXY = "/usr/sbin/haproxy"
 
 
-class HAProxy:
+class HAProxy(_Peer):
     """
     A real C{haproxy -db} in front of servers on 127.0.0.1, on a free
     loopback port, stopped by its own PID.
@@ -382,21 +428,6 @@ class HAProxy:
             yield deferLater(reactor, 0.05, lambda: None)
         returnValue(self)
 
-    @inlineCallbacks
-    def stop(self) -> Any:
-        """
-        Stop haproxy by its PID: SIGTERM, then SIGKILL past a bound.
-        """
-        if self.watcher.status is None and self.pid is not None:
-            os.kill(self.pid, signal.SIGTERM)
-            timer = reactor.callLater(
-                STOP_LIMIT,
-                lambda: self.watcher.status is None and os.kill(self.pid, signal.SIGKILL),
-            )
-            yield self.watcher.ended
-            if timer.active():
-                timer.cancel()
-
 
 #: Where the Debian package puts nginx.
 NGINX = "/usr/sbin/nginx"
@@ -405,11 +436,13 @@ NGINX = "/usr/sbin/nginx"
 NGINX_EXAMPLE = os.path.join(ROOT, "docs", "examples", "nginx-artcast.conf")
 
 
-class Nginx:
+class Nginx(_Peer):
     """
     A real C{nginx} running the documented configuration
     (C{docs/examples/nginx-artcast.conf}) in front of servers on 127.0.0.1,
-    on a free loopback port, in the foreground, stopped by its own PID.
+    on a free loopback port, in the foreground, stopped by its own PID
+    (SIGTERM, nginx's fast stop: SIGQUIT, its graceful one, would wait for
+    the open streams).
 
     The top-level C{nginx.conf} (in a temporary folder, with its pidfile,
     error log and temporary folders there) includes a copy of the example
@@ -536,28 +569,12 @@ class Nginx:
             yield deferLater(reactor, 0.05, lambda: None)
         returnValue(self)
 
-    @inlineCallbacks
-    def stop(self) -> Any:
-        """
-        Stop nginx by its PID: SIGQUIT is a graceful stop, which waits for
-        open streams, so SIGTERM (a fast stop), then SIGKILL past a bound.
-        """
-        if self.watcher.status is None and self.pid is not None:
-            os.kill(self.pid, signal.SIGTERM)
-            timer = reactor.callLater(
-                STOP_LIMIT,
-                lambda: self.watcher.status is None and os.kill(self.pid, signal.SIGKILL),
-            )
-            yield self.watcher.ended
-            if timer.active():
-                timer.cancel()
-
 
 #: Where the Redis server of the bus tests is; they are skipped without it.
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-class RedisServer:
+class RedisServer(_Peer):
     """
     A real C{redis-server} on a free loopback port, without persistence,
     stopped by its own PID; or, given C{sentinel} lines, a Redis Sentinel
@@ -648,45 +665,12 @@ class RedisServer:
             answer = None
         return succeed(answer)
 
-    @inlineCallbacks
-    def stop(self) -> Any:
-        """
-        Stop it by its PID: SIGTERM, then SIGKILL past a bound.
-        """
-        watcher = self.watcher
-        if watcher is None or watcher.status is not None or self.pid is None:
-            return
-        os.kill(self.pid, signal.SIGTERM)
-        timer = reactor.callLater(STOP_LIMIT, self._kill, watcher)
-        yield watcher.ended
-        if timer.active():
-            timer.cancel()
-
-    def _kill(self, watcher: _Watcher) -> None:
-        if watcher.status is None and self.pid is not None:
-            os.kill(self.pid, signal.SIGKILL)
-
-    @inlineCallbacks
-    def kill(self) -> Any:
-        """
-        Kill it by its PID with SIGKILL, and wait (a bounded time) until it
-        has ended.
-        """
-        watcher = self.watcher
-        if watcher is None or watcher.status is not None or self.pid is None:
-            return
-        os.kill(self.pid, signal.SIGKILL)
-        limit = reactor.callLater(STOP_LIMIT, watcher.ended.cancel)
-        yield watcher.ended
-        if limit.active():
-            limit.cancel()
-
 
 #: Where the MQTT broker of the MQTT tests is; they are skipped without it.
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-class Mosquitto:
+class Mosquitto(_Peer):
     """
     A real C{mosquitto} broker on a free loopback port, its configuration
     written to a temporary directory, stopped (or killed) by its own PID.
@@ -778,39 +762,6 @@ class Mosquitto:
                 raise RuntimeError("mosquitto did not start:\n" + self.watcher.output.decode())
             yield deferLater(reactor, 0.05, lambda: None)
         returnValue(self)
-
-    @inlineCallbacks
-    def stop(self) -> Any:
-        """
-        Stop it by its PID: SIGTERM, then SIGKILL past a bound.
-        """
-        watcher = self.watcher
-        if watcher is None or watcher.status is not None or self.pid is None:
-            return
-        os.kill(self.pid, signal.SIGTERM)
-        timer = reactor.callLater(STOP_LIMIT, self._kill, watcher)
-        yield watcher.ended
-        if timer.active():
-            timer.cancel()
-
-    def _kill(self, watcher: _Watcher) -> None:
-        if watcher.status is None and self.pid is not None:
-            os.kill(self.pid, signal.SIGKILL)
-
-    @inlineCallbacks
-    def kill(self) -> Any:
-        """
-        Kill it by its PID with SIGKILL, and wait (a bounded time) until it
-        has ended.
-        """
-        watcher = self.watcher
-        if watcher is None or watcher.status is not None or self.pid is None:
-            return
-        os.kill(self.pid, signal.SIGKILL)
-        limit = reactor.callLater(STOP_LIMIT, watcher.ended.cancel)
-        yield watcher.ended
-        if limit.active():
-            limit.cancel()
 
 
 def subprocessRun(arguments: Sequence[str]) -> None:
