@@ -72,6 +72,7 @@ COVERED_PAGES = (
     "docs/scaling.md",
     "docs/delivery.md",
     "README.md",
+    "docs/pages.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
@@ -84,6 +85,7 @@ PAGE_NEEDS = {
     "docs/scaling.md": ("redis-server", "haproxy", "curl"),
     "docs/delivery.md": ("curl",),
     "README.md": ("curl",),
+    "docs/pages.md": ("curl",),
 }
 
 RUN_LANGUAGES = ("python", "sh", "c")
