@@ -73,6 +73,7 @@ COVERED_PAGES = (
     "docs/delivery.md",
     "README.md",
     "docs/pages.md",
+    "docs/running.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
@@ -86,6 +87,7 @@ PAGE_NEEDS = {
     "docs/delivery.md": ("curl",),
     "README.md": ("curl",),
     "docs/pages.md": ("curl",),
+    "docs/running.md": ("curl",),
 }
 
 RUN_LANGUAGES = ("python", "sh", "c")
