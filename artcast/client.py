@@ -22,6 +22,7 @@ keeps a file holding the latest value (L{writeAtomically}).
 from __future__ import annotations
 
 import json
+import os
 import random as _random
 import sys
 from email.utils import parsedate_to_datetime
@@ -585,11 +586,25 @@ class Follower:
 # The command line
 
 
+def _programName(argv0: str | None = None) -> str:
+    """
+    The command's name as its user typed it: C{artcast-follow} when run as the
+    installed command, else C{python -m artcast.client}.
+
+    @param argv0: the program's path (C{sys.argv[0]} when C{None}).
+    """
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(argv0)
+    if name.split(".")[0] == "artcast-follow":  # artcast-follow.exe on Windows
+        return "artcast-follow"
+    return "python -m artcast.client"
+
+
 def _options(argv: Sequence[str]) -> Any:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m artcast.client",
+        prog=_programName(),
         description="Follow an artcast and print each datum as a line of JSON "
         '({"key", "id", "value"}, and "gap": true after missed datums); '
         "without KEY, print the list of artcasts.",
@@ -753,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         def failed(failure: Any) -> None:
             failure.trap(ArtcastError)
-            print(f"artcast.client: {failure.value}", file=sys.stderr)
+            print(f"{_programName().split()[-1]}: {failure.value}", file=sys.stderr)
             raise SystemExit(1)
 
         return d.addErrback(failed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from typing import Any
 
 from treq.testing import StubTreq
@@ -27,6 +28,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
 from artcast.client import (
+    _options,
     ArtcastClient,
     ArtcastError,
     Datum,
@@ -817,6 +819,22 @@ class CommandLineTests(ClientMixin, SynchronousTestCase):
                 {"key": "k", "id": last, "value": "ø"},
             ],
         )
+
+    def test_usageNamesTheCommand(self) -> None:
+        """
+        Run as the installed C{artcast-follow}, its usage line names
+        C{artcast-follow}; run otherwise, C{python -m artcast.client}.
+        """
+        for argv0, expected in [
+            ("/venv/bin/artcast-follow", "artcast-follow"),
+            ("/checkout/artcast/client.py", "python -m artcast.client"),
+        ]:
+            self.patch(sys, "argv", [argv0])
+            err = io.StringIO()
+            self.patch(sys, "stderr", err)
+            self.assertRaises(SystemExit, _options, [])
+            self.assertTrue(err.getvalue().startswith("usage: %s [-h]" % (expected,)), err.getvalue())
+            self.assertIn("\n%s: error: " % (expected,), err.getvalue())
 
     def test_list(self) -> None:
         """

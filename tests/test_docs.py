@@ -71,6 +71,9 @@ COVERED_PAGES = (
     "docs/bus.md",
     "docs/scaling.md",
     "docs/delivery.md",
+    "README.md",
+    "docs/pages.md",
+    "docs/running.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
@@ -82,6 +85,9 @@ PAGE_NEEDS = {
     "docs/bus.md": ("redis-server", "redis-cli", "curl"),
     "docs/scaling.md": ("redis-server", "haproxy", "curl"),
     "docs/delivery.md": ("curl",),
+    "README.md": ("curl",),
+    "docs/pages.md": ("curl",),
+    "docs/running.md": ("curl",),
 }
 
 RUN_LANGUAGES = ("python", "sh", "c")
