@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_INITIAL_DELAY",
     "backoffDelay",
     "parseRetryAfter",
+    "programName",
     "run",
     "main",
     "valueText",
@@ -585,11 +586,27 @@ class Follower:
 # The command line
 
 
+def programName(argv0: str | None = None) -> str:
+    """
+    The command's name for its usage line and its errors: C{artcast-follow} when run as the
+    installed command, C{python -m artcast.client} otherwise.
+
+    @param argv0: the program's C{argv[0]}; by default C{sys.argv[0]}.
+    """
+    import os.path
+
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(argv0 or "")
+    if name.startswith("artcast-follow"):
+        return "artcast-follow"
+    return "python -m artcast.client"
+
+
 def _options(argv: Sequence[str]) -> Any:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m artcast.client",
+        prog=programName(),
         description="Follow an artcast and print each datum as a line of JSON "
         '({"key", "id", "value"}, and "gap": true after missed datums); '
         "without KEY, print the list of artcasts.",
@@ -753,7 +770,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         def failed(failure: Any) -> None:
             failure.trap(ArtcastError)
-            print(f"artcast.client: {failure.value}", file=sys.stderr)
+            print(f"{programName()}: {failure.value}", file=sys.stderr)
             raise SystemExit(1)
 
         return d.addErrback(failed)
