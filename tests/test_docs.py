@@ -71,6 +71,7 @@ COVERED_PAGES = (
     "docs/bus.md",
     "docs/scaling.md",
     "docs/delivery.md",
+    "docs/clients.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
@@ -82,6 +83,7 @@ PAGE_NEEDS = {
     "docs/bus.md": ("redis-server", "redis-cli", "curl"),
     "docs/scaling.md": ("redis-server", "haproxy", "curl"),
     "docs/delivery.md": ("curl",),
+    "docs/clients.md": ("curl", "cc"),
 }
 
 RUN_LANGUAGES = ("python", "sh", "c")
