@@ -72,6 +72,7 @@ COVERED_PAGES = (
     "docs/scaling.md",
     "docs/delivery.md",
     "docs/clients.md",
+    "docs/operations.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
@@ -84,6 +85,7 @@ PAGE_NEEDS = {
     "docs/scaling.md": ("redis-server", "haproxy", "curl"),
     "docs/delivery.md": ("curl",),
     "docs/clients.md": ("curl", "cc"),
+    "docs/operations.md": ("curl",),
 }
 
 RUN_LANGUAGES = ("python", "sh", "c")
