@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_INITIAL_DELAY",
     "backoffDelay",
     "parseRetryAfter",
+    "programName",
     "run",
     "main",
     "valueText",
@@ -586,16 +587,16 @@ class Follower:
 # The command line
 
 
-def _programName(argv0: str | None = None) -> str:
+def programName(argv0: str | None = None) -> str:
     """
-    The command's name as its user typed it: C{artcast-follow} when run as the
-    installed command, else C{python -m artcast.client}.
+    The command's name for its usage line and its errors: C{artcast-follow} when run as the
+    installed command, C{python -m artcast.client} otherwise.
 
-    @param argv0: the program's path (C{sys.argv[0]} when C{None}).
+    @param argv0: the program's C{argv[0]}; by default C{sys.argv[0]}.
     """
     argv0 = sys.argv[0] if argv0 is None else argv0
-    name = os.path.basename(argv0)
-    if name.split(".")[0] == "artcast-follow":  # artcast-follow.exe on Windows
+    name = os.path.basename(argv0 or "")
+    if name.startswith("artcast-follow"):
         return "artcast-follow"
     return "python -m artcast.client"
 
@@ -604,7 +605,7 @@ def _options(argv: Sequence[str]) -> Any:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog=_programName(),
+        prog=programName(),
         description="Follow an artcast and print each datum as a line of JSON "
         '({"key", "id", "value"}, and "gap": true after missed datums); '
         "without KEY, print the list of artcasts.",
@@ -768,7 +769,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         def failed(failure: Any) -> None:
             failure.trap(ArtcastError)
-            print(f"{_programName().split()[-1]}: {failure.value}", file=sys.stderr)
+            print(f"{programName()}: {failure.value}", file=sys.stderr)
             raise SystemExit(1)
 
         return d.addErrback(failed)

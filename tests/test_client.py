@@ -34,6 +34,7 @@ from artcast.client import (
     Datum,
     backoffDelay,
     parseRetryAfter,
+    programName,
     run,
 )
 from artcast.server.store import KeyStore
@@ -844,6 +845,16 @@ class CommandLineTests(ClientMixin, SynchronousTestCase):
         d, out = self.runCommand([BASE])
         self.successResultOf(d)
         self.assertEqual(out.getvalue(), '{"key": "k", "description": "Kay"}\n')
+
+    def test_programName(self) -> None:
+        """
+        The usage line names C{artcast-follow} when run as the installed command, and C{python -m
+        artcast.client} when run as a module.
+        """
+        self.assertEqual(programName("/venv/bin/artcast-follow"), "artcast-follow")
+        self.assertEqual(programName("artcast-follow-script.py"), "artcast-follow")
+        self.assertEqual(programName("/src/artcast/client.py"), "python -m artcast.client")
+        self.assertEqual(programName(""), "python -m artcast.client")
 
 
 class RestartTests(TestCase):

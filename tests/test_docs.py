@@ -74,6 +74,8 @@ COVERED_PAGES = (
     "README.md",
     "docs/pages.md",
     "docs/running.md",
+    "docs/clients.md",
+    "docs/operations.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
@@ -88,6 +90,8 @@ PAGE_NEEDS = {
     "README.md": ("curl",),
     "docs/pages.md": ("curl",),
     "docs/running.md": ("curl",),
+    "docs/clients.md": ("curl", "cc"),
+    "docs/operations.md": ("curl",),
 }
 
 RUN_LANGUAGES = ("python", "sh", "c")

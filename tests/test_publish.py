@@ -157,6 +157,17 @@ class ReadValueTests(SynchronousTestCase):
                 readValue(contentType, body, 300)
             self.assertEqual(caught.exception.code, code, (contentType, body))
 
+    def test_formRefusedWithHint(self) -> None:
+        """
+        A form body (curl's C{-d} without a C{Content-Type}) gets a C{415} saying which
+        C{Content-Type} to send instead.
+        """
+        with self.assertRaises(Refused) as caught:
+            readValue(b"application/x-www-form-urlencoded", b"42", 300)
+        self.assertEqual(caught.exception.code, 415)
+        self.assertIn("curl -d", caught.exception.message)
+        self.assertIn("Content-Type: application/json", caught.exception.message)
+
 
 class FakePort:
     """

@@ -373,6 +373,14 @@ def readValue(contentType: bytes | None, body: bytes, maxValueSize: int) -> obje
         "utf-8",
         "us-ascii",
     ):
+        if mediaType == "application/x-www-form-urlencoded":
+            # What curl -d sends without -H 'Content-Type: ...'.
+            raise Refused(
+                415,
+                "A form (application/x-www-form-urlencoded, what curl -d sends) is not "
+                "taken: send the value with Content-Type: application/json, or a string "
+                "with text/plain; charset=utf-8.",
+            )
         raise Refused(
             415,
             "Send the value as application/json, or a string as text/plain; "
