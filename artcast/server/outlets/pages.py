@@ -180,13 +180,56 @@ def chartPoints(datums: Sequence[Datum]) -> list[list[Any]]:
     return points
 
 
+#: The EventSource-following part of the pages' scripts: C{follow(url,
+#: lastId, statusEl, on)} opens an EventSource on C{url} and calls
+#: C{on.open(lastId)}, C{on.message(message)} and C{on.gap()}.
+_FOLLOW = """
+  function follow(url, lastId, statusEl, on) {
+    var delay = 1000;
+    function connect() {
+      // EventSource resumes by itself with Last-Event-ID; a new one (after it
+      // gave up, as on a proxy's error page) resumes with since=, as does the
+      // first one after the value the page came with.
+      var source = new EventSource(
+        lastId === null ? url : url + "?since=" + encodeURIComponent(lastId));
+      source.onopen = function () {
+        delay = 1000;
+        on.open(lastId);
+      };
+      source.onmessage = function (event) {
+        var message;
+        try {
+          message = JSON.parse(event.data);
+        } catch (error) {
+          return;
+        }
+        lastId = message.id || event.lastEventId || lastId;
+        on.message(message);
+      };
+      source.addEventListener("gap", on.gap);
+      source.onerror = function () {
+        if (source.readyState === EventSource.CLOSED) {
+          source.close();
+          statusEl.textContent = "Disconnected; trying again in " +
+            Math.round(delay / 1000) + " s";
+          setTimeout(connect, delay);
+          delay = Math.min(delay * 2, 30000);
+        } else {
+          statusEl.textContent = "Reconnecting\\u2026";
+        }
+      };
+    }
+    connect();
+  }
+"""
+
 _LIST_SCRIPT = """
 (function () {
   var config = %(config)s;
-  var body = document.getElementById("rows");
+%(follow)s  var body = document.getElementById("rows");
   var statusEl = document.getElementById("status");
   var rows = new Map();
-  var lastId = config.lastId, missed = false, delay = 1000;
+  var lastId = config.lastId, missed = false;
   function path(key) {
     return "/artcasts/" + key.split("/").map(encodeURIComponent).join("/");
   }
@@ -243,40 +286,15 @@ _LIST_SCRIPT = """
       (missed ? "; some values were missed" : "");
     missed = false;
   }
-  function connect() {
-    if (!window.EventSource) return;
-    var source = new EventSource(
-      lastId === null ? config.url : config.url + "?since=" + encodeURIComponent(lastId));
-    source.onopen = function () {
-      delay = 1000;
+  if (window.EventSource) follow(config.url, lastId, statusEl, {
+    open: function () {
       statusEl.textContent = "Live";
-    };
-    source.onmessage = function (event) {
-      var message;
-      try {
-        message = JSON.parse(event.data);
-      } catch (error) {
-        return;
-      }
-      lastId = message.id || event.lastEventId || lastId;
-      show(message);
-    };
-    source.addEventListener("gap", function () {
+    },
+    message: show,
+    gap: function () {
       missed = true;
-    });
-    source.onerror = function () {
-      if (source.readyState === EventSource.CLOSED) {
-        source.close();
-        statusEl.textContent = "Disconnected; trying again in " +
-          Math.round(delay / 1000) + " s";
-        setTimeout(connect, delay);
-        delay = Math.min(delay * 2, 30000);
-      } else {
-        statusEl.textContent = "Reconnecting\\u2026";
-      }
-    };
-  }
-  connect();
+    }
+  });
 })();
 """
 
@@ -360,7 +378,7 @@ def listPage(
             "</tr>"
         )
     body = "\n".join(rows) or '<tr id="empty"><td colspan="7">No artcasts yet.</td></tr>'
-    script = _LIST_SCRIPT % {"config": _script({
+    script = _LIST_SCRIPT % {"follow": _FOLLOW, "config": _script({
         "url": keyPath(REST),
         "lastId": None if last is None else last.id,
         "limit": DASHBOARD_TEXT,
@@ -385,13 +403,13 @@ def listPage(
 _LIVE_SCRIPT = """
 (function () {
   var config = %(config)s;
-  var key = config.key, url = config.url;
+%(follow)s  var key = config.key, url = config.url;
   var valueEl = document.getElementById("value");
   var statusEl = document.getElementById("status");
   var keyEl = document.getElementById("matched");
   var chartEl = document.getElementById("chart");
   var legendEl = document.getElementById("legend");
-  var lastId = config.lastId, missed = false, delay = 1000;
+  var lastId = config.lastId, missed = false;
   var COLOURS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2"];
   var skew = Date.now() - config.now;
   var points = [], fields = [];
@@ -528,46 +546,20 @@ _LIVE_SCRIPT = """
       " (id " + message.id + ")" + (missed ? "; some values were missed" : "");
     missed = false;
   }
-  function connect() {
-    if (!window.EventSource) {
-      statusEl.textContent = "This browser cannot follow live values.";
-      return;
-    }
-    // EventSource resumes by itself with Last-Event-ID; a new one (after it
-    // gave up, as on a proxy's error page) resumes with since=, as does the
-    // first one after the value the page came with.
-    var source = new EventSource(
-      lastId === null ? url : url + "?since=" + encodeURIComponent(lastId));
-    source.onopen = function () {
-      delay = 1000;
-      if (lastId !== null) statusEl.textContent = "Live; the latest value has id " + lastId;
-    };
-    source.onmessage = function (event) {
-      var message;
-      try {
-        message = JSON.parse(event.data);
-      } catch (error) {
-        return;
+  if (!window.EventSource) {
+    statusEl.textContent = "This browser cannot follow live values.";
+  } else {
+    // The first EventSource resumes after the value the page came with.
+    follow(url, lastId, statusEl, {
+      open: function (lastId) {
+        if (lastId !== null) statusEl.textContent = "Live; the latest value has id " + lastId;
+      },
+      message: show,
+      gap: function () {
+        missed = true;
       }
-      lastId = message.id || event.lastEventId || lastId;
-      show(message);
-    };
-    source.addEventListener("gap", function () {
-      missed = true;
     });
-    source.onerror = function () {
-      if (source.readyState === EventSource.CLOSED) {
-        source.close();
-        statusEl.textContent = "Disconnected; trying again in " +
-          Math.round(delay / 1000) + " s";
-        setTimeout(connect, delay);
-        delay = Math.min(delay * 2, 30000);
-      } else {
-        statusEl.textContent = "Reconnecting\\u2026";
-      }
-    };
   }
-  connect();
 })();
 """
 
@@ -602,7 +594,7 @@ def livePage(
         "points": CHART_POINTS,
         "series": CHART_SERIES,
     }
-    script = _LIVE_SCRIPT % {"config": _script(config)}
+    script = _LIVE_SCRIPT % {"follow": _FOLLOW, "config": _script(config)}
     if latest is None:
         value, status = "\u2026", "Waiting for the first value\u2026"
         long = ""
