@@ -767,13 +767,13 @@ def nginxPath() -> Path | None:
     return Path(found) if found else None
 
 
-def nchanModule(places: Sequence[Path] = NGINX_MODULES) -> Path | None:
+def nchanModule(places: Sequence[Path] | None = None) -> Path | None:
     """
     The Nchan dynamic module: C{ngx_nchan_module.so} in a modules folder, or
     the path a C{load_module} line of C{modules-enabled} names (relative to
     nginx's prefix).
     """
-    for place in places:
+    for place in NGINX_MODULES if places is None else places:
         candidate = place / "ngx_nchan_module.so"
         if candidate.exists():
             return candidate
@@ -876,6 +876,36 @@ def nchanArgv(config: ServerConfig, directory: Path, clients: int) -> list[str]:
         "-e", str((directory / "error.log").resolve()),
         "-c", str(conf.resolve()),
     ]
+
+
+def stopOrphans(pids: Iterable[int], name: str, grace: float = 5.0) -> None:
+    """
+    SIGKILL those of C{pids} (the workers of a server we started, by their
+    own PIDs) still running C{name} after C{grace} seconds: nginx's master
+    stops its worker on SIGTERM, but a master that had to be killed leaves
+    it behind.
+    """
+
+    def running(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if name.encode() not in f.read():
+                    return False
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    deadline = time.monotonic() + grace
+    for pid in pids:
+        while running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if running(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                log(f"killed {name} worker {pid}, left behind by its master")
+            except ProcessLookupError:
+                pass
 
 
 def waitForHttp(server: Process, port: int, timeout: float) -> None:
@@ -1157,6 +1187,7 @@ def runCell(
     server = Process(label, pinning.server(argv), logPath, cwd=ROOT, env=serverEnv())
     loadgen: LoadGen | None = None
     held: dict[str, dict[str, Any]] | None = None
+    tree = None
     try:
         waitForHttp(server, config.httpPort, timeout=60)
         if workers:
@@ -1201,6 +1232,8 @@ def runCell(
         if loadgen is not None:
             loadgen.stop()
         server.stop()
+        if nchan and tree is not None:
+            stopOrphans(tree.pids[1:], "nginx")
     phase.update(
         server=label,
         workers=workers,

@@ -1059,3 +1059,44 @@ class NchanTests(SynchronousTestCase):
         self.assertGreater(result["loadgen"]["ids_seen"], 0)
         self.assertEqual(result["loadgen"]["bad_bodies"], 0)
         self.assertIn("nchan", _nchan["stdout"])
+
+    def test_emitterPublishesOverHttp(self) -> None:
+        """
+        With a publisher, the emitter POSTs each datum, with its send time
+        and number, to C{/pub/<key>} over one connection, and sends nothing
+        over multicast.
+        """
+        import http.server
+        import threading
+
+        received: list[tuple[str, bytes, int]] = []
+
+        class Publish(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.path, body, self.client_address[1]))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Publish)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        summary = emitter.emit(
+            "", 0, 100.0, 0.03, firstN=5,
+            publisher=emitter.HttpPublisher(server.server_address[1], "bench/fanout"),
+        )
+        self.assertEqual(summary["sent"], 3)
+        self.assertEqual([path for path, _, _ in received], ["/pub/bench/fanout"] * 3)
+        self.assertEqual(
+            [json.loads(body)[1]["n"] for _, body, _ in received], [5, 6, 7]
+        )
+        self.assertEqual(len({port for _, _, port in received}), 1)
