@@ -23,6 +23,12 @@
  * With --since, a client that got an Artcast-Id header re-polls with
  * ?since=<that id>, so a server that keeps datums loses none.
  *
+ * With --nchan, it speaks Nchan's long-poll protocol instead: a client sends
+ * the Last-Modified and Etag of its last answer back as If-Modified-Since and
+ * If-None-Match, so that Nchan answers with the next message in its buffer
+ * (a 304 or 408 answer, a timeout, keeps them).  The body is the JSON the
+ * emitter published, read for "t" and "n" as for Artcast.
+ *
  * Every loop is bounded: the process exits after --max-seconds whatever
  * happens.  Build: gcc -O2 -o bench/bin/loadgen bench/loadgen.c
  */
@@ -62,6 +68,8 @@ struct conn {
     int inlen;
     int mask;            /* events registered with epoll */
     char since[ID_MAX];  /* last Artcast-Id, "" if none */
+    char lastMod[ID_MAX]; /* --nchan: last Last-Modified, "" if none */
+    char etag[ID_MAX];    /* --nchan: last Etag, "" if none */
     char out[OUT_MAX];
     char in[IN_MAX];
 };
@@ -72,6 +80,7 @@ static int port = 8888;
 static const char *path = "/artcasts/bench/fanout";
 static long nclients = 100;
 static int useSince = 0;
+static int useNchan = 0;
 static double connectRate = 3000.0;
 static int connectInFlight = 32;
 static double maxSeconds = 600.0;
@@ -166,7 +175,12 @@ static void closeConn(long i, int isError) {
 
 static void buildRequest(struct conn *c) {
     int n;
-    if (useSince && c->since[0]) {
+    if (useNchan && c->lastMod[0]) {
+        n = snprintf(c->out, OUT_MAX,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
+                     "If-Modified-Since: %s\r\nIf-None-Match: %s\r\n\r\n",
+                     path, host, port, c->lastMod, c->etag);
+    } else if (useSince && c->since[0]) {
         n = snprintf(c->out, OUT_MAX,
                      "GET %s%ssince=%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path,
                      strchr(path, '?') ? "&" : "?", c->since, host, port);
@@ -375,6 +389,18 @@ static int parseResponse(struct conn *c) {
                     }
                 }
                 c->since[o] = 0;
+            } else if (useNchan && status == 200 &&
+                       ((nlen == 13 && strncasecmp(name, "last-modified", 13) == 0) ||
+                        (nlen == 4 && strncasecmp(name, "etag", 4) == 0))) {
+                /* kept verbatim (printable characters only) to send back */
+                char *into = nlen == 4 ? c->etag : c->lastMod;
+                size_t vlen = next - value, k, o = 0;
+                if (nlen == 4) haveId = 1;
+                for (k = 0; k < vlen && o + 1 < ID_MAX; k++) {
+                    unsigned char ch = (unsigned char)value[k];
+                    if (ch >= 0x20 && ch < 0x7f) into[o++] = (char)ch;
+                }
+                into[o] = 0;
             } else if (nlen == 11 && strncasecmp(name, "artcast-gap", 11) == 0) {
                 gaps++;
             } else if (nlen == 17 &&
@@ -581,7 +607,7 @@ static int onStdin(void) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --port P --clients N [--host 127.0.0.1]\n"
-            "               [--path /artcasts/bench/fanout] [--since]\n"
+            "               [--path /artcasts/bench/fanout] [--since | --nchan]\n"
             "               [--connect-rate 3000] [--connect-in-flight 32]\n"
             "               [--max-seconds 600]\n");
     exit(2);
@@ -597,6 +623,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--since") == 0) { useSince = 1; continue; }
+        if (strcmp(a, "--nchan") == 0) { useNchan = 1; continue; }
         if (v == NULL) usage();
         if (strcmp(a, "--host") == 0) host = v;
         else if (strcmp(a, "--port") == 0) port = atoi(v);

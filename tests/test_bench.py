@@ -14,6 +14,7 @@ import importlib.util
 import io
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -989,3 +990,113 @@ class PanelsQuickTests(SynchronousTestCase):
         tableLines = [line for line in result.stdout.splitlines()
                       if line.split()[:1] and line.split()[0] in panels.WAYS]
         self.assertEqual(len(tableLines), len(panels.WAYS))
+
+
+SKIP_NCHAN = SKIP_WORKERS or (
+    None if fanout.nchanAvailable()[0] else fanout.nchanAvailable()[1]
+)
+_nchan: dict[str, Any] = {}
+
+
+class NchanTests(SynchronousTestCase):
+    """
+    Nchan as the second peer: its nginx.conf, its column, and a short run
+    where the load generator follows Nchan's C{Etag}/C{Last-Modified}.
+    """
+
+    def test_nchanConf(self) -> None:
+        """
+        The generated nginx.conf listens on 127.0.0.1 only, runs one worker,
+        keeps its pid and logs in the cell's folder, loads the module and
+        routes subscribers and the publisher by key.
+        """
+        if fanout.nchanModule() is None:
+            raise self.skipTest("the Nchan module is not installed")
+        config = fanout.ServerConfig(random.Random(1))
+        folder = Path(tempfile.mkdtemp(prefix="artcast-nchan-"))
+        self.addCleanup(shutil.rmtree, folder, True)
+        conf = fanout.nchanConf(config, folder, 50)
+        self.assertIn(f"listen 127.0.0.1:{config.httpPort};", conf)
+        self.assertIn("worker_processes 1;", conf)
+        self.assertIn("daemon off;", conf)
+        self.assertIn(f"load_module {fanout.nchanModule()};", conf)
+        self.assertIn("worker_connections 306;", conf)
+        for name in ("nginx.pid", "error.log", "access.log"):
+            self.assertIn(str(folder.resolve() / name), conf)
+        self.assertIn("nchan_subscriber longpoll;", conf)
+        self.assertIn("location ~ ^/pub/(.+)$", conf)
+        self.assertIn("allow 127.0.0.1;", conf)
+
+    def test_columns(self) -> None:
+        """
+        Nchan has its column, and Artcast with C{since} a ratio to it.
+        """
+        self.assertEqual(
+            [c[0] for c in fanout.tableColumns({"baseline", "artcast+since", "nchan"})],
+            ["baseline", "artcast+since", "+since/baseline", "nchan", "+since/nchan"],
+        )
+
+    def test_defaultServers(self) -> None:
+        """
+        Nchan is in the default list of servers (the run skips it, with the
+        reason, where it is not installed).
+        """
+        self.assertEqual(fanout.parseArgs([]).servers, ["baseline", "artcast", "nchan"])
+
+    def test_nchanDelivers(self) -> None:
+        """
+        A short run on Nchan delivers datums published over HTTP to long
+        polls that follow its C{Etag}.
+        """
+        if SKIP_NCHAN:
+            raise self.skipTest(SKIP_NCHAN)
+        if not _nchan:
+            runFanout(_nchan, "--servers", "nchan")
+        self.assertEqual(_nchan["returncode"], 0, _nchan["stderr"])
+        [result] = _nchan["document"]["results"]
+        self.assertEqual(result["server"], "nchan")
+        self.assertGreater(result["loadgen"]["deliveries"], 0)
+        self.assertGreater(result["loadgen"]["ids_seen"], 0)
+        self.assertEqual(result["loadgen"]["bad_bodies"], 0)
+        self.assertIn("nchan", _nchan["stdout"])
+
+    def test_emitterPublishesOverHttp(self) -> None:
+        """
+        With a publisher, the emitter POSTs each datum, with its send time
+        and number, to C{/pub/<key>} over one connection, and sends nothing
+        over multicast.
+        """
+        import http.server
+        import threading
+
+        received: list[tuple[str, bytes, int]] = []
+
+        class Publish(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.path, body, self.client_address[1]))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Publish)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        summary = emitter.emit(
+            "", 0, 100.0, 0.03, firstN=5,
+            publisher=emitter.HttpPublisher(server.server_address[1], "bench/fanout"),
+        )
+        self.assertEqual(summary["sent"], 3)
+        self.assertEqual([path for path, _, _ in received], ["/pub/bench/fanout"] * 3)
+        self.assertEqual(
+            [json.loads(body)[1]["n"] for _, body, _ in received], [5, 6, 7]
+        )
+        self.assertEqual(len({port for _, _, port in received}), 1)
