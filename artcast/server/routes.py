@@ -671,11 +671,17 @@ class ArtcastApp:
                 return self._error(request, 400, "That key has no page.")
             if template is not None:
                 return self._body(request, template, b"text/html; charset=utf-8")
+        latest = self.store.latest(key)
+        group = None
+        if latest is None and self.listening is not None:
+            # Where the server hears datums, for the page's hint on sending one.
+            group = self.listening().get("data")
         page = pages.livePage(
             key,
-            self.store.latest(key),
+            latest,
             self.store.recent(key, pages.CHART_POINTS),
             self.clock.seconds(),
+            group,
         )
         return self._body(request, page, b"text/html; charset=utf-8")
 

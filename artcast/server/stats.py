@@ -610,6 +610,44 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 """
 
 
+#: Figures in seconds, by name (and any name ending in C{_seconds}).
+_SECONDS = frozenset({"uptime", "last_datagram_ago", "p50", "p99"})
+
+#: Figures in bytes, by name (and any name with C{bytes} or C{Bytes} in it).
+_BYTES = frozenset({"memory"})
+
+
+def _bytes(count: float) -> str:
+    """
+    A count of bytes in B, KiB or MiB, e.g. C{512 B}, C{1.5 KiB}, C{64.0 MiB}.
+    """
+    if abs(count) < 1024:
+        return f"{count:,.0f} B"
+    if abs(count) < 1024 * 1024:
+        return f"{count / 1024:,.1f} KiB"
+    return f"{count / (1024 * 1024):,.1f} MiB"
+
+
+def withUnit(name: str, value: Any) -> str:
+    """
+    A figure of C{/stats} as the HTML page shows it: seconds with C{s},
+    bytes as B, KiB or MiB, rates with C{/s}; a table of figures as
+    C{name: figure} pairs, each with its unit; anything else as it is.
+    """
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {withUnit(str(key), item)}" for key, item in value.items())
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "none" if value is None else str(value)
+    if name in _BYTES or "bytes" in name.lower():
+        return _bytes(value)
+    shown = f"{round(value, 3):,}" if isinstance(value, float) else f"{value:,}"
+    if name in _SECONDS or name.endswith("_seconds"):
+        return f"{shown} s"
+    if name.endswith("_per_second") or name.endswith("PerSecond"):
+        return f"{shown}/s"
+    return shown
+
+
 def _rows(items: Iterable[tuple[str, Any]]) -> str:
     rows = "".join(
         f'<tr><th>{html.escape(str(name))}</th><td class="n">{html.escape(str(value))}</td></tr>'
@@ -618,12 +656,17 @@ def _rows(items: Iterable[tuple[str, Any]]) -> str:
     return rows or '<tr><td colspan="2">none</td></tr>'
 
 
+#: How often the C{/stats} page loads itself again, in seconds.
+STATS_REFRESH = 2
+
+
 def statsPage(stats: dict[str, Any]) -> bytes:
     """
-    C{/stats} as an HTML page.
+    C{/stats} as an HTML page: each figure with its unit (L{withUnit}),
+    loaded again every L{STATS_REFRESH} seconds.
     """
     scalars = [
-        (name, round(value, 2) if isinstance(value, float) else value)
+        (name, withUnit(name, value))
         for name, value in stats.items()
         if not isinstance(value, (dict, list))
     ]
@@ -636,18 +679,31 @@ def statsPage(stats: dict[str, Any]) -> bytes:
             rows = [
                 (group, listeningText(figures)) for group, figures in table.items()
             ]
-        elif all(isinstance(count, (int, float)) for count in table.values()):
+        elif all(
+            isinstance(count, (int, float)) and not isinstance(count, bool)
+            for count in table.values()
+        ):
             # Counts: the largest first.
-            rows = sorted(table.items(), key=lambda item: (-item[1], item[0]))
+            rows = [
+                (key, withUnit(key, count))
+                for key, count in sorted(table.items(), key=lambda item: (-item[1], item[0]))
+            ]
         else:
-            rows = sorted(table.items())
+            rows = [(key, withUnit(key, value)) for key, value in sorted(table.items())]
         title = html.escape(name.replace("_", " ").capitalize())
         sections.append(f"<h2>{title}</h2><table>{_rows(rows)}</table>")
+    # A meta refresh rather than a script fetching /stats.json: the units are
+    # written in one place (here, not again in JavaScript), the page refreshes
+    # without scripts, and an operator's page loaded every 2 s costs the
+    # server next to nothing.  The price: when the server is down, the
+    # browser shows its own error page and stops; reload once it is back.
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{STATS_REFRESH}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Artcast statistics</title><style>{_STYLE}</style></head>
 <body><h1>Artcast statistics</h1>
+<p>Loaded again every {STATS_REFRESH} s.</p>
 <table>{_rows(scalars)}</table>
 {"".join(sections)}
 <p><a href="/stats.json">JSON</a> · <a href="/metrics">Prometheus</a> · <a href="/artcasts">Artcasts</a></p>
@@ -657,6 +713,7 @@ def statsPage(stats: dict[str, Any]) -> bytes:
 
 __all__ = [
     "EVERYONE",
+    "STATS_REFRESH",
     "ArtcastCollector",
     "Meter",
     "Networks",
@@ -669,4 +726,5 @@ __all__ = [
     "metricsText",
     "residentMemory",
     "statsPage",
+    "withUnit",
 ]

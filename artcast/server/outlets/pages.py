@@ -13,11 +13,12 @@ import html
 import json
 import os
 import math
+import shlex
 import stat
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from artcast.server.patterns import REST, isPattern
+from artcast.server.patterns import REST, STAR, isPattern
 from artcast.wire import keyPath
 
 from twisted.python.filepath import FilePath
@@ -36,6 +37,7 @@ __all__ = [
     "listeningLine",
     "livePage",
     "readTemplate",
+    "sendLine",
 ]
 
 #: How many of a key's last values its live page embeds for the chart.
@@ -79,6 +81,10 @@ tr.artcast.flash td { background-color: var(--flash); transition: none; }
 .long #value { font-size: 1.1rem; font-family: ui-monospace, "SFMono-Regular", Menlo, monospace;
               font-weight: 500; max-height: 12rem; overflow: auto; }
 #status { color: var(--muted); font-size: .9rem; }
+#from { color: var(--muted); font-size: .9rem; margin: .5rem 0 0; }
+#hint { border: 1px solid var(--line); border-radius: 6px; padding: .5rem 1rem;
+        background: #f8fafc; }
+#hint pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 #chart { width: 100%; margin: 1rem 0 .5rem; }
 #chart svg { display: block; width: 100%; height: auto; background: #fff;
              border: 1px solid var(--line); border-radius: 6px; }
@@ -299,6 +305,56 @@ _LIST_SCRIPT = """
 """
 
 
+def sendLine(group: Mapping[str, Any] | None, key: str) -> str:
+    """
+    An C{artcast-send} command, as plain text for a shell, that sends the
+    value C{42} for C{key} to where this server listens: its data group,
+    port and interface, with C{--ttl 0} when it listens on loopback (a
+    datagram sent by the default route never reaches it there).
+
+    @param group: the data group's figures
+        (L{artcast.server.feeds.multicast.MulticastServerProtocol.figures}),
+        or L{None} when the server has no multicast feed: then the line
+        names no group (the defaults).
+    @param key: a key, or a pattern: each C{*} or C{...} level of it
+        becomes C{example}.
+    """
+    levels = ["example" if level in (STAR, REST) else level for level in key.split("/")]
+    words = ["artcast-send"]
+    if group is not None:
+        words += ["--group", str(group["group"]), "--port", str(group["port"])]
+        interface = str(group["interface"])
+        if interface not in ("", "0.0.0.0"):
+            words += ["--interface", interface]
+        if interface.startswith("127."):
+            words += ["--ttl", "0"]
+    words += [shlex.quote("/".join(levels)), "42"]
+    return " ".join(words)
+
+
+def _waitingHint(key: str, group: Mapping[str, Any] | None) -> str:
+    """
+    What a key's page says while the server holds no value for it, as HTML:
+    that nothing arrived, that the page shows the first value when it
+    comes, how to send one this server hears, and where to read more.
+    """
+    if isPattern(key):
+        what = f"any key matching <code>{html.escape(key)}</code>"
+    else:
+        what = f"<code>{html.escape(key)}</code>"
+    return (
+        '<div id="hint">'
+        f"<p>Nothing has arrived for {what} since the server started. "
+        "This page shows the first value the moment it arrives.</p>"
+        "<p>To send one that this server hears, from this machine:</p>"
+        f"<pre><code>{html.escape(sendLine(group, key))}</code></pre>"
+        "<p>If it still does not show, see &ldquo;Nothing arrives?&rdquo; in "
+        "<code>docs/running.md#nothing-arrives</code>; the keys that have values are "
+        'listed at <a href="/artcasts">/artcasts</a>.</p>'
+        "</div>"
+    )
+
+
 def listeningLine(listening: Sequence[Mapping[str, Any]] | None) -> str:
     """
     The dashboard's status line on the multicast groups, as HTML: for each,
@@ -377,7 +433,15 @@ def listPage(
             f'<td class="more">{html.escape(_text(extra)) if extra else ""}</td>'
             "</tr>"
         )
-    body = "\n".join(rows) or '<tr id="empty"><td colspan="7">No artcasts yet.</td></tr>'
+    data = None
+    for group in listening or ():
+        if group.get("carries") == "datums":
+            data = group
+    body = "\n".join(rows) or (
+        '<tr id="empty"><td colspan="7">No artcasts yet: nothing has arrived since the '
+        "server started. To send one that this server hears, from this machine: "
+        f"<code>{html.escape(sendLine(data, 'greeting'))}</code></td></tr>"
+    )
     script = _LIST_SCRIPT % {"follow": _FOLLOW, "config": _script({
         "url": keyPath(REST),
         "lastId": None if last is None else last.id,
@@ -407,6 +471,7 @@ _LIVE_SCRIPT = """
   var valueEl = document.getElementById("value");
   var statusEl = document.getElementById("status");
   var keyEl = document.getElementById("matched");
+  var fromEl = document.getElementById("from");
   var chartEl = document.getElementById("chart");
   var legendEl = document.getElementById("legend");
   var lastId = config.lastId, missed = false;
@@ -540,7 +605,12 @@ _LIVE_SCRIPT = """
     var text = typeof value === "string" ? value : JSON.stringify(value);
     valueEl.textContent = text;
     if (valueEl.parentNode) valueEl.parentNode.className = text.length > 24 ? "long" : "";
+    // The heading is the key or pattern and stays so; the key of each
+    // datum is shown beside its value (on a pattern's page).
     keyEl.textContent = message.key || key;
+    if (fromEl && config.pattern) fromEl.hidden = false;
+    var hint = document.getElementById("hint");
+    if (hint && hint.parentNode) hint.parentNode.removeChild(hint);
     if (add(Date.now() - skew, value)) draw();
     statusEl.textContent = "Updated " + new Date().toLocaleTimeString() +
       " (id " + message.id + ")" + (missed ? "; some values were missed" : "");
@@ -569,11 +639,17 @@ def livePage(
     latest: Datum | None = None,
     recent: Sequence[Datum] = (),
     now: float = 0.0,
+    listening: Mapping[str, Any] | None = None,
 ) -> bytes:
     """
     The live page of a key (or pattern): it shows the latest value and
     updates itself as datums arrive, following from C{latest} on so that
-    nothing is missed or shown twice.
+    nothing is missed or shown twice.  Its heading is the key or pattern;
+    on a pattern's page, the key each value came from is shown above it.
+
+    While there is no value, the page says so, with how to send one that
+    this server hears (L{sendLine}); that hint goes when the first value
+    arrives.
 
     A key (not a pattern) whose values are numbers, or objects with numeric
     fields, gets a chart too: C{recent} (its last datums, oldest first) is
@@ -582,6 +658,8 @@ def livePage(
     @param latest: the latest datum of the key or pattern, if any.
     @param now: the server's time, to place the embedded points on the
         browser's clock.
+    @param listening: the data group's figures, for the hint's
+        C{artcast-send} line; L{None} for a line without a group.
     """
     chart = not isPattern(key)
     config = {
@@ -590,26 +668,34 @@ def livePage(
         "lastId": None if latest is None else latest.id,
         "now": round(now * 1000),
         "chart": chart,
+        "pattern": not chart,
         "history": chartPoints(recent) if chart else [],
         "points": CHART_POINTS,
         "series": CHART_SERIES,
     }
     script = _LIVE_SCRIPT % {"follow": _FOLLOW, "config": _script(config)}
+    hint = ""
     if latest is None:
         value, status = "\u2026", "Waiting for the first value\u2026"
         long = ""
+        hint = _waitingHint(key, listening)
     else:
         shown = _shown(latest, LATEST_TEXT)
         long = ' class="long"' if len(shown) > 24 else ""
         value = html.escape(shown)
         status = "Latest value held by the server (id " + html.escape(latest.id) + ")"
     matched = key if latest is None else latest.key
+    # On a pattern's page, the key the value came from; a key's page has it
+    # as its heading already.
+    fromHidden = " hidden" if latest is None or chart else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(key)} — Artcast</title><style>{_STYLE}</style></head>
 <body><p><a href="/artcasts">All artcasts</a></p>
-<h1><code id="matched">{html.escape(matched)}</code></h1>
+<h1><code id="key">{html.escape(key)}</code></h1>
+{hint}
+<p id="from"{fromHidden}>from <code id="matched">{html.escape(matched)}</code></p>
 <div id="latest"{long}><div id="value">{value}</div></div>
 <div id="chart"></div>
 <div id="legend"></div>
