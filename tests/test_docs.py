@@ -85,6 +85,8 @@ COVERED_PAGES = (
     "docs/running.md",
     "docs/clients.md",
     "docs/operations.md",
+    "docs/performance.md",
+    "docs/design.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
