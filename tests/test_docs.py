@@ -18,7 +18,8 @@ method per code block, named after its line (C{test_line_0019_python}). Blocks a
     standard error together, compared exactly, except that a line C{...} matches any number of lines
     and C{...} inside a line matches any text on that line (as doctest's C{ELLIPSIS}); a mismatch fails
     with a diff. A command's exit status is not checked (a mistake and its error are what such a block
-    usually shows), nor whether its output ends with a newline;
+    usually shows), nor whether its output ends with a newline. Commands run without a terminal, so
+    a program that prints differently to one differs here (curl's progress meter: show C{curl -sS});
   - C{text} and C{json} blocks are output or data, shown and not run; a block in any other language
     (C{html}, a configuration, no language at all) must be marked as not runnable.
 
