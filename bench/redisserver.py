@@ -51,6 +51,7 @@ class RedisServer:
         """
         if REDIS_SERVER is None:
             raise fanout.BenchError("redis-server is not installed")
+        directory = directory.resolve()  # redis-server reads --dir from its own working directory
         directory.mkdir(parents=True, exist_ok=True)
         self.port = fanout.freeTcpPort()
         self.url = f"redis://127.0.0.1:{self.port}"

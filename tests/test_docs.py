@@ -11,6 +11,15 @@ method per code block, named after its line (C{test_line_0019_python}). Blocks a
     C{PYTHONPATH}, in a temporary folder shared by the page's blocks (with links to the checkout's
     C{sources/}, C{examples/} and C{docs/}, as in a clone), each bounded in time;
   - C{c} blocks are compiled with C{gcc -Wall -Werror}, and run when they have a C{main};
+  - C{console} blocks are commands and what they print: a line starting with C{$ } is a command
+    (a line ending with a backslash goes on to the next), run as a C{sh} block is run (bash, the same
+    environment and folder, bounded in time), all the commands of a block in one bash, in order; the
+    lines after a command, up to the next C{$ }, are what it must print, its standard output and
+    standard error together, compared exactly, except that a line C{...} matches any number of lines
+    and C{...} inside a line matches any text on that line (as doctest's C{ELLIPSIS}); a mismatch fails
+    with a diff. A command's exit status is not checked (a mistake and its error are what such a block
+    usually shows), nor whether its output ends with a newline. Commands run without a terminal, so
+    a program that prints differently to one differs here (curl's progress meter: show C{curl -sS});
   - C{text} and C{json} blocks are output or data, shown and not run; a block in any other language
     (C{html}, a configuration, no language at all) must be marked as not runnable.
 
@@ -37,6 +46,7 @@ the run); each test reports its own block's outcome.
 
 from __future__ import annotations
 
+import difflib
 import fcntl
 import hashlib
 import json
@@ -76,6 +86,8 @@ COVERED_PAGES = (
     "docs/running.md",
     "docs/clients.md",
     "docs/operations.md",
+    "docs/performance.md",
+    "docs/design.md",
 )
 
 #: Programs a page needs beyond Python and bash; without them its blocks skip, saying which.
@@ -94,7 +106,7 @@ PAGE_NEEDS = {
     "docs/operations.md": ("curl",),
 }
 
-RUN_LANGUAGES = ("python", "sh", "c")
+RUN_LANGUAGES = ("python", "sh", "c", "console")
 SHOWN_LANGUAGES = ("text", "json")
 
 BLOCK_LIMIT = 30.0
@@ -338,6 +350,8 @@ class PageRun:
                 'it <!-- skip: next "why it cannot run here" -->'
                 % (name, language, ", ".join(RUN_LANGUAGES), " or ".join(SHOWN_LANGUAGES))
             )
+        if marker is not None and language == "console":
+            raise BlockFailed("%s: a docs-test marker before a console block" % (name,))
         if marker is not None and marker.kind in ("server", "background") and language != "sh":
             raise BlockFailed("%s: only a sh block can run in the background" % (name,))
         getattr(self, "run_" + language)(example.line, name, parsed.source, marker)
@@ -382,6 +396,52 @@ class PageRun:
         _stopGroup(process, signal.SIGKILL)
         if process.returncode != 0:
             raise BlockFailed("%s: exit status %s:\n%s" % (name, process.returncode, self.output(line)))
+
+    def run_console(self, line: int, name: str, source: str, marker: Marker | None) -> None:
+        """
+        Run a console block's commands in one bash, bounded in time, and compare what each printed
+        with the lines shown after it.
+        """
+        steps = consoleSteps(source)
+        if not steps:
+            raise BlockFailed("%s: a console block with no command (a line starting with $ )" % (name,))
+        script = []
+        for index, (command, _) in enumerate(steps):
+            daemon = daemonizes(command)
+            if daemon is not None:
+                raise BlockFailed(
+                    "%s: %r would leave a daemon the test cannot stop" % (name, daemon)
+                )
+            script.append(
+                "{ %s\n} >%s 2>&1 </dev/null"
+                % (command, _quote(os.path.join(self.directory, ".console%d-%d.out" % (line, index))))
+            )
+        # Each command's status is not checked: the script ends with true.
+        self.run_sh(line, name, "set +e\n" + "\n".join(script) + "\ntrue", None)
+        problems = []
+        for index, (command, expected) in enumerate(steps):
+            path = os.path.join(self.directory, ".console%d-%d.out" % (line, index))
+            try:
+                with open(path, "rb") as f:
+                    printed = f.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                printed = ""
+            if not consoleMatches(expected, printed):
+                problems.append(
+                    "$ %s\n%s"
+                    % (
+                        command,
+                        "\n".join(
+                            difflib.unified_diff(
+                                expected, _lines(printed), "shown", "printed", lineterm=""
+                            )
+                        ),
+                    )
+                )
+        if problems:
+            raise BlockFailed(
+                "%s: printed other than the page shows:\n%s" % (name, "\n".join(problems))
+            )
 
     def output(self, line: int) -> str:
         """
@@ -502,19 +562,73 @@ class PageRun:
 
 def daemonizes(source: str) -> str | None:
     """
-    The command of a shell block that would detach a daemon (C{twistd} without C{-n}, C{--daemonize
-    yes}), or C{None}.
+    The command of a shell block that would detach a daemon (C{twistd} without C{-n}, C{--help} or
+    C{--version}; C{--daemonize yes}), or C{None}.
     """
     for command in source.replace("\\\n", " ").splitlines():
         command = command.split("#", 1)[0]
         words = command.split()
         if "twistd" in [os.path.basename(w) for w in words] and not (
-            {"-n", "--nodaemon"} & set(words)
+            {"-n", "--nodaemon", "--help", "--version"} & set(words)
         ):
             return command.strip()
         if "--daemonize" in words and "yes" in words:
             return command.strip()
     return None
+
+
+def consoleSteps(source: str) -> list[tuple[str, list[str]]]:
+    """
+    The commands of a console block, each with the lines shown after it.
+
+    @param source: the block's text.
+    @return: C{(command, lines)} pairs; a command's continuation lines (after a line ending with a
+        backslash) are part of it.
+    @raise BlockFailed: a line comes before the first C{$ }.
+    """
+    steps: list[tuple[str, list[str]]] = []
+    lines = source.splitlines()
+    index = 0
+    while index < len(lines):
+        text = lines[index]
+        index += 1
+        if text.startswith("$ "):
+            command = text[2:]
+            while command.endswith("\\") and index < len(lines):
+                command += "\n" + lines[index]
+                index += 1
+            steps.append((command, []))
+        elif not steps:
+            raise BlockFailed("console block: %r comes before any command (a line starting with $ )" % (text,))
+        else:
+            steps[-1][1].append(text)
+    return steps
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def consoleMatches(expected: list[str], printed: str) -> bool:
+    """
+    Whether a command printed what a console block shows: line by line, a line C{...} matching any
+    number of lines and C{...} inside a line any text on that line.
+
+    @param expected: the lines shown.
+    @param printed: what the command printed.
+    """
+    pattern = []
+    for text in expected:
+        if text == "...":
+            pattern.append(r"(?:[^\n]*\n)*?")
+        else:
+            pattern.append("[^\n]*".join(re.escape(part) for part in text.split("...")) + "\n")
+    lines = _lines(printed)
+    return re.fullmatch("".join(pattern), "".join(text + "\n" for text in lines)) is not None
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "'\\''") + "'"
 
 
 _runs: dict[str, PageRun] = {}
@@ -701,9 +815,67 @@ class CoverageTests(unittest.SynchronousTestCase):
 
     def test_daemonRefused(self) -> None:
         """
-        A shell block that would detach a daemon is named, and one in the foreground is not.
+        A shell block that would detach a daemon is named, and one in the foreground or asking for
+        the version is not.
         """
         self.assertEqual(daemonizes("twistd artcast --demo"), "twistd artcast --demo")
         self.assertIsNotNone(daemonizes("redis-server --port 6390 \\\n  --daemonize yes"))
         self.assertIsNone(daemonizes("twistd -n --pidfile=a.pid artcast \\\n  --demo  # twistd"))
         self.assertIsNone(daemonizes("echo twistd-like"))
+        self.assertIsNone(daemonizes("twistd artcast --version"))
+
+
+class ConsoleTests(unittest.SynchronousTestCase):
+    """
+    Console blocks: commands run, and what each printed compared with the lines shown after it.
+    """
+
+    def test_steps(self) -> None:
+        """
+        A console block is split into commands, a backslash going on to the next line, each with its lines.
+        """
+        self.assertEqual(
+            consoleSteps("$ echo a \\\n  b\na b\n$ true\n"),
+            [("echo a \\\n  b", ["a b"]), ("true", [])],
+        )
+        self.assertRaises(BlockFailed, consoleSteps, "output first\n$ true\n")
+
+    def test_matches(self) -> None:
+        """
+        Lines compare exactly, a line ... matches any number of lines, ... in a line any text on it.
+        """
+        self.assertTrue(consoleMatches(["a", "b"], "a\nb\n"))
+        self.assertTrue(consoleMatches(["a", "b"], "a\nb"))
+        self.assertFalse(consoleMatches(["a", "b"], "a\nb \n"))
+        self.assertFalse(consoleMatches(["a"], "a\nb\n"))
+        self.assertTrue(consoleMatches(["a", "...", "z"], "a\nz\n"))
+        self.assertTrue(consoleMatches(["a", "...", "z"], "a\nb\nc\nz\n"))
+        self.assertFalse(consoleMatches(["a", "...", "z"], "a\nb\n"))
+        self.assertTrue(consoleMatches(['{"id": "...", "v": 1}'], '{"id": "x.1.2", "v": 1}\n'))
+        self.assertFalse(consoleMatches(["id ... end"], "id x\ny end\n"))
+        self.assertTrue(consoleMatches([], ""))
+
+    def test_pageRun(self) -> None:
+        """
+        Commands share one shell, stderr is compared with stdout, a failing status passes, and a
+        mismatch fails with a diff naming the command.
+        """
+        text = (
+            "```console\n$ X=4; echo out; echo err >&2; exit_code=3\nout\nerr\n"
+            "$ echo $X; false\n4\n```\n\n"
+            "```console\n$ printf 'id: a.1.2\\nwhen: now\\n'\nid: ...\n...\n```\n\n"
+            "```console\n$ echo printed\nshown\n```\n\n"
+            "<!-- docs-test: background -->\n```console\n$ true\n```\n"
+        )
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "page.md")
+            with open(path, "w") as f:
+                f.write(text)
+            run = PageRun(path)
+            run.runBlocks()
+        outcomes = [run.outcomes[line] for line in sorted(run.outcomes)]
+        self.assertEqual(outcomes[:2], [None, None])
+        self.assertIsInstance(outcomes[2], BlockFailed)
+        self.assertIn("$ echo printed\n--- shown\n+++ printed\n", str(outcomes[2]))
+        self.assertIn("-shown\n+printed", str(outcomes[2]))
+        self.assertIn("marker before a console block", str(outcomes[3]))
