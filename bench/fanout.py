@@ -29,6 +29,12 @@ it): its subscribers long-poll C{/artcasts/<key>} with Nchan's own protocol
 C{POST}s the same datums to its C{/pub/<key>}.  It is skipped, with the
 reason, when nginx or the module is not installed.
 
+With C{--stream longpoll,sse,ws} each cell is run once per client kind
+(default C{longpoll} alone): C{sse} and C{ws} hold one Server-Sent Events or
+WebSocket stream per client on C{/artcasts/<key>} (C{loadgen --mode}), on
+Artcast and Nchan only (the baseline has no streams), and the memory figure
+is per open stream.
+
 With C{--workers N}, Artcast is also run as C{twistd artcast --workers N}
 (column C{artcast-wN}, with its ratio to the single-process Artcast): its
 CPU and RSS are summed over the supervisor and its worker processes.
