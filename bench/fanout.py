@@ -29,6 +29,12 @@ it): its subscribers long-poll C{/artcasts/<key>} with Nchan's own protocol
 C{POST}s the same datums to its C{/pub/<key>}.  It is skipped, with the
 reason, when nginx or the module is not installed.
 
+With C{--stream longpoll,sse,ws} each cell is run once per client kind
+(default C{longpoll} alone): C{sse} and C{ws} hold one Server-Sent Events or
+WebSocket stream per client on C{/artcasts/<key>} (C{loadgen --mode}), on
+Artcast and Nchan only (the baseline has no streams), and the memory figure
+is per open stream.
+
 With C{--workers N}, Artcast is also run as C{twistd artcast --workers N}
 (column C{artcast-wN}, with its ratio to the single-process Artcast): its
 CPU and RSS are summed over the supervisor and its worker processes.
@@ -75,6 +81,11 @@ BASELINE = BENCH / "baselines" / "artcast_tornado.py"
 KEY = "bench/fanout"
 
 SERVERS = ("baseline", "artcast", "nchan")
+#: The kinds of client (C{--stream}): long polls, Server-Sent Events streams,
+#: WebSocket streams (C{loadgen --mode}).
+STREAMS = ("longpoll", "sse", "ws")
+#: The servers that have streams: the baseline (the original design) has none.
+STREAM_SERVERS = ("artcast", "nchan")
 NGINX = Path("/usr/sbin/nginx")
 NGINX_MODULES = (Path("/usr/lib/nginx/modules"), Path("/etc/nginx/modules-enabled"))
 NGINX_PREFIX = Path("/usr/share/nginx")
@@ -610,6 +621,7 @@ class LoadGen(JSONLinesChild):
         logPath: Path,
         maxSeconds: float,
         nchan: bool = False,
+        stream: str = "longpoll",
     ) -> None:
         argv = [
             str(LOADGEN),
@@ -620,8 +632,10 @@ class LoadGen(JSONLinesChild):
         ]
         if since:
             argv.append("--since")
-        if nchan:
+        if nchan and stream == "longpoll":
             argv.append("--nchan")
+        if stream != "longpoll":
+            argv += ["--mode", stream]
         super().__init__("loadgen", Process(
             "loadgen",
             pinning.load(argv),
@@ -813,7 +827,9 @@ def nchanConf(config: ServerConfig, directory: Path, clients: int) -> str:
     the runner reads CPU and RSS summed over both, as for C{--workers}, and
     the master, idle, stops the worker when it gets SIGTERM.  Subscribers
     long-poll C{/artcasts/<key>} (no timeout: held, as Artcast holds them);
-    the emitter publishes to C{/pub/<key>}, allowed from 127.0.0.1 only.  A
+    the same location serves Nchan's EventSource and WebSocket streams
+    (C{--stream sse,ws}).  The emitter publishes to C{/pub/<key>}, allowed
+    from 127.0.0.1 only.  A
     few messages are kept per channel (as Artcast keeps a short history) so
     that a client following C{Etag} gets the next one; a new subscriber
     starts at the newest.  Access lines go to a file: nginx has no
@@ -846,7 +862,7 @@ http {{
     server {{
         listen 127.0.0.1:{config.httpPort};
         location ~ ^/artcasts/(.+)$ {{
-            nchan_subscriber longpoll;
+            nchan_subscriber longpoll eventsource websocket;
             nchan_channel_id $1;
             nchan_subscriber_timeout 0;
             nchan_subscriber_first_message newest;
@@ -1158,11 +1174,13 @@ def runCell(
     outDir: Path,
     rng: random.Random,
     drainMax: float,
+    stream: str = "longpoll",
 ) -> dict[str, Any]:
     """
     One figure set on a fresh server: start server C{name}, measure its RSS
-    with no client and with C{clients} idle polls, send C{rate} datums/s for
-    C{duration} s, collect, stop everything.
+    with no client and with C{clients} idle polls (or open streams of kind
+    C{stream}: C{sse}, C{ws}), send C{rate} datums/s for C{duration} s,
+    collect, stop everything.
 
     A fresh server per cell keeps the cells independent: an overloaded
     server still works off its backlog (queued datagrams, datums kept for
@@ -1176,10 +1194,11 @@ def runCell(
     label = name + ("+since" if useSince else "")
     workers = workersOf(name)
     config = ServerConfig(rng)
-    logPath = outDir / f"{label}-{clients}-{rate:g}.log"
+    cell = f"{label}-{clients}-{rate:g}" + ("" if stream == "longpoll" else f"-{stream}")
+    logPath = outDir / f"{cell}.log"
     nchan = name == "nchan"
     if nchan:
-        argv = nchanArgv(config, outDir / f"{label}-{clients}-{rate:g}", clients)
+        argv = nchanArgv(config, outDir / cell, clients)
     elif name == "baseline":
         argv = baselineArgv(config)
     else:
@@ -1201,9 +1220,10 @@ def runCell(
             config.httpPort,
             clients,
             useSince,
-            outDir / f"loadgen-{label}-{clients}-{rate:g}.log",
+            outDir / f"loadgen-{cell}.log",
             maxSeconds=300 + duration + drainMax,
             nchan=nchan,
+            stream=stream,
         )
         ready = loadgen.wait("ready", 180)
         settle = waitSettled(tree, timeout=30)
@@ -1236,6 +1256,7 @@ def runCell(
             stopOrphans(tree.pids[1:], "nginx")
     phase.update(
         server=label,
+        stream=stream,
         workers=workers,
         clients=clients,
         server_pids=tree.pids,
@@ -1248,10 +1269,12 @@ def runCell(
     if held is not None:
         phase["held_by_worker"] = held
     log(
-        f"{label} N={clients} rate={rate:g}: polls held in "
-        f"{ready['seconds']:.1f}+{settle:.1f} s, "
-        f"{fmt(phase['memory_per_client_kib'])} KiB/client; "
-        f"{fmt(phase['deliveries_per_s'])} deliveries/s, "
+        f"{label} N={clients} rate={rate:g}: "
+        + ("polls held" if stream == "longpoll" else f"{stream} streams open")
+        + f" in {ready['seconds']:.1f}+{settle:.1f} s, "
+        f"{fmt(phase['memory_per_client_kib'])} KiB/"
+        + ("client; " if stream == "longpoll" else "stream; ")
+        + f"{fmt(phase['deliveries_per_s'])} deliveries/s, "
         f"p50 {fmt(phase['latency_p50_ms'])} ms, "
         f"delivered {fmt(phase['fraction_delivered'])}, "
         f"server CPU {fmt(phase['server_cpu_pct'])}%"
@@ -1282,17 +1305,18 @@ def runServer(
     rng: random.Random,
     since: str,
     drainMax: float,
+    stream: str = "longpoll",
 ) -> list[dict[str, Any]]:
     """
-    Every rate for server C{name} with C{clients} polls; for Artcast (with
-    or without workers) also with C{?since=} (with C{since="auto"}: if its
-    answers carry C{Artcast-Id}).
+    Every rate for server C{name} with C{clients} polls (or streams of kind
+    C{stream}); for Artcast's long polls (with or without workers) also with
+    C{?since=} (with C{since="auto"}: if its answers carry C{Artcast-Id}).
 
     @return: one result per (mode, rate).
     """
     results: list[dict[str, Any]] = []
     modes = [False]
-    if name.startswith("artcast") and since in ("auto", "on"):
+    if stream == "longpoll" and name.startswith("artcast") and since in ("auto", "on"):
         modes.append(True)
     for useSince in modes:
         if useSince and since == "auto" and not any(r["ids_seen"] for r in results):
@@ -1302,7 +1326,7 @@ def runServer(
             results.append(
                 runCell(
                     name, useSince, clients, rate, duration, pinning, outDir,
-                    rng, drainMax,
+                    rng, drainMax, stream,
                 )
             )
     return results
@@ -1322,7 +1346,7 @@ FIGURES = [
     ("fraction_complete", "datums reaching all N"),
     ("server_cpu_pct", "server CPU (% of a core)"),
     ("server_cpu_us_per_delivery", "server CPU per delivery (us)"),
-    ("memory_per_client_kib", "memory per held client (KiB)"),
+    ("memory_per_client_kib", "memory per held client (KiB)"),  # per open stream
     ("loadgen_cpu_pct", "loadgen CPU (% of a core)"),
 ]
 
@@ -1358,7 +1382,18 @@ def ratio(numerator: float | None, denominator: float | None) -> str:
     return f"x{numerator / denominator:.2f}"
 
 
-def tableColumns(present: Iterable[str]) -> list[tuple[str, str, str | None]]:
+def figureLabel(field: str, label: str, stream: str) -> str:
+    """
+    A figure's row label: for a stream kind, memory is per open stream.
+    """
+    if field == "memory_per_client_kib" and stream != "longpoll":
+        return "memory per open stream (KiB)"
+    return label
+
+
+def tableColumns(
+    present: Iterable[str], streams: bool = False
+) -> list[tuple[str, str, str | None]]:
     """
     The columns of the table for the servers that ran (result labels such
     as C{"artcast+since"} or C{"artcast-w2"}), in order.
@@ -1370,7 +1405,8 @@ def tableColumns(present: Iterable[str]) -> list[tuple[str, str, str | None]]:
     (C{+since/nchan}: both re-poll with an id, C{since=} or C{Etag});
     a worker column (C{artcast-wN}) also with the single-process Artcast of
     the same mode (C{wN/artcast}, C{wN+since/+since}), so that scaling is
-    read directly.
+    read directly.  With C{streams} (SSE or WebSocket rows in the table),
+    also Artcast over Nchan (C{artcast/nchan}), the stream kinds' comparison.
     """
     labels = set(present)
     columns: list[tuple[str, str, str | None]] = []
@@ -1405,6 +1441,8 @@ def tableColumns(present: Iterable[str]) -> list[tuple[str, str, str | None]]:
         if "artcast+since" in labels:
             # Both follow ids (since= / Etag): the like-for-like comparison.
             columns.append(("+since/nchan", "artcast+since", "nchan"))
+        if streams and "artcast" in labels:
+            columns.append(("artcast/nchan", "artcast", "nchan"))
     return columns
 
 
@@ -1414,20 +1452,28 @@ def table(results: Iterable[dict[str, Any]]) -> str:
     artcast, artcast+since, artcast-wN, artcast-wN+since), each Artcast
     column followed by its ratio to the baseline, and each worker column
     by its ratio to the single-process Artcast (L{tableColumns}).
+
+    When a stream kind other than long polls ran (C{--stream}), the rows
+    are also per kind, in a first column C{stream}.
     """
-    byKey: dict[tuple[int, float], dict[str, dict[str, Any]]] = {}
+    byKey: dict[tuple[int, int, float], dict[str, dict[str, Any]]] = {}
     for result in results:
-        key = (result["clients"], result["rate"])
+        stream = result.get("stream", "longpoll")
+        key = (STREAMS.index(stream), result["clients"], result["rate"])
         byKey.setdefault(key, {})[result["server"]] = result
+    streams = any(key[0] for key in byKey)
     columns = tableColumns(
-        {label for servers in byKey.values() for label in servers}
+        {label for servers in byKey.values() for label in servers}, streams
     )
-    header = ["N", "rate/s", "figure"] + [column[0] for column in columns]
+    lead = ["stream"] if streams else []
+    header = lead + ["N", "rate/s", "figure"] + [column[0] for column in columns]
     rows = [header]
-    for (clients, rate) in sorted(byKey):
-        servers = byKey[(clients, rate)]
+    for (kind, clients, rate) in sorted(byKey):
+        servers = byKey[(kind, clients, rate)]
         for field, label in FIGURES:
-            row = [str(clients), f"{rate:g}", label]
+            row = ([STREAMS[kind]] if streams else []) + [
+                str(clients), f"{rate:g}", figureLabel(field, label, STREAMS[kind])
+            ]
             for _, server, denominator in columns:
                 if server not in servers:
                     row.append("-")
@@ -1443,7 +1489,7 @@ def table(results: Iterable[dict[str, Any]]) -> str:
     lines = []
     for index, row in enumerate(rows):
         cells = [
-            cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i])
+            cell.ljust(widths[i]) if i < len(lead) + 3 else cell.rjust(widths[i])
             for i, cell in enumerate(row)
         ]
         lines.append("  ".join(cells).rstrip())
@@ -1501,6 +1547,10 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
                         "as column artcast-wN (default: none)")
     parser.add_argument("--since", choices=("auto", "on", "off"), default="auto",
                         help="also run Artcast with ?since= (auto: if it sends Artcast-Id)")
+    parser.add_argument("--stream", default="longpoll",
+                        help="comma-separated client kinds: longpoll, sse (Server-Sent "
+                        "Events), ws (WebSocket); streams for artcast and nchan only "
+                        "(default longpoll)")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--server-cpus", default=None,
                         help="taskset list of CPUs for the server and its workers "
@@ -1522,6 +1572,12 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     options.rates = [float(x) for x in (options.rates or "1,10,100").split(",")]
     options.duration = options.duration or 10.0
     options.servers = [s.strip() for s in options.servers.split(",") if s.strip()]
+    options.stream = [s.strip() for s in options.stream.split(",") if s.strip()]
+    for s in options.stream:
+        if s not in STREAMS:
+            parser.error(f"unknown stream {s!r} (known: {', '.join(STREAMS)})")
+    if not options.stream:
+        parser.error("--stream needs at least one kind")
     for s in options.servers:
         if s not in SERVERS:
             parser.error(f"unknown server {s!r} (known: {', '.join(SERVERS)})")
@@ -1585,15 +1641,30 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     drainMax = max(2.0, options.duration)
     results: list[dict[str, Any]] = []
     started = datetime.datetime.now(datetime.timezone.utc)
-    for clients in options.clients:
-        for name in servers:
-            log(f"{name}: N={clients}, rates {options.rates}, {options.duration:g} s each")
-            results.extend(
-                runServer(
-                    name, clients, options.rates, options.duration, pinning,
-                    outDir, rng, options.since, drainMax,
+    streamed = [kind for kind in options.stream if kind != "longpoll"]
+    if streamed:
+        notes.append(
+            "streams (" + ", ".join(streamed) + "): artcast and nchan only (the "
+            "baseline, the original design, has no streams); one stream per client "
+            "held for the whole cell, memory per open stream; Artcast's SSE and "
+            "WebSocket on /artcasts/<key>, Nchan's eventsource and websocket in the "
+            "same location"
+        )
+    for stream in options.stream:
+        for clients in options.clients:
+            for name in servers:
+                if stream != "longpoll" and not name.startswith(STREAM_SERVERS):
+                    continue
+                log(
+                    f"{name} ({stream}): N={clients}, rates {options.rates}, "
+                    f"{options.duration:g} s each"
                 )
-            )
+                results.extend(
+                    runServer(
+                        name, clients, options.rates, options.duration, pinning,
+                        outDir, rng, options.since, drainMax, stream,
+                    )
+                )
     return {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
@@ -1606,6 +1677,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             "workers": options.workers,
             "pinning": pinning.describe(),
             "since": options.since,
+            "streams": options.stream,
             "quick": options.quick,
         },
         "results": results,

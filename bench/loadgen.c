@@ -29,6 +29,25 @@
  * (a 304 or 408 answer, a timeout, keeps them).  The body is the JSON the
  * emitter published, read for "t" and "n" as for Artcast.
  *
+ * With --mode sse or --mode ws, each connection opens one stream instead and
+ * reads it for the rest of the run (reconnecting only if it ends):
+ *
+ *   sse  GET with Accept: text/event-stream; the body (chunked or not) is
+ *        read as Server-Sent Events: an event ends at a blank line, its
+ *        first data: line is the answer (Artcast sends the envelope
+ *        {"key","id","value"}, Nchan the published body: both carry "t" and
+ *        "n"); comment lines (":") are heartbeats; a named event (gap,
+ *        shutdown) is not a datum.
+ *   ws   an RFC 6455 handshake (a fixed Sec-WebSocket-Key, the 101 and its
+ *        Sec-WebSocket-Accept checked), then the server's unmasked frames:
+ *        a text frame is an answer, a ping is answered with a (masked) pong,
+ *        a close with a close, and the connection ends.
+ *
+ * Each event or text frame is one delivery, measured as a long-poll answer
+ * is.  The bytes of a stream are decoded in place in the connection's fixed
+ * buffer (no allocation per event); an event or frame longer than the buffer
+ * is counted in bad_bodies and oversized and its connection dropped.
+ *
  * Every loop is bounded: the process exits after --max-seconds whatever
  * happens.  Build: gcc -O2 -o bench/bin/loadgen bench/loadgen.c
  */
@@ -60,6 +79,11 @@
 #define STDIN_TAG UINT32_MAX
 
 enum { ST_IDLE = 0, ST_CONNECTING, ST_SENDING, ST_WAITING };
+enum { MODE_LONGPOLL = 0, MODE_SSE, MODE_WS };
+
+/* The RFC 6455 example key, and the Sec-WebSocket-Accept it must get. */
+#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
+#define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 struct conn {
     int fd;
@@ -67,6 +91,11 @@ struct conn {
     int outlen, outoff;
     int inlen;
     int mask;            /* events registered with epoll */
+    int streaming;       /* stream modes: the 200 (SSE) or 101 (WS) was read */
+    int chunked;         /* SSE: the body is chunked */
+    int evlen;           /* stream modes: decoded bytes at the start of in[] */
+    long chunkLeft;      /* SSE chunked: bytes left in this chunk, or
+                            CHUNK_SIZE (a size line next), CHUNK_CRLF */
     char since[ID_MAX];  /* last Artcast-Id, "" if none */
     char lastMod[ID_MAX]; /* --nchan: last Last-Modified, "" if none */
     char etag[ID_MAX];    /* --nchan: last Etag, "" if none */
@@ -75,12 +104,16 @@ struct conn {
 };
 
 /* configuration */
+#define CHUNK_SIZE (-1L)
+#define CHUNK_CRLF (-2L)
+
 static const char *host = "127.0.0.1";
 static int port = 8888;
 static const char *path = "/artcasts/bench/fanout";
 static long nclients = 100;
 static int useSince = 0;
 static int useNchan = 0;
+static int mode = MODE_LONGPOLL;
 static double connectRate = 3000.0;
 static int connectInFlight = 32;
 static double maxSeconds = 600.0;
@@ -90,14 +123,14 @@ static struct conn *conns;
 static int epfd;
 static long *idleQueue; /* ring of connection indexes to (re)connect */
 static long idleHead, idleCount;
-static long nconnecting, nwaiting, nestablished;
+static long nconnecting, nwaiting, nestablished, nstreams;
 static int readySent;
 static struct sockaddr_in addr;
 
 /* phase counters */
 static long firstN;
 static long deliveries, strays, errors, reconnects, non200, idsSeen, gaps;
-static long badBodies;
+static long badBodies, oversized, heartbeats, pongs;
 static uint32_t *lat;           /* per-answer latency in microseconds */
 static long latLen, latCap;
 static uint32_t *dCount;        /* per datum n - firstN: arrivals */
@@ -167,6 +200,9 @@ static void closeConn(long i, int isError) {
     }
     c->fd = -1;
     c->inlen = 0;
+    c->evlen = 0;
+    if (c->streaming) nstreams--;
+    c->streaming = 0;
     setState(c, ST_IDLE);
     if (isError) errors++;
     reconnects++;
@@ -175,7 +211,19 @@ static void closeConn(long i, int isError) {
 
 static void buildRequest(struct conn *c) {
     int n;
-    if (useNchan && c->lastMod[0]) {
+    if (mode == MODE_SSE) {
+        n = snprintf(c->out, OUT_MAX,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
+                     "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
+                     path, host, port);
+    } else if (mode == MODE_WS) {
+        n = snprintf(c->out, OUT_MAX,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
+                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: " WS_KEY "\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     path, host, port);
+    } else if (useNchan && c->lastMod[0]) {
         n = snprintf(c->out, OUT_MAX,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
                      "If-Modified-Since: %s\r\nIf-None-Match: %s\r\n\r\n",
@@ -231,6 +279,9 @@ static void startConnect(long i) {
     if (c->fd < 0) die("socket (raise the file limit?)");
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->inlen = 0;
+    c->evlen = 0;
+    c->chunked = 0;
+    c->chunkLeft = CHUNK_SIZE;
     c->mask = EPOLLOUT;
     ev.events = EPOLLOUT;
     ev.data.u64 = (uint64_t)i;
@@ -451,10 +502,297 @@ static void onReadable(long i) {
     repoll(i);
 }
 
+/* ---- streams (--mode sse, --mode ws) ---- */
+
+/* Write what is queued in c->out (a stream's pongs and closes); 0 or -1. */
+static int flushOut(long i) {
+    struct conn *c = &conns[i];
+    while (c->outoff < c->outlen) {
+        ssize_t w = write(c->fd, c->out + c->outoff, c->outlen - c->outoff);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                watch(i, EPOLLIN | EPOLLOUT);
+                return 0;
+            }
+            return -1;
+        }
+        c->outoff += (int)w;
+    }
+    c->outoff = c->outlen = 0;
+    watch(i, EPOLLIN);
+    return 0;
+}
+
+/*
+ * Queue a masked control frame (a pong or a close, payload <= 125 bytes)
+ * and write it; a frame that does not fit behind what is still queued is
+ * left out (a later pong answers a later ping).  Returns 0 or -1.
+ */
+static int sendControl(long i, int opcode, const char *payload, long len) {
+    static const unsigned char key[4] = {0x37, 0xfa, 0x21, 0x3d};
+    struct conn *c = &conns[i];
+    long k;
+    if (len > 125) len = 0;
+    if (c->outoff == c->outlen) c->outoff = c->outlen = 0;
+    if (c->outlen + 6 + len > OUT_MAX) return 0;
+    c->out[c->outlen++] = (char)(0x80 | opcode);
+    c->out[c->outlen++] = (char)(0x80 | len);
+    memcpy(c->out + c->outlen, key, 4);
+    c->outlen += 4;
+    for (k = 0; k < len; k++) c->out[c->outlen++] = (char)(payload[k] ^ key[k & 3]);
+    if (opcode == 0xA) pongs++;
+    return flushOut(i);
+}
+
+/*
+ * The head of a stream's answer at the start of c->in: 200 for SSE, 101
+ * with the right Sec-WebSocket-Accept for WS.  Returns 1 when read (and
+ * removed from the buffer), 0 if more bytes are needed, -1 if refused.
+ */
+static int parseStreamHead(struct conn *c) {
+    char *hdrEnd, *line, *next;
+    long hlen;
+    int status, accepted = 0;
+    hdrEnd = memmem(c->in, c->inlen, "\r\n\r\n", 4);
+    if (hdrEnd == NULL) return c->inlen >= IN_MAX - 1 ? -1 : 0;
+    hlen = hdrEnd - c->in + 4;
+    *hdrEnd = 0; /* the head becomes a string; it is removed below */
+    if (sscanf(c->in, "HTTP/%*d.%*d %d", &status) != 1) return -1;
+    if (status != (mode == MODE_WS ? 101 : 200)) {
+        non200++;
+        return -1;
+    }
+    line = strstr(c->in, "\r\n");
+    while (line != NULL) {
+        char *name = line + 2, *colon, *value;
+        size_t nlen;
+        next = strstr(name, "\r\n");
+        colon = strchr(name, ':');
+        if (colon != NULL && (next == NULL || colon < next)) {
+            nlen = colon - name;
+            value = colon + 1;
+            while (*value == ' ' || *value == '\t') value++;
+            if (nlen == 17 && strncasecmp(name, "transfer-encoding", 17) == 0 &&
+                strncasecmp(value, "chunked", 7) == 0) {
+                c->chunked = 1;
+            } else if (nlen == 20 &&
+                       strncasecmp(name, "sec-websocket-accept", 20) == 0 &&
+                       strncmp(value, WS_ACCEPT, strlen(WS_ACCEPT)) == 0) {
+                accepted = 1;
+            }
+        }
+        line = next;
+    }
+    if (mode == MODE_WS && !accepted) return -1;
+    memmove(c->in, c->in + hlen, c->inlen - hlen);
+    c->inlen -= (int)hlen;
+    c->evlen = mode == MODE_SSE && !c->chunked ? c->inlen : 0;
+    c->chunkLeft = CHUNK_SIZE;
+    c->streaming = 1;
+    nstreams++;
+    return 1;
+}
+
+/*
+ * Decode the chunked framing of an SSE body in place: the raw bytes from
+ * c->evlen on are moved down after the decoded ones.  Returns 0, -1 on a
+ * framing error, 2 at the last chunk.
+ */
+static int decodeChunks(struct conn *c) {
+    int raw = c->evlen, ret = 0;
+    if (!c->chunked) {
+        c->evlen = c->inlen;
+        return 0;
+    }
+    while (raw < c->inlen) {
+        if (c->chunkLeft > 0) {
+            long k = c->inlen - raw;
+            if (k > c->chunkLeft) k = c->chunkLeft;
+            if (c->evlen != raw) memmove(c->in + c->evlen, c->in + raw, k);
+            c->evlen += (int)k;
+            raw += (int)k;
+            c->chunkLeft -= k;
+            if (c->chunkLeft == 0) c->chunkLeft = CHUNK_CRLF;
+        } else if (c->chunkLeft == CHUNK_CRLF) {
+            if (c->inlen - raw < 2) break;
+            if (c->in[raw] != '\r' || c->in[raw + 1] != '\n') return -1;
+            raw += 2;
+            c->chunkLeft = CHUNK_SIZE;
+        } else {
+            char *nl = memchr(c->in + raw, '\n', c->inlen - raw), *endp;
+            long size;
+            if (nl == NULL) {
+                if (c->inlen - raw > 64) return -1;
+                break;
+            }
+            size = strtol(c->in + raw, &endp, 16);
+            if (endp == c->in + raw || size < 0 || size > 0x7fffffffL) return -1;
+            raw = (int)(nl - c->in) + 1;
+            if (size == 0) {
+                ret = 2;
+                break;
+            }
+            c->chunkLeft = size;
+        }
+    }
+    if (raw > c->evlen) {
+        memmove(c->in + c->evlen, c->in + raw, c->inlen - raw);
+        c->inlen -= raw - c->evlen;
+    }
+    return ret;
+}
+
+/* Dispatch the complete SSE events in c->in[0..evlen) and remove them. */
+static void sseEvents(struct conn *c) {
+    int pos = 0, start = 0, dataOff = -1, dataLen = 0, named = 0, comments = 0;
+    while (pos < c->evlen) {
+        char *nl = memchr(c->in + pos, '\n', c->evlen - pos);
+        int end, len;
+        if (nl == NULL) break;
+        end = (int)(nl - c->in);
+        len = end - pos;
+        if (len > 0 && c->in[pos + len - 1] == '\r') len--;
+        if (len == 0) {
+            /* a blank line: the event is complete */
+            if (dataOff >= 0 && !named) recordAnswer(c->in + dataOff, dataLen);
+            heartbeats += comments;
+            dataOff = -1;
+            dataLen = named = comments = 0;
+            start = end + 1;
+        } else if (c->in[pos] == ':') {
+            comments++;
+        } else if (len >= 5 && memcmp(c->in + pos, "data:", 5) == 0) {
+            if (dataOff < 0) {
+                dataOff = pos + 5;
+                if (dataOff < pos + len && c->in[dataOff] == ' ') dataOff++;
+                dataLen = pos + len - dataOff;
+            }
+        } else if (len >= 6 && memcmp(c->in + pos, "event:", 6) == 0) {
+            int v = pos + 6, vlen;
+            if (v < pos + len && c->in[v] == ' ') v++;
+            vlen = pos + len - v;
+            if (!(vlen == 7 && memcmp(c->in + v, "message", 7) == 0)) named = 1;
+            if (vlen == 3 && memcmp(c->in + v, "gap", 3) == 0) gaps++;
+        }
+        pos = end + 1;
+    }
+    if (start > 0) {
+        memmove(c->in, c->in + start, c->inlen - start);
+        c->inlen -= start;
+        c->evlen -= start;
+    }
+}
+
+/*
+ * Handle the complete WebSocket frames at the start of c->in.  Returns 0,
+ * -1 on a protocol error or an oversized frame, 2 after a close frame.
+ */
+static int wsFrames(long i) {
+    struct conn *c = &conns[i];
+    int pos = 0, ret = 0;
+    while (ret == 0 && c->inlen - pos >= 2) {
+        unsigned char *p = (unsigned char *)c->in + pos;
+        long avail = c->inlen - pos, hl = 2, k;
+        uint64_t len = p[1] & 0x7f;
+        int opcode = p[0] & 0x0f, fin = (p[0] & 0x80) != 0;
+        const char *payload;
+        if (p[1] & 0x80) return -1; /* a server's frames are not masked */
+        if (len == 126) {
+            if (avail < 4) break;
+            len = ((uint64_t)p[2] << 8) | p[3];
+            hl = 4;
+        } else if (len == 127) {
+            if (avail < 10) break;
+            for (len = 0, k = 0; k < 8; k++) len = (len << 8) | p[2 + k];
+            hl = 10;
+        }
+        if (len > (uint64_t)(IN_MAX - 1 - hl)) {
+            badBodies++;
+            oversized++;
+            return -1;
+        }
+        if ((uint64_t)avail < hl + len) break;
+        payload = c->in + pos + hl;
+        switch (opcode) {
+        case 0x1: /* text */
+            if (!fin) { /* fragmented messages are not expected */
+                badBodies++;
+                return -1;
+            }
+            recordAnswer(payload, (long)len);
+            break;
+        case 0x9: /* ping */
+            heartbeats++;
+            if (sendControl(i, 0xA, payload, (long)len) < 0) return -1;
+            break;
+        case 0xA: /* pong */
+            break;
+        case 0x8: /* close: answer it, then end */
+            sendControl(i, 0x8, payload, len >= 2 ? 2 : 0);
+            ret = 2;
+            break;
+        default: /* binary or continuation */
+            badBodies++;
+            return -1;
+        }
+        pos += (int)(hl + len);
+    }
+    if (pos > 0) {
+        memmove(c->in, c->in + pos, c->inlen - pos);
+        c->inlen -= pos;
+    }
+    return ret;
+}
+
+static void onStreamReadable(long i) {
+    struct conn *c = &conns[i];
+    ssize_t r;
+    int p = 0;
+    if (c->inlen >= IN_MAX - 1) { /* an event longer than the buffer */
+        badBodies++;
+        oversized++;
+        closeConn(i, 1);
+        return;
+    }
+    r = read(c->fd, c->in + c->inlen, IN_MAX - 1 - c->inlen);
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        closeConn(i, 1);
+        return;
+    }
+    if (r == 0) {
+        closeConn(i, 0);
+        return;
+    }
+    c->inlen += (int)r;
+    if (!c->streaming) {
+        p = parseStreamHead(c);
+        if (p <= 0) {
+            if (p < 0) closeConn(i, 1);
+            return;
+        }
+    }
+    if (mode == MODE_SSE) {
+        p = decodeChunks(c);
+        if (p >= 0) sseEvents(c);
+    } else {
+        p = wsFrames(i);
+    }
+    if (p != 0) {
+        closeConn(i, p < 0);
+        return;
+    }
+    if (c->inlen >= IN_MAX - 1) {
+        badBodies++;
+        oversized++;
+        closeConn(i, 1);
+    }
+}
+
 static void resetPhase(long first) {
     firstN = first;
     deliveries = strays = errors = reconnects = non200 = idsSeen = gaps = 0;
-    badBodies = 0;
+    badBodies = oversized = heartbeats = pongs = 0;
     latLen = 0;
     if (dCap) memset(dCount, 0, dCap * sizeof(*dCount));
     markReal = nowReal();
@@ -494,6 +832,10 @@ static void printNumber(const char *name, double v, const char *sep) {
     else printf("\"%s\":%.6g%s", name, v, sep);
 }
 
+static const char *modeName(void) {
+    return mode == MODE_SSE ? "sse" : mode == MODE_WS ? "ws" : "longpoll";
+}
+
 static void report(long first, long last) {
     struct rusage now;
     double cpu, wall, window, sum = 0;
@@ -528,8 +870,10 @@ static void report(long first, long last) {
     for (k = 0; k < latLen; k++) sum += lat[k];
 
     printf("{\"event\":\"report\",\"first\":%ld,\"last\":%ld,\"clients\":%ld,"
-           "\"established\":%ld,\"waiting\":%ld,",
-           first, last, nclients, nestablished, nwaiting);
+           "\"established\":%ld,\"waiting\":%ld,\"mode\":\"%s\",\"streams\":%ld,"
+           "\"oversized\":%ld,\"heartbeats\":%ld,\"pongs\":%ld,",
+           first, last, nclients, nestablished, nwaiting, modeName(), nstreams,
+           oversized, heartbeats, pongs);
     printf("\"deliveries\":%ld,\"strays\":%ld,\"errors\":%ld,\"reconnects\":%ld,"
            "\"non200\":%ld,\"bad_bodies\":%ld,\"ids_seen\":%ld,\"gaps\":%ld,",
            deliveries, strays, errors, reconnects, non200, badBodies, idsSeen,
@@ -568,9 +912,10 @@ static void report(long first, long last) {
 static void status(void) {
     printf("{\"event\":\"status\",\"clients\":%ld,\"established\":%ld,"
            "\"waiting\":%ld,\"connecting\":%ld,\"deliveries\":%ld,"
-           "\"errors\":%ld,\"reconnects\":%ld}\n",
+           "\"errors\":%ld,\"reconnects\":%ld,\"streams\":%ld,\"bad_bodies\":%ld,"
+           "\"oversized\":%ld,\"heartbeats\":%ld,\"pongs\":%ld,\"strays\":%ld}\n",
            nclients, nestablished, nwaiting, nconnecting, deliveries, errors,
-           reconnects);
+           reconnects, nstreams, badBodies, oversized, heartbeats, pongs, strays);
     fflush(stdout);
 }
 
@@ -608,6 +953,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --port P --clients N [--host 127.0.0.1]\n"
             "               [--path /artcasts/bench/fanout] [--since | --nchan]\n"
+            "               [--mode longpoll|sse|ws]\n"
             "               [--connect-rate 3000] [--connect-in-flight 32]\n"
             "               [--max-seconds 600]\n");
     exit(2);
@@ -628,6 +974,12 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--host") == 0) host = v;
         else if (strcmp(a, "--port") == 0) port = atoi(v);
         else if (strcmp(a, "--path") == 0) path = v;
+        else if (strcmp(a, "--mode") == 0) {
+            if (strcmp(v, "longpoll") == 0) mode = MODE_LONGPOLL;
+            else if (strcmp(v, "sse") == 0) mode = MODE_SSE;
+            else if (strcmp(v, "ws") == 0) mode = MODE_WS;
+            else usage();
+        }
         else if (strcmp(a, "--clients") == 0) nclients = atol(v);
         else if (strcmp(a, "--connect-rate") == 0) connectRate = atof(v);
         else if (strcmp(a, "--connect-in-flight") == 0) connectInFlight = atoi(v);
@@ -689,7 +1041,8 @@ int main(int argc, char **argv) {
             startConnect(popIdle());
             tokens -= 1;
         }
-        if (!readySent && nwaiting == nclients) {
+        if (!readySent &&
+            (mode == MODE_LONGPOLL ? nwaiting : nstreams) == nclients) {
             readySent = 1;
             printf("{\"event\":\"ready\",\"clients\":%ld,\"seconds\":%.3f,"
                    "\"errors\":%ld}\n",
@@ -716,6 +1069,13 @@ int main(int argc, char **argv) {
             } else if (c->state == ST_SENDING) {
                 if (events[i].events & (EPOLLERR | EPOLLHUP)) closeConn((long)tag, 1);
                 else if (flushRequest((long)tag) < 0) closeConn((long)tag, 1);
+            } else if (c->state == ST_WAITING && mode != MODE_LONGPOLL) {
+                if ((events[i].events & EPOLLOUT) && flushOut((long)tag) < 0) {
+                    closeConn((long)tag, 1);
+                    continue;
+                }
+                if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                    onStreamReadable((long)tag);
             } else if (c->state == ST_WAITING) {
                 onReadable((long)tag);
             }

@@ -1023,7 +1023,7 @@ class NchanTests(SynchronousTestCase):
         self.assertIn("worker_connections 306;", conf)
         for name in ("nginx.pid", "error.log", "access.log"):
             self.assertIn(str(folder.resolve() / name), conf)
-        self.assertIn("nchan_subscriber longpoll;", conf)
+        self.assertIn("nchan_subscriber longpoll eventsource websocket;", conf)
         self.assertIn("location ~ ^/pub/(.+)$", conf)
         self.assertIn("allow 127.0.0.1;", conf)
 
@@ -1100,3 +1100,365 @@ class NchanTests(SynchronousTestCase):
             [json.loads(body)[1]["n"] for _, body, _ in received], [5, 6, 7]
         )
         self.assertEqual(len({port for _, _, port in received}), 1)
+
+
+class ScriptedStreamServer:
+    """
+    A one-thread TCP server on 127.0.0.1 that plays a script to each
+    connection the load generator opens, for its stream modes: C{script} is
+    called with the accepted socket and the request head, in the server's
+    thread, one connection after another, at most C{connections} of them.
+    """
+
+    def __init__(self, script: Any, connections: int = 1) -> None:
+        import threading
+
+        self.script = script
+        self.connections = connections
+        self.failure: BaseException | None = None
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.listener.settimeout(10)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            for index in range(self.connections):
+                connection, _ = self.listener.accept()
+                with connection:
+                    connection.settimeout(10)
+                    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    head = b""
+                    while b"\r\n\r\n" not in head and len(head) < 4096:
+                        chunk = connection.recv(4096)
+                        if not chunk:
+                            break
+                        head += chunk
+                    self.script(index, connection, head)
+        except BaseException as e:
+            self.failure = e
+        finally:
+            self.listener.close()
+
+    def join(self) -> None:
+        self.thread.join(15)
+
+
+def sendPieces(connection: socket.socket, data: bytes, cuts: list[int]) -> None:
+    """
+    Send C{data} in pieces cut at C{cuts}, a pause between them so that the
+    reader gets each in its own read.
+    """
+    import time
+
+    last = 0
+    for cut in cuts + [len(data)]:
+        connection.sendall(data[last:cut])
+        last = cut
+        time.sleep(0.05)
+
+
+def waitForClose(connection: socket.socket, seconds: float = 10) -> bytes:
+    """
+    Read until the peer closes or resets (a reader that leaves bytes unread
+    resets), bounded by C{seconds}; what it sent.
+    """
+    import time
+
+    received = b""
+    connection.settimeout(0.5)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = connection.recv(4096)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def datumJSON(n: int, padding: int = 0) -> bytes:
+    import time
+
+    value = {"t": time.time(), "n": n}
+    if padding:
+        value["pad"] = "x" * padding
+    return json.dumps({"key": "k", "id": str(n), "value": value}).encode()
+
+
+class LoadgenRun:
+    """
+    The load generator with one stream on a scripted server, driven over
+    its stdin and stdout with bounded waits.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase, mode: str, port: int) -> None:
+        self.process = subprocess.Popen(
+            [str(fanout.buildLoadgen()), "--mode", mode, "--clients", "1",
+             "--port", str(port), "--path", "/artcasts/k", "--max-seconds", "30"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        testCase.addCleanup(self.stop)
+
+    def line(self, timeout: float = 10) -> dict[str, Any]:
+        import select
+
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError("loadgen said nothing")
+        return json.loads(self.process.stdout.readline())
+
+    def status(self) -> dict[str, Any]:
+        self.process.stdin.write(b"STATUS\n")
+        self.process.stdin.flush()
+        return self.line()
+
+    def until(self, check: Any, seconds: float = 10) -> dict[str, Any]:
+        """
+        STATUS until C{check(status)} holds (bounded); the last status.
+        """
+        import time
+
+        deadline = time.monotonic() + seconds
+        status = self.status()
+        while not check(status) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = self.status()
+        return status
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write(b"QUIT\n")
+                self.process.stdin.flush()
+            except OSError:
+                pass
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
+            pipe.close()
+
+
+class LoadgenStreamTests(SynchronousTestCase):
+    """
+    C{loadgen --mode sse} and C{--mode ws} against a scripted server:
+    events and frames split across reads, heartbeats, pings, oversized
+    events.
+    """
+
+    skip = None if HAVE_GCC else "loadgen.c needs gcc"
+
+    def test_sse(self) -> None:
+        """
+        A chunked SSE stream, cut in the middle of chunk size lines, fields
+        and CRLFs, gives one delivery per unnamed event with data (LF or
+        CRLF line ends), a heartbeat per comment, nothing for the retry
+        field and a named gap event; an event longer than the buffer is
+        counted bad and its connection dropped.
+        """
+        import threading
+
+        more = threading.Event()
+        closed: list[bytes] = []
+
+        def script(index: int, connection: socket.socket, head: bytes) -> None:
+            assert b"Accept: text/event-stream" in head, head
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            body = (
+                b"retry: 2000\n\n: keepalive\n\nid: 1\ndata: " + datumJSON(1) + b"\n\n"
+                + b'event: gap\ndata: {"gap":true,"since":"1"}\n\n'
+                + b"id: 2\r\ndata: " + datumJSON(2) + b"\r\n\r\n"
+            )
+            chunks = b"".join(
+                b"%x\r\n%s\r\n" % (len(part), part)
+                for part in (body[:30], body[30:100], body[100:])
+            )
+            sendPieces(connection, chunks, [1, 7, 20, 36, 37, 60, 110, len(chunks) - 3])
+            more.wait(10)
+            huge = b"data: " + b"x" * 9000 + b"\n\n"
+            connection.sendall(b"%x\r\n%s\r\n" % (len(huge), huge))
+            closed.append(waitForClose(connection))
+
+        server = ScriptedStreamServer(script)
+        run = LoadgenRun(self, "sse", server.port)
+        self.assertEqual(run.line()["event"], "ready")
+        status = run.until(lambda s: s["deliveries"] >= 2)
+        self.assertEqual(status["deliveries"], 2)
+        self.assertEqual(status["heartbeats"], 1)
+        self.assertEqual(status["bad_bodies"], 0)
+        self.assertEqual(status["streams"], 1)
+        more.set()
+        status = run.until(lambda s: s["oversized"] >= 1)
+        self.assertEqual((status["oversized"], status["bad_bodies"]), (1, 1))
+        server.join()
+        self.assertIsNone(server.failure)
+        self.assertEqual(closed, [b""])
+        run.process.stdin.write(b"REPORT 1 2\n")
+        run.process.stdin.flush()
+        report = run.line()
+        self.assertEqual(report["mode"], "sse")
+        self.assertEqual(report["gaps"], 1)
+        self.assertEqual(report["datums"]["complete"], 2)
+
+    def test_websocket(self) -> None:
+        """
+        After a checked 101, text frames with 7-bit and 16-bit lengths, cut
+        inside their headers, are deliveries; a ping is answered with a
+        masked pong of the same payload; a frame longer than the buffer
+        drops the connection; a close frame is answered with a close.
+        """
+        import base64
+        import hashlib
+        import threading
+
+        more = threading.Event()
+        got: dict[int, bytes] = {}
+
+        def frame(opcode: int, payload: bytes) -> bytes:
+            if len(payload) < 126:
+                return bytes([0x80 | opcode, len(payload)]) + payload
+            return bytes([0x80 | opcode, 126]) + len(payload).to_bytes(2, "big") + payload
+
+        def unmask(data: bytes) -> tuple[int, bytes]:
+            assert data[1] & 0x80, "a client's frames are masked"
+            length = data[1] & 0x7F
+            key = data[2:6]
+            return data[0] & 0x0F, bytes(
+                b ^ key[i % 4] for i, b in enumerate(data[6:6 + length])
+            )
+
+        def script(index: int, connection: socket.socket, head: bytes) -> None:
+            key = [
+                line.split(b":", 1)[1].strip()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            ][0]
+            accept = base64.b64encode(
+                hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+            )
+            connection.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            if index == 0:
+                frames = (
+                    frame(1, datumJSON(1)) + frame(9, b"hb")
+                    + frame(1, datumJSON(2, padding=300))
+                )
+                sendPieces(connection, frames, [1, 5, len(frames) - 310, len(frames) - 309])
+                connection.settimeout(10)
+                got[0] = connection.recv(64)
+                more.wait(10)
+                connection.sendall(bytes([0x81, 126]) + (9000).to_bytes(2, "big"))
+                got[1] = waitForClose(connection)
+            else:
+                connection.sendall(frame(8, b"\x03\xe8"))
+                got[2] = waitForClose(connection)
+
+        server = ScriptedStreamServer(script, connections=2)
+        run = LoadgenRun(self, "ws", server.port)
+        self.assertEqual(run.line()["event"], "ready")
+        status = run.until(lambda s: s["deliveries"] >= 2 and s["pongs"] >= 1)
+        self.assertEqual(
+            (status["deliveries"], status["heartbeats"], status["pongs"],
+             status["bad_bodies"]),
+            (2, 1, 1, 0),
+        )
+        more.set()
+        status = run.until(lambda s: s["reconnects"] >= 2)
+        server.join()
+        self.assertIsNone(server.failure)
+        self.assertEqual(unmask(got[0]), (0xA, b"hb"))
+        self.assertEqual(got[1], b"")
+        self.assertEqual(unmask(got[2]), (0x8, b"\x03\xe8"))
+        self.assertEqual((status["oversized"], status["bad_bodies"]), (1, 1))
+        self.assertEqual(status["deliveries"], 2)
+
+
+_streams: dict[str, Any] = {}
+
+
+class StreamsQuickTests(SynchronousTestCase):
+    """
+    C{fanout.py --quick --stream sse,ws}: Artcast's streams, and Nchan's
+    where it is installed.
+    """
+
+    skip = SKIP_WORKERS
+
+    def test_streamsDeliver(self) -> None:
+        """
+        Every server and stream kind delivers datums, with no bad body, and
+        the table has a row per kind with memory per open stream.
+        """
+        ok, why = fanout.artcastAvailable()
+        if not ok:
+            raise self.skipTest(f"twistd artcast does not start: {why}")
+        servers = "artcast" if SKIP_NCHAN else "artcast,nchan"
+        if not _streams:
+            runFanout(_streams, "--servers", servers, "--stream", "sse,ws")
+        self.assertEqual(_streams["returncode"], 0, _streams["stderr"])
+        results = _streams["document"]["results"]
+        self.assertEqual(
+            sorted((r["server"], r["stream"]) for r in results),
+            sorted(
+                (server, stream)
+                for server in servers.split(",")
+                for stream in ("sse", "ws")
+            ),
+        )
+        for result in results:
+            self.assertEqual(result["loadgen"]["mode"], result["stream"])
+            self.assertGreater(result["loadgen"]["deliveries"], 0, result["server"])
+            self.assertEqual(result["loadgen"]["bad_bodies"], 0, result["server"])
+            self.assertGreater(result["fraction_delivered"], 0.9, result["server"])
+        self.assertIn("memory per open stream (KiB)", _streams["stdout"])
+        self.assertIn("the baseline, the original design, has no streams",
+                      _streams["stdout"])
+
+    def test_streamOption(self) -> None:
+        """
+        C{--stream} defaults to long polls alone and takes known kinds only.
+        """
+        self.assertEqual(fanout.parseArgs([]).stream, ["longpoll"])
+        self.assertEqual(
+            fanout.parseArgs(["--stream", "longpoll,sse,ws"]).stream,
+            ["longpoll", "sse", "ws"],
+        )
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.assertRaises(SystemExit, fanout.parseArgs, ["--stream", "poll"])
+
+    def test_tablePerStream(self) -> None:
+        """
+        With stream results the table has a first column C{stream}, the
+        memory row per open stream for SSE, and an C{artcast/nchan} ratio;
+        a long-poll-only table is as before.
+        """
+        def result(server: str, stream: str) -> dict[str, Any]:
+            return dict({f: 1.0 for f, _ in fanout.FIGURES},
+                        server=server, stream=stream, clients=10, rate=1.0)
+
+        lines = fanout.table(
+            [result(s, k) for s in ("artcast", "nchan") for k in ("longpoll", "sse")]
+        ).splitlines()
+        self.assertEqual(lines[0].split()[:4], ["stream", "N", "rate/s", "figure"])
+        self.assertTrue(lines[0].endswith("artcast/nchan"))
+        self.assertTrue(any(line.startswith("sse") and "memory per open stream" in line
+                            for line in lines))
+        self.assertTrue(any(line.startswith("longpoll") and "memory per held client"
+                            in line for line in lines))
+        plain = fanout.table([result("artcast", "longpoll")]).splitlines()
+        self.assertEqual(plain[0].split()[:3], ["N", "rate/s", "figure"])
