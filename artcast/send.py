@@ -49,6 +49,7 @@ __all__ = [
     "portArgument",
     "readSigningKey",
     "routeInterface",
+    "secondsArgument",
     "sentLines",
     "ttlArgument",
 ]
@@ -91,14 +92,32 @@ def ttlArgument(text: str) -> int:
     return int(text)
 
 
-def lingerArgument(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 <= seconds <= 3600:
-        raise argparse.ArgumentTypeError(f"--linger is 0 to 3600 seconds, not {text!r}")
-    return seconds
+def secondsArgument(name: str, low: float, high: float) -> Callable[[str], float]:
+    """
+    An argparse C{type} for an option in seconds from C{low} to C{high}
+    (both included), for example C{secondsArgument("--linger", 0, 3600)}.
+
+    @param name: the option, named in the error (C{"--linger is 0 to 3600
+        seconds, not 'x'"}).
+    @return: the function turning the option's text into seconds.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+        if not low <= seconds <= high:
+            raise argparse.ArgumentTypeError(
+                f"{name} is {low:g} to {high:g} seconds, not {text!r}"
+            )
+        return seconds
+
+    return parse
+
+
+#: The type of C{--linger}: 0 to 3600 seconds.
+lingerArgument = secondsArgument("--linger", 0, 3600)
 
 
 def checkNames(options: argparse.Namespace) -> None:
