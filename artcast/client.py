@@ -717,6 +717,10 @@ def describeFailure(url: str, error: BaseException) -> str:
     @param url: the URL that was asked for.
     @param error: what the request failed with.
     """
+    return " ".join(_describe(url, error).split())
+
+
+def _describe(url: str, error: BaseException) -> str:
     if isinstance(error, ArtcastError):
         return str(error)
     if isinstance(error, netError.ConnectionRefusedError):

@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_PORT",
     "addNetworkOptions",
+    "checkInterface",
     "checkNames",
     "main",
     "parseValue",
@@ -132,6 +133,27 @@ def checkNames(options: argparse.Namespace) -> None:
         raise ValueError(f"bad key: {e}") from None
     if options.src is not None:
         validateSource(options.src)
+
+
+def checkInterface(interface: str | None, sock: Any = None) -> None:
+    """
+    Check that multicast can be sent from C{--interface} (an address of
+    this host), before anything is sent.
+
+    @param sock: a socket-like object to try it on, for tests; by default a
+        new UDP socket.  It is closed.
+    @raise ValueError: with the one line to print.
+    """
+    if interface is None:
+        return
+    try:
+        multicastSocket(0, interface, sock).close()
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise ValueError(
+            f"cannot send from --interface {interface}: {reason}; "
+            "is it an address of this host? (ip -4 addr)"
+        ) from None
 
 
 def readSigningKey(options: argparse.Namespace) -> bytes | None:
@@ -291,6 +313,10 @@ def main(
         signingKey = readSigningKey(options)
     except ValueError as e:
         return fail(str(e))
+    try:
+        checkInterface(options.interface, sock)
+    except ValueError as e:
+        return fail(str(e), 1)
     value = parseValue(options.value)
     groups = [(group, options.port) for group in (options.group or [DEFAULT_GROUP])]
 

@@ -42,6 +42,7 @@ from twisted.python.filepath import FilePath
 from artcast.send import (
     DEFAULT_GROUP,
     addNetworkOptions,
+    checkInterface,
     checkNames,
     readSigningKey,
     secondsArgument,
@@ -351,7 +352,8 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
 
     @param argv: the arguments, without the program name; by default
         C{sys.argv[1:]}.
-    @return: the exit status (2 for bad arguments).
+    @return: the exit status (2 for bad arguments, 1 for an --interface
+        that cannot send).
     """
     from twisted.application.service import MultiService
     from twisted.logger import (
@@ -366,9 +368,9 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
 
     options = _parser().parse_args(argv)
 
-    def fail(message: str) -> int:
+    def fail(message: str, status: int = 2) -> int:
         print(f"artcast-watch: {message}", file=sys.stderr)
-        return 2
+        return status
 
     try:
         checkNames(options)
@@ -381,6 +383,10 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
         signingKey = readSigningKey(options)
     except ValueError as e:
         return fail(str(e))
+    try:
+        checkInterface(options.interface)
+    except ValueError as e:
+        return fail(str(e), 1)
     if reactor is None:
         from twisted.internet import reactor as globalReactor
         reactor = globalReactor
