@@ -46,7 +46,6 @@ __all__ = [
     "main",
     "parseValue",
     "ipv4Argument",
-    "lingerArgument",
     "portArgument",
     "readSigningKey",
     "routeInterface",
@@ -115,10 +114,6 @@ def secondsArgument(name: str, low: float, high: float) -> Callable[[str], float
         return seconds
 
     return parse
-
-
-#: The type of C{--linger}: 0 to 3600 seconds.
-lingerArgument = secondsArgument("--linger", 0, 3600)
 
 
 def checkNames(options: argparse.Namespace) -> None:
@@ -261,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
     addNetworkOptions(parser)
     parser.add_argument("--v1", action="store_true",
                         help="send an original Artcast datagram [key, value] (cannot be signed)")
-    parser.add_argument("--linger", type=lingerArgument, default=LINGER, metavar="SECONDS",
+    parser.add_argument("--linger", type=secondsArgument("--linger", 0, 3600), default=LINGER, metavar="SECONDS",
                         help="stay this long after sending to re-send the datum to servers "
                         f"that missed it and ask (NACK) (default {LINGER:g}; 0: exit at once)")
     parser.add_argument("--no-repair", action="store_true",
