@@ -44,6 +44,7 @@ from twisted.web.client import (
     RequestTransmissionFailed,
     ResponseFailed,
 )
+from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgent
 
 from artcast.wire import keyPath
@@ -57,6 +58,7 @@ __all__ = [
     "DEFAULT_GRACE",
     "DEFAULT_INITIAL_DELAY",
     "backoffDelay",
+    "describeFailure",
     "parseRetryAfter",
     "programName",
     "run",
@@ -697,6 +699,68 @@ def writeAtomically(path: str, data: bytes) -> None:
         os.close(folder)
 
 
+def _commandURL(options: Any) -> str:
+    """
+    The URL C{artcast-follow} asks first: the key's, or the list's.
+    """
+    base = options.url.rstrip("/")
+    if options.key is None:
+        return base + "/artcasts"
+    return base + keyPath(options.key)
+
+
+def describeFailure(url: str, error: BaseException) -> str:
+    """
+    The one line C{artcast-follow} prints when it gives up: the URL, what
+    happened, and what to check.
+
+    @param url: the URL that was asked for.
+    @param error: what the request failed with.
+    """
+    return " ".join(_describe(url, error).split())
+
+
+def _describe(url: str, error: BaseException) -> str:
+    if isinstance(error, ArtcastError):
+        return str(error)
+    if isinstance(error, netError.ConnectionRefusedError):
+        return (
+            f"cannot connect to {url}: connection refused; is the server running? "
+            "(twistd -n artcast ...)"
+        )
+    if isinstance(error, netError.DNSLookupError):
+        return (
+            f"cannot connect to {url}: the host name does not resolve; "
+            "check the host name in the URL"
+        )
+    if isinstance(error, (netError.TimeoutError, netError.TCPTimedOutError)):
+        return (
+            f"cannot connect to {url}: no answer to the connection (timed out); "
+            "check the address, the port and any firewall on the way"
+        )
+    if isinstance(error, netError.ConnectError):
+        reason = str(error).rstrip(".") or error.__class__.__name__
+        return f"cannot connect to {url}: {reason}; check the address and the port"
+    if isinstance(error, defer.TimeoutError):
+        return (
+            f"{url}: {error}; is it an Artcast server, and does a proxy "
+            "on the way hold the request?"
+        )
+    if isinstance(
+        error,
+        (ResponseFailed, RequestTransmissionFailed, RequestNotSent, netError.ConnectionClosed),
+    ):
+        return (
+            f"{url}: the connection closed before the answer was complete; "
+            "is the URL an Artcast server's (http://HOST:PORT), and is it still running?"
+        )
+    if isinstance(error, (SchemeNotSupported, ValueError)):
+        return f"cannot use the URL {url}: {error}; write it as http://HOST:PORT"
+    if isinstance(error, OSError):
+        return f"{url}: {error}"
+    return f"{url}: {error.__class__.__name__}: {error}"
+
+
 def _line(datum: Datum) -> str:
     record: dict[str, Any] = {"key": datum.key, "id": datum.id, "value": datum.value}
     if datum.gap:
@@ -753,6 +817,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
 
     arguments = list(sys.argv[1:] if argv is None else argv)
+    # Parsed here too, to name the URL in an error (bad arguments end here).
+    url = _commandURL(_options(arguments))
     # Reconnection warnings go to stderr; the datums alone go to stdout.
     globalLogBeginner.beginLoggingTo(
         [
@@ -768,8 +834,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         d = Deferred.fromCoroutine(run(reactor, arguments))
 
         def failed(failure: Any) -> None:
-            failure.trap(ArtcastError)
-            print(f"{programName()}: {failure.value}", file=sys.stderr)
+            # Whatever ended it (a refused key, the network, a timeout, a bad
+            # URL): one line naming the URL and what to check, status 1.
+            failure.trap(Exception)
+            if failure.check(CancelledError):
+                return failure
+            print(f"{programName()}: {describeFailure(url, failure.value)}", file=sys.stderr)
             raise SystemExit(1)
 
         return d.addErrback(failed)

@@ -41,14 +41,15 @@ __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_PORT",
     "addNetworkOptions",
+    "checkInterface",
     "checkNames",
     "main",
     "parseValue",
     "ipv4Argument",
-    "lingerArgument",
     "portArgument",
     "readSigningKey",
     "routeInterface",
+    "secondsArgument",
     "sentLines",
     "ttlArgument",
 ]
@@ -91,14 +92,28 @@ def ttlArgument(text: str) -> int:
     return int(text)
 
 
-def lingerArgument(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 <= seconds <= 3600:
-        raise argparse.ArgumentTypeError(f"--linger is 0 to 3600 seconds, not {text!r}")
-    return seconds
+def secondsArgument(name: str, low: float, high: float) -> Callable[[str], float]:
+    """
+    An argparse C{type} for an option in seconds from C{low} to C{high}
+    (both included), for example C{secondsArgument("--linger", 0, 3600)}.
+
+    @param name: the option, named in the error (C{"--linger is 0 to 3600
+        seconds, not 'x'"}).
+    @return: the function turning the option's text into seconds.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+        if not low <= seconds <= high:
+            raise argparse.ArgumentTypeError(
+                f"{name} is {low:g} to {high:g} seconds, not {text!r}"
+            )
+        return seconds
+
+    return parse
 
 
 def checkNames(options: argparse.Namespace) -> None:
@@ -113,6 +128,27 @@ def checkNames(options: argparse.Namespace) -> None:
         raise ValueError(f"bad key: {e}") from None
     if options.src is not None:
         validateSource(options.src)
+
+
+def checkInterface(interface: str | None, sock: Any = None) -> None:
+    """
+    Check that multicast can be sent from C{--interface} (an address of
+    this host), before anything is sent.
+
+    @param sock: a socket-like object to try it on, for tests; by default a
+        new UDP socket.  It is closed.
+    @raise ValueError: with the one line to print.
+    """
+    if interface is None:
+        return
+    try:
+        multicastSocket(0, interface, sock).close()
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise ValueError(
+            f"cannot send from --interface {interface}: {reason}; "
+            "is it an address of this host? (ip -4 addr)"
+        ) from None
 
 
 def readSigningKey(options: argparse.Namespace) -> bytes | None:
@@ -220,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
     addNetworkOptions(parser)
     parser.add_argument("--v1", action="store_true",
                         help="send an original Artcast datagram [key, value] (cannot be signed)")
-    parser.add_argument("--linger", type=lingerArgument, default=LINGER, metavar="SECONDS",
+    parser.add_argument("--linger", type=secondsArgument("--linger", 0, 3600), default=LINGER, metavar="SECONDS",
                         help="stay this long after sending to re-send the datum to servers "
                         f"that missed it and ask (NACK) (default {LINGER:g}; 0: exit at once)")
     parser.add_argument("--no-repair", action="store_true",
@@ -272,6 +308,10 @@ def main(
         signingKey = readSigningKey(options)
     except ValueError as e:
         return fail(str(e))
+    try:
+        checkInterface(options.interface, sock)
+    except ValueError as e:
+        return fail(str(e), 1)
     value = parseValue(options.value)
     groups = [(group, options.port) for group in (options.group or [DEFAULT_GROUP])]
 

@@ -29,7 +29,6 @@ C{--max-value-size}, or not UTF-8 text is not sent: it is counted, logged
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from typing import Any, Callable, Sequence
@@ -40,7 +39,14 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from artcast.send import DEFAULT_GROUP, addNetworkOptions, checkNames, readSigningKey
+from artcast.send import (
+    DEFAULT_GROUP,
+    addNetworkOptions,
+    checkInterface,
+    checkNames,
+    readSigningKey,
+    secondsArgument,
+)
 from artcast.server.logs import RateLimitedLog
 from artcast.wire import MAX_VALUE_SIZE, loadJSON
 
@@ -295,28 +301,6 @@ class FileWatcher(Service):
         self.sent(datumId)
 
 
-def _secondsArgument(name: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = math.nan
-        if not 0.001 <= seconds <= 3600:
-            raise argparse.ArgumentTypeError(f"{name} is 0.001 to 3600 seconds, not {text!r}")
-        return seconds
-    return parse
-
-
-def _debounceArgument(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 <= seconds <= 60:
-        raise argparse.ArgumentTypeError(f"--debounce is 0 to 60 seconds, not {text!r}")
-    return seconds
-
-
 def _sizeArgument(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_VALUE_SIZE:
         raise argparse.ArgumentTypeError(
@@ -336,10 +320,10 @@ def _parser() -> argparse.ArgumentParser:
     addNetworkOptions(parser)
     parser.add_argument("--no-repair", action="store_true",
                         help="send datagrams that servers never ask for again")
-    parser.add_argument("--poll", type=_secondsArgument("--poll"), metavar="SECONDS",
+    parser.add_argument("--poll", type=secondsArgument("--poll", 0.001, 3600), metavar="SECONDS",
                         help="poll the file every SECONDS instead of using inotify "
                         "(the default where the system has it; else 1 second)")
-    parser.add_argument("--debounce", type=_debounceArgument, default=DEBOUNCE,
+    parser.add_argument("--debounce", type=secondsArgument("--debounce", 0, 60), default=DEBOUNCE,
                         metavar="SECONDS", help="read the file this long after the last "
                         f"change seen (default {DEBOUNCE:g}); with inotify, at once when "
                         "its writer closed it or renamed it into place")
@@ -368,7 +352,8 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
 
     @param argv: the arguments, without the program name; by default
         C{sys.argv[1:]}.
-    @return: the exit status (2 for bad arguments).
+    @return: the exit status (2 for bad arguments, 1 for an --interface
+        that cannot send).
     """
     from twisted.application.service import MultiService
     from twisted.logger import (
@@ -383,9 +368,9 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
 
     options = _parser().parse_args(argv)
 
-    def fail(message: str) -> int:
+    def fail(message: str, status: int = 2) -> int:
         print(f"artcast-watch: {message}", file=sys.stderr)
-        return 2
+        return status
 
     try:
         checkNames(options)
@@ -398,6 +383,10 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
         signingKey = readSigningKey(options)
     except ValueError as e:
         return fail(str(e))
+    try:
+        checkInterface(options.interface)
+    except ValueError as e:
+        return fail(str(e), 1)
     if reactor is None:
         from twisted.internet import reactor as globalReactor
         reactor = globalReactor

@@ -17,6 +17,7 @@ import os
 import pwd
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -30,8 +31,16 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from artcast.server.tap import Options
-from tests.harness import ROOT, START_LIMIT, ArtcastProcess, freePort, randomGroup
-from tests.test_workers import runnableByOthers
+from tests.harness import (
+    ROOT,
+    START_LIMIT,
+    STOP_LIMIT,
+    ArtcastProcess,
+    freePort,
+    randomGroup,
+)
+from tests.test_integration import unprivilegedIds
+from tests.test_workers import processGone, runnableByOthers
 
 #: The documented files.
 UNIT = os.path.join(ROOT, "docs", "examples", "artcast.service")
@@ -254,6 +263,46 @@ class UnitStartTests(TestCase):
         while "GET /artcasts " not in readOrEmpty(access) and reactor.seconds() < deadline:
             yield deferLater(reactor, 0.05, lambda: None)
         self.assertIn("GET /artcasts ", readOrEmpty(access))
+
+
+class UidPidfileTests(TestCase):
+    """
+    A daemon started as root with C{--uid} removes its pidfile when it
+    stops, when the pidfile is in a folder that user owns (as
+    C{/run/artcast} in docs/running.md).
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_pidfileRemoved(self) -> None:
+        """
+        The real twistd, daemonized with C{--uid nobody --gid nogroup} and
+        its pidfile in a folder nobody owns, stopped by SIGTERM to the PID in
+        the pidfile, ends and leaves no pidfile.
+        """
+        uid, gid = unprivilegedIds()
+        if not runnableByOthers(os.path.realpath(sys.executable)):
+            raise SkipTest(f"{sys.executable} cannot be run by other users here")
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        os.chown(folder, uid, gid)
+        pidfile = os.path.join(folder, "artcast.pid")
+        proc = ArtcastProcess(
+            self, daemon=True,
+            twistdArgs=("--pidfile", pidfile, "--uid", str(uid), "--gid", str(gid)),
+        )
+        proc.pidfile = pidfile
+        yield proc.start()
+        pid = proc.pid
+        assert pid is not None
+        self.assertEqual(os.stat(f"/proc/{pid}").st_uid, uid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = reactor.seconds() + STOP_LIMIT
+        while (os.path.exists(pidfile) or not processGone(pid)) and reactor.seconds() < deadline:
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertTrue(processGone(pid))
+        self.assertFalse(os.path.exists(pidfile))
 
 
 def readOrEmpty(path: str) -> str:
