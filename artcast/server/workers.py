@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.test_workers -*-
 """
-C{--workers N}: N server processes sharing one HTTP socket, the Twisted way.
+C{--workers N}: N server processes on one HTTP port, the Twisted way.
 
-The twistd process is the I{supervisor}.  It binds the HTTP socket in
+The twistd process is the I{supervisor}.  It binds the HTTP sockets in
 C{privilegedStartService} (before twistd drops privileges, so port 80 with
-C{--uid} works), never accepts on it, and in C{startService} (after the
+C{--uid} works), never accepts on them, and in C{startService} (after the
 drop, so the workers run as the server's user) spawns the workers::
 
     python -m artcast.server.workers <index>
@@ -22,7 +22,21 @@ with these file descriptors (L{IReactorProcess.spawnProcess}'s C{childFDs}):
       supervisor publishes them in its own log, so twistd's C{--logfile} and
       the error log (written by the supervisor alone) have every worker's
       events, tagged C{worker-<index>}.
-    - C{4}: the listening socket.
+    - C{4}: the listening socket: worker I{i}'s own (see below), or the
+      one socket all share.
+
+For a C{tcp:} or C{tcp6:} port, the supervisor binds one listening socket
+I{per worker}, all on the same address and port with C{SO_REUSEPORT}
+(L{listenPerWorker}), and keeps them all open until it stops.  The kernel
+then hashes each new connection (its addresses and ports) to one of the
+sockets, so the workers get even shares of the connections; with one socket
+shared, every idle worker's epoll woke for it and the first to accept took
+a batch (one worker held 60 % or more of them under load).  Worker I{i} adopts
+socket I{i}, and so does a worker I{i} started again: the connections that
+the kernel gave its socket meanwhile wait in that socket's queue, and are
+answered once it is back.  Where that cannot be done (a C{systemd:} socket
+passed in, a kernel without C{SO_REUSEPORT}), the workers share one socket as
+before, and the supervisor says why in an info line at start.
 
 A worker builds the same service as a single server (L{artcast.server.service.makeService}
 with C{options["worker"]} set to its L{Worker}), except that its HTTP port
@@ -60,8 +74,13 @@ import attr
 from zope.interface import implementer, provider
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.error import CannotListenError, ProcessExitedAlready
 from twisted.internet.fdesc import readFromFD, setNonBlocking
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -95,10 +114,12 @@ __all__ = [
     "MIN_RESTART_DELAY",
     "OPTIONS_FD",
     "QUICK_DEATH",
+    "REUSE_PORT",
     "SHARED_ENDPOINTS",
     "STOP_GRACE",
     "AdoptedPortService",
     "LogForwarder",
+    "ReusePortUnavailable",
     "SupervisorService",
     "Worker",
     "WorkerProcess",
@@ -107,6 +128,7 @@ __all__ = [
     "decodeOptions",
     "encodeOptions",
     "interpreterProblem",
+    "listenPerWorker",
     "main",
     "makeSupervisor",
     "workerAccessLog",
@@ -121,6 +143,9 @@ MAX_WORKERS = 64
 
 #: The endpoint types whose socket workers can share.
 SHARED_ENDPOINTS = frozenset(["tcp", "tcp6", "systemd"])
+
+#: C{SO_REUSEPORT}, where this system has it.
+REUSE_PORT: int | None = getattr(socket, "SO_REUSEPORT", None)
 
 #: The worker's file descriptors (see the module's description).
 OPTIONS_FD = 0
@@ -175,6 +200,88 @@ def checkOptions(options: Mapping[str, Any]) -> None:
         raise UsageError(
             f"--workers can share tcp:, tcp6: and systemd: ports, not {kind}:"
         )
+
+
+class ReusePortUnavailable(Exception):
+    """
+    The workers cannot have a listening socket each (L{listenPerWorker});
+    the argument says why, in words.
+    """
+
+
+def listenPerWorker(
+    endpoint: object, count: int, reusePort: int | None = REUSE_PORT
+) -> list[socket.socket]:
+    """
+    Bind C{count} listening sockets on the address, port and backlog of a
+    C{tcp:} or C{tcp6:} endpoint, each with C{SO_REUSEADDR} (as Twisted's
+    ports have) and C{SO_REUSEPORT}, so that the kernel splits the
+    connections between them.  A port 0 is the port the first socket got.
+
+    The endpoint is the one L{serverFromString} parsed from C{--client-port}
+    (its address, port and backlog are read from it, not parsed again); the
+    address family is the one Twisted would give it (IPv6 for an IPv6
+    address), and an IPv6 address is resolved as Twisted does (a scope such
+    as C{fe80::1%eth0} included).
+
+    @param reusePort: The C{SO_REUSEPORT} option (for tests).
+
+    @return: The sockets, listening, blocking, closed on exec.
+
+    @raise ReusePortUnavailable: If the endpoint is not C{tcp:} or C{tcp6:},
+        or the system or the kernel has no C{SO_REUSEPORT}; nothing is left
+        bound.
+    @raise CannotListenError: If a socket cannot be bound (the address in
+        use, an address that is not this host's, a port below 1024 without
+        the right).
+    """
+    if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+        raise ReusePortUnavailable(
+            f"--client-port is not a tcp: or tcp6: port ({type(endpoint).__name__})"
+        )
+    try:
+        # Twisted's endpoint keeps what it parsed in private attributes;
+        # tests.test_workers checks that it still does.
+        port: int = endpoint._port
+        backlog: int = endpoint._backlog
+        interface: str = endpoint._interface
+    except AttributeError:
+        raise ReusePortUnavailable(
+            "this Twisted's TCP endpoint does not show its port"
+        ) from None
+    if reusePort is None:
+        raise ReusePortUnavailable("this system has no SO_REUSEPORT")
+    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            skt = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(skt)
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                skt.setsockopt(socket.SOL_SOCKET, reusePort, 1)
+            except OSError as e:
+                raise ReusePortUnavailable(
+                    f"the kernel refuses SO_REUSEPORT ({e.strerror})"
+                ) from None
+            try:
+                if family == socket.AF_INET6:
+                    address: Any = socket.getaddrinfo(
+                        interface, port, family, socket.SOCK_STREAM, 0,
+                        socket.AI_NUMERICHOST,
+                    )[0][4]
+                else:
+                    address = (interface, port)
+                skt.bind(address)
+            except OSError as e:
+                raise CannotListenError(interface, port, e) from None
+            skt.listen(backlog)
+            port = skt.getsockname()[1]
+    except BaseException:
+        for skt in sockets:
+            skt.close()
+        raise
+    return sockets
 
 
 def _permitted(
@@ -587,8 +694,8 @@ class WorkerProcess(ProcessProtocol):
 
 class _NeverAccepts(Factory):
     """
-    The supervisor's factory for the shared socket: it never accepts, the
-    workers do.
+    The supervisor's factory for the socket the workers share (where they
+    cannot have one each): it never accepts, the workers do.
     """
 
     def logPrefix(self) -> str:
@@ -597,11 +704,14 @@ class _NeverAccepts(Factory):
 
 class WorkerSupervisor(Service):
     """
-    Binds the HTTP socket, runs the workers on it and starts again those
+    Binds the HTTP sockets, runs the workers on them and starts again those
     that end (see the module's description).
 
     @ivar workers: The running workers by index.
-    @ivar port: The listening port, once bound.
+    @ivar listeners: The listening sockets, one per worker (worker I{i}'s
+        is C{listeners[i - 1]}), once bound; empty where they share C{port}.
+    @ivar port: The listening port the workers share, once bound, where
+        they cannot have a socket each; else L{None}.
     """
 
     _log = NamedLogger(namespace="artcast.workers.WorkerSupervisor")
@@ -643,6 +753,7 @@ class WorkerSupervisor(Service):
         )
         self.publisher = publisher
         self.port: Any = None
+        self.listeners: list[socket.socket] = []
         self.workers: dict[int, WorkerProcess] = {}
         self._started: dict[int, float] = {}
         self._delay: dict[int, float] = {}
@@ -653,40 +764,69 @@ class WorkerSupervisor(Service):
         self._gaveUp = False
         self.stop = stop if stop is not None else reactor.stop
 
-    @property
-    def fileno(self) -> int:
+    def listeningFD(self, index: int) -> int:
+        """
+        The file descriptor of the listening socket of worker C{index}: its
+        own, or the shared one.
+        """
+        if self.listeners:
+            return self.listeners[index - 1].fileno()
         return self.port.fileno()  # type: ignore[no-any-return]
 
     @property
     def addressFamily(self) -> int:
+        if self.listeners:
+            return self.listeners[0].family
         return getattr(self.port, "addressFamily", socket.AF_INET)  # type: ignore[no-any-return]
 
     def privilegedStartService(self) -> None:
         """
-        Bind the socket (and stop this process accepting on it).
+        Bind a socket per worker, or else the one socket they share (and
+        stop this process accepting on it).
 
         @raise Exception: If it cannot be bound, so that twistd stops.
         """
-        if self.port is None:
-            results: list[Any] = []
-            self.endpoint.listen(_NeverAccepts()).addBoth(results.append)
-            if not results:
-                raise RuntimeError(
-                    "--workers needs a port that listens at once (tcp:, tcp6:, systemd:)"
+        if self.port is None and not self.listeners:
+            try:
+                self.listeners = listenPerWorker(self.endpoint, self.count)
+            except ReusePortUnavailable as e:
+                self._log.info(
+                    "The workers share one listening socket, so connections are "
+                    "not split evenly between them: {reason}",
+                    reason=str(e),
                 )
-            if isinstance(results[0], Failure):
-                results[0].raiseException()
-            port = results[0]
-            # Twisted's port reads (accepts) at once; here only workers do.
-            port.stopReading()
-            self.port = port
-            if self.addressFamily not in (socket.AF_INET, socket.AF_INET6):
-                self.port = None
-                port.stopListening()
-                raise RuntimeError(
-                    "--workers can share an IPv4 or IPv6 socket only"
+                self._listenShared()
+            else:
+                host, port = self.listeners[0].getsockname()[:2]
+                self._log.info(
+                    "Listening on {host}:{port} with a socket per worker "
+                    "(SO_REUSEPORT): connections are split evenly",
+                    host=host, port=port,
                 )
         super().privilegedStartService()
+
+    def _listenShared(self) -> None:
+        """
+        Bind the one socket the workers share.
+        """
+        results: list[Any] = []
+        self.endpoint.listen(_NeverAccepts()).addBoth(results.append)
+        if not results:
+            raise RuntimeError(
+                "--workers needs a port that listens at once (tcp:, tcp6:, systemd:)"
+            )
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        port = results[0]
+        # Twisted's port reads (accepts) at once; here only workers do.
+        port.stopReading()
+        self.port = port
+        if self.addressFamily not in (socket.AF_INET, socket.AF_INET6):
+            self.port = None
+            port.stopListening()
+            raise RuntimeError(
+                "--workers can share an IPv4 or IPv6 socket only"
+            )
 
     def startService(self) -> None:
         """
@@ -723,7 +863,7 @@ class WorkerSupervisor(Service):
                     1: 1,
                     2: 2,
                     LOG_FD: "r",
-                    LISTEN_FD: self.fileno,
+                    LISTEN_FD: self.listeningFD(index),
                 },
             )
         except OSError:
@@ -790,7 +930,7 @@ class WorkerSupervisor(Service):
     def stopService(self) -> Deferred[None]:
         """
         Stop the workers gracefully (SIGTERM), kill those left after
-        C{stopTimeout} plus L{STOP_GRACE} seconds, then close the socket.
+        C{stopTimeout} plus L{STOP_GRACE} seconds, then close the sockets.
 
         @return: A L{Deferred} that fires when all is done, in a bounded time.
         """
@@ -814,6 +954,9 @@ class WorkerSupervisor(Service):
                     timer.cancel()
             if done.called:
                 return
+            listeners, self.listeners = self.listeners, []
+            for listener in listeners:
+                listener.close()
             port, self.port = self.port, None
             if port is None:
                 done.callback(None)
