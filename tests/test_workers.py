@@ -50,7 +50,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web._newclient import ResponseNeverReceived
 
-from artcast.server import defaults, tap, workers
+from artcast.server import defaults, internals, tap, workers
 from artcast.server.logs import ErrorLogService
 from artcast.server.workers import (
     LISTEN_FD,
@@ -850,9 +850,10 @@ class ListenPerWorkerTests(SynchronousTestCase):
 
     def test_parsedEndpoint(self) -> None:
         """
-        Twisted's TCP endpoints still keep what they parsed (port, backlog,
-        interface) where L{listenPerWorker} reads it, for IPv4 and IPv6
-        alike.
+        Twisted's TCP endpoints still keep what they parsed (interface, port,
+        backlog) where L{internals.endpointAddress} reads it for
+        L{listenPerWorker}, for IPv4 and IPv6 alike, and another endpoint has
+        none.
         """
         for description, kind, expected in (
             ("tcp:8123:interface=127.0.0.1:backlog=9", TCP4ServerEndpoint,
@@ -863,9 +864,13 @@ class ListenPerWorkerTests(SynchronousTestCase):
         ):
             endpoint = serverFromString(reactor, description)
             self.assertIsInstance(endpoint, kind)
+            port, backlog, interface = expected
             self.assertEqual(
-                (endpoint._port, endpoint._backlog, endpoint._interface), expected
+                internals.endpointAddress(endpoint), (interface, port, backlog)
             )
+        self.assertIsNone(
+            internals.endpointAddress(serverFromString(reactor, "unix:/tmp/x.sock"))
+        )
 
 
 class SupervisorSocketsTests(SynchronousTestCase):

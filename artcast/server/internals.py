@@ -26,7 +26,12 @@ not fast enough:
   - L{useClock}: Autobahn's C{WebSocketServerFactory._batched_timer}, so
     that its timeouts run on the clock given;
   - L{quietIdleTimeouts}: L{HTTPChannel}'s C{_log}, which logs every idle
-    connection it closes.
+    connection it closes;
+  - L{endpointAddress}: what L{TCP4ServerEndpoint} and L{TCP6ServerEndpoint}
+    keep of their description (C{_interface}, C{_port}, C{_backlog}), so
+    that C{--workers} binds a socket per worker on the same address without
+    parsing C{--client-port} again (read where it is used: a Twisted that
+    keeps them elsewhere makes C{--workers} share one socket, as before).
 
 L{check}, called once when the service is made (L{InternalsService}), looks
 at that state on objects made in memory.  Where it is not as expected
@@ -45,6 +50,7 @@ from typing import Any, Callable, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet import abstract, tcp
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
@@ -54,6 +60,7 @@ __all__ = [
     "InternalsService",
     "check",
     "dropQueuedOutput",
+    "endpointAddress",
     "holdsPipeline",
     "pauseReading",
     "prebuiltFits",
@@ -459,3 +466,19 @@ class InternalsService(Service):
                 "WebSocket timeouts on our clock)",
                 what=", ".join(self.problems),
             )
+
+
+def endpointAddress(endpoint: object) -> tuple[str, int, int] | None:
+    """
+    The interface, port and backlog a C{tcp:} or C{tcp6:} server endpoint was
+    made with.
+
+    @return: C{(interface, port, backlog)}, or L{None} for another kind of
+        endpoint or a Twisted whose TCP endpoints keep them elsewhere.
+    """
+    if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+        return None
+    try:
+        return (endpoint._interface, endpoint._port, endpoint._backlog)
+    except AttributeError:
+        return None

@@ -75,11 +75,7 @@ from zope.interface import implementer, provider
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.abstract import isIPv6Address
-from twisted.internet.endpoints import (
-    TCP4ServerEndpoint,
-    TCP6ServerEndpoint,
-    serverFromString,
-)
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError, ProcessExitedAlready
 from twisted.internet.fdesc import readFromFD, setNonBlocking
 from twisted.internet.interfaces import (
@@ -102,6 +98,7 @@ from twisted.python.failure import Failure
 from twisted.python.reflect import safe_str
 from twisted.python.usage import UsageError
 
+from artcast.server import internals
 from artcast.server.logs import NamedLogger
 
 __all__ = [
@@ -235,20 +232,12 @@ def listenPerWorker(
         use, an address that is not this host's, a port below 1024 without
         the right).
     """
-    if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+    address = internals.endpointAddress(endpoint)
+    if address is None:
         raise ReusePortUnavailable(
             f"--client-port is not a tcp: or tcp6: port ({type(endpoint).__name__})"
         )
-    try:
-        # Twisted's endpoint keeps what it parsed in private attributes;
-        # tests.test_workers checks that it still does.
-        port: int = endpoint._port
-        backlog: int = endpoint._backlog
-        interface: str = endpoint._interface
-    except AttributeError:
-        raise ReusePortUnavailable(
-            "this Twisted's TCP endpoint does not show its port"
-        ) from None
+    interface, port, backlog = address
     if reusePort is None:
         raise ReusePortUnavailable("this system has no SO_REUSEPORT")
     family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
