@@ -38,10 +38,20 @@ Markers, an HTML comment on the line before a block:
 A page whose programs are missing (C{mosquitto}, C{gcc}, C{curl}: L{PAGE_NEEDS}) skips, saying which.
 
 Background processes are stopped (their process group, by PID) when the page is done; one that ended
-with an error before fails its block. Pages use port 8888 and the default multicast groups as
-pasted: a file lock runs them one page at a time, across the processes of C{trial -j}. A page runs
-once, at its first test (under C{trial -j}, the workers share its outcomes through a file named after
-the run); each test reports its own block's outcome.
+with an error before fails its block. A page runs once, at its first test (under C{trial -j}, the
+workers share its outcomes through a file named after the run); each test reports its own block's
+outcome.
+
+Where network namespaces can be made (root, or C{unshare --map-root-user --net} as a user), each page
+runs in its own (L{Network}): only C{lo}, up, with 127.0.0.1 and no route off the machine, made with
+C{unshare} for the page, every block's process (bash, the page's interpreter, the servers, the wait
+for a server's port) entered into it with C{nsenter}, and gone when the page is done (its holder
+stopped by PID). A block that sends to a real address, or multicast without C{--interface 127.0.0.1}
+(TTL 1 or 0), gets "Network is unreachable" instead of reaching the network; and pages use port 8888
+and the default multicast groups as pasted without colliding, so they run side by side under
+C{trial -j}. Where namespaces cannot be made, pages run on this machine's network, and a file lock
+runs them one page at a time, across the processes of C{trial -j}. The first page run says on stderr
+which way it is.
 """
 
 from __future__ import annotations
@@ -117,6 +127,22 @@ STOP_LIMIT = 10.0
 CHECKOUT_FOLDERS = ("sources", "examples", "docs")
 LOCK_PATH = os.path.join(tempfile.gettempdir(), "artcast-docs-pages.lock")
 SHARED_PATH = os.path.join(tempfile.gettempdir(), "artcast-docs-runs")
+#: Programs that make and enter a page's private network namespace.
+NAMESPACE_TOOLS = ("unshare", "nsenter", "ip")
+#: What a page's namespace holder runs: loopback up, then wait until its input closes.
+_HOLDER = "%s link set lo up && echo ready && exec cat >/dev/null"
+#: Waits, inside a namespace, until a port on 127.0.0.1 accepts connections: exit status 0 if so.
+_PORT_WAITER = r"""
+import socket, sys, time
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+"""
 
 _MARKER = re.compile(r"^(server(?: (\d+))?|background|until-stopped (\d+(?:\.\d+)?))$")
 
@@ -249,6 +275,115 @@ def _stopGroup(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> N
             pass
 
 
+_namespaceSupport: list[str | None] = []
+
+
+def namespaceUnavailable() -> str | None:
+    """
+    Why a page cannot run in a private network namespace here, or C{None} if it can: checked once
+    (a namespace is made with C{unshare --net} and its loopback brought up), and said once on
+    stderr, which way the pages run.
+    """
+    if not _namespaceSupport:
+        missing = [p for p in NAMESPACE_TOOLS if _which(p) is None]
+        reason: str | None = None
+        if missing:
+            reason = "%s not installed" % (", ".join(missing),)
+        else:
+            try:
+                check = subprocess.run(
+                    _userFlags() + [_which("ip") or "ip", "link", "set", "lo", "up"],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=STOP_LIMIT,
+                )
+            except (OSError, subprocess.TimeoutExpired) as e:
+                reason = "unshare: %s" % (e,)
+            else:
+                if check.returncode != 0:
+                    reason = "unshare: %s" % (
+                        check.stderr.decode("utf-8", "replace").strip() or check.returncode
+                    )
+        _namespaceSupport.append(reason)
+        if reason is None:
+            note = "each page runs in its own network namespace (only lo): nothing leaves the machine"
+        else:
+            note = (
+                "no network namespace (%s): pages run on this machine's network, one at a time"
+                % (reason,)
+            )
+        sys.stderr.write("tests.test_docs: %s\n" % (note,))
+    return _namespaceSupport[0]
+
+
+def _userFlags() -> list[str]:
+    """
+    The C{unshare} command that makes a network namespace: as root, only that; as a user, with a
+    user namespace mapping this user to root in it.
+    """
+    if os.geteuid() == 0:
+        return [_which("unshare") or "unshare", "--net"]
+    return [_which("unshare") or "unshare", "--map-root-user", "--net"]
+
+
+class Network:
+    """
+    A private network namespace for one page: only C{lo}, up, with 127.0.0.1; no route off the
+    machine, so a block that sends to a real address or with a multicast TTL above 0 gets "Network
+    is unreachable". It lives as long as its holder (a process started in it, by C{unshare}), which
+    L{stop} ends by its PID; the page's processes enter it with C{nsenter}.
+
+    @ivar holder: the holder process, or C{None} before L{start} and after L{stop}.
+    """
+
+    def __init__(self) -> None:
+        self.holder: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """
+        Make the namespace and bring its loopback up, waiting a bounded time.
+
+        @raise BlockFailed: it could not be made.
+        """
+        holder = self.holder = subprocess.Popen(
+            _userFlags() + ["--", "sh", "-c", _HOLDER % (_quote(_which("ip") or "ip"),)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert holder.stdout is not None
+        ready, _, _ = select.select([holder.stdout], [], [], START_LIMIT)
+        line = holder.stdout.readline() if ready else b""
+        if line != b"ready\n":
+            self.stop()
+            raise BlockFailed("the page's network namespace was not made: %r" % (line,))
+
+    def command(self, argv: list[str]) -> list[str]:
+        """
+        The command that runs C{argv} in the namespace (C{argv} itself without one).
+        """
+        if self.holder is None:
+            return argv
+        where = "/proc/%d/ns/" % (self.holder.pid,)
+        enter = [_which("nsenter") or "nsenter", "--net=" + where + "net"]
+        if os.geteuid() != 0:
+            enter[1:1] = ["--preserve-credentials", "--user=" + where + "user"]
+        return enter + ["--"] + argv
+
+    def stop(self) -> None:
+        """
+        End the holder, by its PID: the namespace goes with the last process in it.
+        """
+        holder, self.holder = self.holder, None
+        if holder is None:
+            return
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        _stopGroup(holder)
+        holder.stdout.close()
+
+
 class PageRun:
     """
     One run of a page's blocks, in order, in this process.
@@ -266,32 +401,59 @@ class PageRun:
         self.kernelResults: Any = None
         self.directory = ""
         self.env: dict[str, str] = {}
+        self.network = Network()
 
     def run(self) -> None:
         """
-        Run every block of the page, holding the pages' lock, and stop what the page started; or,
-        under C{trial -j}, take the outcomes another worker of the same run recorded.
+        Run every block of the page and stop what the page started; or, under C{trial -j}, take
+        the outcomes another worker of the same run recorded. In a network namespace, pages run
+        side by side: a lock per page and run lets the workers of C{trial -j} run each page once,
+        and a worker waiting for a page another is running runs a page no one has started
+        meanwhile (L{_runAhead}). Without one, pages share 127.0.0.1:8888 and the default groups:
+        one lock runs them one at a time.
         """
+        shared = _sharedOutcomesPath(self.page)
+        if namespaceUnavailable() is None:
+            if shared is None:
+                self.runBlocks()
+                return
+            os.makedirs(os.path.dirname(shared), exist_ok=True)
+            with open(shared + ".lock", "a") as lock:
+                while not _tryLock(lock):
+                    if not _runAhead(self.page):
+                        fcntl.flock(lock, fcntl.LOCK_EX)
+                        break
+                try:
+                    self.runOnce(shared)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+            return
         with open(LOCK_PATH, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                shared = _sharedOutcomesPath(self.page)
-                if shared is not None and os.path.exists(shared):
-                    with open(shared) as f:
-                        self.outcomes = {int(k): _thawOutcome(v) for k, v in json.load(f).items()}
-                    return
-                self.runBlocks()
-                if shared is not None:
-                    os.makedirs(os.path.dirname(shared), exist_ok=True)
-                    for name in os.listdir(SHARED_PATH):  # earlier runs' outcomes, a day old
-                        old = os.path.join(SHARED_PATH, name)
-                        if os.path.getmtime(old) < time.time() - 86400:
-                            shutil.rmtree(old, ignore_errors=True)
-                    with open(shared + ".new", "w") as f:
-                        json.dump({str(k): _freezeOutcome(v) for k, v in self.outcomes.items()}, f)
-                    os.replace(shared + ".new", shared)
+                self.runOnce(shared)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def runOnce(self, shared: str | None) -> None:
+        """
+        Holding the page's lock, take the outcomes a worker of this run recorded in C{shared}, or
+        run the page's blocks and record them there.
+        """
+        if shared is not None and os.path.exists(shared):
+            with open(shared) as f:
+                self.outcomes = {int(k): _thawOutcome(v) for k, v in json.load(f).items()}
+            return
+        self.runBlocks()
+        if shared is not None:
+            os.makedirs(os.path.dirname(shared), exist_ok=True)
+            for name in os.listdir(SHARED_PATH):  # earlier runs' outcomes, a day old
+                old = os.path.join(SHARED_PATH, name)
+                if os.path.getmtime(old) < time.time() - 86400:
+                    shutil.rmtree(old, ignore_errors=True)
+            with open(shared + ".new", "w") as f:
+                json.dump({str(k): _freezeOutcome(v) for k, v in self.outcomes.items()}, f)
+            os.replace(shared + ".new", shared)
 
     def runBlocks(self) -> None:
         """
@@ -299,6 +461,8 @@ class PageRun:
         """
         document = parsePage(self.page)
         document.namespace["runner"] = self
+        if namespaceUnavailable() is None:
+            self.network.start()
         self.directory = tempfile.mkdtemp(prefix="artcast-docs-")
         for folder in CHECKOUT_FOLDERS:
             os.symlink(os.path.join(ROOT, folder), os.path.join(self.directory, folder))
@@ -327,6 +491,7 @@ class PageRun:
                     self.outcomes[example.line], pending = pending, None
         finally:
             self.stopAll()
+            self.network.stop()
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def evaluate(self, example: Any) -> None:
@@ -371,7 +536,7 @@ class PageRun:
         outputPath = os.path.join(self.directory, ".block%d.out" % (line,))
         with open(outputPath, "wb") as outputFile:
             process = subprocess.Popen(
-                ["bash", "-c", "set -euo pipefail\n" + source],
+                self.network.command(["bash", "-c", "set -euo pipefail\n" + source]),
                 cwd=self.directory,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -454,20 +619,32 @@ class PageRun:
         self, process: subprocess.Popen[bytes], line: int, port: int, name: str
     ) -> None:
         """
-        Wait, a bounded time, until 127.0.0.1:port accepts connections.
+        Wait, a bounded time, until 127.0.0.1:port accepts connections: in the page's network
+        namespace, by a small Python program run in it.
         """
         deadline = time.monotonic() + START_LIMIT
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise BlockFailed(
-                    "%s: the server exited (%s) at start:\n%s"
-                    % (name, process.returncode, self.output(line))
-                )
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
+        waiter = subprocess.Popen(
+            self.network.command(
+                [sys.executable, "-c", _PORT_WAITER, str(port), str(START_LIMIT)]
+            ),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise BlockFailed(
+                        "%s: the server exited (%s) at start:\n%s"
+                        % (name, process.returncode, self.output(line))
+                    )
+                try:
+                    if waiter.wait(0.1) == 0:
+                        return
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            _stopGroup(waiter, signal.SIGKILL)
         raise BlockFailed("%s: nothing answered on 127.0.0.1:%d within %ss" % (name, port, START_LIMIT))
 
     def run_python(self, line: int, name: str, source: str, marker: Marker | None) -> None:
@@ -477,7 +654,7 @@ class PageRun:
         if self.kernel is None:
             reading, writing = os.pipe()
             self.kernel = subprocess.Popen(
-                [sys.executable, "-c", _KERNEL, str(writing)],
+                self.network.command([sys.executable, "-c", _KERNEL, str(writing)]),
                 cwd=self.directory,
                 env=self.env,
                 stdin=subprocess.PIPE,
@@ -632,6 +809,41 @@ def _quote(path: str) -> str:
 
 
 _runs: dict[str, PageRun] = {}
+
+
+def _tryLock(lock: Any) -> bool:
+    """
+    Take an exclusive lock on an open file if no one holds it; whether it was taken.
+    """
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _runAhead(page: str) -> bool:
+    """
+    Under C{trial -j} in network namespaces, while another worker runs C{page}: run, and record
+    for the run, the first covered page that no worker has started (each page at most once, so
+    the waiting is bounded); whether there was one.
+    """
+    for other in COVERED_PAGES:
+        if other == page or other in _runs or any(_which(p) is None for p in PAGE_NEEDS.get(other, ())):
+            continue
+        shared = _sharedOutcomesPath(other)
+        if shared is None or os.path.exists(shared):
+            continue
+        with open(shared + ".lock", "a") as lock:
+            if not _tryLock(lock):
+                continue
+            try:
+                run = _runs[other] = PageRun(other)
+                run.runOnce(shared)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return True
+    return False
 
 
 def _sharedOutcomesPath(page: str) -> str | None:
@@ -797,8 +1009,10 @@ class CoverageTests(unittest.SynchronousTestCase):
             "```python\nx = 41\n```\n\n"
             "```python\nassert x + 1 == 42\n```\n\n"
             "<!-- docs-test: until-stopped 0.5 -->\n```python\nwhile True:\n    pass\n```\n\n"
-            "<!-- docs-test: background -->\n```sh\necho gone; exit 3\n```\n\n"
-            "```sh\necho visible; false\n```\n\n"
+            "<!-- docs-test: background -->\n```sh\necho $$ > gone.pid; echo gone; exit 3\n```\n\n"
+            # The background block has ended (a zombie, not yet reaped) before the page goes on.
+            "```sh\nuntil [ -s gone.pid ] && grep -q '^[0-9]* ([^)]*) Z' /proc/$(cat gone.pid)/stat;"
+            " do sleep 0.05; done\necho visible; false\n```\n\n"
             "```python\nraise ValueError('broken')\n```\n"
         )
         with tempfile.TemporaryDirectory() as directory:
@@ -823,6 +1037,70 @@ class CoverageTests(unittest.SynchronousTestCase):
         self.assertIsNone(daemonizes("twistd -n --pidfile=a.pid artcast \\\n  --demo  # twistd"))
         self.assertIsNone(daemonizes("echo twistd-like"))
         self.assertIsNone(daemonizes("twistd artcast --version"))
+
+
+class NetworkTests(unittest.SynchronousTestCase):
+    """
+    Where network namespaces can be made, each page runs in its own, with only C{lo}.
+    """
+
+    def test_pageIsolated(self) -> None:
+        """
+        A page's blocks cannot reach a real address or send multicast with TTL 1, its server takes a
+        port this machine is using, and its namespace is gone when the page is done.
+        """
+        reason = namespaceUnavailable()
+        if reason is not None:
+            raise unittest.SkipTest("no network namespace here: %s" % (reason,))
+        host = socket.socket()
+        self.addCleanup(host.close)
+        host.bind(("127.0.0.1", 0))
+        host.listen()
+        port = host.getsockname()[1]
+        text = (
+            "```sh\nexec 3<>/dev/tcp/192.0.2.1/9\n```\n\n"
+            "```python\nimport socket, struct\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, struct.pack('B', 1))\n"
+            "s.sendto(b'x', ('239.255.42.42', 4242))\n```\n\n"
+            "```sh\nreadlink /proc/self/ns/net > namespace\ncp namespace %(record)s\n```\n\n"
+            "<!-- docs-test: server %(port)d -->\n"
+            "```sh\nexec python -m http.server %(port)d --bind 127.0.0.1\n```\n\n"
+            "```sh\npython -c 'import urllib.request; "
+            'urllib.request.urlopen(\"http://127.0.0.1:%(port)d/\", timeout=5)\'\n```\n\n'
+            "```console\n$ ip -o link show | cut -d: -f2\n lo\n```\n"
+        )
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "page.md")
+            record = os.path.join(directory, "namespace")
+            with open(path, "w") as f:
+                f.write(text % {"port": port, "record": record})
+            run = PageRun(path)
+            run.runBlocks()
+            with open(record) as f:
+                namespace = f.read().strip()
+        outcomes = [run.outcomes[line] for line in sorted(run.outcomes)]
+        self.assertIn("Network is unreachable", str(outcomes[0]))
+        self.assertIn("Network is unreachable", str(outcomes[1]))
+        self.assertEqual(outcomes[2:], [None, None, None, None])
+        self.assertNotEqual(namespace, os.readlink("/proc/self/ns/net"))
+        # The request went to the page's server, not to this machine's listener on the same port.
+        self.assertEqual(select.select([host], [], [], 0)[0], [])
+        self.assertIsNone(run.network.holder)
+        inNamespace = []
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and os.readlink("/proc/%s/ns/net" % (pid,)) == namespace:
+                    inNamespace.append(pid)
+            except OSError:
+                pass
+        self.assertEqual(inNamespace, [])
+
+    def test_withoutNamespace(self) -> None:
+        """
+        A page's network that was not started runs commands as they are, on this machine's network.
+        """
+        self.assertEqual(Network().command(["bash", "-c", "true"]), ["bash", "-c", "true"])
 
 
 class ConsoleTests(unittest.SynchronousTestCase):
