@@ -47,7 +47,7 @@ from __future__ import annotations
 import random
 import resource as _resource
 import socket
-from collections import Counter
+from collections import Counter, deque
 from io import BytesIO
 from typing import Any, Callable, TextIO
 
@@ -104,6 +104,7 @@ __all__ = [
     "BodyProducer",
     "BoundedRequest",
     "ConnectionLimiter",
+    "HeadDeadlines",
     "LimitedSite",
     "RetrySpread",
     "TrackedConnection",
@@ -415,6 +416,121 @@ class _Unavailable(Resource):
         )
 
 
+class _Deadline:
+    """
+    One entry of L{HeadDeadlines}: what to call at C{time}, unless
+    cancelled.  It has the two methods of L{IDelayedCall} that a channel
+    uses, C{active} and C{cancel}.
+    """
+
+    __slots__ = ("time", "function", "queue")
+
+    def __init__(self, time: float, function: Callable[[], Any], queue: HeadDeadlines) -> None:
+        self.time = time
+        self.function: Callable[[], Any] | None = function
+        self.queue = queue
+
+    def active(self) -> bool:
+        return self.function is not None
+
+    def cancel(self) -> None:
+        if self.function is not None:
+            self.function = None
+            self.queue._cancelled()
+
+
+class HeadDeadlines:
+    """
+    The request-head deadlines of a site's connections: one queue and one
+    timer for all of them, instead of a L{DelayedCall} per request (made,
+    pushed on the reactor's heap and cancelled for every request).
+
+    Every deadline is now plus the same timeout, so they come in the order
+    they are added: a deque, whose first live entry is the next to pass.  A
+    cancelled entry stays until it reaches the front, or until the queue is
+    rebuilt without them when they are more than half of it (as Twisted's
+    reactor does with its cancelled calls); when none is live, the queue
+    is emptied and its timer cancelled, so an idle site holds no timer.  A
+    deadline with another timeout than the entries held (a site whose
+    C{headerTimeout} changed) gets a timer of its own.
+
+    @ivar clock: What times them.
+    @ivar timeout: The timeout of the entries held.
+    """
+
+    _log = NamedLogger(namespace="artcast.connections.HeadDeadlines")
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self.timeout: float | None = None
+        self._entries: deque[_Deadline] = deque()
+        self._stale = 0
+        self._timer: IDelayedCall | None = None
+
+    def __len__(self) -> int:
+        """
+        @return: How many deadlines are live.
+        """
+        return len(self._entries) - self._stale
+
+    def add(self, timeout: float, function: Callable[[], Any]) -> Any:
+        """
+        Call C{function} in C{timeout} seconds unless the returned entry is
+        cancelled first.
+
+        @return: An object with C{active()} and C{cancel()}.
+        """
+        entries = self._entries
+        if timeout != self.timeout:
+            if entries:
+                return self.clock.callLater(timeout, function)
+            self.timeout = timeout
+        entry = _Deadline(self.clock.seconds() + timeout, function, self)
+        entries.append(entry)
+        if self._timer is None:
+            self._timer = self.clock.callLater(timeout, self._due)
+        return entry
+
+    def _cancelled(self) -> None:
+        self._stale += 1
+        entries = self._entries
+        if self._stale == len(entries):
+            entries.clear()
+            self._stale = 0
+            timer, self._timer = self._timer, None
+            if timer is not None and timer.active():
+                timer.cancel()
+        elif self._stale > 64 and self._stale * 2 > len(entries):
+            self._entries = deque(e for e in entries if e.function is not None)
+            self._stale = 0
+
+    def _due(self) -> None:
+        self._timer = None
+        entries = self._entries
+        now = self.clock.seconds()
+        while entries:
+            entry = entries[0]
+            function = entry.function
+            if function is None:
+                entries.popleft()
+                self._stale -= 1
+                continue
+            if entry.time > now:
+                break
+            entries.popleft()
+            entry.function = None
+            try:
+                function()
+            except Exception:
+                self._log.failure("A head deadline failed")
+            # What it called may have added or cancelled entries.
+            entries = self._entries
+        if entries and self._timer is None:
+            self._timer = self.clock.callLater(
+                max(0.0, entries[0].time - self.clock.seconds()), self._due
+            )
+
+
 #: The phases of a request on an L{ArtcastChannel}: waiting for one; some of
 #: its head came; its head came (its body is being read); handed to the site;
 #: answered, but the answer is not yet read by the client (the transport
@@ -546,9 +662,10 @@ class ArtcastChannel(HTTPChannel):
 
     def _startHeaderDeadline(self) -> None:
         self._phase = _IDLE
-        timeout = self.site.headerTimeout
+        site = self.site
+        timeout = site.headerTimeout
         if timeout is not None:
-            self._timer = self.callLater(timeout, self._deadlinePassed)
+            self._timer = site.headDeadlines.add(timeout, self._deadlinePassed)
 
     def _stopTimer(self) -> None:
         call, self._timer = self._timer, None
@@ -771,6 +888,7 @@ class LimitedSite(ArtcastSite):
         self.allowOrigin = allowOrigin
         self.rejected: Counter[str] = Counter()
         self.closing = False
+        self.headDeadlines = HeadDeadlines(self.reactor)
 
     def getResourceFor(self, request: IRequest) -> Any:
         """
