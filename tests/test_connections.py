@@ -597,6 +597,20 @@ class DeadlineTests(SynchronousTestCase):
         self.assertNextHeadCut(HEADER_TIMEOUT / 2)
         self.assertEqual(self.limiter.rejected, {"header-timeout": 1})
 
+    def test_wholeHeadNoDeadline(self) -> None:
+        """
+        A kept-alive connection's next request whose head comes whole in one
+        read makes no head deadline at all.
+        """
+        connection, _ = connect(self.limiter)
+        connection.dataReceived(get(b"/now"))
+        deadlines = self.limiter.site.headDeadlines
+        added = countCalls(deadlines, "add")
+        connection.dataReceived(get(b"/poll"))
+        self.assertEqual(len(self.resource.held), 1)
+        self.assertEqual(added, [])
+        self.assertEqual(len(deadlines), 0)
+
     def assertNextHeadCut(self, pause: float) -> None:
         """
         On a keep-alive connection, one request answered, C{pause} seconds,

@@ -534,8 +534,9 @@ class HeadDeadlines:
 #: The phases of a request on an L{ArtcastChannel}: waiting for one; some of
 #: its head came; its head came (its body is being read); handed to the site;
 #: answered, but the answer is not yet read by the client (the transport
-#: paused the channel), so the next pipelined request waits.
-_IDLE, _HEAD, _READING, _DISPATCHED, _HELD = range(5)
+#: paused the channel), so the next pipelined request waits; the connection
+#: is lost.
+_IDLE, _HEAD, _READING, _DISPATCHED, _HELD, _GONE = range(6)
 
 
 class ArtcastRequest(Request):
@@ -658,10 +659,10 @@ class ArtcastChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self._phase = _IDLE
         self._startHeaderDeadline()
 
     def _startHeaderDeadline(self) -> None:
-        self._phase = _IDLE
         site = self.site
         timeout = site.headerTimeout
         if timeout is not None:
@@ -696,9 +697,16 @@ class ArtcastChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if data and self._phase < _READING:
-            if self._timer is None:
-                self._startHeaderDeadline()
             self._phase = _HEAD
+            if self._timer is None:
+                # A later request on a kept-alive connection: its deadline
+                # starts now, but is made only if its head is not all in
+                # this read (nearly always it is: a long poll's next
+                # request is one small segment).
+                super().dataReceived(data)
+                if self._phase == _HEAD and self._timer is None:
+                    self._startHeaderDeadline()
+                return
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
@@ -817,6 +825,7 @@ class ArtcastChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopTimer()
+        self._phase = _GONE
         super().connectionLost(reason)
 
 
