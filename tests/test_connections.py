@@ -465,6 +465,29 @@ class ChannelAttributeTests(SynchronousTestCase):
         self.assertEqual(set(vars(channel)) - made, set())
 
 
+    def test_connectionMadeWithEveryAttribute(self) -> None:
+        """
+        The same for the L{TrackedConnection} around each channel: a request
+        answered, the output charged, the connection aborted and lost add no
+        attribute it did not have when made.
+        """
+        clock = Clock()
+        resource = Held()
+        limiter = makeLimiter(clock, resource, maxPerAddress=4)
+        fresh = limiter.buildProtocol(IPv4Address("TCP", "10.0.0.9", 1))
+        made = set(vars(fresh))
+        connection, transport = connect(limiter)
+        self.assertEqual(set(vars(connection)), made)
+        connection.dataReceived(get(b"/poll"))
+        resource.held[0].write(b"x")
+        resource.held[0].finish()
+        connection.dataReceived(get(b"/now"))
+        connection.abortConnection()
+        disconnect(connection)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertEqual(set(vars(connection)) - made, set())
+
+
 class DeadlineTests(SynchronousTestCase):
     """
     The request-head deadline (C{--header-timeout}) and the idle timeout

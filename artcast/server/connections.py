@@ -60,7 +60,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer
 
 from artcast.server import internals
 # The defaults of the options (see docs/operations.md).
@@ -932,6 +932,24 @@ class TrackedConnection(ProtocolWrapper):
     outputCharge = 0
     _host: IAddress | None = None
     _peer: IAddress | None = None
+
+    def __init__(self, factory: Any, wrappedProtocol: Any) -> None:
+        super().__init__(factory, wrappedProtocol)
+        # Every attribute a connection gets later, set now in one order, so
+        # that their names go in the class's shared table of names with the
+        # first connection instead of a dict of its own per connection (see
+        # L{artcast.server.internals.presetAttributes}).
+        self.peer = None
+        self.connected = 0
+        self.transport = None
+        self.admitted = False
+        self._host = None
+        self._peer = None
+        self.outputCharge = 0
+        self.cut = False
+        self.disconnecting = 0
+        # What makeConnection declares (the transport's interfaces).
+        directlyProvides(self)
 
     def makeConnection(self, transport: Any) -> None:
         configureSocket(transport, self.factory.tcpKeepAlive)
