@@ -30,6 +30,7 @@ from artcast.server.connections import (
     ABORT_DELAY,
     BoundedRequest,
     ConnectionLimiter,
+    HeadDeadlines,
     LimitedSite,
     RetrySpread,
     TrackedConnection,
@@ -464,6 +465,29 @@ class ChannelAttributeTests(SynchronousTestCase):
         self.assertEqual(set(vars(channel)) - made, set())
 
 
+    def test_connectionMadeWithEveryAttribute(self) -> None:
+        """
+        The same for the L{TrackedConnection} around each channel: a request
+        answered, the output charged, the connection aborted and lost add no
+        attribute it did not have when made.
+        """
+        clock = Clock()
+        resource = Held()
+        limiter = makeLimiter(clock, resource, maxPerAddress=4)
+        fresh = limiter.buildProtocol(IPv4Address("TCP", "10.0.0.9", 1))
+        made = set(vars(fresh))
+        connection, transport = connect(limiter)
+        self.assertEqual(set(vars(connection)), made)
+        connection.dataReceived(get(b"/poll"))
+        resource.held[0].write(b"x")
+        resource.held[0].finish()
+        connection.dataReceived(get(b"/now"))
+        connection.abortConnection()
+        disconnect(connection)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertEqual(set(vars(connection)) - made, set())
+
+
 class DeadlineTests(SynchronousTestCase):
     """
     The request-head deadline (C{--header-timeout}) and the idle timeout
@@ -596,6 +620,20 @@ class DeadlineTests(SynchronousTestCase):
         self.assertNextHeadCut(HEADER_TIMEOUT / 2)
         self.assertEqual(self.limiter.rejected, {"header-timeout": 1})
 
+    def test_wholeHeadNoDeadline(self) -> None:
+        """
+        A kept-alive connection's next request whose head comes whole in one
+        read makes no head deadline at all.
+        """
+        connection, _ = connect(self.limiter)
+        connection.dataReceived(get(b"/now"))
+        deadlines = self.limiter.site.headDeadlines
+        added = countCalls(deadlines, "add")
+        connection.dataReceived(get(b"/poll"))
+        self.assertEqual(len(self.resource.held), 1)
+        self.assertEqual(added, [])
+        self.assertEqual(len(deadlines), 0)
+
     def assertNextHeadCut(self, pause: float) -> None:
         """
         On a keep-alive connection, one request answered, C{pause} seconds,
@@ -676,6 +714,116 @@ class DeadlineTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.clock.advance(1)
         self.assertTrue(transport.disconnecting)
+
+
+class HeadDeadlinesTests(SynchronousTestCase):
+    """
+    L{HeadDeadlines}: the site's head deadlines, one queue and one timer.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.queue = HeadDeadlines(self.clock)
+        self.fired: list[str] = []
+
+    def add(self, name: str, timeout: float = HEADER_TIMEOUT) -> Any:
+        return self.queue.add(timeout, lambda: self.fired.append(name))
+
+    def test_inOrderOneTimer(self) -> None:
+        """
+        Deadlines pass in the order they were added, each at its own time,
+        with one timer on the clock at most.
+        """
+        self.add("a")
+        self.clock.advance(1)
+        self.add("b")
+        self.clock.advance(0.5)
+        self.add("c")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(HEADER_TIMEOUT - 1.5)
+        self.assertEqual(self.fired, ["a"])
+        self.clock.advance(1)
+        self.assertEqual(self.fired, ["a", "b"])
+        self.clock.advance(0.5)
+        self.assertEqual(self.fired, ["a", "b", "c"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelled(self) -> None:
+        """
+        A cancelled deadline is not called, is no longer active, and the
+        others still are called.
+        """
+        a = self.add("a")
+        self.add("b")
+        self.assertTrue(a.active())
+        a.cancel()
+        a.cancel()
+        self.assertFalse(a.active())
+        self.assertEqual(len(self.queue), 1)
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertEqual(self.fired, ["b"])
+
+    def test_noneLiveNoTimer(self) -> None:
+        """
+        When every deadline is cancelled, no timer is left on the clock.
+        """
+        entries = [self.add(str(i)) for i in range(3)]
+        for entry in entries:
+            entry.cancel()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.queue), 0)
+        self.add("d")
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertEqual(self.fired, ["d"])
+
+    def test_compacted(self) -> None:
+        """
+        Cancelled deadlines do not pile up: past 64, and more than half of
+        the queue, the queue is rebuilt without them.
+        """
+        self.add("kept")
+        for i in range(1000):
+            self.add(str(i)).cancel()
+        self.assertLess(len(self.queue._entries), 200)
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertEqual(self.fired, ["kept"])
+
+    def test_otherTimeout(self) -> None:
+        """
+        A deadline with another timeout than those held gets a timer of its
+        own, and still passes at its time.
+        """
+        self.add("a")
+        self.add("short", 1.0)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        self.clock.advance(1.0)
+        self.assertEqual(self.fired, ["short"])
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertEqual(self.fired, ["short", "a"])
+
+    def test_addedWhileDue(self) -> None:
+        """
+        A deadline added by one that passes (a connection closed, another
+        made) is timed like any other.
+        """
+        self.queue.add(HEADER_TIMEOUT, lambda: self.add("later"))
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertEqual(self.fired, [])
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertEqual(self.fired, ["later"])
+
+    def test_oneTimerForManyConnections(self) -> None:
+        """
+        A site's connections waiting for their heads share one timer.
+        """
+        limiter = makeLimiter(self.clock)
+        before = len(self.clock.getDelayedCalls())
+        transports = [connect(limiter, port=40000 + i)[1] for i in range(5)]
+        # Twisted's idle timeout is one timer per connection; the head
+        # deadlines add one for all.
+        self.assertEqual(len(self.clock.getDelayedCalls()), before + 5 + 1)
+        self.clock.advance(HEADER_TIMEOUT)
+        self.assertTrue(all(t.disconnecting for t in transports))
 
 
 class _Wrapper:

@@ -47,7 +47,7 @@ from __future__ import annotations
 import random
 import resource as _resource
 import socket
-from collections import Counter
+from collections import Counter, deque
 from io import BytesIO
 from typing import Any, Callable, TextIO
 
@@ -60,7 +60,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer
 
 from artcast.server import internals
 # The defaults of the options (see docs/operations.md).
@@ -104,6 +104,7 @@ __all__ = [
     "BodyProducer",
     "BoundedRequest",
     "ConnectionLimiter",
+    "HeadDeadlines",
     "LimitedSite",
     "RetrySpread",
     "TrackedConnection",
@@ -415,11 +416,127 @@ class _Unavailable(Resource):
         )
 
 
+class _Deadline:
+    """
+    One entry of L{HeadDeadlines}: what to call at C{time}, unless
+    cancelled.  It has the two methods of L{IDelayedCall} that a channel
+    uses, C{active} and C{cancel}.
+    """
+
+    __slots__ = ("time", "function", "queue")
+
+    def __init__(self, time: float, function: Callable[[], Any], queue: HeadDeadlines) -> None:
+        self.time = time
+        self.function: Callable[[], Any] | None = function
+        self.queue = queue
+
+    def active(self) -> bool:
+        return self.function is not None
+
+    def cancel(self) -> None:
+        if self.function is not None:
+            self.function = None
+            self.queue._cancelled()
+
+
+class HeadDeadlines:
+    """
+    The request-head deadlines of a site's connections: one queue and one
+    timer for all of them, instead of a L{DelayedCall} per request (made,
+    pushed on the reactor's heap and cancelled for every request).
+
+    Every deadline is now plus the same timeout, so they come in the order
+    they are added: a deque, whose first live entry is the next to pass.  A
+    cancelled entry stays until it reaches the front, or until the queue is
+    rebuilt without them when they are more than half of it (as Twisted's
+    reactor does with its cancelled calls); when none is live, the queue
+    is emptied and its timer cancelled, so an idle site holds no timer.  A
+    deadline with another timeout than the entries held (a site whose
+    C{headerTimeout} changed) gets a timer of its own.
+
+    @ivar clock: What times them.
+    @ivar timeout: The timeout of the entries held.
+    """
+
+    _log = NamedLogger(namespace="artcast.connections.HeadDeadlines")
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self.timeout: float | None = None
+        self._entries: deque[_Deadline] = deque()
+        self._stale = 0
+        self._timer: IDelayedCall | None = None
+
+    def __len__(self) -> int:
+        """
+        @return: How many deadlines are live.
+        """
+        return len(self._entries) - self._stale
+
+    def add(self, timeout: float, function: Callable[[], Any]) -> Any:
+        """
+        Call C{function} in C{timeout} seconds unless the returned entry is
+        cancelled first.
+
+        @return: An object with C{active()} and C{cancel()}.
+        """
+        entries = self._entries
+        if timeout != self.timeout:
+            if entries:
+                return self.clock.callLater(timeout, function)
+            self.timeout = timeout
+        entry = _Deadline(self.clock.seconds() + timeout, function, self)
+        entries.append(entry)
+        if self._timer is None:
+            self._timer = self.clock.callLater(timeout, self._due)
+        return entry
+
+    def _cancelled(self) -> None:
+        self._stale += 1
+        entries = self._entries
+        if self._stale == len(entries):
+            entries.clear()
+            self._stale = 0
+            timer, self._timer = self._timer, None
+            if timer is not None and timer.active():
+                timer.cancel()
+        elif self._stale > 64 and self._stale * 2 > len(entries):
+            self._entries = deque(e for e in entries if e.function is not None)
+            self._stale = 0
+
+    def _due(self) -> None:
+        self._timer = None
+        entries = self._entries
+        now = self.clock.seconds()
+        while entries:
+            entry = entries[0]
+            function = entry.function
+            if function is None:
+                entries.popleft()
+                self._stale -= 1
+                continue
+            if entry.time > now:
+                break
+            entries.popleft()
+            entry.function = None
+            try:
+                function()
+            except Exception:
+                self._log.failure("A head deadline failed")
+            # What it called may have added or cancelled entries.
+            entries = self._entries
+        if entries and self._timer is None:
+            self._timer = self.clock.callLater(
+                max(0.0, entries[0].time - self.clock.seconds()), self._due
+            )
+
+
 #: The phases of a request on an L{ArtcastChannel}: waiting for one; some of
 #: its head came; its head came (its body is being read); handed to the site;
 #: answered, but the answer is not yet read by the client (the transport
-#: paused the channel), so the next pipelined request waits.
-_IDLE, _HEAD, _READING, _DISPATCHED, _HELD = range(5)
+#: paused the channel), so the next pipelined request waits; the connection
+#: is lost.
+_IDLE, _HEAD, _READING, _DISPATCHED, _HELD, _GONE = range(6)
 
 
 class ArtcastRequest(Request):
@@ -542,13 +659,14 @@ class ArtcastChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self._phase = _IDLE
         self._startHeaderDeadline()
 
     def _startHeaderDeadline(self) -> None:
-        self._phase = _IDLE
-        timeout = self.site.headerTimeout
+        site = self.site
+        timeout = site.headerTimeout
         if timeout is not None:
-            self._timer = self.callLater(timeout, self._deadlinePassed)
+            self._timer = site.headDeadlines.add(timeout, self._deadlinePassed)
 
     def _stopTimer(self) -> None:
         call, self._timer = self._timer, None
@@ -579,9 +697,16 @@ class ArtcastChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if data and self._phase < _READING:
-            if self._timer is None:
-                self._startHeaderDeadline()
             self._phase = _HEAD
+            if self._timer is None:
+                # A later request on a kept-alive connection: its deadline
+                # starts now, but is made only if its head is not all in
+                # this read (nearly always it is: a long poll's next
+                # request is one small segment).
+                super().dataReceived(data)
+                if self._phase == _HEAD and self._timer is None:
+                    self._startHeaderDeadline()
+                return
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
@@ -700,6 +825,7 @@ class ArtcastChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopTimer()
+        self._phase = _GONE
         super().connectionLost(reason)
 
 
@@ -771,6 +897,7 @@ class LimitedSite(ArtcastSite):
         self.allowOrigin = allowOrigin
         self.rejected: Counter[str] = Counter()
         self.closing = False
+        self.headDeadlines = HeadDeadlines(self.reactor)
 
     def getResourceFor(self, request: IRequest) -> Any:
         """
@@ -805,6 +932,24 @@ class TrackedConnection(ProtocolWrapper):
     outputCharge = 0
     _host: IAddress | None = None
     _peer: IAddress | None = None
+
+    def __init__(self, factory: Any, wrappedProtocol: Any) -> None:
+        super().__init__(factory, wrappedProtocol)
+        # Every attribute a connection gets later, set now in one order, so
+        # that their names go in the class's shared table of names with the
+        # first connection instead of a dict of its own per connection (see
+        # L{artcast.server.internals.presetAttributes}).
+        self.peer = None
+        self.connected = 0
+        self.transport = None
+        self.admitted = False
+        self._host = None
+        self._peer = None
+        self.outputCharge = 0
+        self.cut = False
+        self.disconnecting = 0
+        # What makeConnection declares (the transport's interfaces).
+        directlyProvides(self)
 
     def makeConnection(self, transport: Any) -> None:
         configureSocket(transport, self.factory.tcpKeepAlive)
