@@ -931,6 +931,22 @@ for _page in COVERED_PAGES:
 del _page, _class
 
 
+def runPageText(text: str) -> list[BaseException | None]:
+    """
+    Run a page's text through L{PageRun} from a temporary folder.
+
+    @return: Each block's outcome, in the page's order: L{None} when it
+        passed, else what it failed with.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "page.md")
+        with open(path, "w") as f:
+            f.write(text)
+        run = PageRun(path)
+        run.runBlocks()
+    return [run.outcomes[line] for line in sorted(run.outcomes)]
+
+
 class CoverageTests(unittest.SynchronousTestCase):
     """
     Every block of every covered page is run, shown as output, or marked with a reason.
@@ -1015,13 +1031,7 @@ class CoverageTests(unittest.SynchronousTestCase):
             " do sleep 0.05; done\necho visible; false\n```\n\n"
             "```python\nraise ValueError('broken')\n```\n"
         )
-        with tempfile.TemporaryDirectory() as directory:
-            path = os.path.join(directory, "page.md")
-            with open(path, "w") as f:
-                f.write(text)
-            run = PageRun(path)
-            run.runBlocks()
-        outcomes = [run.outcomes[line] for line in sorted(run.outcomes)]
+        outcomes = runPageText(text)
         self.assertEqual(outcomes[:3], [None, None, None])
         self.assertIn("gone", str(outcomes[3]))
         self.assertIn("visible", str(outcomes[4]))
@@ -1145,13 +1155,7 @@ class ConsoleTests(unittest.SynchronousTestCase):
             "```console\n$ echo printed\nshown\n```\n\n"
             "<!-- docs-test: background -->\n```console\n$ true\n```\n"
         )
-        with tempfile.TemporaryDirectory() as directory:
-            path = os.path.join(directory, "page.md")
-            with open(path, "w") as f:
-                f.write(text)
-            run = PageRun(path)
-            run.runBlocks()
-        outcomes = [run.outcomes[line] for line in sorted(run.outcomes)]
+        outcomes = runPageText(text)
         self.assertEqual(outcomes[:2], [None, None])
         self.assertIsInstance(outcomes[2], BlockFailed)
         self.assertIn("$ echo printed\n--- shown\n+++ printed\n", str(outcomes[2]))
