@@ -479,20 +479,28 @@ static int parseResponse(struct conn *c) {
     return closeAfter ? 2 : 1;
 }
 
-static void onReadable(long i) {
+/* Read what the connection has into its buffer: 1 when something came, 0 when
+ * nothing was there yet, -1 when the connection ended (closed here). */
+static int readMore(long i) {
     struct conn *c = &conns[i];
     ssize_t r = read(c->fd, c->in + c->inlen, IN_MAX - 1 - c->inlen);
-    int p;
     if (r < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
         closeConn(i, 1);
-        return;
+        return -1;
     }
     if (r == 0) {
         closeConn(i, 0);
-        return;
+        return -1;
     }
     c->inlen += (int)r;
+    return 1;
+}
+
+static void onReadable(long i) {
+    struct conn *c = &conns[i];
+    int p;
+    if (readMore(i) <= 0) return;
     p = parseResponse(c);
     if (p == 0) return;
     if (p < 0 || p == 2) {
@@ -746,7 +754,6 @@ static int wsFrames(long i) {
 
 static void onStreamReadable(long i) {
     struct conn *c = &conns[i];
-    ssize_t r;
     int p = 0;
     if (c->inlen >= IN_MAX - 1) { /* an event longer than the buffer */
         badBodies++;
@@ -754,17 +761,7 @@ static void onStreamReadable(long i) {
         closeConn(i, 1);
         return;
     }
-    r = read(c->fd, c->in + c->inlen, IN_MAX - 1 - c->inlen);
-    if (r < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-        closeConn(i, 1);
-        return;
-    }
-    if (r == 0) {
-        closeConn(i, 0);
-        return;
-    }
-    c->inlen += (int)r;
+    if (readMore(i) <= 0) return;
     if (!c->streaming) {
         p = parseStreamHead(c);
         if (p <= 0) {
