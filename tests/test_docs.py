@@ -105,7 +105,7 @@ PAGE_NEEDS = {
     "docs/mqtt.md": ("mosquitto", "mosquitto_sub", "mosquitto_pub", "curl"),
     "docs/chadburn.md": ("curl",),
     "docs/sources.md": ("curl", "gcc"),
-    "docs/protocol.md": ("gcc",),
+    "docs/protocol.md": ("gcc", "openssl"),
     "docs/bus.md": ("redis-server", "redis-cli", "curl"),
     "docs/scaling.md": ("redis-server", "haproxy", "curl"),
     "docs/delivery.md": ("curl",),
