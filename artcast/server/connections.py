@@ -59,7 +59,9 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
+from twisted.web.server import version as serverVersion
 from zope.interface import directlyProvides, implementer
 
 from artcast.server import internals
@@ -539,6 +541,26 @@ class HeadDeadlines:
 _IDLE, _HEAD, _READING, _DISPATCHED, _HELD, _GONE = range(6)
 
 
+class _LeanDefault:
+    """
+    An attribute of L{ArtcastRequest} that Twisted's L{Request} has as a
+    class attribute, L{None} (C{content}, C{args}): a request's own value
+    when it has one, else the one L{ArtcastRequest.hold} let go of, made
+    again, else L{None}, as in Twisted.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return None
+        lean = instance._lean
+        if lean is None or not lean[0] & _LEAN_BITS[self.name]:
+            return None
+        return instance._madeAgain(self.name)
+
+
 class ArtcastRequest(Request):
     """
     The server's request: it tells what it waits on when its client goes.
@@ -553,6 +575,130 @@ class ArtcastRequest(Request):
     """
 
     poll: Any = None
+    #: What a held request let go of (see L{hold}): L{None}, or a tuple of
+    #: a bit mask of the attributes dropped (L{_LEAN_BITS}), the C{Date}
+    #: value of the response headers dropped, and the request headers'
+    #: names and values in turn.
+    _lean: tuple[Any, ...] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Set now, so that their names go in the class's shared table of
+        # names with the first request (see
+        # L{artcast.server.internals.presetAttributes}).
+        self.poll = None
+        self._lean = None
+
+    def hold(self, poll: Any) -> None:
+        """
+        Wait on C{poll}, letting go meanwhile of what a held long poll does
+        not use and Twisted made anyway: the request headers' and the
+        response headers' objects (kept as their names and values), and the
+        empty content buffer, cookie, argument and notification
+        containers.  Each is made again, as it was, by L{__getattr__} when
+        something asks for it (the access log, an answer that is not
+        prebuilt), so that every user still sees Twisted's L{Request}.
+        """
+        self.poll = poll
+        if self._lean is not None:
+            return
+        mask = 0
+        date = None
+        response = getattr(self, "responseHeaders", None)
+        if response is not None:
+            raw = list(response.getAllRawHeaders())
+            if (
+                len(raw) == 2
+                and raw[0][0] == b"Server"
+                and list(raw[0][1]) == [_SERVER]
+                and raw[1][0] == b"Date"
+                and len(raw[1][1]) == 1
+            ):
+                date = raw[1][1][0]
+                # One value for every request held in the same second.
+                if date == _lastDate[0]:
+                    date = _lastDate[0]
+                else:
+                    _lastDate[0] = date
+                mask |= _LEAN_BITS["responseHeaders"]
+        pairs: list[bytes] = []
+        request = getattr(self, "requestHeaders", None)
+        if request is not None:
+            for name, values in request.getAllRawHeaders():
+                if len(values) != 1:
+                    pairs = []
+                    break
+                pairs.append(name)
+                pairs.append(values[0])
+            else:
+                mask |= _LEAN_BITS["requestHeaders"]
+        for name, empty in _LEAN_EMPTY.items():
+            value = getattr(self, name, None)
+            if type(value) is type(empty) and value == empty:
+                mask |= _LEAN_BITS[name]
+        content = getattr(self, "content", None)
+        if type(content) is BytesIO and not content.getbuffer().nbytes:
+            mask |= _LEAN_BITS["content"]
+        if not mask:
+            return
+        self._lean = (mask, date, *pairs)
+        for name, bit in _LEAN_BITS.items():
+            if mask & bit:
+                delattr(self, name)
+
+    def __getattr__(self, name: str) -> Any:
+        """
+        Make again, as it was, an attribute a held request let go of (see
+        L{hold}).
+        """
+        # Not self.__dict__: asking for it makes a dict of the instance's
+        # values, more than what is let go of.
+        lean = self._lean
+        if lean is None or not lean[0] & _LEAN_BITS.get(name, 0):
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+        return self._madeAgain(name)
+
+    def _madeAgain(self, name: str) -> Any:
+        """
+        Make again an attribute L{hold} let go of, and set it.
+        """
+        lean = self._lean
+        assert lean is not None
+        bit = _LEAN_BITS[name]
+        self._lean = (lean[0] & ~bit,) + lean[1:]
+        value: Any
+        if name == "responseHeaders":
+            value = Headers()
+            value.setRawHeaders(b"Server", [_SERVER])
+            value.setRawHeaders(b"Date", [lean[1]])
+        elif name == "requestHeaders":
+            value = Headers()
+            for i in range(2, len(lean), 2):
+                value.addRawHeader(lean[i], lean[i + 1])
+        elif name == "content":
+            value = BytesIO()
+        else:
+            value = type(_LEAN_EMPTY[name])()
+        setattr(self, name, value)
+        return value
+
+    #: Twisted's L{Request} has these as class attributes (L{None}): when
+    #: L{hold} lets go of them, L{_LeanDefault} makes them again.
+    content = _LeanDefault()
+    args = _LeanDefault()
+
+    def heldServer(self) -> bytes | None:
+        """
+        @return: The C{Server} header when the response headers are still
+            only the C{Server} and C{Date} Twisted set, as let go of by
+            L{hold} (without making them again), else L{None}.
+        """
+        lean = self._lean
+        if lean is not None and lean[0] & _LEAN_BITS["responseHeaders"]:
+            return _SERVER
+        return None
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
@@ -560,6 +706,24 @@ class ArtcastRequest(Request):
         if poll is not None:
             self.poll = None
             poll.cancel()
+
+
+#: The C{Server} header Twisted's L{Request.process} sets.
+_SERVER = serverVersion
+#: The C{Date} value of the last request held (see L{ArtcastRequest.hold}).
+_lastDate = [b""]
+#: The attributes L{ArtcastRequest.hold} may let go of, each with its bit.
+_LEAN_BITS = {
+    name: 1 << i
+    for i, name in enumerate((
+        "responseHeaders", "requestHeaders", "content", "cookies",
+        "received_cookies", "args", "notifications",
+    ))
+}
+#: Those let go of when empty, with their empty value.
+_LEAN_EMPTY: dict[str, Any] = {
+    "cookies": [], "received_cookies": {}, "args": {}, "notifications": [],
+}
 
 
 class BoundedRequest(ArtcastRequest):
