@@ -24,6 +24,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.test.requesthelper import DummyChannel
 
 from artcast.server import tap
 from artcast.server.connections import (
@@ -220,6 +221,114 @@ class BoundedRequestTests(SynchronousTestCase):
         factory = boundedRequestFactory(123)
         self.assertTrue(issubclass(factory, BoundedRequest))
         self.assertEqual(factory.maxBody, 123)
+
+
+class _Poll:
+    """
+    What a held request waits on, for L{HeldRequestTests}.
+    """
+
+    cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class HeldRequestTests(SynchronousTestCase):
+    """
+    L{ArtcastRequest.hold}: a held long poll lets go of the request state it
+    does not use, and any user still sees Twisted's L{Request}.
+    """
+
+    def held(self, head: bytes = b"Host: a\r\n", target: bytes = b"/") -> Any:
+        made: list[Any] = []
+
+        class Holding(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> Any:
+                made.append(request)
+                request.hold(_Poll())
+                return NOT_DONE_YET
+
+        site = Site(Holding(), requestFactory=boundedRequestFactory(10))
+        channel = site.buildProtocol(None)
+        self.transport = StringTransport()
+        channel.makeConnection(self.transport)
+        channel.dataReceived(b"GET " + target + b" HTTP/1.1\r\n" + head + b"\r\n")
+        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        [request] = made
+        return request
+
+    def test_nothingMadeWhileHeld(self) -> None:
+        """
+        A held request holds no header objects, content buffer, cookie,
+        argument or notification containers of its own.
+        """
+        request = self.held()
+        for name in (
+            "requestHeaders", "responseHeaders", "content", "cookies",
+            "received_cookies", "args", "notifications",
+        ):
+            self.assertNotIn(name, vars(request))
+        poll = request.poll
+        request.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(poll.cancelled)
+
+    def test_madeAgainAsTheyWere(self) -> None:
+        """
+        What a held request let go of is made again, as it was, when asked.
+        """
+        request = self.held(b"Host: a\r\nAccept: x\r\nX-Two: 2\r\n")
+        self.assertEqual(
+            list(request.requestHeaders.getAllRawHeaders()),
+            [(b"Host", [b"a"]), (b"Accept", [b"x"]), (b"X-Two", [b"2"])],
+        )
+        headers = list(request.responseHeaders.getAllRawHeaders())
+        self.assertEqual([name for name, _ in headers], [b"Server", b"Date"])
+        self.assertEqual(request.content.read(), b"")
+        self.assertEqual((request.args, request.cookies, request.received_cookies,
+                          request.notifications), ({}, [], {}, []))
+        request.setHeader(b"X-A", b"1")
+        request.write(b"ok")
+        request.finish()
+        self.assertIn(b"\r\nX-A: 1\r\n", self.transport.value())
+        self.assertTrue(self.transport.value().endswith(b"\r\n\r\n2\r\nok\r\n0\r\n\r\n"))
+
+    def test_keptWhenUsed(self) -> None:
+        """
+        What a held request uses is kept: its arguments, a header with two
+        values, response headers set before it is held.
+        """
+        request = self.held(b"Host: a\r\nX-Two: 1\r\nX-Two: 2\r\n", b"/?a=1")
+        own = vars(request)
+        self.assertIn("args", own)
+        self.assertIn("requestHeaders", own)
+        self.assertEqual(request.requestHeaders.getRawHeaders(b"x-two"), [b"1", b"2"])
+
+    def test_twistedDefaults(self) -> None:
+        """
+        An attribute Twisted's L{Request} has as a class attribute
+        (C{content}, C{args}) is L{None} when not set, as in Twisted, and an
+        unknown attribute is an L{AttributeError}.
+        """
+        request = BoundedRequest(DummyChannel())
+        self.assertIsNone(request.content)
+        self.assertIsNone(request.args)
+        self.assertIsNone(request.heldServer())
+        with self.assertRaises(AttributeError):
+            request.noSuchAttribute
+        with self.assertRaises(AttributeError):
+            request.cookiesX
+
+    def test_notHeldUntouched(self) -> None:
+        """
+        A request that is not held keeps all of Twisted's state.
+        """
+        request = BoundedRequest(DummyChannel())
+        for name in ("requestHeaders", "responseHeaders", "cookies", "received_cookies",
+                     "notifications"):
+            self.assertIn(name, vars(request))
 
 
 class PeerKeyTests(SynchronousTestCase):

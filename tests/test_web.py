@@ -7,6 +7,7 @@ L{StubTreq} with a L{Clock}.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from artcast.server.store import KeyStore
 from artcast.server.answers import headerKey, licenseLink
+from artcast.server.connections import ArtcastRequest, BoundedRequest
 from artcast.server.routes import ArtcastApp
 from artcast.wire import Stamp
 
@@ -714,6 +716,9 @@ class PrebuiltAnswerTests(AppMixin, SynchronousTestCase):
     current C{Date}.
     """
 
+    #: The site's request class, or L{None} for Twisted's.
+    requestFactory: Any = None
+
     def serve(self, request: bytes, direct: bool = True):
         """
         A real HTTP channel of a L{Site} serving the app, fed C{request}:
@@ -728,6 +733,8 @@ class PrebuiltAnswerTests(AppMixin, SynchronousTestCase):
 
         resource = ArtcastResource(self.app.app, self.app if direct else None)
         site = Site(resource, reactor=self.clock)
+        if self.requestFactory is not None:
+            site.requestFactory = self.requestFactory
         logged: list = []
         site.log = logged.append  # type: ignore[method-assign]
         channel = site.buildProtocol(None)
@@ -847,6 +854,117 @@ class PrebuiltAnswerTests(AppMixin, SynchronousTestCase):
         self.assertTrue(answers[2].endswith(b"\r\n\r\n22"))
         self.assertFalse(transport.disconnecting)
         self.assertEqual([(r.code, r.sentLength) for r in logged], [(200, 1), (200, 2)])
+
+
+class LeanPrebuiltAnswerTests(PrebuiltAnswerTests):
+    """
+    The same answers as Twisted's with Artcast's own request class, whose
+    held long polls let go of the request state they do not use while they
+    wait (L{ArtcastRequest.hold}) and make it again when asked.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        made: list[ArtcastRequest] = []
+        self.made = made
+
+        class Recorded(BoundedRequest):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                made.append(self)
+
+        self.requestFactory = Recorded
+
+    def options(self) -> dict:
+        return {"pollTimeout": 300.0}
+
+    def heldRequest(self) -> Any:
+        return self.made[-1]
+
+    def test_heldLetsGo(self) -> None:
+        """
+        A held poll's request has not made again its header objects, empty
+        content buffer, cookie, argument and notification containers while
+        it waits; they are made again, as they were, when asked for.
+        """
+        self.serve(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\n\r\n")
+        request = self.heldRequest()
+        self.assertIsInstance(request, ArtcastRequest)
+        self.assertIsNotNone(request.poll)
+        own = vars(request)
+        for name in (
+            "requestHeaders", "responseHeaders", "content", "cookies",
+            "received_cookies", "args", "notifications",
+        ):
+            self.assertNotIn(name, own)
+        self.assertEqual(
+            list(request.requestHeaders.getAllRawHeaders()),
+            [(b"Host", [b"x"]), (b"User-Agent", [b"ua"])],
+        )
+        self.assertEqual(
+            [name for name, _ in request.responseHeaders.getAllRawHeaders()],
+            [b"Server", b"Date"],
+        )
+        self.assertEqual(request.content.read(), b"")
+        self.assertEqual(
+            (request.cookies, request.received_cookies, request.args, request.notifications),
+            ([], {}, {}, []),
+        )
+        for name in ("requestHeaders", "responseHeaders", "content", "args"):
+            self.assertIn(name, vars(request))
+        with self.assertRaises(AttributeError):
+            request.noSuchAttribute
+
+    def test_prebuiltStillLean(self) -> None:
+        """
+        The prebuilt answer does not make the response headers again, and
+        the access log still sees the request's headers.
+        """
+        transport, logged = self.serve(
+            b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\n\r\n"
+        )
+        request = self.heldRequest()
+        self.store.publish("k", 1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertNotIn("responseHeaders", vars(request))
+        self.assertEqual(logged[0].getHeader(b"user-agent"), b"ua")
+        self.assertIsNone(request.content)
+
+    def test_argumentsKept(self) -> None:
+        """
+        A held poll with a query keeps its arguments, and is answered as by
+        Twisted.
+        """
+        latest = self.store.publish("k", 0)
+        self.compare(
+            b"GET /artcasts/k?since=%s HTTP/1.1\r\nHost: x\r\n\r\n" % (latest.id.encode(),)
+        )
+        self.assertEqual(self.made[0].args, {b"since": [latest.id.encode()]})
+
+    def test_timeoutSameAsTwisted(self) -> None:
+        """
+        A held poll whose timeout passes is answered with the C{204}
+        Twisted's own writing gives, its C{Date} the one Twisted set when it
+        came, made again with the response headers.
+        """
+        fast, _ = self.serve(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        request = self.heldRequest()
+        date = request.__dict__["_lean"][1]
+        slow, _ = self.serve(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n", direct=False)
+        self.clock.advance(300)
+        self.assertTrue(fast.value().startswith(b"HTTP/1.1 204 No Content\r\n"))
+        self.assertIn(b"\r\nDate: %s\r\n" % (date,), fast.value())
+        self.assertEqual(self.withoutDate(fast.value()), self.withoutDate(slow.value()))
+
+    def test_headSameAsTwisted(self) -> None:
+        """
+        A held C{HEAD} poll is answered as by Twisted.
+        """
+        fast, _ = self.serve(b"HEAD /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        slow, _ = self.serve(b"HEAD /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n", direct=False)
+        self.store.publish("k", {"a": 1})
+        self.assertTrue(fast.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertEqual(self.withoutDate(fast.value()), self.withoutDate(slow.value()))
 
 
 class LongPollStructureTests(SynchronousTestCase):

@@ -16,7 +16,7 @@ the long polls (L{artcast.server.outlets.longpoll}) answer through it.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Sequence, cast
 from urllib.parse import quote
 
 from twisted.internet.defer import CancelledError
@@ -30,7 +30,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from artcast.server import internals, negotiate
-from artcast.server.connections import CHUNK_SIZE, writeBody
+from artcast.server.connections import CHUNK_SIZE, ArtcastRequest, writeBody
 from artcast.server.store import Datum, KeyStore
 from artcast.wire import quoteKey
 
@@ -251,9 +251,23 @@ class Answers:
             (then finish the request).
         """
         req = cast(Request, request)
-        headers = req.responseHeaders
-        server = headers.getRawHeaders(b"Server")
-        connection = headers.getRawHeaders(b"Connection")
+        held = req.heldServer() if isinstance(req, ArtcastRequest) else None
+        if held is not None:
+            # A held request's headers, let go of while it waited: only
+            # Twisted's Server and Date (see ArtcastRequest.hold).
+            server: Sequence[bytes] | None = [held]
+            connection: Sequence[bytes] | None = None
+            onlyDefaults = True
+        else:
+            headers = req.responseHeaders
+            server = headers.getRawHeaders(b"Server")
+            connection = headers.getRawHeaders(b"Connection")
+            onlyDefaults = (
+                server is not None
+                and len(list(headers.getAllRawHeaders()))
+                == (3 if connection is not None else 2)
+                and headers.hasHeader(b"Date")
+            )
         if (
             req.method != b"GET"
             or req.startedWriting
@@ -261,12 +275,10 @@ class Answers:
             or req.code != 200
             or req.code_message != b"OK"
             or not isinstance(req.channel, HTTPChannel)
-            or server is None
-            or len(list(headers.getAllRawHeaders()))
-            != (3 if connection is not None else 2)
-            or not headers.hasHeader(b"Date")
+            or not onlyDefaults
         ):
             return self.valueAnswer(request, datum, contentType, gap)
+        assert server is not None
         link = self._link(datum.key)
         answers = self._answersOf(datum)
         prebuilt = answers.get(_PREBUILT)
@@ -307,8 +319,8 @@ class Answers:
         contentType: str,
         link: bytes | None,
         version: bytes,
-        server: list[bytes],
-        connection: list[bytes] | None,
+        server: Sequence[bytes],
+        connection: Sequence[bytes] | None,
         gap: bool,
     ) -> tuple[bytes, bytes]:
         """

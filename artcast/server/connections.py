@@ -59,7 +59,9 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
+from twisted.web.server import version as serverVersion
 from zope.interface import directlyProvides, implementer
 
 from artcast.server import internals
@@ -539,6 +541,48 @@ class HeadDeadlines:
 _IDLE, _HEAD, _READING, _DISPATCHED, _HELD, _GONE = range(6)
 
 
+#: The attributes L{ArtcastRequest.hold} may let go of, each with its bit.
+_LEAN_BITS = {
+    name: 1 << i
+    for i, name in enumerate((
+        "responseHeaders", "requestHeaders", "content", "cookies",
+        "received_cookies", "args", "notifications",
+    ))
+}
+_ABSENT = object()
+
+
+class _LeanAttribute:
+    """
+    An attribute of L{ArtcastRequest} that L{ArtcastRequest.hold} may let
+    go of: the request's own value when it has one (an instance's value
+    comes first: this has no C{__set__}), else the one let go of, made
+    again, else, as in Twisted, its class attribute (L{None}: C{content},
+    C{args}) or an L{AttributeError}.
+    """
+
+    def __init__(self, default: Any = _ABSENT) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.bit = _LEAN_BITS[name]
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is not None:
+            lean = instance._lean
+            if lean is not None and lean[0] & self.bit:
+                if instance.finished and self.name in _LEAN_FINISHED:
+                    # Twisted's _cleanup, closing and dropping the content
+                    # and firing and dropping the notifications: none to
+                    # make again.
+                    return _LEAN_FINISHED[self.name]
+                return instance._madeAgain(self.name)
+        if self.default is _ABSENT:
+            raise AttributeError(self.name)
+        return self.default
+
+
 class ArtcastRequest(Request):
     """
     The server's request: it tells what it waits on when its client goes.
@@ -553,6 +597,145 @@ class ArtcastRequest(Request):
     """
 
     poll: Any = None
+    #: What a held request let go of (see L{hold}): L{None}, or a tuple of
+    #: a bit mask of the attributes dropped (L{_LEAN_BITS}), the C{Date}
+    #: value of the response headers dropped, and the request headers'
+    #: names and values in turn.
+    _lean: tuple[Any, ...] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Set now, so that their names go in the class's shared table of
+        # names with the first request (see
+        # L{artcast.server.internals.presetAttributes}).
+        self.poll = None
+        self._lean = None
+
+    def hold(self, poll: Any) -> None:
+        """
+        Wait on C{poll}, letting go meanwhile of what a held long poll does
+        not use and Twisted made anyway: the request headers' and the
+        response headers' objects (kept as their names and values), and the
+        empty content buffer, cookie, argument and notification
+        containers.  Each is made again, as it was, when
+        something asks for it (the access log, an answer that is not
+        prebuilt), so that every user still sees Twisted's L{Request}.
+        """
+        self.poll = poll
+        if self._lean is not None:
+            return
+        mask = 0
+        date = None
+        # Straight-line: this runs for every held poll.
+        raw = list(self.responseHeaders.getAllRawHeaders())
+        if len(raw) == 2:
+            (server, servers), (dateName, dates) = raw
+            if (
+                server == b"Server" and dateName == b"Date"
+                and len(servers) == 1 and servers[0] == _SERVER and len(dates) == 1
+            ):
+                date = dates[0]
+                # One value for every request held in the same second.
+                if date == _lastDate[0]:
+                    date = _lastDate[0]
+                else:
+                    _lastDate[0] = date
+                mask = _RESPONSE_HEADERS_BIT
+                del self.responseHeaders
+        pairs: list[bytes] = []
+        for name, values in self.requestHeaders.getAllRawHeaders():
+            if len(values) != 1:
+                pairs = []
+                break
+            pairs += (name, values[0])
+        else:
+            mask |= _REQUEST_HEADERS_BIT
+            del self.requestHeaders
+        content = self.content
+        if type(content) is BytesIO and not content.getvalue():
+            mask |= _CONTENT_BIT
+            del self.content
+        if self.cookies == []:
+            mask |= _COOKIES_BIT
+            del self.cookies
+        if self.received_cookies == {}:
+            mask |= _RECEIVED_COOKIES_BIT
+            del self.received_cookies
+        if self.args == {}:
+            mask |= _ARGS_BIT
+            del self.args
+        if self.notifications == []:
+            mask |= _NOTIFICATIONS_BIT
+            del self.notifications
+        if mask:
+            self._lean = (mask, date, *pairs)
+
+    def _madeAgain(self, name: str) -> Any:
+        """
+        Make again an attribute L{hold} let go of, and set it.
+        """
+        lean = self._lean
+        assert lean is not None
+        bit = _LEAN_BITS[name]
+        self._lean = (lean[0] & ~bit,) + lean[1:]
+        value: Any
+        if name == "responseHeaders":
+            value = Headers()
+            value.setRawHeaders(b"Server", [_SERVER])
+            value.setRawHeaders(b"Date", [lean[1]])
+        elif name == "requestHeaders":
+            value = Headers()
+            for i in range(2, len(lean), 2):
+                value.addRawHeader(lean[i], lean[i + 1])
+        elif name == "content":
+            value = BytesIO()
+        else:
+            value = _LEAN_KINDS[name]()
+        setattr(self, name, value)
+        return value
+
+    #: What L{hold} may let go of that is read on a held request's way out
+    #: (L{_LeanAttribute}; the others are made by L{__getattr__}); Twisted's
+    #: L{Request} has C{content} and C{args} as class attributes, L{None}.
+    content = _LeanAttribute(None)
+    args = _LeanAttribute(None)
+    notifications = _LeanAttribute()
+
+    def __getattr__(self, name: str) -> Any:
+        """
+        Make again the other attributes L{hold} let go of (read on every
+        request, they are not L{_LeanAttribute}s: this is asked only when
+        the request has no such attribute).
+        """
+        lean = self._lean
+        if lean is None or not lean[0] & _LEAN_BITS.get(name, 0):
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+        return self._madeAgain(name)
+
+    def requestHeaderValues(self, name: bytes) -> list[bytes] | None:
+        """
+        The values of a request header (C{name} in lower case), from those
+        L{hold} kept when it let go of the headers' object, without making
+        it again (the access log asks for two headers of every request).
+        """
+        lean = self._lean
+        if lean is None or not lean[0] & _REQUEST_HEADERS_BIT:
+            return self.requestHeaders.getRawHeaders(name)
+        values = [lean[i + 1] for i in range(2, len(lean), 2) if lean[i].lower() == name]
+        return values or None
+
+    def heldServer(self) -> bytes | None:
+        """
+        @return: The C{Server} header when the response headers are still
+            only the C{Server} and C{Date} Twisted set, as let go of by
+            L{hold} (without making them again), else L{None}.
+        """
+        lean = self._lean
+        if lean is not None and lean[0] & _LEAN_BITS["responseHeaders"]:
+            return _SERVER
+        return None
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
@@ -560,6 +743,27 @@ class ArtcastRequest(Request):
         if poll is not None:
             self.poll = None
             poll.cancel()
+
+
+#: The C{Server} header Twisted's L{Request.process} sets.
+_SERVER = serverVersion
+#: The C{Date} value of the last request held (see L{ArtcastRequest.hold}).
+_lastDate = [b""]
+_CONTENT_BIT = _LEAN_BITS["content"]
+_REQUEST_HEADERS_BIT = _LEAN_BITS["requestHeaders"]
+_RESPONSE_HEADERS_BIT = _LEAN_BITS["responseHeaders"]
+#: Those let go of when empty, with their type.
+_LEAN_KINDS: dict[str, type] = {
+    "cookies": list, "received_cookies": dict, "args": dict, "notifications": list,
+}
+_COOKIES_BIT = _LEAN_BITS["cookies"]
+_RECEIVED_COOKIES_BIT = _LEAN_BITS["received_cookies"]
+_ARGS_BIT = _LEAN_BITS["args"]
+_NOTIFICATIONS_BIT = _LEAN_BITS["notifications"]
+#: What a finished request's let-go-of attributes are when Twisted's
+#: C{_cleanup} asks for them: the content L{None} (Twisted's class
+#: attribute, as after its C{del}), no notifications to fire.
+_LEAN_FINISHED: dict[str, Any] = {"content": None, "notifications": ()}
 
 
 class BoundedRequest(ArtcastRequest):

@@ -167,7 +167,10 @@ def _header(request: IRequest, name: bytes) -> str:
     Apache merges repeated header lines into one value joined by C{", "}; so
     does this.
     """
-    values = request.requestHeaders.getRawHeaders(name)
+    # An ArtcastRequest that was held reads them without making its
+    # headers' object again.
+    values = getattr(request, "requestHeaderValues", None)
+    values = values(name) if values is not None else request.requestHeaders.getRawHeaders(name)
     if values is None:
         return "-"
     if len(values) == 1:

@@ -104,7 +104,7 @@ class LongPoll(Waiter):
         """
         request = self.request
         if isinstance(request, ArtcastRequest):
-            request.poll = self
+            request.hold(self)
         else:
             request.notifyFinish().addErrback(lambda _: self.cancel())
         self._begin()
