@@ -1067,9 +1067,13 @@ class NetworkTests(unittest.SynchronousTestCase):
         host.bind(("127.0.0.1", 0))
         host.listen()
         port = host.getsockname()[1]
+        # Each block that tries to leave the machine first checks that it runs in another network
+        # namespace than this process, and fails without sending if it does not.
         text = (
-            "```sh\nexec 3<>/dev/tcp/192.0.2.1/9\n```\n\n"
-            "```python\nimport socket, struct\n"
+            "```sh\n[ \"$(readlink /proc/self/ns/net)\" != '%(host)s' ] || { echo not isolated; exit 1; }\n"
+            "exec 3<>/dev/tcp/192.0.2.1/9\n```\n\n"
+            "```python\nimport os, socket, struct\n"
+            "assert os.readlink('/proc/self/ns/net') != %(host)r, 'not isolated'\n"
             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
             "s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, struct.pack('B', 1))\n"
             "s.sendto(b'x', ('239.255.42.42', 4242))\n```\n\n"
@@ -1084,7 +1088,9 @@ class NetworkTests(unittest.SynchronousTestCase):
             path = os.path.join(directory, "page.md")
             record = os.path.join(directory, "namespace")
             with open(path, "w") as f:
-                f.write(text % {"port": port, "record": record})
+                f.write(text % {
+                    "port": port, "record": record, "host": os.readlink("/proc/self/ns/net"),
+                })
             run = PageRun(path)
             run.runBlocks()
             with open(record) as f:
