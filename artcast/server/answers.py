@@ -304,13 +304,19 @@ class Answers:
             self._dateSecond = now
             self._dateLine = b"Date: %s\r\n" % (datetimeToString(now),)
         req.startedWriting = 1
+        channel = req.channel
         if len(body) > CHUNK_SIZE:
             # Counted by the request as it writes it.
             req.sentLength = 0
-            req.channel.writeSequence((head, self._dateLine, rest))
+            channel.writeSequence((head, self._dateLine, rest))
             return body
         req.sentLength = len(body)
-        req.channel.writeSequence((head, self._dateLine, rest, body))
+        sendNow = getattr(channel.transport, "sendNow", None)
+        if sendNow is not None:
+            # Sent in this turn, most often whole (see TrackedConnection.sendNow).
+            sendNow(b"".join((head, self._dateLine, rest, body)))
+        else:
+            channel.writeSequence((head, self._dateLine, rest, body))
         return b""
 
     def _prebuild(

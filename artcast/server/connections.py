@@ -1173,6 +1173,18 @@ class TrackedConnection(ProtocolWrapper):
         transport.writeSequence(data)
         self._checkOutput()
 
+    def sendNow(self, data: bytes) -> None:
+        """
+        Write C{data}, sending it at once when the socket takes it and
+        nothing written before waits (L{internals.sendNow}); what it does
+        not take is written as by L{write}, after it.
+        """
+        if self.cut:
+            return
+        rest = internals.sendNow(self.transport, data)
+        if rest:
+            self.write(rest)
+
     def _checkOutput(self) -> None:
         """
         Abort the connection, counted as C{slow-reader}, when what it has

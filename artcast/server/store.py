@@ -417,6 +417,9 @@ class KeyStore:
         #: Called with C{(key, metadata JSON text)} for each registration
         #: held (L{watchRegistrations}).
         self._registrationWatchers: list[Callable[[str, bytes], object]] = []
+        #: While a datum is handed to its listeners: what they asked to be
+        #: done once all have it (L{afterFanOut}); else L{None}.
+        self._after: list[tuple[Callable[..., object], tuple[Any, ...]]] | None = None
 
     # Publishing
 
@@ -463,13 +466,45 @@ class KeyStore:
         self._expire(entry, now)
         self._keys.move_to_end(key)
         self._makeRoom(entry)
-        for listener in self._listeners.match(key):
-            try:
-                listener.notify(datum)
-            except Exception:
-                # One listener's failure must not cost the others the datum.
-                _log.failure("A listener of {key!r} failed.", key=key)
+        listeners = self._listeners.match(key)
+        if not listeners:
+            return datum
+        outer = self._after
+        after = self._after = [] if outer is None else outer
+        try:
+            for listener in listeners:
+                try:
+                    listener.notify(datum)
+                except Exception:
+                    # One listener's failure must not cost the others the datum.
+                    _log.failure("A listener of {key!r} failed.", key=key)
+        finally:
+            if outer is None:
+                self._after = None
+                for function, args in after:
+                    try:
+                        function(*args)
+                    except Exception:
+                        _log.failure("Finishing an answer of {key!r} failed.", key=key)
         return datum
+
+    def afterFanOut(self, function: Callable[..., object], *args: Any) -> None:
+        """
+        Call C{function(*args)} once every listener of the datum being
+        published has been handed it (in the same reactor turn, in the order
+        asked), or now when no datum is being published.
+
+        A long poll sends its answer at once and finishes its request (the
+        access log, its connection's next request) here, after all the
+        others have theirs: the last of 10,000 waiting clients gets the datum
+        without waiting for the bookkeeping of the 9,999 before it.  A
+        failure is logged; the others are still called.
+        """
+        after = self._after
+        if after is None:
+            function(*args)
+        else:
+            after.append((function, args))
 
     def register(self, key: str, meta: dict[str, Any]) -> bool:
         """

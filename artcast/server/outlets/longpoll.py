@@ -184,6 +184,10 @@ class LongPoll(Waiter):
             return
         if self.deferred is not None:
             self.deferred.callback(body)
+        elif not body and request.startedWriting:
+            # The prebuilt answer, sent whole: the request is finished once
+            # every waiter of the datum has its answer.
+            self.store.afterFanOut(_finish, request)
         else:
             writeAnswer(body, request)
 
@@ -197,3 +201,11 @@ class LongPoll(Waiter):
                 self.deferred.errback(failure)
             return
         answerFailed(failure, cast(Request, self.request))
+
+
+def _finish(request: Request) -> None:
+    """
+    Finish a request whose answer is written, unless it is over already.
+    """
+    if not internals.requestOver(request):
+        request.finish()
