@@ -930,3 +930,39 @@ class OutputIntegrationTests(TestCase):
                     0 if b"text/plain" in template else 2)))
         grown = residentKiB(proc.pid) - before
         self.assertLess(grown, 100 * 1024, f"RSS grew by {grown} KiB")
+
+
+class FanOutOrderTests(SynchronousTestCase):
+    """
+    A datum's long polls are all answered before any of their requests is
+    finished (logged, its connection's next request taken).
+    """
+
+    def test_answersBeforeFinishing(self) -> None:
+        """
+        When the first request of a fan-out is logged, every waiting client
+        already has its answer; after the fan-out each request is finished.
+        """
+        clock = Clock()
+        store = KeyStore(clock, instance="srv")
+        app = ArtcastApp(store, clock)
+        limiter = makeLimiter(clock, app.resource())
+        site = limiter.wrappedFactory
+        connections = [connect(limiter) for _ in range(3)]
+        for connection, _ in connections:
+            connection.dataReceived(get(b"/artcasts/k"))
+        answeredAtLog: list[int] = []
+        original = site.log
+
+        def log(request: Any) -> None:
+            answeredAtLog.append(sum(
+                b"200 OK" in transport.value() for _, transport in connections
+            ))
+            original(request)
+
+        site.log = log  # type: ignore[method-assign]
+        datum = store.publish("k", 1)
+        self.assertEqual(answeredAtLog, [3, 3, 3])
+        for connection, transport in connections:
+            self.assertTrue(transport.value().endswith(b"\r\n\r\n" + datum.json))
+            self.assertEqual(connection.wrappedProtocol.requests, [])

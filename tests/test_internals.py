@@ -7,11 +7,14 @@ falls back to.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.application.service import IService
 from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http, server
@@ -265,3 +268,108 @@ class QuietIdleTimeoutsTests(SynchronousTestCase):
         log.warn("something else")
         self.assertEqual([event["log_format"] for event in events], ["something else"])
         self.assertIsNot(type(http.HTTPChannel._log), type(Channel._log))
+
+
+class SendNowTests(SynchronousTestCase):
+    """
+    L{internals.sendNow} sends on a real socket at once, only when nothing
+    written before waits, and returns what the socket did not take.
+    """
+
+    def setUp(self) -> None:
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.theirs.setblocking(False)
+        self.addCleanup(self.theirs.close)
+        self.reactor = MemoryReactor()
+        self.transport = tcp.Server(
+            self.ours, Protocol(), ("127.0.0.1", 40000), None, 1,
+            self.reactor,
+        )
+        self.addCleanup(self.ours.close)
+
+    def received(self) -> bytes:
+        """
+        What the other end has received so far.
+        """
+        chunks = []
+        for _ in range(1000):
+            try:
+                chunk = self.theirs.recv(65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def test_sentAtOnce(self) -> None:
+        """
+        An answer to an idle connection is on the wire when C{sendNow}
+        returns, and the reactor was not asked to watch for writability.
+        """
+        self.assertEqual(internals.sendNow(self.transport, b"answer"), b"")
+        self.assertEqual(self.received(), b"answer")
+        self.assertEqual(self.reactor.writers, set())
+        self.assertEqual(self.transport.dataBuffer, b"")
+
+    def test_behindWhatWaits(self) -> None:
+        """
+        Behind bytes written and not yet sent, nothing is sent: all of it is
+        returned, to be written after them.
+        """
+        self.transport.write(b"first")
+        self.assertEqual(internals.sendNow(self.transport, b"second"), b"second")
+        self.assertEqual(self.received(), b"")
+        self.transport.doWrite()
+        self.assertEqual(self.received(), b"first")
+
+    def test_fullSocket(self) -> None:
+        """
+        What a full socket does not take is returned, so that nothing is
+        lost and the order is kept.
+        """
+        sent = 0
+        for _ in range(100_000):
+            try:
+                sent += self.ours.send(b"f" * 65536)
+            except BlockingIOError:
+                break
+        data = b"".join(b"%08d" % (i,) for i in range(20_000))
+        rest = internals.sendNow(self.transport, data)
+        took = len(data) - len(rest)
+        self.assertEqual(data[took:], rest)
+        self.assertGreater(len(rest), 0)
+        got = b""
+        for _ in range(10_000):
+            got += self.received()
+            if len(got) >= sent + took:
+                break
+        self.assertEqual(got[sent:], data[:took])
+
+    def test_endingConnection(self) -> None:
+        """
+        A connection being closed, or aborted, gets nothing sent.
+        """
+        self.transport.loseConnection()
+        self.assertEqual(internals.sendNow(self.transport, b"late"), b"late")
+        self.assertEqual(self.received(), b"")
+
+    def test_otherTransports(self) -> None:
+        """
+        A transport that is not Twisted's plain TCP one (a TLS connection,
+        a test's) gets nothing sent.
+        """
+        self.transport.TLS = True
+        self.assertEqual(internals.sendNow(self.transport, b"x"), b"x")
+        self.assertEqual(internals.sendNow(StringTransport(), b"y"), b"y")
+        self.assertEqual(self.received(), b"")
+
+    def test_fallback(self) -> None:
+        """
+        Where Twisted's state is not as expected, nothing is sent.
+        """
+        self.addCleanup(internals.check)
+        breakInternals(self)
+        self.assertEqual(internals.sendNow(self.transport, b"z"), b"z")
+        self.assertEqual(self.received(), b"")

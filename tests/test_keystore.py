@@ -4,6 +4,8 @@ Tests for L{artcast.server.store}.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -396,3 +398,80 @@ class ListenerTests(SynchronousTestCase):
         """
         subscription = KeyStore(Clock()).subscribe("a", lambda datum: None)
         self.assertTrue(verifyObject(IListener, subscription))
+
+
+class AfterFanOutTests(SynchronousTestCase):
+    """
+    L{KeyStore.afterFanOut}: what a listener asks to be done once every
+    listener of the datum being published has it.
+    """
+
+    def setUp(self) -> None:
+        self.store = KeyStore(Clock())
+        self.events: list[str] = []
+
+    def listener(self, name: str, later: Callable[[], object] | None = None) -> None:
+        """
+        Subscribe a listener to C{a} that records its datum and asks for
+        C{later} (or the recording of C{name} done) after the fan-out.
+        """
+
+        def notified(datum: Any) -> None:
+            self.events.append(f"{name} got {datum.value}")
+            self.store.afterFanOut(later or self.events.append, f"{name} done")
+
+        self.store.subscribe("a", notified)
+
+    def test_afterEveryListener(self) -> None:
+        """
+        What the listeners ask for runs after the last of them has the datum,
+        in the order asked, before C{publish} returns.
+        """
+        for name in ("one", "two", "three"):
+            self.listener(name)
+        self.store.publish("a", 1)
+        self.assertEqual(self.events, [
+            "one got 1", "two got 1", "three got 1", "one done", "two done", "three done",
+        ])
+
+    def test_outsideFanOut(self) -> None:
+        """
+        Outside a fan-out, the call is made at once.
+        """
+        self.store.afterFanOut(self.events.append, "now")
+        self.assertEqual(self.events, ["now"])
+
+    def test_failureIsolated(self) -> None:
+        """
+        A call that fails is logged, and the others are still made.
+        """
+
+        def failing(_: str) -> None:
+            raise ZeroDivisionError()
+
+        self.listener("one", failing)
+        self.listener("two")
+        self.store.publish("a", 1)
+        self.assertEqual(self.events, ["one got 1", "two got 1", "two done"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_publishedWithin(self) -> None:
+        """
+        A datum published by a listener during a fan-out has its own
+        listeners' calls made with the outer fan-out's, at its end.
+        """
+        self.listener("one")
+
+        def forward(datum: Any) -> None:
+            if datum.key == "a":
+                self.store.publish("b", 2)
+
+        self.store.subscribe("a", forward)
+        self.store.subscribe(
+            "b", lambda datum: self.store.afterFanOut(self.events.append, "b done")
+        )
+        self.store.publish("a", 1)
+        self.assertEqual(self.events, ["one got 1", "one done", "b done"])
+        self.store.publish("b", 3)
+        self.assertEqual(self.events[-1], "b done")
+        self.assertEqual(len(self.events), 4)
