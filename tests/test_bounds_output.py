@@ -28,6 +28,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -966,3 +967,36 @@ class FanOutOrderTests(SynchronousTestCase):
         for connection, transport in connections:
             self.assertTrue(transport.value().endswith(b"\r\n\r\n" + datum.json))
             self.assertEqual(connection.wrappedProtocol.requests, [])
+
+    def test_joinedOncePerSecond(self) -> None:
+        """
+        The answer joined for the waiters of a fan-out is made again when
+        the second of its C{Date} passes, and for another datum.
+        """
+        clock = Clock()
+        clock.advance(1_700_000_000.5)
+        store = KeyStore(clock, instance="srv")
+        app = ArtcastApp(store, clock)
+        limiter = makeLimiter(clock, app.resource())
+        answers: list[bytes] = []
+        for step in (0.0, 0.4, 1.0):
+            clock.advance(step)
+            transports = []
+            for _ in range(2):
+                connection, transport = connect(limiter)
+                connection.dataReceived(get(b"/artcasts/k"))
+                transports.append(transport)
+            datum = store.publish("k", step)
+            first, second = (t.value() for t in transports)
+            self.assertEqual(first, second)
+            self.assertTrue(first.endswith(b"\r\n\r\n" + datum.json))
+            answers.append(first)
+        dates = [
+            next(line for line in answer.split(b"\r\n") if line.startswith(b"Date: "))
+            for answer in answers
+        ]
+        self.assertEqual(dates[0], dates[1])
+        self.assertNotEqual(dates[1], dates[2])
+        self.assertEqual(
+            dates[2], b"Date: " + http.datetimeToString(1_700_000_001)
+        )

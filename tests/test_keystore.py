@@ -4,6 +4,7 @@ Tests for L{artcast.server.store}.
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError
@@ -12,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from artcast.server.interfaces import IListener
-from artcast.server.store import DeferredWaiter, KeyStore
+from artcast.server.store import _FAN_OUT_UNCOLLECTED, DeferredWaiter, KeyStore
 from artcast.wire import DatumId, Stamp
 
 
@@ -475,3 +476,20 @@ class AfterFanOutTests(SynchronousTestCase):
         self.store.publish("b", 3)
         self.assertEqual(self.events[-1], "b done")
         self.assertEqual(len(self.events), 4)
+
+    def test_collectorPausedForLargeFanOut(self) -> None:
+        """
+        A fan-out to many listeners runs with the cyclic garbage collector
+        paused, and turns it back on after; a small one leaves it alone.
+        """
+        self.addCleanup(gc.enable)
+        seen: list[bool] = []
+        for _ in range(_FAN_OUT_UNCOLLECTED + 1):
+            self.store.subscribe("many", lambda datum: seen.append(gc.isenabled()))
+        self.store.subscribe("few", lambda datum: seen.append(gc.isenabled()))
+        self.store.publish("many", 1)
+        self.assertEqual(set(seen), {False})
+        self.assertTrue(gc.isenabled())
+        del seen[:]
+        self.store.publish("few", 1)
+        self.assertEqual(seen, [True])

@@ -167,6 +167,9 @@ class Answers:
         self._links: dict[str, tuple[bytes | None, bytes | None]] = {}
         self._dateSecond = -1
         self._dateLine = b""
+        #: The last prebuilt answer joined whole, with the second of its
+        #: C{Date}: C{(cached entry, second, bytes)}.
+        self._whole: tuple[Any, int, bytes] = (None, -1, b"")
 
     def cors(self, request: IRequest) -> None:
         """
@@ -313,8 +316,15 @@ class Answers:
         req.sentLength = len(body)
         sendNow = getattr(channel.transport, "sendNow", None)
         if sendNow is not None:
-            # Sent in this turn, most often whole (see TrackedConnection.sendNow).
-            sendNow(b"".join((head, self._dateLine, rest, body)))
+            # Sent in this turn, most often whole (see
+            # TrackedConnection.sendNow); joined once for all the waiters of
+            # a fan-out that get the same answer in the same second.
+            whole = self._whole
+            if whole[0] is not cached or whole[1] != now:
+                whole = self._whole = (
+                    cached, now, b"".join((head, self._dateLine, rest, body))
+                )
+            sendNow(whole[2])
         else:
             channel.writeSequence((head, self._dateLine, rest, body))
         return b""

@@ -152,7 +152,12 @@ def _remoteUser(request: IRequest) -> str:
     name, escaped.  Unlike Apache, a space is escaped too (C{\\x20}): this
     field is not quoted, and a space in it would shift every later field.
     """
-    user = getattr(request, "user", None)
+    # Read where getUser() keeps it, without asking for a missing attribute
+    # (a held ArtcastRequest's __getattr__ would raise an AttributeError).
+    try:
+        user = vars(request).get("user")
+    except TypeError:
+        user = getattr(request, "user", None)
     if not user:
         # Twisted records "no credentials" as b"".
         return "-"

@@ -16,6 +16,7 @@ as their JSON text.
 from __future__ import annotations
 
 import bisect
+import gc
 import heapq
 import json
 import secrets
@@ -51,6 +52,10 @@ __all__ = [
     "Waiter",
 ]
 
+
+#: A fan-out to more listeners than this runs with the cyclic garbage
+#: collector paused (L{KeyStore.publish}).
+_FAN_OUT_UNCOLLECTED = 256
 
 _log = Logger(namespace="artcast.keystore")
 
@@ -471,6 +476,11 @@ class KeyStore:
             return datum
         outer = self._after
         after = self._after = [] if outer is None else outer
+        collecting = len(listeners) > _FAN_OUT_UNCOLLECTED and gc.isenabled()
+        if collecting:
+            # No pause of the cyclic collector while the datum goes out:
+            # its objects are counted, and collected after.
+            gc.disable()
         try:
             for listener in listeners:
                 try:
@@ -479,6 +489,8 @@ class KeyStore:
                     # One listener's failure must not cost the others the datum.
                     _log.failure("A listener of {key!r} failed.", key=key)
         finally:
+            if collecting:
+                gc.enable()
             if outer is None:
                 self._after = None
                 for function, args in after:

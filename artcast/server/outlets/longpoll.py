@@ -135,7 +135,16 @@ class LongPoll(Waiter):
             request.poll = None
 
     def arrived(self, datum: Datum) -> None:
-        self.cancel()
+        # Waiter.notify has taken it out of the store's index: the rest of
+        # cancel(), for every waiter of a fan-out.
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            if timer.active():
+                timer.cancel()
+        request = self.request
+        if isinstance(request, ArtcastRequest) and request.poll is self:
+            request.poll = None
         gap = self.gap
         skipThrough = self.skipThrough
         if (
