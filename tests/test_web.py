@@ -894,9 +894,16 @@ class LeanPrebuiltAnswerTests(PrebuiltAnswerTests):
         own = vars(request)
         for name in (
             "requestHeaders", "responseHeaders", "content", "cookies",
-            "received_cookies", "args", "notifications",
+            "received_cookies", "args", "notifications", "prepath", "sitepath",
+            "_adapterCache",
         ):
             self.assertNotIn(name, own)
+        self.assertEqual(
+            (request.prepath, request.sitepath, request._adapterCache),
+            ([b"artcasts"], [], {}),
+        )
+        for name in ("prepath", "sitepath", "_adapterCache"):
+            self.assertIn(name, vars(request))
         self.assertEqual(
             list(request.requestHeaders.getAllRawHeaders()),
             [(b"Host", [b"x"]), (b"User-Agent", [b"ua"])],
@@ -914,6 +921,21 @@ class LeanPrebuiltAnswerTests(PrebuiltAnswerTests):
             self.assertIn(name, vars(request))
         with self.assertRaises(AttributeError):
             request.noSuchAttribute
+
+    def test_valuesShared(self) -> None:
+        """
+        Held polls share one object for their equal method, version and
+        header names and values, read and made again as they were.
+        """
+        for _ in range(2):
+            self.serve(b"GET /artcasts/k HTTP/1.1\r\nHost: shared.example\r\n\r\n")
+        first, second = self.made[-2:]
+        for name in ("method", "clientproto"):
+            self.assertIs(getattr(first, name), getattr(second, name))
+        self.assertIs(first._lean[-1], second._lean[-1])
+        self.assertEqual(first._lean[-1], b"shared.example")
+        self.assertEqual(second.getHeader(b"host"), b"shared.example")
+        self.assertEqual((second.method, second.clientproto), (b"GET", b"HTTP/1.1"))
 
     def test_prebuiltStillLean(self) -> None:
         """

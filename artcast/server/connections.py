@@ -546,7 +546,8 @@ _LEAN_BITS = {
     name: 1 << i
     for i, name in enumerate((
         "responseHeaders", "requestHeaders", "content", "cookies",
-        "received_cookies", "args", "notifications",
+        "received_cookies", "args", "notifications", "prepath", "sitepath",
+        "_adapterCache",
     ))
 }
 _ABSENT = object()
@@ -667,8 +668,24 @@ class ArtcastRequest(Request):
         if self.notifications == []:
             mask |= _NOTIFICATIONS_BIT
             del self.notifications
+        if self.prepath == _POLL_PREPATH:
+            mask |= _PREPATH_BIT
+            del self.prepath
+        # getattr, not __dict__, which would make the instance a dict of
+        # its own.
+        if getattr(self, "sitepath", None) == []:
+            mask |= _SITEPATH_BIT
+            del self.sitepath
+        if getattr(self, "_adapterCache", None) == {}:
+            mask |= _ADAPTER_CACHE_BIT
+            del self._adapterCache
+        # One object for the values every held request shares.
+        if self.method == b"GET":
+            self.method = b"GET"
+        if self.clientproto == b"HTTP/1.1":
+            self.clientproto = b"HTTP/1.1"
         if mask:
-            self._lean = (mask, date, *pairs)
+            self._lean = (mask, date, *map(_shared, pairs))
 
     def _madeAgain(self, name: str) -> Any:
         """
@@ -689,6 +706,8 @@ class ArtcastRequest(Request):
                 value.addRawHeader(lean[i], lean[i + 1])
         elif name == "content":
             value = BytesIO()
+        elif name == "prepath":
+            value = list(_POLL_PREPATH)
         else:
             value = _LEAN_KINDS[name]()
         setattr(self, name, value)
@@ -700,6 +719,7 @@ class ArtcastRequest(Request):
     content = _LeanAttribute(None)
     args = _LeanAttribute(None)
     notifications = _LeanAttribute()
+    prepath = _LeanAttribute(None)
 
     def __getattr__(self, name: str) -> Any:
         """
@@ -755,7 +775,30 @@ _RESPONSE_HEADERS_BIT = _LEAN_BITS["responseHeaders"]
 #: Those let go of when empty, with their type.
 _LEAN_KINDS: dict[str, type] = {
     "cookies": list, "received_cookies": dict, "args": dict, "notifications": list,
+    "sitepath": list, "_adapterCache": dict,
 }
+_PREPATH_BIT = _LEAN_BITS["prepath"]
+_SITEPATH_BIT = _LEAN_BITS["sitepath"]
+_ADAPTER_CACHE_BIT = _LEAN_BITS["_adapterCache"]
+#: A held long poll's C{prepath} (L{artcast.server.routes.ArtcastResource}).
+_POLL_PREPATH = [b"artcasts"]
+#: Request header names and values held requests share (see L{_shared}).
+_SHARED: dict[bytes, bytes] = {}
+_SHARED_MAX = 256
+
+
+def _shared(value: bytes) -> bytes:
+    """
+    One object for equal header names and values of held requests (every
+    client of a server sends the same C{Host}), among the first
+    L{_SHARED_MAX} short ones seen; others are kept as they are.
+    """
+    found = _SHARED.get(value)
+    if found is not None:
+        return found
+    if len(_SHARED) < _SHARED_MAX and len(value) <= 64:
+        _SHARED[value] = value
+    return value
 _COOKIES_BIT = _LEAN_BITS["cookies"]
 _RECEIVED_COOKIES_BIT = _LEAN_BITS["received_cookies"]
 _ARGS_BIT = _LEAN_BITS["args"]
