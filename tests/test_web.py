@@ -971,7 +971,7 @@ class LeanPrebuiltAnswerTests(PrebuiltAnswerTests):
         """
         fast, _ = self.serve(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
         request = self.heldRequest()
-        date = request.__dict__["_lean"][1]
+        date = request._lean[1]
         slow, _ = self.serve(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n", direct=False)
         self.clock.advance(300)
         self.assertTrue(fast.value().startswith(b"HTTP/1.1 204 No Content\r\n"))

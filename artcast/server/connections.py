@@ -597,20 +597,23 @@ class ArtcastRequest(Request):
         is called if the connection is lost before the answer is finished.
     """
 
-    poll: Any = None
+    # Slots, outside the instance's table of names: CPython shares one such
+    # table among a class's instances for at most 30 names, and Twisted's
+    # request, answering a stream, already sets 29 (past 30, each request
+    # makes a dict of its own, 1.5 KB).
+    __slots__ = ("poll", "_lean")
+
+    poll: Any
     #: What a held request let go of (see L{hold}): L{None}, or a tuple of
     #: a bit mask of the attributes dropped (L{_LEAN_BITS}), the C{Date}
     #: value of the response headers dropped, and the request headers'
     #: names and values in turn.
-    _lean: tuple[Any, ...] | None = None
+    _lean: tuple[Any, ...] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Set now, so that their names go in the class's shared table of
-        # names with the first request (see
-        # L{artcast.server.internals.presetAttributes}).
         self.poll = None
         self._lean = None
+        super().__init__(*args, **kwargs)
 
     def hold(self, poll: Any) -> None:
         """
@@ -891,18 +894,23 @@ class ArtcastChannel(HTTPChannel):
     closing = False
     #: Where the current request is (L{_IDLE}, L{_HEAD}, L{_READING},
     #: L{_DISPATCHED}), and the timer of the head deadline, or once the head
-    #: is late, of the abort that follows the close.  Two attributes, not
-    #: five: CPython's shared table of attribute names (see L{__init__})
-    #: holds at most 30, and Twisted's L{HTTPChannel} already sets 26.
-    _phase = _IDLE
-    _timer: IDelayedCall | None = None
+    #: is late, of the abort that follows the close.  Two slots, not five
+    #: attributes: CPython's shared table of attribute names (see
+    #: L{__init__}) holds at most 30, and Twisted's L{HTTPChannel} sets 28,
+    #: with those of a stream's producer.
+    __slots__ = ("_phase", "_timer")
+    _phase: int
+    _timer: IDelayedCall | None
 
     def __init__(self) -> None:
+        self._phase = _IDLE
+        self._timer = None
         super().__init__()
         # Twisted sets many of a channel's attributes only when its first
-        # request comes: set now, with ours, they cost a shared table of
-        # names instead of a dict per channel.
-        internals.presetAttributes(self, ("_phase", "_timer"))
+        # request comes (or, the producer's, its first stream): set now, with
+        # ours, they cost a shared table of names instead of a dict per
+        # channel.
+        internals.presetAttributes(self, ("_requestProducer", "_requestProducerStreaming"))
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -1200,6 +1208,7 @@ class TrackedConnection(ProtocolWrapper):
 
     def makeConnection(self, transport: Any) -> None:
         configureSocket(transport, self.factory.tcpKeepAlive)
+        internals.presetTransport(transport)
         super().makeConnection(transport)
 
     def write(self, data: bytes) -> None:

@@ -20,6 +20,8 @@ not fast enough:
     C{_writeDisconnecting}, C{_writeDisconnected}) and its C{socket}, to send a long poll's answer in
     the reactor turn it is made, without Twisted's two C{epoll_ctl} calls
     per answer;
+  - L{presetTransport}: a TCP transport's C{offset}, set at once for the
+    same reason as L{presetAttributes};
   - L{presetAttributes}: the names of the attributes L{HTTPChannel} sets
     only with a connection's first request (two of them name-mangled), set
     at once to save memory per connection;
@@ -70,6 +72,7 @@ __all__ = [
     "pauseReading",
     "prebuiltFits",
     "presetAttributes",
+    "presetTransport",
     "queuedOutput",
     "quietIdleTimeouts",
     "readingTooFar",
@@ -199,6 +202,20 @@ def dropQueuedOutput(transport: Any) -> bool:
 
 def _dropNothing(transport: Any) -> bool:
     return False
+
+
+def presetTransport(transport: Any) -> None:
+    """
+    Set on a new TCP transport, to the value it has anyway, the C{offset}
+    into its buffer that Twisted sets only when it first sends from it: set
+    now, its name goes in the class's shared table of names with the first
+    connection (see L{presetAttributes}); set later, on connections opened
+    together, each makes a dict of its own (768 bytes).
+    """
+    if type(transport) is tcp.Server:
+        offset = getattr(transport, "offset", None)
+        if type(offset) is int:
+            transport.offset = offset
 
 
 def sendNow(transport: Any, data: bytes) -> bytes:

@@ -387,7 +387,9 @@ class _Stream:
         self.paused = False
         self.closed = False
         self.queued = 0
-        self._queue: deque[tuple[Datum | Start, int]] = deque()
+        #: What waits for the client to read, made when something does (an
+        #: empty deque costs 760 bytes: most streams never wait).
+        self._queue: deque[tuple[Datum | Start, int]] | tuple[()] = ()
         self._pending: list[Datum] | None = None
         self._lastSerial = 0
         self._skipThrough: DatumId | None = None
@@ -444,7 +446,7 @@ class _Stream:
         if start.unlessNext:
             self._heldGap = start
         elif start.gap:
-            self._queue.append((start, 0))
+            self._enqueue((start, 0))
         # A fresh stream's first datums follow nothing its client has; the
         # first datum of a stream that resumes is compared with what the
         # client has by the store (start.gap).
@@ -453,11 +455,11 @@ class _Stream:
             if check and datum.lost:
                 missed = self._lossBefore(datum)
                 if missed is not None:
-                    self._queue.append((Start((), True, missed), 0))
+                    self._enqueue((Start((), True, missed), 0))
             else:
                 self._sent[datum.source] = datum
             check = self._resumed
-            self._queue.append((datum, 0))
+            self._enqueue((datum, 0))
             self._lastSerial = datum.serial
         pending, self._pending = self._pending, None
         for datum in pending:
@@ -494,21 +496,21 @@ class _Stream:
                 if not self.paused and not self._queue:
                     self._sendGap(held.since)
                 else:
-                    self._queue.append((held, 0))
+                    self._enqueue((held, 0))
         if datum.lost:
             missed = self._lossBefore(datum)
             if missed is not None:
                 if not self.paused and not self._queue:
                     self._sendGap(missed)
                 else:
-                    self._queue.append((Start((), True, missed), 0))
+                    self._enqueue((Start((), True, missed), 0))
         else:
             self._sent[datum.source] = datum
         if not self.paused and not self._queue:
             self._sendDatum(datum)
             return
         cost = datum.size + len(datum.key) + len(datum.id) + _ITEM_OVERHEAD
-        self._queue.append((datum, cost))
+        self._enqueue((datum, cost))
         self.queued += cost
         if self.queued > self.manager.maxQueued:
             self.drop()
@@ -542,7 +544,7 @@ class _Stream:
         self._pumping = True
         try:
             while self._queue and not self.paused and not self.closed:
-                item, cost = self._queue.popleft()
+                item, cost = cast(deque, self._queue).popleft()
                 self.queued -= cost
                 if isinstance(item, Start):
                     self._sendGap(item.since)
@@ -550,6 +552,17 @@ class _Stream:
                     self._sendDatum(item)
         finally:
             self._pumping = False
+            if not self._queue:
+                self._queue = ()
+
+    def _enqueue(self, item: tuple[Datum | Start, int]) -> None:
+        """
+        Queue C{item} for when the client reads.
+        """
+        queue = self._queue
+        if type(queue) is not deque:
+            queue = self._queue = deque()
+        queue.append(item)
 
     def heartbeat(self) -> None:
         """
@@ -598,7 +611,7 @@ class _Stream:
         self.closed = True
         if self._subscription is not None:
             self._subscription.cancel()
-        self._queue.clear()
+        self._queue = ()
         self.queued = 0
         self.manager._remove(self)
         if self._forget is not None:
