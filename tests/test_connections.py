@@ -574,6 +574,60 @@ class ChannelAttributeTests(SynchronousTestCase):
         self.assertEqual(set(vars(channel)) - made, set())
 
 
+    def test_streamFitsTheSharedTable(self) -> None:
+        """
+        A stream's request and channel (a streaming producer registered,
+        written through, unregistered) keep at most 30 attribute names each,
+        the most CPython's shared table of names holds (past it, each makes
+        a dict of its own), and the channel adds none it was not made with.
+        """
+        from artcast.server.connections import ArtcastRequest, boundedRequestFactory
+
+        clock = Clock()
+        resource = Held()
+        limiter = makeLimiter(clock, resource)
+        limiter.wrappedFactory.requestFactory = boundedRequestFactory(1000)
+        connection, transport = connect(limiter)
+        channel = connection.wrappedProtocol
+        made = set(vars(channel))
+        connection.dataReceived(get(b"/stream"))
+        request = resource.held[0]
+        self.assertIsInstance(request, ArtcastRequest)
+        producer = Held()
+        request.registerProducer(producer, True)
+        request.write(b"event")
+        self.assertLessEqual(len(vars(request)), 30, sorted(vars(request)))
+        request.unregisterProducer()
+        request.finish()
+        self.assertEqual(set(vars(channel)) - made, set())
+        self.assertLessEqual(len(vars(channel)), 30)
+
+    def test_transportOffsetPreset(self) -> None:
+        """
+        A TCP transport's C{offset} is set when its connection is made, not
+        at its first send.
+        """
+        import socket
+
+        from twisted.internet import tcp
+        from twisted.internet.testing import MemoryReactor
+
+        listening = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listening.close)
+        theirs = socket.create_connection(listening.getsockname())
+        self.addCleanup(theirs.close)
+        ours, _ = listening.accept()
+        self.addCleanup(ours.close)
+        limiter = makeLimiter(Clock(), Held())
+        connection = limiter.buildProtocol(IPv4Address("TCP", "10.0.0.8", 1))
+        transport = tcp.Server(
+            ours, connection, ("10.0.0.8", 1), None, 1, MemoryReactor()
+        )
+        self.assertNotIn("offset", vars(transport))
+        connection.makeConnection(transport)
+        self.assertIn("offset", vars(transport))
+        self.assertEqual(transport.offset, 0)
+
     def test_connectionMadeWithEveryAttribute(self) -> None:
         """
         The same for the L{TrackedConnection} around each channel: a request
