@@ -1553,3 +1553,84 @@ class RealServerTests(TestCase):
         self.assertGreaterEqual(int(retries[1]), 1000)
         self.assertEqual(client.remoteCloseCode, 1001)
         self.assertNotIn("Traceback", proc.output)
+
+
+class SentAtOnceTests(SynchronousTestCase):
+    """
+    A stream's events are sent on the socket as they are written, once its
+    headers have gone the ordinary way (L{sendStreamAtOnce}).
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet import tcp
+        from twisted.internet.testing import MemoryReactor
+
+        from tests.test_bounds_output import makeLimiter
+
+        self.clock = Clock()
+        self.store = KeyStore(self.clock, instance="srv")
+        app = ArtcastApp(self.store, self.clock)
+        limiter = makeLimiter(self.clock, app.resource())
+        listening = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listening.close)
+        self.theirs = socket.create_connection(listening.getsockname())
+        self.addCleanup(self.theirs.close)
+        self.theirs.setblocking(False)
+        ours, _ = listening.accept()
+        self.addCleanup(ours.close)
+        ours.setblocking(False)
+        self.reactor = MemoryReactor()
+        self.connection = limiter.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        self.transport = tcp.Server(
+            ours, self.connection, ("127.0.0.1", 1), None, 1, self.reactor
+        )
+        self.connection.makeConnection(self.transport)
+
+    def received(self) -> bytes:
+        """
+        What the client has received so far.
+        """
+        chunks = []
+        for _ in range(100):
+            try:
+                chunk = self.theirs.recv(65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def test_eventsSentAsWritten(self) -> None:
+        """
+        The headers wait for the reactor, as every answer's do; then each
+        event of the stream is on the wire when the datum is published, and
+        the reactor was not asked to watch the socket for it.
+        """
+        self.connection.dataReceived(
+            b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        self.assertTrue(self.connection.streaming)
+        self.assertEqual(self.received(), b"")
+        self.transport.doWrite()
+        self.assertIn(b"text/event-stream", self.received())
+        self.reactor.writers.clear()
+        for value in (1, 2):
+            datum = self.store.publish("k", value)
+            event = self.received()
+            self.assertIn(b"id: %s\n" % (datum.id.encode(),), event)
+            self.assertIn(b'"value":%d}\n\n' % (value,), event)
+            self.assertEqual(self.reactor.writers, set())
+
+    def test_endedStreamOrdinary(self) -> None:
+        """
+        A stream the server ends puts the ordinary way back for what the
+        connection writes next.
+        """
+        self.connection.dataReceived(
+            b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        request = self.connection.wrappedProtocol.requests[0]
+        stream = request.producer
+        stream.end()
+        self.assertFalse(self.connection.streaming)

@@ -113,6 +113,7 @@ __all__ = [
     "boundedRequestFactory",
     "configureSocket",
     "ensureFileLimit",
+    "sendStreamAtOnce",
     "unavailable",
     "writeBody",
 ]
@@ -373,6 +374,23 @@ def writeBody(request: Any, body: bytes) -> None:
             request.finish()
         return
     BodyProducer(request, body).start()
+
+
+def sendStreamAtOnce(transport: Any, streaming: bool = True) -> None:
+    """
+    From now on, send what is written on a connection (its
+    L{TrackedConnection}, the transport of its HTTP channel or of the
+    WebSocket protocol that took it over) at once (L{internals.sendNow}): a
+    stream's events (SSE, NDJSON, WebSocket frames), each one write,
+    written after its headers went the ordinary way.  Twisted would buffer
+    each event and send it on the next reactor turn, watching and
+    unwatching the socket for it (two C{epoll_ctl}); a datum's fan-out to
+    many streams would send none until every stream had its event.
+    C{streaming=False} puts the ordinary way back.  Any other transport is
+    left as it is.
+    """
+    if isinstance(transport, TrackedConnection):
+        transport.streaming = streaming
 
 
 def ensureFileLimit(
@@ -1185,6 +1203,8 @@ class TrackedConnection(ProtocolWrapper):
     #: queued output as measured after its last write (see
     #: L{ConnectionLimiter.chargeOutput}).
     outputCharge = 0
+    #: Carrying a stream (L{sendStreamAtOnce}): each write is sent at once.
+    streaming = False
     _host: IAddress | None = None
     _peer: IAddress | None = None
 
@@ -1202,6 +1222,7 @@ class TrackedConnection(ProtocolWrapper):
         self._peer = None
         self.outputCharge = 0
         self.cut = False
+        self.streaming = False
         self.disconnecting = 0
         # What makeConnection declares (the transport's interfaces).
         directlyProvides(self)
@@ -1215,11 +1236,18 @@ class TrackedConnection(ProtocolWrapper):
         if self.cut:
             return
         transport: Any = self.transport
+        if self.streaming:
+            data = internals.sendNow(transport, data)
+            if not data:
+                return
         transport.write(data)
         self._checkOutput()
 
     def writeSequence(self, data: Any) -> None:
         if self.cut:
+            return
+        if self.streaming:
+            self.write(b"".join(data))
             return
         transport: Any = self.transport
         transport.writeSequence(data)

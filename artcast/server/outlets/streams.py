@@ -78,6 +78,7 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from artcast.server import internals
+from artcast.server.connections import sendStreamAtOnce
 from artcast.server.defaults import DEFAULT_STREAM_HEARTBEAT
 from artcast.server import negotiate
 from artcast.server.store import Datum, KeyStore
@@ -657,6 +658,9 @@ class _HTTPStream(_Stream):
         if self.closed:
             return
         self.close()
+        channel = getattr(self.request, "channel", None)
+        if channel is not None:
+            sendStreamAtOnce(channel.transport, False)
         self.request.unregisterProducer()
         # Klein writes the last bytes and finishes the response.
         self.done.callback(self.format.farewell(retryAfter))
@@ -844,6 +848,7 @@ class StreamProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=True)
             return
         self.stream = _WebSocketStream(opening.manager, opening.pattern, self)
+        sendStreamAtOnce(self.transport)
         # The HTTP channel is still the transport's producer: through the
         # request it tells the stream when the socket is full.
         opening.request.registerProducer(self.stream, True)
@@ -1024,6 +1029,7 @@ class StreamManager:
         stream = _HTTPStream(self, pattern, twistedRequest, format)
         # Sends the headers at once, even when the preamble is empty.
         request.write(format.preamble)
+        sendStreamAtOnce(twistedRequest.channel.transport)
         twistedRequest.registerProducer(stream, True)
         twistedRequest.notifyFinish().addBoth(lambda ignored: stream.close())
         stream.begin(since)
