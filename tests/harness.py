@@ -40,6 +40,23 @@ def freePort(kind: int = socket.SOCK_STREAM) -> int:
         return probe.getsockname()[1]
 
 
+def readAvailable(sock: socket.socket) -> bytes:
+    """
+    What a non-blocking socket has received and not yet been read (at most
+    100 reads), without waiting.
+    """
+    chunks = []
+    for _ in range(100):
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def randomGroup() -> str:
     """
     A random administratively scoped multicast group (239.255.0.0/16).

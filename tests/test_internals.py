@@ -24,6 +24,7 @@ from artcast.server import internals
 from artcast.server.outlets.streams import StreamManager, _ClockTimer
 from artcast.server.store import KeyStore
 from tests import test_web
+from tests.harness import readAvailable
 from tests.test_bounds_output import Writer, connect, get, makeLimiter
 
 
@@ -292,16 +293,7 @@ class SendNowTests(SynchronousTestCase):
         """
         What the other end has received so far.
         """
-        chunks = []
-        for _ in range(1000):
-            try:
-                chunk = self.theirs.recv(65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return readAvailable(self.theirs)
 
     def test_sentAtOnce(self) -> None:
         """

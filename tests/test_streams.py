@@ -48,7 +48,7 @@ from artcast.server.outlets.streams import (
 )
 from artcast.server.routes import VALUE_TYPES, ArtcastApp
 from artcast.wire import Stamp
-from tests.harness import ArtcastProcess
+from tests.harness import ArtcastProcess, readAvailable
 
 # Helpers
 
@@ -1590,16 +1590,7 @@ class SentAtOnceTests(SynchronousTestCase):
         """
         What the client has received so far.
         """
-        chunks = []
-        for _ in range(100):
-            try:
-                chunk = self.theirs.recv(65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return readAvailable(self.theirs)
 
     def test_eventsSentAsWritten(self) -> None:
         """
