@@ -948,6 +948,57 @@ class WebSocketTests(StreamMixin, SynchronousTestCase):
         datum = self.store.publish("k", 1)
         self.assertEqual(self.received(client), [(1, envelope(datum))])
 
+    def test_prebuiltFrameAsAutobahnWrites(self) -> None:
+        """
+        A datum's frame, made once for all its WebSocket streams, is the
+        bytes Autobahn's own C{sendMessage} writes for the same message, at
+        each of the three length encodings, and Autobahn's traffic counters
+        move as they do for it.
+        """
+        from artcast.server import internals
+
+        fast = self.upgrade("/artcasts/k")
+        ordinary = self.upgrade("/artcasts/k")
+        ordinaryProtocol = ordinary.transport.protocol  # type: ignore[attr-defined]
+        fastProtocol = fast.transport.protocol  # type: ignore[attr-defined]
+        self.assertTrue(internals.webSocketFrameFits(fastProtocol))
+        self.patch(
+            internals, "webSocketFrameFits",
+            lambda protocol: protocol is not ordinaryProtocol,
+        )
+        for size in (10, 1_000, 100_000):
+            fast.transport.clear()
+            ordinary.transport.clear()
+            datum = self.store.publish("k", "v" * size)
+            self.assertEqual(fast.transport.value(), ordinary.transport.value())
+            self.assertEqual(frames(fast.transport.value()), [(1, envelope(datum))])
+        self.assertEqual(
+            fastProtocol.trafficStats.__json__(), ordinaryProtocol.trafficStats.__json__()
+        )
+
+    def test_prebuiltFrameOnlyWhenPlain(self) -> None:
+        """
+        A protocol that compresses, has a message in progress or queued, or
+        lacks Autobahn's state (another version) gets its messages through
+        C{sendMessage}.
+        """
+        from artcast.server import internals
+
+        client = self.upgrade("/artcasts/k")
+        protocol = client.transport.protocol  # type: ignore[attr-defined]
+        self.assertTrue(internals.webSocketFrameFits(protocol))
+        for name, value in (
+            ("_perMessageCompress", object()),
+            ("send_state", protocol.SEND_STATE_INSIDE_MESSAGE),
+            ("send_queue", [(b"x", True)]),
+            ("autoFragmentSize", 10),
+        ):
+            original = getattr(protocol, name)
+            setattr(protocol, name, value)
+            self.assertFalse(internals.webSocketFrameFits(protocol), name)
+            setattr(protocol, name, original)
+        self.assertFalse(internals.webSocketFrameFits(object()))
+
     def test_badSince(self) -> None:
         """
         A bad since is a 400 before any upgrade.

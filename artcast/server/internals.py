@@ -30,6 +30,10 @@ not fast enough:
     C{_networkProducer}, C{_handlingRequest}, C{_dataBuffer} and
     C{_optimisticEagerReadSize}, to start no pipelined request while the
     client does not read;
+  - L{webSocketFrameFits}: an Autobahn protocol's sending state
+    (C{_perMessageCompress}, C{send_state}, C{send_queue}), so that a
+    datum's WebSocket frame is made once for all its streams; read with a
+    fallback per call;
   - L{useClock}: Autobahn's C{WebSocketServerFactory._batched_timer}, so
     that its timeouts run on the clock given;
   - L{quietIdleTimeouts}: L{HTTPChannel}'s C{_log}, which logs every idle
@@ -80,6 +84,7 @@ __all__ = [
     "sendNow",
     "transportFull",
     "useClock",
+    "webSocketFrameFits",
 ]
 
 _log = Logger(namespace="artcast.internals")
@@ -258,6 +263,35 @@ def sendNow(transport: Any, data: bytes) -> bytes:
 
 def _sendLater(transport: Any, data: bytes) -> bytes:
     return data
+
+
+_MISSING = object()
+
+
+def webSocketFrameFits(protocol: Any) -> bool:
+    """
+    May a text message be written to an Autobahn WebSocket protocol as a
+    frame made beforehand, the same bytes for every client (a server's
+    frames are not masked), instead of through C{sendMessage}, which makes
+    the frame again for each client?  Only when C{sendMessage} would write
+    one plain frame at once: the connection open, no compression
+    (C{_perMessageCompress}) or fragmentation, no message in progress
+    (C{send_state}), nothing queued before it (C{send_queue}), no message
+    size limit, no frame or octet logging, no timings.  Any of these
+    attributes missing (another Autobahn) gives C{False}: the ordinary way.
+    """
+    get = getattr
+    return (
+        get(protocol, "state", _MISSING) == get(protocol, "STATE_OPEN", None)
+        and get(protocol, "_perMessageCompress", _MISSING) is None
+        and get(protocol, "send_state", _MISSING) == get(protocol, "SEND_STATE_GROUND", None)
+        and not get(protocol, "send_queue", True)
+        and get(protocol, "autoFragmentSize", None) == 0
+        and get(protocol, "maxMessagePayloadSize", None) == 0
+        and get(protocol, "logFrames", True) is False
+        and get(protocol, "logOctets", True) is False
+        and get(protocol, "trackedTimings", True) is None
+    )
 
 
 # Channels
