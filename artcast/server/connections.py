@@ -803,6 +803,15 @@ _SITEPATH_BIT = _LEAN_BITS["sitepath"]
 _ADAPTER_CACHE_BIT = _LEAN_BITS["_adapterCache"]
 #: A held long poll's C{prepath} (L{artcast.server.routes.ArtcastResource}).
 _POLL_PREPATH = [b"artcasts"]
+_COOKIES_BIT = _LEAN_BITS["cookies"]
+_RECEIVED_COOKIES_BIT = _LEAN_BITS["received_cookies"]
+_ARGS_BIT = _LEAN_BITS["args"]
+_NOTIFICATIONS_BIT = _LEAN_BITS["notifications"]
+#: What a finished request's let-go-of attributes are when Twisted's
+#: C{_cleanup} asks for them: the content L{None} (Twisted's class
+#: attribute, as after its C{del}), no notifications to fire.
+_LEAN_FINISHED: dict[str, Any] = {"content": None, "notifications": ()}
+
 #: Request header names and values held requests share (see L{_shared}).
 _SHARED: dict[bytes, bytes] = {}
 _SHARED_MAX = 256
@@ -820,14 +829,6 @@ def _shared(value: bytes) -> bytes:
     if len(_SHARED) < _SHARED_MAX and len(value) <= 64:
         _SHARED[value] = value
     return value
-_COOKIES_BIT = _LEAN_BITS["cookies"]
-_RECEIVED_COOKIES_BIT = _LEAN_BITS["received_cookies"]
-_ARGS_BIT = _LEAN_BITS["args"]
-_NOTIFICATIONS_BIT = _LEAN_BITS["notifications"]
-#: What a finished request's let-go-of attributes are when Twisted's
-#: C{_cleanup} asks for them: the content L{None} (Twisted's class
-#: attribute, as after its C{del}), no notifications to fire.
-_LEAN_FINISHED: dict[str, Any] = {"content": None, "notifications": ()}
 
 
 class BoundedRequest(ArtcastRequest):

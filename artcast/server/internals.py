@@ -17,9 +17,9 @@ not fast enough:
     bounds;
   - L{sendNow}: a TCP transport's output buffer and state
     (C{dataBuffer}, C{_tempDataBuffer}, C{TLS}, C{_aborting},
-    C{_writeDisconnecting}, C{_writeDisconnected}) and its C{socket}, to send a long poll's answer in
-    the reactor turn it is made, without Twisted's two C{epoll_ctl} calls
-    per answer;
+    C{_writeDisconnecting}, C{_writeDisconnected}) and its C{socket}, to
+    send a long poll's answer (or a stream's event) in the reactor turn it
+    is made, without Twisted's two C{epoll_ctl} calls per answer;
   - L{presetTransport}: a TCP transport's C{offset}, set at once for the
     same reason as L{presetAttributes};
   - L{presetAttributes}: the names of the attributes L{HTTPChannel} sets
