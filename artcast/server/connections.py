@@ -1236,11 +1236,10 @@ class TrackedConnection(ProtocolWrapper):
     def write(self, data: bytes) -> None:
         if self.cut:
             return
-        transport: Any = self.transport
         if self.streaming:
-            data = internals.sendNow(transport, data)
-            if not data:
-                return
+            self.sendNow(data)
+            return
+        transport: Any = self.transport
         transport.write(data)
         self._checkOutput()
 
@@ -1258,13 +1257,17 @@ class TrackedConnection(ProtocolWrapper):
         """
         Write C{data}, sending it at once when the socket takes it and
         nothing written before waits (L{internals.sendNow}); what it does
-        not take is written as by L{write}, after it.
+        not take goes to the transport's buffer after it, charged as by
+        L{write}.
         """
         if self.cut:
             return
-        rest = internals.sendNow(self.transport, data)
+        transport: Any = self.transport
+        rest = internals.sendNow(transport, data)
         if rest:
-            self.write(rest)
+            # Not tried again: the socket just refused it.
+            transport.write(rest)
+            self._checkOutput()
 
     def _checkOutput(self) -> None:
         """
