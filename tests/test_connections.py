@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import socket
+import time
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -22,11 +23,13 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web import http
+from twisted.web.http import datetimeToString
+from twisted.web.resource import EncodingResourceWrapper, Resource
+from twisted.web.server import NOT_DONE_YET, GzipEncoderFactory, Request, Site
 from twisted.web.test.requesthelper import DummyChannel
 
-from artcast.server import tap
+from artcast.server import connections, internals, tap
 from artcast.server.connections import (
     ABORT_DELAY,
     BoundedRequest,
@@ -275,6 +278,19 @@ class HeldRequestTests(SynchronousTestCase):
         request.connectionLost(Failure(ConnectionDone()))
         self.assertTrue(poll.cancelled)
 
+    def test_headerValuesAnyCase(self) -> None:
+        """
+        A held request's header values are found by the lower case of their
+        name, however the client wrote it, without making its headers'
+        object again.
+        """
+        request = self.held(b"user-AGENT: ua\r\nX-ODD-name: 1\r\n")
+        self.assertEqual(
+            [request.requestHeaderValues(name) for name in (b"user-agent", b"x-odd-name", b"referer")],
+            [[b"ua"], [b"1"], None],
+        )
+        self.assertNotIn("requestHeaders", vars(request))
+
     def test_madeAgainAsTheyWere(self) -> None:
         """
         What a held request let go of is made again, as it was, when asked.
@@ -329,6 +345,128 @@ class HeldRequestTests(SynchronousTestCase):
         for name in ("requestHeaders", "responseHeaders", "cookies", "received_cookies",
                      "notifications"):
             self.assertIn(name, vars(request))
+
+
+class _Echo(Resource):
+    """
+    Answers with a header of its own and the path, or fails, for
+    L{LeanProcessTests}.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        if request.path == b"/fail":
+            raise RuntimeError("failed on purpose")
+        request.setHeader(b"X-Own", b"1")
+        return b"path " + request.path
+
+
+class LeanProcessTests(SynchronousTestCase):
+    """
+    L{ArtcastRequest.process}: the answers are Twisted's, byte for byte,
+    with the C{Server} and C{Date} headers let go of until used.
+    """
+
+    def setUp(self) -> None:
+        self.now(1_700_000_000.75)
+
+    def now(self, when: float) -> None:
+        """
+        Make C{when} the time Artcast's and Twisted's C{Date} are made of.
+        """
+        self.patch(time, "time", lambda: when)
+        if hasattr(http, "gmtime"):
+            # Twisted 25 and later: gmtime() of now.
+            self.patch(http, "gmtime", lambda at=None: time.gmtime(when if at is None else at))
+
+    def answer(self, data: bytes, requestFactory: Any, resource: Any = None) -> bytes:
+        site = Site(resource or _Echo(), requestFactory=requestFactory)
+        site.log = lambda request: None  # type: ignore[method-assign]
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(data)
+        channel.connectionLost(Failure(ConnectionDone()))
+        return transport.value()
+
+    def assertSameAsTwisted(self, data: bytes, resource: Any = None) -> bytes:
+        ours = self.answer(data, boundedRequestFactory(10), resource)
+        self.assertEqual(ours, self.answer(data, Request, resource))
+        return ours
+
+    def test_sameAnswers(self) -> None:
+        """
+        An answer with headers of its own, one to C{Connection: close},
+        HTTP/1.0, an error and C{OPTIONS *} are as Twisted writes them.
+        """
+        for data in (
+            b"GET /a%20b HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /a HTTP/1.0\r\n\r\n",
+            b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            answer = self.assertSameAsTwisted(data)
+            self.assertIn(b"\r\nDate: Tue, 14 Nov 2023 22:13:20 GMT\r\n", answer)
+        self.assertIn(b"path /a%20b", self.assertSameAsTwisted(b"GET /a%20b HTTP/1.1\r\n\r\n"))
+        # The failure, logged by both.
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+    def test_encoder(self) -> None:
+        """
+        A resource that encodes its answers (gzip) still does.
+        """
+        gzipped = EncodingResourceWrapper(_Echo(), [GzipEncoderFactory()])
+        answer = self.assertSameAsTwisted(
+            b"GET /a HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n", gzipped
+        )
+        self.assertIn(b"\r\nContent-Encoding: gzip\r\n", answer)
+
+    def test_headersLetGo(self) -> None:
+        """
+        Until something uses them, a request has no response headers
+        object, and its path is split as Twisted splits it.
+        """
+        seen: list[Any] = []
+
+        class Looking(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> Any:
+                seen.append(("responseHeaders" in vars(request), request.postpath))
+                return b""
+
+        self.answer(b"GET /a/b%2Fc HTTP/1.1\r\n\r\n", boundedRequestFactory(10), Looking())
+        self.assertEqual(seen, [(False, [b"a", b"b/c"])])
+
+    def test_dateOncePerSecond(self) -> None:
+        """
+        The C{Date} is Twisted's for the current second, made once in it.
+        """
+        first = connections._httpDate()
+        self.assertIs(connections._httpDate(), first)
+        self.assertEqual(first, datetimeToString(1_700_000_000))
+        self.now(1_700_000_001.25)
+        self.assertEqual(connections._httpDate(), datetimeToString(1_700_000_001))
+
+    def test_fallback(self) -> None:
+        """
+        Where L{internals.processFits} says no, Twisted's own process sets
+        the headers, and the answer is the same.
+        """
+        self.patch(internals, "processFits", internals._prebuiltNever)
+        seen: list[bool] = []
+
+        class Looking(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> Any:
+                seen.append("responseHeaders" in vars(request))
+                return b"x"
+
+        self.assertSameAsTwisted(b"GET /a HTTP/1.1\r\n\r\n", Looking())
+        self.assertEqual(seen, [True, True])
 
 
 class PeerKeyTests(SynchronousTestCase):
@@ -766,6 +904,85 @@ class DeadlineTests(SynchronousTestCase):
         self.assertEqual(
             [e for e in events if "Timing out" in (e.get("log_format") or "")], []
         )
+
+    def idleCalls(self) -> list[Any]:
+        """
+        The pending calls of connections' idle timeouts.
+        """
+        return [
+            call for call in self.clock.getDelayedCalls()
+            if getattr(call.func, "__name__", "") == "_idled"
+        ]
+
+    def test_idleTimerKept(self) -> None:
+        """
+        A keep-alive connection's requests neither cancel nor make its idle
+        timer: one timer, made when it connected, is kept, and the
+        connection is closed a whole timeout after its last request.
+        """
+        made: list[Any] = []
+        callLater = self.clock.callLater
+
+        def recording(delay: float, f: Any, *a: Any, **kw: Any) -> Any:
+            made.append(getattr(f, "__name__", None))
+            return callLater(delay, f, *a, **kw)
+
+        self.patch(self.clock, "callLater", recording)
+        connection, transport = connect(self.limiter)
+        [timer] = self.idleCalls()
+        step = IDLE_TIMEOUT / 10
+        for _ in range(20):
+            connection.dataReceived(get(b"/now"))
+            self.clock.advance(step)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 20)
+        # Made when connected, then again only when due (at 75 s and
+        # 142.5 s), for the time left.
+        self.assertEqual(made.count("_idled"), 3)
+        self.assertEqual(timer.cancelled, 0)
+        self.clock.advance(IDLE_TIMEOUT - step - 0.01)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.01)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.idleCalls(), [])
+
+    def test_idleAfterHeldRequest(self) -> None:
+        """
+        A timer that falls due while a request is held does nothing; the
+        whole timeout runs again when the request is answered.
+        """
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(get(b"/poll"))
+        self.clock.advance(IDLE_TIMEOUT * 3)
+        self.assertEqual(self.idleCalls(), [])
+        request = self.resource.held[0]
+        request.setHeader(b"Content-Length", b"4")
+        request.write(b"late")
+        request.finish()
+        self.clock.advance(IDLE_TIMEOUT - 0.01)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.01)
+        self.assertTrue(transport.disconnecting)
+
+    def test_shorterIdleTimeout(self) -> None:
+        """
+        A shorter period than the one waited on is kept to.
+        """
+        connection, transport = connect(self.limiter)
+        channel = connection.wrappedProtocol
+        self.assertEqual(channel.setTimeout(5), IDLE_TIMEOUT)
+        self.clock.advance(5)
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleTimerGoesWithConnection(self) -> None:
+        """
+        A connection lost leaves no idle timer behind (which would keep it
+        in memory until due).
+        """
+        connection, _ = connect(self.limiter)
+        connection.dataReceived(get(b"/now"))
+        disconnect(connection)
+        self.assertEqual(self.idleCalls(), [])
 
     def test_nextRequestDeadline(self) -> None:
         """

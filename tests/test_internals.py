@@ -113,6 +113,8 @@ class CheckTests(SynchronousTestCase):
             (tcp.Server, "TLS", "tcp.Server's buffer and state", ["sendNow"]),
             (http.HTTPChannel, "_HTTPChannel__first_line",
              "HTTPChannel's later attributes", ["presetAttributes"]),
+            (server.Request, "_handleStar", "Request.process",
+             ["processFits", "encoderOf"]),
             (http.HTTPChannel, "_optimisticEagerReadSize",
              "HTTPChannel's producer state",
              ["holdsPipeline", "transportFull", "readingTooFar"]),
@@ -132,6 +134,23 @@ class CheckTests(SynchronousTestCase):
                     internals._FAST[name]
                 )
                 self.assertIs(getattr(internals, name), expected, (attribute, name))
+
+    def test_otherProcessFallsBack(self) -> None:
+        """
+        A Twisted whose L{Request.process} uses names Artcast's does not
+        know is named, and Twisted's own is chosen for Artcast's requests.
+        """
+        self.addCleanup(internals.check)
+        twisted = server.Request.process
+
+        def process(request: Any) -> None:
+            request.somethingNew = True
+            twisted(request)
+
+        self.patch(server.Request, "process", process)
+        self.assertIn("Request.process", internals.check())
+        self.assertFalse(internals.processFits(None))
+        self.assertIsNone(internals.encoderOf(None, None))
 
     def test_autobahnFallsBack(self) -> None:
         """

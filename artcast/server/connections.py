@@ -47,16 +47,18 @@ from __future__ import annotations
 import random
 import resource as _resource
 import socket
+import time
 from collections import Counter, deque
 from io import BytesIO
 from typing import Any, Callable, TextIO
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, datetimeToString
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.http_headers import Headers
@@ -644,12 +646,18 @@ class ArtcastRequest(Request):
         prebuilt), so that every user still sees Twisted's L{Request}.
         """
         self.poll = poll
-        if self._lean is not None:
+        lean = self._lean
+        if lean is None:
+            mask = 0
+            date = None
+        elif lean[0] & _HELD_BIT:
             return
-        mask = 0
-        date = None
+        else:
+            # What process let go of (the response headers, unless made
+            # again since).
+            mask, date = lean[0], lean[1]
         # Straight-line: this runs for every held poll.
-        raw = list(self.responseHeaders.getAllRawHeaders())
+        raw = () if mask & _RESPONSE_HEADERS_BIT else list(self.responseHeaders.getAllRawHeaders())
         if len(raw) == 2:
             (server, servers), (dateName, dates) = raw
             if (
@@ -705,8 +713,42 @@ class ArtcastRequest(Request):
             self.method = b"GET"
         if self.clientproto == b"HTTP/1.1":
             self.clientproto = b"HTTP/1.1"
-        if mask:
-            self._lean = (mask, date, *map(_shared, pairs))
+        self._lean = (mask | _HELD_BIT, date, *map(_shared, pairs))
+
+    def process(self) -> None:
+        """
+        Twisted's L{Request.process}, but the C{Server} and C{Date} headers
+        it sets first on headers still empty are let go of at once, as
+        L{hold} lets go of them, and
+        made again, as Twisted makes them, when something reads or sets the
+        response headers (most requests are long polls, whose prebuilt
+        answer carries its own); and the C{Date} is made once a second.
+        Twisted's own is used where L{internals.processFits} says ours may
+        not do all it does, and for the path C{*}.
+        """
+        path = self.path
+        if (
+            path == b"*"
+            or not internals.processFits(self)
+            # Twisted's channel set Connection: close (Server and Date come
+            # after it).
+            or next(self.responseHeaders.getAllRawHeaders(), None) is not None
+        ):
+            super().process()
+            return
+        site = self.site = self.channel.site
+        self._lean = (_RESPONSE_HEADERS_BIT, _httpDate())
+        del self.responseHeaders
+        self.prepath = []
+        self.postpath = list(map(unquote_to_bytes, path[1:].split(b"/")))
+        try:
+            resrc = site.getResourceFor(self)
+            encoder = internals.encoderOf(resrc, self)
+            if encoder is not None:
+                self._encoder = encoder
+            self.render(resrc)
+        except BaseException:
+            self.processingFailed(Failure())
 
     def _madeAgain(self, name: str) -> Any:
         """
@@ -764,7 +806,8 @@ class ArtcastRequest(Request):
         lean = self._lean
         if lean is None or not lean[0] & _REQUEST_HEADERS_BIT:
             return self.requestHeaders.getRawHeaders(name)
-        values = [lean[i + 1] for i in range(2, len(lean), 2) if lean[i].lower() == name]
+        canonical = _CANONICAL.get(name) or _canonical(name)
+        values = [lean[i + 1] for i in range(2, len(lean), 2) if lean[i] == canonical]
         return values or None
 
     def heldServer(self) -> bytes | None:
@@ -790,6 +833,22 @@ class ArtcastRequest(Request):
 _SERVER = serverVersion
 #: The C{Date} value of the last request held (see L{ArtcastRequest.hold}).
 _lastDate = [b""]
+#: In the mask of L{ArtcastRequest._lean}: L{ArtcastRequest.hold} is done.
+_HELD_BIT = 1 << len(_LEAN_BITS)
+#: The second and the C{Date} value of L{_httpDate}.
+_date: list[Any] = [None, b""]
+
+
+def _httpDate() -> bytes:
+    """
+    The C{Date} Twisted's L{Request.process} sets (L{datetimeToString} of
+    now), made once a second.
+    """
+    second = int(time.time())
+    if second != _date[0]:
+        _date[0] = second
+        _date[1] = datetimeToString(second)
+    return _date[1]
 _CONTENT_BIT = _LEAN_BITS["content"]
 _REQUEST_HEADERS_BIT = _LEAN_BITS["requestHeaders"]
 _RESPONSE_HEADERS_BIT = _LEAN_BITS["responseHeaders"]
@@ -811,6 +870,24 @@ _NOTIFICATIONS_BIT = _LEAN_BITS["notifications"]
 #: C{_cleanup} asks for them: the content L{None} (Twisted's class
 #: attribute, as after its C{del}), no notifications to fire.
 _LEAN_FINISHED: dict[str, Any] = {"content": None, "notifications": ()}
+
+#: Header names as L{Headers} gives them (which is how L{ArtcastRequest.hold}
+#: keeps them), by their lower case (see L{_canonical}).
+_CANONICAL: dict[bytes, bytes] = {}
+
+
+def _canonical(name: bytes) -> bytes:
+    """
+    A header name as L{Headers} gives it, kept for the names Artcast asks
+    for (a few, from its own code).
+    """
+    headers = Headers()
+    headers.addRawHeader(name, b"")
+    [(canonical, _)] = headers.getAllRawHeaders()
+    if len(_CANONICAL) < _SHARED_MAX:
+        _CANONICAL[name] = canonical
+    return canonical
+
 
 #: Request header names and values held requests share (see L{_shared}).
 _SHARED: dict[bytes, bytes] = {}
@@ -917,13 +994,19 @@ class ArtcastChannel(HTTPChannel):
     #: attributes: CPython's shared table of attribute names (see
     #: L{__init__}) holds at most 30, and Twisted's L{HTTPChannel} sets 28,
     #: with those of a stream's producer.
-    __slots__ = ("_phase", "_timer")
+    __slots__ = ("_phase", "_timer", "_idleCall", "_idleSince")
     _phase: int
     _timer: IDelayedCall | None
+    #: The call that checks the idle timeout (see L{setTimeout}), and when
+    #: the connection was last seen busy.
+    _idleCall: IDelayedCall | None
+    _idleSince: float
 
     def __init__(self) -> None:
         self._phase = _IDLE
         self._timer = None
+        self._idleCall = None
+        self._idleSince = 0.0
         super().__init__()
         # Twisted sets many of a channel's attributes only when its first
         # request comes (or, the producer's, its first stream): set now, with
@@ -1097,10 +1180,60 @@ class ArtcastChannel(HTTPChannel):
             self._stopTimer()
             self.loseConnection()
 
+    def setTimeout(self, period: float | None) -> float | None:
+        """
+        Twisted's idle timeout (L{TimeoutMixin}), kept with one timer per
+        connection that is not cancelled when a request comes and made
+        again when it is answered, as Twisted's is (two of the reactor's
+        timer operations per request): suspending it (C{None}) only says so,
+        and the timer, when it is due, looks at when the connection was last
+        idle and waits again for what is left.
+
+        @return: The period before.
+        """
+        before = self.timeOut
+        self.timeOut = period
+        if period is not None:
+            call = self._idleCall
+            if call is None:
+                call = self._idleCall = self.callLater(period, self._idled)
+                self._idleSince = call.seconds()
+            else:
+                now = self._idleSince = call.seconds()
+                if call.getTime() > now + period:
+                    # A shorter period than the one waited on.
+                    call.reset(period)
+        return before
+
+    def resetTimeout(self) -> None:
+        """
+        The connection is busy: its idle time starts again (if the timeout
+        is not suspended or past).
+        """
+        call = self._idleCall
+        if call is not None and self.timeOut is not None:
+            self._idleSince = call.seconds()
+
+    def _idled(self) -> None:
+        call = self._idleCall
+        self._idleCall = None
+        period = self.timeOut
+        if call is None or period is None:
+            # Suspended (a request is being answered): made again after it.
+            return
+        left = self._idleSince + period - call.seconds()
+        if left > 0:
+            self._idleCall = self.callLater(left, self._idled)
+        else:
+            self.timeoutConnection()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopTimer()
         self._phase = _GONE
         super().connectionLost(reason)
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
 
 
 class LimitedSite(ArtcastSite):

@@ -10,6 +10,11 @@ not fast enough:
   - L{requestOver} and L{prebuiltFits}: a request's C{_disconnected},
     C{_encoder} and C{_inFakeHead} (L{twisted.web.server.Request}), for the
     long poll's prebuilt answer written ahead of Twisted's header building;
+  - L{processFits} and L{encoderOf}: that Twisted's L{Request.process}
+    still does only what L{artcast.server.connections.ArtcastRequest.process}
+    does in its place (the names its code uses), and
+    L{twisted.web.resource}'s C{_IEncodingResource}, through which it asks
+    a resource for an encoder (such as gzip);
   - L{queuedOutput} and L{dropQueuedOutput}: the output buffer of a
     transport (L{twisted.internet.abstract.FileDescriptor}'s C{dataBuffer},
     C{offset}, C{_tempDataBuffer}, C{_tempDataLen}, and
@@ -65,18 +70,20 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
-from twisted.web import http, server
+from twisted.web import http, resource, server
 
 __all__ = [
     "InternalsService",
     "check",
     "dropQueuedOutput",
+    "encoderOf",
     "endpointAddress",
     "holdsPipeline",
     "pauseReading",
     "prebuiltFits",
     "presetAttributes",
     "presetTransport",
+    "processFits",
     "queuedOutput",
     "quietIdleTimeouts",
     "readingTooFar",
@@ -123,6 +130,45 @@ def prebuiltFits(request: Any) -> bool:
 
 def _prebuiltNever(request: Any) -> bool:
     return False
+
+
+# Processing a request
+
+
+#: The names the code of Twisted's L{server.Request.process} uses (26.10 and
+#: 24.7): should it use others, it may do what
+#: L{artcast.server.connections.ArtcastRequest.process} does not, and
+#: Twisted's own is used.
+_PROCESS_NAMES = frozenset((
+    "channel", "site", "setHeader", "version", "datetimeToString", "prepath",
+    "list", "map", "unquote", "path", "split", "postpath", "_handleStar",
+    "getResourceFor", "resource", "_IEncodingResource", "providedBy",
+    "getEncoder", "_encoder", "render", "BaseException", "processingFailed",
+    "failure", "Failure",
+))
+
+
+def processFits(request: Any) -> bool:
+    """
+    May C{request} be processed by Artcast's own L{Request.process}
+    (L{artcast.server.connections.ArtcastRequest.process}): does the
+    installed Twisted's do no more than it?
+    """
+    return True
+
+
+def encoderOf(resrc: Any, request: Any) -> Any:
+    """
+    The encoder (such as gzip) a resource wraps C{request}'s answer in, as
+    Twisted's L{Request.process} asks it, or L{None}.
+    """
+    if resource._IEncodingResource.providedBy(resrc):
+        return resrc.getEncoder(request)
+    return None
+
+
+def _noEncoder(resrc: Any, request: Any) -> Any:
+    return None
 
 
 # Transports
@@ -429,6 +475,8 @@ def quietIdleTimeouts(channelClass: type[_Channel]) -> type[_Channel]:
 _FALLBACKS: dict[str, tuple[str, Callable[..., Any]]] = {
     "requestOver": ("disconnected", _requestOverPublic),
     "prebuiltFits": ("request", _prebuiltNever),
+    "processFits": ("process", _prebuiltNever),
+    "encoderOf": ("process", _noEncoder),
     "queuedOutput": ("transport", _queuedOutputUnknown),
     "dropQueuedOutput": ("transport", _dropNothing),
     "sendNow": ("send", _sendLater),
@@ -465,6 +513,12 @@ def _problems() -> dict[str, list[str]]:
     for name, value in (("_disconnected", False), ("_encoder", None), ("_inFakeHead", False)):
         _expect(problems, "request", "Request.%s" % (name,),
                 lambda name=name, value=value: getattr(request, name) is value)
+
+    _expect(problems, "process", "Request.process", lambda: (
+        set(server.Request.process.__code__.co_names) <= _PROCESS_NAMES
+        and callable(resource._IEncodingResource.providedBy)
+        and callable(server.Request._handleStar)
+    ))
 
     descriptor = abstract.FileDescriptor(reactor=MemoryReactorClock())
     _expect(problems, "transport", "FileDescriptor buffer", lambda: (
