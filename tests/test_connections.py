@@ -9,11 +9,15 @@ a L{Clock}; the integration tests run the real C{twistd artcast}.
 
 from __future__ import annotations
 
+import gc
 import io
 import socket
 import time
+import weakref
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import inlineCallbacks, returnValue
 from twisted.internet.error import ConnectionDone
@@ -469,6 +473,178 @@ class LeanProcessTests(SynchronousTestCase):
         self.assertEqual(seen, [True, True])
 
 
+class _Recording(Resource):
+    """
+    Keeps each request; answers C{/now} at once and holds the others, for
+    L{FastHeadTests}.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Any] = []
+
+    def render(self, request: Any) -> Any:
+        self.requests.append(request)
+        if request.path == b"/now":
+            request.setHeader(b"Content-Length", b"3")
+            return b"now"
+        return NOT_DONE_YET
+
+
+#: Parts of request heads for L{FastHeadTests}: plain ones and every kind
+#: Twisted must read itself.
+_METHODS = st.sampled_from([b"GET", b"HEAD", b"POST", b"get", b"G\x00T"])
+_TARGETS = st.sampled_from([
+    b"/artcasts/k", b"/now", b"/artcasts/k?since=1&x=%20y", b"/a%2Fb", b"*", b"",
+    b"/\xc3\xa9", b"/a b", b"/a\tb",
+])
+_VERSIONS = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"http/1.1"])
+_HEADER_LINE_KINDS = [
+    b"Host: example.org", b"user-agent:  ua/1.0 ", b"X-Odd:\ta b\t", b"Accept: */*",
+    b"Connection: keep-alive", b"Connection: close", b"connection: Keep-Alive close",
+    b"Cookie: a=b; c=d", b"Content-Length: 0", b"Content-Length: 3",
+    b"Transfer-Encoding: chunked", b"Expect: 100-continue", b"Bad Name: x", b"NoColon",
+    b" continued", b"\tfolded", b"X-Null: a\x00b", b"X-Cr: a\rb", b"X-Lf: a\nb",
+    b"X-Empty:", b": no name", b"Referer: http://x/", b"Upgrade: websocket",
+]
+_HEADER_LINES = st.sampled_from(_HEADER_LINE_KINDS)
+
+
+class FastHeadTests(SynchronousTestCase):
+    """
+    L{ArtcastChannel} reads a whole plain request head in one step
+    (C{_readHead}), leaving the channel and the request as Twisted's own
+    reading would, and lets Twisted read every other.
+    """
+
+    def serve(self, data: bytes, fast: bool, then: bytes = b"") -> dict[str, Any]:
+        """
+        Feed C{data} (then, once its request is answered, C{then}) to a new
+        connection, with the head read in one step where it may be, or by
+        Twisted alone, and return what can be seen of the result.
+        """
+        self.patch(time, "time", lambda: 1_700_000_000.5)
+        if hasattr(http, "gmtime"):
+            self.patch(http, "gmtime", lambda at=None: time.gmtime(1_700_000_000 if at is None else at))
+        headFits = internals.headFits
+        if not fast:
+            internals.headFits = internals._never
+        try:
+            return self._serve(data, then)
+        finally:
+            internals.headFits = headFits
+
+    def _serve(self, data: bytes, then: bytes) -> dict[str, Any]:
+        resource = _Recording()
+        limiter = makeLimiter(Clock(), resource)
+        connection, transport = connect(limiter)
+        channel = connection.wrappedProtocol
+        lines = countCalls(channel, "lineReceived")
+        connection.dataReceived(data)
+        seen: dict[str, Any] = {}
+
+        def look(when: str) -> None:
+            seen[when + " channel"] = (
+                channel.persistent, channel.length, channel.line_mode,
+                vars(channel).get("_handlingRequest"), channel._receivedHeaderCount,
+                channel._receivedHeaderSize, channel._HTTPChannel__first_line,
+                channel._HTTPChannel__header, len(channel.requests), channel._phase,
+                channel._buffer, transport.disconnecting,
+            )
+            seen[when + " requests"] = [
+                (
+                    r.method, r.uri, r.path, r.args, r.clientproto, r.code,
+                    list(r.requestHeaders.getAllRawHeaders()), r.received_cookies,
+                    None if r.content is None else r.content.getvalue(),
+                    list(r.responseHeaders.getAllRawHeaders()), r.prepath, r.postpath,
+                )
+                for r in resource.requests
+            ]
+            seen[when + " sent"] = transport.value()
+
+        look("read")
+        for request in list(resource.requests):
+            if not request.finished and not request._disconnected:
+                request.setHeader(b"Content-Length", b"4")
+                request.write(b"late")
+                request.finish()
+        if not transport.disconnecting:
+            # (A closed connection reads no more.)
+            connection.dataReceived(then)
+        look("answered")
+        seen["lines"] = len(lines) > 0
+        self.flushLoggedErrors()
+        return seen
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        method=_METHODS, target=_TARGETS, version=_VERSIONS,
+        headers=st.lists(_HEADER_LINES, max_size=5),
+    )
+    def test_sameAsTwisted(self, method: bytes, target: bytes, version: bytes,
+                           headers: list[bytes]) -> None:
+        """
+        Whatever the head, the channel, the requests and the answers are
+        those of Twisted's own reading, for it and for a request after it.
+        """
+        head = b"\r\n".join([b" ".join((method, target, version))] + headers) + b"\r\n\r\n"
+        after = b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n"
+        fast = self.serve(head, True, after)
+        slow = self.serve(head, False, after)
+        fast.pop("lines")
+        slow.pop("lines")
+        self.assertEqual(fast, slow)
+
+    def test_eachHeaderSameAsTwisted(self) -> None:
+        """
+        Each kind of header line, alone or after another, after each plain
+        request line, gives what Twisted's own reading gives.
+        """
+        after = b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n"
+        lines = _HEADER_LINE_KINDS
+        for requestLine in (
+            b"GET /artcasts/k HTTP/1.1", b"HEAD /now HTTP/1.1", b"GET /now?a=1 HTTP/1.1",
+        ):
+            for first in [b"Host: x", *lines]:
+                for line in lines:
+                    head = b"\r\n".join((requestLine, first, line)) + b"\r\n\r\n"
+                    fast = self.serve(head, True, after)
+                    slow = self.serve(head, False, after)
+                    fast.pop("lines")
+                    slow.pop("lines")
+                    self.assertEqual(fast, slow, head)
+
+    def test_pollReadInOneStep(self) -> None:
+        """
+        A long poll's head, in one piece, is read without Twisted's line by
+        line reading; the same head in two pieces, or with a cookie, by it.
+        """
+        head = b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\nAccept: */*\r\n\r\n"
+        self.assertFalse(self.serve(head, True)["lines"])
+        self.assertTrue(self.serve(head[:20], True, head[20:])["lines"])
+        cookie = head.replace(b"Accept", b"Cookie")
+        self.assertTrue(self.serve(cookie, True)["lines"])
+
+    def test_pipelinedReadByTwisted(self) -> None:
+        """
+        Two heads in one piece are read by Twisted, in order.
+        """
+        head = b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n"
+        seen = self.serve(head + head, True)
+        self.assertTrue(seen["lines"])
+        self.assertEqual(seen["read sent"].count(b"HTTP/1.1 200 OK"), 2)
+        self.assertEqual(seen, self.serve(head + head, False) | {"lines": True})
+
+    def test_tooLongReadByTwisted(self) -> None:
+        """
+        A head longer than the one-step reading takes is read by Twisted.
+        """
+        head = b"GET /now HTTP/1.1\r\nX-Long: %s\r\n\r\n" % (b"x" * connections._FAST_HEAD_MAX,)
+        self.assertTrue(self.serve(head, True)["lines"])
+
+
 class PeerKeyTests(SynchronousTestCase):
     """
     L{addressHost} names the address a connection is counted under.
@@ -911,7 +1087,7 @@ class DeadlineTests(SynchronousTestCase):
         """
         return [
             call for call in self.clock.getDelayedCalls()
-            if getattr(call.func, "__name__", "") == "_idled"
+            if getattr(call.func, "__name__", "") == "_idleDue"
         ]
 
     def test_idleTimerKept(self) -> None:
@@ -938,7 +1114,7 @@ class DeadlineTests(SynchronousTestCase):
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 20)
         # Made when connected, then again only when due (at 75 s and
         # 142.5 s), for the time left.
-        self.assertEqual(made.count("_idled"), 3)
+        self.assertEqual(made.count("_idleDue"), 3)
         self.assertEqual(timer.cancelled, 0)
         self.clock.advance(IDLE_TIMEOUT - step - 0.01)
         self.assertFalse(transport.disconnecting)
@@ -982,6 +1158,42 @@ class DeadlineTests(SynchronousTestCase):
         connection, _ = connect(self.limiter)
         connection.dataReceived(get(b"/now"))
         disconnect(connection)
+        self.assertEqual(self.idleCalls(), [])
+
+    def test_takenChannelNotKept(self) -> None:
+        """
+        A channel taken from its connection without being told (another
+        protocol put in its place) is not kept by its idle timer, which
+        then does nothing.
+        """
+        connection, transport = connect(self.limiter)
+        connection.dataReceived(get(b"/now"))
+        channel = weakref.ref(connection.wrappedProtocol)
+        connection.wrappedProtocol = Protocol()
+        # As a transport lets go of its producer when its connection goes.
+        transport.unregisterProducer()
+        gc.collect()
+        self.assertIsNone(channel())
+        self.clock.advance(IDLE_TIMEOUT)
+        self.assertFalse(transport.disconnecting)
+
+    def test_webSocketStopsIdleTimer(self) -> None:
+        """
+        A connection upgraded to a WebSocket, whose HTTP channel is never
+        told it is lost, leaves no idle timer of it behind.
+        """
+        from artcast.server.routes import ArtcastApp
+        from artcast.server.store import KeyStore
+
+        store = KeyStore(self.clock, instance="srv")
+        limiter = makeLimiter(self.clock, ArtcastApp(store, self.clock).resource())
+        connection, transport = connect(limiter)
+        connection.dataReceived(
+            b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.assertIn(b" 101 Switching Protocols\r\n", transport.value())
         self.assertEqual(self.idleCalls(), [])
 
     def test_nextRequestDeadline(self) -> None:

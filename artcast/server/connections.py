@@ -45,9 +45,11 @@ C{output-full} and C{shutting-down}.
 from __future__ import annotations
 
 import random
+import re
 import resource as _resource
 import socket
 import time
+import weakref
 from collections import Counter, deque
 from io import BytesIO
 from typing import Any, Callable, TextIO
@@ -59,7 +61,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, datetimeToString
-from twisted.web.iweb import IRequest
+from twisted.web.iweb import INonQueuedRequestFactory, IRequest
 from twisted.web.resource import Resource
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
@@ -954,6 +956,31 @@ def boundedRequestFactory(maxBody: int) -> type[BoundedRequest]:
     return type("BoundedRequest", (BoundedRequest,), {"maxBody": maxBody})
 
 
+#: The longest request head L{ArtcastChannel} reads in one step.
+_FAST_HEAD_MAX = 8192
+_FAST_METHODS = frozenset((b"GET", b"HEAD"))
+#: A request target, a header name (a token) and a value's bad bytes, for
+#: the heads read in one step: no wider than what Twisted accepts.
+_FAST_TARGET = re.compile(rb"[!-~]+\Z").match
+_FAST_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z").match
+_FAST_BAD_VALUE = re.compile(rb"[\x00\r\n]").search
+#: Headers whose heads Twisted reads itself (body, cookies, C{100-continue}),
+#: and C{Connection}, read only when not C{close}.
+_SLOW_HEADERS = frozenset((
+    b"content-length", b"transfer-encoding", b"cookie", b"expect", b"connection",
+))
+
+
+def _idleDue(channel: weakref.ref[ArtcastChannel]) -> None:
+    """
+    An idle timer is due: tell its channel, if it is still there (see
+    L{ArtcastChannel.setTimeout}).
+    """
+    alive = channel()
+    if alive is not None:
+        alive._idled()
+
+
 @internals.quietIdleTimeouts
 class ArtcastChannel(HTTPChannel):
     """
@@ -1053,6 +1080,8 @@ class ArtcastChannel(HTTPChannel):
             transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._phase == _IDLE and data[-4:] == b"\r\n\r\n" and self._readHead(data):
+            return
         if data and self._phase < _READING:
             self._phase = _HEAD
             if self._timer is None:
@@ -1065,6 +1094,77 @@ class ArtcastChannel(HTTPChannel):
                     self._startHeaderDeadline()
                 return
         super().dataReceived(data)
+
+    def _readHead(self, data: bytes) -> bool:
+        """
+        Read a whole request head received in one piece, when it is a plain
+        one (C{GET} or C{HEAD}, HTTP/1.1, no body, cookie, C{Expect} or
+        C{Connection: close}, nothing unusual in its lines) and the channel
+        waits for it as Twisted leaves it between requests
+        (L{internals.headFits}): in one step, leaving the channel and the
+        request as Twisted's line-by-line reading would, instead of a
+        method call or two per line.  Most requests of a busy server are
+        long polls, a head of a few lines in one segment.
+
+        @return: Whether it was read; if not, nothing was done, and Twisted
+            reads it.
+        """
+        if (
+            len(data) > _FAST_HEAD_MAX
+            or not internals.headFits(self)
+            or self.refusal is not None
+            or self.closing
+        ):
+            return False
+        lines = data[:-4].split(b"\r\n")
+        requestLine = lines[0].split(b" ")
+        if len(requestLine) != 3:
+            return False
+        method, target, version = requestLine
+        if (
+            method not in _FAST_METHODS
+            or version != b"HTTP/1.1"
+            or not _FAST_TARGET(target)
+            or len(lines) > self.maxHeaders
+            or len(data) > self.totalHeadersSize
+            or INonQueuedRequestFactory.providedBy(self.requestFactory)
+        ):
+            return False
+        pairs = []
+        connection = None
+        for i in range(1, len(lines)):
+            name, colon, value = lines[i].partition(b":")
+            if not colon or not _FAST_NAME(name):
+                return False
+            value = value.strip(b" \t")
+            if _FAST_BAD_VALUE(value):
+                return False
+            lower = name.lower()
+            if lower in _SLOW_HEADERS:
+                if lower != b"connection":
+                    return False
+                if connection is None:
+                    # Twisted's checkPersistence reads the first one.
+                    connection = value
+                    if b"close" in [token.lower() for token in value.split(b" ")]:
+                        return False
+            pairs.append((name, value))
+        self.resetTimeout()
+        internals.receiving(self, True)
+        try:
+            self._stopTimer()
+            self._phase = _DISPATCHED
+            request = self.requestFactory(self, len(self.requests))
+            self.requests.append(request)
+            headers = request.requestHeaders
+            for name, value in pairs:
+                headers.addRawHeader(name, value)
+            request.gotLength(0)
+            internals.headRead(self)
+            request.requestReceived(method, target, version)
+        finally:
+            internals.receiving(self, False)
+        return True
 
     def allHeadersReceived(self) -> None:
         self._stopTimer()
@@ -1187,7 +1287,9 @@ class ArtcastChannel(HTTPChannel):
         again when it is answered, as Twisted's is (two of the reactor's
         timer operations per request): suspending it (C{None}) only says so,
         and the timer, when it is due, looks at when the connection was last
-        idle and waits again for what is left.
+        idle and waits again for what is left.  The timer holds the channel
+        weakly: a channel taken from its connection without being told (as
+        a WebSocket upgrade takes it) is not kept by it.
 
         @return: The period before.
         """
@@ -1196,7 +1298,7 @@ class ArtcastChannel(HTTPChannel):
         if period is not None:
             call = self._idleCall
             if call is None:
-                call = self._idleCall = self.callLater(period, self._idled)
+                call = self._idleCall = self.callLater(period, _idleDue, weakref.ref(self))
                 self._idleSince = call.seconds()
             else:
                 now = self._idleSince = call.seconds()
@@ -1223,17 +1325,25 @@ class ArtcastChannel(HTTPChannel):
             return
         left = self._idleSince + period - call.seconds()
         if left > 0:
-            self._idleCall = self.callLater(left, self._idled)
+            self._idleCall = self.callLater(left, _idleDue, weakref.ref(self))
         else:
             self.timeoutConnection()
+
+    def stopIdleTimer(self) -> None:
+        """
+        Cancel the idle timer, for good: the connection is lost, or taken
+        over by another protocol (a WebSocket).
+        """
+        self.timeOut = None
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopTimer()
         self._phase = _GONE
         super().connectionLost(reason)
-        call, self._idleCall = self._idleCall, None
-        if call is not None and call.active():
-            call.cancel()
+        self.stopIdleTimer()
 
 
 class LimitedSite(ArtcastSite):

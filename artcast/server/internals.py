@@ -15,6 +15,13 @@ not fast enough:
     does in its place (the names its code uses), and
     L{twisted.web.resource}'s C{_IEncodingResource}, through which it asks
     a resource for an encoder (such as gzip);
+  - L{headFits}, L{receiving} and L{headRead}: the state in which
+    L{HTTPChannel} and L{LineReceiver} wait for a request (C{_buffer},
+    C{_busyReceiving}, C{_HTTPChannel__first_line}, C{_HTTPChannel__header},
+    C{_handlingRequest}, C{_transferDecoder}, the header counts) and what
+    the methods that read a head do (the names their code uses), so that
+    L{artcast.server.connections.ArtcastChannel} may read a whole simple
+    head in one step and leave them as Twisted would;
   - L{queuedOutput} and L{dropQueuedOutput}: the output buffer of a
     transport (L{twisted.internet.abstract.FileDescriptor}'s C{dataBuffer},
     C{offset}, C{_tempDataBuffer}, C{_tempDataLen}, and
@@ -70,6 +77,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
+from twisted.protocols import basic
 from twisted.web import http, resource, server
 
 __all__ = [
@@ -78,6 +86,8 @@ __all__ = [
     "dropQueuedOutput",
     "encoderOf",
     "endpointAddress",
+    "headFits",
+    "headRead",
     "holdsPipeline",
     "pauseReading",
     "prebuiltFits",
@@ -87,6 +97,7 @@ __all__ = [
     "queuedOutput",
     "quietIdleTimeouts",
     "readingTooFar",
+    "receiving",
     "requestOver",
     "sendNow",
     "transportFull",
@@ -169,6 +180,99 @@ def encoderOf(resrc: Any, request: Any) -> Any:
 
 def _noEncoder(resrc: Any, request: Any) -> Any:
     return None
+
+
+# Reading a request's head
+
+
+#: The names the code of the methods that read a request's head uses, in
+#: Twisted 26.10 and 24.7: should one use others, it may do what
+#: L{artcast.server.connections.ArtcastChannel}'s own reading of a head does
+#: not, and every head is read by Twisted.
+_HEAD_NAMES = {
+    (http.HTTPChannel, "dataReceived"): ("LineReceiver", "basic", "dataReceived", "resetTimeout"),
+    (basic.LineReceiver, "dataReceived"): (
+        "MAX_LENGTH", "ValueError", "_buffer", "_busyReceiving", "delimiter", "disconnecting",
+        "len", "lineLengthExceeded", "lineReceived", "line_mode", "paused", "rawDataReceived",
+        "split", "transport",
+    ),
+    (http.HTTPChannel, "lineReceived"): (
+        "INonQueuedRequestFactory", "ValueError", "_HTTPChannel__first_line",
+        "_HTTPChannel__header", "_command", "_parseRequestLine", "_path",
+        "_receivedHeaderSize", "_respondToBadRequestAndDisconnect", "_version",
+        "allContentReceived", "allHeadersReceived", "append", "dataReceived",
+        "headerReceived", "len", "length", "lineReceived", "lstrip", "persistent",
+        "providedBy", "requestFactory", "requests", "setRawMode", "totalHeadersSize",
+    ),
+    (http.HTTPChannel, "headerReceived"): (
+        "InvalidHeaderName", "ValueError", "_istoken", "_maybeChooseTransferDecoder",
+        "_nameEncoder", "_receivedHeaderCount", "_respondToBadRequestAndDisconnect",
+        "addRawHeader", "encode", "len", "lower", "maxHeaders", "requestHeaders",
+        "requests", "split", "strip", "translate",
+    ),
+    (http.HTTPChannel, "allHeadersReceived"): (
+        "_send100Continue", "_version", "checkPersistence", "getRawHeaders", "gotLength",
+        "length", "lower", "parseCookies", "persistent", "requestHeaders", "requests",
+    ),
+    (http.HTTPChannel, "checkPersistence"): (
+        "getRawHeaders", "requestHeaders", "responseHeaders", "setRawHeaders", "split",
+    ),
+    (http.HTTPChannel, "allContentReceived"): (
+        "_HTTPChannel__first_line", "_command", "_handlingRequest", "_path",
+        "_receivedHeaderCount", "_receivedHeaderSize", "_savedTimeOut", "_transferDecoder",
+        "_version", "length", "requestReceived", "requests", "setRawMode", "setTimeout",
+        "timeOut",
+    ),
+    (http.Request, "parseCookies"): (
+        "ValueError", "getRawHeaders", "lstrip", "received_cookies", "requestHeaders", "split",
+    ),
+}
+
+
+def headFits(channel: Any) -> bool:
+    """
+    Is C{channel} waiting for a request as Twisted leaves it between
+    requests, with nothing of one buffered, so that a whole head just
+    received may be read in one step
+    (L{artcast.server.connections.ArtcastChannel.dataReceived})?
+    """
+    return bool(
+        channel._buffer == b""
+        and channel.line_mode
+        and not channel._busyReceiving
+        and not channel.paused
+        and channel._HTTPChannel__first_line == 1
+        and channel._HTTPChannel__header == b""
+        and channel.length == 0
+        and channel._transferDecoder is None
+        and not channel._handlingRequest
+        and channel._receivedHeaderCount == 0
+        and channel._receivedHeaderSize == 0
+        and channel.persistent
+        and not channel.requests
+    )
+
+
+def receiving(channel: Any, busy: bool) -> None:
+    """
+    Mark C{channel} as in the middle of reading what it received (or no
+    longer), as L{LineReceiver.dataReceived} does: what comes meanwhile is
+    buffered.
+    """
+    channel._busyReceiving = busy
+
+
+def headRead(channel: Any) -> None:
+    """
+    What L{HTTPChannel.allContentReceived} does, the counts of the head
+    aside (a head read in one step leaves them as they were): the idle
+    timeout suspended, the request marked as being handled, what comes
+    next buffered.
+    """
+    if channel.timeOut:
+        channel._savedTimeOut = channel.setTimeout(None)
+    channel._handlingRequest = True
+    channel.setRawMode()
 
 
 # Transports
@@ -475,6 +579,7 @@ def quietIdleTimeouts(channelClass: type[_Channel]) -> type[_Channel]:
 _FALLBACKS: dict[str, tuple[str, Callable[..., Any]]] = {
     "requestOver": ("disconnected", _requestOverPublic),
     "prebuiltFits": ("request", _prebuiltNever),
+    "headFits": ("head", _never),
     "processFits": ("process", _prebuiltNever),
     "encoderOf": ("process", _noEncoder),
     "queuedOutput": ("transport", _queuedOutputUnknown),
@@ -556,6 +661,43 @@ def _problems() -> dict[str, list[str]]:
         return line == (b"GET", b"/", b"HTTP/1.1")
 
     _expect(problems, "later", "HTTPChannel's request line", requestLine)
+
+    for (owner, method), names in _HEAD_NAMES.items():
+        _expect(problems, "head", "%s.%s" % (owner.__name__, method),
+                lambda owner=owner, method=method, names=names: (
+                    set(getattr(owner, method).__code__.co_names) <= set(names)
+                ))
+
+    class Received(http.Request):
+        def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+            pass
+
+    def between() -> bool:
+        # The function itself, not the one the last check chose.
+        headFits = _FAST["headFits"]
+        reading = http.HTTPChannel()
+        reading.callLater = Clock().callLater  # type: ignore[method-assign]
+        reading.requestFactory = Received  # type: ignore[assignment]
+        reading.makeConnection(StringTransport())
+        fresh = headFits(reading)
+        reading.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        midway = (
+            reading._HTTPChannel__header == b"Host: x"  # type: ignore[attr-defined]
+            and reading._HTTPChannel__first_line == 0  # type: ignore[attr-defined]
+            and not headFits(reading)
+        )
+        reading.dataReceived(b"\r\n")
+        read = (
+            reading._handlingRequest is True  # type: ignore[attr-defined]
+            and reading._HTTPChannel__first_line == 1  # type: ignore[attr-defined]
+            and reading._receivedHeaderCount == 0
+            and not reading.line_mode
+            and not reading._busyReceiving
+        )
+        reading.setTimeout(None)
+        return fresh and midway and read
+
+    _expect(problems, "head", "HTTPChannel's state between requests", between)
 
     def pipeline() -> bool:
         channel.makeConnection(transport)

@@ -917,6 +917,11 @@ class _OneConnection:
         self.opening = opening
 
     def buildProtocol(self, addr: Any) -> StreamProtocol:
+        # The HTTP channel is done with: Autobahn takes its transport, and
+        # it is never told the connection is lost.
+        stopIdleTimer = getattr(self.opening.request.channel, "stopIdleTimer", None)
+        if stopIdleTimer is not None:
+            stopIdleTimer()
         protocol = cast(StreamProtocol, self.factory.buildProtocol(addr))
         protocol.opening = self.opening
         protocol.log = self.opening.manager.protocolLog
