@@ -539,6 +539,8 @@ class FastHeadTests(SynchronousTestCase):
     def _serve(self, data: bytes, then: bytes) -> dict[str, Any]:
         resource = _Recording()
         limiter = makeLimiter(Clock(), resource)
+        # The server's request class.
+        limiter.site.requestFactory = boundedRequestFactory(10)
         connection, transport = connect(limiter)
         channel = connection.wrappedProtocol
         lines = countCalls(channel, "lineReceived")
@@ -626,6 +628,32 @@ class FastHeadTests(SynchronousTestCase):
         self.assertTrue(self.serve(head[:20], True, head[20:])["lines"])
         cookie = head.replace(b"Accept", b"Cookie")
         self.assertTrue(self.serve(cookie, True)["lines"])
+
+    def test_headersKeptAsRead(self) -> None:
+        """
+        A request whose head was read in one step keeps its headers as
+        names and values: read as Twisted's L{Request.getHeader} reads
+        them (the last value, any case; a text name gives text), without
+        making their object until something else asks for it.
+        """
+        resource = _Recording()
+        limiter = makeLimiter(Clock(), resource)
+        limiter.site.requestFactory = boundedRequestFactory(10)
+        connection, _ = connect(limiter)
+        connection.dataReceived(
+            b"GET /artcasts/k HTTP/1.1\r\nX-Twice: 1\r\nuser-AGENT: ua\r\nX-Twice: 2\r\n\r\n"
+        )
+        [request] = resource.requests
+        self.assertEqual(
+            [request.getHeader(name) for name in (b"x-twice", b"User-Agent", b"referer")],
+            [b"2", b"ua", None],
+        )
+        self.assertNotIn("requestHeaders", vars(request))
+        self.assertEqual(request.getHeader("user-agent"), "ua")
+        self.assertEqual(
+            list(request.requestHeaders.getAllRawHeaders()),
+            [(b"X-Twice", [b"1", b"2"]), (b"User-Agent", [b"ua"])],
+        )
 
     def test_pipelinedReadByTwisted(self) -> None:
         """

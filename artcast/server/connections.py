@@ -60,9 +60,9 @@ from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, I
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, datetimeToString
+from twisted.web.http import HTTPChannel, datetimeToString, parse_qs
 from twisted.web.iweb import INonQueuedRequestFactory, IRequest
-from twisted.web.resource import Resource
+from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 from twisted.web.server import version as serverVersion
@@ -672,28 +672,36 @@ class ArtcastRequest(Request):
                     date = _lastDate[0]
                 else:
                     _lastDate[0] = date
-                mask = _RESPONSE_HEADERS_BIT
+                mask |= _RESPONSE_HEADERS_BIT
                 del self.responseHeaders
-        pairs: list[bytes] = []
-        for name, values in self.requestHeaders.getAllRawHeaders():
-            if len(values) != 1:
-                pairs = []
-                break
-            pairs += (name, values[0])
+        pairs: Any
+        if mask & _REQUEST_HEADERS_BIT:
+            # Kept so since the head was read (ArtcastChannel._readHead).
+            assert lean is not None
+            pairs = lean[2:]
         else:
-            mask |= _REQUEST_HEADERS_BIT
-            del self.requestHeaders
-        content = self.content
-        if type(content) is BytesIO and not content.getvalue():
-            mask |= _CONTENT_BIT
-            del self.content
+            pairs = []
+            for name, values in self.requestHeaders.getAllRawHeaders():
+                if len(values) != 1:
+                    pairs = []
+                    break
+                pairs += (name.lower(), values[0])
+            else:
+                mask |= _REQUEST_HEADERS_BIT
+                del self.requestHeaders
+            pairs = map(_shared, pairs)
+        if not mask & _CONTENT_BIT:
+            content = self.content
+            if type(content) is BytesIO and not content.getvalue():
+                mask |= _CONTENT_BIT
+                del self.content
         if self.cookies == []:
             mask |= _COOKIES_BIT
             del self.cookies
         if self.received_cookies == {}:
             mask |= _RECEIVED_COOKIES_BIT
             del self.received_cookies
-        if self.args == {}:
+        if not mask & _ARGS_BIT and self.args == {}:
             mask |= _ARGS_BIT
             del self.args
         if self.notifications == []:
@@ -715,7 +723,7 @@ class ArtcastRequest(Request):
             self.method = b"GET"
         if self.clientproto == b"HTTP/1.1":
             self.clientproto = b"HTTP/1.1"
-        self._lean = (mask | _HELD_BIT, date, *map(_shared, pairs))
+        self._lean = (mask | _HELD_BIT, date, *pairs)
 
     def process(self) -> None:
         """
@@ -739,7 +747,11 @@ class ArtcastRequest(Request):
             super().process()
             return
         site = self.site = self.channel.site
-        self._lean = (_RESPONSE_HEADERS_BIT, _httpDate())
+        lean = self._lean
+        if lean is None:
+            self._lean = (_RESPONSE_HEADERS_BIT, _httpDate())
+        else:
+            self._lean = (lean[0] | _RESPONSE_HEADERS_BIT, _httpDate(), *lean[2:])
         del self.responseHeaders
         self.prepath = []
         self.postpath = list(map(unquote_to_bytes, path[1:].split(b"/")))
@@ -808,9 +820,54 @@ class ArtcastRequest(Request):
         lean = self._lean
         if lean is None or not lean[0] & _REQUEST_HEADERS_BIT:
             return self.requestHeaders.getRawHeaders(name)
-        canonical = _CANONICAL.get(name) or _canonical(name)
-        values = [lean[i + 1] for i in range(2, len(lean), 2) if lean[i] == canonical]
-        return values or None
+        values = None
+        for i in range(2, len(lean), 2):
+            if lean[i] == name:
+                if values is None:
+                    values = [lean[i + 1]]
+                else:
+                    values.append(lean[i + 1])
+        return values
+
+    def getHeader(self, key: Any) -> Any:
+        """
+        Twisted's L{Request.getHeader} (the last value), read from the
+        headers kept as names and values while their object is let go of
+        (see L{hold}, L{ArtcastChannel._readHead}).
+        """
+        lean = self._lean
+        if lean is None or not lean[0] & _REQUEST_HEADERS_BIT or type(key) is not bytes:
+            return super().getHeader(key)
+        name = key.lower()
+        for i in range(len(lean) - 2, 1, -2):
+            if lean[i] == name:
+                return lean[i + 1]
+        return None
+
+    def receivedPlain(
+        self, command: bytes, path: bytes, version: bytes, headers: list[bytes]
+    ) -> None:
+        """
+        Twisted's L{Request.gotLength} (of 0) and L{Request.requestReceived}
+        for a head read in one step by L{ArtcastChannel._readHead} (a C{GET}
+        or C{HEAD} without a body), but what they would make empty (the
+        content buffer; the arguments, without a query) and the request
+        headers (given as lower-case names and values in turn) are kept as
+        L{hold} keeps them, made when asked for.
+        """
+        mask = _REQUEST_HEADERS_BIT | _CONTENT_BIT
+        del self.requestHeaders
+        self.method, self.uri = command, path
+        self.clientproto = version
+        parts = path.split(b"?", 1)
+        if len(parts) == 1:
+            self.path = path
+            mask |= _ARGS_BIT
+        else:
+            self.path, query = parts
+            self.args = parse_qs(query, 1)
+        self._lean = (mask, None, *headers)
+        self.process()
 
     def heldServer(self) -> bytes | None:
         """
@@ -872,24 +929,6 @@ _NOTIFICATIONS_BIT = _LEAN_BITS["notifications"]
 #: C{_cleanup} asks for them: the content L{None} (Twisted's class
 #: attribute, as after its C{del}), no notifications to fire.
 _LEAN_FINISHED: dict[str, Any] = {"content": None, "notifications": ()}
-
-#: Header names as L{Headers} gives them (which is how L{ArtcastRequest.hold}
-#: keeps them), by their lower case (see L{_canonical}).
-_CANONICAL: dict[bytes, bytes] = {}
-
-
-def _canonical(name: bytes) -> bytes:
-    """
-    A header name as L{Headers} gives it, kept for the names Artcast asks
-    for (a few, from its own code).
-    """
-    headers = Headers()
-    headers.addRawHeader(name, b"")
-    [(canonical, _)] = headers.getAllRawHeaders()
-    if len(_CANONICAL) < _SHARED_MAX:
-        _CANONICAL[name] = canonical
-    return canonical
-
 
 #: Request header names and values held requests share (see L{_shared}).
 _SHARED: dict[bytes, bytes] = {}
@@ -1130,7 +1169,7 @@ class ArtcastChannel(HTTPChannel):
             or INonQueuedRequestFactory.providedBy(self.requestFactory)
         ):
             return False
-        pairs = []
+        pairs: list[bytes] = []
         connection = None
         for i in range(1, len(lines)):
             name, colon, value = lines[i].partition(b":")
@@ -1148,7 +1187,7 @@ class ArtcastChannel(HTTPChannel):
                     connection = value
                     if b"close" in [token.lower() for token in value.split(b" ")]:
                         return False
-            pairs.append((name, value))
+            pairs += (_shared(lower), _shared(value))
         self.resetTimeout()
         internals.receiving(self, True)
         try:
@@ -1156,12 +1195,22 @@ class ArtcastChannel(HTTPChannel):
             self._phase = _DISPATCHED
             request = self.requestFactory(self, len(self.requests))
             self.requests.append(request)
-            headers = request.requestHeaders
-            for name, value in pairs:
-                headers.addRawHeader(name, value)
-            request.gotLength(0)
-            internals.headRead(self)
-            request.requestReceived(method, target, version)
+            if (
+                type(request).gotLength is BoundedRequest.gotLength
+                # (A site's getContentFile would make the content.)
+                and not hasattr(self.site, "getContentFile")
+            ):
+                # Artcast's request, which keeps what is empty and the
+                # headers lean from the start (see ArtcastRequest.hold).
+                internals.headRead(self)
+                request.receivedPlain(method, target, version, pairs)
+            else:
+                headers = request.requestHeaders
+                for i in range(0, len(pairs), 2):
+                    headers.addRawHeader(pairs[i], pairs[i + 1])
+                request.gotLength(0)
+                internals.headRead(self)
+                request.requestReceived(method, target, version)
         finally:
             internals.receiving(self, False)
         return True
@@ -1427,7 +1476,10 @@ class LimitedSite(ArtcastSite):
             reason = SHUTTING_DOWN
         if reason is not None:
             return _Unavailable(self, reason)
-        return super().getResourceFor(request)
+        # Site.getResourceFor, without copy.copy for a list.
+        request.site = self  # type: ignore[attr-defined]
+        request.sitepath = list(request.prepath)  # type: ignore[attr-defined]
+        return getChildForRequest(self.resource, request)
 
 
 class TrackedConnection(ProtocolWrapper):

@@ -223,6 +223,18 @@ _HEAD_NAMES = {
         "_version", "length", "requestReceived", "requests", "setRawMode", "setTimeout",
         "timeOut",
     ),
+    (http.Request, "requestReceived"): (
+        "_MultiPartParseException", "_getMultiPartArgs", "_parseContentType",
+        "_parsePOSTFormSubmission", "_respondToBadRequestAndDisconnect", "args", "channel",
+        "clientproto", "content", "getRawHeaders", "len", "method", "parse_qs", "path",
+        "process", "read", "requestHeaders", "seek", "split", "tell", "update", "uri",
+    ),
+    (http.Request, "getHeader"): ("getRawHeaders", "requestHeaders"),
+    (server.Request, "gotLength"): (
+        "AttributeError", "_HTTPRequest", "channel", "content", "getContentFile", "gotLength",
+        "site",
+    ),
+    (http.Request, "gotLength"): ("_getContentFile", "content"),
     (http.Request, "parseCookies"): (
         "ValueError", "getRawHeaders", "lstrip", "received_cookies", "requestHeaders", "split",
     ),
