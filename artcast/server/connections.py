@@ -746,6 +746,13 @@ class ArtcastRequest(Request):
         ):
             super().process()
             return
+        self._processLean()
+
+    def _processLean(self) -> None:
+        """
+        L{process}, once it is known that Twisted's would do no more.
+        """
+        path = self.path
         site = self.site = self.channel.site
         lean = self._lean
         if lean is None:
@@ -820,6 +827,8 @@ class ArtcastRequest(Request):
         lean = self._lean
         if lean is None or not lean[0] & _REQUEST_HEADERS_BIT:
             return self.requestHeaders.getRawHeaders(name)
+        if name not in lean:
+            return None
         values = None
         for i in range(2, len(lean), 2):
             if lean[i] == name:
@@ -839,6 +848,9 @@ class ArtcastRequest(Request):
         if lean is None or not lean[0] & _REQUEST_HEADERS_BIT or type(key) is not bytes:
             return super().getHeader(key)
         name = key.lower()
+        if name not in lean:
+            # (Most headers asked for are absent: found so in C.)
+            return None
         for i in range(len(lean) - 2, 1, -2):
             if lean[i] == name:
                 return lean[i + 1]
@@ -850,24 +862,28 @@ class ArtcastRequest(Request):
         """
         Twisted's L{Request.gotLength} (of 0) and L{Request.requestReceived}
         for a head read in one step by L{ArtcastChannel._readHead} (a C{GET}
-        or C{HEAD} without a body), but what they would make empty (the
-        content buffer; the arguments, without a query) and the request
-        headers (given as lower-case names and values in turn) are kept as
-        L{hold} keeps them, made when asked for.
+        or C{HEAD} without a body), but the empty content buffer it would
+        make and the request headers (given as lower-case names and values
+        in turn) are kept as L{hold} keeps them, made when asked for.
         """
         mask = _REQUEST_HEADERS_BIT | _CONTENT_BIT
         del self.requestHeaders
         self.method, self.uri = command, path
         self.clientproto = version
+        # The arguments are made even when empty: the long poll reads them.
+        self.args = {}
         parts = path.split(b"?", 1)
         if len(parts) == 1:
             self.path = path
-            mask |= _ARGS_BIT
         else:
             self.path, query = parts
             self.args = parse_qs(query, 1)
         self._lean = (mask, None, *headers)
-        self.process()
+        if self.path != b"*" and internals.processFits(self):
+            # (The response headers are still empty: no Connection: close.)
+            self._processLean()
+        else:
+            self.process()
 
     def heldServer(self) -> bytes | None:
         """
@@ -1351,7 +1367,8 @@ class ArtcastChannel(HTTPChannel):
                 self._idleSince = call.seconds()
             else:
                 now = self._idleSince = call.seconds()
-                if call.getTime() > now + period:
+                # (DelayedCall.time: when due, as it is never put later.)
+                if call.time > now + period:
                     # A shorter period than the one waited on.
                     call.reset(period)
         return before
