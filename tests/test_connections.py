@@ -1168,6 +1168,34 @@ class DeadlineTests(SynchronousTestCase):
         self.clock.advance(0.01)
         self.assertTrue(transport.disconnecting)
 
+    def test_heldPollReleasesIdleTimer(self) -> None:
+        """
+        A held long poll keeps no idle timer in memory while it waits; the
+        timer is made again when it is answered.
+        """
+        made: list[Any] = []
+
+        class Holding(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> Any:
+                made.append(request)
+                request.hold(_Poll())
+                return NOT_DONE_YET
+
+        limiter = makeLimiter(self.clock, Holding())
+        limiter.site.requestFactory = boundedRequestFactory(10)
+        connection, transport = connect(limiter)
+        self.assertEqual(len(self.idleCalls()), 1)
+        connection.dataReceived(get(b"/poll"))
+        self.assertEqual(self.idleCalls(), [])
+        [request] = made
+        request.setHeader(b"Content-Length", b"0")
+        request.finish()
+        self.assertEqual(len(self.idleCalls()), 1)
+        self.clock.advance(IDLE_TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+
     def test_shorterIdleTimeout(self) -> None:
         """
         A shorter period than the one waited on is kept to.

@@ -1664,6 +1664,20 @@ class SentAtOnceTests(SynchronousTestCase):
             self.assertIn(b'"value":%d}\n\n' % (value,), event)
             self.assertEqual(self.reactor.writers, set())
 
+    def test_noIdleTimerKept(self) -> None:
+        """
+        An open stream keeps no idle timer of its connection in memory.
+        """
+        self.connection.dataReceived(
+            b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        self.assertTrue(self.connection.streaming)
+        self.assertEqual(
+            [c for c in self.clock.getDelayedCalls()
+             if getattr(c.func, "__name__", "") == "_idleDue"],
+            [],
+        )
+
     def test_endedStreamOrdinary(self) -> None:
         """
         A stream the server ends puts the ordinary way back for what the

@@ -648,6 +648,9 @@ class ArtcastRequest(Request):
         prebuilt), so that every user still sees Twisted's L{Request}.
         """
         self.poll = poll
+        channel = self.channel
+        if isinstance(channel, ArtcastChannel):
+            channel.releaseIdleTimer()
         lean = self._lean
         if lean is None:
             mask = 0
@@ -1394,6 +1397,18 @@ class ArtcastChannel(HTTPChannel):
             self._idleCall = self.callLater(left, _idleDue, weakref.ref(self))
         else:
             self.timeoutConnection()
+
+    def releaseIdleTimer(self) -> None:
+        """
+        A request is held (a long poll, a stream), so the idle timeout,
+        suspended, will not be due for a while: let go of its timer now
+        rather than keep it in memory until due (made again, as Twisted
+        makes it, when the request is answered).
+        """
+        if self.timeOut is None:
+            call, self._idleCall = self._idleCall, None
+            if call is not None and call.active():
+                call.cancel()
 
     def stopIdleTimer(self) -> None:
         """

@@ -1051,6 +1051,9 @@ class StreamManager:
         # Sends the headers at once, even when the preamble is empty.
         request.write(format.preamble)
         sendStreamAtOnce(twistedRequest.channel.transport)
+        releaseIdleTimer = getattr(twistedRequest.channel, "releaseIdleTimer", None)
+        if releaseIdleTimer is not None:
+            releaseIdleTimer()
         twistedRequest.registerProducer(stream, True)
         twistedRequest.notifyFinish().addBoth(lambda ignored: stream.close())
         stream.begin(since)
