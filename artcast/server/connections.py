@@ -1407,6 +1407,8 @@ class ArtcastChannel(HTTPChannel):
         """
         if self.timeOut is None:
             call, self._idleCall = self._idleCall, None
+            # (Not a float of its own per waiting connection.)
+            self._idleSince = 0.0
             if call is not None and call.active():
                 call.cancel()
 
