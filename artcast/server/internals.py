@@ -61,7 +61,8 @@ at that state on objects made in memory.  Where it is not as expected
 (another Twisted or Autobahn), it puts the ordinary path in place of each
 function concerned, and the service says so in one error-log line: then no output is
 counted beyond what the public API gives, no pipelined request is held, no long poll gets the
-prebuilt answer, and Autobahn keeps its own timer.  The choice is made
+prebuilt answer, every request head is read and processed by Twisted, and Autobahn keeps its own
+timer.  The choice is made
 there, once: the functions read no flag per call.  Their users call them
 through this module (C{internals.requestOver(request)}), so that they get
 the choice made.
@@ -780,8 +781,8 @@ class InternalsService(Service):
             _log.error(
                 "Twisted's or Autobahn's internals are not as expected ({what}): "
                 "using the ordinary path where they are concerned (no output "
-                "accounting, pipelining hold, prebuilt long-poll answers, or "
-                "WebSocket timeouts on our clock)",
+                "accounting, pipelining hold, prebuilt long-poll answers, heads "
+                "read in one step, or WebSocket timeouts on our clock)",
                 what=", ".join(self.problems),
             )
 
