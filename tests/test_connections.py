@@ -650,10 +650,32 @@ class FastHeadTests(SynchronousTestCase):
         )
         self.assertNotIn("requestHeaders", vars(request))
         self.assertEqual(request.getHeader("user-agent"), "ua")
+        # A value that is also a name is not taken for one.
+        other = self.readOne(b"X-A: x-b\r\nX-B: 1\r\nX-C: x-c\r\nX-D: x-z\r\n")
+        self.assertEqual(
+            [other.getHeader(name) for name in (b"x-b", b"x-c", b"x-a", b"x-z")],
+            [b"1", b"x-c", b"x-b", None],
+        )
+        self.assertEqual(
+            [other.requestHeaderValues(name) for name in (b"x-b", b"x-z")], [[b"1"], None]
+        )
+        self.assertNotIn("requestHeaders", vars(other))
         self.assertEqual(
             list(request.requestHeaders.getAllRawHeaders()),
             [(b"X-Twice", [b"1", b"2"]), (b"User-Agent", [b"ua"])],
         )
+
+    def readOne(self, headers: bytes) -> Any:
+        """
+        The request of a poll with C{headers}, read in one step.
+        """
+        resource = _Recording()
+        limiter = makeLimiter(Clock(), resource)
+        limiter.site.requestFactory = boundedRequestFactory(10)
+        connection, _ = connect(limiter)
+        connection.dataReceived(b"GET /artcasts/k HTTP/1.1\r\n" + headers + b"\r\n")
+        [request] = resource.requests
+        return request
 
     def test_pipelinedReadByTwisted(self) -> None:
         """

@@ -832,6 +832,9 @@ class ArtcastRequest(Request):
             return self.requestHeaders.getRawHeaders(name)
         if name not in lean:
             return None
+        i = lean.index(name)
+        if not i % 2 and lean.count(name) == 1:
+            return [lean[i + 1]]
         values = None
         for i in range(2, len(lean), 2):
             if lean[i] == name:
@@ -854,6 +857,10 @@ class ArtcastRequest(Request):
         if name not in lean:
             # (Most headers asked for are absent: found so in C.)
             return None
+        i = lean.index(name)
+        if not i % 2 and lean.count(name) == 1:
+            # Once, as a name (names are at even places; found in C too).
+            return lean[i + 1]
         for i in range(len(lean) - 2, 1, -2):
             if lean[i] == name:
                 return lean[i + 1]
