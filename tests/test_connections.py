@@ -241,6 +241,24 @@ class _Poll:
         self.cancelled = True
 
 
+class _Holding(Resource):
+    """
+    Holds every request as a long poll does (L{ArtcastRequest.hold}),
+    keeping it in L{held}.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Any] = []
+
+    def render_GET(self, request: Any) -> Any:
+        self.held.append(request)
+        request.hold(_Poll())
+        return NOT_DONE_YET
+
+
 class HeldRequestTests(SynchronousTestCase):
     """
     L{ArtcastRequest.hold}: a held long poll lets go of the request state it
@@ -248,17 +266,9 @@ class HeldRequestTests(SynchronousTestCase):
     """
 
     def held(self, head: bytes = b"Host: a\r\n", target: bytes = b"/") -> Any:
-        made: list[Any] = []
-
-        class Holding(Resource):
-            isLeaf = True
-
-            def render_GET(self, request: Any) -> Any:
-                made.append(request)
-                request.hold(_Poll())
-                return NOT_DONE_YET
-
-        site = Site(Holding(), requestFactory=boundedRequestFactory(10))
+        holding = _Holding()
+        made = holding.held
+        site = Site(holding, requestFactory=boundedRequestFactory(10))
         channel = site.buildProtocol(None)
         self.transport = StringTransport()
         channel.makeConnection(self.transport)
@@ -1195,17 +1205,9 @@ class DeadlineTests(SynchronousTestCase):
         A held long poll keeps no idle timer in memory while it waits; the
         timer is made again when it is answered.
         """
-        made: list[Any] = []
-
-        class Holding(Resource):
-            isLeaf = True
-
-            def render_GET(self, request: Any) -> Any:
-                made.append(request)
-                request.hold(_Poll())
-                return NOT_DONE_YET
-
-        limiter = makeLimiter(self.clock, Holding())
+        holding = _Holding()
+        made = holding.held
+        limiter = makeLimiter(self.clock, holding)
         limiter.site.requestFactory = boundedRequestFactory(10)
         connection, transport = connect(limiter)
         self.assertEqual(len(self.idleCalls()), 1)

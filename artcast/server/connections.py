@@ -1425,9 +1425,7 @@ class ArtcastChannel(HTTPChannel):
         over by another protocol (a WebSocket).
         """
         self.timeOut = None
-        call, self._idleCall = self._idleCall, None
-        if call is not None and call.active():
-            call.cancel()
+        self.releaseIdleTimer()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopTimer()
