@@ -732,10 +732,10 @@ class ArtcastRequest(Request):
         """
         Twisted's L{Request.process}, but the C{Server} and C{Date} headers
         it sets first on headers still empty are let go of at once, as
-        L{hold} lets go of them, and
-        made again, as Twisted makes them, when something reads or sets the
-        response headers (most requests are long polls, whose prebuilt
-        answer carries its own); and the C{Date} is made once a second.
+        L{hold} lets go of them, and made again, as Twisted makes them, when
+        something reads or sets the response headers (most requests are
+        long polls, whose prebuilt answer carries its own); and the C{Date}
+        is made once a second.
         Twisted's own is used where L{internals.processFits} says ours may
         not do all it does, and for the path C{*}.
         """
@@ -831,9 +831,11 @@ class ArtcastRequest(Request):
         if lean is None or not lean[0] & _REQUEST_HEADERS_BIT:
             return self.requestHeaders.getRawHeaders(name)
         if name not in lean:
+            # (Most headers asked for are absent: found so in C.)
             return None
         i = lean.index(name)
         if not i % 2 and lean.count(name) == 1:
+            # Once, as a name (names are at even places; found in C too).
             return [lean[i + 1]]
         values = None
         for i in range(2, len(lean), 2):
@@ -853,18 +855,8 @@ class ArtcastRequest(Request):
         lean = self._lean
         if lean is None or not lean[0] & _REQUEST_HEADERS_BIT or type(key) is not bytes:
             return super().getHeader(key)
-        name = key.lower()
-        if name not in lean:
-            # (Most headers asked for are absent: found so in C.)
-            return None
-        i = lean.index(name)
-        if not i % 2 and lean.count(name) == 1:
-            # Once, as a name (names are at even places; found in C too).
-            return lean[i + 1]
-        for i in range(len(lean) - 2, 1, -2):
-            if lean[i] == name:
-                return lean[i + 1]
-        return None
+        values = self.requestHeaderValues(key.lower())
+        return values[-1] if values else None
 
     def receivedPlain(
         self, command: bytes, path: bytes, version: bytes, headers: list[bytes]
