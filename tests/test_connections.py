@@ -571,6 +571,8 @@ class FastHeadTests(SynchronousTestCase):
                     list(r.requestHeaders.getAllRawHeaders()), r.received_cookies,
                     None if r.content is None else r.content.getvalue(),
                     list(r.responseHeaders.getAllRawHeaders()), r.prepath, r.postpath,
+                    r.cookies, r.client, r.host, r.queued, r.transport is connection,
+                    vars(r).get("channel") is channel,
                 )
                 for r in resource.requests
             ]
@@ -674,6 +676,47 @@ class FastHeadTests(SynchronousTestCase):
             list(request.requestHeaders.getAllRawHeaders()),
             [(b"X-Twice", [b"1", b"2"]), (b"User-Agent", [b"ua"])],
         )
+
+    def test_madeWithoutContainers(self) -> None:
+        """
+        The request of a head read in one step is made without the empty
+        containers Twisted's constructor makes (headers, cookies,
+        notifications, adapter cache), each made, as Twisted's, when asked
+        for; the rest is what Twisted's constructor sets.
+        """
+        request = self.readOne(b"Host: x\r\n")
+        containers = (
+            "requestHeaders", "responseHeaders", "cookies", "received_cookies",
+            "notifications", "_adapterCache",
+        )
+        for name in containers:
+            self.assertNotIn(name, vars(request))
+        twisteds = boundedRequestFactory(10)(request.channel, 0)
+        for name in ("channel", "client", "host", "transport", "queued"):
+            self.assertEqual(getattr(request, name), getattr(twisteds, name), name)
+        self.assertEqual(request.cookies, [])
+        self.assertEqual(request.received_cookies, {})
+        self.assertEqual(request.notifications, [])
+        self.assertEqual(request._adapterCache, {})
+        request.setHeader(b"X-Made", b"1")
+        self.assertEqual(
+            [name for name, _ in request.responseHeaders.getAllRawHeaders()],
+            [b"Server", b"Date", b"X-Made"],
+        )
+        self.assertEqual(
+            list(request.requestHeaders.getAllRawHeaders()), [(b"Host", [b"x"])]
+        )
+
+    def test_madeByTwistedOtherwise(self) -> None:
+        """
+        Where L{internals.requestMade} may not make a request (another
+        Twisted), a head read in one step gets a request made by Twisted's
+        constructor.
+        """
+        self.patch(internals, "requestMade", internals._requestMadeNever)
+        request = self.readOne(b"Host: x\r\n")
+        self.assertIn("cookies", vars(request))
+        self.assertEqual(request.getHeader(b"host"), b"x")
 
     def readOne(self, headers: bytes) -> Any:
         """

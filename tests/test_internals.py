@@ -154,6 +154,22 @@ class CheckTests(SynchronousTestCase):
         self.assertFalse(internals.processFits(None))
         self.assertIsNone(internals.encoderOf(None, None))
 
+    def test_otherInitFallsBack(self) -> None:
+        """
+        A Twisted whose request constructor sets more than Artcast's way of
+        making a request knows is named, and every request is made by it.
+        """
+        self.addCleanup(internals.check)
+        twisted = http.Request.__init__
+
+        def init(request: Any, *args: Any, **kwargs: Any) -> None:
+            twisted(request, *args, **kwargs)
+            request.somethingNew = []
+
+        self.patch(http.Request, "__init__", init)
+        self.assertIn("Request's attributes when made", internals.check())
+        self.assertFalse(internals.requestMade(None, None))
+
     def test_autobahnFallsBack(self) -> None:
         """
         When Autobahn's factory has no C{_batched_timer} of its own, it is

@@ -637,6 +637,26 @@ class ArtcastRequest(Request):
         self._lean = None
         super().__init__(*args, **kwargs)
 
+    @classmethod
+    def madePlain(cls, channel: HTTPChannel) -> ArtcastRequest | None:
+        """
+        A request for C{channel}, first in its queue, made as Twisted's
+        constructor makes it, but with the empty containers it makes
+        (request and response headers, cookies, notifications, adapter
+        cache) let go of from the start, as L{hold} lets go of them, and
+        made when something asks for them: most requests of a busy server
+        are long polls, which use none.
+
+        @return: The request, or L{None} where L{internals.requestMade} may
+            not make it (then the constructor must).
+        """
+        request = cls.__new__(cls)
+        if not internals.requestMade(request, channel):
+            return None
+        request.poll = None
+        request._lean = (_MADE_LEAN, None)
+        return request
+
     def hold(self, poll: Any) -> None:
         """
         Wait on C{poll}, letting go meanwhile of what a held long poll does
@@ -698,29 +718,31 @@ class ArtcastRequest(Request):
             if type(content) is BytesIO and not content.getvalue():
                 mask |= _CONTENT_BIT
                 del self.content
-        if self.cookies == []:
-            mask |= _COOKIES_BIT
-            del self.cookies
-        if self.received_cookies == {}:
-            mask |= _RECEIVED_COOKIES_BIT
-            del self.received_cookies
+        if mask & _MADE_LEAN != _MADE_LEAN:
+            # (A request made by Twisted, not by madePlain.)
+            if not mask & _COOKIES_BIT and self.cookies == []:
+                mask |= _COOKIES_BIT
+                del self.cookies
+            if not mask & _RECEIVED_COOKIES_BIT and self.received_cookies == {}:
+                mask |= _RECEIVED_COOKIES_BIT
+                del self.received_cookies
+            if not mask & _NOTIFICATIONS_BIT and self.notifications == []:
+                mask |= _NOTIFICATIONS_BIT
+                del self.notifications
+            # getattr, not __dict__, which would make the instance a dict of
+            # its own.
+            if not mask & _ADAPTER_CACHE_BIT and getattr(self, "_adapterCache", None) == {}:
+                mask |= _ADAPTER_CACHE_BIT
+                del self._adapterCache
         if not mask & _ARGS_BIT and self.args == {}:
             mask |= _ARGS_BIT
             del self.args
-        if self.notifications == []:
-            mask |= _NOTIFICATIONS_BIT
-            del self.notifications
-        if self.prepath == _POLL_PREPATH:
+        if not mask & _PREPATH_BIT and self.prepath == _POLL_PREPATH:
             mask |= _PREPATH_BIT
             del self.prepath
-        # getattr, not __dict__, which would make the instance a dict of
-        # its own.
-        if getattr(self, "sitepath", None) == []:
+        if not mask & _SITEPATH_BIT and getattr(self, "sitepath", None) == []:
             mask |= _SITEPATH_BIT
             del self.sitepath
-        if getattr(self, "_adapterCache", None) == {}:
-            mask |= _ADAPTER_CACHE_BIT
-            del self._adapterCache
         # One object for the values every held request shares.
         if self.method == b"GET":
             self.method = b"GET"
@@ -760,9 +782,13 @@ class ArtcastRequest(Request):
         lean = self._lean
         if lean is None:
             self._lean = (_RESPONSE_HEADERS_BIT, _httpDate())
+            del self.responseHeaders
         else:
+            if not lean[0] & _RESPONSE_HEADERS_BIT:
+                del self.responseHeaders
+            # (Let go of empty since made, or made again: empty, as
+            # process would find them.)
             self._lean = (lean[0] | _RESPONSE_HEADERS_BIT, _httpDate(), *lean[2:])
-        del self.responseHeaders
         self.prepath = []
         self.postpath = list(map(unquote_to_bytes, path[1:].split(b"/")))
         try:
@@ -785,8 +811,9 @@ class ArtcastRequest(Request):
         value: Any
         if name == "responseHeaders":
             value = Headers()
-            value.setRawHeaders(b"Server", [_SERVER])
-            value.setRawHeaders(b"Date", [lean[1]])
+            if lean[1] is not None:
+                value.setRawHeaders(b"Server", [_SERVER])
+                value.setRawHeaders(b"Date", [lean[1]])
         elif name == "requestHeaders":
             value = Headers()
             for i in range(2, len(lean), 2):
@@ -868,8 +895,15 @@ class ArtcastRequest(Request):
         make and the request headers (given as lower-case names and values
         in turn) are kept as L{hold} keeps them, made when asked for.
         """
-        mask = _REQUEST_HEADERS_BIT | _CONTENT_BIT
-        del self.requestHeaders
+        lean = self._lean
+        if lean is None:
+            mask = _REQUEST_HEADERS_BIT | _CONTENT_BIT
+            date = None
+            del self.requestHeaders
+        else:
+            # Made by madePlain.
+            mask = lean[0] | _CONTENT_BIT
+            date = lean[1]
         self.method, self.uri = command, path
         self.clientproto = version
         # The arguments are made even when empty: the long poll reads them.
@@ -880,7 +914,7 @@ class ArtcastRequest(Request):
         else:
             self.path, query = parts
             self.args = parse_qs(query, 1)
-        self._lean = (mask, None, *headers)
+        self._lean = (mask, date, *headers)
         if self.path != b"*" and internals.processFits(self):
             # (The response headers are still empty: no Connection: close.)
             self._processLean()
@@ -894,7 +928,7 @@ class ArtcastRequest(Request):
             L{hold} (without making them again), else L{None}.
         """
         lean = self._lean
-        if lean is not None and lean[0] & _LEAN_BITS["responseHeaders"]:
+        if lean is not None and lean[0] & _RESPONSE_HEADERS_BIT and lean[1] is not None:
             return _SERVER
         return None
 
@@ -943,6 +977,12 @@ _COOKIES_BIT = _LEAN_BITS["cookies"]
 _RECEIVED_COOKIES_BIT = _LEAN_BITS["received_cookies"]
 _ARGS_BIT = _LEAN_BITS["args"]
 _NOTIFICATIONS_BIT = _LEAN_BITS["notifications"]
+#: What L{ArtcastRequest.madePlain} lets go of (with empty response
+#: headers: no C{Date} yet).
+_MADE_LEAN = (
+    _REQUEST_HEADERS_BIT | _RESPONSE_HEADERS_BIT | _COOKIES_BIT | _RECEIVED_COOKIES_BIT
+    | _NOTIFICATIONS_BIT | _ADAPTER_CACHE_BIT
+)
 #: What a finished request's let-go-of attributes are when Twisted's
 #: C{_cleanup} asks for them: the content L{None} (Twisted's class
 #: attribute, as after its C{del}), no notifications to fire.
@@ -1211,11 +1251,22 @@ class ArtcastChannel(HTTPChannel):
         try:
             self._stopTimer()
             self._phase = _DISPATCHED
-            request = self.requestFactory(self, len(self.requests))
+            factory = self.requestFactory
+            request = None
+            if (
+                isinstance(factory, type)
+                and issubclass(factory, ArtcastRequest)
+                and factory.__init__ is ArtcastRequest.__init__
+                and factory.gotLength is BoundedRequest.gotLength
+                # (A site's getContentFile would make the content.)
+                and not hasattr(self.site, "getContentFile")
+            ):
+                request = factory.madePlain(self)
+            if request is None:
+                request = factory(self, len(self.requests))
             self.requests.append(request)
             if (
                 type(request).gotLength is BoundedRequest.gotLength
-                # (A site's getContentFile would make the content.)
                 and not hasattr(self.site, "getContentFile")
             ):
                 # Artcast's request, which keeps what is empty and the

@@ -10,6 +10,12 @@ not fast enough:
   - L{requestOver} and L{prebuiltFits}: a request's C{_disconnected},
     C{_encoder} and C{_inFakeHead} (L{twisted.web.server.Request}), for the
     long poll's prebuilt answer written ahead of Twisted's header building;
+  - L{requestMade}: what Twisted's L{Request.__init__} sets on a new
+    request (C{channel}, C{client}, C{host}, C{transport}, C{queued},
+    C{_parsePOSTFormSubmission}) besides the empty containers a plain long
+    poll never uses, so that
+    L{artcast.server.connections.ArtcastRequest.madePlain} may make one
+    without them;
   - L{processFits} and L{encoderOf}: that Twisted's L{Request.process}
     still does only what L{artcast.server.connections.ArtcastRequest.process}
     does in its place (the names its code uses), and
@@ -79,6 +85,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 from twisted.protocols import basic
+from twisted.python import components
 from twisted.web import http, resource, server
 
 __all__ = [
@@ -99,6 +106,7 @@ __all__ = [
     "quietIdleTimeouts",
     "readingTooFar",
     "receiving",
+    "requestMade",
     "requestOver",
     "sendNow",
     "transportFull",
@@ -141,6 +149,66 @@ def prebuiltFits(request: Any) -> bool:
 
 
 def _prebuiltNever(request: Any) -> bool:
+    return False
+
+
+# Making a request
+
+
+#: The names the code of Twisted's request constructors uses (26.10 and
+#: 24.7), and the attributes a request has once made: should either differ,
+#: L{requestMade} may not set all a request needs, and every request is made
+#: by Twisted.
+_INIT_NAMES = {
+    (http.Request, "__init__"): (
+        "Headers", "_QUEUED_SENTINEL", "_parsePOSTFormSubmission", "channel", "client",
+        "cookies", "getHost", "getPeer", "host", "notifications", "queued",
+        "received_cookies", "requestHeaders", "responseHeaders", "transport",
+    ),
+    (server.Request, "__init__"): (
+        "Componentized", "_HTTPRequest", "__init__", "_parsePOSTFormSubmission",
+        "components", "site",
+    ),
+    (components.Componentized, "__init__"): ("_adapterCache",),
+}
+#: What L{requestMade} leaves out: each made empty by Twisted.
+_INIT_CONTAINERS = frozenset((
+    "notifications", "requestHeaders", "received_cookies", "responseHeaders",
+    "cookies", "_adapterCache",
+))
+#: Whether requests have C{_parsePOSTFormSubmission}, from the site
+#: (Twisted 24.10 and later).
+_PARSES_POST = "_parsePOSTFormSubmission" in server.Request.__init__.__code__.co_names
+#: What L{requestMade} sets.
+_INIT_SET = frozenset(
+    ("channel", "client", "host", "transport", "queued")
+    + (("_parsePOSTFormSubmission",) if _PARSES_POST else ())
+)
+
+
+def requestMade(request: Any, channel: Any) -> bool:
+    """
+    Set on C{request}, made without its constructor, what Twisted's
+    L{server.Request} constructor sets, for C{channel} and a request first
+    in its queue, but the empty containers it makes (C{notifications},
+    C{requestHeaders}, C{received_cookies}, C{responseHeaders}, C{cookies},
+    C{_adapterCache}): the caller stands in for them.
+
+    @return: Whether it was done; if not, the request must be made by its
+        constructor.
+    """
+    request.channel = channel
+    request.client = channel.getPeer()
+    request.host = channel.getHost()
+    request.transport = channel.transport
+    # (What HTTPChannel passes: the length of its queue, empty.)
+    request.queued = 0
+    if _PARSES_POST:
+        request._parsePOSTFormSubmission = channel.site._parsePOSTFormSubmission
+    return True
+
+
+def _requestMadeNever(request: Any, channel: Any) -> bool:
     return False
 
 
@@ -594,6 +662,7 @@ _FALLBACKS: dict[str, tuple[str, Callable[..., Any]]] = {
     "prebuiltFits": ("request", _prebuiltNever),
     "headFits": ("head", _never),
     "processFits": ("process", _prebuiltNever),
+    "requestMade": ("init", _requestMadeNever),
     "encoderOf": ("process", _noEncoder),
     "queuedOutput": ("transport", _queuedOutputUnknown),
     "dropQueuedOutput": ("transport", _dropNothing),
@@ -637,6 +706,30 @@ def _problems() -> dict[str, list[str]]:
         and callable(resource._IEncodingResource.providedBy)
         and callable(server.Request._handleStar)
     ))
+
+    for (owner, method), names in _INIT_NAMES.items():
+        _expect(problems, "init", "%s.%s" % (owner.__name__, method),
+                lambda owner=owner, method=method, names=names: (
+                    set(getattr(owner, method).__code__.co_names) <= set(names)
+                ))
+
+    def made() -> bool:
+        # What a request made by Twisted has, against one made by
+        # requestMade (the function itself, not the one chosen).
+        making = http.HTTPChannel()
+        making.site = server.Site(resource.Resource())
+        making.makeConnection(StringTransport())
+        making.setTimeout(None)
+        twisteds = server.Request(making, 0)
+        ours = server.Request.__new__(server.Request)
+        _FAST["requestMade"](ours, making)
+        return (
+            set(vars(twisteds)) == _INIT_CONTAINERS | _INIT_SET
+            and set(vars(ours)) == _INIT_SET
+            and all(getattr(ours, name) == getattr(twisteds, name) for name in _INIT_SET)
+        )
+
+    _expect(problems, "init", "Request's attributes when made", made)
 
     descriptor = abstract.FileDescriptor(reactor=MemoryReactorClock())
     _expect(problems, "transport", "FileDescriptor buffer", lambda: (
