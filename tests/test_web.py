@@ -6,19 +6,29 @@ L{StubTreq} with a L{Clock}.
 
 from __future__ import annotations
 
+import io
 import json
+import time
+from time import gmtime as _gmtime
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http
 
 from artcast.server.store import KeyStore
 from artcast.server.answers import headerKey, licenseLink
-from artcast.server.connections import ArtcastRequest, BoundedRequest
+from artcast.server import connections
+from artcast.server.connections import (
+    ArtcastRequest, BoundedRequest, LimitedSite, boundedRequestFactory,
+)
 from artcast.server.routes import ArtcastApp
 from artcast.wire import Stamp
 
@@ -1061,3 +1071,112 @@ class LongPollStructureTests(SynchronousTestCase):
         poll = channel.requests[0].poll
         self.assertIs(poll.answers, app.answers)
         self.assertEqual(poll.answer, app.answers.prebuiltAnswer)
+
+
+class PlainPollTests(SynchronousTestCase):
+    """
+    A long poll whose path is plain (printable ASCII, no percent-escape) is
+    given by the request straight to L{ArtcastResource.pollPlain}, not
+    through the site's resource lookup and the resource's C{render}: the
+    answers, and what the request holds, are those of that dispatch.
+    """
+
+    def setUp(self) -> None:
+        # The Date of Twisted's own answers (errors, pages).
+        self.patch(time, "time", lambda: 1_700_000_000.25)
+        if hasattr(http, "gmtime"):
+            self.patch(http, "gmtime", lambda at=None: _gmtime(1_700_000_000 if at is None else at))
+
+    def serve(
+        self, data: bytes, direct: bool, closing: bool = False
+    ) -> tuple[bytes, list[Any], int]:
+        """
+        Serve C{data} on one connection of a fresh server, publish a datum
+        of C{k}, and give what was sent, what each poll's request held when
+        the application took it, and how many resource lookups the site made.
+        """
+        plainPath = connections._PLAIN_POLL_PATH
+        if not direct:
+            connections._PLAIN_POLL_PATH = lambda path: None
+        try:
+            return self._serve(data, closing)
+        finally:
+            connections._PLAIN_POLL_PATH = plainPath
+
+    def _serve(self, data: bytes, closing: bool) -> tuple[bytes, list[Any], int]:
+        clock = Clock()
+        store = KeyStore(clock, instance="srv")
+        app = ArtcastApp(store, clock, pollTimeout=300.0)
+        site = LimitedSite(app.resource(), None, reactor=clock, stderr=io.StringIO())
+        # The server's request class.
+        site.requestFactory = boundedRequestFactory(10)
+        site.closing = closing
+        seen: list[Any] = []
+        poll = app.poll
+
+        def recording(request: Any, answer: Any) -> Any:
+            seen.append((request.prepath, request.postpath, request.sitepath,
+                         request.site is site, request.uri))
+            return poll(request, answer)
+
+        app.poll = recording  # type: ignore[method-assign]
+        lookups = []
+        lookup = site.getResourceFor
+
+        def counted(request: Any) -> Any:
+            lookups.append(request)
+            return lookup(request)
+
+        site.getResourceFor = counted  # type: ignore[method-assign]
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(data)
+        store.publish("k", {"a": 1})
+        store.publish("a/b", 2)
+        channel.connectionLost(Failure(ConnectionDone()))
+        return transport.value(), seen, len(lookups)
+
+    def test_sameAsThroughTheSite(self) -> None:
+        """
+        Plain polls, polls of keys with levels, with a query, C{HEAD}, a
+        page, and paths with escapes or bad bytes (which take the site's
+        way) are answered as through the site's lookup and C{render}; only
+        the plain ones skip the lookup.
+        """
+        for head, plain in (
+            (b"GET /artcasts/k HTTP/1.1", True),
+            (b"GET /artcasts/a/b HTTP/1.1", True),
+            (b"GET /artcasts/k?timeout=5 HTTP/1.1", True),
+            (b"HEAD /artcasts/k HTTP/1.1", True),
+            (b"GET /artcasts/k//x HTTP/1.1", True),
+            (b"GET /artcasts/%6b HTTP/1.1", False),
+            (b"GET /artcasts%2Fk HTTP/1.1", False),
+            (b"GET /artcasts/k%2Fx HTTP/1.1", False),
+            (b"GET /artcasts/%FF HTTP/1.1", False),
+            (b"GET /artcasts/%01 HTTP/1.1", False),
+            (b"GET /artcasts/ HTTP/1.1", False),
+            (b"GET /artcasts HTTP/1.1", False),
+        ):
+            for extra in (b"", b"Accept: text/html\r\n", b"Connection: close\r\n"):
+                data = head + b"\r\nHost: x\r\n" + extra + b"\r\n"
+                direct = self.serve(data, True)
+                through = self.serve(data, False)
+                self.assertEqual(direct[:2], through[:2], data)
+                self.assertEqual(through[2], 1, data)
+                # (Connection: close is processed by Twisted.)
+                skips = plain and not extra.startswith(b"Connection")
+                self.assertEqual(direct[2], 0 if skips else 1, data)
+        self.assertEqual(
+            self.serve(b"GET /artcasts/a/b HTTP/1.1\r\n\r\n", True)[1],
+            [([b"artcasts"], [b"a", b"b"], [], True, b"/artcasts/a/b")],
+        )
+
+    def test_refused(self) -> None:
+        """
+        While the server shuts down, a plain poll is refused as any other
+        request.
+        """
+        sent, seen, lookups = self.serve(b"GET /artcasts/k HTTP/1.1\r\n\r\n", True, True)
+        self.assertTrue(sent.startswith(b"HTTP/1.1 503 "), sent)
+        self.assertEqual(seen, [])

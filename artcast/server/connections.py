@@ -789,6 +789,30 @@ class ArtcastRequest(Request):
             # (Let go of empty since made, or made again: empty, as
             # process would find them.)
             self._lean = (lean[0] | _RESPONSE_HEADERS_BIT, _httpDate(), *lean[2:])
+        resrc = site.resource
+        pollPlain = getattr(resrc, "pollPlain", None)
+        if (
+            pollPlain is not None
+            and self.method in _FAST_METHODS
+            and _PLAIN_POLL_PATH(path)
+            and isinstance(site, LimitedSite)
+            and resrc.isLeaf
+            and site.refusalReason(self) is None
+        ):
+            # What getResourceFor and the resource's render would find: the
+            # resource itself (a leaf), the sitepath and prepath those of a
+            # poll, let go of as hold lets go of them; the path needs no
+            # decoding and passes render's checks.
+            made = self._lean
+            self._lean = (made[0] | _SITEPATH_BIT | _PREPATH_BIT, *made[1:])
+            self.postpath = path[10:].split(b"/")
+            try:
+                if pollPlain(self):
+                    return
+            except BaseException:
+                self.processingFailed(Failure())
+                return
+            self._lean = made
         self.prepath = []
         self.postpath = list(map(unquote_to_bytes, path[1:].split(b"/")))
         try:
@@ -1059,6 +1083,9 @@ _FAST_METHODS = frozenset((b"GET", b"HEAD"))
 #: A request target, a header name (a token) and a value's bad bytes, for
 #: the heads read in one step: no wider than what Twisted accepts.
 _FAST_TARGET = re.compile(rb"[!-~]+\Z").match
+#: The path of a long poll that L{ArtcastRequest.process} gives straight to
+#: the resource (see C{pollPlain}): printable ASCII, no percent-escape.
+_PLAIN_POLL_PATH = re.compile(rb"/artcasts/[!-$&-~]+\Z").match
 _FAST_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z").match
 _FAST_BAD_VALUE = re.compile(rb"[\x00\r\n]").search
 #: Headers whose heads Twisted reads itself (body, cookies, C{100-continue}),
@@ -1547,15 +1574,23 @@ class LimitedSite(ArtcastSite):
         self.closing = False
         self.headDeadlines = HeadDeadlines(self.reactor)
 
-    def getResourceFor(self, request: IRequest) -> Any:
+    def refusalReason(self, request: IRequest) -> str | None:
         """
-        The application's resource, or for a refused connection (or any new
-        request while shutting down) the C{503}.
+        @return: Why C{request} is turned away (its connection was refused,
+            the server is shutting down), or L{None}.
         """
         channel = request.channel  # type: ignore[attr-defined]
         reason = channel.refusalReason() if isinstance(channel, ArtcastChannel) else None
         if reason is None and self.closing:
             reason = SHUTTING_DOWN
+        return reason
+
+    def getResourceFor(self, request: IRequest) -> Any:
+        """
+        The application's resource, or for a refused connection (or any new
+        request while shutting down) the C{503}.
+        """
+        reason = self.refusalReason(request)
         if reason is not None:
             return _Unavailable(self, reason)
         # Site.getResourceFor, without copy.copy for a list.

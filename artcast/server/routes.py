@@ -167,6 +167,28 @@ class ArtcastResource(KleinResource):
         postpath = request.postpath or []
         request.prepath = (request.prepath or []) + postpath[:1]
         request.postpath = postpath[1:]
+        return self._answerPoll(request, application)
+
+    def pollPlain(self, request: Request) -> bool:
+        """
+        Answer a long poll as L{render} would, its path already checked and
+        its C{prepath} and C{postpath} set as L{_poll} sets them
+        (L{artcast.server.connections.ArtcastRequest.process} does so for a
+        path of printable ASCII without percent-escapes, which passes every
+        check of L{render}).
+
+        @return: Whether it was taken (without an application, it is not).
+        """
+        application = self.application
+        if application is None:
+            return False
+        self._answerPoll(request, application)
+        return True
+
+    def _answerPoll(self, request: Request, application: ArtcastApp) -> Any:
+        """
+        The rest of L{_poll}.
+        """
         try:
             result = application.poll(request, application.prebuiltAnswer)
             if isinstance(result, LongPoll):
