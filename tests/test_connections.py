@@ -99,6 +99,21 @@ def makeLimiter(
     return limiter
 
 
+def idleTimers(clock: Any, limiter: Any) -> list[Any]:
+    """
+    The pending timers of the idle timeouts of C{limiter}'s connections:
+    the live entries of its site's queue of them, and the reactor's calls
+    of one.
+    """
+    return [
+        entry for entry in limiter.site.idleDeadlines._entries
+        if entry.active() and entry.function.__name__ == "_idleDue"
+    ] + [
+        call for call in clock.getDelayedCalls()
+        if getattr(call.func, "__name__", "") == "_idleDue"
+    ]
+
+
 def connect(
     limiter: ConnectionLimiter, host: str = "10.0.0.1", port: int = 40000,
     transportType: type[StringTransport] = StringTransport,
@@ -1184,14 +1199,12 @@ class DeadlineTests(SynchronousTestCase):
             [e for e in events if "Timing out" in (e.get("log_format") or "")], []
         )
 
-    def idleCalls(self) -> list[Any]:
+    def idleCalls(self, limiter: Any = None) -> list[Any]:
         """
-        The pending calls of connections' idle timeouts.
+        The pending timers of the idle timeouts of the connections of
+        C{limiter} (by default the test's).
         """
-        return [
-            call for call in self.clock.getDelayedCalls()
-            if getattr(call.func, "__name__", "") == "_idleDue"
-        ]
+        return idleTimers(self.clock, limiter or self.limiter)
 
     def test_idleTimerKept(self) -> None:
         """
@@ -1207,18 +1220,25 @@ class DeadlineTests(SynchronousTestCase):
             return callLater(delay, f, *a, **kw)
 
         self.patch(self.clock, "callLater", recording)
+        deadlines = self.limiter.site.idleDeadlines
+        add = deadlines.add
+        self.patch(deadlines, "add", lambda *a: made.append("queued") or add(*a))
         connection, transport = connect(self.limiter)
         [timer] = self.idleCalls()
         step = IDLE_TIMEOUT / 10
-        for _ in range(20):
+        for _ in range(9):
+            connection.dataReceived(get(b"/now"))
+            self.clock.advance(step)
+        self.assertTrue(timer.active())
+        for _ in range(11):
             connection.dataReceived(get(b"/now"))
             self.clock.advance(step)
         self.assertFalse(transport.disconnecting)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 20)
-        # Made when connected, then again only when due (at 75 s and
-        # 142.5 s), for the time left.
-        self.assertEqual(made.count("_idleDue"), 3)
-        self.assertEqual(timer.cancelled, 0)
+        # Made when connected (in the site's queue), then again only when
+        # due (at 75 s and 142.5 s), for the time left.
+        self.assertEqual(made.count("queued"), 1)
+        self.assertEqual(made.count("_idleDue"), 2)
         self.clock.advance(IDLE_TIMEOUT - step - 0.01)
         self.assertFalse(transport.disconnecting)
         self.clock.advance(0.01)
@@ -1253,13 +1273,13 @@ class DeadlineTests(SynchronousTestCase):
         limiter = makeLimiter(self.clock, holding)
         limiter.site.requestFactory = boundedRequestFactory(10)
         connection, transport = connect(limiter)
-        self.assertEqual(len(self.idleCalls()), 1)
+        self.assertEqual(len(self.idleCalls(limiter)), 1)
         connection.dataReceived(get(b"/poll"))
-        self.assertEqual(self.idleCalls(), [])
+        self.assertEqual(self.idleCalls(limiter), [])
         [request] = made
         request.setHeader(b"Content-Length", b"0")
         request.finish()
-        self.assertEqual(len(self.idleCalls()), 1)
+        self.assertEqual(len(self.idleCalls(limiter)), 1)
         self.clock.advance(IDLE_TIMEOUT)
         self.assertTrue(transport.disconnecting)
 
@@ -1317,7 +1337,7 @@ class DeadlineTests(SynchronousTestCase):
             b"Sec-WebSocket-Version: 13\r\n\r\n"
         )
         self.assertIn(b" 101 Switching Protocols\r\n", transport.value())
-        self.assertEqual(self.idleCalls(), [])
+        self.assertEqual(self.idleCalls(limiter), [])
 
     def test_nextRequestDeadline(self) -> None:
         """
@@ -1529,14 +1549,14 @@ class HeadDeadlinesTests(SynchronousTestCase):
 
     def test_oneTimerForManyConnections(self) -> None:
         """
-        A site's connections waiting for their heads share one timer.
+        A site's connections waiting for their heads share one timer, and
+        their idle timeouts another.
         """
         limiter = makeLimiter(self.clock)
         before = len(self.clock.getDelayedCalls())
         transports = [connect(limiter, port=40000 + i)[1] for i in range(5)]
-        # Twisted's idle timeout is one timer per connection; the head
-        # deadlines add one for all.
-        self.assertEqual(len(self.clock.getDelayedCalls()), before + 5 + 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), before + 2)
+        self.assertEqual(len(idleTimers(self.clock, limiter)), 5)
         self.clock.advance(HEADER_TIMEOUT)
         self.assertTrue(all(t.disconnecting for t in transports))
 

@@ -49,6 +49,7 @@ from artcast.server.outlets.streams import (
 from artcast.server.routes import VALUE_TYPES, ArtcastApp
 from artcast.wire import Stamp
 from tests.harness import ArtcastProcess, readAvailable
+from tests.test_connections import idleTimers
 
 # Helpers
 
@@ -1621,7 +1622,7 @@ class SentAtOnceTests(SynchronousTestCase):
         self.clock = Clock()
         self.store = KeyStore(self.clock, instance="srv")
         app = ArtcastApp(self.store, self.clock)
-        limiter = makeLimiter(self.clock, app.resource())
+        limiter = self.limiter = makeLimiter(self.clock, app.resource())
         listening = socket.create_server(("127.0.0.1", 0))
         self.addCleanup(listening.close)
         self.theirs = socket.create_connection(listening.getsockname())
@@ -1672,11 +1673,7 @@ class SentAtOnceTests(SynchronousTestCase):
             b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
         )
         self.assertTrue(self.connection.streaming)
-        self.assertEqual(
-            [c for c in self.clock.getDelayedCalls()
-             if getattr(c.func, "__name__", "") == "_idleDue"],
-            [],
-        )
+        self.assertEqual(idleTimers(self.clock, self.limiter), [])
 
     def test_endedStreamOrdinary(self) -> None:
         """

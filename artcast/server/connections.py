@@ -442,20 +442,30 @@ class _Unavailable(Resource):
 
 class _Deadline:
     """
-    One entry of L{HeadDeadlines}: what to call at C{time}, unless
-    cancelled.  It has the two methods of L{IDelayedCall} that a channel
-    uses, C{active} and C{cancel}.
+    One entry of L{HeadDeadlines}: what to call at C{time}, with C{args},
+    unless cancelled.  It has what a channel uses of an L{IDelayedCall}:
+    C{active}, C{cancel}, C{seconds} and C{time}.
     """
 
-    __slots__ = ("time", "function", "queue")
+    __slots__ = ("time", "function", "queue", "args")
 
-    def __init__(self, time: float, function: Callable[[], Any], queue: HeadDeadlines) -> None:
+    def __init__(
+        self, time: float, function: Callable[..., Any], queue: HeadDeadlines,
+        args: tuple[Any, ...] = (),
+    ) -> None:
         self.time = time
-        self.function: Callable[[], Any] | None = function
+        self.function: Callable[..., Any] | None = function
         self.queue = queue
+        self.args = args
 
     def active(self) -> bool:
         return self.function is not None
+
+    def seconds(self) -> float:
+        """
+        @return: Now, by the clock that times it.
+        """
+        return self.queue.clock.seconds()
 
     def cancel(self) -> None:
         if self.function is not None:
@@ -465,9 +475,10 @@ class _Deadline:
 
 class HeadDeadlines:
     """
-    The request-head deadlines of a site's connections: one queue and one
-    timer for all of them, instead of a L{DelayedCall} per request (made,
-    pushed on the reactor's heap and cancelled for every request).
+    The request-head deadlines of a site's connections, or their idle
+    timeouts: one queue and one timer for all of them, instead of a
+    L{DelayedCall} per request (made, pushed on the reactor's heap and
+    cancelled for every request).
 
     Every deadline is now plus the same timeout, so they come in the order
     they are added: a deque, whose first live entry is the next to pass.  A
@@ -497,19 +508,20 @@ class HeadDeadlines:
         """
         return len(self._entries) - self._stale
 
-    def add(self, timeout: float, function: Callable[[], Any]) -> Any:
+    def add(self, timeout: float, function: Callable[..., Any], *args: Any) -> Any:
         """
-        Call C{function} in C{timeout} seconds unless the returned entry is
-        cancelled first.
+        Call C{function(*args)} in C{timeout} seconds unless the returned
+        entry is cancelled first.
 
-        @return: An object with C{active()} and C{cancel()}.
+        @return: An object with C{active()}, C{cancel()}, C{seconds()} and
+            C{time}, as an L{IDelayedCall} has them.
         """
         entries = self._entries
         if timeout != self.timeout:
             if entries:
-                return self.clock.callLater(timeout, function)
+                return self.clock.callLater(timeout, function, *args)
             self.timeout = timeout
-        entry = _Deadline(self.clock.seconds() + timeout, function, self)
+        entry = _Deadline(self.clock.seconds() + timeout, function, self, args)
         entries.append(entry)
         if self._timer is None:
             self._timer = self.clock.callLater(timeout, self._due)
@@ -544,9 +556,9 @@ class HeadDeadlines:
             entries.popleft()
             entry.function = None
             try:
-                function()
+                function(*entry.args)
             except Exception:
-                self._log.failure("A head deadline failed")
+                self._log.failure("A deadline failed")
             # What it called may have added or cancelled entries.
             entries = self._entries
         if entries and self._timer is None:
@@ -1428,7 +1440,8 @@ class ArtcastChannel(HTTPChannel):
     def setTimeout(self, period: float | None) -> float | None:
         """
         Twisted's idle timeout (L{TimeoutMixin}), kept with one timer per
-        connection that is not cancelled when a request comes and made
+        connection (an entry of the site's queue of them, not one of the
+        reactor's) that is not cancelled when a request comes and made
         again when it is answered, as Twisted's is (two of the reactor's
         timer operations per request): suspending it (C{None}) only says so,
         and the timer, when it is due, looks at when the connection was last
@@ -1443,15 +1456,27 @@ class ArtcastChannel(HTTPChannel):
         if period is not None:
             call = self._idleCall
             if call is None:
-                call = self._idleCall = self.callLater(period, _idleDue, weakref.ref(self))
+                call = self._idleCall = self._idleTimer(period)
                 self._idleSince = call.seconds()
             else:
                 now = self._idleSince = call.seconds()
-                # (DelayedCall.time: when due, as it is never put later.)
+                # (When due: it is never put later.)
                 if call.time > now + period:
                     # A shorter period than the one waited on.
-                    call.reset(period)
+                    call.cancel()
+                    self._idleCall = self.callLater(period, _idleDue, weakref.ref(self))
         return before
+
+    def _idleTimer(self, period: float) -> Any:
+        """
+        A timer of a whole idle timeout: an entry of the site's queue of
+        them (L{LimitedSite.idleDeadlines}), else a reactor's timer; it
+        holds the channel weakly.
+        """
+        deadlines = getattr(self.site, "idleDeadlines", None)
+        if deadlines is None:
+            return self.callLater(period, _idleDue, weakref.ref(self))
+        return deadlines.add(period, _idleDue, weakref.ref(self))
 
     def resetTimeout(self) -> None:
         """
@@ -1471,6 +1496,8 @@ class ArtcastChannel(HTTPChannel):
             return
         left = self._idleSince + period - call.seconds()
         if left > 0:
+            # (Not in the site's queue, whose entries all wait a whole
+            # period.)
             self._idleCall = self.callLater(left, _idleDue, weakref.ref(self))
         else:
             self.timeoutConnection()
@@ -1573,6 +1600,9 @@ class LimitedSite(ArtcastSite):
         self.rejected: Counter[str] = Counter()
         self.closing = False
         self.headDeadlines = HeadDeadlines(self.reactor)
+        #: The idle timeouts of its connections (see
+        #: L{ArtcastChannel.setTimeout}).
+        self.idleDeadlines = HeadDeadlines(self.reactor)
 
     def refusalReason(self, request: IRequest) -> str | None:
         """
@@ -1704,6 +1734,20 @@ class TrackedConnection(ProtocolWrapper):
             self.abortConnection()
             return
         factory.chargeOutput(self, queued)
+
+    def resumeProducing(self) -> None:
+        """
+        The transport's, asked for by name rather than through
+        L{ProtocolWrapper.__getattr__}: the HTTP channel calls it after
+        every answer.
+        """
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's (see L{resumeProducing}).
+        """
+        self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def getHost(self) -> IAddress:
         """
