@@ -817,7 +817,8 @@ class ArtcastRequest(Request):
             # decoding and passes render's checks.
             made = self._lean
             self._lean = (made[0] | _SITEPATH_BIT | _PREPATH_BIT, *made[1:])
-            self.postpath = path[10:].split(b"/")
+            # (A list of its own length: split's holds room for twelve.)
+            self.postpath = list(path[10:].split(b"/"))
             try:
                 if pollPlain(self):
                     return
