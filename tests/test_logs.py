@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
+from artcast.server import logs
 from artcast.server.logs import (
     ACCESS_LOG_BUFFER,
     ArtcastSite,
@@ -481,6 +482,28 @@ class AccessLogFormatTests(AccessLogTestsMixin, SynchronousTestCase):
         self.assertEqual(match.group(7), str(sentLength) if sentLength else "-")
         self.assertEqual(_unescape(match.group(8)), referer)
         self.assertEqual(_unescape(match.group(9)), agent)
+
+    def test_escapedFieldsRemembered(self) -> None:
+        """
+        The escaped request lines and header values remembered from line
+        to line give the lines a fresh escaping gives, and are bounded in
+        number and length.
+        """
+        self.patch(logs, "_escaped", {})
+        self.patch(logs, "_ESCAPED_MAX", 8)
+        lines = []
+        for i in range(20):
+            request = _request(
+                uri=b"/artcasts/k%d\x01\"" % (i % 10,),
+                headers={b"User-Agent": [b"ua \x7f %d" % (i % 10,)]},
+            )
+            lines.append(apacheCombinedLogFormatter(STAMP, request))
+            self.assertLessEqual(len(logs._escaped), 8)
+        self.assertEqual(lines[:10], lines[10:])
+        self.assertIn('"GET /artcasts/k3\\x01\\" HTTP/1.1"', lines[3])
+        self.assertTrue(lines[3].endswith('"ua \\x7f 3"'), lines[3])
+        apacheCombinedLogFormatter(STAMP, _request(uri=b"/" + b"a" * 300))
+        self.assertNotIn((b"GET", b"/" + b"a" * 300, b"HTTP/1.1"), logs._escaped)
 
     def test_escapeLogItemLeavesPrintableAscii(self) -> None:
         """

@@ -98,6 +98,28 @@ _ESCAPES = {
 }
 _PLAIN = bytes(byte for byte in range(256) if byte not in _ESCAPES)
 
+#: Fields of log lines already escaped (a server's clients send the same
+#: few request lines and header values again and again), up to
+#: L{_ESCAPED_MAX} of them, each at most L{_ESCAPED_LONGEST} bytes long;
+#: emptied when full.
+_escaped: dict[Any, str] = {}
+_ESCAPED_MAX = 1024
+_ESCAPED_LONGEST = 256
+
+
+def _escapedField(item: bytes) -> str:
+    """
+    L{escapeLogItem}, remembered (see L{_escaped}).
+    """
+    found = _escaped.get(item)
+    if found is None:
+        found = escapeLogItem(item)
+        if len(item) <= _ESCAPED_LONGEST:
+            if len(_escaped) >= _ESCAPED_MAX:
+                _escaped.clear()
+            _escaped[item] = found
+    return found
+
 
 def escapeLogItem(item: bytes) -> str:
     """
@@ -179,7 +201,7 @@ def _header(request: IRequest, name: bytes) -> str:
     if values is None:
         return "-"
     if len(values) == 1:
-        return escapeLogItem(values[0])
+        return _escapedField(values[0])
     return escapeLogItem(b", ".join(values))
 
 
@@ -197,9 +219,14 @@ def apacheCombinedLogFormatter(timestamp: str, request: IRequest) -> str:
 
     @return: The line, without its line feed; printable ASCII only.
     """
-    requestLine = escapeLogItem(
-        b"%s %s %s" % (request.method, request.uri, request.clientproto)
-    )
+    method, uri, version = request.method, request.uri, request.clientproto
+    requestLine = _escaped.get((method, uri, version))
+    if requestLine is None:
+        requestLine = escapeLogItem(b"%s %s %s" % (method, uri, version))
+        if len(uri) <= _ESCAPED_LONGEST:
+            if len(_escaped) >= _ESCAPED_MAX:
+                _escaped.clear()
+            _escaped[method, uri, version] = requestLine
     sentLength = request.sentLength  # type: ignore[attr-defined]
     return '%s - %s %s "%s" %d %s "%s" "%s"' % (
         _clientHost(request),
