@@ -763,6 +763,30 @@ class FastHeadTests(SynchronousTestCase):
         self.assertTrue(self.serve(head, True)["lines"])
 
 
+class ReadingTests(SynchronousTestCase):
+    """
+    L{TrackedConnection} pauses and resumes reading from its client.
+    """
+
+    def test_resumedOnlyWhenPaused(self) -> None:
+        """
+        The transport is asked to read again only after it was paused, not
+        after every answer, as the HTTP channel asks.
+        """
+        connection, transport = connect(makeLimiter(Clock(), _Recording()))
+        resumed = countCalls(transport, "resumeProducing")
+        for _ in range(3):
+            connection.dataReceived(b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 3)
+        self.assertEqual(resumed, [])
+        connection.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        connection.dataReceived(b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 4)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(resumed), 1)
+
+
 class PeerKeyTests(SynchronousTestCase):
     """
     L{addressHost} names the address a connection is counted under.

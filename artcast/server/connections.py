@@ -1649,6 +1649,8 @@ class TrackedConnection(ProtocolWrapper):
     outputCharge = 0
     #: Carrying a stream (L{sendStreamAtOnce}): each write is sent at once.
     streaming = False
+    #: Reading from the client is paused (L{pauseProducing}).
+    readingPaused = False
     _host: IAddress | None = None
     _peer: IAddress | None = None
 
@@ -1667,6 +1669,7 @@ class TrackedConnection(ProtocolWrapper):
         self.outputCharge = 0
         self.cut = False
         self.streaming = False
+        self.readingPaused = False
         self.disconnecting = 0
         # What makeConnection declares (the transport's interfaces).
         directlyProvides(self)
@@ -1738,16 +1741,21 @@ class TrackedConnection(ProtocolWrapper):
 
     def resumeProducing(self) -> None:
         """
-        The transport's, asked for by name rather than through
-        L{ProtocolWrapper.__getattr__}: the HTTP channel calls it after
-        every answer.
+        Read from the client again, if reading was paused: the HTTP channel
+        asks for this after every answer, and the transport would ask the
+        reactor to watch a socket it already watches.  (Only what the
+        connection wraps pauses the transport, through L{pauseProducing}:
+        nothing else holds it.)
         """
-        self.transport.resumeProducing()  # type: ignore[union-attr]
+        if self.readingPaused:
+            self.readingPaused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def pauseProducing(self) -> None:
         """
-        The transport's (see L{resumeProducing}).
+        Stop reading from the client (see L{resumeProducing}).
         """
+        self.readingPaused = True
         self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def getHost(self) -> IAddress:
