@@ -36,6 +36,7 @@ from twisted.web.test.requesthelper import DummyChannel
 from artcast.server import connections, internals, tap
 from artcast.server.connections import (
     ABORT_DELAY,
+    ArtcastChannel,
     BoundedRequest,
     ConnectionLimiter,
     HeadDeadlines,
@@ -691,6 +692,33 @@ class FastHeadTests(SynchronousTestCase):
             list(request.requestHeaders.getAllRawHeaders()),
             [(b"X-Twice", [b"1", b"2"]), (b"User-Agent", [b"ua"])],
         )
+
+    def test_headsRemembered(self) -> None:
+        """
+        A plain head read again is taken from those remembered, with the
+        same request; the remembered heads are bounded in number and
+        length, and a channel's own limits still apply to them.
+        """
+        self.patch(connections, "_heads", {})
+        self.patch(connections, "_HEADS_MAX", 3)
+        head = b"X-A: 1\r\nUser-Agent: ua\r\n"
+        first, again = self.readOne(head), self.readOne(head)
+        self.assertEqual(len(connections._heads), 1)
+        self.assertEqual(
+            (first.uri, first.requestHeaderValues(b"x-a"), first.getHeader(b"user-agent")),
+            (again.uri, again.requestHeaderValues(b"x-a"), again.getHeader(b"user-agent")),
+        )
+        for i in range(5):
+            self.readOne(b"X-N: %d\r\n" % (i,))
+            self.assertLessEqual(len(connections._heads), 3)
+        self.readOne(b"X-Long: " + b"a" * connections._HEADS_LONGEST + b"\r\n")
+        self.assertNotIn(b"a" * connections._HEADS_LONGEST, b"".join(connections._heads))
+        # Fewer header lines allowed than the remembered head has: Twisted
+        # reads it, and refuses it.
+        self.patch(ArtcastChannel, "maxHeaders", 1)
+        seen = self.serve(b"GET /now HTTP/1.1\r\n" + head + b"\r\n", True)
+        self.assertTrue(seen["lines"])
+        self.assertIn(b"400", seen["read sent"])
 
     def test_madeWithoutContainers(self) -> None:
         """

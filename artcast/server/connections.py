@@ -1108,6 +1108,78 @@ _SLOW_HEADERS = frozenset((
 ))
 
 
+def _plainHead(data: bytes) -> tuple[bytes, bytes, bytes, tuple[bytes, ...], int] | None:
+    """
+    Read a whole request head (ending with its empty line) if it is a plain
+    one, as L{ArtcastChannel._readHead} takes it: a C{GET} or C{HEAD},
+    HTTP/1.1, no body, cookie, C{Expect} or C{Connection: close}, nothing
+    unusual in its lines.
+
+    @return: Its method, target, version, header names (in lower case) and
+        values in turn, and its number of lines; or L{None}.
+    """
+    lines = data[:-4].split(b"\r\n")
+    requestLine = lines[0].split(b" ")
+    if len(requestLine) != 3:
+        return None
+    method, target, version = requestLine
+    if method not in _FAST_METHODS or version != b"HTTP/1.1" or not _FAST_TARGET(target):
+        return None
+    pairs: list[bytes] = []
+    connection = None
+    for i in range(1, len(lines)):
+        name, colon, value = lines[i].partition(b":")
+        if not colon or not _FAST_NAME(name):
+            return None
+        value = value.strip(b" \t")
+        if _FAST_BAD_VALUE(value):
+            return None
+        lower = name.lower()
+        if lower in _SLOW_HEADERS:
+            if lower != b"connection":
+                return None
+            if connection is None:
+                # Twisted's checkPersistence reads the first one.
+                connection = value
+                if b"close" in [token.lower() for token in value.split(b" ")]:
+                    return None
+        pairs += (_shared(lower), _shared(value))
+    return method, target, version, tuple(pairs), len(lines)
+
+
+#: Plain heads already read (L{_plainHead}), by their bytes: a long poll's
+#: client sends the same head again and again.  At most L{_HEADS_MAX} of
+#: them, each at most L{_HEADS_LONGEST} bytes; emptied when full.
+_heads: dict[bytes, tuple[bytes, bytes, bytes, tuple[bytes, ...], int]] = {}
+_HEADS_MAX = 512
+_HEADS_LONGEST = 1024
+#: The request factory last asked about, and what L{_factoryKind} said.
+_lastFactory: list[Any] = [None, None]
+
+
+def _factoryKind(factory: Any) -> bool | None:
+    """
+    What kind of requests a channel's C{requestFactory} makes, for a head
+    read in one step: L{None} if Twisted must read their heads (a
+    non-queued request factory), L{True} if it is Artcast's own request,
+    made by L{ArtcastRequest.madePlain}, else L{False}.
+    """
+    if factory is _lastFactory[0]:
+        return _lastFactory[1]
+    kind: bool | None
+    if INonQueuedRequestFactory.providedBy(factory):
+        kind = None
+    else:
+        kind = (
+            isinstance(factory, type)
+            and issubclass(factory, ArtcastRequest)
+            and factory.__init__ is ArtcastRequest.__init__
+            and factory.gotLength is BoundedRequest.gotLength
+        )
+    _lastFactory[:] = [factory, kind]
+    return kind
+
+
 def _idleDue(channel: weakref.ref[ArtcastChannel]) -> None:
     """
     An idle timer is due: tell its channel, if it is still there (see
@@ -1253,51 +1325,31 @@ class ArtcastChannel(HTTPChannel):
             or self.closing
         ):
             return False
-        lines = data[:-4].split(b"\r\n")
-        requestLine = lines[0].split(b" ")
-        if len(requestLine) != 3:
-            return False
-        method, target, version = requestLine
+        head = _heads.get(data)
+        if head is None:
+            head = _plainHead(data)
+            if head is None:
+                return False
+            if len(data) <= _HEADS_LONGEST:
+                if len(_heads) >= _HEADS_MAX:
+                    _heads.clear()
+                _heads[data] = head
+        method, target, version, pairs, lineCount = head
+        factory = self.requestFactory
         if (
-            method not in _FAST_METHODS
-            or version != b"HTTP/1.1"
-            or not _FAST_TARGET(target)
-            or len(lines) > self.maxHeaders
+            lineCount > self.maxHeaders
             or len(data) > self.totalHeadersSize
-            or INonQueuedRequestFactory.providedBy(self.requestFactory)
+            or _factoryKind(factory) is None
         ):
             return False
-        pairs: list[bytes] = []
-        connection = None
-        for i in range(1, len(lines)):
-            name, colon, value = lines[i].partition(b":")
-            if not colon or not _FAST_NAME(name):
-                return False
-            value = value.strip(b" \t")
-            if _FAST_BAD_VALUE(value):
-                return False
-            lower = name.lower()
-            if lower in _SLOW_HEADERS:
-                if lower != b"connection":
-                    return False
-                if connection is None:
-                    # Twisted's checkPersistence reads the first one.
-                    connection = value
-                    if b"close" in [token.lower() for token in value.split(b" ")]:
-                        return False
-            pairs += (_shared(lower), _shared(value))
         self.resetTimeout()
         internals.receiving(self, True)
         try:
             self._stopTimer()
             self._phase = _DISPATCHED
-            factory = self.requestFactory
             request = None
             if (
-                isinstance(factory, type)
-                and issubclass(factory, ArtcastRequest)
-                and factory.__init__ is ArtcastRequest.__init__
-                and factory.gotLength is BoundedRequest.gotLength
+                _factoryKind(factory)
                 # (A site's getContentFile would make the content.)
                 and not hasattr(self.site, "getContentFile")
             ):
