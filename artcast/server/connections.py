@@ -919,7 +919,14 @@ class ArtcastRequest(Request):
         lean = self._lean
         if lean is None or not lean[0] & _REQUEST_HEADERS_BIT or type(key) is not bytes:
             return super().getHeader(key)
-        values = self.requestHeaderValues(key.lower())
+        name = key.lower()
+        if name not in lean:
+            return None
+        i = lean.index(name)
+        if not i % 2 and lean.count(name) == 1:
+            # (As in requestHeaderValues.)
+            return lean[i + 1]
+        values = self.requestHeaderValues(name)
         return values[-1] if values else None
 
     def receivedPlain(
