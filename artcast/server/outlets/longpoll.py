@@ -183,7 +183,8 @@ class LongPoll(Waiter):
         """
         Answer with what C{make(*args)} gives, unless the request is over.
         """
-        request = cast(Request, self.request)
+        # (Not typing.cast: a call per answer.)
+        request: Any = self.request
         if self.deferred is None and internals.requestOver(request):
             return
         try:
