@@ -1180,3 +1180,73 @@ class PlainPollTests(SynchronousTestCase):
         sent, seen, lookups = self.serve(b"GET /artcasts/k HTTP/1.1\r\n\r\n", True, True)
         self.assertTrue(sent.startswith(b"HTTP/1.1 503 "), sent)
         self.assertEqual(seen, [])
+
+
+class RememberedWaitTests(SynchronousTestCase):
+    """
+    What a plain head's long poll waited on is remembered by the head
+    (L{artcast.server.connections.PlainHead}): the next request with the
+    same head waits on the same, without asking again.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = KeyStore(self.clock, instance="srv")
+        self.app = ArtcastApp(self.store, self.clock, pollTimeout=30.0)
+        self.site = LimitedSite(self.app.resource(), None, reactor=self.clock, stderr=io.StringIO())
+        self.site.requestFactory = boundedRequestFactory(10)
+        self.polls: list[Any] = []
+        poll = self.app.poll
+
+        def recording(request: Any, answer: Any) -> Any:
+            result = poll(request, answer)
+            self.polls.append(result)
+            return result
+
+        self.app.poll = recording  # type: ignore[method-assign]
+
+    def send(self, data: bytes) -> StringTransport:
+        channel = self.site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(data)
+        return transport
+
+    def test_sameWait(self) -> None:
+        """
+        A second poll with the same head waits as the first (key,
+        representation, timeout), and both get the same answer.
+        """
+        head = b"GET /artcasts/a/b HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n"
+        transports = [self.send(head), self.send(head)]
+        self.assertEqual(len(self.app._waits), 1)
+        first, second = self.polls
+        for name in ("pattern", "contentType", "timeout", "gap", "skipThrough", "origin"):
+            self.assertEqual(getattr(first, name), getattr(second, name), name)
+        self.assertEqual((second.pattern, second.contentType, second.timeout),
+                         ("a/b", "text/plain", 30.0))
+        self.store.publish("a/b", "v")
+        answers = [t.value() for t in transports]
+        self.assertEqual(answers[0], answers[1])
+        self.assertTrue(answers[0].endswith(b"\r\n\r\nv"), answers[0])
+        self.clock.advance(30)
+
+    def test_ownArgumentsNotRemembered(self) -> None:
+        """
+        A head with a query (C{since}, C{timeout}) or C{If-None-Match}, or
+        one whose poll is answered at once, is not remembered: each such
+        request is read again.
+        """
+        self.store.publish("k", 1)
+        for head in (
+            b"GET /artcasts/k?timeout=5 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /artcasts/k HTTP/1.1\r\nIf-None-Match: \"nope\"\r\n\r\n",
+            b"GET /artcasts/k HTTP/1.1\r\nAccept: text/html\r\n\r\n",
+            b"GET /artcasts/k HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+            b"GET /artcasts/k?since=latest HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            self.send(head)
+            self.send(head)
+        self.assertEqual(self.app._waits, {})
+        self.assertEqual(self.polls[0].timeout, 5.0)
+        self.clock.advance(30)

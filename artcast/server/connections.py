@@ -112,6 +112,7 @@ __all__ = [
     "ConnectionLimiter",
     "HeadDeadlines",
     "LimitedSite",
+    "PlainHead",
     "RetrySpread",
     "TrackedConnection",
     "boundedRequestFactory",
@@ -635,9 +636,12 @@ class ArtcastRequest(Request):
     # table among a class's instances for at most 30 names, and Twisted's
     # request, answering a stream, already sets 29 (past 30, each request
     # makes a dict of its own, 1.5 KB).
-    __slots__ = ("poll", "_lean")
+    __slots__ = ("poll", "_lean", "plainHead")
 
     poll: Any
+    #: The head, when it was read in one step (L{ArtcastChannel._readHead}),
+    #: else L{None}.
+    plainHead: PlainHead | None
     #: What a held request let go of (see L{hold}): L{None}, or a tuple of
     #: a bit mask of the attributes dropped (L{_LEAN_BITS}), the C{Date}
     #: value of the response headers dropped, and the request headers'
@@ -647,6 +651,7 @@ class ArtcastRequest(Request):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.poll = None
         self._lean = None
+        self.plainHead = None
         super().__init__(*args, **kwargs)
 
     @classmethod
@@ -666,6 +671,7 @@ class ArtcastRequest(Request):
         if not internals.requestMade(request, channel):
             return None
         request.poll = None
+        request.plainHead = None
         request._lean = (_MADE_LEAN, None)
         return request
 
@@ -1115,15 +1121,41 @@ _SLOW_HEADERS = frozenset((
 ))
 
 
-def _plainHead(data: bytes) -> tuple[bytes, bytes, bytes, tuple[bytes, ...], int] | None:
+class PlainHead:
+    """
+    A plain request head as L{ArtcastChannel._readHead} reads it (see
+    L{_plainHead}), one object for every request whose head has the same
+    bytes (L{ArtcastRequest.plainHead}): what is made of the head alone may
+    be remembered by it (as L{artcast.server.routes.ArtcastApp.poll} does).
+
+    @ivar method: The method, C{GET} or C{HEAD}.
+    @ivar target: The request target.
+    @ivar version: The HTTP version, C{HTTP/1.1}.
+    @ivar pairs: The header names, in lower case, and values in turn.
+    @ivar lineCount: Its number of lines (the request line's among them).
+    """
+
+    __slots__ = ("method", "target", "version", "pairs", "lineCount")
+
+    def __init__(
+        self, method: bytes, target: bytes, version: bytes, pairs: tuple[bytes, ...],
+        lineCount: int,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.pairs = pairs
+        self.lineCount = lineCount
+
+
+def _plainHead(data: bytes) -> PlainHead | None:
     """
     Read a whole request head (ending with its empty line) if it is a plain
     one, as L{ArtcastChannel._readHead} takes it: a C{GET} or C{HEAD},
     HTTP/1.1, no body, cookie, C{Expect} or C{Connection: close}, nothing
     unusual in its lines.
 
-    @return: Its method, target, version, header names (in lower case) and
-        values in turn, and its number of lines; or L{None}.
+    @return: The head, or L{None}.
     """
     lines = data[:-4].split(b"\r\n")
     requestLine = lines[0].split(b" ")
@@ -1151,13 +1183,13 @@ def _plainHead(data: bytes) -> tuple[bytes, bytes, bytes, tuple[bytes, ...], int
                 if b"close" in [token.lower() for token in value.split(b" ")]:
                     return None
         pairs += (_shared(lower), _shared(value))
-    return method, target, version, tuple(pairs), len(lines)
+    return PlainHead(method, target, version, tuple(pairs), len(lines))
 
 
 #: Plain heads already read (L{_plainHead}), by their bytes: a long poll's
 #: client sends the same head again and again.  At most L{_HEADS_MAX} of
 #: them, each at most L{_HEADS_LONGEST} bytes; emptied when full.
-_heads: dict[bytes, tuple[bytes, bytes, bytes, tuple[bytes, ...], int]] = {}
+_heads: dict[bytes, PlainHead] = {}
 _HEADS_MAX = 512
 _HEADS_LONGEST = 1024
 #: The request factory last asked about, and what L{_factoryKind} said.
@@ -1341,10 +1373,9 @@ class ArtcastChannel(HTTPChannel):
                 if len(_heads) >= _HEADS_MAX:
                     _heads.clear()
                 _heads[data] = head
-        method, target, version, pairs, lineCount = head
         factory = self.requestFactory
         if (
-            lineCount > self.maxHeaders
+            head.lineCount > self.maxHeaders
             or len(data) > self.totalHeadersSize
             or _factoryKind(factory) is None
         ):
@@ -1355,30 +1386,27 @@ class ArtcastChannel(HTTPChannel):
             self._stopTimer()
             self._phase = _DISPATCHED
             request = None
-            if (
-                _factoryKind(factory)
-                # (A site's getContentFile would make the content.)
-                and not hasattr(self.site, "getContentFile")
-            ):
+            # (A site's getContentFile would make the content.)
+            lean = not hasattr(self.site, "getContentFile")
+            if lean and _factoryKind(factory):
                 request = factory.madePlain(self)
             if request is None:
                 request = factory(self, len(self.requests))
             self.requests.append(request)
-            if (
-                type(request).gotLength is BoundedRequest.gotLength
-                and not hasattr(self.site, "getContentFile")
-            ):
+            if lean and type(request).gotLength is BoundedRequest.gotLength:
                 # Artcast's request, which keeps what is empty and the
                 # headers lean from the start (see ArtcastRequest.hold).
                 internals.headRead(self)
-                request.receivedPlain(method, target, version, pairs)
+                request.plainHead = head
+                request.receivedPlain(head.method, head.target, head.version, head.pairs)
             else:
+                pairs = head.pairs
                 headers = request.requestHeaders
                 for i in range(0, len(pairs), 2):
                     headers.addRawHeader(pairs[i], pairs[i + 1])
                 request.gotLength(0)
                 internals.headRead(self)
-                request.requestReceived(method, target, version)
+                request.requestReceived(head.method, head.target, head.version)
         finally:
             internals.receiving(self, False)
         return True

@@ -284,6 +284,10 @@ class ArtcastApp:
         self.pollTimeout = pollTimeout
         self.templates = templates
         self._keys: dict[bytes, str] = {}
+        #: What a plain head (L{artcast.server.connections.PlainHead}) of a
+        #: long poll that waits asked for: its key and representation (see
+        #: L{poll}).
+        self._waits: dict[Any, tuple[str, str]] = {}
         #: The C{/artcasts} listing: the store's C{keysVersion} it was made
         #: at, its JSON and HTML bodies, each made when first asked for, and
         #: the store's C{lastSerial} the HTML (which shows values) was made at,
@@ -544,6 +548,16 @@ class ArtcastApp:
             L{Answers.valueAnswer}, or L{Answers.prebuiltAnswer} from
             L{ArtcastResource}.
         """
+        head = getattr(request, "plainHead", None)
+        if head is not None:
+            wait = self._waits.get(head)
+            if wait is not None:
+                # The same head as a poll that waited: the same key and
+                # representation, no since, the default timeout.
+                return LongPoll(
+                    self.store, self.clock, self.answers, request, wait[0], wait[1],
+                    False, answer, None, self.pollTimeout,
+                )
         try:
             key = self._key(request)
             if request.method == b"GET" and isWebSocket(request):
@@ -574,6 +588,17 @@ class ArtcastApp:
             return self._error(request, 404, "No such resource.")
         if found is not None and found.datum is not None:
             return answer(request, found.datum, chosen, found.gap)
+        if (
+            head is not None
+            and found is None
+            and b"?" not in head.target
+            and b"if-none-match" not in head.pairs
+        ):
+            # Made of the head alone (no query, so no since or timeout of
+            # its own): remembered for the next request with the same head.
+            if len(self._waits) >= _CACHED:
+                self._waits.clear()
+            self._waits[head] = (key, chosen)
         return LongPoll(
             self.store, self.clock, self.answers, request, key, chosen,
             found is not None and found.gap, answer,
