@@ -51,6 +51,7 @@ import socket
 import time
 import weakref
 from collections import Counter, deque
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Callable, TextIO
 from urllib.parse import unquote_to_bytes
@@ -1121,6 +1122,7 @@ _SLOW_HEADERS = frozenset((
 ))
 
 
+@dataclass(slots=True, eq=False)
 class PlainHead:
     """
     A plain request head as L{ArtcastChannel._readHead} reads it (see
@@ -1135,17 +1137,11 @@ class PlainHead:
     @ivar lineCount: Its number of lines (the request line's among them).
     """
 
-    __slots__ = ("method", "target", "version", "pairs", "lineCount")
-
-    def __init__(
-        self, method: bytes, target: bytes, version: bytes, pairs: tuple[bytes, ...],
-        lineCount: int,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.pairs = pairs
-        self.lineCount = lineCount
+    method: bytes
+    target: bytes
+    version: bytes
+    pairs: tuple[bytes, ...]
+    lineCount: int
 
 
 def _plainHead(data: bytes) -> PlainHead | None:
