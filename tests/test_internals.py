@@ -7,7 +7,9 @@ falls back to.
 
 from __future__ import annotations
 
+import io
 import socket
+import time
 from typing import Any
 
 from twisted.application.service import IService
@@ -21,7 +23,9 @@ from twisted.web import http, server
 from zope.interface.verify import verifyObject
 
 from artcast.server import internals
+from artcast.server.connections import LimitedSite, boundedRequestFactory
 from artcast.server.outlets.streams import StreamManager, _ClockTimer
+from artcast.server.routes import ArtcastApp
 from artcast.server.store import KeyStore
 from tests import test_web
 from tests.harness import readAvailable
@@ -137,37 +141,45 @@ class CheckTests(SynchronousTestCase):
                 )
                 self.assertIs(getattr(internals, name), expected, (attribute, name))
 
+    def assertOtherNamed(self, owner: type, method: str, named: str) -> None:
+        """
+        Make C{owner}'s C{method} do more than Twisted's (set an attribute
+        Artcast does not know) until the test ends, and check that
+        L{internals.check} names it as C{named}.
+        """
+        self.addCleanup(internals.check)
+        twisted = getattr(owner, method)
+
+        def more(request: Any, *args: Any, **kwargs: Any) -> Any:
+            request.somethingNew = True
+            return twisted(request, *args, **kwargs)
+
+        self.patch(owner, method, more)
+        self.assertIn(named, internals.check())
+
     def test_otherProcessFallsBack(self) -> None:
         """
         A Twisted whose L{Request.process} uses names Artcast's does not
         know is named, and Twisted's own is chosen for Artcast's requests.
         """
-        self.addCleanup(internals.check)
-        twisted = server.Request.process
-
-        def process(request: Any) -> None:
-            request.somethingNew = True
-            twisted(request)
-
-        self.patch(server.Request, "process", process)
-        self.assertIn("Request.process", internals.check())
+        self.assertOtherNamed(server.Request, "process", "Request.process")
         self.assertFalse(internals.processFits(None))
         self.assertIsNone(internals.encoderOf(None, None))
+
+    def test_otherFinishFallsBack(self) -> None:
+        """
+        A Twisted whose C{finish} uses names Artcast's does not know is
+        named, and finishes every request itself.
+        """
+        self.assertOtherNamed(http.Request, "finish", "Request.finish")
+        self.assertIs(internals.finishWritten, internals._finishTwisted)
 
     def test_otherInitFallsBack(self) -> None:
         """
         A Twisted whose request constructor sets more than Artcast's way of
         making a request knows is named, and every request is made by it.
         """
-        self.addCleanup(internals.check)
-        twisted = http.Request.__init__
-
-        def init(request: Any, *args: Any, **kwargs: Any) -> None:
-            twisted(request, *args, **kwargs)
-            request.somethingNew = []
-
-        self.patch(http.Request, "__init__", init)
-        self.assertIn("Request's attributes when made", internals.check())
+        self.assertOtherNamed(http.Request, "__init__", "Request's attributes when made")
         self.assertFalse(internals.requestMade(None, None))
 
     def test_autobahnFallsBack(self) -> None:
@@ -402,3 +414,56 @@ class SendNowTests(SynchronousTestCase):
         breakInternals(self)
         self.assertEqual(internals.sendNow(self.transport, b"z"), b"z")
         self.assertEqual(self.received(), b"")
+
+
+class FinishWrittenTests(SynchronousTestCase):
+    """
+    L{internals.finishWritten}: a long poll's prebuilt answer finished as
+    Twisted's L{Request.finish} finishes it.
+    """
+
+    def serve(self, finish: Any) -> tuple[bytes, str, Any]:
+        """
+        Hold two pipelined polls on one connection of a server whose
+        answers are finished by C{finish}, publish two datums, and give
+        what was sent, the access log and what the first request tells.
+        """
+        self.patch(internals, "finishWritten", finish)
+        clock = Clock()
+        store = KeyStore(clock, instance="srv")
+        app = ArtcastApp(store, clock)
+        log = io.StringIO()
+        site = LimitedSite(app.resource(), None, reactor=clock, stderr=log)
+        site.requestFactory = boundedRequestFactory(10)
+        site.startFactory()
+        self.patch(site, "_logDateTime", "[06/Dec/2026:03:00:00 +0000]")
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        head = b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\n\r\n"
+        channel.dataReceived(head)
+        first = channel.requests[0]
+        finished = first.notifyFinish()
+        channel.dataReceived(head)
+        store.publish("k", 1)
+        store.publish("k", 2)
+        site.flushAccessLog()
+        told = (
+            self.successResultOf(finished), first.finished, vars(first).get("channel"),
+            first.content, first.notifications, len(channel.requests),
+            vars(channel).get("_handlingRequest"), channel.line_mode,
+        )
+        return transport.value(), log.getvalue(), told
+
+    def test_asTwisted(self) -> None:
+        """
+        The answers, the access log's lines, the request's state after and
+        the channel's next request are those of Twisted's C{finish}.
+        """
+        self.patch(time, "time", lambda: 1_700_000_000.5)
+        ours = self.serve(internals._FAST["finishWritten"])
+        twisteds = self.serve(internals._finishTwisted)
+        self.assertEqual(ours, twisteds)
+        sent, logged, _ = ours
+        self.assertEqual(sent.count(b"HTTP/1.1 200 OK\r\n"), 2)
+        self.assertEqual(logged.count('"GET /artcasts/k HTTP/1.1" 200 1 "-" "ua"'), 2)

@@ -300,11 +300,9 @@ class Answers:
                 link, self.allowOrigin,
                 self._prebuild(datum, contentType, link, req.clientproto,
                                server, connection, gap),
-                # (The datum's own bytes, not a copy.)
-                _representation(datum, contentType)[0],
             )
         head, rest = cached[2]
-        body = cached[3]
+        body = _representation(datum, contentType)[0]
         now = int(self.clock.seconds())
         if now != self._dateSecond:
             self._dateSecond = now

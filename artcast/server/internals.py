@@ -10,6 +10,9 @@ not fast enough:
   - L{requestOver} and L{prebuiltFits}: a request's C{_disconnected},
     C{_encoder} and C{_inFakeHead} (L{twisted.web.server.Request}), for the
     long poll's prebuilt answer written ahead of Twisted's header building;
+  - L{finishWritten}: what Twisted's L{Request.finish} and C{_cleanup} do
+    (the names their code uses), and a request's C{_encoder} and
+    C{_disconnected}, to finish a long poll's prebuilt answer in one step;
   - L{requestMade}: what Twisted's L{Request.__init__} sets on a new
     request (C{channel}, C{client}, C{host}, C{transport}, C{queued},
     C{_parsePOSTFormSubmission}) besides the empty containers a plain long
@@ -94,6 +97,7 @@ __all__ = [
     "dropQueuedOutput",
     "encoderOf",
     "endpointAddress",
+    "finishWritten",
     "headFits",
     "headRead",
     "holdsPipeline",
@@ -150,6 +154,66 @@ def prebuiltFits(request: Any) -> bool:
 
 def _prebuiltNever(request: Any) -> bool:
     return False
+
+
+#: The names the code of Twisted's L{Request.finish} (L{server.Request}'s and
+#: L{http.Request}'s) and of the C{_cleanup} it calls uses (26.10 and 24.7):
+#: should one use others, it may do what L{finishWritten} does not.
+_FINISH_NAMES = {
+    (server.Request, "finish"): ("_HTTPRequest", "_encoder", "finish", "write"),
+    (http.Request, "finish"): (
+        "RuntimeError", "_cleanup", "_disconnected", "channel", "chunked", "factory",
+        "finished", "hasattr", "log", "queued", "startedWriting", "warn", "warnings", "write",
+    ),
+    (http.Request, "_cleanup"): (
+        "Failure", "OSError", "RuntimeError", "_log", "callback", "channel", "close",
+        "content", "failure", "notifications", "producer", "requestDone",
+        "unregisterProducer", "uri",
+    ),
+}
+
+
+def finishWritten(request: Any) -> None:
+    """
+    Finish a request whose answer is written whole (a long poll's prebuilt
+    answer): what Twisted's L{Request.finish} and its C{_cleanup} do for
+    such a request (no encoder, not chunked, first in its channel's queue,
+    no producer), in one step: the access log, the channel's next request,
+    the content and the notifications let go of.  Any other request is
+    finished by Twisted.
+    """
+    if (
+        request._encoder
+        or request.chunked
+        or not request.startedWriting
+        or request.queued
+        or request.producer
+        or request.finished
+        or request._disconnected
+    ):
+        request.finish()
+        return
+    channel = request.channel
+    factory = getattr(channel, "factory", None)
+    if factory is not None:
+        factory.log(request)
+    request.finished = 1
+    channel.requestDone(request)
+    del request.channel
+    content = request.content
+    if content is not None:
+        try:
+            content.close()
+        except OSError:
+            pass
+        del request.content
+    for d in request.notifications:
+        d.callback(None)
+    request.notifications = []
+
+
+def _finishTwisted(request: Any) -> None:
+    request.finish()
 
 
 # Making a request
@@ -659,6 +723,7 @@ def quietIdleTimeouts(channelClass: type[_Channel]) -> type[_Channel]:
 #: it depends on (see L{_problems}).
 _FALLBACKS: dict[str, tuple[str, Callable[..., Any]]] = {
     "requestOver": ("disconnected", _requestOverPublic),
+    "finishWritten": ("finish", _finishTwisted),
     "prebuiltFits": ("request", _prebuiltNever),
     "headFits": ("head", _never),
     "processFits": ("process", _prebuiltNever),
@@ -707,6 +772,11 @@ def _problems() -> dict[str, list[str]]:
         and callable(server.Request._handleStar)
     ))
 
+    for (owner, method), names in _FINISH_NAMES.items():
+        _expect(problems, "finish", "%s.%s" % (owner.__name__, method),
+                lambda owner=owner, method=method, names=names: (
+                    set(getattr(owner, method).__code__.co_names) <= set(names)
+                ))
     for (owner, method), names in _INIT_NAMES.items():
         _expect(problems, "init", "%s.%s" % (owner.__name__, method),
                 lambda owner=owner, method=method, names=names: (

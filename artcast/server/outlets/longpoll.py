@@ -215,7 +215,8 @@ class LongPoll(Waiter):
 
 def _finish(request: Request) -> None:
     """
-    Finish a request whose answer is written, unless it is over already.
+    Finish a request whose answer is written whole, unless it is over
+    already (L{internals.finishWritten}: as Twisted's C{finish}, in one step).
     """
     if not internals.requestOver(request):
-        request.finish()
+        internals.finishWritten(request)
