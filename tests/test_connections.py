@@ -47,7 +47,7 @@ from artcast.server.connections import (
     configureSocket,
     ensureFileLimit,
 )
-from artcast.server.logs import addressHost
+from artcast.server.logs import addressHost, apacheCombinedLogFormatter
 from artcast.server.shutdown import ServingService
 from tests.harness import ArtcastProcess
 from tests.test_integration import rawConnect, requestBytes
@@ -719,6 +719,28 @@ class FastHeadTests(SynchronousTestCase):
         seen = self.serve(b"GET /now HTTP/1.1\r\n" + head + b"\r\n", True)
         self.assertTrue(seen["lines"])
         self.assertIn(b"400", seen["read sent"])
+
+    def test_logFieldsRemembered(self) -> None:
+        """
+        The access log's fields read of a plain head (request line,
+        C{Referer}, C{User-Agent}) are made once for every request read
+        from it, and not used for a request that no longer is what its head
+        said.
+        """
+        head = b"User-Agent: ua \"1\"\r\nReferer: r\r\n"
+        first, second = self.readOne(head), self.readOne(head)
+        self.assertIs(first.plainHead, second.plainHead)
+        for request in (first, second):
+            request.code, request.sentLength = 200, 2
+        line = apacheCombinedLogFormatter("[x]", first)
+        self.assertTrue(line.endswith(' "GET /artcasts/k HTTP/1.1" 200 2 "r" "ua \\"1\\""'), line)
+        self.assertIsNotNone(first.plainHead.logged)
+        self.assertEqual(apacheCombinedLogFormatter("[x]", second), line)
+        second.requestHeaders.setRawHeaders(b"User-Agent", [b"other"])
+        self.assertIsNone(second.headAsRead())
+        self.assertTrue(apacheCombinedLogFormatter("[x]", second).endswith('"r" "other"'))
+        first.uri = b"/else"
+        self.assertIn('"GET /else HTTP/1.1"', apacheCombinedLogFormatter("[x]", first))
 
     def test_madeWithoutContainers(self) -> None:
         """

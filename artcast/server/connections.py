@@ -972,6 +972,26 @@ class ArtcastRequest(Request):
         else:
             self.process()
 
+    def headAsRead(self) -> PlainHead | None:
+        """
+        @return: The head the request was read from in one step
+            (L{plainHead}), if its method, target, version and headers are
+            still those of the head (nothing has made its headers' object
+            again, or set them); else L{None}.
+        """
+        head = self.plainHead
+        lean = self._lean
+        if (
+            head is None
+            or lean is None
+            or not lean[0] & _REQUEST_HEADERS_BIT
+            or self.uri is not head.target
+            or self.method != head.method
+            or self.clientproto != head.version
+        ):
+            return None
+        return head
+
     def heldServer(self) -> bytes | None:
         """
         @return: The C{Server} header when the response headers are still
@@ -1135,6 +1155,8 @@ class PlainHead:
     @ivar version: The HTTP version, C{HTTP/1.1}.
     @ivar pairs: The header names, in lower case, and values in turn.
     @ivar lineCount: Its number of lines (the request line's among them).
+    @ivar logged: What the access log made of it (see
+        L{artcast.server.logs.apacheCombinedLogFormatter}), or L{None}.
     """
 
     method: bytes
@@ -1142,6 +1164,7 @@ class PlainHead:
     version: bytes
     pairs: tuple[bytes, ...]
     lineCount: int
+    logged: Any = None
 
 
 def _plainHead(data: bytes) -> PlainHead | None:

@@ -219,24 +219,33 @@ def apacheCombinedLogFormatter(timestamp: str, request: IRequest) -> str:
 
     @return: The line, without its line feed; printable ASCII only.
     """
-    method, uri, version = request.method, request.uri, request.clientproto
-    requestLine = _escaped.get((method, uri, version))
-    if requestLine is None:
-        requestLine = escapeLogItem(b"%s %s %s" % (method, uri, version))
-        if len(uri) <= _ESCAPED_LONGEST:
-            if len(_escaped) >= _ESCAPED_MAX:
-                _escaped.clear()
-            _escaped[method, uri, version] = requestLine
+    headAsRead = getattr(request, "headAsRead", None)
+    head = headAsRead() if headAsRead is not None else None
+    fields = head.logged if head is not None else None
+    if fields is None:
+        method, uri, version = request.method, request.uri, request.clientproto
+        requestLine = _escaped.get((method, uri, version))
+        if requestLine is None:
+            requestLine = escapeLogItem(b"%s %s %s" % (method, uri, version))
+            if len(uri) <= _ESCAPED_LONGEST:
+                if len(_escaped) >= _ESCAPED_MAX:
+                    _escaped.clear()
+                _escaped[method, uri, version] = requestLine
+        fields = (requestLine, _header(request, b"referer"), _header(request, b"user-agent"))
+        if head is not None:
+            # The same for every request read from this head (an
+            # ArtcastRequest's, as its client sent it: see headAsRead).
+            head.logged = fields
     sentLength = request.sentLength  # type: ignore[attr-defined]
     return '%s - %s %s "%s" %d %s "%s" "%s"' % (
         _clientHost(request),
         _remoteUser(request),
         timestamp,
-        requestLine,
+        fields[0],
         request.code,  # type: ignore[attr-defined]
         sentLength if sentLength else "-",
-        _header(request, b"referer"),
-        _header(request, b"user-agent"),
+        fields[1],
+        fields[2],
     )
 
 
