@@ -719,8 +719,7 @@ class ArtcastRequest(Request):
         pairs: Any
         if mask & _REQUEST_HEADERS_BIT:
             # Kept so since the head was read (ArtcastChannel._readHead).
-            assert lean is not None
-            pairs = lean[2:]
+            pairs = None
         else:
             pairs = []
             for name, values in self.requestHeaders.getAllRawHeaders():
@@ -767,6 +766,13 @@ class ArtcastRequest(Request):
             self.method = b"GET"
         if self.clientproto == b"HTTP/1.1":
             self.clientproto = b"HTTP/1.1"
+        if pairs is None:
+            assert lean is not None
+            if mask == lean[0] and date is lean[1]:
+                # Nothing more let go of (a request made lean from the
+                # start, see madePlain).
+                return
+            pairs = lean[2:]
         self._lean = (mask | _HELD_BIT, date, *pairs)
 
     def process(self) -> None:
@@ -957,11 +963,11 @@ class ArtcastRequest(Request):
             date = lean[1]
         self.method, self.uri = command, path
         self.clientproto = version
-        # The arguments are made even when empty: the long poll reads them.
-        self.args = {}
         parts = path.split(b"?", 1)
         if len(parts) == 1:
             self.path = path
+            # No arguments: let go of from the start (made, empty, if read).
+            mask |= _ARGS_BIT
         else:
             self.path, query = parts
             self.args = parse_qs(query, 1)
