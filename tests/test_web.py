@@ -1196,11 +1196,13 @@ class RememberedWaitTests(SynchronousTestCase):
         self.site = LimitedSite(self.app.resource(), None, reactor=self.clock, stderr=io.StringIO())
         self.site.requestFactory = boundedRequestFactory(10)
         self.polls: list[Any] = []
+        self.requests: list[Any] = []
         poll = self.app.poll
 
         def recording(request: Any, answer: Any) -> Any:
             result = poll(request, answer)
             self.polls.append(result)
+            self.requests.append(request)
             return result
 
         self.app.poll = recording  # type: ignore[method-assign]
@@ -1219,8 +1221,9 @@ class RememberedWaitTests(SynchronousTestCase):
         """
         head = b"GET /artcasts/a/b HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n"
         transports = [self.send(head), self.send(head)]
-        self.assertEqual(len(self.app._waits), 1)
         first, second = self.polls
+        self.assertIs(first.request.plainHead, second.request.plainHead)
+        self.assertEqual(first.request.plainHead.waited[1:], ("a/b", "text/plain"))
         for name in ("pattern", "contentType", "timeout", "gap", "skipThrough", "origin"):
             self.assertEqual(getattr(first, name), getattr(second, name), name)
         self.assertEqual((second.pattern, second.contentType, second.timeout),
@@ -1247,6 +1250,8 @@ class RememberedWaitTests(SynchronousTestCase):
         ):
             self.send(head)
             self.send(head)
-        self.assertEqual(self.app._waits, {})
+        self.assertEqual(len(self.requests), 10)
+        for request in self.requests:
+            self.assertIsNone(request.plainHead.waited)
         self.assertEqual(self.polls[0].timeout, 5.0)
         self.clock.advance(30)

@@ -1163,6 +1163,9 @@ class PlainHead:
     @ivar lineCount: Its number of lines (the request line's among them).
     @ivar logged: What the access log made of it (see
         L{artcast.server.logs.apacheCombinedLogFormatter}), or L{None}.
+    @ivar waited: What a long poll of it waited on, as its application
+        remembered it (see L{artcast.server.routes.ArtcastApp.poll}), or
+        L{None}.
     """
 
     method: bytes
@@ -1171,6 +1174,7 @@ class PlainHead:
     pairs: tuple[bytes, ...]
     lineCount: int
     logged: Any = None
+    waited: Any = None
 
 
 def _plainHead(data: bytes) -> PlainHead | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import weakref
 from importlib.resources import files
 from typing import Any, Callable, Mapping, Sequence, cast
 from urllib.parse import unquote_to_bytes
@@ -284,10 +285,6 @@ class ArtcastApp:
         self.pollTimeout = pollTimeout
         self.templates = templates
         self._keys: dict[bytes, str] = {}
-        #: What a plain head (L{artcast.server.connections.PlainHead}) of a
-        #: long poll that waits asked for: its key and representation (see
-        #: L{poll}).
-        self._waits: dict[Any, tuple[str, str]] = {}
         #: The C{/artcasts} listing: the store's C{keysVersion} it was made
         #: at, its JSON and HTML bodies, each made when first asked for, and
         #: the store's C{lastSerial} the HTML (which shows values) was made at,
@@ -550,12 +547,12 @@ class ArtcastApp:
         """
         head = getattr(request, "plainHead", None)
         if head is not None:
-            wait = self._waits.get(head)
-            if wait is not None:
+            waited = head.waited
+            if waited is not None and waited[0]() is self:
                 # The same head as a poll that waited: the same key and
                 # representation, no since, the default timeout.
                 return LongPoll(
-                    self.store, self.clock, self.answers, request, wait[0], wait[1],
+                    self.store, self.clock, self.answers, request, waited[1], waited[2],
                     False, answer, None, self.pollTimeout,
                 )
         try:
@@ -595,10 +592,9 @@ class ArtcastApp:
             and b"if-none-match" not in head.pairs
         ):
             # Made of the head alone (no query, so no since or timeout of
-            # its own): remembered for the next request with the same head.
-            if len(self._waits) >= _CACHED:
-                self._waits.clear()
-            self._waits[head] = (key, chosen)
+            # its own): remembered by the head, for the next request that
+            # sends it (the application held weakly).
+            head.waited = (weakref.ref(self), key, chosen)
         return LongPoll(
             self.store, self.clock, self.answers, request, key, chosen,
             found is not None and found.gap, answer,
