@@ -798,6 +798,24 @@ class PrebuiltAnswerTests(AppMixin, SynchronousTestCase):
                             for line in lines))
         self.assertEqual(body, '{"a":"é"}'.encode())
 
+    def test_sameDatumAfterRegistration(self) -> None:
+        """
+        The same datum answered again after its key is registered anew (a
+        poll resuming from before it) carries the new C{Link}, not the one
+        of the answer made just before.
+        """
+        self.clock.advance(1_700_000_000)
+        before = self.store.publish("k", 0)
+        fast, _ = self.serve(b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.store.publish("k", 1)
+        self.assertNotIn(b"\r\nLink: ", fast.value())
+        self.store.register("k", {"license": {"uri": "https://example.org/l"}})
+        again, _ = self.serve(
+            b"GET /artcasts/k?since=%s HTTP/1.1\r\nHost: x\r\n\r\n" % (before.id.encode(),)
+        )
+        self.assertIn(b'\r\nLink: <https://example.org/l>; rel="license"\r\n', again.value())
+        self.assertTrue(again.value().endswith(b"\r\n\r\n1"))
+
     def test_http10Closes(self) -> None:
         """
         An HTTP/1.0 poll gets the same answer as from Twisted, and the

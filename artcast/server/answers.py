@@ -170,6 +170,11 @@ class Answers:
         #: The last prebuilt answer joined whole, with the second of its
         #: C{Date}: C{(cached entry, second, bytes)}.
         self._whole: tuple[Any, int, bytes] = (None, -1, b"")
+        #: The last prebuilt answer made: its datum, cache key, the store's
+        #: C{keysVersion} (which grows when a key's metadata, so its
+        #: C{Link}, changes), C{Access-Control-Allow-Origin}, cached entry
+        #: and body.
+        self._last: tuple[Any, ...] = (None, None, -1, None, None, b"")
 
     def cors(self, request: IRequest) -> None:
         """
@@ -283,26 +288,39 @@ class Answers:
         ):
             return self.valueAnswer(request, datum, contentType, gap)
         assert server is not None
-        link = self._link(datum.key)
-        answers = self._answersOf(datum)
-        prebuilt = answers.get(_PREBUILT)
-        if prebuilt is None:
-            prebuilt = answers[_PREBUILT] = {}
         cacheKey = (
             contentType, req.clientproto, server[0],
             connection[0] if connection is not None else None, gap,
         )
-        cached = prebuilt.get(cacheKey)
-        if cached is None or cached[0] is not link or cached[1] is not self.allowOrigin:
-            if len(prebuilt) >= _CACHED_ANSWERS:
-                del prebuilt[next(iter(prebuilt))]
-            cached = prebuilt[cacheKey] = (
-                link, self.allowOrigin,
-                self._prebuild(datum, contentType, link, req.clientproto,
-                               server, connection, gap),
-            )
+        last = self._last
+        version = self.store.keysVersion
+        if (
+            last[0] is datum
+            and last[1] == cacheKey
+            and last[2] == version
+            and last[3] is self.allowOrigin
+        ):
+            # The same answer as the one before (the other waiters of a
+            # fan-out): nothing it is made of can have changed.
+            cached, body = last[4], last[5]
+        else:
+            link = self._link(datum.key)
+            answers = self._answersOf(datum)
+            prebuilt = answers.get(_PREBUILT)
+            if prebuilt is None:
+                prebuilt = answers[_PREBUILT] = {}
+            cached = prebuilt.get(cacheKey)
+            if cached is None or cached[0] is not link or cached[1] is not self.allowOrigin:
+                if len(prebuilt) >= _CACHED_ANSWERS:
+                    del prebuilt[next(iter(prebuilt))]
+                cached = prebuilt[cacheKey] = (
+                    link, self.allowOrigin,
+                    self._prebuild(datum, contentType, link, req.clientproto,
+                                   server, connection, gap),
+                )
+            body = _representation(datum, contentType)[0]
+            self._last = (datum, cacheKey, version, self.allowOrigin, cached, body)
         head, rest = cached[2]
-        body = _representation(datum, contentType)[0]
         now = int(self.clock.seconds())
         if now != self._dateSecond:
             self._dateSecond = now
