@@ -53,7 +53,7 @@ import weakref
 from collections import Counter, deque
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence, TextIO
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, succeed
@@ -798,22 +798,30 @@ class ArtcastRequest(Request):
             return
         self._processLean()
 
-    def _processLean(self) -> None:
+    def _processLean(
+        self, mask: int | None = None, headers: Sequence[bytes] = ()
+    ) -> None:
         """
         L{process}, once it is known that Twisted's would do no more.
+
+        @param mask: What L{receivedPlain} let go of (and C{headers}, what
+            it kept), not yet set: set with what this lets go of, in one
+            step; else L{None}, and they are the request's.
         """
         path = self.path
         site = self.site = self.channel.site
-        lean = self._lean
-        if lean is None:
-            self._lean = (_RESPONSE_HEADERS_BIT, _httpDate())
+        if mask is None:
+            lean = self._lean
+            if lean is None:
+                mask = 0
+            else:
+                mask, headers = lean[0], lean[2:]
+        if not mask & _RESPONSE_HEADERS_BIT:
             del self.responseHeaders
-        else:
-            if not lean[0] & _RESPONSE_HEADERS_BIT:
-                del self.responseHeaders
-            # (Let go of empty since made, or made again: empty, as
-            # process would find them.)
-            self._lean = (lean[0] | _RESPONSE_HEADERS_BIT, _httpDate(), *lean[2:])
+        # (Let go of empty since made, or made again: empty, as process
+        # would find them.)
+        mask |= _RESPONSE_HEADERS_BIT
+        date = _httpDate()
         resrc = site.resource
         pollPlain = getattr(resrc, "pollPlain", None)
         if (
@@ -828,8 +836,7 @@ class ArtcastRequest(Request):
             # resource itself (a leaf), the sitepath and prepath those of a
             # poll, let go of as hold lets go of them; the path needs no
             # decoding and passes render's checks.
-            made = self._lean
-            self._lean = (made[0] | _SITEPATH_BIT | _PREPATH_BIT, *made[1:])
+            self._lean = (mask | _SITEPATH_BIT | _PREPATH_BIT, date, *headers)
             # (A list of its own length: split's holds room for twelve.)
             self.postpath = list(path[10:].split(b"/"))
             try:
@@ -838,7 +845,7 @@ class ArtcastRequest(Request):
             except BaseException:
                 self.processingFailed(Failure())
                 return
-            self._lean = made
+        self._lean = (mask, date, *headers)
         self.prepath = []
         self.postpath = list(map(unquote_to_bytes, path[1:].split(b"/")))
         try:
@@ -971,11 +978,11 @@ class ArtcastRequest(Request):
         else:
             self.path, query = parts
             self.args = parse_qs(query, 1)
-        self._lean = (mask, date, *headers)
         if self.path != b"*" and internals.processFits(self):
             # (The response headers are still empty: no Connection: close.)
-            self._processLean()
+            self._processLean(mask, headers)
         else:
+            self._lean = (mask, date, *headers)
             self.process()
 
     def headAsRead(self) -> PlainHead | None:
@@ -1409,10 +1416,12 @@ class ArtcastChannel(HTTPChannel):
             or _factoryKind(factory) is None
         ):
             return False
-        self.resetTimeout()
+        # (No resetTimeout, as Twisted's dataReceived does: the idle timeout
+        # is suspended below, and starts again when the request is done.)
         internals.receiving(self, True)
         try:
-            self._stopTimer()
+            if self._timer is not None:
+                self._stopTimer()
             self._phase = _DISPATCHED
             request = None
             # (A site's getContentFile would make the content.)
