@@ -1394,16 +1394,18 @@ class DeadlineTests(SynchronousTestCase):
         self.clock.advance(IDLE_TIMEOUT)
         self.assertFalse(transport.disconnecting)
 
-    def test_webSocketStopsIdleTimer(self) -> None:
+    def upgraded(self) -> tuple[Any, Any, Any, Any]:
         """
-        A connection upgraded to a WebSocket, whose HTTP channel is never
-        told it is lost, leaves no idle timer of it behind.
+        A connection of a server with the server's request class, upgraded
+        to a WebSocket stream of C{k}: its limiter, connection, transport
+        and store.
         """
         from artcast.server.routes import ArtcastApp
         from artcast.server.store import KeyStore
 
         store = KeyStore(self.clock, instance="srv")
         limiter = makeLimiter(self.clock, ArtcastApp(store, self.clock).resource())
+        limiter.site.requestFactory = boundedRequestFactory(10)
         connection, transport = connect(limiter)
         connection.dataReceived(
             b"GET /artcasts/k HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
@@ -1411,7 +1413,34 @@ class DeadlineTests(SynchronousTestCase):
             b"Sec-WebSocket-Version: 13\r\n\r\n"
         )
         self.assertIn(b" 101 Switching Protocols\r\n", transport.value())
+        return limiter, connection, transport, store
+
+    def test_webSocketStopsIdleTimer(self) -> None:
+        """
+        A connection upgraded to a WebSocket, whose HTTP channel is never
+        told it is lost, leaves no idle timer of it behind.
+        """
+        limiter, _, _, _ = self.upgraded()
         self.assertEqual(self.idleCalls(limiter), [])
+
+    def test_webSocketRequestLetsGoOfItsHeaders(self) -> None:
+        """
+        The request of a WebSocket stream, kept as long as the stream, lets
+        go again of the headers' object and content buffer made for the
+        upgrade; its headers still read as they came, and the stream
+        streams.
+        """
+        _, connection, transport, store = self.upgraded()
+        request = connection.wrappedProtocol.opening.request
+        self.assertNotIn("requestHeaders", vars(request))
+        self.assertNotIn("content", vars(request))
+        self.assertEqual(request.getHeader(b"Sec-WebSocket-Version"), b"13")
+        self.assertEqual(
+            list(request.requestHeaders.getRawHeaders(b"upgrade")), [b"websocket"]
+        )
+        transport.clear()
+        store.publish("k", "v")
+        self.assertIn(b'"v"', transport.value())
 
     def test_nextRequestDeadline(self) -> None:
         """

@@ -985,6 +985,35 @@ class ArtcastRequest(Request):
             self._lean = (mask, date, *headers)
             self.process()
 
+    def releaseHeaders(self) -> None:
+        """
+        Let go again of the request headers' object and the empty content
+        buffer, made again from what L{hold} or L{receivedPlain} kept when
+        something read them, if they still say only that: a WebSocket's
+        request, whose head Autobahn reads to upgrade it, is kept as long as
+        its stream.
+        """
+        lean = self._lean
+        if lean is None:
+            return
+        mask = lean[0]
+        own = vars(self)
+        headers = own.get("requestHeaders")
+        if not mask & _REQUEST_HEADERS_BIT and headers is not None:
+            made: list[bytes] = []
+            for name, values in headers.getAllRawHeaders():
+                for value in values:
+                    made += (name.lower(), value)
+            if tuple(made) == lean[2:]:
+                mask |= _REQUEST_HEADERS_BIT
+                del self.requestHeaders
+        content = own.get("content")
+        if not mask & _CONTENT_BIT and type(content) is BytesIO and not content.getvalue():
+            mask |= _CONTENT_BIT
+            del self.content
+        if mask != lean[0]:
+            self._lean = (mask,) + lean[1:]
+
     def headAsRead(self) -> PlainHead | None:
         """
         @return: The head the request was read from in one step

@@ -867,6 +867,11 @@ class StreamProtocol(WebSocketServerProtocol):
         # The HTTP channel is still the transport's producer: through the
         # request it tells the stream when the socket is full.
         opening.request.registerProducer(self.stream, True)
+        # (Autobahn read the request's head to upgrade it; kept as long as
+        # the stream, it need not keep the headers it made for that.)
+        release = getattr(opening.request, "releaseHeaders", None)
+        if release is not None:
+            release()
         self.stream.begin(opening.since)
 
     def onPing(self, payload: bytes) -> None:
