@@ -485,9 +485,9 @@ class AccessLogFormatTests(AccessLogTestsMixin, SynchronousTestCase):
 
     def test_escapedFieldsRemembered(self) -> None:
         """
-        The escaped request lines and header values remembered from line
-        to line give the lines a fresh escaping gives, and are bounded in
-        number and length.
+        The escaped header values remembered from line to line give the
+        lines a fresh escaping gives, and are bounded in number and length;
+        a request line is not remembered by its bytes.
         """
         self.patch(logs, "_escaped", {})
         self.patch(logs, "_ESCAPED_MAX", 8)

@@ -1619,7 +1619,7 @@ class ArtcastChannel(HTTPChannel):
                 if call.time > now + period:
                     # A shorter period than the one waited on.
                     call.cancel()
-                    self._idleCall = self.callLater(period, _idleDue, weakref.ref(self))
+                    self._idleCall = self._idleCallLater(period)
         return before
 
     def _idleTimer(self, period: float) -> Any:
@@ -1630,8 +1630,15 @@ class ArtcastChannel(HTTPChannel):
         """
         deadlines = getattr(self.site, "idleDeadlines", None)
         if deadlines is None:
-            return self.callLater(period, _idleDue, weakref.ref(self))
+            return self._idleCallLater(period)
         return deadlines.add(period, _idleDue, weakref.ref(self))
+
+    def _idleCallLater(self, delay: float) -> IDelayedCall:
+        """
+        A reactor's timer of the idle timeout, due in C{delay} seconds,
+        holding the channel weakly.
+        """
+        return self.callLater(delay, _idleDue, weakref.ref(self))
 
     def resetTimeout(self) -> None:
         """
@@ -1653,7 +1660,7 @@ class ArtcastChannel(HTTPChannel):
         if left > 0:
             # (Not in the site's queue, whose entries all wait a whole
             # period.)
-            self._idleCall = self.callLater(left, _idleDue, weakref.ref(self))
+            self._idleCall = self._idleCallLater(left)
         else:
             self.timeoutConnection()
 

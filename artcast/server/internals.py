@@ -751,6 +751,21 @@ def _expect(problems: dict[str, list[str]], area: str, what: str, test: Callable
         problems.setdefault(area, []).append(what)
 
 
+def _expectNames(
+    problems: dict[str, list[str]], area: str, known: dict[tuple[type, str], tuple[str, ...]]
+) -> None:
+    """
+    Expect the code of each method in C{known} to use no names but those
+    listed for it (as in Twisted 26.10 and 24.7); a method that uses others
+    is a problem of C{area}, named as C{Class.method}.
+    """
+    for (owner, method), names in known.items():
+        _expect(problems, area, "%s.%s" % (owner.__name__, method),
+                lambda owner=owner, method=method, names=names: (
+                    set(getattr(owner, method).__code__.co_names) <= set(names)
+                ))
+
+
 def _problems() -> dict[str, list[str]]:
     """
     Look at the private state the functions above use, on objects of the
@@ -772,16 +787,8 @@ def _problems() -> dict[str, list[str]]:
         and callable(server.Request._handleStar)
     ))
 
-    for (owner, method), names in _FINISH_NAMES.items():
-        _expect(problems, "finish", "%s.%s" % (owner.__name__, method),
-                lambda owner=owner, method=method, names=names: (
-                    set(getattr(owner, method).__code__.co_names) <= set(names)
-                ))
-    for (owner, method), names in _INIT_NAMES.items():
-        _expect(problems, "init", "%s.%s" % (owner.__name__, method),
-                lambda owner=owner, method=method, names=names: (
-                    set(getattr(owner, method).__code__.co_names) <= set(names)
-                ))
+    _expectNames(problems, "finish", _FINISH_NAMES)
+    _expectNames(problems, "init", _INIT_NAMES)
 
     def made() -> bool:
         # What a request made by Twisted has, against one made by
@@ -838,11 +845,7 @@ def _problems() -> dict[str, list[str]]:
 
     _expect(problems, "later", "HTTPChannel's request line", requestLine)
 
-    for (owner, method), names in _HEAD_NAMES.items():
-        _expect(problems, "head", "%s.%s" % (owner.__name__, method),
-                lambda owner=owner, method=method, names=names: (
-                    set(getattr(owner, method).__code__.co_names) <= set(names)
-                ))
+    _expectNames(problems, "head", _HEAD_NAMES)
 
     class Received(http.Request):
         def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:

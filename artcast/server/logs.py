@@ -98,11 +98,11 @@ _ESCAPES = {
 }
 _PLAIN = bytes(byte for byte in range(256) if byte not in _ESCAPES)
 
-#: Fields of log lines already escaped (a server's clients send the same
-#: few request lines and header values again and again), up to
+#: Header values of log lines already escaped (a server's clients send
+#: the same few again and again), up to
 #: L{_ESCAPED_MAX} of them, each at most L{_ESCAPED_LONGEST} bytes long;
 #: emptied when full.
-_escaped: dict[Any, str] = {}
+_escaped: dict[bytes, str] = {}
 _ESCAPED_MAX = 1024
 _ESCAPED_LONGEST = 256
 
@@ -223,14 +223,11 @@ def apacheCombinedLogFormatter(timestamp: str, request: IRequest) -> str:
     head = headAsRead() if headAsRead is not None else None
     fields = head.logged if head is not None else None
     if fields is None:
-        method, uri, version = request.method, request.uri, request.clientproto
-        requestLine = _escaped.get((method, uri, version))
-        if requestLine is None:
-            requestLine = escapeLogItem(b"%s %s %s" % (method, uri, version))
-            if len(uri) <= _ESCAPED_LONGEST:
-                if len(_escaped) >= _ESCAPED_MAX:
-                    _escaped.clear()
-                _escaped[method, uri, version] = requestLine
+        # (Not remembered by its bytes: a request line that repeats is a
+        # plain head's, remembered with it; others, with since= ids, differ.)
+        requestLine = escapeLogItem(
+            b"%s %s %s" % (request.method, request.uri, request.clientproto)
+        )
         fields = (requestLine, _header(request, b"referer"), _header(request, b"user-agent"))
         if head is not None:
             # The same for every request read from this head (an
