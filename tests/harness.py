@@ -40,6 +40,21 @@ def freePort(kind: int = socket.SOCK_STREAM) -> int:
         return probe.getsockname()[1]
 
 
+def freePorts(count: int, kind: int = socket.SOCK_STREAM) -> list[int]:
+    """
+    C{count} different port numbers free on 127.0.0.1 right now: the probes
+    are held open together, so the kernel cannot hand out one port twice.
+    """
+    probes = [socket.socket(socket.AF_INET, kind) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 def readAvailable(sock: socket.socket) -> bytes:
     """
     What a non-blocking socket has received and not yet been read (at most
@@ -176,8 +191,9 @@ class ArtcastProcess:
     ) -> None:
         self.testCase = testCase
         self.group = group or randomGroup()
-        self.dataPort = dataPort or freePort(socket.SOCK_DGRAM)
-        self.registerPort = registerPort or freePort(socket.SOCK_DGRAM)
+        data, register, spare = freePorts(3, socket.SOCK_DGRAM)
+        self.dataPort = dataPort or data
+        self.registerPort = registerPort or (register if register != self.dataPort else spare)
         self.httpPort = httpPort or freePort()
         self.url = "http://127.0.0.1:%d" % (self.httpPort,)
         self.directory = os.path.abspath(testCase.mktemp())

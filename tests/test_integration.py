@@ -34,7 +34,25 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web._newclient import ResponseNeverReceived
 
-from tests.harness import STOP_LIMIT, ArtcastProcess, freePort
+from tests.harness import STOP_LIMIT, ArtcastProcess, freePort, freePorts
+
+
+class HarnessTests(TestCase):
+    """
+    The harness gives each server ports of its own.
+    """
+
+    def test_portsDiffer(self) -> None:
+        """
+        The ports handed out together are different, and a server's data
+        and register ports differ even when its data port is given.
+        """
+        ports = freePorts(64, socket.SOCK_DGRAM)
+        self.assertEqual(len(set(ports)), 64)
+        given = ArtcastProcess(self, dataPort=ports[0])
+        self.assertNotEqual(given.registerPort, given.dataPort)
+        made = ArtcastProcess(self)
+        self.assertNotEqual(made.registerPort, made.dataPort)
 
 
 class RawResponse:
