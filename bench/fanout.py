@@ -35,6 +35,11 @@ WebSocket stream per client on C{/artcasts/<key>} (C{loadgen --mode}), on
 Artcast and Nchan only (the baseline has no streams), and the memory figure
 is per open stream.
 
+With C{--then TREE}, Artcast as another work tree has it (an earlier commit,
+checked out with C{git worktree add --detach TREE COMMIT}) is run too, by
+the same command with the same load (column C{then}, and C{artcast/then}):
+how far a change moved the figures, measured in one run.
+
 With C{--workers N}, Artcast is also run as C{twistd artcast --workers N}
 (column C{artcast-wN}, with its ratio to the single-process Artcast): its
 CPU and RSS are summed over the supervisor and its worker processes.
@@ -86,6 +91,9 @@ SERVERS = ("baseline", "artcast", "nchan")
 STREAMS = ("longpoll", "sse", "ws")
 #: The servers that have streams: the baseline (the original design) has none.
 STREAM_SERVERS = ("artcast", "nchan")
+#: The server of C{--then TREE}: Artcast as another work tree has it (an
+#: earlier commit), run by the same command with the same load.
+THEN = "then"
 NGINX = Path("/usr/sbin/nginx")
 NGINX_MODULES = (Path("/usr/lib/nginx/modules"), Path("/etc/nginx/modules-enabled"))
 NGINX_PREFIX = Path("/usr/share/nginx")
@@ -741,24 +749,37 @@ def workersName(workers: int) -> str:
     return f"artcast-w{workers}"
 
 
-def serverEnv() -> dict[str, str]:
+def serverEnv(root: Path = ROOT) -> dict[str, str]:
+    """
+    The environment of a server run from the tree C{root}: its Artcast
+    first on the path.
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        [str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def artcastAvailable() -> tuple[bool, str]:
+def serverRoot(name: str, then: Path | None) -> Path:
     """
-    Whether C{twistd -n artcast --help} works from the repository root.
+    The tree server C{name} runs from: C{then} for L{THEN}, else this
+    repository.
+    """
+    return then if name == THEN and then is not None else ROOT
+
+
+def artcastAvailable(root: Path = ROOT) -> tuple[bool, str]:
+    """
+    Whether C{twistd -n artcast --help} works from the tree C{root} (by
+    default this repository's).
     """
     try:
         result = subprocess.run(
             [twistdPath(), "-n", "artcast", "--help"],
-            cwd=str(ROOT),
-            env=serverEnv(),
+            cwd=str(root),
+            env=serverEnv(root),
             capture_output=True,
             text=True,
             timeout=60,
@@ -769,6 +790,23 @@ def artcastAvailable() -> tuple[bool, str]:
         last = (result.stderr.strip().splitlines() or ["exit status"])[-1]
         return False, f"twistd artcast --help failed: {last}"
     return True, "ok"
+
+
+def treeCommit(root: Path) -> str:
+    """
+    The commit a work tree has checked out, as C{git describe} gives it
+    (C{-dirty} when changed), or why that is not known.
+    """
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=7"],
+            capture_output=True, text=True, timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"commit unknown ({e})"
+    if result.returncode != 0:
+        return "commit unknown (not a git tree)"
+    return "commit " + result.stdout.strip()
 
 
 def nginxPath() -> Path | None:
@@ -1154,6 +1192,14 @@ def runPhase(
             if report["loadgen_cpu_frac"] is not None
             else None
         ),
+        # What one answer costs the load generator (its CPU from the start
+        # of measuring to the report): N times it is the least a fan-out to
+        # N clients can take to be read, whatever the server.
+        "loadgen_cpu_us_per_answer": (
+            report["loadgen_cpu_s"] * 1e6 / deliveries
+            if deliveries and report.get("loadgen_cpu_s") is not None
+            else None
+        ),
         "emitter_cpu_s": emitted["cpu_s"],
         "drain_s": t2 - drainStart,
         "ids_seen": report["ids_seen"],
@@ -1175,6 +1221,7 @@ def runCell(
     rng: random.Random,
     drainMax: float,
     stream: str = "longpoll",
+    then: Path | None = None,
 ) -> dict[str, Any]:
     """
     One figure set on a fresh server: start server C{name}, measure its RSS
@@ -1190,6 +1237,8 @@ def runCell(
     N workers has answered; CPU and RSS are summed over the supervisor and
     its workers, and each worker's connections and waiting polls are read
     from its C{/stats.json} once the polls are held.
+
+    Server C{then} is Artcast run from the tree C{then} (see L{THEN}).
     """
     label = name + ("+since" if useSince else "")
     workers = workersOf(name)
@@ -1203,7 +1252,8 @@ def runCell(
         argv = baselineArgv(config)
     else:
         argv = artcastArgv(config, workers)
-    server = Process(label, pinning.server(argv), logPath, cwd=ROOT, env=serverEnv())
+    root = serverRoot(name, then)
+    server = Process(label, pinning.server(argv), logPath, cwd=root, env=serverEnv(root))
     loadgen: LoadGen | None = None
     held: dict[str, dict[str, Any]] | None = None
     tree = None
@@ -1306,6 +1356,7 @@ def runServer(
     since: str,
     drainMax: float,
     stream: str = "longpoll",
+    then: Path | None = None,
 ) -> list[dict[str, Any]]:
     """
     Every rate for server C{name} with C{clients} polls (or streams of kind
@@ -1326,7 +1377,7 @@ def runServer(
             results.append(
                 runCell(
                     name, useSince, clients, rate, duration, pinning, outDir,
-                    rng, drainMax, stream,
+                    rng, drainMax, stream, then,
                 )
             )
     return results
@@ -1348,6 +1399,7 @@ FIGURES = [
     ("server_cpu_us_per_delivery", "server CPU per delivery (us)"),
     ("memory_per_client_kib", "memory per held client (KiB)"),  # per open stream
     ("loadgen_cpu_pct", "loadgen CPU (% of a core)"),
+    ("loadgen_cpu_us_per_answer", "loadgen CPU per answer (us)"),
 ]
 
 
@@ -1401,7 +1453,8 @@ def tableColumns(
     Each column is C{(header, server, denominator)}: the server's figure
     when C{denominator} is L{None}, else the ratio of the server's figure to
     the denominator's.  Every Artcast column is compared with the baseline;
-    the Nchan column comes last, followed by Artcast with C{since} over it
+    Artcast from another tree (C{then}, L{THEN}) follows, with
+    C{artcast/then}; the Nchan column comes last, followed by Artcast with C{since} over it
     (C{+since/nchan}: both re-poll with an id, C{since=} or C{Etag});
     a worker column (C{artcast-wN}) also with the single-process Artcast of
     the same mode (C{wN/artcast}, C{wN+since/+since}), so that scaling is
@@ -1436,6 +1489,11 @@ def tableColumns(
                 columns.append(
                     (f"{mine}/{since or 'artcast'}", label, single)
                 )
+    if THEN in labels:
+        # Artcast as an earlier commit has it, and now over then.
+        columns.append((THEN, THEN, None))
+        if "artcast" in labels:
+            columns.append(("artcast/then", "artcast", THEN))
     if "nchan" in labels:
         columns.append(("nchan", "nchan", None))
         if "artcast+since" in labels:
@@ -1545,6 +1603,10 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", default=None,
                         help="comma-separated N: also run Artcast with --workers N, "
                         "as column artcast-wN (default: none)")
+    parser.add_argument("--then", default=None, metavar="TREE",
+                        help="also run Artcast from another work tree (an earlier "
+                        "commit: git worktree add --detach TREE COMMIT), as column "
+                        "then, with its ratio artcast/then (long polls only)")
     parser.add_argument("--since", choices=("auto", "on", "off"), default="auto",
                         help="also run Artcast with ?since= (auto: if it sends Artcast-Id)")
     parser.add_argument("--stream", default="longpoll",
@@ -1589,8 +1651,12 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--workers takes comma-separated counts, not {options.workers!r}")
     if any(not 1 <= n <= 64 for n in options.workers):
         parser.error("--workers counts must be from 1 to 64")
-    if not options.servers and not options.workers:
-        parser.error("nothing to run: give --servers or --workers")
+    if options.then is not None:
+        options.then = Path(options.then).resolve()
+        if not (options.then / "artcast" / "server").is_dir():
+            parser.error(f"--then: no Artcast tree at {str(options.then)!r}")
+    if not options.servers and not options.workers and options.then is None:
+        parser.error("nothing to run: give --servers, --workers or --then")
     for option in ("server_cpus", "load_cpus"):
         text = getattr(options, option)
         if text is not None:
@@ -1626,6 +1692,14 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             servers = [name for name in servers if not name.startswith("artcast")]
             notes.append(f"artcast skipped: {why}")
             log(f"artcast skipped: {why}")
+    if options.then is not None:
+        ok, why = artcastAvailable(options.then)
+        if ok:
+            servers.insert(servers.index("artcast") + 1 if "artcast" in servers else 0, THEN)
+            notes.append(f"then: Artcast from {options.then}, {treeCommit(options.then)}")
+        else:
+            notes.append(f"then skipped: {why}")
+            log(f"then skipped: {why}")
     if "nchan" in servers:
         ok, why = nchanAvailable()
         if ok:
@@ -1662,7 +1736,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
                 results.extend(
                     runServer(
                         name, clients, options.rates, options.duration, pinning,
-                        outDir, rng, options.since, drainMax, stream,
+                        outDir, rng, options.since, drainMax, stream, options.then,
                     )
                 )
     return {
@@ -1677,6 +1751,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             "workers": options.workers,
             "pinning": pinning.describe(),
             "since": options.since,
+            "then": str(options.then) if options.then is not None else None,
             "streams": options.stream,
             "quick": options.quick,
         },

@@ -91,13 +91,17 @@ def runFanout(into: dict[str, Any], *arguments: str) -> dict[str, Any]:
 def quickRun() -> dict[str, Any]:
     """
     Run C{bench/fanout.py --quick} once (baseline, and Artcast when it
-    starts) and return its JSON document and printed table.
+    starts, also as C{--then} with this tree) and return its JSON document
+    and printed table.
     """
     if not _quick:
         ok, why = fanout.artcastAvailable()
         _quick["artcast"] = ok
         _quick["artcastWhy"] = why
-        runFanout(_quick, "--servers", "baseline,artcast" if ok else "baseline")
+        if ok:
+            runFanout(_quick, "--servers", "baseline,artcast", "--then", str(ROOT))
+        else:
+            runFanout(_quick, "--servers", "baseline")
     return _quick
 
 
@@ -201,6 +205,28 @@ class QuickModeTests(SynchronousTestCase):
         self.assertIn("artcast/baseline", stdout)
         self.assertIn("deliveries/s", stdout)
         self.assertIn("memory per held client (KiB)", stdout)
+        self.assertIn("loadgen CPU per answer (us)", stdout)
+
+    def test_thenDelivers(self) -> None:
+        """
+        C{--then TREE} runs Artcast from that tree too, named by its commit,
+        with the same load; the table compares Artcast with it.
+        """
+        if not quickRun()["artcast"]:
+            raise self.skipTest(
+                f"twistd artcast does not start yet: {quickRun()['artcastWhy']}"
+            )
+        document = self.document()
+        [result] = self.results("then")
+        self.assertWellFormed(result)
+        self.assertEqual(document["settings"]["then"], str(ROOT))
+        [note] = [n for n in document["notes"] if n.startswith("then: ")]
+        self.assertIn(str(ROOT), note)
+        self.assertIn("commit ", note)
+        [header] = [
+            line.split() for line in quickRun()["stdout"].splitlines() if line.startswith("N ")
+        ]
+        self.assertEqual(header[-2:], ["then", "artcast/then"])
 
 
 class WorkersQuickModeTests(SynchronousTestCase):
@@ -373,6 +399,60 @@ class FormattingTests(SynchronousTestCase):
             [("baseline", "baseline", None), ("artcast", "artcast", None),
              ("artcast/baseline", "artcast", "baseline")],
         )
+
+
+class ThenOptionTests(SynchronousTestCase):
+    """
+    C{--then TREE}: Artcast from another work tree, in the same run.
+    """
+
+    def test_parsed(self) -> None:
+        """
+        The tree is taken as an absolute path; a directory without Artcast
+        is refused with the reason.
+        """
+        self.assertIsNone(fanout.parseArgs([]).then)
+        self.assertEqual(fanout.parseArgs(["--then", str(ROOT)]).then, ROOT)
+        empty = tempfile.mkdtemp(prefix="artcast-then-")
+        self.addCleanup(shutil.rmtree, empty, True)
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            self.assertRaises(SystemExit, fanout.parseArgs, ["--then", empty])
+        self.assertIn("--then: no Artcast tree at", stderr.getvalue())
+
+    def test_serverOfTheTree(self) -> None:
+        """
+        Server C{then} runs from its tree, first on the path; the others
+        from this repository.
+        """
+        other = Path("/some/tree")
+        self.assertEqual(fanout.serverRoot(fanout.THEN, other), other)
+        self.assertEqual(fanout.serverRoot("artcast", other), fanout.ROOT)
+        self.assertEqual(fanout.serverRoot(fanout.THEN, None), fanout.ROOT)
+        path = fanout.serverEnv(other)["PYTHONPATH"].split(os.pathsep)
+        self.assertEqual(path[0], str(other))
+
+    def test_columns(self) -> None:
+        """
+        C{then} comes after Artcast's columns, with C{artcast/then}, and
+        before Nchan's.
+        """
+        self.assertEqual(
+            [c[0] for c in fanout.tableColumns({"baseline", "artcast", "then", "nchan"})],
+            ["baseline", "artcast", "artcast/baseline", "then", "artcast/then", "nchan"],
+        )
+        self.assertEqual(
+            fanout.tableColumns({"then"}), [("then", "then", None)]
+        )
+
+    def test_treeCommit(self) -> None:
+        """
+        A work tree is named by its commit; a directory outside git says so.
+        """
+        self.assertRegex(fanout.treeCommit(ROOT), r"^commit [0-9a-f]{7}")
+        empty = tempfile.mkdtemp(prefix="artcast-then-")
+        self.addCleanup(shutil.rmtree, empty, True)
+        self.assertEqual(fanout.treeCommit(Path(empty)), "commit unknown (not a git tree)")
 
 
 class WorkersOptionTests(SynchronousTestCase):
