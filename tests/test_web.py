@@ -1090,6 +1090,44 @@ class LongPollStructureTests(SynchronousTestCase):
         self.assertIs(poll.answers, app.answers)
         self.assertEqual(poll.answer, app.answers.prebuiltAnswer)
 
+    def test_fanOutLetsGo(self) -> None:
+        """
+        Every poll of a fan-out, in one step or (with a timeout) the long
+        way, is answered, taken out of the store and let go of by its
+        request, and no timer is left.
+        """
+        from twisted.internet.testing import StringTransport
+        from twisted.web.http import HTTPChannel
+        from twisted.web.server import Site
+
+        from artcast.server.connections import ArtcastRequest
+
+        app = ArtcastApp(self.store, self.clock)
+        site = Site(app.resource(), reactor=self.clock)
+        site.requestFactory = ArtcastRequest
+        site.protocol = HTTPChannel
+        held = []
+        for target in (b"/artcasts/k", b"/artcasts/k?timeout=30", b"/artcasts/k"):
+            channel = site.buildProtocol(None)
+            transport = StringTransport()
+            channel.makeConnection(transport)
+            channel.dataReceived(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % (target,))
+            request = channel.requests[0]
+            held.append((request, request.poll, transport))
+        self.assertEqual(self.store.listening, 3)
+        self.store.publish("k", [1])
+        self.assertEqual(self.store.listening, 0)
+        for request, poll, transport in held:
+            self.assertIsNone(request.poll)
+            self.assertTrue(request.finished)
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+            self.assertTrue(transport.value().endswith(b"\r\n\r\n[1]"))
+        self.assertEqual(held[1][1].timeout, 30.0)
+        self.assertEqual(
+            [call for call in self.clock.getDelayedCalls() if call.func == held[1][1]._timedOut],
+            [],
+        )
+
 
 class PlainPollTests(SynchronousTestCase):
     """

@@ -134,6 +134,36 @@ class LongPoll(Waiter):
             # request are freed as soon as the channel lets go.
             request.poll = None
 
+    def notify(self, datum: Datum) -> None:
+        """
+        L{Waiter.notify} and L{arrived} in one step for the poll of a fan-out
+        (it waits for no older datum, with no gap to tell, no timer and no
+        L{Deferred}): a call less per step, for every waiter of a datum.
+        Any other goes the long way.
+        """
+        request: Any = self.request
+        if (
+            self.skipThrough is not None
+            or self.timer is not None
+            or self.deferred is not None
+            or self.gap
+            or internals.requestOver(request)
+        ):
+            super().notify(datum)
+            return
+        self.store._listeners.remove(self.pattern, self)
+        if isinstance(request, ArtcastRequest) and request.poll is self:
+            request.poll = None
+        try:
+            body = self.answer(request, datum, self.contentType, False)
+        except Exception:
+            self._fail(Failure())
+            return
+        if not body and request.startedWriting:
+            self.store.afterFanOut(_finish, request)
+        else:
+            writeAnswer(body, request)
+
     def arrived(self, datum: Datum) -> None:
         # Waiter.notify has taken it out of the store's index: the rest of
         # cancel(), for every waiter of a fan-out.
