@@ -772,6 +772,23 @@ class FastHeadTests(SynchronousTestCase):
             list(request.requestHeaders.getAllRawHeaders()), [(b"Host", [b"x"])]
         )
 
+    def test_attributesReadPlainly(self) -> None:
+        """
+        No class of a request reads its attributes with a C{__getattr__} or
+        a C{__getattribute__} of its own (CPython reads every attribute of
+        such an object the slow way): what a held request let go of is made
+        again by its class's attributes, and an attribute it never had is
+        missing as on Twisted's.
+        """
+        request = self.readOne(b"Host: x\r\n")
+        for cls in type(request).__mro__[:-1]:
+            self.assertNotIn("__getattr__", vars(cls), cls)
+            self.assertNotIn("__getattribute__", vars(cls), cls)
+        with self.assertRaises(AttributeError) as caught:
+            request.neverSet
+        self.assertIn("'neverSet'", str(caught.exception))
+        self.assertFalse(hasattr(request, "_neverSetEither"))
+
     def test_madeByTwistedOtherwise(self) -> None:
         """
         Where L{internals.requestMade} may not make a request (another

@@ -616,7 +616,9 @@ class _LeanAttribute:
                     return _LEAN_FINISHED[self.name]
                 return instance._madeAgain(self.name)
         if self.default is _ABSENT:
-            raise AttributeError(self.name)
+            raise AttributeError(
+                f"{(owner or type(instance)).__name__!r} object has no attribute {self.name!r}"
+            )
         return self.default
 
 
@@ -884,26 +886,20 @@ class ArtcastRequest(Request):
         setattr(self, name, value)
         return value
 
-    #: What L{hold} may let go of that is read on a held request's way out
-    #: (L{_LeanAttribute}; the others are made by L{__getattr__}); Twisted's
-    #: L{Request} has C{content} and C{args} as class attributes, L{None}.
+    #: What L{hold} may let go of (L{_LeanAttribute}s, not a C{__getattr__}:
+    #: a class with one has every attribute of its instances read the slow
+    #: way, which CPython cannot specialize); Twisted's L{Request} has
+    #: C{content}, C{args} and C{prepath} as class attributes, L{None}.
     content = _LeanAttribute(None)
     args = _LeanAttribute(None)
     notifications = _LeanAttribute()
     prepath = _LeanAttribute(None)
-
-    def __getattr__(self, name: str) -> Any:
-        """
-        Make again the other attributes L{hold} let go of (read on every
-        request, they are not L{_LeanAttribute}s: this is asked only when
-        the request has no such attribute).
-        """
-        lean = self._lean
-        if lean is None or not lean[0] & _LEAN_BITS.get(name, 0):
-            raise AttributeError(
-                f"{type(self).__name__!r} object has no attribute {name!r}"
-            )
-        return self._madeAgain(name)
+    responseHeaders = _LeanAttribute()
+    requestHeaders = _LeanAttribute()
+    cookies = _LeanAttribute()
+    received_cookies = _LeanAttribute()
+    sitepath = _LeanAttribute()
+    _adapterCache = _LeanAttribute()
 
     def requestHeaderValues(self, name: bytes) -> list[bytes] | None:
         """

@@ -175,7 +175,7 @@ def _remoteUser(request: IRequest) -> str:
     field is not quoted, and a space in it would shift every later field.
     """
     # Read where getUser() keeps it, without asking for a missing attribute
-    # (a held ArtcastRequest's __getattr__ would raise an AttributeError).
+    # (a failed look-up raises, and catches, an AttributeError).
     try:
         user = vars(request).get("user")
     except TypeError:
