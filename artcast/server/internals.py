@@ -200,18 +200,14 @@ def finishWritten(request: Any) -> None:
     request.finished = 1
     channel.requestDone(request)
     del request.channel
-    # What the request itself holds: a content buffer or notifications a
-    # request let go of (ArtcastRequest.hold) are none, found so without
-    # asking for them.
-    own = vars(request)
-    content = own.get("content")
+    content = request.content
     if content is not None:
         try:
             content.close()
         except OSError:
             pass
         del request.content
-    for d in own.get("notifications", ()):
+    for d in request.notifications:
         d.callback(None)
     request.notifications = []
 

@@ -174,12 +174,10 @@ def _remoteUser(request: IRequest) -> str:
     name, escaped.  Unlike Apache, a space is escaped too (C{\\x20}): this
     field is not quoted, and a space in it would shift every later field.
     """
-    # Read where getUser() keeps it, without asking for a missing attribute
-    # (a failed look-up raises, and catches, an AttributeError).
-    try:
-        user = vars(request).get("user")
-    except TypeError:
-        user = getattr(request, "user", None)
+    # Read where getUser() keeps it (getattr with a default makes no
+    # AttributeError when it is missing; vars() would give the request a
+    # dict of its own).
+    user = getattr(request, "user", None)
     if not user:
         # Twisted records "no credentials" as b"".
         return "-"
