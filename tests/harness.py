@@ -169,6 +169,11 @@ class _Peer:
             limit.cancel()
 
 
+#: How many times a server is started on newly chosen ports when the port
+#: it was given was taken meanwhile.
+START_ATTEMPTS = 3
+
+
 class ArtcastProcess:
     """
     A real C{twistd -n artcast} process on free loopback ports.
@@ -191,30 +196,41 @@ class ArtcastProcess:
     ) -> None:
         self.testCase = testCase
         self.group = group or randomGroup()
+        self._given = (dataPort, registerPort, httpPort)
+        self._extra = tuple(extra)
+        self._twistdArgs = tuple(twistdArgs)
+        self.directory = os.path.abspath(testCase.mktemp())
+        os.makedirs(self.directory)
+        self.pidfile = os.path.join(self.directory, "twistd.pid")
+        self.daemon = daemon
+        self._choosePorts()
+        self.watcher = _Watcher()
+        self.pid: int | None = None
+
+    def _choosePorts(self) -> None:
+        """
+        Take the ports given, and free ones for the others, and make the
+        command line, the URL and the senders of those ports.
+        """
+        dataPort, registerPort, httpPort = self._given
         data, register, spare = freePorts(3, socket.SOCK_DGRAM)
         self.dataPort = dataPort or data
         self.registerPort = registerPort or (register if register != self.dataPort else spare)
         self.httpPort = httpPort or freePort()
         self.url = "http://127.0.0.1:%d" % (self.httpPort,)
-        self.directory = os.path.abspath(testCase.mktemp())
-        os.makedirs(self.directory)
-        self.pidfile = os.path.join(self.directory, "twistd.pid")
         self.args = [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            *(() if daemon else ("-n",)),
-            "--pidfile", self.pidfile, *twistdArgs,
+            *(() if self.daemon else ("-n",)),
+            "--pidfile", self.pidfile, *self._twistdArgs,
             "artcast",
             "--client-port", "tcp:%d:interface=127.0.0.1" % (self.httpPort,),
             "--data-group", self.group, "--data-port", str(self.dataPort),
             "--register-group", self.group, "--register-port", str(self.registerPort),
             "--interface", "127.0.0.1",
-            *extra,
+            *self._extra,
         ]
-        self.daemon = daemon
         self.data = Sender(self.group, self.dataPort)
         self.register = Sender(self.group, self.registerPort)
-        self.watcher = _Watcher()
-        self.pid: int | None = None
 
     @property
     def output(self) -> str:
@@ -237,8 +253,26 @@ class ArtcastProcess:
         The test stops it at cleanup.
         """
         self.testCase.addCleanup(self.stop)
-        self.spawn()
-        yield self.waitUntilServing()
+        for attempt in range(START_ATTEMPTS):
+            self.spawn()
+            try:
+                yield self.waitUntilServing()
+            except RuntimeError:
+                # A port found free was taken by another test's process
+                # before this one bound it: again, on other free ports.
+                if (
+                    attempt + 1 == START_ATTEMPTS
+                    or self.daemon
+                    or self._given[2] is not None
+                    or "Address already in use" not in self.output
+                ):
+                    raise
+                self.watcher = _Watcher()
+                self.data.close()
+                self.register.close()
+                self._choosePorts()
+                continue
+            break
         if self.daemon:
             yield self.watcher.ended
             with open(self.pidfile) as f:
@@ -252,7 +286,10 @@ class ArtcastProcess:
             if self.watcher.status is not None and not self.daemon:
                 raise RuntimeError("artcast exited at start:\n" + self.output)
             try:
-                response = yield treq.get(self.url + "/stats.json", persistent=False)
+                # (Bounded: a port taken meanwhile may hold the request.)
+                response = yield treq.get(
+                    self.url + "/stats.json", persistent=False, timeout=2
+                )
                 yield response.content()
                 return
             except Exception:

@@ -54,6 +54,27 @@ class HarnessTests(TestCase):
         made = ArtcastProcess(self)
         self.assertNotEqual(made.registerPort, made.dataPort)
 
+    @inlineCallbacks
+    def test_portTakenMeanwhile(self) -> Any:
+        """
+        A server whose HTTP port, found free, was taken before it bound it
+        is started again on another free port.
+        """
+        import tests.harness as harness
+
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        ports = [taken.getsockname()[1]]
+        real = harness.freePort
+        self.patch(harness, "freePort", lambda *a: ports.pop() if ports else real(*a))
+        proc = yield ArtcastProcess(self).start()
+        self.assertNotEqual(proc.httpPort, taken.getsockname()[1])
+        response = yield treq.get(proc.url + "/stats.json", persistent=False)
+        self.assertEqual(response.code, 200)
+        yield response.content()
+
 
 class RawResponse:
     """
