@@ -147,7 +147,10 @@ sys.exit(1)
 _MARKER = re.compile(r"^(server(?: (\d+))?|background|until-stopped (\d+(?:\.\d+)?))$")
 
 _KERNEL = r"""
-import contextlib, io, json, os, sys, traceback
+import contextlib, io, json, os, signal, sys, traceback
+# Ctrl-C stops a block as in a terminal, even when the tests were started
+# where SIGINT is ignored (a background job of a shell without job control).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 results = os.fdopen(int(sys.argv[1]), "w")
 namespace = {"__name__": "__main__"}
 for line in sys.stdin:
