@@ -151,6 +151,8 @@ class LongPoll(Waiter):
         ):
             super().notify(datum)
             return
+        # Out of the store's index of waiters, as Waiter.notify takes it (not
+        # through cancel: a call more per waiter, and no timer to cancel).
         self.store._listeners.remove(self.pattern, self)
         if isinstance(request, ArtcastRequest) and request.poll is self:
             request.poll = None
