@@ -35,9 +35,7 @@ def freePort(kind: int = socket.SOCK_STREAM) -> int:
     """
     A port number free on 127.0.0.1 right now.
     """
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return freePorts(1, kind)[0]
 
 
 def freePorts(count: int, kind: int = socket.SOCK_STREAM) -> list[int]:
